@@ -1,0 +1,63 @@
+"""Names Phalanx writes onto the objects it owns: labels, annotations and injected env vars.
+
+Everything the controller needs to rebuild its view of the world after a restart is carried
+here, on the objects themselves (level-triggered: no hidden controller state).
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+API_GROUP: Final = "serving.phalanx.dev"
+API_VERSION: Final = "v1alpha1"
+GROUP_VERSION: Final = f"{API_GROUP}/{API_VERSION}"
+
+_P: Final = f"{API_GROUP}/"
+
+# Pod labels (all values are strings).
+NAME: Final = _P + "name"  # the ModelServing
+GROUP_INDEX: Final = _P + "group-index"  # ServingGroup ordinal
+ROLE: Final = _P + "role"  # role name
+ROLE_INDEX: Final = _P + "role-index"  # role instance ordinal within the group
+POD_INDEX: Final = _P + "pod-index"  # 0 = entry pod, 1..N = workers
+ENTRY: Final = _P + "entry"  # "true" on entry pods
+REVISION: Final = _P + "revision"  # the ServingGroup's revision (group template hash)
+ROLE_REVISION: Final = _P + "role-revision"  # the role template hash (RoleRollingUpdate)
+
+# Every label Phalanx sets on pods; users may not set these in templates.
+RESERVED_POD_LABELS: Final = frozenset(
+    {NAME, GROUP_INDEX, ROLE, ROLE_INDEX, POD_INDEX, ENTRY, REVISION, ROLE_REVISION}
+)
+
+# Annotations on the ModelServing that tune how it is run.
+GANG_SCHEDULER_ANNOTATION: Final = _P + "gang-scheduler"  # volcano | coscheduling | none
+VOLCANO_QUEUE_ANNOTATION: Final = "scheduling.volcano.sh/queue-name"
+COSCHEDULING_TIMEOUT_ANNOTATION: Final = _P + "schedule-timeout-seconds"
+POD_DELETION_COST_ANNOTATION: Final = "controller.kubernetes.io/pod-deletion-cost"
+
+# Gang objects.
+VOLCANO_GROUP_ANNOTATION: Final = "scheduling.k8s.io/group-name"
+VOLCANO_TASK_ANNOTATION: Final = "volcano.sh/task-spec"
+VOLCANO_PODGROUP_API: Final = "scheduling.volcano.sh/v1beta1"
+COSCHEDULING_LABEL: Final = "scheduling.x-k8s.io/pod-group"
+COSCHEDULING_PODGROUP_API: Final = "scheduling.x-k8s.io/v1alpha1"
+
+# Environment injected into every container and init container of every pod.
+ENV_ENTRY_ADDRESS: Final = "ENTRY_ADDRESS"  # the entry pod's DNS name (its headless Service)
+ENV_WORKER_INDEX: Final = "WORKER_INDEX"  # 0 on the entry pod, 1..N on workers
+ENV_GROUP_SIZE: Final = "GROUP_SIZE"  # pods in this role instance: 1 + workerReplicas
+ENV_GROUP_INDEX: Final = "GROUP_INDEX"  # the ServingGroup ordinal
+ENV_ROLE_NAME: Final = "ROLE_NAME"
+ENV_ROLE_INDEX: Final = "ROLE_INDEX"
+ENV_MODEL_SERVING: Final = "MODEL_SERVING_NAME"
+INJECTED_ENV: Final = (
+    ENV_ENTRY_ADDRESS,
+    ENV_WORKER_INDEX,
+    ENV_GROUP_SIZE,
+    ENV_GROUP_INDEX,
+    ENV_ROLE_NAME,
+    ENV_ROLE_INDEX,
+    ENV_MODEL_SERVING,
+)
+
+FIELD_MANAGER: Final = "phalanx"

@@ -1,0 +1,181 @@
+"""From YAML text to typed resources, collecting every problem with its line number."""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from phalanx.api.deployment_validation import validate_model_deployment
+from phalanx.api.errors import FieldError, Path, SpecError
+from phalanx.api.labels import GROUP_VERSION
+from phalanx.api.modeldeployment import ModelDeployment
+from phalanx.api.modelserving import ModelServing
+from phalanx.api.podspec import validate_pod_spec
+from phalanx.api.schema_errors import translate
+from phalanx.api.validation import validate_model_serving
+from phalanx.api.yamlfile import Document, parse_yaml
+
+Resource = ModelServing | ModelDeployment
+KINDS: dict[str, type[BaseModel]] = {"ModelServing": ModelServing, "ModelDeployment": ModelDeployment}
+_KTHENA_GROUPS = ("workload.serving.volcano.sh/", "workload.volcano.sh/", "workload.matrixinfer.ai/")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """The resources of one file, and every problem found (warnings included)."""
+
+    resources: list[Resource] = field(default_factory=list)
+    problems: list[FieldError] = field(default_factory=list)
+    source: str | None = None
+
+    @property
+    def errors(self) -> list[FieldError]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def warnings(self) -> list[FieldError]:
+        return [p for p in self.problems if p.severity == "warning"]
+
+    def raise_for_errors(self) -> None:
+        if self.errors:
+            raise SpecError(self.errors, self.source)
+
+
+def _header_problems(data: Any) -> list[FieldError]:
+    if not isinstance(data, dict):
+        return [
+            FieldError(
+                (),
+                "is not a Kubernetes object (expected a mapping with apiVersion and kind)",
+                fix="check the file",
+            )
+        ]
+    problems: list[FieldError] = []
+    api_version, kind = data.get("apiVersion"), data.get("kind")
+    if api_version != GROUP_VERSION:
+        if isinstance(api_version, str) and api_version.startswith(_KTHENA_GROUPS):
+            fix = f"change apiVersion to {GROUP_VERSION}; the rest of a Kthena manifest is accepted as it is"
+        else:
+            fix = f"set apiVersion: {GROUP_VERSION}"
+        problems.append(
+            FieldError(("apiVersion",), "is not a Phalanx API version", value=api_version, fix=fix)
+        )
+    if kind not in KINDS:
+        problems.append(
+            FieldError(
+                ("kind",),
+                "is not a Phalanx resource",
+                value=kind,
+                fix="use kind ModelServing or ModelDeployment",
+            )
+        )
+    return problems
+
+
+def _pod_template_problems(data: dict[str, Any]) -> list[FieldError]:
+    """Pod spec schema problems, found even when other fields fail to parse."""
+    problems: list[FieldError] = []
+    template = (data.get("spec") or {}).get("template") if isinstance(data.get("spec"), dict) else None
+    roles = template.get("roles") if isinstance(template, dict) else None
+    if not isinstance(roles, list):
+        return problems
+    for index, role in enumerate(roles):
+        if not isinstance(role, dict):
+            continue
+        for key in ("entryTemplate", "workerTemplate"):
+            pod_template = role.get(key)
+            if isinstance(pod_template, dict) and isinstance(pod_template.get("spec"), dict):
+                prefix = ("spec", "template", "roles", index, key, "spec")
+                problems += [p.under(prefix) for p in validate_pod_spec(pod_template["spec"])]
+    return problems
+
+
+def _semantic(resource: BaseModel) -> list[FieldError]:
+    if isinstance(resource, ModelServing):
+        return validate_model_serving(resource)
+    assert isinstance(resource, ModelDeployment)
+    return validate_model_deployment(resource)
+
+
+def _without(data: Any, paths: list[Path]) -> Any | None:
+    """A copy of `data` with the fields at `paths` removed, so their defaults apply; None if a
+    path cannot be removed (a missing required field, or a bad list item)."""
+    repaired = copy.deepcopy(data)
+    for path in paths:
+        if not path or isinstance(path[-1], int):
+            return None
+        parent = repaired
+        for part in path[:-1]:
+            try:
+                parent = parent[part]
+            except (KeyError, IndexError, TypeError):
+                return None
+        if not isinstance(parent, dict) or path[-1] not in parent:
+            return None
+        del parent[path[-1]]
+    return repaired
+
+
+def _best_effort_semantic(model: type[BaseModel], data: Any, reported: list[FieldError]) -> list[FieldError]:
+    """Run the cross-field checks on the spec minus its broken fields, so one run reports all.
+
+    Problems under a field that already has an error are dropped: they would only repeat it.
+    """
+    candidate = _without(data, [p.path for p in reported])
+    if candidate is None:
+        return []
+    try:
+        resource = model.model_validate(candidate)
+    except ValidationError:
+        return []
+    broken = [p.path for p in reported]
+    return [p for p in _semantic(resource) if not any(p.path[: len(path)] == path for path in broken)]
+
+
+def parse_resource(data: Any) -> tuple[Resource | None, list[FieldError]]:
+    """One object (a dict, as from YAML or the API server) -> typed resource plus problems."""
+    problems = _header_problems(data)
+    if problems:
+        return None, problems
+    model = KINDS[data["kind"]]
+    data = copy.deepcopy(data)  # the resource must not share free-form fields with the caller's data
+    try:
+        resource = model.model_validate(data)
+    except ValidationError as exc:
+        problems = translate(exc, model)
+        if data["kind"] == "ModelServing":
+            problems += _pod_template_problems(data)
+        return None, problems + _best_effort_semantic(model, data, problems)
+    assert isinstance(resource, ModelServing | ModelDeployment)
+    return resource, _semantic(resource)
+
+
+def _located(document: Document, problems: list[FieldError]) -> list[FieldError]:
+    return [document.locate(problem) for problem in problems]
+
+
+def load_text(text: str, source: str | None = None) -> Loaded:
+    """Parse every document of a YAML file; YAML syntax errors come back as problems too."""
+    try:
+        documents = parse_yaml(text, source)
+    except SpecError as exc:
+        return Loaded(problems=list(exc.errors), source=source)
+    if not documents:
+        return Loaded(
+            problems=[
+                FieldError((), "the file holds no YAML document", fix="add a ModelServing or ModelDeployment")
+            ],
+            source=source,
+        )
+    resources: list[Resource] = []
+    problems: list[FieldError] = []
+    for document in documents:
+        resource, found = parse_resource(document.data)
+        problems += _located(document, found)
+        if resource is not None:
+            resources.append(resource)
+    problems.sort(key=lambda p: (p.document, p.line or 0, p.column or 0))
+    return Loaded(resources=resources, problems=problems, source=source)

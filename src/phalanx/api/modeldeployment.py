@@ -1,0 +1,96 @@
+"""The ModelDeployment resource: a model, an engine and a GPU shape (KAITO-like).
+
+The planner turns it into a ModelServing: how many nodes, tensor and pipeline parallel sizes, and
+the engine's launch commands. Everything the user writes here is plain intent; nothing in it names
+a pod.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BeforeValidator, Field
+
+from phalanx.api.base import ApiModel, Condition, ObjectMeta
+from phalanx.api.modelserving import RecoveryPolicy, RolloutStrategy
+
+Engine = Literal["vllm", "sglang", "sim"]
+Launcher = Literal["ray", "native"]
+Dtype = Literal["bf16", "fp16", "fp8"]
+
+
+class ModelArchitectureSpec(ApiModel):
+    """Architecture numbers for a model that is not in the catalog (from its config.json)."""
+
+    num_hidden_layers: int = Field(ge=1)
+    hidden_size: int = Field(ge=1)
+    num_attention_heads: int = Field(ge=1)
+    num_key_value_heads: int = Field(ge=1)
+    head_dim: int | None = Field(default=None, ge=1)
+    intermediate_size: int = Field(ge=1)
+    vocab_size: int = Field(ge=1)
+    num_parameters: int = Field(ge=1)
+    max_position_embeddings: int = Field(ge=1)
+    dtype: Dtype = "bf16"
+    tie_word_embeddings: bool = False
+    num_experts: int | None = Field(default=None, ge=1)
+    num_experts_per_token: int | None = Field(default=None, ge=1)
+    moe_intermediate_size: int | None = Field(default=None, ge=1)
+    kv_lora_rank: int | None = Field(default=None, ge=1)
+    qk_rope_head_dim: int | None = Field(default=None, ge=1)
+
+
+def _model_shorthand(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+class ModelRef(ApiModel):
+    # A catalog name ('llama-3.3-70b-instruct'), or a Hugging Face id with `architecture`.
+    name: str = Field(min_length=1)
+    architecture: ModelArchitectureSpec | None = None
+    served_name: str | None = None  # the `model` clients send; defaults to `name`
+    revision: str | None = None
+
+
+class ModelDeploymentSpec(ApiModel):
+    model: Annotated[ModelRef, BeforeValidator(_model_shorthand)]
+    engine: Engine = "vllm"
+    launcher: Launcher = "ray"  # vllm only: Ray cluster, or vLLM's native --nnodes launcher
+    image: str | None = None
+    instance_type: str | None = None
+    gpus_per_node: int | None = Field(default=None, ge=1)
+    gpu_memory: str | None = None  # per GPU, e.g. '80Gi'
+    gpu_product: str | None = None
+    max_nodes: int | None = Field(default=None, ge=1)
+    nodes: int | None = Field(default=None, ge=1)  # pin the node count per ServingGroup
+    replicas: int = Field(default=1, ge=0)
+    max_model_len: int | None = Field(default=None, ge=1)
+    dtype: Dtype | None = None
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1)
+    engine_args: list[str] = Field(default_factory=list)  # appended last, so they win
+    env: list[dict[str, Any]] = Field(default_factory=list)
+    model_access_secret: str | None = None  # Secret with key HF_TOKEN
+    scheduler_name: str = "volcano"
+    recovery_policy: RecoveryPolicy = "RoleRecreate"
+    rollout_strategy: RolloutStrategy | None = None
+    node_selector: dict[str, str] = Field(default_factory=dict)
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class ModelDeploymentStatus(ApiModel):
+    observed_generation: int = 0
+    model_serving: str = ""
+    plan: dict[str, Any] = Field(default_factory=dict)
+    conditions: list[Condition] = Field(default_factory=list)
+
+
+class ModelDeployment(ApiModel):
+    api_version: Literal["serving.phalanx.dev/v1alpha1"] = "serving.phalanx.dev/v1alpha1"
+    kind: Literal["ModelDeployment"] = "ModelDeployment"
+    metadata: ObjectMeta
+    spec: ModelDeploymentSpec
+    status: ModelDeploymentStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name

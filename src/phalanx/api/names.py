@@ -1,0 +1,58 @@
+"""Names Phalanx generates, and the Kubernetes rules they must follow.
+
+Pods are named like Kthena's: `<servingName>-<groupIndex>-<roleName>-<roleIndex>-<podIndex>`,
+entry pod at podIndex 0. The entry pod's name is also the name of its role instance's headless
+Service, so it must be a DNS-1035 label.
+"""
+
+from __future__ import annotations
+
+import re
+
+DNS_LABEL_MAX = 63
+_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+_LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+
+
+def is_dns1123_label(value: str) -> bool:
+    return len(value) <= DNS_LABEL_MAX and bool(_DNS1123_LABEL.match(value))
+
+
+def is_dns1035_label(value: str) -> bool:
+    return len(value) <= DNS_LABEL_MAX and bool(_DNS1035_LABEL.match(value))
+
+
+def is_label_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+        return False
+    return len(name) <= DNS_LABEL_MAX and bool(_LABEL_NAME.match(name))
+
+
+def is_label_value(value: str) -> bool:
+    return value == "" or (len(value) <= DNS_LABEL_MAX and bool(_LABEL_NAME.match(value)))
+
+
+def group_name(serving: str, group_index: int) -> str:
+    """A ServingGroup's name; also the name of its gang PodGroup."""
+    return f"{serving}-{group_index}"
+
+
+def role_instance_name(serving: str, group_index: int, role: str, role_index: int) -> str:
+    return f"{serving}-{group_index}-{role}-{role_index}"
+
+
+def pod_name(serving: str, group_index: int, role: str, role_index: int, pod_index: int) -> str:
+    return f"{role_instance_name(serving, group_index, role, role_index)}-{pod_index}"
+
+
+def entry_service_name(serving: str, group_index: int, role: str, role_index: int) -> str:
+    """The headless Service of a role instance: named after, and selecting, its entry pod."""
+    return pod_name(serving, group_index, role, role_index, 0)
+
+
+def entry_address(serving: str, group_index: int, role: str, role_index: int, namespace: str) -> str:
+    """DNS name of the entry pod through its headless Service (resolves before it is Ready)."""
+    return f"{entry_service_name(serving, group_index, role, role_index)}.{namespace}"

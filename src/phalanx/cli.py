@@ -1,0 +1,237 @@
+"""The `phalanx` command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from phalanx import __version__, planner
+from phalanx.api import FieldError, Loaded, ModelDeployment, ModelServing, SpecError, load_text
+from phalanx.api.yamlfile import dump_yaml
+from phalanx.compiler import compile_deployment
+from phalanx.controller.desired import steady_state
+from phalanx.planner.types import GpuShape, PlanningError, PlanRequest
+
+app = typer.Typer(
+    name="phalanx",
+    help="Serve large language models that span several machines.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+out = Console(highlight=False, soft_wrap=True)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+FileOption = Annotated[
+    Path, typer.Option("--file", "-f", help="A YAML file with ModelServing/ModelDeployment.")
+]
+OutputFormat = Literal["yaml", "json"]
+
+
+def _read(path: Path) -> Loaded:
+    if str(path) == "-":
+        return load_text(sys.stdin.read(), "<stdin>")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {path}: {exc.strerror}")
+        raise typer.Exit(1) from None
+    return load_text(text, str(path))
+
+
+def _report(problems: list[FieldError], source: str | None) -> None:
+    for problem in problems:
+        colour = "red" if problem.severity == "error" else "yellow"
+        err.print(f"[{colour}]{problem.render(source)}[/{colour}]", markup=True, highlight=False)
+
+
+def _load_or_exit(path: Path) -> Loaded:
+    loaded = _read(path)
+    _report(loaded.problems, loaded.source)
+    if loaded.errors:
+        count = len(loaded.errors)
+        err.print(f"{loaded.source}: {count} error{'s' if count != 1 else ''}")
+        raise typer.Exit(1)
+    return loaded
+
+
+@app.command()
+def validate(file: FileOption) -> None:
+    """Check a spec; print every problem with its line, field, value and fix. Exit 1 on errors."""
+    loaded = _load_or_exit(file)
+    problems: list[FieldError] = []
+    for resource in loaded.resources:
+        if isinstance(resource, ModelDeployment):
+            try:
+                problems += compile_deployment(resource).warnings
+            except SpecError as exc:
+                _report(list(exc.errors), loaded.source)
+                raise typer.Exit(1) from None
+    _report(problems, loaded.source)
+    names = ", ".join(f"{r.kind}/{r.metadata.name}" for r in loaded.resources)
+    err.print(f"{loaded.source}: valid ({names})")
+
+
+def _render_objects(
+    resource: ModelServing | ModelDeployment, source: str | None
+) -> tuple[list[dict[str, Any]], list[str]]:
+    if isinstance(resource, ModelServing):
+        return steady_state(resource), []
+    try:
+        compiled = compile_deployment(resource)
+    except SpecError as exc:
+        _report(list(exc.errors), source)
+        raise typer.Exit(1) from None
+    _report(compiled.warnings, source)
+    comments = [f"ModelDeployment/{resource.name} planned as:"] + [
+        f"  {line}" for line in compiled.plan.arithmetic
+    ]
+    ms = compiled.model_serving
+    return [ms.to_dict(), *steady_state(ms)], comments
+
+
+@app.command()
+def render(
+    file: FileOption,
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="yaml or json")] = "yaml",
+) -> None:
+    """Print the Kubernetes objects a spec becomes (a ModelDeployment also shows its plan)."""
+    loaded = _load_or_exit(file)
+    objects: list[dict[str, Any]] = []
+    comments: list[str] = []
+    for resource in loaded.resources:
+        rendered, notes = _render_objects(resource, loaded.source)
+        objects += rendered
+        comments += notes
+    if output == "json":
+        print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
+        return
+    for line in comments:
+        print(f"# {line}")
+    print(dump_yaml(objects), end="")
+
+
+def _shape(
+    instance_type: str | None, gpus_per_node: int | None, gpu_memory: str | None, gpu_product: str | None
+) -> GpuShape:
+    if instance_type:
+        if planner.find_instance_type(instance_type) is None:
+            close = planner.suggest_instance_types(instance_type)
+            hint = f" Did you mean {', '.join(close)}?" if close else ""
+            err.print(f"[red]error:[/red] unknown instance type {instance_type!r}.{hint}")
+            raise typer.Exit(1)
+        return planner.shape_for_instance(instance_type)
+    if gpus_per_node is None or gpu_memory is None:
+        err.print("[red]error:[/red] give --instance-type, or --gpus-per-node with --gpu-memory")
+        raise typer.Exit(1)
+    try:
+        return planner.shape_from_memory(gpus_per_node, gpu_memory, gpu_product or "custom")
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] --gpu-memory: {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def plan(
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Catalog name or Hugging Face id.")
+    ] = None,
+    instance_type: Annotated[str | None, typer.Option("--instance-type", "-t")] = None,
+    gpus_per_node: Annotated[int | None, typer.Option("--gpus-per-node", min=1)] = None,
+    gpu_memory: Annotated[str | None, typer.Option("--gpu-memory", help="Per GPU, e.g. 80Gi.")] = None,
+    gpu_product: Annotated[str | None, typer.Option("--gpu-product")] = None,
+    max_nodes: Annotated[int | None, typer.Option("--max-nodes", min=1)] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Pin the node count.")] = None,
+    max_model_len: Annotated[int | None, typer.Option("--max-model-len", min=1)] = None,
+    dtype: Annotated[Literal["bf16", "fp16", "fp8"] | None, typer.Option("--dtype")] = None,
+    gpu_memory_utilization: Annotated[
+        float, typer.Option("--gpu-memory-utilization", min=0.05, max=1.0)
+    ] = 0.9,
+    output: Annotated[Literal["text", "json"], typer.Option("--output", "-o")] = "text",
+    list_catalog: Annotated[
+        bool, typer.Option("--list", help="List catalog models and instance types.")
+    ] = False,
+) -> None:
+    """Plan nodes, tensor and pipeline parallelism and the KV cache for a model on a GPU shape."""
+    if list_catalog:
+        _print_catalog()
+        return
+    if model is None:
+        err.print("[red]error:[/red] --model is required (see --list)")
+        raise typer.Exit(1)
+    architecture = planner.find_model(model)
+    if architecture is None:
+        close = planner.suggest_models(model)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        err.print(f"[red]error:[/red] unknown model {model!r}.{hint} (see --list)")
+        raise typer.Exit(1)
+    request = PlanRequest(
+        model=architecture,
+        shape=_shape(instance_type, gpus_per_node, gpu_memory, gpu_product),
+        max_nodes=max_nodes,
+        nodes=nodes,
+        max_model_len=max_model_len,
+        dtype=dtype,
+        gpu_memory_utilization=gpu_memory_utilization,
+    )
+    try:
+        result = planner.make_plan(request)
+    except PlanningError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    if output == "json":
+        print(json.dumps(planner.plan_to_dict(result), indent=2))
+        return
+    table = Table(title=f"{result.model} on {result.instance_type or result.gpu_product}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in planner.plan_to_dict(result).items():
+        if key in ("arithmetic", "warnings", "memory"):
+            continue
+        table.add_row(key, str(value))
+    out.print(table)
+    for line in result.arithmetic:
+        out.print(f"  {line}")
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}")
+
+
+def _print_catalog() -> None:
+    models = Table(title="Models")
+    for column in ("name", "hugging face id", "params", "layers", "context"):
+        models.add_column(column)
+    for entry in planner.MODELS:
+        models.add_row(
+            entry.name,
+            entry.hf_id,
+            f"{entry.num_params / 1e9:.1f}B",
+            str(entry.num_layers),
+            str(entry.max_context),
+        )
+    out.print(models)
+    instances = Table(title="Instance types")
+    for column in ("name", "cloud", "GPUs", "GPU"):
+        instances.add_column(column)
+    for instance in planner.INSTANCE_TYPES:
+        instances.add_row(instance.name, instance.cloud, str(instance.gpu_count), instance.gpu.name)
+    out.print(instances)
+
+
+@app.command()
+def version() -> None:
+    """Print the Phalanx version."""
+    print(__version__)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        raise SystemExit(130) from None

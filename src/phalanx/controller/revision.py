@@ -1,0 +1,49 @@
+"""Revision hashes: which template a ServingGroup or role instance was built from.
+
+A revision covers everything that changes a pod (the role templates, worker counts, the
+scheduler, the gang scheduler and network topology) and nothing that does not (replica counts,
+rollout and recovery settings, minRoleReplicas). Changing a covered field rolls the groups;
+scaling never does. Kthena's hash covers only the roles (its issue #690); ours does not miss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from phalanx.api.modelserving import ModelServing, Role
+
+_ROLE_FIELDS_NOT_IN_PODS = {"replicas", "max_unavailable", "partition"}
+
+
+def _digest(payload: Any) -> str:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _group_pod_fields(ms: ModelServing) -> dict[str, Any]:
+    topology = ms.spec.template.network_topology
+    return {
+        "schedulerName": ms.spec.scheduler_name,
+        "gangScheduler": ms.gang_scheduler,
+        "networkTopology": topology.to_dict() if topology else None,
+    }
+
+
+def role_revision(ms: ModelServing, role: Role) -> str:
+    """Hash of one role's pods: its templates and worker count plus the group-wide pod fields."""
+    role_fields = role.model_dump(
+        by_alias=True, exclude=_ROLE_FIELDS_NOT_IN_PODS, exclude_none=True, mode="json"
+    )
+    return _digest({"role": role_fields, "group": _group_pod_fields(ms)})
+
+
+def group_revision(ms: ModelServing) -> str:
+    """Hash of a whole ServingGroup's pods (all roles, in order)."""
+    return _digest(
+        {
+            "roles": [[role.name, role_revision(ms, role)] for role in ms.spec.template.roles],
+            "group": _group_pod_fields(ms),
+        }
+    )

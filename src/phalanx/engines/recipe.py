@@ -1,0 +1,131 @@
+"""What every engine recipe produces, and the pod parts they share.
+
+A recipe turns a plan into the pod templates of one role instance: the entry pod (engine head,
+serves HTTP) and the worker pods (join the head). Recipes are pure: same inputs, same templates.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from phalanx.planner.types import GiB, Plan
+
+HTTP_PORT = 8000
+CONTAINER_NAME = "engine"
+GPU_RESOURCE = "nvidia.com/gpu"
+# Model load time grows with weight size; the startup probe must outlast it (KAITO uses the same
+# shape: 15 min plus 18 s per GiB, between 30 and 180 min).
+_LOAD_BASE_SECONDS = 15 * 60
+_LOAD_SECONDS_PER_GIB = 18
+_LOAD_MIN_SECONDS, _LOAD_MAX_SECONDS = 30 * 60, 180 * 60
+_PROBE_PERIOD_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class EngineInputs:
+    plan: Plan
+    model_id: str  # what the engine loads: a Hugging Face id or a path
+    served_name: str  # the `model` clients ask for
+    image: str
+    launcher: str = "ray"
+    engine_args: tuple[str, ...] = ()
+    env: tuple[dict[str, Any], ...] = ()
+    model_access_secret: str | None = None
+    model_revision: str | None = None
+    request_gpus: bool = True
+
+
+@dataclass(frozen=True)
+class RoleRecipe:
+    """The pod templates of one role instance plus what a reader of the plan should know."""
+
+    entry: dict[str, Any]
+    worker: dict[str, Any] | None
+    worker_replicas: int
+    port: int = HTTP_PORT
+    notes: tuple[str, ...] = field(default=())
+
+
+def load_timeout_seconds(plan: Plan) -> int:
+    weights_gib = plan.memory.weights * plan.total_gpus / GiB
+    seconds = _LOAD_BASE_SECONDS + int(weights_gib * _LOAD_SECONDS_PER_GIB)
+    return max(_LOAD_MIN_SECONDS, min(_LOAD_MAX_SECONDS, seconds))
+
+
+def http_probes(plan: Plan) -> dict[str, Any]:
+    """Readiness on the entry's HTTP /health, not a TCP connect: vLLM binds its port long before
+    the model is loaded, so only /health tells whether it can serve."""
+    health = {"httpGet": {"path": "/health", "port": "http"}}
+    return {
+        "startupProbe": {
+            **health,
+            "periodSeconds": _PROBE_PERIOD_SECONDS,
+            "timeoutSeconds": 5,
+            "failureThreshold": math.ceil(load_timeout_seconds(plan) / _PROBE_PERIOD_SECONDS),
+        },
+        "readinessProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
+        "livenessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
+    }
+
+
+def base_env(inputs: EngineInputs) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]
+    if inputs.model_access_secret:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": inputs.model_access_secret, "key": "HF_TOKEN"}},
+            }
+        )
+    return env + [dict(item) for item in inputs.env]
+
+
+def gpu_resources(inputs: EngineInputs) -> dict[str, Any]:
+    if not inputs.request_gpus or inputs.plan.gpus_per_node == 0:
+        return {}
+    count = str(inputs.plan.gpus_per_node)
+    return {"resources": {"limits": {GPU_RESOURCE: count}, "requests": {GPU_RESOURCE: count}}}
+
+
+def shared_memory_volume() -> tuple[dict[str, Any], dict[str, Any]]:
+    """NCCL and the engines' worker processes exchange tensors through /dev/shm."""
+    volume = {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}}
+    mount = {"name": "dshm", "mountPath": "/dev/shm"}
+    return volume, mount
+
+
+def pod_template(
+    inputs: EngineInputs,
+    *,
+    command: list[str],
+    args: list[str] | None = None,
+    serves_http: bool,
+    extra_env: list[dict[str, Any]] | None = None,
+    shared_memory: bool = True,
+    extra_ports: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": CONTAINER_NAME, "image": inputs.image, "command": command}
+    if args:
+        container["args"] = args
+    container["env"] = base_env(inputs) + list(extra_env or [])
+    ports = [{"name": "http", "containerPort": HTTP_PORT}] if serves_http else []
+    ports += extra_ports or []
+    if ports:
+        container["ports"] = ports
+    container.update(gpu_resources(inputs))
+    if serves_http:
+        container.update(http_probes(inputs.plan))
+    spec: dict[str, Any] = {"containers": [container]}
+    if shared_memory:
+        volume, mount = shared_memory_volume()
+        container["volumeMounts"] = [mount]
+        spec["volumes"] = [volume]
+    return {"spec": spec}
+
+
+def overridden_flags(engine_args: tuple[str, ...], generated: set[str]) -> list[str]:
+    """Generated flags that user engine arguments override (the last value wins in argparse)."""
+    given = {arg.split("=", 1)[0] for arg in engine_args if arg.startswith("-")}
+    return sorted(given & generated)

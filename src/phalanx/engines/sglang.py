@@ -1,0 +1,59 @@
+"""SGLang: the same launch_server command on every node, node rank from WORKER_INDEX."""
+
+from __future__ import annotations
+
+from phalanx.engines.recipe import EngineInputs, RoleRecipe, overridden_flags, pod_template
+
+DEFAULT_IMAGE = "lmsysorg/sglang:v0.5.23"
+DIST_INIT_PORT = 20000
+_DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
+_PLANNED_FLAGS = {
+    "--tp-size",
+    "--tp",
+    "--pp-size",
+    "--context-length",
+    "--mem-fraction-static",
+    "--nnodes",
+    "--node-rank",
+}
+
+
+def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecipe:
+    plan = inputs.plan
+    args = [
+        "--model-path",
+        inputs.model_id,
+        "--served-model-name",
+        inputs.served_name,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        "8000",
+        "--tp-size",
+        str(plan.tensor_parallel_size),
+        "--pp-size",
+        str(plan.pipeline_parallel_size),
+        "--context-length",
+        str(plan.max_model_len),
+        "--mem-fraction-static",
+        str(plan.gpu_memory_utilization),
+    ]
+    if plan.dtype == "fp8":
+        if not native_dtype_fp8:
+            args += ["--quantization", "fp8"]
+    else:
+        args += ["--dtype", _DTYPE[plan.dtype]]
+    if inputs.model_revision:
+        args += ["--revision", inputs.model_revision]
+    if plan.nodes > 1:
+        args += ["--nnodes", str(plan.nodes), "--dist-init-addr", f"$(ENTRY_ADDRESS):{DIST_INIT_PORT}"]
+    command = ["python3", "-m", "sglang.launch_server"]
+    entry_args = args + (["--node-rank", "0"] if plan.nodes > 1 else []) + list(inputs.engine_args)
+    entry = pod_template(inputs, command=command, args=entry_args, serves_http=True)
+    worker = None
+    if plan.nodes > 1:
+        worker_args = [*args, "--node-rank", "$(WORKER_INDEX)", *inputs.engine_args]
+        worker = pod_template(inputs, command=command, args=worker_args, serves_http=False)
+    overridden = overridden_flags(inputs.engine_args, _PLANNED_FLAGS)
+    notes = (f"engineArgs override planned flags {', '.join(overridden)}",) if overridden else ()
+    return RoleRecipe(entry=entry, worker=worker, worker_replicas=plan.nodes - 1, notes=notes)

@@ -1,0 +1,139 @@
+"""vLLM: TP within a node, PP across nodes, wired by Ray or by vLLM's own multi-node launcher."""
+
+from __future__ import annotations
+
+import shlex
+
+from phalanx.engines.recipe import EngineInputs, RoleRecipe, overridden_flags, pod_template
+
+DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
+RAY_PORT = 6379
+MASTER_PORT = 29501
+RAY_WAIT_SECONDS = 600
+_DTYPE_FLAGS = {"bf16": ["--dtype", "bfloat16"], "fp16": ["--dtype", "float16"]}
+_PLANNED_FLAGS = {
+    "--tensor-parallel-size",
+    "-tp",
+    "--pipeline-parallel-size",
+    "-pp",
+    "--max-model-len",
+    "--gpu-memory-utilization",
+    "--distributed-executor-backend",
+    "--nnodes",
+    "--node-rank",
+}
+
+
+def _serve_args(inputs: EngineInputs, native_dtype_fp8: bool) -> list[str]:
+    plan = inputs.plan
+    args = [
+        inputs.model_id,
+        "--served-model-name",
+        inputs.served_name,
+        "--port",
+        "8000",
+        "--tensor-parallel-size",
+        str(plan.tensor_parallel_size),
+        "--pipeline-parallel-size",
+        str(plan.pipeline_parallel_size),
+        "--max-model-len",
+        str(plan.max_model_len),
+        "--gpu-memory-utilization",
+        str(plan.gpu_memory_utilization),
+    ]
+    if plan.dtype == "fp8":
+        if not native_dtype_fp8:
+            args += ["--quantization", "fp8"]
+    else:
+        args += _DTYPE_FLAGS[plan.dtype]
+    if inputs.model_revision:
+        args += ["--revision", inputs.model_revision]
+    return args
+
+
+def _notes(inputs: EngineInputs) -> tuple[str, ...]:
+    overridden = overridden_flags(inputs.engine_args, _PLANNED_FLAGS)
+    if not overridden:
+        return ()
+    return (
+        f"engineArgs override planned flags {', '.join(overridden)}; the plan's memory figures may not hold",
+    )
+
+
+def _ray(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
+    nodes = inputs.plan.nodes
+    serve_cmd = shlex.join(
+        ["vllm", "serve", *serve, "--distributed-executor-backend", "ray", *inputs.engine_args]
+    )
+    if nodes == 1:
+        entry_script = f"exec {serve_cmd}"
+    else:
+        count_alive = (
+            "import ray; ray.init(address='auto', logging_level='ERROR'); "
+            "print(sum(1 for n in ray.nodes() if n['Alive']))"
+        )
+        entry_script = "\n".join(
+            [
+                "set -eu",
+                f'ray start --head --port={RAY_PORT} --node-ip-address="$POD_IP" --disable-usage-stats',
+                f"deadline=$(( $(date +%s) + {RAY_WAIT_SECONDS} ))",
+                f'until [ "$(python3 -c {shlex.quote(count_alive)} 2>/dev/null)" = "$GROUP_SIZE" ]; do',
+                '  if [ "$(date +%s)" -ge "$deadline" ]; then',
+                f'    echo "Ray workers did not all join within {RAY_WAIT_SECONDS}s"'
+                ' "(want $GROUP_SIZE nodes)" >&2',
+                "    exit 1",
+                "  fi",
+                "  sleep 5",
+                "done",
+                f"exec {serve_cmd}",
+            ]
+        )
+    entry = pod_template(inputs, command=["sh", "-c", entry_script], serves_http=True)
+    worker = None
+    if nodes > 1:
+        worker_script = "\n".join(
+            [
+                "set -u",
+                f"deadline=$(( $(date +%s) + {RAY_WAIT_SECONDS} ))",
+                f'until ray start --address="$ENTRY_ADDRESS:{RAY_PORT}"'
+                ' --node-ip-address="$POD_IP" --block; do',
+                '  if [ "$(date +%s)" -ge "$deadline" ]; then',
+                f'    echo "could not join the Ray head at $ENTRY_ADDRESS:{RAY_PORT}" >&2',
+                "    exit 1",
+                "  fi",
+                "  sleep 5",
+                "done",
+            ]
+        )
+        worker = pod_template(inputs, command=["sh", "-c", worker_script], serves_http=False)
+    return RoleRecipe(entry=entry, worker=worker, worker_replicas=nodes - 1, notes=_notes(inputs))
+
+
+def _native(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
+    nodes = inputs.plan.nodes
+    multi = ["--nnodes", str(nodes), "--master-addr", "$(ENTRY_ADDRESS)", "--master-port", str(MASTER_PORT)]
+    if nodes == 1:
+        entry = pod_template(
+            inputs, command=["vllm", "serve"], args=[*serve, *inputs.engine_args], serves_http=True
+        )
+        return RoleRecipe(entry=entry, worker=None, worker_replicas=0, notes=_notes(inputs))
+    entry = pod_template(
+        inputs,
+        command=["vllm", "serve"],
+        args=[*serve, *multi, "--node-rank", "0", *inputs.engine_args],
+        serves_http=True,
+    )
+    worker = pod_template(
+        inputs,
+        command=["vllm", "serve"],
+        args=[*serve, *multi, "--node-rank", "$(WORKER_INDEX)", "--headless", *inputs.engine_args],
+        serves_http=False,
+    )
+    return RoleRecipe(entry=entry, worker=worker, worker_replicas=nodes - 1, notes=_notes(inputs))
+
+
+def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecipe:
+    serve = _serve_args(inputs, native_dtype_fp8)
+    if inputs.launcher == "native":
+        return _native(inputs, serve)
+    return _ray(inputs, serve)

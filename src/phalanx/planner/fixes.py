@@ -1,0 +1,160 @@
+"""The error for a model that does not fit, with the cheapest fixes that were checked to work.
+
+Every fix is the result of planning again with one thing changed (more nodes, another instance type, fp8,
+a shorter context), never a guess, so a user who applies one gets a plan.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from phalanx.planner.catalog.gpus import find_instance_type, instance_shape
+from phalanx.planner.explain import describe_shape
+from phalanx.planner.layout import Layout, fewest_fitting
+from phalanx.planner.memory import kv_cache_tokens, needed_bytes, sequence_kv_bytes
+from phalanx.planner.types import Dtype, InstanceType, PlanningError, PlanRequest
+from phalanx.planner.units import format_gib
+
+MAX_NODES = 64  # the most nodes the planner considers, and the most a fix may ask for
+CONTEXT_STEP = 1024  # a suggested max_model_len is rounded down to a multiple of this
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """What was tried: the request's resolved dtype and context, and the node counts it allowed."""
+
+    request: PlanRequest
+    dtype: Dtype
+    max_model_len: int
+    node_counts: Sequence[int]  # ascending; the last is the largest allowed
+    largest: Layout  # the layout at the largest allowed node count
+
+
+def _nodes_text(nodes: int) -> str:
+    return f"{nodes} node" if nodes == 1 else f"{nodes} nodes"
+
+
+def _outcome(found: Layout, max_model_len: int) -> str:
+    tokens = kv_cache_tokens(found.budget)
+    return (
+        f"{_nodes_text(found.nodes)}, tp {found.tensor_parallel_size} x pp {found.pipeline_parallel_size},"
+        f" {format_gib(found.budget.weights)} weights per GPU, {tokens:,} KV tokens"
+        f" ({round(tokens / max_model_len, 2)} sequences of {max_model_len})"
+    )
+
+
+def more_nodes_fix(attempt: Attempt) -> str | None:
+    """The fewest nodes beyond the allowed ones that fit, up to MAX_NODES."""
+    req = attempt.request
+    start = attempt.node_counts[-1] + 1
+    found = fewest_fitting(
+        req.model,
+        req.shape,
+        attempt.dtype,
+        req.gpu_memory_utilization,
+        attempt.max_model_len,
+        range(start, MAX_NODES + 1),
+    )
+    if found is None:
+        return None
+    knob = "pin" if req.nodes is not None else "allow up to"
+    return f"{knob} {_nodes_text(found.nodes)}: fits with {_outcome(found, attempt.max_model_len)}"
+
+
+def _candidates(attempt: Attempt, instances: Sequence[InstanceType]) -> list[InstanceType]:
+    """Instance types to suggest: other shapes, from the same cloud when the request's cloud is known."""
+    shape = attempt.request.shape
+    own = find_instance_type(shape.instance_type) if shape.instance_type else None
+    return [
+        instance
+        for instance in instances
+        if (own is None or instance.cloud == own.cloud)
+        and (instance.gpu_count, instance.gpu.memory_bytes) != (shape.gpus_per_node, shape.gpu_memory_bytes)
+    ]
+
+
+def instance_fix(attempt: Attempt, instances: Sequence[InstanceType]) -> str | None:
+    """The cheapest instance type that fits in the allowed nodes: fewest GPUs in all, then least memory."""
+    req = attempt.request
+    best: tuple[tuple[int, int], InstanceType, Layout] | None = None
+    for instance in _candidates(attempt, instances):
+        found = fewest_fitting(
+            req.model,
+            instance_shape(instance),
+            attempt.dtype,
+            req.gpu_memory_utilization,
+            attempt.max_model_len,
+            attempt.node_counts,
+        )
+        if found is None:
+            continue
+        cost = (found.nodes * instance.gpu_count, instance.gpu.memory_bytes)
+        if best is None or cost < best[0]:
+            best = (cost, instance, found)
+    if best is None:
+        return None
+    _, instance, found = best
+    return (
+        f"use {describe_shape(instance_shape(instance))}: fits with {_outcome(found, attempt.max_model_len)}"
+    )
+
+
+def fp8_fix(attempt: Attempt) -> str | None:
+    """fp8 weights, when the request is not already fp8 and they fit in the allowed nodes."""
+    req = attempt.request
+    if attempt.dtype == "fp8":
+        return None
+    found = fewest_fitting(
+        req.model, req.shape, "fp8", req.gpu_memory_utilization, attempt.max_model_len, attempt.node_counts
+    )
+    if found is None:
+        return None
+    how = (
+        "serve the checkpoint's native fp8 weights"
+        if req.model.native_dtype == "fp8"
+        else "quantise the weights to fp8 (1 byte each)"
+    )
+    return f"{how}: fits with {_outcome(found, attempt.max_model_len)}"
+
+
+def context_fix(attempt: Attempt) -> str | None:
+    """The longest max_model_len (a multiple of 1024) whose one sequence fits at the largest allowed nodes."""
+    budget = attempt.largest.budget
+    longest = max(0, budget.kv_cache) // budget.kv_bytes_per_token // CONTEXT_STEP * CONTEXT_STEP
+    if longest < CONTEXT_STEP:
+        return None
+    return (
+        f"lower max_model_len to {longest} (the longest that fits on"
+        f" {_nodes_text(attempt.largest.nodes)}): {_outcome(attempt.largest, longest)}"
+    )
+
+
+def no_fit_error(attempt: Attempt, instances: Sequence[InstanceType]) -> PlanningError:
+    """What was needed vs available per GPU at the largest allowed node count, and what would fit."""
+    req, largest = attempt.request, attempt.largest
+    budget = largest.budget
+    needed = needed_bytes(budget, attempt.max_model_len)
+    message = (
+        f"{req.model.name} in {attempt.dtype} with max_model_len {attempt.max_model_len} does not fit on"
+        f" {_nodes_text(largest.nodes)} of {describe_shape(req.shape)}"
+        f" at tp {largest.tensor_parallel_size} x pp {largest.pipeline_parallel_size}:"
+        f" each GPU of the most loaded stage needs {format_gib(needed)}"
+        f" (weights {format_gib(budget.weights)} + runtime {format_gib(budget.runtime_overhead)}"
+        f" + KV cache for one {attempt.max_model_len}-token sequence"
+        f" {format_gib(sequence_kv_bytes(budget, attempt.max_model_len))})"
+        f" but {format_gib(budget.usable)} is usable"
+        f" ({format_gib(budget.gpu_total)} x gpu_memory_utilization {req.gpu_memory_utilization})"
+    )
+    candidates = (
+        more_nodes_fix(attempt),
+        instance_fix(attempt, instances),
+        fp8_fix(attempt),
+        context_fix(attempt),
+    )
+    return PlanningError(
+        message,
+        needed_bytes=needed,
+        available_bytes=budget.usable,
+        fixes=tuple(fix for fix in candidates if fix is not None),
+    )
