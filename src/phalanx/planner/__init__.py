@@ -29,6 +29,7 @@ from phalanx.planner.search import make_plan
 from phalanx.planner.types import (
     MLA,
     Dtype,
+    GiB,
     GpuProduct,
     GpuShape,
     InstanceType,
@@ -47,6 +48,7 @@ __all__ = [
     "MLA",
     "MODELS",
     "Dtype",
+    "GiB",
     "GpuProduct",
     "GpuShape",
     "InstanceType",

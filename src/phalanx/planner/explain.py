@@ -26,6 +26,11 @@ from phalanx.planner.types import Dtype, GpuShape, ModelArchitecture
 from phalanx.planner.units import format_bytes, format_gib
 
 
+def nodes_text(nodes: int) -> str:
+    """ "1 node", "2 nodes"."""
+    return f"{nodes} node" if nodes == 1 else f"{nodes} nodes"
+
+
 def describe_shape(shape: GpuShape) -> str:
     """ "Standard_ND96isr_H100_v5 (8 x H100-80GB, 80.0 GiB each)" or "8 x GPU, 80.0 GiB each"."""
     gpus = f"{shape.gpus_per_node} x {shape.gpu_product or 'GPU'}, {format_gib(shape.gpu_memory_bytes)} each"
@@ -35,7 +40,7 @@ def describe_shape(shape: GpuShape) -> str:
 def parallelism_line(shape: GpuShape, chosen: Layout, num_layers: int) -> str:
     tp, pp = chosen.tensor_parallel_size, chosen.pipeline_parallel_size
     return (
-        f"parallelism: {chosen.nodes} node(s) x {shape.gpus_per_node} GPUs = {tp * pp} GPUs"
+        f"parallelism: {nodes_text(chosen.nodes)} x {shape.gpus_per_node} GPUs = {tp * pp} GPUs"
         f" = tensor {tp} x pipeline {pp};"
         f" heaviest stage {stage_layers(num_layers, pp)} of {num_layers} layers"
     )

@@ -10,13 +10,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from phalanx.planner.catalog.gpus import find_instance_type, instance_shape
-from phalanx.planner.explain import describe_shape
-from phalanx.planner.layout import Layout, fewest_fitting
+from phalanx.planner.explain import describe_shape, nodes_text
+from phalanx.planner.layout import MAX_NODES, Layout, fewest_fitting
 from phalanx.planner.memory import kv_cache_tokens, needed_bytes, sequence_kv_bytes
 from phalanx.planner.types import Dtype, InstanceType, PlanningError, PlanRequest
 from phalanx.planner.units import format_gib
 
-MAX_NODES = 64  # the most nodes the planner considers, and the most a fix may ask for
 CONTEXT_STEP = 1024  # a suggested max_model_len is rounded down to a multiple of this
 
 
@@ -31,14 +30,10 @@ class Attempt:
     largest: Layout  # the layout at the largest allowed node count
 
 
-def _nodes_text(nodes: int) -> str:
-    return f"{nodes} node" if nodes == 1 else f"{nodes} nodes"
-
-
 def _outcome(found: Layout, max_model_len: int) -> str:
     tokens = kv_cache_tokens(found.budget)
     return (
-        f"{_nodes_text(found.nodes)}, tp {found.tensor_parallel_size} x pp {found.pipeline_parallel_size},"
+        f"{nodes_text(found.nodes)}, tp {found.tensor_parallel_size} x pp {found.pipeline_parallel_size},"
         f" {format_gib(found.budget.weights)} weights per GPU, {tokens:,} KV tokens"
         f" ({round(tokens / max_model_len, 2)} sequences of {max_model_len})"
     )
@@ -59,7 +54,7 @@ def more_nodes_fix(attempt: Attempt) -> str | None:
     if found is None:
         return None
     knob = "pin" if req.nodes is not None else "allow up to"
-    return f"{knob} {_nodes_text(found.nodes)}: fits with {_outcome(found, attempt.max_model_len)}"
+    return f"{knob} {nodes_text(found.nodes)}: fits with {_outcome(found, attempt.max_model_len)}"
 
 
 def _candidates(attempt: Attempt, instances: Sequence[InstanceType]) -> list[InstanceType]:
@@ -126,7 +121,7 @@ def context_fix(attempt: Attempt) -> str | None:
         return None
     return (
         f"lower max_model_len to {longest} (the longest that fits on"
-        f" {_nodes_text(attempt.largest.nodes)}): {_outcome(attempt.largest, longest)}"
+        f" {nodes_text(attempt.largest.nodes)}): {_outcome(attempt.largest, longest)}"
     )
 
 
@@ -137,7 +132,7 @@ def no_fit_error(attempt: Attempt, instances: Sequence[InstanceType]) -> Plannin
     needed = needed_bytes(budget, attempt.max_model_len)
     message = (
         f"{req.model.name} in {attempt.dtype} with max_model_len {attempt.max_model_len} does not fit on"
-        f" {_nodes_text(largest.nodes)} of {describe_shape(req.shape)}"
+        f" {nodes_text(largest.nodes)} of {describe_shape(req.shape)}"
         f" at tp {largest.tensor_parallel_size} x pp {largest.pipeline_parallel_size}:"
         f" each GPU of the most loaded stage needs {format_gib(needed)}"
         f" (weights {format_gib(budget.weights)} + runtime {format_gib(budget.runtime_overhead)}"

@@ -13,6 +13,8 @@ from phalanx.planner.memory import fits, memory_budget
 from phalanx.planner.parallelism import choose_tensor_parallel, max_nodes_for_layers, pipeline_parallel_size
 from phalanx.planner.types import Dtype, GpuShape, MemoryBudget, ModelArchitecture, PlanningError
 
+MAX_NODES = 64  # the most nodes the planner considers, and the most a fix may ask for
+
 
 @dataclass(frozen=True)
 class Layout:

@@ -1,7 +1,7 @@
 """The memory model: how many bytes each GPU needs for weights, KV cache and the runtime, as pure formulas.
 
 All figures are integer bytes per GPU on the most loaded pipeline stage, because that GPU runs out first.
-The formulas follow what vLLM allocates (see /work/shared/reference/runtime.md §5.1-5.2):
+The formulas follow what vLLM allocates (see shared/reference/runtime.md §5.1-5.2):
 
 * Weights. Linear layers take 2 bytes per parameter in bf16/fp16 and 1 in fp8. The embedding and the LM head
   stay in the activation dtype (2 bytes) even in fp8, because fp8 quantises linear layers only and the

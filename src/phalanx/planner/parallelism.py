@@ -60,7 +60,7 @@ def choose_tensor_parallel(
         obstacle = tp_obstacle(model, tp, dtype)
         if obstacle is None:
             return TensorParallelChoice(size=tp, rejected=tuple(rejected))
-        rejected.append(f"tensor parallel size {tp} is not possible: {obstacle}")
+        rejected.append(f"tp {tp}: {obstacle}")
     raise PlanningError(
         f"{model.name} cannot run in {dtype} at any tensor parallel size: {rejected[-1]}",
         fixes=("serve it in bf16 from a bf16 copy of the checkpoint",) if dtype == "fp8" else (),

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from phalanx.planner.catalog.gpus import INSTANCE_TYPES
-from phalanx.planner.explain import arithmetic
-from phalanx.planner.fixes import MAX_NODES, Attempt, no_fit_error
-from phalanx.planner.layout import Layout, fewest_fitting, layout
+from phalanx.planner.catalog.gpus import INSTANCE_TYPES, find_gpu_product
+from phalanx.planner.explain import arithmetic, nodes_text
+from phalanx.planner.fixes import Attempt, no_fit_error
+from phalanx.planner.layout import MAX_NODES, Layout, fewest_fitting, layout
 from phalanx.planner.memory import fits, kv_cache_tokens
 from phalanx.planner.parallelism import (
     TensorParallelChoice,
@@ -42,7 +42,7 @@ def _check_request(req: PlanRequest) -> None:
     if req.nodes is not None and req.max_nodes is not None and req.nodes > req.max_nodes:
         raise PlanningError(
             f"nodes {req.nodes} is more than max_nodes {req.max_nodes}",
-            fixes=(f"raise max_nodes to {req.nodes}", f"pin at most {req.max_nodes} nodes"),
+            fixes=(f"raise max_nodes to {req.nodes}", f"pin at most {nodes_text(req.max_nodes)}"),
         )
 
 
@@ -68,9 +68,9 @@ def _node_counts(req: PlanRequest, tp: int, layer_limit: int) -> range:
     smallest = req.nodes if req.nodes is not None else 1
     if smallest > layer_limit:
         pp = pipeline_parallel_size(smallest, gpus, tp)
-        fixes = (f"use at most {layer_limit} node(s)",) if layer_limit >= 1 else ()
+        fixes = (f"pin at most {nodes_text(layer_limit)}",) if layer_limit >= 1 else ()
         raise PlanningError(
-            f"{smallest} node(s) of {gpus} GPUs at tensor parallel size {tp}"
+            f"{nodes_text(smallest)} of {gpus} GPUs at tensor parallel size {tp}"
             f" make pipeline parallel size {pp}, more than the {layers} layers of {req.model.name}"
             " (every stage needs at least one layer)",
             fixes=fixes,
@@ -101,9 +101,19 @@ def _tp_warnings(req: PlanRequest, choice: TensorParallelChoice) -> list[str]:
         return []
     gpus = req.shape.gpus_per_node
     return [
-        f"tensor parallel size {choice.size}, not {gpus}: "
-        + "; ".join(choice.rejected)
-        + f"; each node's {gpus} GPUs run as {gpus // choice.size} pipeline stages of tp {choice.size}"
+        f"tensor parallel size {choice.size}, not {gpus} ({'; '.join(choice.rejected)});"
+        f" each node's {gpus} GPUs run as {gpus // choice.size} pipeline stages of tp {choice.size}"
+    ]
+
+
+def _link_warnings(req: PlanRequest, tp: int) -> list[str]:
+    """Tensor parallelism all-reduces every layer; over PCIe alone that is slow (vLLM advises PP there)."""
+    product = find_gpu_product(req.shape.gpu_product) if req.shape.gpu_product else None
+    if tp == 1 or product is None or product.nvlink:
+        return []
+    return [
+        f"{product.name} GPUs have no NVLink: tensor parallel size {tp} all-reduces over PCIe;"
+        " expect lower throughput than on NVLink GPUs"
     ]
 
 
@@ -125,6 +135,7 @@ def _plan(
     tokens = kv_cache_tokens(chosen.budget)
     warnings = (
         *_tp_warnings(req, choice),
+        *_link_warnings(req, chosen.tensor_parallel_size),
         *_dtype_warnings(req, dtype),
         *_node_warnings(req, dtype, max_model_len, chosen),
     )

@@ -9,7 +9,7 @@ systems expose per GPU, not the 192 GB of the marketing sheet.
 `nvlink` says whether the GPUs of one node talk over NVLink (SXM boards, or the NVLink bridge pairs of
 H100 NVL). Without it tensor parallelism runs over PCIe, which the vLLM docs advise against across many GPUs.
 
-Sources: /work/shared/reference/runtime.md §6 and lws_kaito.md §B5 (KAITO's `pkg/sku` tables).
+Sources: shared/reference/runtime.md §6 and lws_kaito.md §B5 (KAITO's `pkg/sku` tables).
 """
 
 from __future__ import annotations

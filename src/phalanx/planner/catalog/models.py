@@ -1,6 +1,6 @@
 """The models Phalanx can plan for, with the architecture numbers that decide memory and parallelism.
 
-Numbers come from each model's published config (see /work/shared/reference/runtime.md §5.3). Parameter
+Numbers come from each model's published config (see shared/reference/runtime.md §5.3). Parameter
 counts are exact integers recomputed from those dimensions (SwiGLU MLP = 3 x hidden x intermediate, norms
 included, MTP heads excluded because vLLM does not load them unless speculative decoding asks for them);
 `tests/unit/planner/test_catalog.py` recomputes every one from the fields below, so a typo in a dimension

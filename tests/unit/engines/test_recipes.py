@@ -1,0 +1,194 @@
+"""Engine recipes: the commands, env, probes and GPU requests of entry and worker pods."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from phalanx import planner
+from phalanx.api import ModelDeployment, SpecError, parse_resource
+from phalanx.compiler import compile_deployment
+from phalanx.engines import RECIPES, EngineInputs
+from phalanx.planner.types import PlanRequest
+
+
+def two_node_plan() -> planner.Plan:
+    return planner.make_plan(
+        PlanRequest(
+            model=planner.get_model("llama-3.1-405b-instruct"),
+            shape=planner.shape_for_instance("p5.48xlarge"),
+            max_nodes=2,
+            max_model_len=8192,
+        )
+    )
+
+
+def inputs(**overrides: Any) -> EngineInputs:
+    values: dict[str, Any] = {
+        "plan": two_node_plan(),
+        "model_id": "meta-llama/Llama-3.1-405B-Instruct",
+        "served_name": "llama-405b",
+        "image": "vllm/vllm-openai:v0.33.0",
+    }
+    values.update(overrides)
+    return EngineInputs(**values)
+
+
+def container(template: dict[str, Any] | None) -> dict[str, Any]:
+    assert template is not None
+    result: dict[str, Any] = template["spec"]["containers"][0]
+    return result
+
+
+def test_plan_under_test_is_two_nodes_tp8_pp2() -> None:
+    plan = two_node_plan()
+    assert (plan.nodes, plan.tensor_parallel_size, plan.pipeline_parallel_size) == (2, 8, 2)
+
+
+def test_vllm_ray_entry_waits_for_the_cluster_then_serves() -> None:
+    recipe = RECIPES["vllm"](inputs(launcher="ray"))
+    assert recipe.worker_replicas == 1
+    script = container(recipe.entry)["command"][2]
+    assert script.startswith("set -eu\nray start --head --port=6379")
+    assert '= "$GROUP_SIZE" ]' in script
+    assert "exit 1" in script  # fails when workers never join
+    assert script.splitlines()[-1] == (
+        "exec vllm serve meta-llama/Llama-3.1-405B-Instruct --served-model-name llama-405b --port 8000 "
+        "--tensor-parallel-size 8 --pipeline-parallel-size 2 --max-model-len 8192 "
+        "--gpu-memory-utilization 0.9 --dtype bfloat16 --distributed-executor-backend ray"
+    )
+    worker_script = container(recipe.worker)["command"][2]
+    assert 'ray start --address="$ENTRY_ADDRESS:6379"' in worker_script
+    assert "--block" in worker_script
+
+
+def test_vllm_native_launcher_flags() -> None:
+    recipe = RECIPES["vllm"](inputs(launcher="native"))
+    entry_args = container(recipe.entry)["args"]
+    worker_args = container(recipe.worker)["args"]
+    assert entry_args[entry_args.index("--nnodes") + 1] == "2"
+    assert entry_args[entry_args.index("--node-rank") + 1] == "0"
+    assert entry_args[entry_args.index("--master-addr") + 1] == "$(ENTRY_ADDRESS)"
+    assert worker_args[worker_args.index("--node-rank") + 1] == "$(WORKER_INDEX)"
+    assert "--headless" in worker_args
+    assert "--headless" not in entry_args
+    assert "--distributed-executor-backend" not in entry_args
+
+
+def test_sglang_flags() -> None:
+    recipe = RECIPES["sglang"](inputs())
+    args = container(recipe.entry)["args"]
+    assert container(recipe.entry)["command"] == ["python3", "-m", "sglang.launch_server"]
+    assert args[args.index("--dist-init-addr") + 1] == "$(ENTRY_ADDRESS):20000"
+    assert args[args.index("--nnodes") + 1] == "2"
+    assert args[args.index("--tp-size") + 1] == "8"
+    assert args[args.index("--pp-size") + 1] == "2"
+    worker_args = container(recipe.worker)["args"]
+    assert worker_args[worker_args.index("--node-rank") + 1] == "$(WORKER_INDEX)"
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "sim"])
+def test_readiness_is_http_health_on_the_entry_only(engine: str) -> None:
+    recipe = RECIPES[engine](inputs())
+    entry = container(recipe.entry)
+    assert entry["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert entry["startupProbe"]["httpGet"]["path"] == "/health"
+    assert entry["livenessProbe"]["httpGet"]["path"] == "/health"
+    assert {"name": "http", "containerPort": 8000} in entry["ports"]
+    worker = container(recipe.worker)
+    assert "readinessProbe" not in worker
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang"])
+def test_gpu_requests_take_the_whole_node(engine: str) -> None:
+    recipe = RECIPES[engine](inputs())
+    for template in (recipe.entry, recipe.worker):
+        resources = container(template)["resources"]
+        assert resources == {"limits": {"nvidia.com/gpu": "8"}, "requests": {"nvidia.com/gpu": "8"}}
+
+
+def test_startup_probe_outlasts_model_load() -> None:
+    # 405B in bf16 is ~756 GiB of weights: 15 min + 756 x 18 s > 180 min, so the 180 min cap applies.
+    probe = container(RECIPES["vllm"](inputs()).entry)["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] == 180 * 60
+
+
+def test_engine_args_come_last_and_are_reported() -> None:
+    recipe = RECIPES["vllm"](inputs(launcher="native", engine_args=("--tensor-parallel-size", "4")))
+    assert container(recipe.entry)["args"][-2:] == ["--tensor-parallel-size", "4"]
+    assert any("--tensor-parallel-size" in note for note in recipe.notes)
+
+
+def test_model_access_secret_becomes_hf_token() -> None:
+    env = container(RECIPES["vllm"](inputs(model_access_secret="hf")).entry)["env"]
+    assert {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf", "key": "HF_TOKEN"}}} in env
+
+
+def deployment(**spec: Any) -> ModelDeployment:
+    data = {
+        "apiVersion": "serving.phalanx.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": "m"},
+        "spec": {"model": "tiny-test", "engine": "sim", "gpusPerNode": 1, "gpuMemory": "24Gi", **spec},
+    }
+    md, problems = parse_resource(data)
+    assert isinstance(md, ModelDeployment), [p.render() for p in problems]
+    return md
+
+
+def test_compile_tiny_sim_deployment() -> None:
+    compiled = compile_deployment(deployment(replicas=3))
+    ms = compiled.model_serving
+    assert ms.spec.replicas == 3
+    (role,) = ms.spec.template.roles
+    assert (role.name, role.worker_replicas) == ("engine", 0)
+    entry = role.entry_template.spec["containers"][0]
+    assert entry["command"] == ["phalanx", "sim"]
+    assert entry["args"][entry["args"].index("--kv-cache-tokens") + 1] == str(compiled.plan.kv_cache_tokens)
+
+
+def test_compile_unknown_model_names_the_field() -> None:
+    with pytest.raises(SpecError) as caught:
+        compile_deployment(deployment(model="tiny-tst"))
+    (error,) = caught.value.errors
+    assert error.field == "spec.model.name"
+    assert "tiny-test" in error.fix
+
+
+def test_compile_unknown_instance_names_the_field() -> None:
+    md = deployment(gpusPerNode=None, gpuMemory=None, instanceType="p5.48xlarg")
+    with pytest.raises(SpecError) as caught:
+        compile_deployment(md)
+    (error,) = caught.value.errors
+    assert error.field == "spec.instanceType"
+    assert "p5.48xlarge" in error.fix
+
+
+def test_compile_custom_architecture() -> None:
+    md = deployment(
+        model={
+            "name": "acme/small",
+            "architecture": {
+                "numHiddenLayers": 4,
+                "hiddenSize": 512,
+                "numAttentionHeads": 8,
+                "numKeyValueHeads": 8,
+                "intermediateSize": 1024,
+                "vocabSize": 1000,
+                "numParameters": 20_000_000,
+                "maxPositionEmbeddings": 2048,
+            },
+        }
+    )
+    compiled = compile_deployment(md)
+    assert compiled.plan.max_model_len == 2048
+    assert compiled.plan.hf_id == "acme/small"
+
+
+def test_compile_that_cannot_fit_is_a_spec_error() -> None:
+    md = deployment(model="llama-3.1-405b-instruct", engine="vllm", gpusPerNode=1, gpuMemory="24Gi", nodes=1)
+    with pytest.raises(SpecError) as caught:
+        compile_deployment(md)
+    assert caught.value.errors[0].field == "spec"
+    assert "GiB" in caught.value.errors[0].message
