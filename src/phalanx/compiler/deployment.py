@@ -112,10 +112,10 @@ def resolve_shape(md: ModelDeployment) -> GpuShape:
         ) from None
 
 
-def plan_deployment(md: ModelDeployment) -> Plan:
+def plan_deployment(md: ModelDeployment, model: ModelArchitecture | None = None) -> Plan:
     spec = md.spec
     request = PlanRequest(
-        model=resolve_model(md),
+        model=model or resolve_model(md),
         shape=resolve_shape(md),
         max_nodes=spec.max_nodes,
         nodes=spec.nodes,
@@ -148,8 +148,8 @@ def _template(pod_template: dict[str, Any], md: ModelDeployment) -> dict[str, An
 
 def compile_deployment(md: ModelDeployment) -> Compiled:
     """ModelDeployment -> (ModelServing, plan); a SpecError names the field to change."""
-    plan = plan_deployment(md)
     model = resolve_model(md)
+    plan = plan_deployment(md, model)
     spec = md.spec
     inputs = EngineInputs(
         plan=plan,
