@@ -223,6 +223,166 @@ def _print_catalog() -> None:
     out.print(instances)
 
 
+StateDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--state-dir",
+        help="Where `up` keeps logs and its control socket "
+        "[default: $PHALANX_STATE_DIR or ~/.local/state/phalanx].",
+    ),
+]
+
+
+def _state_dir(value: Path | None) -> Path:
+    from phalanx.embedded.daemon import default_state_dir
+
+    return value if value is not None else default_state_dir()
+
+
+@app.command()
+def up(
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="ModelServing/ModelDeployment YAML to run.")
+    ] = None,
+    port: Annotated[int, typer.Option("--port", "-p", help="Router port (OpenAI API).")] = 8000,
+    host: Annotated[str, typer.Option("--host", help="Router address.")] = "127.0.0.1",
+    gpus: Annotated[
+        int | None,
+        typer.Option("--gpus", min=0, help="GPUs to hand out [default: nvidia-smi's count, else 0]."),
+    ] = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Run the controller, the local runtime and the router in the foreground (Ctrl-C stops all)."""
+    from phalanx.embedded.up import run_up
+
+    servings = []
+    if file is not None:
+        from phalanx.embedded.specs import servings_from_text
+
+        try:
+            text = loaded_text(file)
+        except OSError as exc:
+            err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
+            raise typer.Exit(1) from None
+        result = servings_from_text(text, str(file))
+        for line in result.warnings:
+            err.print(f"[yellow]{line}[/yellow]")
+        for line in result.errors:
+            err.print(f"[red]{line}[/red]")
+        if result.errors:
+            err.print(f"{file}: {len(result.errors)} error{'s' if len(result.errors) != 1 else ''}")
+            raise typer.Exit(1)
+        servings = result.servings
+    code = run_up(servings, state_dir=_state_dir(state_dir), host=host, port=port, gpus=gpus, console=out)
+    raise typer.Exit(code)
+
+
+def loaded_text(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    return path.read_text()
+
+
+def _control(state_dir: Path | None, method: str, path: str, payload: Any = None) -> Any:
+    from phalanx.embedded.client import ControlError, NotRunningError, call
+
+    try:
+        return call(_state_dir(state_dir), method, path, payload)
+    except NotRunningError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except ControlError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def status(
+    state_dir: StateDirOption = None,
+    output: Annotated[Literal["table", "json"], typer.Option("--output", "-o")] = "table",
+) -> None:
+    """Show the ModelServings, groups and pods of the running `phalanx up`."""
+    from phalanx.embedded.view import render_status
+
+    payload = _control(state_dir, "GET", "/v1/status")
+    if output == "json":
+        print(json.dumps(payload, indent=2))
+        return
+    out.print(render_status(payload))
+
+
+@app.command()
+def apply(file: FileOption, state_dir: StateDirOption = None) -> None:
+    """Send a spec to the running `phalanx up`; a changed spec rolls its groups out."""
+    try:
+        text = loaded_text(file)
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
+        raise typer.Exit(1) from None
+    result = _control(state_dir, "POST", "/v1/apply", {"text": text, "source": str(file)})
+    for line in result.get("warnings", []):
+        err.print(f"[yellow]{line}[/yellow]")
+    for line in result.get("errors", []):
+        err.print(f"[red]{line}[/red]")
+    if result.get("errors"):
+        raise typer.Exit(1)
+    for item in result.get("applied", []):
+        out.print(f"modelserving/{item['name']} {item['change']}")
+
+
+@app.command()
+def scale(
+    name: Annotated[str, typer.Argument(help="The ModelServing.")],
+    replicas: Annotated[
+        int, typer.Option("--replicas", "-r", min=0, help="ServingGroups (or role instances).")
+    ],
+    role: Annotated[str | None, typer.Option("--role", help="Scale this role inside every group.")] = None,
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Scale a ModelServing's groups, or one role's instances in every group."""
+    payload = {"name": name, "namespace": namespace, "replicas": replicas, "role": role}
+    _control(state_dir, "POST", "/v1/scale", payload)
+    target = f"role {role} of " if role else ""
+    out.print(f"scaled {target}modelserving/{name} to {replicas}")
+
+
+@app.command()
+def logs(
+    pod: Annotated[str, typer.Argument(help="Pod name, e.g. quickstart-0-sim-0-0.")],
+    container: Annotated[str | None, typer.Option("--container", "-c")] = None,
+    previous: Annotated[bool, typer.Option("--previous", help="The run before the last restart.")] = False,
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Print a pod's log (the last 256 KiB)."""
+    from urllib.parse import urlencode
+
+    query = {"pod": pod, "namespace": namespace, "previous": "1" if previous else "0"}
+    if container:
+        query["container"] = container
+    text = _control(state_dir, "GET", "/v1/logs?" + urlencode(query))
+    sys.stdout.write(text if isinstance(text, str) else json.dumps(text))
+
+
+@app.command()
+def down(state_dir: StateDirOption = None) -> None:
+    """Stop the running `phalanx up`: the router, then every pod."""
+    _control(state_dir, "POST", "/v1/down")
+    out.print("phalanx up is stopping")
+
+
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def sim(ctx: typer.Context) -> None:
+    """Run the vLLM-compatible simulator engine (its flags: phalanx sim --help)."""
+    from phalanx.sim.main import main as sim_main
+
+    raise typer.Exit(sim_main(list(ctx.args)))
+
+
 @app.command()
 def version() -> None:
     """Print the Phalanx version."""
@@ -230,6 +390,11 @@ def version() -> None:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["sim"]:
+        # The simulator has its own argument parser (vLLM's flag names) and starts fast.
+        from phalanx.sim.main import main as sim_main
+
+        sys.exit(sim_main(sys.argv[2:]))
     try:
         app()
     except KeyboardInterrupt:

@@ -23,10 +23,11 @@ POD_INDEX: Final = _P + "pod-index"  # 0 = entry pod, 1..N = workers
 ENTRY: Final = _P + "entry"  # "true" on entry pods
 REVISION: Final = _P + "revision"  # the ServingGroup's revision (group template hash)
 ROLE_REVISION: Final = _P + "role-revision"  # the role template hash (RoleRollingUpdate)
+SURGE: Final = _P + "surge"  # "true" on the objects of a rollout's surge groups (maxSurge)
 
 # Every label Phalanx sets on pods; users may not set these in templates.
 RESERVED_POD_LABELS: Final = frozenset(
-    {NAME, GROUP_INDEX, ROLE, ROLE_INDEX, POD_INDEX, ENTRY, REVISION, ROLE_REVISION}
+    {NAME, GROUP_INDEX, ROLE, ROLE_INDEX, POD_INDEX, ENTRY, REVISION, ROLE_REVISION, SURGE}
 )
 
 # Annotations on the ModelServing that tune how it is run.

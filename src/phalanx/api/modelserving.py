@@ -112,6 +112,23 @@ class ModelServingSpec(ApiModel):
         return self.rollout_strategy.rolling_update_configuration or RollingUpdateConfiguration()
 
 
+GroupPhase = Literal["Pending", "Starting", "Ready", "Recovering", "BackingOff", "Draining", "Deleting"]
+
+
+class ServingGroupStatus(ApiModel):
+    """One ServingGroup as the controller last saw it (Phalanx addition; Kthena has no per-group status)."""
+
+    name: str
+    index: int
+    phase: GroupPhase
+    revision: str
+    pods: int = 0
+    ready_pods: int = 0
+    surge: bool = False
+    failures: int = 0  # recoveries in a row of its worst role instance (reset after a stable period)
+    message: str = ""
+
+
 class ModelServingStatus(ApiModel):
     observed_generation: int = 0
     replicas: int = 0  # ServingGroups that exist, surge and deleting ones included
@@ -122,6 +139,7 @@ class ModelServingStatus(ApiModel):
     update_revision: str = ""
     label_selector: str = ""
     conditions: list[Condition] = Field(default_factory=list)
+    groups: list[ServingGroupStatus] = Field(default_factory=list)
 
 
 class ModelServing(ApiModel):

@@ -128,10 +128,12 @@ def headless_service(ms: ModelServing, group_index: int, role: Role, role_index:
     """Gives the entry pod a DNS name before it is Ready, so workers can find it while starting."""
     labels = role_instance_labels(ms, group_index, role, role_index)
     name = entry_service_name(ms.name, group_index, role.name, role_index)
+    # The revision label lets the controller rebuild a group whose pods are all being recreated.
+    own_labels = {**labels, L.REVISION: group_revision(ms)}
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": _metadata(ms, name, labels),
+        "metadata": _metadata(ms, name, own_labels),
         "spec": {
             "clusterIP": "None",
             "publishNotReadyAddresses": True,
@@ -167,7 +169,7 @@ def gang_object(ms: ModelServing, group_index: int) -> Object | None:
     if gang == "none":
         return None
     name = group_name(ms.name, group_index)
-    metadata = _metadata(ms, name, group_labels(ms, group_index))
+    metadata = _metadata(ms, name, {**group_labels(ms, group_index), L.REVISION: group_revision(ms)})
     min_member = gang_min_member(ms)
     resources = gang_min_resources(ms)
     if gang == "coscheduling":

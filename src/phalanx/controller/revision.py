@@ -12,6 +12,9 @@ import hashlib
 import json
 from typing import Any
 
+from pydantic import ValidationError
+
+from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, Role
 
 _ROLE_FIELDS_NOT_IN_PODS = {"replicas", "max_unavailable", "partition"}
@@ -47,3 +50,57 @@ def group_revision(ms: ModelServing) -> str:
             "group": _group_pod_fields(ms),
         }
     )
+
+
+def revision_object_name(serving: str, revision: str) -> str:
+    return f"{serving}-{revision}"
+
+
+def revision_object(ms: ModelServing) -> dict[str, Any]:
+    """A ControllerRevision holding the whole spec, so partitioned groups can be rebuilt from it."""
+    revision = group_revision(ms)
+    snapshot = {
+        "apiVersion": ms.api_version,
+        "kind": ms.kind,
+        "metadata": {
+            "name": ms.name,
+            "namespace": ms.namespace,
+            "annotations": dict(ms.metadata.annotations),
+        },
+        "spec": ms.spec.to_dict(),
+    }
+    metadata: dict[str, Any] = {
+        "name": revision_object_name(ms.name, revision),
+        "namespace": ms.namespace,
+        "labels": {L.NAME: ms.name, L.REVISION: revision},
+    }
+    if ms.metadata.uid:
+        metadata["ownerReferences"] = [
+            {
+                "apiVersion": L.GROUP_VERSION,
+                "kind": "ModelServing",
+                "name": ms.name,
+                "uid": ms.metadata.uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "ControllerRevision",
+        "metadata": metadata,
+        "data": snapshot,
+        "revision": ms.metadata.generation or 1,
+    }
+
+
+def serving_from_revision(obj: dict[str, Any]) -> tuple[str, ModelServing] | None:
+    """(revision hash, spec) from a ControllerRevision; None if it is not one of ours or is unreadable."""
+    revision = (obj.get("metadata", {}).get("labels") or {}).get(L.REVISION)
+    data = obj.get("data")
+    if not revision or not isinstance(data, dict):
+        return None
+    try:
+        return revision, ModelServing.model_validate(data)
+    except ValidationError:
+        return None

@@ -1,0 +1,137 @@
+"""The control endpoint of `phalanx up`: JSON over a Unix socket for `status`, `apply`, `scale`, `logs`."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from phalanx.api.modelserving import ModelServing
+from phalanx.api.validation import validate_model_serving
+from phalanx.embedded.specs import servings_from_text
+from phalanx.http.errors import error_response
+
+if TYPE_CHECKING:
+    from phalanx.embedded.daemon import Daemon
+
+MAX_LOG_BYTES = 256 * 1024
+
+
+class ControlApi:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app.router.add_get("/v1/status", self.status)
+        app.router.add_post("/v1/apply", self.apply)
+        app.router.add_post("/v1/scale", self.scale)
+        app.router.add_get("/v1/logs", self.logs)
+        app.router.add_post("/v1/down", self.down)
+        return app
+
+    @property
+    def runtime(self) -> Any:
+        assert self.daemon.runtime is not None
+        return self.daemon.runtime
+
+    async def status(self, request: web.Request) -> web.Response:
+        return web.json_response(await self.daemon.status_payload())
+
+    async def _json(self, request: web.Request) -> dict[str, Any]:
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise web.HTTPBadRequest(text="body is not JSON") from None
+        if not isinstance(body, dict):
+            raise web.HTTPBadRequest(text="body must be a JSON object")
+        return body
+
+    async def apply(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        text, source = body.get("text"), str(body.get("source") or "<apply>")
+        if not isinstance(text, str):
+            return error_response(400, "`text` (the YAML of the spec) is required", param="text")
+        loaded = servings_from_text(text, source)
+        if loaded.errors:
+            return web.json_response(
+                {"applied": [], "errors": loaded.errors, "warnings": loaded.warnings}, status=422
+            )
+        applied = []
+        for ms in loaded.servings:
+            before = await self.runtime.get_serving(ms.namespace, ms.name)
+            stored = await self.runtime.apply_serving(ms)
+            if before is None:
+                change = "created"
+            elif (stored.metadata.generation or 0) != (before.metadata.generation or 0):
+                change = "configured"
+            else:
+                change = "unchanged"
+            applied.append({"name": ms.name, "namespace": ms.namespace, "change": change})
+        return web.json_response({"applied": applied, "errors": [], "warnings": loaded.warnings})
+
+    async def scale(self, request: web.Request) -> web.Response:
+        body = await self._json(request)
+        name, namespace = body.get("name"), str(body.get("namespace") or "default")
+        replicas, role_name = body.get("replicas"), body.get("role")
+        if (
+            not isinstance(name, str)
+            or not isinstance(replicas, int)
+            or isinstance(replicas, bool)
+            or replicas < 0
+        ):
+            return error_response(
+                400, "`name` and a whole number `replicas` >= 0 are required", param="replicas"
+            )
+        ms: ModelServing | None = await self.runtime.get_serving(namespace, name)
+        if ms is None:
+            known = ", ".join(s.name for s in await self.runtime.list_servings()) or "none"
+            return error_response(404, f"no ModelServing {namespace}/{name} (running: {known})", param="name")
+        data = ms.model_dump(by_alias=True, exclude_none=True, mode="json")
+        data.pop("status", None)
+        if role_name is None:
+            data["spec"]["replicas"] = replicas
+        else:
+            roles = data["spec"]["template"]["roles"]
+            role = next((r for r in roles if r["name"] == role_name), None)
+            if role is None:
+                names = ", ".join(r["name"] for r in roles)
+                return error_response(
+                    404, f"ModelServing {name} has no role {role_name!r} (roles: {names})", param="role"
+                )
+            role["replicas"] = replicas
+        try:
+            updated = ModelServing.model_validate(data)
+        except ValidationError as exc:
+            return error_response(
+                422, f"the scaled spec is invalid: {exc.errors()[0]['msg']}", param="replicas"
+            )
+        problems = [p for p in validate_model_serving(updated) if p.severity == "error"]
+        if problems:
+            return error_response(422, "; ".join(p.render() for p in problems), param="replicas")
+        stored = await self.runtime.apply_serving(updated)
+        return web.json_response({"name": stored.name, "replicas": replicas, "role": role_name})
+
+    async def logs(self, request: web.Request) -> web.StreamResponse:
+        pod = request.query.get("pod", "")
+        namespace = request.query.get("namespace", "default")
+        container = request.query.get("container") or None
+        previous = request.query.get("previous") in ("1", "true")
+        try:
+            path = self.runtime.log_path(namespace, pod, container, previous=previous)
+        except (LookupError, ValueError) as exc:
+            return error_response(404, str(exc).strip("'\""), param="pod")
+        if not path.exists():
+            what = "previous run of " if previous else ""
+            return error_response(404, f"no log for the {what}pod {pod} yet", param="pod")
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            handle.seek(max(size - MAX_LOG_BYTES, 0))
+            data = handle.read()
+        return web.Response(body=data, content_type="text/plain")
+
+    async def down(self, request: web.Request) -> web.Response:
+        self.daemon.stopping.set()
+        return web.json_response({"stopping": True}, status=202)

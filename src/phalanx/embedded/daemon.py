@@ -1,0 +1,197 @@
+"""`phalanx up`: the controller, the local runtime and the router in one foreground process.
+
+Other terminals talk to it over a Unix socket in the state directory (`control.sock`): status,
+apply, scale, logs and down. Stopping it (Ctrl-C, SIGTERM, `phalanx down`) stops the router, then
+terminates every pod; the runtime's reaper kills the pods even if this process dies outright.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from phalanx.api import labels as L
+from phalanx.api.modelserving import ModelServing
+from phalanx.controller.observed import pod_state
+from phalanx.controller.recovery import Settings
+from phalanx.embedded.control import ControlApi
+from phalanx.embedded.discovery import endpoints_from_pods
+from phalanx.router.server import Router, RouterConfig
+from phalanx.runtimes.local.runtime import LocalRuntime
+from phalanx.runtimes.reconciler import Reconciler
+
+log = logging.getLogger("phalanx.up")
+
+CONTROL_SOCKET = "control.sock"
+
+
+class StartError(Exception):
+    """`up` cannot start; the message says why and what to do."""
+
+
+@dataclass
+class UpOptions:
+    state_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    gpus: int | None = None
+    settings: Settings = field(default_factory=Settings)
+    drain_timeout: float = 10.0
+
+
+def default_state_dir() -> Path:
+    configured = os.environ.get("PHALANX_STATE_DIR")
+    if configured:
+        return Path(configured)
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "phalanx"
+
+
+class Daemon:
+    def __init__(self, options: UpOptions) -> None:
+        self.options = options
+        self.stopping = asyncio.Event()
+        self.runtime: LocalRuntime | None = None
+        self.router: Router | None = None
+        self.reconciler: Reconciler | None = None
+        self._control_runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.on_change: Callable[[], None] | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return self.options.state_dir / CONTROL_SOCKET
+
+    async def start(self, servings: list[ModelServing]) -> None:
+        options = self.options
+        options.state_dir.mkdir(parents=True, exist_ok=True)
+        await self._claim_socket()
+        router = Router(RouterConfig())
+        try:
+            await router.start(options.host, options.port)
+        except OSError as exc:
+            raise StartError(
+                f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}; "
+                "choose another port with --port"
+            ) from None
+        self.router = router
+        runtime = LocalRuntime(options.state_dir, gpus=options.gpus)
+        await runtime.start()
+        self.runtime = runtime
+        self.reconciler = Reconciler(runtime, settings=options.settings, in_flight=router.in_flight)
+        for ms in servings:
+            await runtime.apply_serving(ms)
+        control = ControlApi(self)
+        runner = web.AppRunner(control.build_app(), access_log=None, shutdown_timeout=1.0)
+        await runner.setup()
+        await web.UnixSite(runner, str(self.socket_path)).start()
+        self._control_runner = runner
+        self._tasks.append(asyncio.create_task(self._control_loop(), name="controller"))
+
+    async def _claim_socket(self) -> None:
+        """One `up` per state directory: refuse if another answers on the socket, clear a stale one."""
+        path = self.socket_path
+        if not path.exists():
+            return
+        try:
+            _reader, writer = await asyncio.open_unix_connection(str(path))
+        except OSError:
+            path.unlink(missing_ok=True)  # left by an `up` that died
+            return
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        raise StartError(
+            f"phalanx up is already running with state directory {self.options.state_dir}; "
+            "stop it with `phalanx down`, or pass another --state-dir"
+        )
+
+    async def _control_loop(self) -> None:
+        assert self.runtime is not None and self.reconciler is not None and self.router is not None
+        while not self.stopping.is_set():
+            try:
+                wait = await self.reconciler.reconcile_all()
+                self.router.set_endpoints(endpoints_from_pods(await self.all_pods()))
+            except Exception:
+                log.exception("controller pass failed; retrying")
+                wait = 1.0
+            if self.on_change is not None:
+                self.on_change()
+            # Endpoints follow readiness promptly: wake at least once a second.
+            await self.runtime.wait_for_change(min(max(wait, 0.0), 1.0) if wait > 0 else 0.0)
+
+    async def all_pods(self) -> list[dict[str, Any]]:
+        assert self.runtime is not None
+        pods: list[dict[str, Any]] = []
+        namespaces = {ms.namespace for ms in await self.runtime.list_servings()} or {"default"}
+        for namespace in sorted(namespaces):
+            pods += await self.runtime.list_objects("Pod", namespace, {})
+        return [p for p in pods if L.NAME in (p.get("metadata", {}).get("labels") or {})]
+
+    async def status_payload(self) -> dict[str, Any]:
+        assert self.runtime is not None and self.router is not None
+        servings = await self.runtime.list_servings()
+        pods = []
+        for obj in await self.all_pods():
+            state = pod_state(obj)
+            if state is None:
+                continue
+            annotations = obj.get("metadata", {}).get("annotations") or {}
+            pods.append(
+                {
+                    "name": state.name,
+                    "serving": obj["metadata"]["labels"].get(L.NAME, ""),
+                    "role": state.role,
+                    "group": state.group_index,
+                    "phase": state.phase,
+                    "ready": state.ready,
+                    "restarts": state.restart_count,
+                    "ip": state.ip,
+                    "gpus": self.runtime.pod_gpus(obj),
+                    "pids": self.runtime.pod_pids(obj["metadata"].get("namespace", "default"), state.name),
+                    "reason": state.reason,
+                    "draining": state.draining_since is not None,
+                    "terminating": state.deleting,
+                    "annotations": annotations,
+                }
+            )
+        inventory = self.runtime.gpu_inventory()
+        events = self.runtime.events()
+        return {
+            "router": {"url": self.router.url, "inFlight": self.router.in_flight()},
+            "gpus": {"total": inventory.total, "free": inventory.free},
+            "servings": [ms.model_dump(by_alias=True, exclude_none=True, mode="json") for ms in servings],
+            "pods": sorted(pods, key=lambda p: p["name"]),
+            "events": [e.to_dict() for e in events[-50:]],
+            "eventCount": self.runtime.store.events_recorded,
+            "stateDir": str(self.options.state_dir),
+            "pid": os.getpid(),
+        }
+
+    async def wait(self) -> None:
+        await self.stopping.wait()
+
+    async def stop(self) -> None:
+        self.stopping.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        if self.router is not None:
+            await self.router.stop(drain_timeout_s=self.options.drain_timeout)
+        if self.runtime is not None:
+            await self.runtime.close()
+        if self._control_runner is not None:
+            await self._control_runner.cleanup()
+            self._control_runner = None
+        self.socket_path.unlink(missing_ok=True)

@@ -1,0 +1,45 @@
+"""Spec files to ModelServings for the embedded runtime: validation, then compiling deployments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from phalanx.api import FieldError, ModelDeployment, ModelServing, SpecError, load_text
+from phalanx.compiler import compile_deployment
+
+
+@dataclass
+class LoadedServings:
+    servings: list[ModelServing] = field(default_factory=list)
+    # Every problem, rendered with its file, line, field, value and fix.
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+
+def servings_from_text(text: str, source: str) -> LoadedServings:
+    """Every ModelServing a file stands for; a ModelDeployment is planned and compiled first."""
+    loaded = load_text(text, source)
+    result = LoadedServings()
+    _add(result, loaded.problems, source)
+    if loaded.errors:
+        return result
+    for resource in loaded.resources:
+        if isinstance(resource, ModelServing):
+            result.servings.append(resource)
+        elif isinstance(resource, ModelDeployment):
+            try:
+                compiled = compile_deployment(resource)
+            except SpecError as exc:
+                _add(result, list(exc.errors), source)
+                continue
+            _add(result, list(compiled.warnings), source)
+            result.servings.append(compiled.model_serving)
+    if not result.servings and not result.errors:
+        result.errors.append(f"{source}: no ModelServing or ModelDeployment in the file")
+    return result
+
+
+def _add(result: LoadedServings, problems: list[FieldError], source: str) -> None:
+    for problem in problems:
+        target = result.errors if problem.severity == "error" else result.warnings
+        target.append(problem.render(source))

@@ -1,0 +1,97 @@
+"""The foreground of `phalanx up`: start the daemon, show its state, stop cleanly on Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from pathlib import Path
+
+from rich.console import Console
+from rich.live import Live
+
+from phalanx.api.modelserving import ModelServing
+from phalanx.embedded.daemon import Daemon, StartError, UpOptions
+from phalanx.embedded.view import render_status
+
+REFRESH_SECONDS = 0.5
+
+
+def run_up(
+    servings: list[ModelServing],
+    *,
+    state_dir: Path,
+    host: str,
+    port: int,
+    gpus: int | None,
+    console: Console,
+) -> int:
+    options = UpOptions(state_dir=state_dir, host=host, port=port, gpus=gpus)
+    try:
+        return asyncio.run(_run(Daemon(options), servings, console))
+    except KeyboardInterrupt:  # a second Ctrl-C while stopping: the reaper still kills every pod
+        return 130
+
+
+async def _run(daemon: Daemon, servings: list[ModelServing], console: Console) -> int:
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, daemon.stopping.set)
+    try:
+        await daemon.start(servings)
+    except StartError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        await daemon.stop()
+        return 1
+    assert daemon.router is not None
+    console.print(
+        f"phalanx up: OpenAI API at {daemon.router.url}/v1  (state {daemon.options.state_dir}; "
+        "Ctrl-C or `phalanx down` stops everything)"
+    )
+    try:
+        if console.is_terminal:
+            await _live(daemon, console)
+        else:
+            await _event_lines(daemon, console)
+    finally:
+        console.print("phalanx up: stopping router and pods")
+        await daemon.stop()
+        console.print("phalanx up: stopped")
+    return 0
+
+
+async def _live(daemon: Daemon, console: Console) -> None:
+    with Live(console=console, auto_refresh=False, transient=False) as live:
+        while not daemon.stopping.is_set():
+            live.update(render_status(await daemon.status_payload()), refresh=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(daemon.stopping.wait(), REFRESH_SECONDS)
+
+
+async def _event_lines(daemon: Daemon, console: Console) -> None:
+    """Without a terminal (logs, CI): one line per event, and one when a ModelServing turns Available."""
+    seen = 0
+    available: dict[str, str] = {}
+    while not daemon.stopping.is_set():
+        payload = await daemon.status_payload()
+        events = payload["events"]
+        total = payload.get("eventCount", len(events))
+        fresh = events[max(len(events) - (total - seen), 0) :] if total > seen else []
+        seen = total
+        for event in fresh:
+            console.print(
+                f"{event.get('time', '')} {event.get('type', '')} {event.get('reason', '')}: "
+                f"{event.get('message', '')}",
+                markup=False,
+                highlight=False,
+            )
+        for ms in payload["servings"]:
+            conditions = (ms.get("status") or {}).get("conditions") or []
+            state = next((c["status"] for c in conditions if c["type"] == "Available"), "False")
+            name = ms["metadata"]["name"]
+            if available.get(name) != state:
+                available[name] = state
+                word = "available" if state == "True" else "not available"
+                console.print(f"modelserving/{name} {word}", markup=False, highlight=False)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(daemon.stopping.wait(), REFRESH_SECONDS)

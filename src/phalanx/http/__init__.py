@@ -1,0 +1,1 @@
+"""Small HTTP helpers shared by the simulator, the router and the control endpoint."""

@@ -1,0 +1,143 @@
+"""Pure request/response shaping: body validation and header filtering, kept apart from the socket code."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ParsedRequest:
+    model: str
+    stream: bool
+
+
+@dataclass(frozen=True)
+class RequestError:
+    status: int
+    message: str
+    param: str | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def parse_request(body: bytes) -> ParsedRequest | RequestError:
+    """Read just what routing needs; the endpoint validates the rest."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return RequestError(400, f"The request body is not valid JSON: {exc}")
+    if not isinstance(payload, dict):
+        return RequestError(400, "The request body must be a JSON object.")
+    model = payload.get("model")
+    if model is None:
+        return RequestError(400, "The `model` field is required.", param="model")
+    if not isinstance(model, str) or not model:
+        return RequestError(400, "The `model` field must be a non-empty string.", param="model")
+    return ParsedRequest(model=model, stream=payload.get("stream") is True)
+
+
+def unknown_model(model: str) -> RequestError:
+    # vLLM's wording, which clients may match on.
+    return RequestError(404, f"The model `{model}` does not exist.", param="model")
+
+
+def no_endpoint(model: str, retry_after_s: int) -> RequestError:
+    return RequestError(
+        503,
+        f"No endpoint serving `{model}` is ready; retry later.",
+        headers={"Retry-After": str(retry_after_s)},
+    )
+
+
+# RFC 9110 §7.6.1 plus the ones the transport recomputes.
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "content-length",
+    }
+)
+
+
+Headers = list[tuple[str, str]]
+
+
+def _get(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
+    name = name.lower()
+    return [v for k, v in headers if k.lower() == name]
+
+
+def _end_to_end(headers: Iterable[tuple[str, str]]) -> Headers:
+    pairs = list(headers)
+    # Headers named in `Connection` are hop-by-hop too.
+    listed = {token.strip().lower() for value in _get(pairs, "Connection") for token in value.split(",")}
+    drop = _HOP_BY_HOP | listed
+    return [(k, v) for k, v in pairs if k.lower() not in drop]
+
+
+def upstream_request_headers(headers: Iterable[tuple[str, str]], request_id: str) -> Headers:
+    out = [(k, v) for k, v in _end_to_end(headers) if k.lower() != "x-request-id"]
+    out.append(("X-Request-Id", request_id))
+    # Bytes are relayed undecoded; without this the client library would ask for gzip on the
+    # client's behalf and the client would get a body it never asked for.
+    if not _get(out, "Accept-Encoding"):
+        out.append(("Accept-Encoding", "identity"))
+    return out
+
+
+def client_response_headers(headers: Iterable[tuple[str, str]], request_id: str) -> Headers:
+    pairs = list(headers)
+    out = _end_to_end(pairs)
+    # The body is relayed byte for byte, so a Content-Length still holds (unless chunked).
+    length = _get(pairs, "Content-Length")
+    if length and not _get(pairs, "Transfer-Encoding"):
+        out.append(("Content-Length", length[0]))
+    if not _get(out, "X-Request-Id"):
+        out.append(("X-Request-Id", request_id))
+    return out
+
+
+def request_id(headers: Iterable[tuple[str, str]]) -> str:
+    given = _get(headers, "X-Request-Id")
+    return given[0] if given and given[0] else uuid.uuid4().hex
+
+
+def model_cards(models: Iterable[str], created: int) -> dict[str, object]:
+    """vLLM's `/v1/models` shape, owned by the router."""
+    return {
+        "object": "list",
+        "data": [
+            {
+                "id": m,
+                "object": "model",
+                "created": created,
+                "owned_by": "phalanx",
+                "root": m,
+                "parent": None,
+                "max_model_len": None,
+                "permission": [],
+            }
+            for m in models
+        ],
+    }
+
+
+def models_from_listing(payload: object) -> tuple[str, ...]:
+    """Model ids from an endpoint's `/v1/models` answer; anything malformed yields none."""
+    if not isinstance(payload, dict):
+        return ()
+    data = payload.get("data")
+    if not isinstance(data, list):
+        return ()
+    ids = (item.get("id") for item in data if isinstance(item, dict))
+    return tuple(i for i in ids if isinstance(i, str) and i)

@@ -1,0 +1,75 @@
+"""The router's own Prometheus metrics, in a registry of its own so several routers (and tests) coexist."""
+
+from __future__ import annotations
+
+import contextlib
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+# LLM requests run from milliseconds (errors, embeddings) to many minutes (long generations).
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
+_TTFB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+# Label for requests that never reached an endpoint; keeps the label set bounded.
+NO_ENDPOINT = ""
+# Models named by clients but not served: one label value, not one per typo.
+UNKNOWN_MODEL = "_unknown"
+# nginx's code for "client closed the request before the answer".
+CLIENT_CLOSED = 499
+
+
+class RouterMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "phalanx_router_requests",
+            "Requests answered, by model, endpoint that served them and status code.",
+            ["model", "endpoint", "code"],
+            registry=self.registry,
+        )
+        self.in_flight = Gauge(
+            "phalanx_router_in_flight_requests",
+            "Requests currently proxied to each endpoint.",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "phalanx_router_request_duration_seconds",
+            "From request arrival to the last byte sent to the client.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttfb = Histogram(
+            "phalanx_router_time_to_first_byte_seconds",
+            "From request arrival to the first body byte relayed to the client.",
+            ["model"],
+            buckets=_TTFB_BUCKETS,
+            registry=self.registry,
+        )
+        self.retries = Counter(
+            "phalanx_router_retries",
+            "Attempts abandoned before the first byte (so retryable), by endpoint and reason.",
+            ["endpoint", "reason"],
+            registry=self.registry,
+        )
+        self.stream_failures = Counter(
+            "phalanx_router_stream_failures",
+            "Responses cut short because the endpoint failed after the first byte was relayed.",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.no_endpoint = Counter(
+            "phalanx_router_no_endpoint_rejections",
+            "Requests answered 503 because no endpoint could take them.",
+            ["model"],
+            registry=self.registry,
+        )
+
+    def forget_endpoint(self, name: str) -> None:
+        """Drop the gauge series of an endpoint that is gone and idle."""
+        with contextlib.suppress(KeyError):
+            self.in_flight.remove(name)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,115 @@
+"""Relaying one upstream response to the client, chunk by chunk, after the routing decision is made."""
+
+from __future__ import annotations
+
+import enum
+import logging
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp import web
+
+from phalanx.http.errors import SSE_DONE, sse_error_event
+from phalanx.router.messages import client_response_headers
+
+logger = logging.getLogger("phalanx.router")
+
+
+class SseFramer:
+    """Passes SSE bytes through up to the last complete event and holds back a partial one.
+
+    Holding back only an unfinished event adds no latency a client could use (it cannot parse half
+    an event), and it lets the router end a broken stream with a well-formed error event.
+    """
+
+    def __init__(self) -> None:
+        self._pending = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        data = self._pending + chunk if self._pending else chunk
+        lf = data.rfind(b"\n\n")
+        crlf = data.rfind(b"\r\n\r\n")
+        end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+        self._pending = data[end:]
+        return data[:end]
+
+    def flush(self) -> bytes:
+        rest, self._pending = self._pending, b""
+        return rest
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+
+class Outcome(enum.Enum):
+    COMPLETE = "complete"
+    UPSTREAM_FAILED = "upstream_failed"
+    CLIENT_GONE = "client_gone"
+
+
+def is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
+    return upstream.content_type == "text/event-stream"
+
+
+async def relay(
+    request: web.Request,
+    upstream: aiohttp.ClientResponse,
+    request_id: str,
+    on_first_byte: Callable[[], None],
+) -> tuple[web.StreamResponse, Outcome]:
+    """Stream `upstream` to the client. Once this starts, the request is never retried."""
+    response = web.StreamResponse(
+        status=upstream.status,
+        reason=upstream.reason,
+        headers=client_response_headers(upstream.headers.items(), request_id),
+    )
+    sse = is_event_stream(upstream)
+    framer = SseFramer() if sse else None
+    first = True
+    try:
+        await response.prepare(request)
+        while True:
+            try:
+                chunk = await upstream.content.readany()
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return response, await _fail_stream(request, response, sse, upstream, exc)
+            if not chunk:
+                break
+            data = framer.feed(chunk) if framer is not None else chunk
+            if data:
+                if first:
+                    on_first_byte()
+                    first = False
+                await response.write(data)
+        if framer is not None and framer.pending:
+            await response.write(framer.flush())
+        await response.write_eof()
+    except ConnectionResetError:
+        # aiohttp's ClientConnectionResetError is one: the client went away while we wrote.
+        return response, Outcome.CLIENT_GONE
+    return response, Outcome.COMPLETE
+
+
+async def _fail_stream(
+    request: web.Request,
+    response: web.StreamResponse,
+    sse: bool,
+    upstream: aiohttp.ClientResponse,
+    exc: BaseException,
+) -> Outcome:
+    logger.warning(
+        "upstream %s failed mid-stream (%s); %s",
+        upstream.url.origin(),
+        type(exc).__name__,
+        "ending the client's stream with an error event" if sse else "aborting the client connection",
+    )
+    if sse:
+        # vLLM's own convention for a stream that breaks after it started.
+        await response.write(sse_error_event(502, "The upstream endpoint failed while streaming."))
+        await response.write(SSE_DONE)
+        await response.write_eof()
+    elif request.transport is not None:
+        # A truncated body must not look complete: drop the connection instead of ending it cleanly.
+        request.transport.close()
+    return Outcome.UPSTREAM_FAILED

@@ -1,0 +1,455 @@
+"""The router: an aiohttp server that picks an entry pod per request and relays the answer.
+
+Imperative shell around `balancer.choose`: it owns the in-flight counters, the shared client
+session, the learned model lists and the retry loop; every decision is made by a pure function.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, replace
+
+import aiohttp
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from phalanx.http.errors import error_response
+from phalanx.router.balancer import Availability, availability, choose, served_models
+from phalanx.router.endpoints import Endpoint, check_unique
+from phalanx.router.messages import (
+    RequestError,
+    model_cards,
+    models_from_listing,
+    no_endpoint,
+    parse_request,
+    request_id,
+    unknown_model,
+    upstream_request_headers,
+)
+from phalanx.router.metrics import CLIENT_CLOSED, NO_ENDPOINT, UNKNOWN_MODEL, RouterMetrics
+from phalanx.router.proxy import Outcome, relay
+
+logger = logging.getLogger("phalanx.router")
+
+PROXIED_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings")
+
+_SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
+
+# Failures where the endpoint cannot have started on the request: safe to send it elsewhere.
+# A reset or disconnect before the response head may follow a partial start, but the engine
+# aborts a request whose connection dropped, so a retry does not double the work.
+_RETRYABLE = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+)
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    connect_timeout_s: float = 5.0
+    # Whole request, streaming included; long generations take minutes.
+    total_timeout_s: float | None = 1800.0
+    max_attempts: int = 3
+    retry_after_s: int = 1
+    # How long `stop()` waits for in-flight requests before cancelling them.
+    drain_timeout_s: float = 30.0
+    models_timeout_s: float = 5.0
+    # Do not ask an endpoint for its models more often than this after a failure.
+    models_retry_s: float = 2.0
+    client_max_size: int = 64 * 1024 * 1024
+    access_log: bool = False
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+
+
+@dataclass(frozen=True)
+class _Abandoned:
+    """An attempt given up before any byte reached the client."""
+
+    reason: str
+
+
+@dataclass
+class _Tally:
+    """What one request's metrics are labelled with, filled in as routing proceeds."""
+
+    model: str = ""
+    endpoint: str = NO_ENDPOINT
+    code: int | None = None
+
+
+_ModelKey = tuple[str, str]
+
+
+def _key(ep: Endpoint) -> _ModelKey:
+    return (ep.name, ep.url)
+
+
+class Router:
+    def __init__(self, config: RouterConfig | None = None) -> None:
+        self.config = config or RouterConfig()
+        self.metrics = RouterMetrics()
+        self._endpoints: tuple[Endpoint, ...] = ()
+        self._in_flight: dict[str, int] = {}
+        self._cursor = 0
+        self._learned: dict[_ModelKey, tuple[str, ...]] = {}
+        self._learning: dict[_ModelKey, asyncio.Task[None]] = {}
+        self._learn_failed_at: dict[_ModelKey, float] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._runner: web.AppRunner | None = None
+        self._url: str | None = None
+        self._active = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._stopping = False
+
+    # -- discovery -------------------------------------------------------------------------
+
+    def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
+        """Replace the endpoint set. Removed endpoints are not interrupted: their requests finish."""
+        new = check_unique(endpoints)
+        keys = {_key(ep) for ep in new}
+        for stale in [k for k in self._learned if k not in keys]:
+            del self._learned[stale]
+        for stale in [k for k in self._learn_failed_at if k not in keys]:
+            del self._learn_failed_at[stale]
+        names = {ep.name for ep in new}
+        for ep in self._endpoints:
+            if ep.name not in names and self._in_flight.get(ep.name, 0) == 0:
+                self._in_flight.pop(ep.name, None)
+                self.metrics.forget_endpoint(ep.name)
+        for ep in new:
+            self._in_flight.setdefault(ep.name, 0)
+            self.metrics.in_flight.labels(ep.name).set(self._in_flight[ep.name])
+        self._endpoints = new
+        if self._session is not None:
+            self._start_learning()
+
+    def in_flight(self) -> dict[str, int]:
+        """Requests being proxied per endpoint name, including removed endpoints still finishing."""
+        return dict(self._in_flight)
+
+    def endpoints(self) -> tuple[Endpoint, ...]:
+        """The current set with learned model lists filled in."""
+        return tuple(
+            ep if ep.models else replace(ep, models=self._learned.get(_key(ep), ())) for ep in self._endpoints
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def build_app(self) -> web.Application:
+        app = web.Application(middlewares=[self._errors], client_max_size=self.config.client_max_size)
+        app.cleanup_ctx.append(self._client_session)
+        for path in PROXIED_PATHS:
+            app.router.add_post(path, self._proxy)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/metrics", self._metrics)
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        if self._runner is not None:
+            raise RuntimeError("router already started")
+        self._stopping = False
+        runner = web.AppRunner(
+            self.build_app(),
+            # Cancel the handler (and so the upstream request) when the client disconnects.
+            handler_cancellation=True,
+            access_log=logging.getLogger("aiohttp.access") if self.config.access_log else None,
+            shutdown_timeout=1.0,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        bound_host, bound_port = runner.addresses[0][:2]
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        self._url = f"http://{shown}:{bound_port}"
+        logger.info("router listening on %s", self._url)
+
+    async def stop(self, drain_timeout_s: float | None = None) -> None:
+        """Stop accepting, let in-flight requests finish (bounded), then close everything."""
+        runner, self._runner = self._runner, None
+        if runner is None:
+            return
+        self._stopping = True
+        for site in list(runner.sites):
+            await site.stop()
+        bound = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
+        try:
+            await asyncio.wait_for(self._idle.wait(), bound)
+        except TimeoutError:
+            logger.warning("router stopping with %d requests still in flight", self._active)
+        await runner.cleanup()
+        self._url = None
+
+    @property
+    def url(self) -> str:
+        if self._url is None:
+            raise RuntimeError("router not started")
+        return self._url
+
+    async def _client_session(self, app: web.Application) -> AsyncIterator[None]:
+        connector = aiohttp.TCPConnector(
+            # No cap: engines queue internally, and a pool cap here would queue invisibly.
+            limit=0,
+            keepalive_timeout=30.0,
+            enable_cleanup_closed=False,
+        )
+        timeout = aiohttp.ClientTimeout(
+            total=self.config.total_timeout_s, sock_connect=self.config.connect_timeout_s
+        )
+        # auto_decompress off: bodies are relayed byte for byte with their Content-Encoding.
+        session = aiohttp.ClientSession(
+            connector=connector, timeout=timeout, auto_decompress=False, raise_for_status=False
+        )
+        app[_SESSION_KEY] = session
+        self._session = session
+        self._start_learning()
+        try:
+            yield
+        finally:
+            self._session = None
+            tasks = list(self._learning.values())
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            self._learning.clear()
+            await session.close()
+
+    # -- models ----------------------------------------------------------------------------
+
+    def _start_learning(self) -> list[asyncio.Task[None]]:
+        """Ask endpoints with unknown models for their `/v1/models`, at most one call each at a time."""
+        now = time.monotonic()
+        tasks = []
+        for ep in self._endpoints:
+            key = _key(ep)
+            if ep.models or key in self._learned or not ep.ready:
+                continue
+            task = self._learning.get(key)
+            if task is None:
+                failed = self._learn_failed_at.get(key)
+                if failed is not None and now - failed < self.config.models_retry_s:
+                    continue
+                task = asyncio.get_running_loop().create_task(self._learn(ep))
+                self._learning[key] = task
+            tasks.append(task)
+        return tasks
+
+    async def _learn(self, ep: Endpoint) -> None:
+        key = _key(ep)
+        session = self._session
+        try:
+            if session is None:
+                return
+            timeout = aiohttp.ClientTimeout(total=self.config.models_timeout_s)
+            async with session.get(f"{ep.url}/v1/models", timeout=timeout) as resp:
+                payload = await resp.json(content_type=None) if resp.status == 200 else None
+            models = models_from_listing(payload)
+            if not models:
+                raise ValueError(f"no models in the answer (status {resp.status})")
+            if any(_key(cur) == key for cur in self._endpoints):
+                self._learned[key] = models
+                self._learn_failed_at.pop(key, None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            self._learn_failed_at[key] = time.monotonic()
+            logger.warning("could not learn the models of %s at %s: %s", ep.name, ep.url, exc or type(exc))
+        finally:
+            self._learning.pop(key, None)
+
+    async def _resolve_models(self) -> None:
+        tasks = self._start_learning()
+        if tasks:
+            await asyncio.wait(tasks, timeout=self.config.models_timeout_s)
+
+    # -- handlers --------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(
+        self,
+        request: web.Request,
+        handler: Handler,
+    ) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+            return error_response(exc.status, exc.reason, headers=allow)
+        except Exception as exc:
+            logger.error("unexpected error on %s %s: %r", request.method, request.path, exc)
+            return error_response(500, "The router failed to handle the request.")
+
+    async def _health(self, request: web.Request) -> web.Response:
+        routable = sum(1 for ep in self._endpoints if ep.routable)
+        status = 200 if routable and not self._stopping else 503
+        return web.json_response({"status": "ok" if status == 200 else "unavailable"}, status=status)
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        body = self.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        await self._resolve_models()
+        return web.json_response(model_cards(served_models(self.endpoints()), int(time.time())))
+
+    async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        self._active += 1
+        self._idle.clear()
+        started = time.monotonic()
+        tally = _Tally()
+        try:
+            response = await self._route(request, started, tally)
+            if tally.code is None:
+                tally.code = response.status
+            return response
+        finally:
+            # No code means the handler was cancelled: the client went away.
+            code = CLIENT_CLOSED if tally.code is None else tally.code
+            self.metrics.requests.labels(tally.model, tally.endpoint, str(code)).inc()
+            if tally.model and tally.model != UNKNOWN_MODEL:
+                self.metrics.latency.labels(tally.model).observe(time.monotonic() - started)
+            self._active -= 1
+            if self._active == 0:
+                self._idle.set()
+
+    async def _route(self, request: web.Request, started: float, tally: _Tally) -> web.StreamResponse:
+        if self._stopping:
+            return _error(no_endpoint("any model", self.config.retry_after_s))
+        body = await request.read()
+        parsed = parse_request(body)
+        if isinstance(parsed, RequestError):
+            return _error(parsed)
+        model = parsed.model
+        await self._resolve_models()
+        match availability(self.endpoints(), model):
+            case Availability.UNKNOWN:
+                tally.model = UNKNOWN_MODEL
+                return _error(unknown_model(model))
+            case Availability.UNAVAILABLE:
+                tally.model = model
+                self.metrics.no_endpoint.labels(model).inc()
+                return _error(no_endpoint(model, self.config.retry_after_s))
+            case Availability.ROUTABLE:
+                tally.model = model
+
+        rid = request_id(request.headers.items())
+        headers = upstream_request_headers(request.headers.items(), rid)
+        tried: set[str] = set()
+        last: _Abandoned | None = None
+        for _ in range(self.config.max_attempts):
+            # Re-read the set each attempt: discovery may have changed while we waited.
+            ep = choose(self.endpoints(), self._in_flight, model, tried, self._cursor)
+            self._cursor += 1
+            if ep is None:
+                break
+            tried.add(ep.name)
+            tally.endpoint = ep.name
+            result = await self._attempt(request, ep, body, headers, rid, tally, started)
+            if not isinstance(result, _Abandoned):
+                return result
+            tally.endpoint = NO_ENDPOINT
+            last = result
+            self.metrics.retries.labels(ep.name, result.reason).inc()
+
+        if last is not None and last.reason != "upstream_503":
+            msg = f"Could not reach an endpoint serving `{model}` (tried {len(tried)})."
+            return error_response(502, msg)
+        self.metrics.no_endpoint.labels(model).inc()
+        return _error(no_endpoint(model, self.config.retry_after_s))
+
+    async def _attempt(
+        self,
+        request: web.Request,
+        ep: Endpoint,
+        body: bytes,
+        headers: list[tuple[str, str]],
+        rid: str,
+        tally: _Tally,
+        started: float,
+    ) -> web.StreamResponse | _Abandoned:
+        assert self._session is not None
+        self._enter(ep.name)
+        upstream: aiohttp.ClientResponse | None = None
+        try:
+            try:
+                upstream = await self._session.request(
+                    request.method, ep.url + request.rel_url.path_qs, data=body, headers=headers
+                )
+            except _RETRYABLE as exc:
+                logger.warning("endpoint %s failed before the first byte (%s); retrying", ep.name, exc)
+                return _Abandoned(type(exc).__name__)
+            except TimeoutError:
+                logger.warning("endpoint %s timed out before answering", ep.name)
+                return error_response(504, f"Endpoint {ep.name} timed out.")
+            except aiohttp.ClientError as exc:
+                logger.warning("endpoint %s failed: %r", ep.name, exc)
+                return error_response(502, f"Endpoint {ep.name} failed: {type(exc).__name__}.")
+
+            if upstream.status == 503:
+                # Nothing was sent to the client yet, so another endpoint may still take it.
+                logger.warning("endpoint %s answered 503; retrying", ep.name)
+                return _Abandoned("upstream_503")
+
+            def first_byte() -> None:
+                self.metrics.ttfb.labels(tally.model).observe(time.monotonic() - started)
+
+            response, outcome = await relay(request, upstream, rid, first_byte)
+            if outcome is Outcome.CLIENT_GONE:
+                tally.code = CLIENT_CLOSED
+                logger.info("client went away during a request to %s", ep.name)
+            elif outcome is Outcome.UPSTREAM_FAILED:
+                self.metrics.stream_failures.labels(ep.name).inc()
+            return response
+        finally:
+            if upstream is not None:
+                # Reuse the connection only when the body was read to the end.
+                if upstream.content.at_eof():
+                    upstream.release()
+                else:
+                    upstream.close()
+            self._leave(ep.name)
+
+    def _enter(self, name: str) -> None:
+        count = self._in_flight.get(name, 0) + 1
+        self._in_flight[name] = count
+        self.metrics.in_flight.labels(name).set(count)
+
+    def _leave(self, name: str) -> None:
+        count = self._in_flight.get(name, 1) - 1
+        if count <= 0 and all(ep.name != name for ep in self._endpoints):
+            # Removed while busy: it leaves the report once its last request is done.
+            self._in_flight.pop(name, None)
+            self.metrics.forget_endpoint(name)
+            return
+        self._in_flight[name] = max(count, 0)
+        self.metrics.in_flight.labels(name).set(max(count, 0))
+
+
+def _error(err: RequestError) -> web.Response:
+    return error_response(err.status, err.message, param=err.param, headers=dict(err.headers) or None)
+
+
+@contextlib.asynccontextmanager
+async def running(router: Router, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Router]:
+    """`async with running(Router()) as r:` starts and always stops the router."""
+    await router.start(host, port)
+    try:
+        yield router
+    finally:
+        await router.stop()

@@ -1,0 +1,96 @@
+"""The imperative shell around the controller core: observe → reconcile → apply, for any runtime.
+
+Stateless between passes: every pass reads the objects afresh, so this loop can be killed and
+restarted at any moment. It wakes when the runtime reports a change, when a decision asks to be
+looked at again (grace periods, backoff, drains), and at least every `resync` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from phalanx.api import labels as L
+from phalanx.api.modelserving import ModelServing
+from phalanx.controller.actions import Annotate, Apply, Create, Decision, Delete
+from phalanx.controller.observed import observe
+from phalanx.controller.reconcile import reconcile
+from phalanx.controller.recovery import Settings
+from phalanx.controller.revision import serving_from_revision
+from phalanx.runtimes.base import NotFoundError, Runtime
+
+log = logging.getLogger("phalanx.controller")
+
+InFlight = Callable[[], Mapping[str, int]]
+
+
+class Reconciler:
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        settings: Settings | None = None,
+        in_flight: InFlight | None = None,
+        clock: Callable[[], float] = time.time,
+        resync: float = 5.0,
+    ) -> None:
+        self.runtime = runtime
+        self.settings = settings or Settings()
+        self.in_flight = in_flight or (lambda: {})
+        self.clock = clock
+        self.resync = resync
+        self.passes = 0
+
+    async def reconcile_serving(self, ms: ModelServing) -> Decision:
+        runtime, namespace = self.runtime, ms.namespace
+        selector = {L.NAME: ms.name}
+        pods = await runtime.list_objects("Pod", namespace, selector)
+        services = await runtime.list_objects("Service", namespace, selector)
+        gangs = await runtime.list_objects("PodGroup", namespace, selector)
+        revision_objects = await runtime.list_objects("ControllerRevision", namespace, selector)
+        revisions = dict(r for r in (serving_from_revision(o) for o in revision_objects) if r is not None)
+        observed = observe(pods, services, gangs, revisions, self.in_flight())
+        decision = reconcile(ms, observed, self.clock(), self.settings)
+        for event in decision.events:  # first, so they read in order with the runtime's own events
+            await runtime.record_event(namespace, ms.name, event)
+            log.info("%s %s: %s", ms.name, event.reason, event.message)
+        for action in decision.actions:
+            if isinstance(action, Create):
+                await runtime.create(action.object)
+            elif isinstance(action, Apply):
+                await runtime.apply(action.object)
+            elif isinstance(action, Delete):
+                await runtime.delete(action.kind, namespace, action.name)
+            elif isinstance(action, Annotate):
+                await runtime.annotate(action.kind, namespace, action.name, action.annotations)
+        if decision.status != ms.status:
+            with contextlib.suppress(NotFoundError):  # deleted meanwhile; its objects go with it
+                await runtime.write_status(namespace, ms.name, decision.status)
+        return decision
+
+    async def reconcile_all(self) -> float:
+        """One pass over every ModelServing; returns how long until the next pass is due."""
+        self.passes += 1
+        wait = self.resync
+        for ms in await self.runtime.list_servings():
+            try:
+                decision = await self.reconcile_serving(ms)
+            except Exception:
+                # One broken serving must not stop the others; the next pass retries it.
+                log.exception("reconcile of %s/%s failed", ms.namespace, ms.name)
+                wait = min(wait, 1.0)
+                continue
+            if decision.actions:
+                wait = 0.0  # look again at once: the runtime has changed under our feet
+            elif decision.requeue_after is not None:
+                wait = min(wait, decision.requeue_after)
+        return wait
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            wait = await self.reconcile_all()
+            if wait > 0:
+                await self.runtime.wait_for_change(wait)

@@ -1,0 +1,1 @@
+"""vLLM-compatible simulator engine: continuous batching, KV blocks with prefix caching, multi-node."""

@@ -1,0 +1,186 @@
+"""Command line and environment of `phalanx sim`, parsed into one immutable `SimConfig`."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+VERSION = "0.33.0"
+"""The vLLM version the simulator's HTTP surface follows; `/version` reports it."""
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    served_model_names: tuple[str, ...]
+    model: str
+    host: str
+    port: int
+    join_port: int
+    max_model_len: int
+    block_size: int
+    num_gpu_blocks: int
+    max_num_seqs: int
+    max_num_batched_tokens: int
+    tensor_parallel_size: int
+    pipeline_parallel_size: int
+    seed: int
+    prefill_overhead: float
+    prefill_time_per_token: float
+    inter_token_latency: float
+    itl_batch_factor: float
+    zero_latency: bool
+    startup_delay: float
+    drain_timeout: float
+    default_max_tokens: int
+    join_timeout: float
+    worker_index: int
+    group_size: int
+    entry_address: str | None
+
+    @property
+    def is_entry(self) -> bool:
+        return self.worker_index == 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"not a TCP port: {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="phalanx sim",
+        description="vLLM-compatible simulator: the vLLM HTTP API and metrics, no GPU.",
+        allow_abbrev=False,  # vLLM flags must be spelled out; a prefix must not match silently
+    )
+    model = parser.add_argument_group("model")
+    model.add_argument("--served-model-name", nargs="+", required=True, metavar="NAME")
+    model.add_argument("--model", default=None, help="model root shown in /v1/models (default: first name)")
+    model.add_argument("--max-model-len", type=_positive_int, default=4096)
+    model.add_argument("--seed", type=int, default=0)
+    model.add_argument("--tensor-parallel-size", type=_positive_int, default=1)
+    model.add_argument("--pipeline-parallel-size", type=_positive_int, default=1)
+
+    net = parser.add_argument_group("network")
+    net.add_argument("--host", default=None, help="default: $POD_IP, else 0.0.0.0")
+    net.add_argument("--port", type=_port, default=8000)
+    net.add_argument("--join-port", type=_port, default=8001)
+    net.add_argument("--join-timeout", type=_non_negative_float, default=600.0)
+    net.add_argument("--drain-timeout", type=_non_negative_float, default=30.0)
+    net.add_argument("--startup-delay", type=_non_negative_float, default=0.0)
+
+    cache = parser.add_argument_group("KV cache and batching")
+    cache.add_argument("--kv-cache-tokens", type=_positive_int, default=131072)
+    cache.add_argument("--block-size", type=_positive_int, default=16)
+    cache.add_argument(
+        "--num-gpu-blocks", type=_positive_int, default=None, help="overrides --kv-cache-tokens"
+    )
+    cache.add_argument("--max-num-seqs", type=_positive_int, default=256)
+    cache.add_argument("--max-num-batched-tokens", type=_positive_int, default=8192)
+
+    latency = parser.add_argument_group("latency model (seconds)")
+    latency.add_argument("--prefill-overhead", type=_non_negative_float, default=0.030)
+    latency.add_argument("--prefill-time-per-token", type=_non_negative_float, default=0.00025)
+    latency.add_argument("--inter-token-latency", type=_non_negative_float, default=0.012)
+    latency.add_argument("--itl-batch-factor", type=_non_negative_float, default=0.004)
+    latency.add_argument("--zero-latency", action="store_true", help="all compute times 0, same scheduling")
+    latency.add_argument(
+        "--default-max-tokens",
+        type=_non_negative_int,
+        default=256,
+        help="max_tokens when a request omits it, capped by the context left; 0 = the whole context (vLLM)",
+    )
+    return parser
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int, minimum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} must be >= {minimum}")
+    return value
+
+
+def parse_config(argv: list[str], env: Mapping[str, str]) -> SimConfig:
+    """Parse flags and the pod environment; argparse exits with status 2 on any error."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        worker_index = _env_int(env, "WORKER_INDEX", 0, 0)
+        group_size = _env_int(env, "GROUP_SIZE", 1, 1)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if worker_index >= group_size:
+        parser.error(f"WORKER_INDEX={worker_index} must be < GROUP_SIZE={group_size}")
+    entry_address = env.get("ENTRY_ADDRESS") or None
+    if worker_index > 0 and entry_address is None:
+        parser.error("a worker (WORKER_INDEX >= 1) needs ENTRY_ADDRESS")
+
+    block_size: int = args.block_size
+    num_blocks: int = args.num_gpu_blocks or math.ceil(args.kv_cache_tokens / block_size)
+    max_model_len: int = args.max_model_len
+    if num_blocks * block_size < max_model_len:
+        # vLLM refuses to start when one request of max_model_len cannot fit in the KV cache.
+        parser.error(
+            f"the KV cache ({num_blocks} blocks of {block_size} = {num_blocks * block_size} tokens) "
+            f"cannot hold one request of --max-model-len {max_model_len}"
+        )
+    zero = bool(args.zero_latency)
+    names = tuple(args.served_model_name)
+    return SimConfig(
+        served_model_names=names,
+        model=args.model or names[0],
+        host=args.host or env.get("POD_IP") or "0.0.0.0",
+        port=args.port,
+        join_port=args.join_port,
+        max_model_len=max_model_len,
+        block_size=block_size,
+        num_gpu_blocks=num_blocks,
+        max_num_seqs=args.max_num_seqs,
+        max_num_batched_tokens=args.max_num_batched_tokens,
+        tensor_parallel_size=args.tensor_parallel_size,
+        pipeline_parallel_size=args.pipeline_parallel_size,
+        seed=args.seed,
+        prefill_overhead=0.0 if zero else args.prefill_overhead,
+        prefill_time_per_token=0.0 if zero else args.prefill_time_per_token,
+        inter_token_latency=0.0 if zero else args.inter_token_latency,
+        itl_batch_factor=args.itl_batch_factor,
+        zero_latency=zero,
+        startup_delay=args.startup_delay,
+        drain_timeout=args.drain_timeout,
+        default_max_tokens=args.default_max_tokens,
+        join_timeout=args.join_timeout,
+        worker_index=worker_index,
+        group_size=group_size,
+        entry_address=entry_address,
+    )

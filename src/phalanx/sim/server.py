@@ -1,0 +1,221 @@
+"""vLLM's HTTP surface on aiohttp: a thin layer over `protocol`, `responses` and the engine."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from phalanx.http.errors import SSE_DONE, error_response, sse_error_event
+from phalanx.sim.config import VERSION, SimConfig
+from phalanx.sim.engine import ClusterFailure, Engine, EngineFailure, RequestHandle
+from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, parse_request
+from phalanx.sim.responses import ChoiceResult, StreamEncoder, chat_response, completion_response, usage
+
+log = logging.getLogger("phalanx.sim")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@dataclass
+class ServerState:
+    """Why the server would refuse work; /health is 200 only when none applies."""
+
+    started: bool = False  # startup delay over and every worker joined
+    draining: bool = False
+    dead: str | None = None
+    active_handlers: int = 0
+
+    def unavailable(self) -> str | None:
+        if self.dead is not None:
+            return f"The engine is dead: {self.dead}"
+        if self.draining:
+            return "The server is shutting down."
+        if not self.started:
+            return "The server is not ready yet."
+        return None
+
+
+STATE_KEY = web.AppKey("state", ServerState)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure becomes an OpenAI-style JSON error; never a traceback."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason if exc.status != 404 else f"Not Found: {request.method} {request.path}"
+        return error_response(exc.status, message, headers=_allow(exc))
+    except Exception:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "Internal server error.")
+
+
+def _allow(exc: web.HTTPException) -> dict[str, str] | None:
+    allow = exc.headers.get("Allow")
+    return {"Allow": allow} if allow else None
+
+
+async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
+    request_id = request.headers.get("X-Request-Id")
+    if request_id:
+        response.headers["X-Request-Id"] = request_id
+
+
+class SimServer:
+    def __init__(self, config: SimConfig, engine: Engine, state: ServerState) -> None:
+        self._config = config
+        self._engine = engine
+        self._state = state
+        self._limits = Limits(
+            served_model_names=config.served_model_names,
+            max_model_len=config.max_model_len,
+            default_max_tokens=config.default_max_tokens,
+        )
+        self._created = int(time.time())
+
+    def app(self) -> web.Application:
+        app = web.Application(middlewares=[_errors])
+        app[STATE_KEY] = self._state
+        app.on_response_prepare.append(_echo_request_id)
+        app.router.add_get("/health", self.health)
+        app.router.add_get("/version", self.version)
+        app.router.add_get("/v1/models", self.models)
+        app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/load", self.load)
+        app.router.add_post("/v1/completions", self.completions)
+        app.router.add_post("/v1/chat/completions", self.chat_completions)
+        return app
+
+    async def health(self, request: web.Request) -> web.Response:
+        reason = self._state.unavailable()
+        if reason is not None:
+            return error_response(503, reason)
+        return web.Response(status=200)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": VERSION})
+
+    async def models(self, request: web.Request) -> web.Response:
+        cfg = self._config
+        cards: list[dict[str, Any]] = [
+            {
+                "id": name,
+                "object": "model",
+                "created": self._created,
+                "owned_by": "vllm",
+                "root": cfg.model,
+                "parent": None,
+                "max_model_len": cfg.max_model_len,
+                "permission": [],
+            }
+            for name in cfg.served_model_names
+        ]
+        return web.json_response({"object": "list", "data": cards})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=self._engine.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def load(self, request: web.Request) -> web.Response:
+        return web.json_response({"server_load": self._engine.in_flight})
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=False)
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        return await self._generate(request, chat=True)
+
+    async def _generate(self, request: web.Request, *, chat: bool) -> web.StreamResponse:
+        reason = self._state.unavailable()
+        if reason is not None:
+            return error_response(503, reason)
+        try:
+            body: Any = json.loads(await request.read())
+        except (ValueError, UnicodeDecodeError) as exc:
+            return error_response(400, f"The request body is not valid JSON: {exc}", param="body")
+        try:
+            parsed = parse_request(body, chat=chat, limits=self._limits)
+        except RequestError as exc:
+            return error_response(exc.status, exc.message, param=exc.param)
+        request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
+        try:
+            handle = self._engine.submit(parsed, request_id)
+        except ClusterFailure as exc:
+            return error_response(503, f"The engine is dead: {exc}")
+        self._state.active_handlers += 1
+        try:
+            if parsed.stream:
+                return await self._stream(request, parsed, handle)
+            return await self._collect(parsed, handle)
+        finally:
+            self._engine.release(handle)
+            self._state.active_handlers -= 1
+
+    async def _collect(self, req: GenerationRequest, handle: RequestHandle) -> web.Response:
+        choices = [ChoiceResult(index=seq.choice) for seq in handle.sequences]
+        completion_tokens = 0
+        async for event in handle.events():
+            if isinstance(event, EngineFailure):
+                return error_response(event.status, event.message)
+            choice = choices[event.choice]
+            choice.text += event.text
+            completion_tokens += 1
+            if event.finish_reason is not None:
+                choice.finish_reason = event.finish_reason
+                choice.stop_reason = event.stop_reason
+        body = usage(self._prompt_tokens(req), completion_tokens, handle.cached_tokens(req.n))
+        build = chat_response if req.chat else completion_response
+        return web.json_response(build(handle.request_id, int(time.time()), req.model, choices, body))
+
+    async def _stream(
+        self, request: web.Request, req: GenerationRequest, handle: RequestHandle
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        encoder = StreamEncoder(
+            chat=req.chat,
+            request_id=handle.request_id,
+            created=int(time.time()),
+            model=req.model,
+            include_usage=req.include_usage,
+            continuous_usage=req.continuous_usage,
+        )
+        prompt_tokens = self._prompt_tokens(req)
+        completion_tokens = 0
+        try:
+            await response.prepare(request)
+            initial = usage(prompt_tokens, 0, 0)
+            for chunk in encoder.start([seq.choice for seq in handle.sequences], initial):
+                await response.write(chunk)
+            async for event in handle.events():
+                if isinstance(event, EngineFailure):
+                    await response.write(sse_error_event(event.status, event.message))
+                    await response.write(SSE_DONE)
+                    return response
+                completion_tokens += 1
+                running = usage(prompt_tokens, completion_tokens, handle.cached_tokens(req.n))
+                await response.write(
+                    encoder.token(event.choice, event.text, event.finish_reason, event.stop_reason, running)
+                )
+            final = usage(prompt_tokens, completion_tokens, handle.cached_tokens(req.n))
+            for chunk in encoder.end(final):
+                await response.write(chunk)
+            await response.write_eof()
+        except ConnectionError:
+            log.info("client of %s went away; request aborted", handle.request_id)
+        return response
+
+    @staticmethod
+    def _prompt_tokens(req: GenerationRequest) -> int:
+        return sum(len(p) for p in req.prompts)

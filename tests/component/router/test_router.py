@@ -1,0 +1,366 @@
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+
+import aiohttp
+import openai
+import pytest
+
+from phalanx.router import Endpoint, Router, RouterConfig
+
+from .fakes import FakeUpstream, eventually, refused_url, sse_events, upstreams
+
+pytestmark = pytest.mark.component
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[Router]:
+    r = Router(RouterConfig(connect_timeout_s=1.0, total_timeout_s=10.0, drain_timeout_s=2.0))
+    await r.start("127.0.0.1", 0)
+    try:
+        yield r
+    finally:
+        await r.stop()
+
+
+@pytest.fixture
+async def client(router: Router) -> AsyncIterator[openai.AsyncOpenAI]:
+    c = openai.AsyncOpenAI(base_url=f"{router.url}/v1", api_key="test", max_retries=0, timeout=10.0)
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
+        yield s
+
+
+async def test_non_streaming_pass_through(router: Router, client: openai.AsyncOpenAI) -> None:
+    async with upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        raw = await client.completions.with_raw_response.create(
+            model="m", prompt="hi", extra_headers={"X-Request-Id": "req-1", "X-Tenant": "t"}
+        )
+        completion = raw.parse()
+        assert completion.choices[0].text == "a"
+        assert raw.headers["X-Request-Id"] == "req-1"
+        assert raw.headers["X-Upstream"] == "a"
+        seen = a.received[0]
+        assert seen["headers"]["X-Request-Id"] == "req-1"
+        assert seen["headers"]["X-Tenant"] == "t"
+        assert seen["headers"]["Authorization"] == "Bearer test"
+        assert seen["body"]["prompt"] == "hi"
+        assert router.in_flight() == {"a": 0}
+
+
+async def test_request_id_is_added_when_absent(router: Router, http: aiohttp.ClientSession) -> None:
+    async with upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        async with http.post(f"{router.url}/v1/embeddings", json={"model": "m", "input": "x"}) as resp:
+            assert resp.status == 200
+            rid = resp.headers["X-Request-Id"]
+        assert a.received[0]["headers"]["X-Request-Id"] == rid
+        assert a.received[0]["path"] == "/v1/embeddings"
+
+
+async def test_streaming_is_byte_for_byte(router: Router, http: aiohttp.ClientSession) -> None:
+    async with upstreams(FakeUpstream("a", events=32, stream_pause_s=0.002)) as (a,):
+        router.set_endpoints([a.endpoint()])
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        async with http.post(f"{router.url}/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200
+            assert resp.content_type == "text/event-stream"
+            chunks = [chunk async for chunk in resp.content.iter_any()]
+        assert b"".join(chunks) == a.stream_bytes()
+        # Relayed as it arrived, not collected into one body.
+        assert len(chunks) > 1
+
+
+async def test_streaming_through_the_openai_client(router: Router, client: openai.AsyncOpenAI) -> None:
+    async with upstreams(FakeUpstream("a", events=5)) as (a,):
+        router.set_endpoints([a.endpoint()])
+        stream = await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+        text = "".join([c.choices[0].delta.content or "" async for c in stream])
+        assert text == "a0 a1 a2 a3 a4 "
+
+
+async def test_least_in_flight_spreads_concurrent_slow_requests(
+    router: Router, client: openai.AsyncOpenAI
+) -> None:
+    gate = asyncio.Event()
+    async with upstreams(FakeUpstream("a", gate=gate), FakeUpstream("b", gate=gate)) as (a, b):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        calls = [asyncio.create_task(client.completions.create(model="m", prompt="x")) for _ in range(6)]
+        await eventually(lambda: a.started + b.started == 6)
+        assert (a.started, b.started) == (3, 3)
+        assert router.in_flight() == {"a": 3, "b": 3}
+        gate.set()
+        results = await asyncio.gather(*calls)
+        assert sorted(r.choices[0].text for r in results) == ["a"] * 3 + ["b"] * 3
+        assert router.in_flight() == {"a": 0, "b": 0}
+
+
+async def test_busy_endpoint_is_avoided_not_round_robined(router: Router, client: openai.AsyncOpenAI) -> None:
+    gate = asyncio.Event()
+    async with upstreams(FakeUpstream("a", gate=gate), FakeUpstream("b")) as (a, b):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        held = asyncio.create_task(client.completions.create(model="m", prompt="x"))
+        await eventually(lambda: a.started == 1)
+        for _ in range(4):
+            assert (await client.completions.create(model="m", prompt="x")).choices[0].text == "b"
+        gate.set()
+        assert (await held).choices[0].text == "a"
+
+
+async def test_connect_refused_is_retried_elsewhere(router: Router, client: openai.AsyncOpenAI) -> None:
+    async with upstreams(FakeUpstream("b")) as (b,):
+        # "a-dead" sorts first, so the first pick goes to it.
+        dead = Endpoint(name="a-dead", url=refused_url(), serving="demo", group_index=0, models=("m",))
+        router.set_endpoints([dead, b.endpoint()])
+        completion = await client.completions.create(model="m", prompt="x")
+        assert completion.choices[0].text == "b"
+        assert router.in_flight() == {"a-dead": 0, "b": 0}
+        text = router.metrics.exposition().decode()
+        assert 'phalanx_router_retries_total{endpoint="a-dead",reason="ClientConnectorError"} 1.0' in text
+
+
+async def test_upstream_503_is_retried_elsewhere(router: Router, client: openai.AsyncOpenAI) -> None:
+    async with upstreams(FakeUpstream("a", mode="503"), FakeUpstream("b")) as (a, b):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        assert (await client.completions.create(model="m", prompt="x")).choices[0].text == "b"
+        assert a.started == 1
+
+
+async def test_reset_before_first_byte_is_retried_elsewhere(
+    router: Router, client: openai.AsyncOpenAI
+) -> None:
+    async with upstreams(FakeUpstream("a", mode="reset"), FakeUpstream("b")) as (a, b):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        assert (await client.completions.create(model="m", prompt="x")).choices[0].text == "b"
+        assert (a.started, b.started) == (1, 1)
+
+
+async def test_every_endpoint_overloaded_is_503_with_retry_after(
+    router: Router, client: openai.AsyncOpenAI
+) -> None:
+    fakes = [FakeUpstream(n, mode="503") for n in ("a", "b", "c", "d")]
+    async with upstreams(*fakes):
+        router.set_endpoints([f.endpoint() for f in fakes])
+        with pytest.raises(openai.APIStatusError) as info:
+            await client.completions.create(model="m", prompt="x")
+        assert info.value.status_code == 503
+        assert info.value.response.headers["Retry-After"] == "1"
+        # Bounded: max_attempts (3) endpoints tried, not all four.
+        assert sum(f.started for f in fakes) == 3
+
+
+async def test_all_endpoints_refusing_gives_502(router: Router, client: openai.AsyncOpenAI) -> None:
+    router.set_endpoints(
+        [
+            Endpoint(name=f"d{i}", url=refused_url(), serving="demo", group_index=i, models=("m",))
+            for i in range(2)
+        ]
+    )
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.completions.create(model="m", prompt="x")
+    assert info.value.status_code == 502
+
+
+async def test_upstream_dying_mid_stream_ends_the_stream_cleanly(
+    router: Router, http: aiohttp.ClientSession
+) -> None:
+    async with upstreams(FakeUpstream("a", mode="die-mid-stream"), FakeUpstream("b")) as (a, b):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        body = {"model": "m", "messages": [], "stream": True}
+        async with http.post(f"{router.url}/v1/chat/completions", json=body) as resp:
+            assert resp.status == 200
+            raw = await resp.read()
+        events = raw.split(b"\n\n")
+        assert raw.startswith(b"".join(sse_events("a", a.events)[:3]))
+        assert raw.endswith(b"data: [DONE]\n\n")
+        error = json.loads(events[-3].removeprefix(b"data: "))
+        assert error["error"]["code"] == 502
+        # Three whole events, then the error and [DONE]: the half event was held back.
+        assert len([e for e in events if e]) == 5
+        # Never retried once bytes went out.
+        assert (a.started, b.started) == (1, 0)
+        assert router.in_flight() == {"a": 0, "b": 0}
+        text = router.metrics.exposition().decode()
+        assert 'phalanx_router_stream_failures_total{endpoint="a"} 1.0' in text
+
+
+async def test_upstream_dying_mid_body_aborts_the_client_connection(
+    router: Router, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with upstreams(FakeUpstream("a", mode="die-mid-body"), FakeUpstream("b")) as (a, b):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        async with http.post(f"{router.url}/v1/completions", json={"model": "m"}) as resp:
+            assert resp.status == 200
+            # A truncated body must not look complete to the client.
+            with pytest.raises(aiohttp.ClientPayloadError):
+                await resp.read()
+        assert (a.started, b.started) == (1, 0)
+        await eventually(lambda: router.in_flight() == {"a": 0, "b": 0})
+    assert "Traceback" not in caplog.text
+    assert "Error handling request" not in caplog.text
+
+
+async def test_mid_stream_failure_surfaces_in_the_openai_client(
+    router: Router, client: openai.AsyncOpenAI
+) -> None:
+    async with upstreams(FakeUpstream("a", mode="die-mid-stream")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        stream = await client.chat.completions.create(model="m", messages=[], stream=True)
+        seen = []
+        with pytest.raises(openai.APIError):
+            async for chunk in stream:
+                seen.append(chunk.choices[0].delta.content)
+        assert seen == ["a0 ", "a1 ", "a2 "]
+
+
+async def test_no_endpoints_is_503_with_retry_after(router: Router, client: openai.AsyncOpenAI) -> None:
+    with pytest.raises(openai.APIStatusError) as info:
+        await client.completions.create(model="m", prompt="x")
+    assert info.value.status_code == 503
+    assert info.value.response.headers["Retry-After"] == "1"
+    assert "retry later" in info.value.message
+
+
+async def test_bad_requests_get_openai_errors(
+    router: Router, client: openai.AsyncOpenAI, http: aiohttp.ClientSession
+) -> None:
+    async with upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        with pytest.raises(openai.NotFoundError) as nf:
+            await client.completions.create(model="nope", prompt="x")
+        assert "The model `nope` does not exist." in nf.value.message
+        async with http.post(f"{router.url}/v1/completions", data=b"{oops") as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["type"] == "BadRequestError"
+        async with http.post(f"{router.url}/v1/completions", json={"prompt": "x"}) as resp:
+            assert resp.status == 400
+            assert (await resp.json())["error"]["param"] == "model"
+        async with http.get(f"{router.url}/v1/nothing-here") as resp:
+            assert resp.status == 404
+            assert "error" in await resp.json()
+        async with http.get(f"{router.url}/v1/completions") as resp:
+            assert resp.status == 405
+            assert resp.headers["Allow"] == "POST"
+        assert a.started == 0
+
+
+async def test_draining_endpoint_finishes_but_gets_nothing_new(
+    router: Router, client: openai.AsyncOpenAI
+) -> None:
+    gate = asyncio.Event()
+    async with upstreams(FakeUpstream("a", gate=gate), FakeUpstream("b")) as (a, b):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        b.gate = asyncio.Event()  # hold b too, so "a" would be least loaded next
+        first = [asyncio.create_task(client.completions.create(model="m", prompt="x")) for _ in range(2)]
+        await eventually(lambda: (a.started, b.started) == (1, 1))
+        router.set_endpoints([a.endpoint(draining=True), b.endpoint()])
+        later = [asyncio.create_task(client.completions.create(model="m", prompt="x")) for _ in range(3)]
+        await eventually(lambda: b.started == 4)
+        assert a.started == 1
+        assert router.in_flight() == {"a": 1, "b": 4}
+        gate.set()
+        b.gate.set()
+        texts = [r.choices[0].text for r in await asyncio.gather(*first, *later)]
+        assert sorted(texts) == ["a", "b", "b", "b", "b"]
+        assert router.in_flight() == {"a": 0, "b": 0}
+
+
+async def test_removed_endpoint_finishes_its_requests(router: Router, client: openai.AsyncOpenAI) -> None:
+    gate = asyncio.Event()
+    async with upstreams(FakeUpstream("a", gate=gate), FakeUpstream("b")) as (a, b):
+        router.set_endpoints([a.endpoint()])
+        held = asyncio.create_task(client.completions.create(model="m", prompt="x"))
+        await eventually(lambda: a.started == 1)
+        router.set_endpoints([b.endpoint()])
+        assert router.in_flight() == {"a": 1, "b": 0}
+        gate.set()
+        assert (await held).choices[0].text == "a"
+        assert router.in_flight() == {"b": 0}
+
+
+async def test_client_disconnect_cancels_upstream(router: Router, http: aiohttp.ClientSession) -> None:
+    async with upstreams(FakeUpstream("a", events=200, stream_pause_s=0.02)) as (a,):
+        router.set_endpoints([a.endpoint()])
+        body = {"model": "m", "messages": [], "stream": True}
+        resp = await http.post(f"{router.url}/v1/chat/completions", json=body)
+        assert await resp.content.readuntil(b"\n\n")
+        assert router.in_flight() == {"a": 1}
+        resp.close()
+        await eventually(lambda: a.cancelled == 1)
+        await eventually(lambda: router.in_flight() == {"a": 0})
+        text = router.metrics.exposition().decode()
+        assert 'phalanx_router_requests_total{code="499",endpoint="a",model="m"} 1.0' in text
+
+
+async def test_client_disconnect_before_answer_cancels_upstream(
+    router: Router, http: aiohttp.ClientSession
+) -> None:
+    async with upstreams(FakeUpstream("a", gate=asyncio.Event())) as (a,):
+        router.set_endpoints([a.endpoint()])
+        call = asyncio.create_task(http.post(f"{router.url}/v1/completions", json={"model": "m"}))
+        await eventually(lambda: a.started == 1)
+        call.cancel()
+        await eventually(lambda: a.cancelled == 1)
+        await eventually(lambda: router.in_flight() == {"a": 0})
+
+
+async def test_models_are_learned_and_listed(router: Router, client: openai.AsyncOpenAI) -> None:
+    async with upstreams(FakeUpstream("a", models=("m1", "m2")), FakeUpstream("b", models=("m3",))) as (a, b):
+        router.set_endpoints([a.endpoint(models=()), b.endpoint(draining=True)])
+        listed = [m async for m in client.models.list()]
+        assert [m.id for m in listed] == ["m1", "m2"]
+        assert {m.owned_by for m in listed} == {"phalanx"}
+        assert (await client.completions.create(model="m2", prompt="x")).choices[0].text == "a"
+
+
+async def test_health_and_metrics(
+    router: Router, client: openai.AsyncOpenAI, http: aiohttp.ClientSession
+) -> None:
+    async with http.get(f"{router.url}/health") as resp:
+        assert resp.status == 503
+    async with upstreams(FakeUpstream("a", stream_pause_s=0.001)) as (a,):
+        router.set_endpoints([a.endpoint()])
+        async with http.get(f"{router.url}/health") as resp:
+            assert resp.status == 200
+        await client.completions.create(model="m", prompt="x")
+        stream = await client.chat.completions.create(model="m", messages=[], stream=True)
+        _ = [c async for c in stream]
+    async with http.get(f"{router.url}/metrics") as resp:
+        assert resp.status == 200
+        text = await resp.text()
+    assert 'phalanx_router_requests_total{code="200",endpoint="a",model="m"} 2.0' in text
+    assert 'phalanx_router_in_flight_requests{endpoint="a"} 0.0' in text
+    assert 'phalanx_router_request_duration_seconds_count{model="m"} 2.0' in text
+    assert 'phalanx_router_time_to_first_byte_seconds_count{model="m"} 2.0' in text
+    assert "phalanx_router_no_endpoint_rejections_total" in text
+
+
+async def test_stop_waits_for_in_flight_requests() -> None:
+    gate = asyncio.Event()
+    router = Router(RouterConfig(drain_timeout_s=5.0))
+    await router.start()
+    async with upstreams(FakeUpstream("a", gate=gate)) as (a,), aiohttp.ClientSession() as http:
+        router.set_endpoints([a.endpoint()])
+        call = asyncio.create_task(http.post(f"{router.url}/v1/completions", json={"model": "m"}))
+        await eventually(lambda: a.started == 1)
+        stopping = asyncio.create_task(router.stop())
+        await asyncio.sleep(0.1)
+        assert not stopping.done()
+        gate.set()
+        resp = await call
+        assert resp.status == 200
+        assert (await resp.json())["choices"][0]["text"] == "a"
+        resp.release()
+        await stopping

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import pytest
+
+from phalanx.router.endpoints import Endpoint, check_unique
+from phalanx.router.messages import (
+    ParsedRequest,
+    RequestError,
+    client_response_headers,
+    model_cards,
+    models_from_listing,
+    no_endpoint,
+    parse_request,
+    request_id,
+    unknown_model,
+    upstream_request_headers,
+)
+from phalanx.router.proxy import SseFramer
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "param"),
+    [
+        (b"{not json", 400, None),
+        (b"\xff\xfe", 400, None),
+        (b"", 400, None),
+        (b"[1, 2]", 400, None),
+        (b'"model"', 400, None),
+        (b"{}", 400, "model"),
+        (b'{"model": null}', 400, "model"),
+        (b'{"model": ""}', 400, "model"),
+        (b'{"model": 42}', 400, "model"),
+    ],
+)
+def test_bad_requests(body: bytes, status: int, param: str | None) -> None:
+    err = parse_request(body)
+    assert isinstance(err, RequestError)
+    assert (err.status, err.param) == (status, param)
+
+
+def test_good_requests() -> None:
+    assert parse_request(b'{"model": "m", "prompt": "x"}') == ParsedRequest("m", stream=False)
+    assert parse_request(b'{"model": "m", "stream": true}') == ParsedRequest("m", stream=True)
+    # Only a real boolean true streams; the engine rejects the rest.
+    assert parse_request(b'{"model": "m", "stream": "yes"}') == ParsedRequest("m", stream=False)
+
+
+def test_unknown_model_uses_vllm_wording() -> None:
+    err = unknown_model("x")
+    assert (err.status, err.message) == (404, "The model `x` does not exist.")
+
+
+def test_no_endpoint_is_retryable() -> None:
+    err = no_endpoint("m", 3)
+    assert err.status == 503
+    assert err.headers == {"Retry-After": "3"}
+
+
+def test_upstream_headers_drop_hop_by_hop_and_add_request_id() -> None:
+    given = [
+        ("Host", "router:8080"),
+        ("Connection", "keep-alive, X-Private"),
+        ("X-Private", "secret"),
+        ("Keep-Alive", "timeout=5"),
+        ("Transfer-Encoding", "chunked"),
+        ("Content-Length", "12"),
+        ("Authorization", "Bearer k"),
+        ("Content-Type", "application/json"),
+        ("X-Custom", "1"),
+        ("X-Custom", "2"),
+    ]
+    out = upstream_request_headers(given, "rid")
+    assert out == [
+        ("Authorization", "Bearer k"),
+        ("Content-Type", "application/json"),
+        ("X-Custom", "1"),
+        ("X-Custom", "2"),
+        ("X-Request-Id", "rid"),
+        ("Accept-Encoding", "identity"),
+    ]
+
+
+def test_upstream_headers_keep_the_clients_encoding_and_request_id() -> None:
+    out = upstream_request_headers([("accept-encoding", "gzip"), ("x-request-id", "r1")], "r1")
+    assert out == [("accept-encoding", "gzip"), ("X-Request-Id", "r1")]
+
+
+def test_request_id_is_kept_or_made() -> None:
+    assert request_id([("X-REQUEST-ID", "abc")]) == "abc"
+    made = request_id([])
+    assert len(made) == 32
+    assert made != request_id([])
+
+
+def test_client_headers() -> None:
+    out = client_response_headers(
+        [("Content-Type", "text/event-stream"), ("Transfer-Encoding", "chunked"), ("Connection", "close")],
+        "rid",
+    )
+    assert out == [("Content-Type", "text/event-stream"), ("X-Request-Id", "rid")]
+    kept = client_response_headers([("Content-Length", "5"), ("X-Request-Id", "up")], "rid")
+    assert kept == [("X-Request-Id", "up"), ("Content-Length", "5")]
+
+
+def test_model_cards_shape() -> None:
+    cards = model_cards(["a"], 123)
+    assert cards["object"] == "list"
+    assert cards["data"] == [
+        {
+            "id": "a",
+            "object": "model",
+            "created": 123,
+            "owned_by": "phalanx",
+            "root": "a",
+            "parent": None,
+            "max_model_len": None,
+            "permission": [],
+        }
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "models"),
+    [
+        ({"data": [{"id": "a"}, {"id": "b"}]}, ("a", "b")),
+        ({"data": [{"id": "a"}, {"id": 3}, "x", {"id": ""}]}, ("a",)),
+        ({"data": "nope"}, ()),
+        ([], ()),
+        (None, ()),
+    ],
+)
+def test_models_from_listing(payload: object, models: tuple[str, ...]) -> None:
+    assert models_from_listing(payload) == models
+
+
+def test_sse_framer_holds_back_only_partial_events() -> None:
+    f = SseFramer()
+    assert f.feed(b"data: 1\n\ndata: 2") == b"data: 1\n\n"
+    assert f.pending == len(b"data: 2")
+    assert f.feed(b"\n") == b""
+    assert f.feed(b"\ndata: 3\n\n") == b"data: 2\n\ndata: 3\n\n"
+    assert f.feed(b"data: 4\r\n\r\n") == b"data: 4\r\n\r\n"
+    assert f.feed(b": keep-alive") == b""
+    assert f.flush() == b": keep-alive"
+    assert f.flush() == b""
+
+
+def test_sse_framer_is_byte_exact() -> None:
+    stream = b"".join(f'data: {{"i": {i}}}\n\n'.encode() for i in range(50)) + b"data: [DONE]\n\n"
+    f = SseFramer()
+    out = b"".join(f.feed(stream[i : i + 7]) for i in range(0, len(stream), 7)) + f.flush()
+    assert out == stream
+
+
+def test_duplicate_endpoint_names_are_rejected() -> None:
+    a = Endpoint(name="a", url="http://10.0.0.1:8000", serving="s", group_index=0)
+    with pytest.raises(ValueError, match="duplicate"):
+        check_unique([a, a])

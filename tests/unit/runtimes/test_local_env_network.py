@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from phalanx.runtimes.local.env import ConfigError, command_line, container_env, expand
+from phalanx.runtimes.local.network import AddressPool, resolve_services, service_address
+
+
+def test_expand_follows_kubernetes_rules() -> None:
+    env = {"A": "1", "B": "two"}
+    assert expand("$(A)-$(B)", env) == "1-two"
+    assert expand("$(MISSING)", env) == "$(MISSING)"
+    assert expand("$$(A)", env) == "$(A)"
+    assert expand("cost $$5 $", env) == "cost $5 $"
+    assert expand("$(A", env) == "$(A"
+    assert expand("$A", env) == "$A"
+
+
+def test_container_env_order_fieldrefs_and_gpus() -> None:
+    container = {
+        "name": "engine",
+        "env": [
+            {"name": "HOST", "value": "$(POD_IP):8000"},
+            {"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "LATER", "value": "$(LATER2)"},
+            {"name": "LATER2", "value": "x"},
+            {"name": "CUDA_VISIBLE_DEVICES", "value": "0,1,2,3"},
+        ],
+    }
+    env = container_env(container, pod_name="p", namespace="ns", pod_ip="127.9.0.2", gpu_ids=(2, 3))
+    assert env["HOST"] == "127.9.0.2:8000"
+    assert env["ME"] == "p"
+    assert env["POD_NAMESPACE"] == "ns"
+    assert env["LATER"] == "$(LATER2)"  # only variables defined earlier expand
+    assert env["CUDA_VISIBLE_DEVICES"] == "2,3"  # a pod never sees GPUs it was not given
+    assert (
+        container_env({"name": "c"}, pod_name="p", namespace="n", pod_ip="", gpu_ids=())[
+            "CUDA_VISIBLE_DEVICES"
+        ]
+        == ""
+    )
+
+
+def test_container_env_rejects_sources_the_local_runtime_lacks() -> None:
+    container = {
+        "name": "c",
+        "env": [{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+    }
+    with pytest.raises(ConfigError, match="env T comes from secretKeyRef"):
+        container_env(container, pod_name="p", namespace="n", pod_ip="", gpu_ids=())
+
+
+def test_command_line_expands_and_runs_phalanx_from_this_install() -> None:
+    container = {"name": "c", "command": ["phalanx", "sim"], "args": ["--host", "$(POD_IP)", "$$(X)"]}
+    assert command_line(container, {"POD_IP": "127.1.0.2"}) == [
+        sys.executable,
+        "-m",
+        "phalanx",
+        "sim",
+        "--host",
+        "127.1.0.2",
+        "$(X)",
+    ]
+    with pytest.raises(ConfigError, match="ignores images"):
+        command_line({"name": "c", "image": "vllm/vllm-openai"}, {})
+
+
+def test_address_pool_is_stable_unique_and_never_localhost() -> None:
+    pool = AddressPool()
+    first = pool.address("default", "a")
+    assert first != "127.0.0.1" and first.startswith(f"127.{pool.second_octet}.")
+    assert pool.address("default", "a") == first
+    addresses = {pool.address("default", f"p{i}") for i in range(600)}
+    assert len(addresses) == 600
+    assert all(not a.endswith(".0") and not a.endswith(".255") for a in addresses)
+
+
+def test_service_names_resolve_to_the_selected_pod() -> None:
+    addresses = {("default", "qs-0-sim-0-0"): "127.20.0.2"}
+    assert resolve_services("qs-0-sim-0-0.default", addresses) == "127.20.0.2"
+    assert resolve_services("qs-0-sim-0-0.default.svc", addresses) == "127.20.0.2"
+    assert resolve_services("http://qs-0-sim-0-0.default.svc.cluster.local:8001/x", addresses) == (
+        "http://127.20.0.2:8001/x"
+    )
+    assert resolve_services("qs-0-sim-0-0.other", addresses) == "qs-0-sim-0-0.other"
+    assert resolve_services("a.qs-0-sim-0-0.default", addresses) == "a.qs-0-sim-0-0.default"
+    assert (
+        resolve_services("qs-0-sim-0-0.default.example.com", addresses) == "qs-0-sim-0-0.default.example.com"
+    )
+
+
+def test_headless_service_selects_the_entry_pod() -> None:
+    service = {"spec": {"selector": {"role": "sim", "entry": "true"}}}
+    pods = [
+        {
+            "metadata": {"name": "w", "labels": {"role": "sim", "entry": "false"}},
+            "status": {"podIP": "127.2.0.3"},
+        },
+        {
+            "metadata": {"name": "e", "labels": {"role": "sim", "entry": "true"}},
+            "status": {"podIP": "127.2.0.2"},
+        },
+    ]
+    assert service_address(service, pods) == "127.2.0.2"
+    assert service_address({"spec": {}}, pods) is None
