@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 from phalanx.api import labels as L
 from phalanx.api.base import scaled_value
-from phalanx.api.modelserving import ModelServing, Role
+from phalanx.api.modelserving import ModelServing, ModelServingStatus, Role
 from phalanx.api.names import group_name, pod_name
 from phalanx.controller import desired
 from phalanx.controller.actions import Action, Annotate, Apply, Create, Decision, Delete, Event, Object
@@ -62,6 +62,7 @@ class _Plan:
     wake_at: list[float] = field(default_factory=list)
     notes: dict[int, GroupNote] = field(default_factory=dict)
     handled: set[int] = field(default_factory=set)
+    rolling: bool = False  # some group is being replaced for a rollout
 
     def note(self, index: int, phase: str, message: str) -> None:
         current = self.notes.get(index)
@@ -110,16 +111,24 @@ class _Reconciler:
         return self.group_rollout and view.revision != self.update_revision
 
     def event(
-        self, reason: str, message: str, *, warning: bool = False, kind: str = "", name: str = ""
+        self,
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        kind: str = "",
+        name: str = "",
+        first: bool = False,
     ) -> None:
-        self.plan.events.append(
+        self.plan.events.insert(
+            0 if first else len(self.plan.events),
             Event(
                 type="Warning" if warning else "Normal",
                 reason=reason,
                 message=message,
                 object_kind=kind or "ModelServing",
                 object_name=name or self.ms.name,
-            )
+            ),
         )
 
     def _current_revision(self) -> str:
@@ -163,8 +172,10 @@ class _Reconciler:
             update_revision=self.update_revision,
             current_revision=self.current_revision,
             partition=self.partition,
+            rolling=self.plan.rolling,
             now=self.now,
         )
+        self._rollout_events(status)
         future = [t for t in self.plan.wake_at if t > self.now]
         requeue = max(min(future) - self.now, 0.05) if future else None
         draining = frozenset(
@@ -178,6 +189,25 @@ class _Reconciler:
             draining=draining,
         )
 
+    def _rollout_events(self, status: ModelServingStatus) -> None:
+        """Announce a rollout's start and end (from the condition's flip, so a restart repeats neither)."""
+        before = _condition_reason(self.ms.status, "UpdateInProgress")
+        after = _condition_reason(status, "UpdateInProgress")
+        if after == before:
+            return
+        if after == "RollingUpdate":
+            outdated = sum(1 for g in status.groups if g.revision != self.update_revision)
+            self.event(
+                first=True,
+                reason="RolloutStarted",
+                message=f"rolling {outdated} group(s) to revision {self.update_revision} (maxUnavailable "
+                f"{self.max_unavailable}, maxSurge {self.max_surge}, partition {self.partition})",
+            )
+        elif after == "PartitionReached":
+            self.event("RolloutPaused", f"rollout stopped at partition {self.partition}")
+        elif after == "UpdateComplete" and before:
+            self.event("RolloutComplete", f"every group runs revision {self.update_revision}")
+
     # ---- group level ---------------------------------------------------------------------
 
     def _scale_groups(self) -> None:
@@ -186,6 +216,7 @@ class _Reconciler:
         surge = [v for v in live if v.surge]
         # A group drained for a rollout keeps its ordinal: its replacement waits for it to be gone.
         replacing = [v for v in self.views.values() if v.removing and _drain_reason(v) == ROLLOUT]
+        self.plan.rolling = bool(replacing)
         used = set(self.views)
 
         missing = self.replicas - len(regular) - len(replacing)
@@ -245,6 +276,7 @@ class _Reconciler:
                     continue
                 budget -= 1
             self._remove_group(view, ROLLOUT)
+            self.plan.rolling = True
 
     def _create_group(self, index: int, revision: str, *, surge: bool) -> None:
         spec = self.observed.revisions.get(revision, self.ms) if revision != self.update_revision else self.ms
@@ -612,6 +644,12 @@ class _Reconciler:
         for revision in self.observed.revisions:
             if revision not in in_use:
                 self.plan.actions.append(Delete("ControllerRevision", f"{self.ms.name}-{revision}"))
+
+
+def _condition_reason(status: ModelServingStatus | None, kind: str) -> str:
+    if status is None:
+        return ""
+    return next((c.reason for c in status.conditions if c.type == kind), "")
 
 
 def _drain_reason(view: GroupView) -> str:

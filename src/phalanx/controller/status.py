@@ -79,6 +79,7 @@ def build_status(
     update_revision: str,
     current_revision: str,
     partition: int,
+    rolling: bool = False,
     now: float,
 ) -> ModelServingStatus:
     groups: list[ServingGroupStatus] = []
@@ -128,7 +129,7 @@ def build_status(
     outdated = [g for g in staying if g.revision != update_revision and g.index not in protected]
     held = [g for g in staying if g.revision != update_revision and g.index in protected]
     surge = [g for g in staying if g.surge]
-    updating = bool(outdated) or bool(surge)
+    updating = bool(outdated) or bool(surge) or rolling
     if updating:
         reason, message = (
             "RollingUpdate",

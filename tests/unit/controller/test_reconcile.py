@@ -365,6 +365,22 @@ def test_lowering_the_partition_continues_the_rollout() -> None:
     assert len(set(cluster.group_revisions().values())) == 1
 
 
+def test_rollout_start_and_end_are_announced_once() -> None:
+    cluster = running(make(replicas=2, rolling={"maxUnavailable": 1}))
+    rollout_trace(cluster, with_image(cluster.ms, "engine:v2"))
+    reasons = [e.reason for d in cluster.decisions for e in d.events]
+    assert reasons.count("RolloutStarted") == 1
+    assert reasons.count("RolloutComplete") == 1
+    assert reasons.index("RolloutStarted") < reasons.index("GroupDraining") < reasons.index("RolloutComplete")
+
+
+def test_rollout_stopping_at_the_partition_is_announced() -> None:
+    cluster = running(make(replicas=2, rolling={"partition": 1}))
+    rollout_trace(cluster, with_image(cluster.ms, "engine:v2"))
+    reasons = [e.reason for d in cluster.decisions for e in d.events]
+    assert "RolloutPaused" in reasons and "RolloutComplete" not in reasons
+
+
 def test_surge_keeps_full_capacity_and_is_reclaimed_at_the_end() -> None:
     cluster = running(make(replicas=2, rolling={"maxUnavailable": 1, "maxSurge": 1}))
     cluster.set_spec(with_image(cluster.ms, "engine:v2"))
