@@ -242,10 +242,13 @@ class _Reconciler:
             return
         outdated = [v for v in regular if self.outdated(v) and not self.protected(v)]
         still_starting = [v for v in regular if not self.outdated(v) and not self.ready(v)]
+        # Regular groups not yet at the new revision and ready: outdated, being replaced, starting,
+        # or not created yet. Surge capacity stays until there are none.
+        unfinished = len(outdated) + len(replacing) + len(still_starting) + max(missing, 0)
         if outdated:
-            surge_wanted = min(self.max_surge, len(outdated) + len(still_starting))
-        elif surge and (still_starting or replacing):
-            surge_wanted = len(surge)  # keep the capacity until the last replacements are ready
+            surge_wanted = min(self.max_surge, unfinished)
+        elif surge and unfinished:
+            surge_wanted = len(surge)  # keep, but add none: nothing is left to drain
         else:
             surge_wanted = 0
         if len(surge) < surge_wanted:

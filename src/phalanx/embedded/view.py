@@ -102,8 +102,7 @@ def render_status(payload: dict[str, Any], *, events: int = 8) -> RenderableType
         lines = Text()
         for event in recent:
             style = "red" if event.get("type") == "Warning" else "dim"
-            lines.append(
-                f"{event.get('time', '')} {event.get('reason', '')}: {event.get('message', '')}\n", style
-            )
+            clock = str(event.get("time", ""))[11:19]  # HH:MM:SS of the RFC 3339 time
+            lines.append(f"{clock} {event.get('reason', '')}: {event.get('message', '')}\n", style)
         parts.append(lines)
     return Group(*parts)

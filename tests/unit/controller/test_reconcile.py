@@ -292,6 +292,108 @@ def drains(trace: list[tuple[str, int]]) -> list[int]:
     return [group for event, group in trace if event == "GroupDraining"]
 
 
+_VERB = {"GroupDraining": "drain", "GroupCreated": "create", "GroupDeleted": "delete"}
+
+
+def rollout_steps(cluster: FakeCluster, new: ModelServing, limit: int = 40) -> list[str]:
+    """Each reconcile's group-level moves during a rollout, one second apart, pods ready at once."""
+    cluster.set_spec(new)
+    steps = []
+    for _ in range(limit):
+        decision = cluster.step()
+        moves = [
+            f"{_VERB[e.reason]} {e.message.split('demo-')[1].split(' ')[0]}"
+            for e in decision.events
+            if e.reason in _VERB
+        ]
+        if moves:
+            steps.append(", ".join(moves))
+        cluster.finish_terminations()
+        cluster.make_ready()
+        cluster.tick(1.0)
+    return steps
+
+
+ROLLOUT_SEQUENCES = [
+    (
+        3,
+        {"maxUnavailable": 1},
+        [
+            "drain 2",
+            "delete 2",
+            "create 2",
+            "drain 1",
+            "delete 1",
+            "create 1",
+            "drain 0",
+            "delete 0",
+            "create 0",
+        ],
+    ),
+    (
+        3,
+        {"maxUnavailable": 2},
+        ["drain 2, drain 1", "delete 1, delete 2", "create 1, create 2", "drain 0", "delete 0", "create 0"],
+    ),
+    (
+        3,
+        {"maxUnavailable": 1, "maxSurge": 1},
+        [
+            "create 3, drain 2",
+            "delete 2, drain 1",
+            "delete 1, create 2",
+            "create 1, drain 0",
+            "delete 0",
+            "create 0",
+            "drain 3",
+            "delete 3",
+        ],
+    ),
+    (
+        3,
+        {"maxUnavailable": 1, "maxSurge": 2},
+        [
+            "create 3, create 4, drain 2",
+            "delete 2, drain 1, drain 0",
+            "delete 0, delete 1, create 2",
+            "create 0, create 1",
+            "drain 4, drain 3",
+            "delete 3, delete 4",
+        ],
+    ),
+    (
+        4,
+        {"maxUnavailable": "50%", "partition": 1},
+        ["drain 3, drain 2", "delete 2, delete 3", "create 2, create 3", "drain 1", "delete 1", "create 1"],
+    ),
+    (
+        2,
+        {"maxUnavailable": 1, "maxSurge": "100%"},
+        [
+            "create 2, create 3, drain 1",
+            "delete 1, drain 0",
+            "delete 0, create 1",
+            "create 0",
+            "drain 3, drain 2",
+            "delete 2, delete 3",
+        ],
+    ),
+    (
+        4,
+        {"maxUnavailable": 1, "maxSurge": 1, "partition": 2},
+        ["create 4, drain 3", "delete 3, drain 2", "delete 2, create 3", "create 2", "drain 4", "delete 4"],
+    ),
+]
+
+
+@pytest.mark.parametrize(("replicas", "rolling", "expected"), ROLLOUT_SEQUENCES)
+def test_rollout_sequence(replicas: int, rolling: dict[str, Any], expected: list[str]) -> None:
+    """Surge groups come first at new ordinals and go last; drained ordinals are refilled in place."""
+    cluster = running(make(replicas=replicas, rolling=rolling))
+    assert rollout_steps(cluster, with_image(cluster.ms, "engine:v2")) == expected
+    assert cluster.groups() == list(range(replicas))
+
+
 def test_rollout_one_group_at_a_time_highest_ordinal_first() -> None:
     cluster = running(make(replicas=3, rolling={"maxUnavailable": 1}))
     new = with_image(cluster.ms, "engine:v2")
