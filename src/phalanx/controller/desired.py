@@ -129,7 +129,7 @@ def headless_service(ms: ModelServing, group_index: int, role: Role, role_index:
     labels = role_instance_labels(ms, group_index, role, role_index)
     name = entry_service_name(ms.name, group_index, role.name, role_index)
     # The revision label lets the controller rebuild a group whose pods are all being recreated.
-    own_labels = {**labels, L.REVISION: group_revision(ms)}
+    own_labels = {**labels, L.REVISION: group_revision(ms), L.ROLE_REVISION: role_revision(ms, role)}
     return {
         "apiVersion": "v1",
         "kind": "Service",

@@ -25,6 +25,11 @@ FAILURES_ANNOTATION = L.API_GROUP + "/failures"  # recoveries in a row, on the r
 LAST_FAILURE_ANNOTATION = L.API_GROUP + "/last-failure"  # when the last recovery started (RFC 3339)
 
 
+# How long before readiness turns False a container exit still counts as the cause: a readiness
+# probe notices an exit up to periodSeconds x failureThreshold later (30 s with the defaults).
+RESTART_WINDOW = 60.0
+
+
 def format_time(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -70,6 +75,8 @@ class PodState:
     reason: str = ""
     ip: str = ""
     surge: bool = False
+    # When a container of the pod last exited (init containers included), if it ever did.
+    last_exit_at: float | None = None
 
     @property
     def entry(self) -> bool:
@@ -77,10 +84,18 @@ class PodState:
 
     @property
     def failed(self) -> bool:
-        """Terminally failed, or restarted in place and not ready again."""
+        """Terminated for good, or restarted in place and not ready again.
+
+        A restart long before the pod last stopped being ready is history, not this failure: a
+        readiness blip of a pod that once restarted is not a crash.
+        """
         if self.deleting:
             return False
-        return self.phase == "Failed" or (self.restart_count > 0 and not self.ready)
+        if self.phase in ("Failed", "Succeeded"):
+            return True
+        if self.ready or self.restart_count == 0:
+            return False
+        return self.last_exit_at is None or self.last_exit_at >= self.ready_changed_at - RESTART_WINDOW
 
 
 @dataclass(frozen=True)
@@ -95,6 +110,7 @@ class ServiceState:
     last_failure: float | None = None
     surge: bool = False
     revision: str = ""
+    role_revision: str = ""
 
 
 @dataclass(frozen=True)
@@ -106,6 +122,8 @@ class GangState:
     surge: bool = False
     revision: str = ""
     min_member: int = 0
+    # The spec as the runtime holds it (servers may add defaults), for drift checks.
+    spec: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -141,7 +159,7 @@ def _condition(obj: Object, kind: str) -> Mapping[str, Any]:
 def _not_ready_reason(status: Mapping[str, Any], scheduled: Mapping[str, Any]) -> str:
     if scheduled and scheduled.get("status") == "False":
         return str(scheduled.get("message") or scheduled.get("reason") or "Unschedulable")
-    for container in status.get("containerStatuses") or []:
+    for container in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
         state = container.get("state") or {}
         if "waiting" in state and state["waiting"].get("reason"):
             waiting = state["waiting"]
@@ -165,7 +183,14 @@ def pod_state(obj: Object) -> PodState | None:
     ready_condition = _condition(obj, "Ready")
     scheduled_condition = _condition(obj, "PodScheduled")
     ready = ready_condition.get("status") == "True"
-    restarts = sum(_int(c.get("restartCount")) for c in status.get("containerStatuses") or [])
+    containers = [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]
+    restarts = sum(_int(c.get("restartCount")) for c in containers)
+    exits = [
+        parse_time(((c.get(key) or {}).get("terminated") or {}).get("finishedAt"))
+        for c in containers
+        for key in ("lastState", "state")
+    ]
+    known_exits = [t for t in exits if t is not None]
     return PodState(
         name=str(metadata.get("name", "")),
         group_index=_int(labels.get(L.GROUP_INDEX), -1),
@@ -187,6 +212,7 @@ def pod_state(obj: Object) -> PodState | None:
         reason="" if ready else _not_ready_reason(status, scheduled_condition),
         ip=str(status.get("podIP") or ""),
         surge=labels.get(L.SURGE) == "true",
+        last_exit_at=max(known_exits) if known_exits else None,
     )
 
 
@@ -204,6 +230,7 @@ def service_state(obj: Object) -> ServiceState | None:
         last_failure=parse_time(annotations.get(LAST_FAILURE_ANNOTATION)),
         surge=labels.get(L.SURGE) == "true",
         revision=labels.get(L.REVISION, ""),
+        role_revision=labels.get(L.ROLE_REVISION, ""),
     )
 
 
@@ -224,6 +251,7 @@ def gang_state(obj: Object) -> GangState | None:
         surge=labels.get(L.SURGE) == "true",
         revision=labels.get(L.REVISION, ""),
         min_member=_int((obj.get("spec") or {}).get("minMember")),
+        spec=dict(obj.get("spec") or {}),
     )
 
 

@@ -39,6 +39,7 @@ from phalanx.controller.observed import (
     DRAINING_ANNOTATION,
     FAILURES_ANNOTATION,
     LAST_FAILURE_ANNOTATION,
+    GangState,
     Observed,
     PodState,
     format_time,
@@ -90,8 +91,10 @@ class _Reconciler:
         rolling = ms.spec.rolling_update
         self.group_rollout = ms.spec.rollout_strategy.type == "ServingGroupRollingUpdate"
         self.partition = scaled_value(rolling.partition, self.replicas, round_up=True)
-        self.max_unavailable = max(scaled_value(rolling.max_unavailable, self.replicas, round_up=False), 1)
         self.max_surge = scaled_value(rolling.max_surge, self.replicas, round_up=True)
+        unavailable = scaled_value(rolling.max_unavailable, self.replicas, round_up=False)
+        # Both zero would never progress; Kubernetes then allows one unavailable, and so do we.
+        self.max_unavailable = 1 if unavailable == 0 and self.max_surge == 0 else unavailable
         self.current_revision = self._current_revision()
 
     # ---- helpers -------------------------------------------------------------------------
@@ -103,6 +106,47 @@ class _Reconciler:
 
     def ready(self, view: GroupView) -> bool:
         return group_ready(view, self.ms, self.spec_of(view))
+
+    def updated(self, view: GroupView) -> bool:
+        """At the spec's revision: the group's (ServingGroupRollingUpdate) or every role instance's."""
+        if self.group_rollout:
+            return view.revision == self.update_revision
+        return not self._outdated_instances(view, protected=None)
+
+    def held(self, view: GroupView) -> bool:
+        """Kept back by a partition: group-level, or every outdated instance is role-protected."""
+        if self.group_rollout:
+            return self.protected(view)
+        outdated = self._outdated_instances(view, protected=None)
+        return bool(outdated) and outdated == self._outdated_instances(view, protected=True)
+
+    def _outdated_instances(self, view: GroupView, protected: bool | None) -> list[tuple[str, int]]:
+        found = []
+        wanted = {role.name: role for role in self.ms.spec.template.roles}
+        for role_name, instances in view.roles.items():
+            role = wanted.get(role_name)
+            for instance in instances.values():
+                if instance.draining:
+                    continue
+                hashes = {p.role_revision for p in instance.live_pods}
+                if not hashes and instance.service is not None:
+                    hashes = {instance.service.role_revision}
+                stale = role is None or hashes != {role_revision(self.ms, role)}
+                if not stale:
+                    continue
+                partition = (
+                    scaled_value(role.partition, role.replicas, round_up=True)
+                    if role and role.partition
+                    else 0
+                )
+                is_protected = role is not None and instance.index < partition
+                if protected is None or protected == is_protected:
+                    found.append((role_name, instance.index))
+        return found
+
+    def serving(self, view: GroupView) -> bool:
+        """Some entry pod may be answering requests: removing the group costs availability."""
+        return any(p.entry and p.ready and not p.deleting for p in view.pods) and not view.draining
 
     def protected(self, view: GroupView) -> bool:
         return self.group_rollout and not view.surge and view.index < self.partition
@@ -137,6 +181,8 @@ class _Reconciler:
         previous = self.ms.status.current_revision if self.ms.status else ""
         if previous and any(v.revision == previous for v in live):
             return previous
+        if previous and self.partition > 0 and previous in self.observed.revisions:
+            return previous  # a protected group may have vanished: it comes back at this revision
         old = Counter(v.revision for v in live if v.revision != self.update_revision)
         if old:
             return old.most_common(1)[0][0]
@@ -168,7 +214,8 @@ class _Reconciler:
             self.plan.notes,
             ready={i: self.ready(v) for i, v in self.views.items()},
             removing={i for i, v in self.views.items() if v.removing} | self.plan.handled,
-            protected={i for i, v in self.views.items() if self.protected(v)},
+            protected={i for i, v in self.views.items() if self.held(v)},
+            updated={i for i, v in self.views.items() if self.updated(v)},
             update_revision=self.update_revision,
             current_revision=self.current_revision,
             partition=self.partition,
@@ -240,12 +287,22 @@ class _Reconciler:
 
         if not self.group_rollout:
             return
-        outdated = [v for v in regular if self.outdated(v) and not self.protected(v)]
-        still_starting = [v for v in regular if not self.outdated(v) and not self.ready(v)]
-        # Regular groups not yet at the new revision and ready: outdated, being replaced, starting,
-        # or not created yet. Surge capacity stays until there are none.
+        outdated = [
+            v
+            for v in regular
+            if self.outdated(v) and not self.protected(v) and v.index not in self.plan.handled
+        ]
+        # Updated groups still coming up. One whose pods cannot be placed is not counted: the
+        # surge group may hold exactly the GPUs it waits for.
+        still_starting = [
+            v
+            for v in regular
+            if not self.outdated(v)
+            and not self.ready(v)
+            and all(p.scheduled for p in v.pods if not p.deleting)
+        ]
         unfinished = len(outdated) + len(replacing) + len(still_starting) + max(missing, 0)
-        if outdated:
+        if outdated and self.replicas > 0:
             surge_wanted = min(self.max_surge, unfinished)
         elif surge and unfinished:
             surge_wanted = len(surge)  # keep, but add none: nothing is left to drain
@@ -264,16 +321,16 @@ class _Reconciler:
                 surge, ready=self.ready, cost=lambda v: v.deletion_cost, ordinal=lambda v: v.index
             )
             for view in order[: len(surge) - surge_wanted]:
-                if self.ready(view):
+                if self.serving(view):
                     if budget <= 0:
                         continue
                     budget -= 1
                 self._remove_group(view, SURGE_RECLAIM)
-        # Not-ready outdated groups cost no availability; ready ones go highest ordinal first.
-        for view in sorted(outdated, key=lambda v: (self.ready(v), -v.index)):
+        # Groups that serve nothing cost no availability; serving ones go highest ordinal first.
+        for view in sorted(outdated, key=lambda v: (self.serving(v), -v.index)):
             if view.index in self.plan.handled:
                 continue
-            if self.ready(view):
+            if self.serving(view):
                 if budget <= 0:
                     self.plan.note(view.index, "Starting", "waiting for maxUnavailable budget to roll")
                     continue
@@ -285,6 +342,8 @@ class _Reconciler:
         spec = self.observed.revisions.get(revision, self.ms) if revision != self.update_revision else self.ms
         spec = _with_current_replicas(self.ms, spec)
         objects = [self._labelled(obj, surge) for obj in desired.group_objects(spec, index)]
+        if not objects:
+            return  # no pods and no gang object: the group has nothing to exist as
         self.plan.actions.extend(Create(obj) for obj in objects)
         pods = sum(1 for obj in objects if obj["kind"] == "Pod")
         kind = "surge group" if surge else "group"
@@ -299,25 +358,30 @@ class _Reconciler:
         """Drain a group that may be serving; delete one that cannot be (no ready entry pod)."""
         self.plan.handled.add(view.index)
         name = group_name(self.ms.name, view.index)
-        serving = any(p.entry and p.ready and not p.deleting for p in view.pods)
-        if serving:
-            stamp = format_time(self.now)
-            for pod in view.pods:
-                if not pod.deleting:
-                    self.plan.actions.append(
-                        Annotate(
-                            "Pod", pod.name, {DRAINING_ANNOTATION: stamp, DRAIN_REASON_ANNOTATION: reason}
-                        )
-                    )
+        self._mark_draining(view.pods, reason)
+        if self.serving(view):
             self.event("GroupDraining", f"draining group {name} ({reason}): no new requests are routed to it")
             self.plan.note(view.index, "Draining", f"draining ({reason})")
             self.plan.wake_at.append(self.now + self.settings.drain_settle)
         else:
             self._delete_group(view, reason)
 
+    def _mark_draining(self, pods: tuple[PodState, ...], reason: str) -> None:
+        """Even a group deleted at once is marked first: a restarted controller then still knows
+        it was removed on purpose (and for a rollout, that its ordinal waits for a replacement)."""
+        stamp = format_time(self.now)
+        for pod in pods:
+            if not pod.deleting:
+                self.plan.actions.append(
+                    Annotate("Pod", pod.name, {DRAINING_ANNOTATION: stamp, DRAIN_REASON_ANNOTATION: reason})
+                )
+
     def _continue_removal(self, view: GroupView) -> None:
         since = view.draining_since
-        if since is None:  # already deleting: wait for its pods to go
+        if not view.services and view.gang is None and all(p.deleting for p in view.pods):
+            self.plan.note(view.index, "Deleting", f"deleting ({_drain_reason(view) or 'removed'})")
+            return  # everything is going: wait for the pods to terminate
+        if since is None:
             self._delete_group(view, _drain_reason(view) or SCALE_DOWN, announce=False)
             return
         done, wait_until, in_flight = self._drained(view.pods, since, self.spec_of(view))
@@ -360,14 +424,18 @@ class _Reconciler:
     def _reconcile_group(self, view: GroupView) -> None:
         spec = _with_current_replicas(self.ms, self.spec_of(view))
         if self.outdated(view) and view.revision not in self.observed.revisions:
-            # The old spec is not recorded (e.g. it was deleted): keep the pods, build from the current one.
-            spec = self.ms
+            # Its spec is not recorded (the ControllerRevision was deleted): building it from today's
+            # spec would mix revisions inside one engine. Leave it; a rollout replaces it.
+            self.plan.note(
+                view.index, "Starting", f"the spec of revision {view.revision} is gone; group left as it is"
+            )
+            return
         surge = view.surge
         gang = desired.gang_object(spec, view.index)
         if gang is not None and view.gang is None:
             self.plan.actions.append(Create(self._labelled(gang, surge)))
-        elif gang is not None and view.gang is not None and view.gang.min_member != gang["spec"]["minMember"]:
-            self.plan.actions.append(Apply(self._labelled(gang, surge)))  # role replicas changed
+        elif gang is not None and view.gang is not None and _drifted(gang, view.gang):
+            self.plan.actions.append(Apply(self._labelled(gang, surge)))  # role scaling, queue, topology
         if view.gang is not None and view.gang.message:
             self.plan.note(view.index, "Pending", f"{view.gang.name}: {view.gang.message}")
         group_failed = self._recover(view, spec)
@@ -375,7 +443,10 @@ class _Reconciler:
         for role_name, instances in view.roles.items():
             if role_name not in wanted_roles:
                 for instance in instances.values():
-                    self._remove_instance(view, instance, spec, "removed")
+                    if instance.draining:
+                        self._continue_instance_removal(view, instance, spec)
+                    else:
+                        self._remove_instance(view, instance, spec, "removed")
         if group_failed:
             return
         for role in spec.spec.template.roles:
@@ -417,7 +488,7 @@ class _Reconciler:
             rolled = self._roll_role(view, spec, role, live, role_partition, current_hash)
             live = [i for i in live if i.index not in rolled]
         for instance in live:
-            self._ensure_instance(view, spec, role, instance, surge)
+            self._ensure_instance(view, spec, role, instance, surge, instance.index < role_partition)
 
     def _roll_role(
         self,
@@ -469,15 +540,13 @@ class _Reconciler:
         reason = ROLE_DRAIN_PREFIX + reason
         serving = any(p.entry and p.ready and not p.deleting for p in instance.pods)
         label = f"{instance.role}-{instance.index} of group {group_name(self.ms.name, view.index)}"
-        if serving and not instance.draining:
-            stamp = format_time(self.now)
-            for pod in instance.live_pods:
-                self.plan.actions.append(
-                    Annotate("Pod", pod.name, {DRAINING_ANNOTATION: stamp, DRAIN_REASON_ANNOTATION: reason})
-                )
+        if instance.draining:
+            return
+        self._mark_draining(instance.live_pods, reason)
+        if serving:
             self.event("RoleInstanceDraining", f"draining role instance {label} ({reason})")
             self.plan.wake_at.append(self.now + self.settings.drain_settle)
-        elif not instance.draining:
+        else:
             self._delete_instance(instance, label, reason)
         self.plan.note(view.index, "Starting", f"{reason}: role instance {label}")
 
@@ -485,8 +554,8 @@ class _Reconciler:
         self, view: GroupView, instance: RoleInstanceView, spec: ModelServing
     ) -> None:
         since = instance.draining_since
-        if since is None:
-            return
+        if since is None or (not instance.live_pods and instance.service is None):
+            return  # nothing left but terminating pods
         done, wait_until, _ = self._drained(instance.pods, since, spec)
         label = f"{instance.role}-{instance.index} of group {group_name(self.ms.name, view.index)}"
         if done:
@@ -501,10 +570,45 @@ class _Reconciler:
             self.plan.actions.append(Delete("Service", instance.service.name))
         self.event("RoleInstanceDeleted", f"deleted role instance {label} ({reason})")
 
+    def _instance_spec(
+        self, spec: ModelServing, role: Role, instance: RoleInstanceView, protected: bool
+    ) -> ModelServing | None:
+        """The spec an instance's new pods come from. Under RoleRollingUpdate an instance keeps the
+        role template it runs while it has surviving pods (one engine, one version) or while the
+        role partition protects it; None when that template is no longer recorded."""
+        if self.group_rollout:
+            return spec
+        survivors = {p.role_revision for p in instance.live_pods}
+        recorded = instance.service.role_revision if instance.service else ""
+        running = next(iter(survivors)) if len(survivors) == 1 else recorded
+        if not running or running == role_revision(spec, role) or not (survivors or protected):
+            return spec
+        for candidate in (self.ms, *self.observed.revisions.values()):
+            old_role = candidate.spec.template.role(role.name)
+            if old_role is not None and role_revision(candidate, old_role) == running:
+                return _with_current_replicas(self.ms, candidate)
+        return None
+
     def _ensure_instance(
-        self, view: GroupView, spec: ModelServing, role: Role, instance: RoleInstanceView, surge: bool
+        self,
+        view: GroupView,
+        spec: ModelServing,
+        role: Role,
+        instance: RoleInstanceView,
+        surge: bool,
+        protected: bool = False,
     ) -> None:
         """Recreate what is missing: its headless Service, and its pods once the old ones are gone."""
+        own_spec = self._instance_spec(spec, role, instance, protected)
+        if own_spec is None:
+            self.plan.note(
+                view.index,
+                "Starting",
+                f"the template role instance {role.name}-{instance.index} runs is no longer recorded",
+            )
+            return
+        spec = own_spec
+        role = spec.spec.template.role(role.name) or role
         if instance.service is None:
             service = desired.headless_service(spec, view.index, role, instance.index)
             self.plan.actions.append(Create(self._labelled(service, surge)))
@@ -519,7 +623,7 @@ class _Reconciler:
         if not absent:
             self._maybe_reset_failures(view, instance, role)
             return
-        if present and self.ms.spec.recovery_policy != "None":
+        if present and self.ms.spec.recovery_policy != "None" and _started(instance):
             return  # a pod vanished from a running instance: _recover handles it by policy
         due = backoff_until(
             instance.failures, instance.service.last_failure if instance.service else None, self.settings
@@ -534,6 +638,9 @@ class _Reconciler:
                 f"recreating at {format_time(due)}",
             )
             return
+        if instance.service is not None and instance.service.role_revision != role_revision(spec, role):
+            service = desired.headless_service(spec, view.index, role, instance.index)
+            self.plan.actions.append(Apply(self._labelled(service, surge)))  # it records the template
         for index, _ in absent:
             self.plan.actions.append(
                 Create(self._labelled(desired.pod(spec, view.index, role, instance.index, index), surge))
@@ -587,7 +694,7 @@ class _Reconciler:
                     for i in range(role.group_size)
                     if i not in present
                 ]
-                if present and vanished and policy != "None":
+                if present and vanished and policy != "None" and _started(instance):
                     reasons += [f"pod {name} is gone" for name in vanished]
                 if reasons:
                     triggered.append((instance, reasons))
@@ -643,10 +750,26 @@ class _Reconciler:
 
     def _collect_revisions(self) -> None:
         """Drop recorded specs no group runs any more (keeping the current and update revisions)."""
-        in_use = {v.revision for v in self.views.values()} | {self.update_revision, self.current_revision}
+        in_use = {self.update_revision, self.current_revision}
+        in_use |= {p.revision for p in self.observed.pods} | {s.revision for s in self.observed.services}
+        in_use |= {g.revision for g in self.observed.gangs}
         for revision in self.observed.revisions:
             if revision not in in_use:
                 self.plan.actions.append(Delete("ControllerRevision", f"{self.ms.name}-{revision}"))
+
+
+def _started(instance: RoleInstanceView) -> bool:
+    """Some pod of the instance has run: a pod missing now has vanished, not failed to be created."""
+    return any(p.phase != "Pending" or p.ready or p.restart_count > 0 for p in instance.pods)
+
+
+def _drifted(desired_gang: Object, observed: GangState) -> bool:
+    """Compares only the fields we set: servers add defaults (e.g. Volcano's queue) we must not fight."""
+    spec = desired_gang["spec"]
+    if any(observed.spec.get(key) != value for key, value in spec.items()):
+        return True
+    wanted: str = desired_gang["metadata"]["labels"].get(L.REVISION, "")
+    return observed.revision != wanted
 
 
 def _condition_reason(status: ModelServingStatus | None, kind: str) -> str:

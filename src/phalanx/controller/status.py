@@ -76,6 +76,7 @@ def build_status(
     ready: Mapping[int, bool],
     removing: Set[int],
     protected: Set[int],
+    updated: Set[int],
     update_revision: str,
     current_revision: str,
     partition: int,
@@ -90,7 +91,8 @@ def build_status(
                 name=group_name(ms.name, index),
                 index=index,
                 phase=phase,
-                revision=view.revision,
+                # Under RoleRollingUpdate unchanged roles keep older labels; the group is still updated.
+                revision=update_revision if index in updated else view.revision,
                 pods=sum(1 for p in view.pods if not p.deleting),
                 ready_pods=sum(1 for p in view.pods if p.ready and not p.deleting),
                 surge=view.surge,
@@ -100,8 +102,8 @@ def build_status(
         )
     staying = [g for g in groups if g.index not in removing]
     available = [g for g in staying if g.phase == "Ready"]
-    updated = [g for g in staying if g.revision == update_revision]
-    all_updated = len(updated) == len(staying) and len(staying) == ms.spec.replicas
+    at_update = [g for g in staying if g.index in updated]
+    all_updated = len(at_update) == len(staying) and len(staying) == ms.spec.replicas
     current = update_revision if all_updated else current_revision
     at_current = [g for g in groups if g.revision == current]
     replicas = ms.spec.replicas
@@ -126,14 +128,14 @@ def build_status(
         describe if progressing and describe else f"{len(staying)} of {replicas} groups exist",
         now,
     )
-    outdated = [g for g in staying if g.revision != update_revision and g.index not in protected]
-    held = [g for g in staying if g.revision != update_revision and g.index in protected]
+    outdated = [g for g in staying if g.index not in updated and g.index not in protected]
+    held = [g for g in staying if g.index not in updated and g.index in protected]
     surge = [g for g in staying if g.surge]
     updating = bool(outdated) or bool(surge) or rolling
     if updating:
         reason, message = (
             "RollingUpdate",
-            f"{len(updated)} of {len(staying)} groups at revision {update_revision}; "
+            f"{len(at_update)} of {len(staying)} groups at revision {update_revision}; "
             f"to update: {', '.join(g.name for g in outdated) or 'none'}"
             + (f"; surge: {', '.join(g.name for g in surge)}" if surge else ""),
         )
@@ -150,7 +152,7 @@ def build_status(
         observed_generation=ms.metadata.generation or 0,
         replicas=len(groups),
         current_replicas=len(at_current),
-        updated_replicas=len(updated),
+        updated_replicas=len(at_update),
         available_replicas=len(available),
         current_revision=current,
         update_revision=update_revision,

@@ -126,7 +126,10 @@ class Daemon:
             if self.on_change is not None:
                 self.on_change()
             # Endpoints follow readiness promptly: wake at least once a second.
-            await self.runtime.wait_for_change(min(max(wait, 0.0), 1.0) if wait > 0 else 0.0)
+            if wait > 0:
+                await self.runtime.wait_for_change(min(wait, 1.0))
+            else:
+                await asyncio.sleep(0)  # the kubelet, probes and router run between passes
 
     async def all_pods(self) -> list[dict[str, Any]]:
         assert self.runtime is not None

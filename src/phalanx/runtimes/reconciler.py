@@ -43,6 +43,7 @@ class Reconciler:
         self.clock = clock
         self.resync = resync
         self.passes = 0
+        self._last_actions: dict[str, tuple[str, int]] = {}
 
     async def reconcile_serving(self, ms: ModelServing) -> Decision:
         runtime, namespace = self.runtime, ms.namespace
@@ -83,14 +84,34 @@ class Reconciler:
                 log.exception("reconcile of %s/%s failed", ms.namespace, ms.name)
                 wait = min(wait, 1.0)
                 continue
-            if decision.actions:
+            if decision.actions and self._repeating(ms, decision):
+                # The same actions again and again change nothing (an object the runtime refuses or
+                # rewrites): slow down instead of spinning, and say so.
+                log.warning(
+                    "%s/%s: the same %d actions keep coming back",
+                    ms.namespace,
+                    ms.name,
+                    len(decision.actions),
+                )
+                wait = min(wait, 1.0)
+            elif decision.actions:
                 wait = 0.0  # look again at once: the runtime has changed under our feet
             elif decision.requeue_after is not None:
                 wait = min(wait, decision.requeue_after)
         return wait
+
+    def _repeating(self, ms: ModelServing, decision: Decision) -> bool:
+        key = f"{ms.namespace}/{ms.name}"
+        signature = repr(decision.actions)
+        previous, count = self._last_actions.get(key, ("", 0))
+        count = count + 1 if signature == previous else 1
+        self._last_actions[key] = (signature, count)
+        return count >= 3
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             wait = await self.reconcile_all()
             if wait > 0:
                 await self.runtime.wait_for_change(wait)
+            else:
+                await asyncio.sleep(0)  # let the runtime's own tasks run between passes

@@ -145,6 +145,7 @@ class FakeCluster:
         statuses = pod["status"].setdefault("containerStatuses", [{"name": "engine", "restartCount": 0}])
         statuses[0]["restartCount"] += 1
         statuses[0]["state"] = {"waiting": {"reason": "CrashLoopBackOff"}}
+        statuses[0]["lastState"] = {"terminated": {"exitCode": 1, "finishedAt": format_time(self.now)}}
 
     def remove_pod(self, name: str) -> None:
         """Someone deleted the pod outright (node lost, kubectl delete --force)."""
