@@ -64,6 +64,7 @@ class Daemon:
         self.reconciler: Reconciler | None = None
         self._control_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._owns_socket = False  # never remove a socket another `up` is answering on
         self.on_change: Callable[[], None] | None = None
 
     @property
@@ -86,14 +87,21 @@ class Daemon:
         runtime = LocalRuntime(options.state_dir, gpus=options.gpus)
         await runtime.start()
         self.runtime = runtime
-        self.reconciler = Reconciler(runtime, settings=options.settings, in_flight=router.in_flight)
+        self.reconciler = Reconciler(runtime, settings=options.settings, in_flight=self._in_flight)
         for ms in servings:
             await runtime.apply_serving(ms)
         control = ControlApi(self)
         runner = web.AppRunner(control.build_app(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
-        await web.UnixSite(runner, str(self.socket_path)).start()
         self._control_runner = runner
+        try:
+            await web.UnixSite(runner, str(self.socket_path)).start()
+        except OSError as exc:
+            raise StartError(
+                f"cannot open the control socket {self.socket_path}: {exc.strerror or exc}; "
+                "pass a shorter or writable --state-dir"
+            ) from None
+        self._owns_socket = True
         self._tasks.append(asyncio.create_task(self._control_loop(), name="controller"))
 
     async def _claim_socket(self) -> None:
@@ -130,6 +138,16 @@ class Daemon:
                 await self.runtime.wait_for_change(min(wait, 1.0))
             else:
                 await asyncio.sleep(0)  # the kubelet, probes and router run between passes
+
+    def _in_flight(self, namespace: str) -> dict[str, int]:
+        """The router counts per endpoint (`namespace/pod`); the controller wants one namespace's pods."""
+        assert self.router is not None
+        prefix = namespace + "/"
+        return {
+            name.removeprefix(prefix): count
+            for name, count in self.router.in_flight().items()
+            if name.startswith(prefix)
+        }
 
     async def all_pods(self) -> list[dict[str, Any]]:
         assert self.runtime is not None
@@ -197,4 +215,6 @@ class Daemon:
         if self._control_runner is not None:
             await self._control_runner.cleanup()
             self._control_runner = None
-        self.socket_path.unlink(missing_ok=True)
+        if self._owns_socket:
+            self.socket_path.unlink(missing_ok=True)
+            self._owns_socket = False

@@ -42,7 +42,8 @@ def endpoints_from_pods(pods: Iterable[dict[str, Any]]) -> list[Endpoint]:
         draining = DRAINING_ANNOTATION in (metadata.get("annotations") or {})
         endpoints.append(
             Endpoint(
-                name=metadata["name"],
+                # Pod names repeat across namespaces (same ModelServing name): qualify them.
+                name=f"{metadata.get('namespace', 'default')}/{metadata['name']}",
                 url=f"http://{ip}:{http_port(pod)}",
                 serving=labels.get(L.NAME, ""),
                 group_index=int(labels.get(L.GROUP_INDEX, "0")),

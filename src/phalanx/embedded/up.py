@@ -35,14 +35,23 @@ def run_up(
 
 async def _run(daemon: Daemon, servings: list[ModelServing], console: Console) -> int:
     loop = asyncio.get_running_loop()
+
+    def stop_requested() -> None:
+        daemon.stopping.set()
+        # A second Ctrl-C interrupts a slow stop; the runtime's reaper still kills every pod.
+        loop.remove_signal_handler(signal.SIGINT)
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, daemon.stopping.set)
+        loop.add_signal_handler(signum, stop_requested)
     try:
         await daemon.start(servings)
     except StartError as exc:
         console.print(f"[red]error:[/red] {exc}")
         await daemon.stop()
         return 1
+    except BaseException:
+        await daemon.stop()  # nothing half-started may stay behind
+        raise
     assert daemon.router is not None
     console.print(
         f"phalanx up: OpenAI API at {daemon.router.url}/v1  (state {daemon.options.state_dir}; "

@@ -117,7 +117,9 @@ class Router:
     def set_endpoints(self, endpoints: Iterable[Endpoint]) -> None:
         """Replace the endpoint set. Removed endpoints are not interrupted: their requests finish."""
         new = check_unique(endpoints)
-        keys = {_key(ep) for ep in new}
+        # A pod replaced under the same name and address may serve other models: what was learned
+        # from it holds only while it stays ready.
+        keys = {_key(ep) for ep in new if ep.ready}
         for stale in [k for k in self._learned if k not in keys]:
             del self._learned[stale]
         for stale in [k for k in self._learn_failed_at if k not in keys]:
@@ -342,8 +344,11 @@ class Router:
                 tally.model = UNKNOWN_MODEL
                 return _error(unknown_model(model))
             case Availability.UNAVAILABLE:
-                tally.model = model
-                self.metrics.no_endpoint.labels(model).inc()
+                # Only names some endpoint declares become metric labels: a client's typo must not
+                # grow the metrics without bound while nothing is routable.
+                known = any(model in ep.models for ep in self.endpoints())
+                tally.model = model if known else UNKNOWN_MODEL
+                self.metrics.no_endpoint.labels(tally.model).inc()
                 return _error(no_endpoint(model, self.config.retry_after_s))
             case Availability.ROUTABLE:
                 tally.model = model

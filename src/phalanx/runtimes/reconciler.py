@@ -24,7 +24,8 @@ from phalanx.runtimes.base import NotFoundError, Runtime
 
 log = logging.getLogger("phalanx.controller")
 
-InFlight = Callable[[], Mapping[str, int]]
+# Namespace -> requests in flight per entry pod name (the router's counters).
+InFlight = Callable[[str], Mapping[str, int]]
 
 
 class Reconciler:
@@ -39,7 +40,7 @@ class Reconciler:
     ) -> None:
         self.runtime = runtime
         self.settings = settings or Settings()
-        self.in_flight = in_flight or (lambda: {})
+        self.in_flight = in_flight or (lambda _namespace: {})
         self.clock = clock
         self.resync = resync
         self.passes = 0
@@ -53,7 +54,7 @@ class Reconciler:
         gangs = await runtime.list_objects("PodGroup", namespace, selector)
         revision_objects = await runtime.list_objects("ControllerRevision", namespace, selector)
         revisions = dict(r for r in (serving_from_revision(o) for o in revision_objects) if r is not None)
-        observed = observe(pods, services, gangs, revisions, self.in_flight())
+        observed = observe(pods, services, gangs, revisions, self.in_flight(namespace))
         decision = reconcile(ms, observed, self.clock(), self.settings)
         for event in decision.events:  # first, so they read in order with the runtime's own events
             await runtime.record_event(namespace, ms.name, event)

@@ -99,7 +99,11 @@ async def _run_entry(config: SimConfig) -> int:
         on_fatal=on_fatal,
     )
     runner = web.AppRunner(
-        SimServer(config, engine, state).app(), access_log=None, shutdown_timeout=FLUSH_TIMEOUT
+        SimServer(config, engine, state).app(),
+        access_log=None,
+        shutdown_timeout=FLUSH_TIMEOUT,
+        # A client that hangs up aborts its request, as in vLLM: it frees batch slots and KV blocks.
+        handler_cancellation=True,
     )
     await runner.setup()
     tasks: list[asyncio.Task[None]] = []

@@ -23,6 +23,11 @@ class RequestError(Exception):
         self.param = param
 
 
+# The simulator builds every sequence on its event loop; beyond this one request would stall
+# /health long enough for a liveness probe to kill the pod. vLLM has no such limit.
+MAX_SEQUENCES_PER_REQUEST = 1024
+
+
 @dataclass(frozen=True)
 class Limits:
     served_model_names: tuple[str, ...]
@@ -167,6 +172,12 @@ def parse_request(body: Any, *, chat: bool, limits: Limits) -> GenerationRequest
     if requested is None:
         requested = _optional_int(body, "max_tokens", 1)
     n = _optional_int(body, "n", 1) or 1
+    if n * len(prompts) > MAX_SEQUENCES_PER_REQUEST:
+        raise _bad(
+            f"n x prompts is {n * len(prompts)}; the simulator takes at most {MAX_SEQUENCES_PER_REQUEST} "
+            "sequences per request.",
+            "n",
+        )
     seed = _optional_int(body, "seed", -(2**63))
     for name, low, high in (
         ("temperature", 0.0, 2.0),

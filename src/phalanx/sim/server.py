@@ -43,6 +43,8 @@ class ServerState:
         return None
 
 
+MAX_BODY_BYTES = 256 * 1024 * 1024
+
 STATE_KEY = web.AppKey("state", ServerState)
 
 
@@ -85,7 +87,8 @@ class SimServer:
         self._created = int(time.time())
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[_errors])
+        # vLLM caps no body size; long-context prompts as token ids exceed aiohttp's 1 MiB default.
+        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
         app[STATE_KEY] = self._state
         app.on_response_prepare.append(_echo_request_id)
         app.router.add_get("/health", self.health)

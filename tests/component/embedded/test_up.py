@@ -277,3 +277,13 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
         assert bad.returncode == 1
         assert "spec.replicas" in bad.stderr and "broken.yaml:" in bad.stderr
         assert "Traceback" not in bad.stderr
+
+
+def test_a_second_up_on_the_same_state_dir_is_refused_and_harms_nothing(tmp_path: Path) -> None:
+    with running_up(tmp_path, fast()) as up:
+        up.wait_available(timeout=90)
+        second = up.phalanx("up", "-f", str(up.spec_path), "--port", "0", timeout=60)
+        assert second.returncode == 1
+        assert "already running" in second.stdout + second.stderr
+        assert up.phalanx("status").returncode == 0  # the first one still answers
+        assert ask(up)

@@ -364,3 +364,34 @@ async def test_stop_waits_for_in_flight_requests() -> None:
         assert (await resp.json())["choices"][0]["text"] == "a"
         resp.release()
         await stopping
+
+
+async def test_model_names_from_clients_do_not_become_metric_labels(
+    router: Router, http: aiohttp.ClientSession
+) -> None:
+    # Nothing is routable: every name is "unavailable", but only declared names are labelled.
+    async with upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint(ready=False)])
+        for index in range(20):
+            body = {"model": f"typo-{index}", "prompt": "x"}
+            async with http.post(f"{router.url}/v1/completions", json=body) as resp:
+                assert resp.status == 503
+        async with http.post(f"{router.url}/v1/completions", json={"model": "m", "prompt": "x"}) as resp:
+            assert resp.status == 503
+        async with http.get(f"{router.url}/metrics") as resp:
+            text = await resp.text()
+    assert "typo-" not in text
+    assert 'phalanx_router_no_endpoint_rejections_total{model="m"} 1.0' in text
+
+
+async def test_a_replaced_pod_is_asked_for_its_models_again(
+    router: Router, client: openai.AsyncOpenAI
+) -> None:
+    async with upstreams(FakeUpstream("a", models=("old",))) as (a,):
+        router.set_endpoints([a.endpoint(models=())])
+        assert [m.id async for m in client.models.list()] == ["old"]
+        # Same pod name, same address, new engine: it is not ready for a moment, then serves "new".
+        router.set_endpoints([a.endpoint(models=(), ready=False)])
+        a.models = ("new",)
+        router.set_endpoints([a.endpoint(models=())])
+        assert [m.id async for m in client.models.list()] == ["new"]

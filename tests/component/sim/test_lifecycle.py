@@ -162,3 +162,19 @@ def test_worker_gives_up_when_no_entry(start_sim: Callable[..., SimProcess]) -> 
     )
     assert worker.wait_exit(timeout=5) == 1
     assert "could not join" in worker.log()
+
+
+def test_a_client_hanging_up_aborts_its_request(start_sim: Callable[..., SimProcess]) -> None:
+    entry = start_sim("--inter-token-latency", "0.05")
+    wait_health(entry.port, 200)
+    connection = http.client.HTTPConnection(HOST, entry.port, timeout=5)
+    body = {"model": "tiny", "prompt": "long", "max_tokens": 400}  # ~20 s of decoding
+    connection.request("POST", "/v1/completions", json.dumps(body), {"Content-Type": "application/json"})
+    deadline = time.monotonic() + 5
+    while json.loads(get(entry.port, "/load")[1])["server_load"] != 1:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    connection.close()  # gone without reading the answer
+    while json.loads(get(entry.port, "/load")[1])["server_load"] != 0:
+        assert time.monotonic() < deadline + 5, "the abandoned request kept running"
+        time.sleep(0.05)

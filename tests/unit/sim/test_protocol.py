@@ -111,3 +111,9 @@ def test_context_length_message_has_vllm_wording() -> None:
         "This model's maximum context length is 64 tokens. However, you requested 65 tokens "
         "(3 in the messages, 62 in the completion)."
     )
+
+
+def test_too_many_sequences_in_one_request_is_a_clear_400() -> None:
+    error = error_of({"model": "tiny", "prompt": ["a", "b"], "n": 600})
+    assert error.param == "n"
+    assert "at most 1024 sequences" in error.message

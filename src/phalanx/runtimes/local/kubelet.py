@@ -179,10 +179,12 @@ class PodWorker:
         ]
 
     def kill_now(self) -> None:
-        """Last resort (cancelled worker, closing runtime): SIGKILL every group at once."""
-        for container in [*self.init_containers, *self.containers]:
-            if container.pgid is not None:
-                signal_group(container.pgid, signal.SIGKILL)
+        """Last resort (cancelled worker, closing runtime): SIGKILL every group still running.
+
+        Only running ones: a finished container's group id may belong to an unrelated process now.
+        """
+        for pgid in self.pids():
+            signal_group(pgid, signal.SIGKILL)
 
     async def _main(self) -> None:
         try:
@@ -396,7 +398,10 @@ class PodWorker:
             # The main process is gone; like a container's cgroup, nothing else of it may stay.
             if group_alive(proc.pid):
                 signal_group(proc.pid, signal.SIGKILL)
-                await wait_group_gone(proc.pid, _KILL_WAIT)
+                if not await wait_group_gone(proc.pid, _KILL_WAIT):
+                    log.warning(
+                        "process group %d of %s/%s outlived SIGKILL", proc.pid, self.namespace, self.name
+                    )
             self.host.untrack(proc.pid)
         container.ready = False
         container.state = {

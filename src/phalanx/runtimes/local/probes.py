@@ -150,10 +150,10 @@ async def _exec(spec: ProbeSpec, env: Mapping[str, str], spawn: Spawn) -> tuple[
     proc: asyncio.subprocess.Process = await spawn(list(spec.command), env)
     try:
         output, _ = await asyncio.wait_for(proc.communicate(), spec.timeout)
-    except TimeoutError:
+    except BaseException:  # timed out, or the probe was cancelled because its container stopped
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
-        await proc.wait()
+        await asyncio.shield(proc.wait())
         raise
     text = output.decode(errors="replace").strip()[-200:] if output else ""
     return proc.returncode == 0, f"exec {spec.command[0]} exited {proc.returncode}" + (
