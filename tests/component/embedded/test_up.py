@@ -271,6 +271,10 @@ def test_cli_errors_are_clear(tmp_path: Path) -> None:
     path = up.write_spec(broken, "broken.yaml")
     started = up.phalanx("apply", "-f", str(path))
     assert started.returncode == 1
+    refused = up.phalanx("up", "-f", str(path), "--port", "0")
+    assert refused.returncode == 1
+    assert "broken.yaml:" in refused.stderr and "spec.replicas" in refused.stderr
+    assert "Traceback" not in refused.stderr
     with running_up(tmp_path, fast()) as running:
         running.wait_available(timeout=90)
         bad = running.phalanx("apply", "-f", str(path))
