@@ -1,0 +1,1 @@
+"""`phalanx operator`: the controller core on a Kubernetes cluster, with leader election and a work queue."""
