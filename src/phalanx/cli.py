@@ -372,6 +372,35 @@ def down(state_dir: StateDirOption = None) -> None:
     out.print("phalanx up is stopping")
 
 
+@app.command()
+def operator(
+    kubeconfig: Annotated[
+        str | None, typer.Option("--kubeconfig", help="[default: $KUBECONFIG, ~/.kube/config, or in-cluster]")
+    ] = None,
+    namespace: Annotated[
+        str | None, typer.Option("--namespace", "-n", help="Watch one namespace [default: all].")
+    ] = None,
+    lease_namespace: Annotated[
+        str, typer.Option("--lease-namespace", help="Where the leader Lease lives.")
+    ] = "default",
+    health_port: Annotated[int, typer.Option("--health-port", help="/healthz, /readyz and /metrics.")] = 8081,
+    workers: Annotated[int, typer.Option("--workers", min=1, help="Objects reconciled at once.")] = 2,
+) -> None:
+    """Run the Kubernetes operator (leader-elected: run two replicas for a seamless failover)."""
+    from phalanx.operator.main import OperatorStartError, run_operator
+    from phalanx.operator.manager import OperatorOptions
+
+    options = OperatorOptions(
+        namespace=namespace, lease_namespace=lease_namespace, health_port=health_port, workers=workers
+    )
+    try:
+        code = run_operator(options, kubeconfig)
+    except OperatorStartError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,

@@ -1,0 +1,340 @@
+"""The operator process: watches → work queue → the controller core, while this replica leads.
+
+Every replica watches and answers probes; only the Lease holder reconciles. Keys are
+(kind, namespace, name): a ModelServing is reconciled by the shared `Reconciler`; a
+ModelDeployment is planned and compiled into the ModelServing it owns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.types import PatchType
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from pydantic import ValidationError
+
+from phalanx.api import labels as L
+from phalanx.api.errors import SpecError
+from phalanx.api.modeldeployment import ModelDeployment
+from phalanx.api.modelserving import ModelServing
+from phalanx.compiler import compile_deployment
+from phalanx.controller.observed import format_time
+from phalanx.controller.recovery import Settings
+from phalanx.operator.leader import Elector, Timing
+from phalanx.planner import plan_to_dict
+from phalanx.runtimes.kubernetes.resources import ModelDeploymentResource, ModelServingResource
+from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime, as_dict
+from phalanx.runtimes.reconciler import Reconciler
+from phalanx.runtimes.workqueue import WorkQueue, run_workers
+
+log = logging.getLogger("phalanx.operator")
+
+Key = tuple[str, str, str]  # (kind, namespace, name)
+
+
+class OperatorMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.reconcile_seconds = Histogram(
+            "phalanx_operator_reconcile_duration_seconds",
+            "Time of one reconcile of one object.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "phalanx_operator_reconcile_errors",
+            "Reconciles that failed and were requeued.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "phalanx_operator_queue_depth", "Keys waiting for a worker.", registry=self.registry
+        )
+        self.leader = Gauge(
+            "phalanx_operator_leader", "1 while this replica holds the Lease.", registry=self.registry
+        )
+
+
+@dataclass
+class OperatorOptions:
+    namespace: str | None = None  # None: every namespace
+    lease_namespace: str = "default"
+    lease_name: str = "phalanx-operator"
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}")
+    health_address: str = "0.0.0.0"
+    health_port: int = 8081
+    workers: int = 2
+    timing: Timing = field(default_factory=Timing)
+    settings: Settings = field(default_factory=Settings)
+
+
+class Operator:
+    def __init__(self, client: AsyncClient, options: OperatorOptions | None = None) -> None:
+        self.client = client
+        self.options = options or OperatorOptions()
+        self.metrics = OperatorMetrics()
+        self.queue: WorkQueue[Key] = WorkQueue()
+        self.runtime = KubernetesRuntime(
+            client, namespace=self.options.namespace, on_change=self._serving_changed
+        )
+        self.reconciler = Reconciler(self.runtime, settings=self.options.settings)
+        self.elector = Elector(
+            client,
+            name=self.options.lease_name,
+            namespace=self.options.lease_namespace,
+            identity=self.options.identity,
+            timing=self.options.timing,
+        )
+        self.stopping = asyncio.Event()
+        self._started = False
+        self._health: web.AppRunner | None = None
+
+    def _serving_changed(self, namespace: str, name: str) -> None:
+        self.queue.add(("ModelServing", namespace, name))
+
+    # -- health and metrics -------------------------------------------------------------------
+
+    def health_app(self) -> web.Application:
+        async def healthz(_: web.Request) -> web.Response:
+            return web.Response(text="ok")
+
+        async def readyz(_: web.Request) -> web.Response:
+            # Ready once watching: a follower is ready too (it takes over without a restart).
+            return web.Response(text="ok") if self._started else web.Response(status=503, text="starting")
+
+        async def metrics(_: web.Request) -> web.Response:
+            self.metrics.queue_depth.set(len(self.queue))
+            self.metrics.leader.set(1 if self.elector.leading.is_set() else 0)
+            body = generate_latest(self.metrics.registry)
+            return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_get("/healthz", healthz)
+        app.router.add_get("/readyz", readyz)
+        app.router.add_get("/metrics", metrics)
+        return app
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        """Runs until stopped (0) or until leadership is lost (1: restart as a follower)."""
+        runner = web.AppRunner(self.health_app(), access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, self.options.health_address, self.options.health_port).start()
+        self._health = runner
+        await self.runtime.start()
+        self._started = True
+        elector = asyncio.create_task(self.elector.run(), name="leader election")
+        watch_deployments = asyncio.create_task(self._watch_deployments(), name="watch ModelDeployments")
+        try:
+            waits = [asyncio.create_task(e.wait()) for e in (self.elector.leading, self.stopping)]
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits:
+                task.cancel()
+            if self.stopping.is_set():
+                return 0
+            self.metrics.leader.set(1)
+            await self._enqueue_everything()
+            workers = asyncio.create_task(
+                run_workers(self.queue, self._handle, workers=self.options.workers, on_error=self._failed)
+            )
+            resync = asyncio.create_task(self._resync())
+            ends: list[asyncio.Task[Any]] = [
+                asyncio.create_task(e.wait()) for e in (self.elector.lost, self.stopping)
+            ]
+            await asyncio.wait([*ends, workers], return_when=asyncio.FIRST_COMPLETED)
+            self.queue.shut_down()
+            resync.cancel()
+            for end in ends:
+                end.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(workers, 30)
+            return 1 if self.elector.lost.is_set() and not self.stopping.is_set() else 0
+        finally:
+            elector.cancel()
+            watch_deployments.cancel()
+            for background in (elector, watch_deployments):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await background
+            await self.elector.release()
+            await self.runtime.close()
+            await runner.cleanup()
+
+    async def _enqueue_everything(self) -> None:
+        async for obj in self.client.list(ModelServingResource, namespace=self.options.namespace or "*"):
+            metadata = obj.metadata
+            if metadata is not None and metadata.name:
+                self.queue.add(("ModelServing", metadata.namespace or "default", metadata.name))
+        async for obj in self.client.list(ModelDeploymentResource, namespace=self.options.namespace or "*"):
+            metadata = obj.metadata
+            if metadata is not None and metadata.name:
+                self.queue.add(("ModelDeployment", metadata.namespace or "default", metadata.name))
+
+    async def _resync(self) -> None:
+        """Level-triggered safety net: every object is looked at again now and then."""
+        while True:
+            await asyncio.sleep(self.reconciler.resync * 6)
+            with contextlib.suppress(ApiError, OSError):
+                await self._enqueue_everything()
+
+    async def _watch_deployments(self) -> None:
+        delay = 0.5
+        while True:
+            try:
+                async for _kind, obj in self.client.watch(
+                    ModelDeploymentResource, namespace=self.options.namespace or "*", server_timeout=300
+                ):
+                    delay = 0.5
+                    metadata = obj.metadata
+                    if metadata is not None and metadata.name:
+                        self.queue.add(("ModelDeployment", metadata.namespace or "default", metadata.name))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.debug("ModelDeployment watch ended: %s", exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    def _failed(self, key: Key, exc: BaseException) -> None:
+        self.metrics.reconcile_errors.labels(key[0]).inc()
+        log.warning("reconcile of %s %s/%s failed (retrying): %s", *key, exc)
+
+    async def _handle(self, key: Key) -> float | None:
+        kind, namespace, name = key
+        started = time.monotonic()
+        try:
+            if kind == "ModelDeployment":
+                return await self._reconcile_deployment(namespace, name)
+            return await self._reconcile_serving(namespace, name)
+        finally:
+            self.metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
+
+    async def _reconcile_serving(self, namespace: str, name: str) -> float | None:
+        try:
+            obj = await self.client.get(ModelServingResource, name, namespace=namespace)
+        except ApiError as exc:
+            if getattr(exc.status, "code", 0) == 404:
+                return None  # deleted: owner references take its objects with it
+            raise
+        try:
+            ms = ModelServing.model_validate(as_dict(obj))
+        except ValidationError as exc:
+            await self._report_invalid(ModelServingResource, namespace, name, str(exc.errors()[0]["msg"]))
+            return None
+        decision = await self.reconciler.reconcile_serving(ms)
+        return decision.requeue_after
+
+    async def _reconcile_deployment(self, namespace: str, name: str) -> float | None:
+        try:
+            obj = await self.client.get(ModelDeploymentResource, name, namespace=namespace)
+        except ApiError as exc:
+            if getattr(exc.status, "code", 0) == 404:
+                return None
+            raise
+        data = as_dict(obj)
+        try:
+            md = ModelDeployment.model_validate(data)
+            compiled = compile_deployment(md)
+        except ValidationError as exc:
+            await self._report_invalid(ModelDeploymentResource, namespace, name, str(exc.errors()[0]["msg"]))
+            return None
+        except SpecError as exc:
+            await self._report_invalid(ModelDeploymentResource, namespace, name, exc.render())
+            return None
+        serving = compiled.model_serving.to_dict()
+        serving.pop("status", None)
+        uid = (data.get("metadata") or {}).get("uid")
+        serving["metadata"]["namespace"] = namespace
+        serving["metadata"]["ownerReferences"] = [
+            {
+                "apiVersion": L.GROUP_VERSION,
+                "kind": "ModelDeployment",
+                "name": name,
+                "uid": uid,
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ]
+        await self.client.apply(
+            ModelServingResource.from_dict(serving), field_manager=L.FIELD_MANAGER, force=True
+        )
+        plan = compiled.plan
+        message = (
+            f"{plan.nodes} node(s) x {plan.gpus_per_node} GPU(s), "
+            f"tensor parallel {plan.tensor_parallel_size}, pipeline parallel {plan.pipeline_parallel_size}, "
+            f"{plan.kv_cache_tokens} KV-cache tokens"
+        )
+        await self._deployment_status(
+            namespace, name, data, compiled.model_serving.name, plan_to_dict(plan), message
+        )
+        return None
+
+    async def _report_invalid(self, resource: Any, namespace: str, name: str, message: str) -> None:
+        """A spec the API server accepted but we cannot run: say so in status, never crash-loop."""
+        condition = {
+            "type": "Valid",
+            "status": "False",
+            "reason": "InvalidSpec",
+            "message": message[:2000],
+            "lastTransitionTime": format_time(time.time()),
+        }
+        with contextlib.suppress(ApiError):
+            await self.client.patch(
+                resource.Status,
+                name,
+                {"status": {"conditions": [condition]}},
+                namespace=namespace,
+                patch_type=PatchType.MERGE,
+            )
+
+    async def _deployment_status(
+        self,
+        namespace: str,
+        name: str,
+        data: dict[str, Any],
+        serving: str,
+        plan: dict[str, Any],
+        message: str,
+    ) -> None:
+        status = data.get("status") or {}
+        previous = next((c for c in status.get("conditions") or [] if c.get("type") == "Planned"), None)
+        planned_since = (
+            previous["lastTransitionTime"]
+            if previous and previous.get("status") == "True"
+            else format_time(time.time())
+        )
+        planned = {
+            "type": "Planned",
+            "status": "True",
+            "reason": "Planned",
+            "message": message,
+            "lastTransitionTime": planned_since,
+        }
+        body = {
+            "status": {
+                "observedGeneration": (data.get("metadata") or {}).get("generation", 0),
+                "modelServing": serving,
+                "plan": plan,
+                "conditions": [planned],
+            }
+        }
+        await self.client.patch(
+            ModelDeploymentResource.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
+        )

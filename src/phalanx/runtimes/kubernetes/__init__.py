@@ -1,0 +1,1 @@
+"""The Kubernetes runtime: the controller core's actions applied to a cluster through lightkube."""

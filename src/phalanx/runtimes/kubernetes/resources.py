@@ -1,0 +1,28 @@
+"""The resource types the operator reads and writes, as lightkube classes."""
+
+from __future__ import annotations
+
+from lightkube.core.resource import NamespacedResource
+from lightkube.generic_resource import create_namespaced_resource
+from lightkube.resources.apps_v1 import ControllerRevision
+from lightkube.resources.core_v1 import Pod, Service
+
+from phalanx.api import labels as L
+
+ModelServingResource = create_namespaced_resource(L.API_GROUP, L.API_VERSION, "ModelServing", "modelservings")
+ModelDeploymentResource = create_namespaced_resource(
+    L.API_GROUP, L.API_VERSION, "ModelDeployment", "modeldeployments"
+)
+VolcanoPodGroup = create_namespaced_resource("scheduling.volcano.sh", "v1beta1", "PodGroup", "podgroups")
+CoschedulingPodGroup = create_namespaced_resource("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups")
+
+PODGROUPS: dict[str, type[NamespacedResource]] = {
+    L.VOLCANO_PODGROUP_API: VolcanoPodGroup,
+    L.COSCHEDULING_PODGROUP_API: CoschedulingPodGroup,
+}
+
+BY_KIND: dict[str, type[NamespacedResource]] = {
+    "Pod": Pod,
+    "Service": Service,
+    "ControllerRevision": ControllerRevision,
+}

@@ -1,0 +1,248 @@
+"""`Runtime` on a Kubernetes cluster, through lightkube's async client.
+
+Writes go through the API server like any controller's: creates tolerate AlreadyExists, deletes
+tolerate NotFound, spec-following objects use server-side apply with one field manager, the
+ModelServing status is written through its status subresource. Watches feed `wait_for_change`
+and an optional callback with the ModelServing each change belongs to, so an operator can queue it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import httpx2
+from lightkube import AsyncClient
+from lightkube.codecs import from_dict
+from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import NamespacedResource
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event as CoreEvent
+from lightkube.types import PatchType
+from pydantic import ValidationError
+
+from phalanx.api import labels as L
+from phalanx.api.modelserving import ModelServing, ModelServingStatus
+from phalanx.controller.actions import Event, Kind
+from phalanx.controller.observed import format_time
+from phalanx.runtimes.base import NotFoundError
+from phalanx.runtimes.kubernetes.resources import (
+    BY_KIND,
+    PODGROUPS,
+    ModelServingResource,
+)
+
+log = logging.getLogger("phalanx.runtimes.kubernetes")
+
+Object = dict[str, Any]
+OnChange = Callable[[str, str], None]  # (namespace, ModelServing name)
+COMPONENT = "phalanx-operator"
+_OWNED: dict[str, Any] = {L.NAME: None}  # label selector "serving.phalanx.dev/name exists"
+
+
+def _status(exc: ApiError) -> int:
+    return int(getattr(exc.status, "code", 0) or 0)
+
+
+def as_dict(obj: Any) -> Object:
+    """A lightkube object (model or generic resource) as a plain dict."""
+    data: Object = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    return data
+
+
+class KubernetesRuntime:
+    def __init__(
+        self,
+        client: AsyncClient,
+        *,
+        namespace: str | None = None,
+        field_manager: str = L.FIELD_MANAGER,
+        on_change: OnChange | None = None,
+    ) -> None:
+        self.client = client
+        self.namespace = namespace  # None: every namespace
+        self.field_manager = field_manager
+        self.on_change = on_change
+        self.gang_apis: set[str] = set()
+        self.invalid: dict[str, str] = {}  # "ns/name" -> why its spec could not be read
+        self._changed = asyncio.Event()
+        self._watches: list[asyncio.Task[None]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.discover()
+        watched: list[type[NamespacedResource]] = [
+            ModelServingResource,
+            *BY_KIND.values(),
+            *(PODGROUPS[api] for api in sorted(self.gang_apis)),
+        ]
+        for resource in watched:
+            self._watches.append(
+                asyncio.create_task(self._watch(resource), name=f"watch {resource.__name__}")
+            )
+
+    async def discover(self) -> None:
+        """Which gang APIs the cluster serves (their CRDs may be installed after we start)."""
+        served = set()
+        for api, resource in PODGROUPS.items():
+            try:
+                async for _ in self.client.list(resource, namespace=self.namespace or "*", chunk_size=1):
+                    break
+            except ApiError as exc:
+                if _status(exc) == 404:
+                    continue
+                raise
+            except httpx2.HTTPStatusError as exc:  # an API group the server does not know at all
+                if exc.response.status_code == 404:
+                    continue
+                raise
+            served.add(api)
+        self.gang_apis = served
+
+    async def close(self) -> None:
+        for task in self._watches:
+            task.cancel()
+        for task in self._watches:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._watches.clear()
+
+    async def _watch(self, resource: type[NamespacedResource]) -> None:
+        """Watch forever: a watch that ends or expires (410 Gone) starts again from a fresh list."""
+        labels = None if resource is ModelServingResource else _OWNED
+        delay = 0.5
+        while True:
+            try:
+                async for _kind, obj in self.client.watch(
+                    resource, namespace=self.namespace or "*", labels=labels, server_timeout=300
+                ):
+                    delay = 0.5
+                    self._notify(as_dict(obj), resource is ModelServingResource)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # expired, timed out, connection lost: start again
+                log.debug("watch of %s ended: %s", resource.__name__, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+            self._changed.set()  # something may have been missed while no watch ran
+
+    def _notify(self, obj: Object, is_serving: bool) -> None:
+        self._changed.set()
+        if self.on_change is None:
+            return
+        metadata = obj.get("metadata") or {}
+        name = metadata.get("name") if is_serving else (metadata.get("labels") or {}).get(L.NAME)
+        if name:
+            self.on_change(metadata.get("namespace") or "default", name)
+
+    # -- the Runtime protocol -----------------------------------------------------------------
+
+    async def list_objects(self, kind: Kind, namespace: str, selector: Mapping[str, str]) -> list[Object]:
+        labels: dict[str, Any] = dict(selector)
+        if kind == "PodGroup":
+            found: list[Object] = []
+            for api in sorted(self.gang_apis):
+                found += [
+                    as_dict(o)
+                    async for o in self.client.list(PODGROUPS[api], namespace=namespace, labels=labels)
+                ]
+            return found
+        return [as_dict(o) async for o in self.client.list(BY_KIND[kind], namespace=namespace, labels=labels)]
+
+    async def create(self, obj: Object) -> None:
+        try:
+            await self.client.create(from_dict(obj), field_manager=self.field_manager)
+        except ApiError as exc:
+            if _status(exc) != 409:
+                raise
+
+    async def apply(self, obj: Object) -> None:
+        await self.client.apply(from_dict(obj), field_manager=self.field_manager, force=True)
+
+    async def delete(self, kind: Kind, namespace: str, name: str) -> None:
+        resources = (
+            [PODGROUPS[api] for api in sorted(self.gang_apis)] if kind == "PodGroup" else [BY_KIND[kind]]
+        )
+        for resource in resources:
+            try:
+                await self.client.delete(resource, name, namespace=namespace)
+            except ApiError as exc:
+                if _status(exc) != 404:
+                    raise
+
+    async def annotate(
+        self, kind: Kind, namespace: str, name: str, annotations: Mapping[str, str | None]
+    ) -> None:
+        patch = {"metadata": {"annotations": dict(annotations)}}  # merge patch: None removes a key
+        resources = (
+            [PODGROUPS[api] for api in sorted(self.gang_apis)] if kind == "PodGroup" else [BY_KIND[kind]]
+        )
+        for resource in resources:
+            try:
+                await self.client.patch(
+                    resource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
+                )
+            except ApiError as exc:
+                if _status(exc) != 404:
+                    raise
+
+    async def record_event(self, namespace: str, serving: str, event: Event) -> None:
+        now = format_time(time.time())
+        involved = ObjectReference(
+            apiVersion=L.GROUP_VERSION if event.object_kind == "ModelServing" else "v1",
+            kind=event.object_kind,
+            name=event.object_name or serving,
+            namespace=namespace,
+        )
+        record = CoreEvent(
+            metadata=ObjectMeta(generateName=f"{event.object_name or serving}.", namespace=namespace),
+            involvedObject=involved,
+            reason=event.reason,
+            message=event.message[:1024],
+            type=event.type,
+            source=EventSource(component=COMPONENT),
+            reportingComponent=COMPONENT,
+            firstTimestamp=now,  # type: ignore[arg-type]
+            lastTimestamp=now,  # type: ignore[arg-type]
+            count=1,
+        )
+        try:
+            await self.client.create(record)
+        except ApiError as exc:  # events are best effort: never block a reconcile on them
+            log.debug("event not recorded: %s", exc)
+
+    async def list_servings(self) -> list[ModelServing]:
+        servings = []
+        invalid: dict[str, str] = {}
+        async for obj in self.client.list(ModelServingResource, namespace=self.namespace or "*"):
+            data = as_dict(obj)
+            metadata = data.get("metadata") or {}
+            key = f"{metadata.get('namespace')}/{metadata.get('name')}"
+            try:
+                servings.append(ModelServing.model_validate(data))
+            except ValidationError as exc:
+                invalid[key] = str(exc.errors()[0].get("msg", exc))
+        self.invalid = invalid
+        return servings
+
+    async def write_status(self, namespace: str, name: str, status: ModelServingStatus) -> None:
+        body = {"status": status.model_dump(by_alias=True, exclude_none=True, mode="json")}
+        try:
+            await self.client.patch(
+                ModelServingResource.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
+            )
+        except ApiError as exc:
+            if _status(exc) == 404:
+                raise NotFoundError(f"{namespace}/{name}") from None
+            raise
+
+    async def wait_for_change(self, timeout: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout)
+        self._changed.clear()

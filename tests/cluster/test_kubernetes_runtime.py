@@ -1,0 +1,142 @@
+"""The Kubernetes runtime adapter and leader election, against the real control plane."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from lightkube import AsyncClient, KubeConfig
+from lightkube.resources.coordination_v1 import Lease
+from lightkube.resources.core_v1 import Event as CoreEvent
+
+from phalanx.api import labels as L
+from phalanx.controller.actions import Event
+from phalanx.controller.observed import pod_state
+from phalanx.operator.leader import Elector, Timing
+from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
+from tests.cluster.conftest import ControlPlane
+
+pytestmark = pytest.mark.cluster
+
+
+@pytest.fixture
+async def client(control_plane: ControlPlane) -> AsyncIterator[AsyncClient]:
+    c = AsyncClient(KubeConfig.from_file(control_plane.kubeconfig), field_manager="phalanx")
+    try:
+        yield c
+    finally:
+        await c.close()
+
+
+def labelled_pod(name: str, namespace: str) -> dict[str, object]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {L.NAME: "demo", L.GROUP_INDEX: "0", L.ROLE: "r", L.ROLE_INDEX: "0", L.POD_INDEX: "0"},
+        },
+        "spec": {
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "engine", "image": "engine:v1"}],
+        },
+    }
+
+
+async def test_runtime_creates_lists_annotates_and_deletes(
+    control_plane: ControlPlane, client: AsyncClient
+) -> None:
+    namespace = control_plane.new_namespace("rt")
+    changes: list[tuple[str, str]] = []
+    runtime = KubernetesRuntime(client, on_change=lambda ns, name: changes.append((ns, name)))
+    await runtime.start()
+    try:
+        assert "scheduling.volcano.sh/v1beta1" in runtime.gang_apis
+        pod = labelled_pod("demo-0-r-0-0", namespace)
+        await runtime.create(pod)
+        await runtime.create(pod)  # AlreadyExists is fine
+        listed = await runtime.list_objects("Pod", namespace, {L.NAME: "demo"})
+        assert [p["metadata"]["name"] for p in listed] == ["demo-0-r-0-0"]
+        state = pod_state(listed[0])
+        assert state is not None and state.group_index == 0
+
+        await runtime.annotate("Pod", namespace, "demo-0-r-0-0", {"example.com/a": "1"})
+        await runtime.annotate(
+            "Pod", namespace, "demo-0-r-0-0", {"example.com/a": None, "example.com/b": "2"}
+        )
+        (annotated,) = await runtime.list_objects("Pod", namespace, {L.NAME: "demo"})
+        annotations = annotated["metadata"]["annotations"]
+        assert "example.com/a" not in annotations and annotations["example.com/b"] == "2"
+
+        gang = {
+            "apiVersion": L.VOLCANO_PODGROUP_API,
+            "kind": "PodGroup",
+            "metadata": {
+                "name": "demo-0",
+                "namespace": namespace,
+                "labels": {L.NAME: "demo", L.GROUP_INDEX: "0"},
+            },
+            "spec": {"minMember": 1},
+        }
+        await runtime.create(gang)
+        gang["spec"] = {"minMember": 2}
+        await runtime.apply(gang)
+        (stored,) = await runtime.list_objects("PodGroup", namespace, {L.NAME: "demo"})
+        assert stored["spec"]["minMember"] == 2
+
+        await runtime.record_event(namespace, "demo", Event("Normal", "GroupCreated", "created group demo-0"))
+        events = [e async for e in client.list(CoreEvent, namespace=namespace)]
+        assert any(
+            e.reason == "GroupCreated" and e.source and e.source.component == "phalanx-operator"
+            for e in events
+        )
+
+        await runtime.delete("Pod", namespace, "demo-0-r-0-0")
+        await runtime.delete("Pod", namespace, "demo-0-r-0-0")  # NotFound is fine
+        await runtime.delete("PodGroup", namespace, "demo-0")
+        await asyncio.wait_for(runtime.wait_for_change(5), 6)
+        deadline = time.monotonic() + 5
+        while (namespace, "demo") not in changes:
+            assert time.monotonic() < deadline, "the watch did not report our pod"
+            await asyncio.sleep(0.1)
+    finally:
+        await runtime.close()
+
+
+async def test_one_leader_at_a_time_and_failover(control_plane: ControlPlane, client: AsyncClient) -> None:
+    namespace = control_plane.new_namespace("lease")
+    # Short enough for a quick test, long enough that a loaded 2-core machine renews in time.
+    timing = Timing(lease_duration=8, renew_deadline=6, retry_period=1)
+    first = Elector(client, name="phalanx-operator", namespace=namespace, identity="first", timing=timing)
+    second = Elector(client, name="phalanx-operator", namespace=namespace, identity="second", timing=timing)
+    electors = {"first": first, "second": second}
+    runs = {name: asyncio.create_task(e.run()) for name, e in electors.items()}
+    try:
+        # Both race to create the Lease: exactly one wins and leads.
+        waits = [asyncio.create_task(e.leading.wait()) for e in electors.values()]
+        await asyncio.wait(waits, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        for wait in waits:
+            wait.cancel()
+        leader = next(name for name, e in electors.items() if e.leading.is_set())
+        follower = "second" if leader == "first" else "first"
+        await asyncio.sleep(3)
+        assert not electors[follower].leading.is_set()  # one leader at a time
+        lease = await client.get(Lease, "phalanx-operator", namespace=namespace)
+        assert lease.spec is not None and lease.spec.holderIdentity == leader
+
+        runs[leader].cancel()  # the leader stops renewing (a crash), without releasing
+        await asyncio.wait_for(electors[follower].leading.wait(), 30)
+        lease = await client.get(Lease, "phalanx-operator", namespace=namespace)
+        assert lease.spec is not None and lease.spec.holderIdentity == follower
+        assert lease.spec.leaseTransitions == 1
+
+        await electors[follower].release()  # a clean shutdown hands over at once
+        lease = await client.get(Lease, "phalanx-operator", namespace=namespace)
+        assert lease.spec is not None and lease.spec.holderIdentity is None
+    finally:
+        for run in runs.values():
+            run.cancel()
+        await asyncio.gather(*runs.values(), return_exceptions=True)
