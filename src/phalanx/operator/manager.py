@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 from aiohttp import web
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
@@ -151,7 +152,7 @@ class Operator:
             if self.stopping.is_set():
                 return 0
             self.metrics.leader.set(1)
-            await self._enqueue_everything()
+            await self._enqueue_until_done()
             workers = asyncio.create_task(
                 run_workers(self.queue, self._handle, workers=self.options.workers, on_error=self._failed)
             )
@@ -187,11 +188,24 @@ class Operator:
             if metadata is not None and metadata.name:
                 self.queue.add(("ModelDeployment", metadata.namespace or "default", metadata.name))
 
+    async def _enqueue_until_done(self) -> None:
+        """The first full list may meet a server still warming up (429 while a new CRD's cache
+        fills, a connection reset): try again instead of dying."""
+        delay = 0.2
+        while True:
+            try:
+                await self._enqueue_everything()
+                return
+            except (ApiError, httpx2.HTTPError, OSError) as exc:
+                log.warning("listing objects failed (retrying in %.1fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
     async def _resync(self) -> None:
         """Level-triggered safety net: every object is looked at again now and then."""
         while True:
             await asyncio.sleep(self.reconciler.resync * 6)
-            with contextlib.suppress(ApiError, OSError):
+            with contextlib.suppress(ApiError, httpx2.HTTPError, OSError):
                 await self._enqueue_everything()
 
     async def _watch_deployments(self) -> None:

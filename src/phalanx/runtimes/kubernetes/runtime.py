@@ -76,7 +76,15 @@ class KubernetesRuntime:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.discover()
+        delay = 0.2
+        while True:  # a server still warming up answers 429 or resets: try again
+            try:
+                await self.discover()
+                break
+            except (ApiError, httpx2.HTTPError, OSError) as exc:
+                log.warning("API discovery failed (retrying in %.1fs): %s", delay, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
         watched: list[type[NamespacedResource]] = [
             ModelServingResource,
             *BY_KIND.values(),
