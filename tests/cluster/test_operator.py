@@ -225,3 +225,38 @@ def test_scaling_through_the_scale_subresource(control_plane: ControlPlane, tmp_
             "scaled-1-engine-0-0",
             "scaled-1-engine-0-1",
         ]
+
+
+def test_a_failed_worker_recreates_its_role_instance(control_plane: ControlPlane, tmp_path: Path) -> None:
+    client = control_plane.client()
+    install_crds(client, CRDS)
+    namespace = control_plane.new_namespace("heal")
+    pool = f"pool-{namespace}"
+    for index in range(2):
+        control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=4, labels={"phalanx.dev/pool": pool})
+    client.create(ModelServingResource.from_dict(small_serving(namespace, "heal", pool, replicas=1)))
+    with operator(control_plane, namespace, tmp_path):
+        wait_for(
+            "the group available",
+            lambda: status_of(control_plane, namespace, "heal").get("availableReplicas") == 1,
+            timeout=90,
+        )
+        before = {
+            p.metadata.name: p.metadata.uid for p in client.list(Pod, namespace=namespace) if p.metadata
+        }
+        control_plane.fail_pod("heal-0-engine-0-1", namespace)
+
+        def recreated() -> bool:
+            pods = {
+                p.metadata.name: p.metadata.uid for p in client.list(Pod, namespace=namespace) if p.metadata
+            }
+            status = status_of(control_plane, namespace, "heal")
+            return (
+                set(pods) == set(before)
+                and all(pods[name] != before[name] for name in before)  # both pods of the instance are new
+                and status.get("availableReplicas") == 1
+            )
+
+        wait_for("the role instance recreated and available again", recreated, timeout=90)
+        groups = status_of(control_plane, namespace, "heal")["groups"]
+        assert groups[0]["failures"] == 1
