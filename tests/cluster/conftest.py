@@ -42,6 +42,8 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace, Node, Pod, ServiceAccount
 from lightkube.types import PatchType
 
+from phalanx.runtimes.local.procs import group_alive
+
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack" / "control-plane"
 BUILD_CMD = "hack/control-plane/build.sh"
@@ -466,24 +468,6 @@ class Launcher:
         if still:
             raise RuntimeError(f"control-plane processes survived SIGKILL: {still}")
         return leftovers
-
-
-def group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # killpg(…, 0) also succeeds for zombies of a group; look for a live member in /proc.
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -14,26 +14,12 @@ from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, PodTemplate, Role
 from phalanx.api.names import entry_address, entry_service_name, group_name, pod_name
 from phalanx.api.quantity import add_resources, pod_requests
+from phalanx.controller.ownership import controlled_by
 from phalanx.controller.revision import group_revision, role_revision
 
 DEFAULT_SCHEDULE_TIMEOUT_SECONDS = 600
 
 Object = dict[str, Any]
-
-
-def _owner_references(ms: ModelServing) -> list[Object]:
-    if not ms.metadata.uid:
-        return []
-    return [
-        {
-            "apiVersion": L.GROUP_VERSION,
-            "kind": "ModelServing",
-            "name": ms.name,
-            "uid": ms.metadata.uid,
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
 
 
 def _metadata(
@@ -42,7 +28,7 @@ def _metadata(
     meta: Object = {"name": name, "namespace": ms.namespace, "labels": labels}
     if annotations:
         meta["annotations"] = annotations
-    owners = _owner_references(ms)
+    owners = controlled_by("ModelServing", ms.name, ms.metadata.uid)
     if owners:
         meta["ownerReferences"] = owners
     return meta

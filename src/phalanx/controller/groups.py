@@ -165,10 +165,6 @@ def group_spec(current: ModelServing, revision: str, revisions: Mapping[str, Mod
     return revisions[revision]
 
 
-def expected_pods(current: ModelServing, spec: ModelServing) -> int:
-    return sum(role.group_size * role_replicas(current, role) for role in spec.spec.template.roles)
-
-
 def group_ready(view: GroupView, current: ModelServing, spec: ModelServing) -> bool:
     """Every role instance the group should have exists, and every one of its pods is ready."""
     for role in spec.spec.template.roles:

@@ -121,7 +121,6 @@ class GangState:
     message: str = ""
     surge: bool = False
     revision: str = ""
-    min_member: int = 0
     # The spec as the runtime holds it (servers may add defaults), for drift checks.
     spec: Mapping[str, Any] = field(default_factory=dict)
 
@@ -250,7 +249,6 @@ def gang_state(obj: Object) -> GangState | None:
         message=message,
         surge=labels.get(L.SURGE) == "true",
         revision=labels.get(L.REVISION, ""),
-        min_member=_int((obj.get("spec") or {}).get("minMember")),
         spec=dict(obj.get("spec") or {}),
     )
 

@@ -46,7 +46,7 @@ from phalanx.controller.observed import (
 )
 from phalanx.controller.ordering import lowest_free, removal_order
 from phalanx.controller.recovery import Settings, backoff_until, failures
-from phalanx.controller.revision import group_revision, revision_object, role_revision
+from phalanx.controller.revision import group_revision, revision_object, revision_object_name, role_revision
 from phalanx.controller.status import GroupNote, build_status
 
 ROLLOUT = "rollout"
@@ -755,7 +755,9 @@ class _Reconciler:
         in_use |= {g.revision for g in self.observed.gangs}
         for revision in self.observed.revisions:
             if revision not in in_use:
-                self.plan.actions.append(Delete("ControllerRevision", f"{self.ms.name}-{revision}"))
+                self.plan.actions.append(
+                    Delete("ControllerRevision", revision_object_name(self.ms.name, revision))
+                )
 
 
 def _started(instance: RoleInstanceView) -> bool:

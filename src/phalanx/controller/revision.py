@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, Role
+from phalanx.controller.ownership import controlled_by
 
 _ROLE_FIELDS_NOT_IN_PODS = {"replicas", "max_unavailable", "partition"}
 
@@ -74,17 +75,9 @@ def revision_object(ms: ModelServing) -> dict[str, Any]:
         "namespace": ms.namespace,
         "labels": {L.NAME: ms.name, L.REVISION: revision},
     }
-    if ms.metadata.uid:
-        metadata["ownerReferences"] = [
-            {
-                "apiVersion": L.GROUP_VERSION,
-                "kind": "ModelServing",
-                "name": ms.name,
-                "uid": ms.metadata.uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
+    owners = controlled_by("ModelServing", ms.name, ms.metadata.uid)
+    if owners:
+        metadata["ownerReferences"] = owners
     return {
         "apiVersion": "apps/v1",
         "kind": "ControllerRevision",

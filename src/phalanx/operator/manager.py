@@ -37,6 +37,7 @@ from phalanx.api.modeldeployment import ModelDeployment
 from phalanx.api.modelserving import ModelServing
 from phalanx.compiler import compile_deployment
 from phalanx.controller.observed import format_time
+from phalanx.controller.ownership import controlled_by
 from phalanx.controller.recovery import Settings
 from phalanx.operator.leader import Elector, Timing
 from phalanx.planner import plan_to_dict
@@ -143,7 +144,10 @@ class Operator:
         await self.runtime.start()
         self._started = True
         elector = asyncio.create_task(self.elector.run(), name="leader election")
-        watch_deployments = asyncio.create_task(self._watch_deployments(), name="watch ModelDeployments")
+        watch_deployments = asyncio.create_task(
+            self.runtime.watch_forever(ModelDeploymentResource, None, self._deployment_changed),
+            name="watch ModelDeployments",
+        )
         try:
             waits = [asyncio.create_task(e.wait()) for e in (self.elector.leading, self.stopping)]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -208,23 +212,10 @@ class Operator:
             with contextlib.suppress(ApiError, httpx2.HTTPError, OSError):
                 await self._enqueue_everything()
 
-    async def _watch_deployments(self) -> None:
-        delay = 0.5
-        while True:
-            try:
-                async for _kind, obj in self.client.watch(
-                    ModelDeploymentResource, namespace=self.options.namespace or "*", server_timeout=300
-                ):
-                    delay = 0.5
-                    metadata = obj.metadata
-                    if metadata is not None and metadata.name:
-                        self.queue.add(("ModelDeployment", metadata.namespace or "default", metadata.name))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.debug("ModelDeployment watch ended: %s", exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+    def _deployment_changed(self, obj: dict[str, Any]) -> None:
+        metadata = obj.get("metadata") or {}
+        if metadata.get("name"):
+            self.queue.add(("ModelDeployment", metadata.get("namespace") or "default", metadata["name"]))
 
     def _failed(self, key: Key, exc: BaseException) -> None:
         self.metrics.reconcile_errors.labels(key[0]).inc()
@@ -276,16 +267,7 @@ class Operator:
         serving.pop("status", None)
         uid = (data.get("metadata") or {}).get("uid")
         serving["metadata"]["namespace"] = namespace
-        serving["metadata"]["ownerReferences"] = [
-            {
-                "apiVersion": L.GROUP_VERSION,
-                "kind": "ModelDeployment",
-                "name": name,
-                "uid": uid,
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ]
+        serving["metadata"]["ownerReferences"] = controlled_by("ModelDeployment", name, uid)
         await self.client.apply(
             ModelServingResource.from_dict(serving), field_manager=L.FIELD_MANAGER, force=True
         )

@@ -102,6 +102,9 @@ class Router:
         self._in_flight: dict[str, int] = {}
         self._cursor = 0
         self._learned: dict[_ModelKey, tuple[str, ...]] = {}
+        # `endpoints()` with learned models filled in; rebuilt only when discovery or learning
+        # changes it, not on every request.
+        self._resolved: tuple[Endpoint, ...] | None = None
         self._learning: dict[_ModelKey, asyncio.Task[None]] = {}
         self._learn_failed_at: dict[_ModelKey, float] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -133,6 +136,7 @@ class Router:
             self._in_flight.setdefault(ep.name, 0)
             self.metrics.in_flight.labels(ep.name).set(self._in_flight[ep.name])
         self._endpoints = new
+        self._resolved = None
         if self._session is not None:
             self._start_learning()
 
@@ -142,9 +146,12 @@ class Router:
 
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The current set with learned model lists filled in."""
-        return tuple(
-            ep if ep.models else replace(ep, models=self._learned.get(_key(ep), ())) for ep in self._endpoints
-        )
+        if self._resolved is None:
+            self._resolved = tuple(
+                ep if ep.models else replace(ep, models=self._learned.get(_key(ep), ()))
+                for ep in self._endpoints
+            )
+        return self._resolved
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -266,6 +273,7 @@ class Router:
                 raise ValueError(f"no models in the answer (status {resp.status})")
             if any(_key(cur) == key for cur in self._endpoints):
                 self._learned[key] = models
+                self._resolved = None
                 self._learn_failed_at.pop(key, None)
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self._learn_failed_at[key] = time.monotonic()
@@ -339,14 +347,15 @@ class Router:
             return _error(parsed)
         model = parsed.model
         await self._resolve_models()
-        match availability(self.endpoints(), model):
+        endpoints = self.endpoints()
+        match availability(endpoints, model):
             case Availability.UNKNOWN:
                 tally.model = UNKNOWN_MODEL
                 return _error(unknown_model(model))
             case Availability.UNAVAILABLE:
                 # Only names some endpoint declares become metric labels: a client's typo must not
                 # grow the metrics without bound while nothing is routable.
-                known = any(model in ep.models for ep in self.endpoints())
+                known = any(model in ep.models for ep in endpoints)
                 tally.model = model if known else UNKNOWN_MODEL
                 self.metrics.no_endpoint.labels(tally.model).inc()
                 return _error(no_endpoint(model, self.config.retry_after_s))

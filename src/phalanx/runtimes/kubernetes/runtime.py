@@ -122,8 +122,17 @@ class KubernetesRuntime:
         self._watches.clear()
 
     async def _watch(self, resource: type[NamespacedResource]) -> None:
-        """Watch forever: a watch that ends or expires (410 Gone) starts again from a fresh list."""
-        labels = None if resource is ModelServingResource else _OWNED
+        is_serving = resource is ModelServingResource
+        labels = None if is_serving else _OWNED
+        await self.watch_forever(resource, labels, lambda obj: self._notify(obj, is_serving))
+
+    async def watch_forever(
+        self,
+        resource: type[NamespacedResource],
+        labels: dict[str, Any] | None,
+        on_object: Callable[[Object], None],
+    ) -> None:
+        """Watch until cancelled: a watch that ends or expires (410 Gone) starts again from a fresh list."""
         delay = 0.5
         while True:
             try:
@@ -131,7 +140,7 @@ class KubernetesRuntime:
                     resource, namespace=self.namespace or "*", labels=labels, server_timeout=300
                 ):
                     delay = 0.5
-                    self._notify(as_dict(obj), resource is ModelServingResource)
+                    on_object(as_dict(obj))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # expired, timed out, connection lost: start again
