@@ -13,7 +13,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Node, Pod, ServiceAccount, ServiceAccountToken
 
-from tests.cluster.conftest import ControlPlane, PodGroup, wait_for
+from tests.cluster.controlplane import ControlPlane, PodGroup, wait_for
 
 pytestmark = pytest.mark.cluster
 

@@ -16,7 +16,7 @@ from phalanx.controller.actions import Event
 from phalanx.controller.observed import pod_state
 from phalanx.operator.leader import Elector, Timing
 from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
-from tests.cluster.conftest import ControlPlane
+from tests.cluster.controlplane import ControlPlane
 
 pytestmark = pytest.mark.cluster
 

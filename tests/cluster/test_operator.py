@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,36 +12,12 @@ from lightkube.resources.core_v1 import Pod, Service
 
 from phalanx.api import labels as L
 from phalanx.runtimes.kubernetes.resources import ModelServingResource, VolcanoPodGroup
-from tests.cluster.conftest import ControlPlane, free_port, install_crds, wait_for
+from tests.cluster.controlplane import ControlPlane, install_crds, operator_process, wait_for
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "deploy" / "crds"
-
-
-@contextlib.contextmanager
-def operator(cp: ControlPlane, namespace: str, workdir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    log = workdir / f"operator-{namespace}.log"
-    command = [
-        sys.executable, "-m", "phalanx", "operator", "--kubeconfig", str(cp.kubeconfig),
-        "--namespace", namespace, "--lease-namespace", namespace, "--health-port", str(free_port()),
-    ]  # fmt: skip
-    with log.open("wb") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        yield process
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(10)
-        # Captured by pytest, shown when the test fails.
-        tail = log.read_text(errors="replace")[-8000:]
-        print(f"operator exited with {process.returncode}; its log:\n{tail}")
 
 
 def seed_manifest(namespace: str) -> dict[str, Any]:
@@ -66,7 +36,7 @@ def test_the_seed_manifest_becomes_an_available_gang_scheduled_group(
         control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=8, cpu="128", memory="1200Gi")
     manifest = seed_manifest(namespace)
     client.create(ModelServingResource.from_dict(manifest))
-    with operator(control_plane, namespace, tmp_path):
+    with operator_process(control_plane, namespace, tmp_path):
 
         def available() -> bool:
             ms = client.get(ModelServingResource, "llama-multinode", namespace=namespace)
@@ -176,7 +146,7 @@ def test_volcano_starts_a_whole_group_or_none_of_it(control_plane: ControlPlane,
     for index in range(3):
         control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=4, labels={"phalanx.dev/pool": pool})
     client.create(ModelServingResource.from_dict(small_serving(namespace, "gang", pool, replicas=2)))
-    with operator(control_plane, namespace, tmp_path):
+    with operator_process(control_plane, namespace, tmp_path):
 
         def one_ready_one_pending() -> bool:
             groups = status_of(control_plane, namespace, "gang").get("groups") or []
@@ -201,7 +171,7 @@ def test_scaling_through_the_scale_subresource(control_plane: ControlPlane, tmp_
     for index in range(4):
         control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=4, labels={"phalanx.dev/pool": pool})
     client.create(ModelServingResource.from_dict(small_serving(namespace, "scaled", pool, replicas=1)))
-    with operator(control_plane, namespace, tmp_path):
+    with operator_process(control_plane, namespace, tmp_path):
         wait_for(
             "1 group available",
             lambda: status_of(control_plane, namespace, "scaled").get("availableReplicas") == 1,
@@ -235,7 +205,7 @@ def test_a_failed_worker_recreates_its_role_instance(control_plane: ControlPlane
     for index in range(2):
         control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=4, labels={"phalanx.dev/pool": pool})
     client.create(ModelServingResource.from_dict(small_serving(namespace, "heal", pool, replicas=1)))
-    with operator(control_plane, namespace, tmp_path):
+    with operator_process(control_plane, namespace, tmp_path):
         wait_for(
             "the group available",
             lambda: status_of(control_plane, namespace, "heal").get("availableReplicas") == 1,
