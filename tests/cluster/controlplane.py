@@ -234,10 +234,17 @@ class ControlPlane:
             )
         return self._client
 
-    def http(self, method: str, path: str, token: str | None = None, body: Any = None) -> tuple[int, Any]:
+    def http(
+        self,
+        method: str,
+        path: str,
+        token: str | None = None,
+        body: Any = None,
+        accept: str = "application/json",
+    ) -> tuple[int, Any]:
         """Plain HTTPS call; with ``token`` as that bearer, else as the admin client cert."""
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         if token is not None:
             headers["Authorization"] = f"Bearer {token}"
         else:
@@ -258,6 +265,38 @@ class ControlPlane:
                 return err.code, json.loads(raw)
             except ValueError:
                 return err.code, raw.decode(errors="replace")
+
+    def service_account_kubeconfig(self, namespace: str, account: str, path: Path) -> tuple[Path, str]:
+        """A kubeconfig that acts as the ServiceAccount (a TokenRequest token, one hour), and the token."""
+        code, answer = self.http(
+            "POST",
+            f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token",
+            body={
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": 3600},
+            },
+        )
+        if code != 201:
+            raise RuntimeError(f"TokenRequest for {namespace}/{account} answered {code}: {answer}")
+        token: str = answer["status"]["token"]
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [
+                {
+                    "name": "test",
+                    "cluster": {"server": self.server, "certificate-authority": str(self.ca_file)},
+                }
+            ],
+            "users": [{"name": account, "user": {"token": token}}],
+            "contexts": [
+                {"name": "test", "context": {"cluster": "test", "user": account, "namespace": namespace}}
+            ],
+            "current-context": "test",
+        }
+        path.write_text(json.dumps(config))
+        return path, token
 
     def close(self) -> None:
         if self._client is not None:

@@ -2,17 +2,37 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
+from lightkube.resources.core_v1 import Event as CoreEvent
 from lightkube.resources.core_v1 import Pod, Service
+from lightkube.types import PatchType
 
 from phalanx.api import labels as L
-from phalanx.runtimes.kubernetes.resources import ModelServingResource, VolcanoPodGroup
+from phalanx.runtimes.kubernetes.resources import (
+    CoschedulingPodGroup,
+    ModelDeploymentResource,
+    ModelServingResource,
+    VolcanoPodGroup,
+)
 from tests.cluster.controlplane import ControlPlane, install_crds, operator_process, wait_for
+from tests.cluster.servings import (
+    conditions_of,
+    merge_patch,
+    pods_of,
+    pool_nodes,
+    small_serving,
+    status_of,
+    uids,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -57,6 +77,25 @@ def test_the_seed_manifest_becomes_an_available_gang_scheduled_group(
         except TimeoutError as exc:
             raise AssertionError(f"{exc}: {explain()}") from None
 
+        # What `kubectl get modelservings` prints: the server renders the CRD's printer columns.
+        code, table = control_plane.http(
+            "GET",
+            f"/apis/serving.phalanx.dev/v1alpha1/namespaces/{namespace}/modelservings",
+            accept="application/json;as=Table;v=v1;g=meta.k8s.io",
+        )
+        assert code == 200 and table["kind"] == "Table"
+        shown = [c["name"] for c in table["columnDefinitions"] if c["priority"] == 0]
+        assert shown == ["Name", "Ready", "Available", "Updated", "Age"]
+        [row] = table["rows"]
+        cells = dict(zip([c["name"] for c in table["columnDefinitions"]], row["cells"], strict=True))
+        assert {k: cells[k] for k in ("Name", "Ready", "Available", "Updated", "Replicas")} == {
+            "Name": "llama-multinode",
+            "Ready": 1,
+            "Available": "True",
+            "Updated": 1,
+            "Replicas": 1,
+        }
+
     pods = {p.metadata.name: p for p in client.list(Pod, namespace=namespace)}
     assert sorted(pods) == [
         "llama-multinode-0-405b-0-0",
@@ -78,50 +117,6 @@ def test_the_seed_manifest_becomes_an_available_gang_scheduled_group(
     gang = client.get(VolcanoPodGroup, "llama-multinode-0", namespace=namespace).to_dict()
     assert gang["spec"]["minMember"] == 2  # minRoleReplicas 405b: 1 x (entry + worker)
     assert {p["name"] for p in gang["spec"]["subGroupPolicy"]} == {"405b"}
-
-
-def small_serving(namespace: str, name: str, pool: str, *, replicas: int, gpus: int = 4) -> dict[str, Any]:
-    """A ModelServing of `replicas` groups, each an entry and one worker needing `gpus` GPUs apiece."""
-
-    def template(container: str) -> dict[str, Any]:
-        return {
-            "spec": {
-                "nodeSelector": {"phalanx.dev/pool": pool},
-                "automountServiceAccountToken": False,
-                "containers": [
-                    {
-                        "name": container,
-                        "image": "engine:v1",
-                        "resources": {"limits": {"nvidia.com/gpu": str(gpus)}},
-                    }
-                ],
-            }
-        }
-
-    return {
-        "apiVersion": "serving.phalanx.dev/v1alpha1",
-        "kind": "ModelServing",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "template": {
-                "roles": [
-                    {
-                        "name": "engine",
-                        "workerReplicas": 1,
-                        "entryTemplate": template("entry"),
-                        "workerTemplate": template("worker"),
-                    }
-                ]
-            },
-        },
-    }
-
-
-def status_of(cp: ControlPlane, namespace: str, name: str) -> dict[str, Any]:
-    ms = cp.client().get(ModelServingResource, name, namespace=namespace)
-    status: dict[str, Any] = ms.to_dict().get("status") or {}
-    return status
 
 
 def test_the_api_server_rejects_an_invalid_spec_with_our_message(control_plane: ControlPlane) -> None:
@@ -230,3 +225,194 @@ def test_a_failed_worker_recreates_its_role_instance(control_plane: ControlPlane
         wait_for("the role instance recreated and available again", recreated, timeout=90)
         groups = status_of(control_plane, namespace, "heal")["groups"]
         assert groups[0]["failures"] == 1
+
+
+def bound_pods_by_group(cp: ControlPlane, namespace: str) -> dict[str, int]:
+    bound: dict[str, int] = {}
+    for pod in cp.client().list(Pod, namespace=namespace):
+        assert pod.metadata is not None and pod.metadata.labels is not None and pod.spec is not None
+        group = pod.metadata.labels[L.GROUP_INDEX]
+        bound[group] = bound.get(group, 0) + (1 if pod.spec.nodeName else 0)
+    return bound
+
+
+def test_the_default_scheduler_places_groups_partly_which_gang_scheduling_prevents(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """The contrast to the Volcano test: same nodes, same spec, kube-scheduler binds pod by pod."""
+    client = control_plane.client()
+    install_crds(client, CRDS)
+    namespace = control_plane.new_namespace("nogang")
+    pool = pool_nodes(control_plane, namespace, 3)  # room for 3 of the 4 pods
+    spec = small_serving(namespace, "nogang", pool, replicas=2, scheduler="default-scheduler")
+    client.create(ModelServingResource.from_dict(spec))
+    with operator_process(control_plane, namespace, tmp_path):
+        wait_for(
+            "3 pods bound",
+            lambda: sum(bound_pods_by_group(control_plane, namespace).values()) == 3,
+            timeout=90,
+        )
+        time.sleep(3)
+        # Both groups hold GPUs and neither can serve: the deadlock gang scheduling exists to prevent.
+        assert sorted(bound_pods_by_group(control_plane, namespace).values()) == [1, 2]
+        gang = conditions_of(control_plane, namespace, "nogang")["GangScheduled"]
+        assert (gang["status"], gang["reason"]) == ("False", "NoGangScheduler")
+        assert not list(client.list(VolcanoPodGroup, namespace=namespace))
+
+
+ANY_OBJECT = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+# Just enough of the coscheduling plugin's CRD for its API to be served.
+COSCHEDULING_CRD = {
+    "apiVersion": "apiextensions.k8s.io/v1",
+    "kind": "CustomResourceDefinition",
+    "metadata": {"name": "podgroups.scheduling.x-k8s.io"},
+    "spec": {
+        "group": "scheduling.x-k8s.io",
+        "scope": "Namespaced",
+        "names": {
+            "kind": "PodGroup",
+            "plural": "podgroups",
+            "singular": "podgroup",
+            "listKind": "PodGroupList",
+        },
+        "versions": [
+            {
+                "name": "v1alpha1",
+                "served": True,
+                "storage": True,
+                "schema": {
+                    "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+                },
+                "subresources": {"status": {}},
+            }
+        ],
+    },
+}
+
+
+def test_a_gang_crd_installed_while_the_operator_runs_gives_running_groups_their_podgroups(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    client = control_plane.client()
+    install_crds(client, CRDS)
+    namespace = control_plane.new_namespace("crd")
+    pool = pool_nodes(control_plane, namespace, 1)
+    spec = small_serving(namespace, "cosched", pool, replicas=1)
+    spec["metadata"]["annotations"] = {L.GANG_SCHEDULER_ANNOTATION: "coscheduling"}
+    client.create(ModelServingResource.from_dict(spec))
+    crd_dir = tmp_path / "crd"
+    crd_dir.mkdir()
+    (crd_dir / "podgroups.yaml").write_text(yaml.safe_dump(COSCHEDULING_CRD))
+    try:
+        with operator_process(control_plane, namespace, tmp_path):
+
+            def not_served() -> bool:
+                gang = conditions_of(control_plane, namespace, "cosched").get("GangScheduled") or {}
+                return gang.get("reason") == "PodGroupNotServed"
+
+            wait_for("GangScheduled False: PodGroupNotServed", not_served, timeout=60)
+            assert len(pods_of(control_plane, namespace)) == 2  # plain pods meanwhile
+            before = uids(control_plane, namespace)
+            install_crds(client, crd_dir)
+
+            def enforced() -> bool:
+                gang = conditions_of(control_plane, namespace, "cosched")["GangScheduled"]
+                groups = list(client.list(CoschedulingPodGroup, namespace=namespace))
+                return gang["status"] == "True" and len(groups) == 1
+
+            wait_for("the PodGroup created once its API is served", enforced, timeout=60)
+            podgroup = client.get(CoschedulingPodGroup, "cosched-0", namespace=namespace).to_dict()
+            assert podgroup["spec"]["minMember"] == 2
+            assert uids(control_plane, namespace) == before  # no pod restarted for it
+    finally:
+        with contextlib.suppress(ApiError):
+            client.delete(CustomResourceDefinition, "podgroups.scheduling.x-k8s.io")
+
+
+def test_a_spec_the_api_server_accepts_but_cannot_run_is_reported_in_status(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    client = control_plane.client()
+    install_crds(client, CRDS)
+    namespace = control_plane.new_namespace("invalid")
+    pool = pool_nodes(control_plane, namespace, 1, gpus=8)
+    spec = small_serving(namespace, "bad", pool, replicas=1)
+    worker = spec["spec"]["template"]["roles"][0]["workerTemplate"]["spec"]["containers"][0]
+    worker["resources"] = {"requests": {"nvidia.com/gpu": "2"}, "limits": {"nvidia.com/gpu": "4"}}
+    client.create(ModelServingResource.from_dict(spec))  # CEL cannot see inside pod templates
+    with operator_process(control_plane, namespace, tmp_path) as process:
+
+        def reported() -> dict[str, Any] | None:
+            valid = conditions_of(control_plane, namespace, "bad").get("Valid")
+            return valid if valid and valid["status"] == "False" else None
+
+        valid = wait_for("Valid False in status", reported, timeout=60)
+        assert valid["reason"] == "InvalidSpec"
+        assert "spec.template.roles[0].workerTemplate.spec.containers[0].resources" in valid["message"]
+        assert "fix:" in valid["message"]
+        time.sleep(2)
+        assert pods_of(control_plane, namespace) == {}  # nothing was started from it
+        assert process.poll() is None  # and the operator did not crash
+        events = [e for e in client.list(CoreEvent, namespace=namespace) if e.reason == "InvalidSpec"]
+        assert events and events[0].type == "Warning"
+
+        worker["resources"] = {"limits": {"nvidia.com/gpu": "4"}}
+        merge_patch(control_plane, namespace, "bad", {"spec": spec["spec"]})
+
+        def fixed() -> bool:
+            conditions = conditions_of(control_plane, namespace, "bad")
+            return (
+                "Valid" not in conditions
+                and status_of(control_plane, namespace, "bad").get("availableReplicas") == 1
+            )
+
+        wait_for("the fixed spec runs", fixed, timeout=90)
+
+
+def test_a_model_deployment_is_planned_into_an_owned_model_serving_and_planner_errors_show(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    client = control_plane.client()
+    install_crds(client, CRDS)
+    namespace = control_plane.new_namespace("md")
+    manifest: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "llama-3.3-70b-nc80adis.yaml").read_text())
+    manifest["metadata"]["namespace"] = namespace
+    client.create(ModelDeploymentResource.from_dict(manifest))
+    name = manifest["metadata"]["name"]
+
+    def deployment() -> dict[str, Any]:
+        data: dict[str, Any] = client.get(ModelDeploymentResource, name, namespace=namespace).to_dict()
+        return data
+
+    def planned(status: str) -> Callable[[], dict[str, Any] | None]:
+        def check() -> dict[str, Any] | None:
+            found = deployment().get("status") or {}
+            condition = {c["type"]: c for c in found.get("conditions") or []}.get("Planned")
+            return condition if condition and condition["status"] == status else None
+
+        return check
+
+    with operator_process(control_plane, namespace, tmp_path):
+        condition = wait_for("Planned True", planned("True"), timeout=60)
+        assert "tensor parallel" in condition["message"]
+        status = deployment()["status"]
+        assert status["modelServing"] == name and status["plan"]["tensor_parallel_size"] >= 1
+        serving = client.get(ModelServingResource, name, namespace=namespace).to_dict()
+        [owner] = serving["metadata"]["ownerReferences"]
+        assert (owner["kind"], owner["name"], owner["controller"]) == ("ModelDeployment", name, True)
+        assert owner["uid"] == deployment()["metadata"]["uid"]
+
+        # An edit the planner cannot satisfy: its message, with the fix, lands in the condition.
+        client.patch(
+            ModelDeploymentResource,
+            name,
+            {"spec": {"model": "llama-3.1-405b-instruct", "maxNodes": 1}},
+            namespace=namespace,
+            patch_type=PatchType.MERGE,
+        )
+        failed = wait_for("Planned False", planned("False"), timeout=60)
+        assert failed["reason"] == "NoPlan"
+        assert "does not fit on 1 node" in failed["message"] and "fix: allow up to" in failed["message"]
+        # The ModelServing it owns is left running its last good plan.
+        kept = client.get(ModelServingResource, name, namespace=namespace).to_dict()
+        assert kept["spec"] == serving["spec"]

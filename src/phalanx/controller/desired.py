@@ -203,10 +203,10 @@ def role_instance_objects(ms: ModelServing, group_index: int, role: Role, role_i
     return objects
 
 
-def group_objects(ms: ModelServing, group_index: int) -> list[Object]:
+def group_objects(ms: ModelServing, group_index: int, *, with_gang: bool = True) -> list[Object]:
     """One ServingGroup: its gang object first (it must exist before its pods), then the roles."""
     objects: list[Object] = []
-    gang = gang_object(ms, group_index)
+    gang = gang_object(ms, group_index) if with_gang else None
     if gang is not None:
         objects.append(gang)
     for role in ms.spec.template.roles:

@@ -125,6 +125,9 @@ class GangState:
     spec: Mapping[str, Any] = field(default_factory=dict)
 
 
+GANG_OBJECT_KINDS: frozenset[str] = frozenset({"volcano", "coscheduling"})
+
+
 @dataclass(frozen=True)
 class Observed:
     """Everything the runtime reports about one ModelServing's objects."""
@@ -138,6 +141,8 @@ class Observed:
     in_flight: Mapping[str, int] = field(default_factory=dict)
     # Client Service present?
     client_service: bool = False
+    # The gang objects the runtime can create (a cluster without Volcano's CRD serves no Volcano PodGroup).
+    served_gangs: frozenset[str] = GANG_OBJECT_KINDS
 
 
 def _labels(obj: Object) -> Mapping[str, str]:
@@ -259,6 +264,7 @@ def observe(
     gangs: list[Object],
     revisions: Mapping[str, ModelServing],
     in_flight: Mapping[str, int] | None = None,
+    served_gangs: frozenset[str] = GANG_OBJECT_KINDS,
 ) -> Observed:
     """Reads a runtime's objects (already filtered to one ModelServing) into an Observed value."""
     pod_states = tuple(p for p in (pod_state(o) for o in pods) if p is not None)
@@ -272,4 +278,5 @@ def observe(
         revisions=dict(revisions),
         in_flight=dict(in_flight or {}),
         client_service=has_client,
+        served_gangs=served_gangs,
     )

@@ -104,6 +104,10 @@ class _Reconciler:
             return self.ms  # RoleRollingUpdate rolls role instances inside groups built from today's spec
         return group_spec(self.ms, view.revision, self.observed.revisions)
 
+    def gang_served(self, spec: ModelServing) -> bool:
+        """Whether the runtime can create this spec's gang object (its CRD may not be installed)."""
+        return spec.gang_scheduler in self.observed.served_gangs
+
     def ready(self, view: GroupView) -> bool:
         return group_ready(view, self.ms, self.spec_of(view))
 
@@ -220,6 +224,7 @@ class _Reconciler:
             current_revision=self.current_revision,
             partition=self.partition,
             rolling=self.plan.rolling,
+            served_gangs=self.observed.served_gangs,
             now=self.now,
         )
         self._rollout_events(status)
@@ -341,7 +346,10 @@ class _Reconciler:
     def _create_group(self, index: int, revision: str, *, surge: bool) -> None:
         spec = self.observed.revisions.get(revision, self.ms) if revision != self.update_revision else self.ms
         spec = _with_current_replicas(self.ms, spec)
-        objects = [self._labelled(obj, surge) for obj in desired.group_objects(spec, index)]
+        objects = [
+            self._labelled(obj, surge)
+            for obj in desired.group_objects(spec, index, with_gang=self.gang_served(spec))
+        ]
         if not objects:
             return  # no pods and no gang object: the group has nothing to exist as
         self.plan.actions.extend(Create(obj) for obj in objects)
@@ -431,7 +439,7 @@ class _Reconciler:
             )
             return
         surge = view.surge
-        gang = desired.gang_object(spec, view.index)
+        gang = desired.gang_object(spec, view.index) if self.gang_served(spec) else None
         if gang is not None and view.gang is None:
             self.plan.actions.append(Create(self._labelled(gang, surge)))
         elif gang is not None and view.gang is not None and _drifted(gang, view.gang):
@@ -694,6 +702,8 @@ class _Reconciler:
                     for i in range(role.group_size)
                     if i not in present
                 ]
+                # Under None a missing pod is simply created again below, uncounted: the pod a None
+                # recovery deleted goes missing too, and nothing tells the two apart.
                 if present and vanished and policy != "None" and _started(instance):
                     reasons += [f"pod {name} is gone" for name in vanished]
                 if reasons:

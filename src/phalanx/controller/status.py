@@ -1,12 +1,14 @@
 """The ModelServing status and its conditions, computed from the groups as they are now.
 
-Conditions are always all three, each True or False, with a message that names the groups and why;
+Conditions are always all four, each True or False, with a message that names the groups and why;
 `lastTransitionTime` moves only when a condition's status flips (Kthena's stays stale because it
 rewrites only on a flip, and then only the status).
 
 - `Available`: every one of `spec.replicas` groups is ready.
 - `Progressing`: some group is being created, started, recovered, drained or deleted.
 - `UpdateInProgress`: some group outside the partition is not yet at `updateRevision`.
+- `GangScheduled`: each group is one gang object, so the scheduler places it whole or not at all;
+  False when the scheduler has none or the cluster does not serve its PodGroup API.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from phalanx.api.base import Condition
 from phalanx.api.modelserving import GroupPhase, ModelServing, ModelServingStatus, ServingGroupStatus
 from phalanx.api.names import group_name
-from phalanx.controller.desired import status_label_selector
+from phalanx.controller.desired import gang_min_member, status_label_selector
 from phalanx.controller.groups import GroupView
 from phalanx.controller.observed import format_time
 
@@ -68,6 +70,37 @@ def _condition(ms: ModelServing, kind: str, status: bool, reason: str, message: 
     )
 
 
+_GANG_APIS = {
+    "volcano": "Volcano PodGroup (scheduling.volcano.sh/v1beta1)",
+    "coscheduling": "coscheduling PodGroup (scheduling.x-k8s.io/v1alpha1)",
+}
+
+
+def gang_condition_parts(ms: ModelServing, served_gangs: Set[str]) -> tuple[bool, str, str]:
+    """(enforced, reason, message) of the GangScheduled condition."""
+    gang = ms.gang_scheduler
+    if gang == "none":
+        return (
+            False,
+            "NoGangScheduler",
+            f"schedulerName '{ms.spec.scheduler_name}' places pods one by one, so a ServingGroup can be "
+            "partly placed and hold GPUs it cannot use; set schedulerName: volcano for gang scheduling",
+        )
+    if gang not in served_gangs:
+        return (
+            False,
+            "PodGroupNotServed",
+            f"this cluster does not serve the {_GANG_APIS[gang]} API, so pods are placed one by one; "
+            "install the scheduler's CRDs (groups get their PodGroups as soon as the API appears)",
+        )
+    return (
+        True,
+        "PodGroupPerGroup",
+        f"each ServingGroup is a {_GANG_APIS[gang]} with minMember {gang_min_member(ms)}: "
+        "its pods are placed all together or not at all",
+    )
+
+
 def build_status(
     ms: ModelServing,
     views: Mapping[int, GroupView],
@@ -81,6 +114,7 @@ def build_status(
     current_revision: str,
     partition: int,
     rolling: bool = False,
+    served_gangs: Set[str],
     now: float,
 ) -> ModelServingStatus:
     groups: list[ServingGroupStatus] = []
@@ -147,6 +181,7 @@ def build_status(
     else:
         reason, message = "UpdateComplete", f"all groups at revision {update_revision}"
     update_condition = _condition(ms, "UpdateInProgress", updating, reason, message, now)
+    gang_condition = _condition(ms, "GangScheduled", *gang_condition_parts(ms, served_gangs), now)
 
     return ModelServingStatus(
         observed_generation=ms.metadata.generation or 0,
@@ -157,6 +192,6 @@ def build_status(
         current_revision=current,
         update_revision=update_revision,
         label_selector=status_label_selector(ms),
-        conditions=[available_condition, progressing_condition, update_condition],
+        conditions=[available_condition, progressing_condition, update_condition, gang_condition],
         groups=groups,
     )

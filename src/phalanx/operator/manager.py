@@ -29,13 +29,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import ValidationError
 
 from phalanx.api import labels as L
-from phalanx.api.errors import SpecError
+from phalanx.api.errors import FieldError, SpecError, only_errors
+from phalanx.api.load import parse_resource
 from phalanx.api.modeldeployment import ModelDeployment
 from phalanx.api.modelserving import ModelServing
 from phalanx.compiler import compile_deployment
+from phalanx.controller.actions import Event
 from phalanx.controller.observed import format_time
 from phalanx.controller.ownership import controlled_by
 from phalanx.controller.recovery import Settings
@@ -206,9 +207,13 @@ class Operator:
                 delay = min(delay * 2, 10.0)
 
     async def _resync(self) -> None:
-        """Level-triggered safety net: every object is looked at again now and then."""
+        """Level-triggered safety net: every object is looked at again now and then, and at once
+        when the cluster starts or stops serving a gang API (groups gain or lose PodGroups)."""
+        changed = self.runtime.gangs_changed
         while True:
-            await asyncio.sleep(self.reconciler.resync * 6)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), self.reconciler.resync * 6)
+            changed.clear()
             with contextlib.suppress(ApiError, httpx2.HTTPError, OSError):
                 await self._enqueue_everything()
 
@@ -238,10 +243,11 @@ class Operator:
             if getattr(exc.status, "code", 0) == 404:
                 return None  # deleted: owner references take its objects with it
             raise
-        try:
-            ms = ModelServing.model_validate(as_dict(obj))
-        except ValidationError as exc:
-            await self._report_invalid(ModelServingResource, namespace, name, str(exc.errors()[0]["msg"]))
+        data = as_dict(obj)
+        ms, problems = parse_resource(data)
+        if not isinstance(ms, ModelServing) or only_errors(problems):
+            # Its groups are left as they are: a bad edit must not take a running model down.
+            await self._report_invalid(ModelServingResource, data, problems)
             return None
         decision = await self.reconciler.reconcile_serving(ms)
         return decision.requeue_after
@@ -254,14 +260,16 @@ class Operator:
                 return None
             raise
         data = as_dict(obj)
-        try:
-            md = ModelDeployment.model_validate(data)
-            compiled = compile_deployment(md)
-        except ValidationError as exc:
-            await self._report_invalid(ModelDeploymentResource, namespace, name, str(exc.errors()[0]["msg"]))
+        md, problems = parse_resource(data)
+        if not isinstance(md, ModelDeployment) or only_errors(problems):
+            await self._report_invalid(ModelDeploymentResource, data, problems)
             return None
-        except SpecError as exc:
-            await self._report_invalid(ModelDeploymentResource, namespace, name, exc.render())
+        try:
+            compiled = compile_deployment(md)
+        except SpecError as exc:  # the planner found no layout that fits: its message says why
+            await self._report_invalid(
+                ModelDeploymentResource, data, list(exc.errors), condition="Planned", reason="NoPlan"
+            )
             return None
         serving = compiled.model_serving.to_dict()
         serving.pop("status", None)
@@ -282,20 +290,49 @@ class Operator:
         )
         return None
 
-    async def _report_invalid(self, resource: Any, namespace: str, name: str, message: str) -> None:
-        """A spec the API server accepted but we cannot run: say so in status, never crash-loop."""
-        condition = {
-            "type": "Valid",
+    async def _report_invalid(
+        self,
+        resource: Any,
+        data: dict[str, Any],
+        problems: list[FieldError],
+        *,
+        condition: str = "Valid",
+        reason: str = "InvalidSpec",
+    ) -> None:
+        """A spec the API server accepted but we cannot run (or plan): say so in a False status
+        condition and a Warning Event, never crash-loop. Every error has its field path, value and fix."""
+        metadata = data.get("metadata") or {}
+        namespace, name = metadata.get("namespace") or "default", metadata.get("name", "")
+        errors = only_errors(problems) or problems
+        message = "; ".join(error.render() for error in errors)[:4000]
+        previous = next(
+            (c for c in (data.get("status") or {}).get("conditions") or [] if c.get("type") == condition),
+            None,
+        )
+        if previous and previous.get("status") == "False" and previous.get("message") == message:
+            return  # already said
+        body = {
+            "type": condition,
             "status": "False",
-            "reason": "InvalidSpec",
-            "message": message[:2000],
+            "reason": reason,
+            "message": message,
             "lastTransitionTime": format_time(time.time()),
+            "observedGeneration": metadata.get("generation", 0),
         }
+        log.warning("%s %s/%s: %s: %s", resource.__name__, namespace, name, reason, message)
+        event = Event(
+            reason=reason,
+            message=message,
+            type="Warning",
+            object_kind=data.get("kind", "ModelServing"),
+            object_name=name,
+        )
+        await self.runtime.record_event(namespace, name, event)
         with contextlib.suppress(ApiError):
             await self.client.patch(
                 resource.Status,
                 name,
-                {"status": {"conditions": [condition]}},
+                {"status": {"conditions": [body]}},
                 namespace=namespace,
                 patch_type=PatchType.MERGE,
             )

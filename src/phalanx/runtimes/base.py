@@ -55,6 +55,10 @@ class Runtime(Protocol):
         """Replaces the status subresource; NotFoundError if the ModelServing is gone."""
         ...
 
+    def served_gangs(self) -> frozenset[str]:
+        """The gang objects ('volcano', 'coscheduling') this runtime can create right now."""
+        ...
+
     async def wait_for_change(self, timeout: float) -> None:
         """Returns when any object changed (or was created/deleted), or after `timeout` seconds."""
         ...

@@ -54,7 +54,9 @@ class Reconciler:
         gangs = await runtime.list_objects("PodGroup", namespace, selector)
         revision_objects = await runtime.list_objects("ControllerRevision", namespace, selector)
         revisions = dict(r for r in (serving_from_revision(o) for o in revision_objects) if r is not None)
-        observed = observe(pods, services, gangs, revisions, self.in_flight(namespace))
+        observed = observe(
+            pods, services, gangs, revisions, self.in_flight(namespace), served_gangs=runtime.served_gangs()
+        )
         decision = reconcile(ms, observed, self.clock(), self.settings)
         for event in decision.events:  # first, so they read in order with the runtime's own events
             await runtime.record_event(namespace, ms.name, event)

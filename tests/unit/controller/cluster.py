@@ -13,7 +13,7 @@ from typing import Any
 from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing
 from phalanx.controller.actions import Annotate, Apply, Create, Decision, Delete
-from phalanx.controller.observed import Observed, format_time, observe
+from phalanx.controller.observed import GANG_OBJECT_KINDS, Observed, format_time, observe
 from phalanx.controller.reconcile import reconcile
 from phalanx.controller.recovery import Settings
 from phalanx.controller.revision import serving_from_revision
@@ -28,6 +28,7 @@ class FakeCluster:
         self.now = now
         self.objects: dict[tuple[str, str], Object] = {}
         self.in_flight: dict[str, int] = {}
+        self.served_gangs: frozenset[str] = GANG_OBJECT_KINDS  # what the "cluster" has CRDs for
         self.decisions: list[Decision] = []
 
     # ---- reading ----
@@ -58,7 +59,12 @@ class FakeCluster:
             r for r in (serving_from_revision(o) for o in self.of_kind("ControllerRevision")) if r is not None
         )
         return observe(
-            self.pods(), self.of_kind("Service"), self.of_kind("PodGroup"), revisions, self.in_flight
+            self.pods(),
+            self.of_kind("Service"),
+            self.of_kind("PodGroup"),
+            revisions,
+            self.in_flight,
+            served_gangs=self.served_gangs,
         )
 
     # ---- acting ----

@@ -621,8 +621,20 @@ def test_policy_none_replaces_only_the_failed_pod() -> None:
 def test_policy_none_recreates_a_pod_that_vanished() -> None:
     cluster = running(make(replicas=1, policy="None"))
     cluster.remove_pod("demo-0-decode-0-1")
-    created = [a.name for a in cluster.step().actions if isinstance(a, Create)]
-    assert created == ["demo-0-decode-0-1"]
+    decision = cluster.step()
+    assert [a.name for a in decision.actions if isinstance(a, Create)] == ["demo-0-decode-0-1"]
+    assert deleted_pods(decision) == []  # its sibling keeps running
+    assert [e.reason for e in decision.events] == ["PodCreated"]
+
+
+def test_policy_none_counts_a_failure_once_though_the_deleted_pod_then_goes_missing() -> None:
+    cluster = running(make(replicas=1, policy="None"))
+    cluster.crash("demo-0-decode-0-1")
+    assert [e.reason for e in cluster.step().events] == ["PodRecreate"]
+    cluster.finish_terminations()
+    assert [e.reason for e in cluster.step().events] == ["PodCreated"]
+    cluster.settle()
+    assert cluster.ms.status is not None and cluster.ms.status.groups[0].failures == 1
 
 
 def test_vanished_pod_triggers_role_recreate() -> None:

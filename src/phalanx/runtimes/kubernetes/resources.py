@@ -21,6 +21,15 @@ PODGROUPS: dict[str, type[NamespacedResource]] = {
     L.COSCHEDULING_PODGROUP_API: CoschedulingPodGroup,
 }
 
+# The CRD behind each gang API: the operator watches these to notice Volcano or the coscheduling
+# plugin being installed (or removed) while it runs.
+PODGROUP_CRDS: dict[str, str] = {
+    "podgroups.scheduling.volcano.sh": L.VOLCANO_PODGROUP_API,
+    "podgroups.scheduling.x-k8s.io": L.COSCHEDULING_PODGROUP_API,
+}
+# The gang scheduler ("volcano" | "coscheduling") each gang API serves.
+GANG_OF_API: dict[str, str] = {L.VOLCANO_PODGROUP_API: "volcano", L.COSCHEDULING_PODGROUP_API: "coscheduling"}
+
 BY_KIND: dict[str, type[NamespacedResource]] = {
     "Pod": Pod,
     "Service": Service,

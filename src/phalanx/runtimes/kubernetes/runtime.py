@@ -22,6 +22,7 @@ from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Event as CoreEvent
 from lightkube.types import PatchType
 from pydantic import ValidationError
@@ -33,6 +34,8 @@ from phalanx.controller.observed import format_time
 from phalanx.runtimes.base import NotFoundError
 from phalanx.runtimes.kubernetes.resources import (
     BY_KIND,
+    GANG_OF_API,
+    PODGROUP_CRDS,
     PODGROUPS,
     ModelServingResource,
 )
@@ -47,6 +50,11 @@ _OWNED: dict[str, Any] = {L.NAME: None}  # label selector "serving.phalanx.dev/n
 
 def _status(exc: ApiError) -> int:
     return int(getattr(exc.status, "code", 0) or 0)
+
+
+def _established(crd: Object) -> bool:
+    conditions = (crd.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
 
 
 def as_dict(obj: Any) -> Object:
@@ -69,9 +77,12 @@ class KubernetesRuntime:
         self.field_manager = field_manager
         self.on_change = on_change
         self.gang_apis: set[str] = set()
-        self.invalid: dict[str, str] = {}  # "ns/name" -> why its spec could not be read
+        # Set when the served gang APIs change (a scheduler's CRDs installed or removed): every
+        # ModelServing should be looked at again, since its groups gain or lose their PodGroups.
+        self.gangs_changed = asyncio.Event()
         self._changed = asyncio.Event()
         self._watches: list[asyncio.Task[None]] = []
+        self._gang_watches: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -85,15 +96,13 @@ class KubernetesRuntime:
                 log.warning("API discovery failed (retrying in %.1fs): %s", delay, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-        watched: list[type[NamespacedResource]] = [
-            ModelServingResource,
-            *BY_KIND.values(),
-            *(PODGROUPS[api] for api in sorted(self.gang_apis)),
-        ]
-        for resource in watched:
+        for resource in (ModelServingResource, *BY_KIND.values()):
             self._watches.append(
                 asyncio.create_task(self._watch(resource), name=f"watch {resource.__name__}")
             )
+        self._follow_gang_apis()
+        for crd in PODGROUP_CRDS:
+            self._watches.append(asyncio.create_task(self._watch_gang_crd(crd), name=f"watch CRD {crd}"))
 
     async def discover(self) -> None:
         """Which gang APIs the cluster serves (their CRDs may be installed after we start)."""
@@ -113,13 +122,62 @@ class KubernetesRuntime:
             served.add(api)
         self.gang_apis = served
 
+    def served_gangs(self) -> frozenset[str]:
+        return frozenset(GANG_OF_API[api] for api in self.gang_apis)
+
+    def _follow_gang_apis(self) -> None:
+        """One PodGroup watch per served gang API, no more."""
+        for api in sorted(self.gang_apis - self._gang_watches.keys()):
+            self._gang_watches[api] = asyncio.create_task(
+                self._watch(PODGROUPS[api]), name=f"watch PodGroups {api}"
+            )
+        for api in sorted(self._gang_watches.keys() - self.gang_apis):
+            self._gang_watches.pop(api).cancel()
+
+    async def _watch_gang_crd(self, crd: str) -> None:
+        """Follows one gang CRD (by name: RBAC can grant exactly these) and rediscovers on a change."""
+        api = PODGROUP_CRDS[crd]
+        delay = 0.5
+        while True:
+            try:
+                async for kind, obj in self.client.watch(
+                    CustomResourceDefinition, fields={"metadata.name": crd}, server_timeout=300
+                ):
+                    delay = 0.5
+                    established = kind != "DELETED" and _established(as_dict(obj))
+                    if established != (api in self.gang_apis):
+                        await self._rediscover(api, established)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # expired, forbidden, connection lost: start again
+                log.debug("watch of CRD %s ended: %s", crd, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    async def _rediscover(self, api: str, served: bool) -> None:
+        before = set(self.gang_apis)
+        # A CRD just Established may still answer 404 or 429 for a moment: look again until it agrees.
+        for _ in range(60):
+            with contextlib.suppress(ApiError, httpx2.HTTPError, OSError):
+                await self.discover()
+                if (api in self.gang_apis) == served:
+                    break
+            await asyncio.sleep(0.5)
+        if self.gang_apis != before:
+            log.info("gang APIs served now: %s", ", ".join(sorted(self.gang_apis)) or "none")
+            self._follow_gang_apis()
+            self.gangs_changed.set()
+            self._changed.set()
+
     async def close(self) -> None:
-        for task in self._watches:
+        tasks = [*self._watches, *self._gang_watches.values()]
+        for task in tasks:
             task.cancel()
-        for task in self._watches:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._watches.clear()
+        self._gang_watches.clear()
 
     async def _watch(self, resource: type[NamespacedResource]) -> None:
         is_serving = resource is ModelServingResource
@@ -212,7 +270,7 @@ class KubernetesRuntime:
     async def record_event(self, namespace: str, serving: str, event: Event) -> None:
         now = format_time(time.time())
         involved = ObjectReference(
-            apiVersion=L.GROUP_VERSION if event.object_kind == "ModelServing" else "v1",
+            apiVersion=L.GROUP_VERSION if event.object_kind in ("ModelServing", "ModelDeployment") else "v1",
             kind=event.object_kind,
             name=event.object_name or serving,
             namespace=namespace,
@@ -235,17 +293,11 @@ class KubernetesRuntime:
             log.debug("event not recorded: %s", exc)
 
     async def list_servings(self) -> list[ModelServing]:
+        """The ModelServings whose spec can be read; the operator reports the others in their status."""
         servings = []
-        invalid: dict[str, str] = {}
         async for obj in self.client.list(ModelServingResource, namespace=self.namespace or "*"):
-            data = as_dict(obj)
-            metadata = data.get("metadata") or {}
-            key = f"{metadata.get('namespace')}/{metadata.get('name')}"
-            try:
-                servings.append(ModelServing.model_validate(data))
-            except ValidationError as exc:
-                invalid[key] = str(exc.errors()[0].get("msg", exc))
-        self.invalid = invalid
+            with contextlib.suppress(ValidationError):
+                servings.append(ModelServing.model_validate(as_dict(obj)))
         return servings
 
     async def write_status(self, namespace: str, name: str, status: ModelServingStatus) -> None:

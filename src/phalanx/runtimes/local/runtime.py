@@ -18,7 +18,7 @@ from typing import Any
 from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, ModelServingStatus
 from phalanx.controller.actions import Event, Kind
-from phalanx.controller.observed import format_time, parse_time
+from phalanx.controller.observed import GANG_OBJECT_KINDS, format_time, parse_time
 from phalanx.runtimes.local.backoff import BackoffPolicy
 from phalanx.runtimes.local.kubelet import PodKey, PodWorker, set_condition
 from phalanx.runtimes.local.network import AddressPool, resolve_services, service_address
@@ -111,12 +111,11 @@ class LocalRuntime:
     def reaper_pid(self) -> int | None:
         return self._reaper.pid
 
-    @property
-    def change_count(self) -> int:
-        """Grows on every change; compare two readings to tell whether anything happened."""
-        return self.store.changes
-
     # --- the Runtime protocol ------------------------------------------------------------------
+
+    def served_gangs(self) -> frozenset[str]:
+        # The local scheduler places every group whole, whatever its PodGroup's flavour.
+        return GANG_OBJECT_KINDS
 
     async def list_objects(self, kind: Kind, namespace: str, selector: Mapping[str, str]) -> list[Object]:
         return self.store.list_objects(kind, namespace, selector)
