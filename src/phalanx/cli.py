@@ -401,6 +401,116 @@ def operator(
     raise typer.Exit(code)
 
 
+@app.command()
+def install(
+    render_manifests: Annotated[
+        bool, typer.Option("--render", help="Print the manifests as YAML; nothing is sent to a cluster.")
+    ] = False,
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="Namespace of the operator and the router.")
+    ] = "phalanx-system",
+    name: Annotated[
+        str, typer.Option("--name", help="Prefix of the object names (Helm's release name).")
+    ] = "phalanx",
+    image: Annotated[
+        str | None, typer.Option("--image", help="repository[:tag] [default: phalanx:<this version>].")
+    ] = None,
+    image_pull_policy: Annotated[
+        str, typer.Option("--image-pull-policy", help="Always, IfNotPresent or Never.")
+    ] = "IfNotPresent",
+    watch_namespace: Annotated[
+        str | None, typer.Option("--watch-namespace", help="Watch one namespace [default: all].")
+    ] = None,
+    operator_replicas: Annotated[int, typer.Option("--operator-replicas", min=0)] = 2,
+    router_replicas: Annotated[int, typer.Option("--router-replicas", min=0)] = 2,
+    with_router: Annotated[bool, typer.Option("--router/--no-router", help="Include the router.")] = True,
+    crds: Annotated[bool, typer.Option("--crds/--no-crds", help="Include the CRDs.")] = True,
+    create_namespace: Annotated[
+        bool,
+        typer.Option("--create-namespace/--no-create-namespace", help="Include the Namespace object."),
+    ] = True,
+) -> None:
+    """Print the operator, router, RBAC and CRD manifests (the Helm chart's objects) for kubectl."""
+    import os
+    import shlex
+    from dataclasses import replace
+
+    from phalanx.operator.install import InstallError, InstallOptions, helm_set_flags, render, split_image
+
+    defaults = InstallOptions()
+    repository, tag = split_image(image) if image else (defaults.image_repository, "")
+    options = InstallOptions(
+        release=name,
+        namespace=namespace,
+        image_repository=repository,
+        image_tag=tag,
+        image_pull_policy=image_pull_policy,
+        watch_namespace=watch_namespace or "",
+        operator=replace(defaults.operator, replicas=operator_replicas),
+        router_enabled=with_router,
+        router=replace(defaults.router, replicas=router_replicas),
+        crds=crds,
+        create_namespace=create_namespace,
+    )
+    try:
+        objects = render(options)
+    except InstallError as exc:
+        for problem in exc.problems:
+            err.print(f"[red]error:[/red] {problem}")
+        raise typer.Exit(1) from None
+    if not render_manifests:
+        given = sys.argv[sys.argv.index("install") + 1 :] if "install" in sys.argv else []
+        command = shlex.join(["phalanx", "install", "--render", *given])
+        helm = ["helm", "install", name, "deploy/helm/phalanx", "--namespace", namespace]
+        helm += ["--create-namespace"] if create_namespace else []
+        helm += [*([] if crds else ["--skip-crds"]), *helm_set_flags(options)]
+        err.print(
+            "phalanx install does not change a cluster itself: it prints the manifests for you to apply.\n"
+            "Apply them with server-side apply (the ModelServing CRD is about 1 MB, too large for the\n"
+            "annotation of a client-side apply):\n\n"
+            f"  {command} | kubectl apply --server-side -f -\n\n"
+            "or install the Helm chart with the same settings (docs/install.md):\n\n"
+            f"  {shlex.join(helm)}",
+            markup=False,
+        )
+        raise typer.Exit(2)
+    try:
+        sys.stdout.write(dump_yaml(objects))
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader (kubectl) stopped early; its own error says why
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def router(
+    kubeconfig: Annotated[
+        str | None,
+        typer.Option(
+            "--kubeconfig", help="Cluster config (default: in-cluster, $KUBECONFIG or ~/.kube/config)."
+        ),
+    ] = None,
+    namespace: Annotated[
+        list[str] | None,
+        typer.Option("--namespace", "-n", help="Discover in this namespace; repeatable (default: all)."),
+    ] = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (OpenAI API).")] = "0.0.0.0",
+    port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the router alone, routing to the ready entry pods of the cluster's ModelServings."""
+    from rich.markup import escape
+
+    from phalanx.router.main import RouterOptions, RouterStartError, run_router
+
+    options = RouterOptions(host=host, port=port, namespaces=tuple(namespace or ()), kubeconfig=kubeconfig)
+    try:
+        code = run_router(options)
+    except RouterStartError as exc:
+        err.print(f"[red]error:[/red] {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
     add_help_option=False,

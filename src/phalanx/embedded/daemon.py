@@ -23,7 +23,7 @@ from phalanx.api.modelserving import ModelServing
 from phalanx.controller.observed import pod_state
 from phalanx.controller.recovery import Settings
 from phalanx.embedded.control import ControlApi
-from phalanx.embedded.discovery import endpoints_from_pods
+from phalanx.router.pods import endpoints_from_pods
 from phalanx.router.server import Router, RouterConfig
 from phalanx.runtimes.local.runtime import LocalRuntime
 from phalanx.runtimes.reconciler import Reconciler

@@ -163,6 +163,7 @@ class Router:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/debug/endpoints", self._debug_endpoints)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -313,6 +314,27 @@ class Router:
     async def _metrics(self, request: web.Request) -> web.Response:
         body = self.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def _debug_endpoints(self, request: web.Request) -> web.Response:
+        """What discovery pushed in (learned models filled in), for people and tests: read-only."""
+        return web.json_response(
+            {
+                "endpoints": [
+                    {
+                        "name": ep.name,
+                        "url": ep.url,
+                        "serving": ep.serving,
+                        "group_index": ep.group_index,
+                        "models": list(ep.models),
+                        "ready": ep.ready,
+                        "draining": ep.draining,
+                        "routable": ep.routable,
+                        "in_flight": self._in_flight.get(ep.name, 0),
+                    }
+                    for ep in self.endpoints()
+                ]
+            }
+        )
 
     async def _models(self, request: web.Request) -> web.Response:
         await self._resolve_models()

@@ -1,66 +1,12 @@
-"""Pure parts of `phalanx up`: router endpoints from pods, spec files to ModelServings, the status view."""
+"""Pure parts of `phalanx up`: spec files to ModelServings, the status view."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.console import Console
 
-from phalanx.api import labels as L
-from phalanx.controller.observed import DRAINING_ANNOTATION
-from phalanx.embedded.discovery import endpoints_from_pods, http_port
 from phalanx.embedded.specs import servings_from_text
 from phalanx.embedded.view import render_status
 from tests.conftest import EXAMPLES
-
-
-def entry_pod(
-    name: str = "demo-0-sim-0-0",
-    *,
-    ready: bool = True,
-    ports: list[dict[str, Any]] | None = None,
-    annotations: dict[str, str] | None = None,
-    deleting: bool = False,
-    entry: bool = True,
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {
-        "name": name,
-        "namespace": "team-a",
-        "labels": {L.NAME: "demo", L.GROUP_INDEX: "0", L.ENTRY: "true" if entry else "false"},
-        "annotations": annotations or {},
-    }
-    if deleting:
-        metadata["deletionTimestamp"] = "2026-11-23T00:00:00Z"
-    return {
-        "metadata": metadata,
-        "spec": {"containers": [{"name": "engine", "ports": ports or []}]},
-        "status": {
-            "podIP": "127.20.0.7",
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
-        },
-    }
-
-
-def test_an_entry_pod_becomes_a_namespaced_endpoint_on_its_http_port() -> None:
-    ports = [{"name": "join", "containerPort": 8001}, {"name": "http", "containerPort": 8000}]
-    (endpoint,) = endpoints_from_pods([entry_pod(ports=ports), entry_pod("demo-0-sim-0-1", entry=False)])
-    assert endpoint.name == "team-a/demo-0-sim-0-0"
-    assert endpoint.url == "http://127.20.0.7:8000"
-    assert (endpoint.serving, endpoint.group_index, endpoint.routable) == ("demo", 0, True)
-
-
-def test_http_port_falls_back_to_the_first_port_then_vllms_default() -> None:
-    assert http_port(entry_pod(ports=[{"containerPort": 9000}])) == 9000
-    assert http_port(entry_pod()) == 8000
-
-
-def test_not_ready_draining_and_terminating_entries_take_no_new_requests() -> None:
-    pods = [
-        entry_pod("a", ready=False),
-        entry_pod("b", annotations={DRAINING_ANNOTATION: "2026-11-23T00:00:00Z"}),
-        entry_pod("c", deleting=True),
-    ]
-    assert [e.routable for e in endpoints_from_pods(pods)] == [False, False, False]
 
 
 def test_a_model_deployment_is_compiled_for_up() -> None:

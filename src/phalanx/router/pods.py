@@ -1,0 +1,248 @@
+"""Router endpoints from entry pods: the one mapping `phalanx up` and Kubernetes discovery share.
+
+Pure functions over Kubernetes-shaped pod dicts (the local runtime's pods have the same shape). An
+entry pod with an address becomes an `Endpoint` named `namespace/pod`; it takes new requests while
+it is Running and Ready, not terminating and not marked draining. Its models are the names its
+serving container passes to `--served-model-name`; when they cannot be read from the pod, the
+router asks the endpoint's `GET /v1/models` instead.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import shlex
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from phalanx.api import labels as L
+from phalanx.controller.observed import DRAINING_ANNOTATION
+from phalanx.router.endpoints import Endpoint
+
+Object = Mapping[str, Any]
+
+DEFAULT_HTTP_PORT = 8000
+MODEL_NAME_FLAG = "--served-model-name"
+# `sh -c SCRIPT` and friends: the engine command is inside the script (vLLM's Ray launcher).
+_SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "zsh"})
+_SHELL_OPERATOR_CHARS = "();<>|&\n"
+
+
+def _metadata(obj: Object) -> Mapping[str, Any]:
+    metadata = obj.get("metadata")
+    return metadata if isinstance(metadata, Mapping) else {}
+
+
+def _labels(obj: Object) -> Mapping[str, Any]:
+    labels = _metadata(obj).get("labels")
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def is_entry(pod: Object) -> bool:
+    return _labels(pod).get(L.ENTRY) == "true"
+
+
+def _containers(pod: Object) -> list[Mapping[str, Any]]:
+    spec = pod.get("spec")
+    containers = spec.get("containers") if isinstance(spec, Mapping) else None
+    return [c for c in containers or [] if isinstance(c, Mapping)]
+
+
+def _serving_container(pod: Object) -> tuple[Mapping[str, Any] | None, int]:
+    """The container that serves HTTP, and its port.
+
+    The port named `http`, else the first declared port, else vLLM's 8000 on the first container.
+    """
+    declared = [
+        (container, port)
+        for container in _containers(pod)
+        for port in container.get("ports") or []
+        if isinstance(port, Mapping) and isinstance(port.get("containerPort"), int)
+    ]
+    for container, port in declared:
+        if port.get("name") == "http":
+            return container, int(port["containerPort"])
+    if declared:
+        container, port = declared[0]
+        return container, int(port["containerPort"])
+    containers = _containers(pod)
+    return (containers[0] if containers else None), DEFAULT_HTTP_PORT
+
+
+def http_port(pod: Object) -> int:
+    """The entry container's port named `http`, else its first declared port, else vLLM's 8000."""
+    return _serving_container(pod)[1]
+
+
+def pod_ready(pod: Object) -> bool:
+    """Running with condition Ready=True (a failed or finished pod may keep a stale condition)."""
+    status = pod.get("status")
+    if not isinstance(status, Mapping) or status.get("phase") != "Running":
+        return False
+    conditions = status.get("conditions") or []
+    return any(
+        isinstance(c, Mapping) and c.get("type") == "Ready" and c.get("status") == "True" for c in conditions
+    )
+
+
+# -- model names ---------------------------------------------------------------------------------
+
+
+def served_model_names(container: Mapping[str, Any]) -> tuple[str, ...]:
+    """The names `--served-model-name` gives in a container's command and args, as argparse reads them.
+
+    Empty when the flag is absent or the names are not known before the pod runs (they use `$`
+    expansion, or the shell script cannot be read): the router then asks the endpoint.
+    """
+    argv = [*_strings(container.get("command")), *_strings(container.get("args"))]
+    script = _shell_script(argv)
+    commands = [argv] if script is None else _script_commands(script)
+    names: list[str] | None = None
+    for command in commands:
+        found = _flag_values(command, MODEL_NAME_FLAG)
+        if found is not None:
+            names = found  # the last one wins, as in argparse
+    if not names or any("$" in name or not name for name in names):
+        return ()
+    return tuple(dict.fromkeys(names))
+
+
+def _strings(value: Any) -> list[str]:
+    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
+
+
+def _shell_script(argv: Sequence[str]) -> str | None:
+    """SCRIPT of `sh [options] -c SCRIPT` (also `-lc`, `-ec`, `bash --login -c`...), else None."""
+    if not argv or posixpath.basename(argv[0]) not in _SHELLS:
+        return None
+    args = iter(argv[1:])
+    for arg in args:
+        if arg in ("-o", "+o"):
+            next(args, None)  # its option name
+        elif arg.startswith("-") and not arg.startswith("--") and "c" in arg[1:]:
+            return next(args, None)
+        elif not arg.startswith(("-", "+")):
+            return None  # a script file: what it runs is not in the pod
+    return None
+
+
+def _script_commands(script: str) -> list[list[str]]:
+    """Simple commands of a shell script, split on newlines and operators (`;`, `&&`, `|`, ...)."""
+    lexer = shlex.shlex(script.replace("\\\n", " "), posix=True, punctuation_chars=_SHELL_OPERATOR_CHARS)
+    lexer.whitespace = " \t\r"
+    lexer.whitespace_split = True
+    commands: list[list[str]] = [[]]
+    try:
+        for token in lexer:
+            if token and all(ch in _SHELL_OPERATOR_CHARS for ch in token):
+                commands.append([])
+            else:
+                commands[-1].append(token)
+    except ValueError:  # unbalanced quotes: nothing in it can be trusted
+        return []
+    return [command for command in commands if command]
+
+
+def _flag_values(command: Sequence[str], flag: str) -> list[str] | None:
+    """The values of the last `flag` in `command` (`--flag a b` or `--flag=a`), None when absent.
+
+    vLLM also accepts the flag with underscores; a value list ends at the next option.
+    """
+    values: list[str] | None = None
+    i = 0
+    while i < len(command):
+        option, eq, value = command[i].partition("=")
+        i += 1
+        if not option.startswith("--") or option.replace("_", "-") != flag:
+            continue
+        if eq:
+            values = [value]
+            continue
+        values = []
+        while i < len(command) and not command[i].startswith("-"):
+            values.append(command[i])
+            i += 1
+    return values
+
+
+# -- endpoints -----------------------------------------------------------------------------------
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def endpoint_from_pod(pod: Object) -> Endpoint | None:
+    """The endpoint of an entry pod that has an address; None for workers and unscheduled pods."""
+    metadata = _metadata(pod)
+    labels = _labels(pod)
+    status = pod.get("status")
+    ip = status.get("podIP") if isinstance(status, Mapping) else None
+    name = metadata.get("name")
+    if not is_entry(pod) or not ip or not isinstance(ip, str) or not name:
+        return None
+    terminating = bool(metadata.get("deletionTimestamp"))
+    annotations = metadata.get("annotations")
+    marked = isinstance(annotations, Mapping) and DRAINING_ANNOTATION in annotations
+    container, port = _serving_container(pod)
+    host = f"[{ip}]" if ":" in ip else ip
+    return Endpoint(
+        # Pod names repeat across namespaces (same ModelServing name): qualify them.
+        name=f"{metadata.get('namespace') or 'default'}/{name}",
+        url=f"http://{host}:{port}",
+        serving=str(labels.get(L.NAME, "")),
+        group_index=_int(labels.get(L.GROUP_INDEX)),
+        models=served_model_names(container) if container is not None else (),
+        ready=pod_ready(pod) and not terminating,
+        draining=marked or terminating,
+    )
+
+
+def endpoints_from_pods(pods: Iterable[Object]) -> list[Endpoint]:
+    """One endpoint per entry pod with an address, in the order given."""
+    return [ep for ep in map(endpoint_from_pod, pods) if ep is not None]
+
+
+def serving_endpoints(pods: Iterable[Object], servings: Iterable[Object]) -> list[Endpoint]:
+    """The endpoints of the entry pods that belong to a ModelServing that exists, sorted by name.
+
+    A pod belongs to the ModelServing its `serving.phalanx.dev/name` label names in its namespace;
+    when the pod has a controller reference to a ModelServing, its uid must match (a pod left over
+    from a deleted ModelServing of the same name is not routed to while it is garbage-collected). A
+    ModelServing being deleted takes no new requests: its endpoints are draining.
+    """
+    uids: dict[tuple[str, str], str] = {}
+    deleting: set[tuple[str, str]] = set()
+    for serving in servings:
+        metadata = _metadata(serving)
+        key = (str(metadata.get("namespace") or "default"), str(metadata.get("name") or ""))
+        uids[key] = str(metadata.get("uid") or "")
+        if metadata.get("deletionTimestamp"):
+            deleting.add(key)
+    endpoints = []
+    for pod in pods:
+        metadata = _metadata(pod)
+        key = (str(metadata.get("namespace") or "default"), str(_labels(pod).get(L.NAME) or ""))
+        if key not in uids or not _owned_by(metadata, uids[key]):
+            continue
+        ep = endpoint_from_pod(pod)
+        if ep is None:
+            continue
+        endpoints.append(replace(ep, draining=True) if key in deleting else ep)
+    return sorted(endpoints, key=lambda ep: ep.name)
+
+
+def _owned_by(metadata: Mapping[str, Any], uid: str) -> bool:
+    """False only when the pod's controller is a ModelServing with another uid."""
+    for owner in metadata.get("ownerReferences") or []:
+        if (
+            isinstance(owner, Mapping)
+            and owner.get("controller")
+            and owner.get("kind") == "ModelServing"
+            and str(owner.get("apiVersion", "")).startswith(L.API_GROUP + "/")
+        ):
+            return bool(uid) and owner.get("uid") == uid
+    return True

@@ -1,0 +1,115 @@
+"""`phalanx router` as a user runs it, when it cannot start; and its read-only endpoint listing."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from phalanx.router import Endpoint, Router
+
+
+def phalanx_router(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "phalanx", "router", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def kubeconfig(path: Path) -> Path:
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:1"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+        "current-context": "c",
+    }
+    path.write_text(json.dumps(config))
+    return path
+
+
+def test_help_names_every_option() -> None:
+    result = phalanx_router("--help")
+    assert result.returncode == 0
+    for option in ("--kubeconfig", "--namespace", "-n", "--host", "--port"):
+        assert option in result.stdout
+
+
+def test_a_missing_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
+    result = phalanx_router("--kubeconfig", str(tmp_path / "nope"), "--port", "0")
+    assert result.returncode == 1
+    assert "error: no cluster configuration" in result.stderr
+    assert "--kubeconfig" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_malformed_kubeconfig_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "config"
+    bad.write_text("clusters: [unclosed")
+    result = phalanx_router("--kubeconfig", str(bad), "--port", "0")
+    assert result.returncode == 1
+    assert "error: no cluster configuration" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = phalanx_router(
+            "--kubeconfig", str(kubeconfig(tmp_path / "config")), "--host", "127.0.0.1", "--port", str(port)
+        )
+    assert result.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+async def test_debug_endpoints_lists_what_discovery_pushed_in() -> None:
+    router = Router()
+    router.set_endpoints(
+        [
+            Endpoint("ns/a-0", "http://10.0.0.1:8000", "a", 0, models=("m",)),
+            Endpoint("ns/a-1", "http://10.0.0.2:8000", "a", 1, ready=True, draining=True),
+        ]
+    )
+    async with TestClient(TestServer(router.build_app())) as client:
+        resp = await client.get("/debug/endpoints")
+        assert resp.status == 200
+        body = await resp.json()
+        post = await client.post("/debug/endpoints")
+        assert post.status == 405
+    assert body == {
+        "endpoints": [
+            {
+                "name": "ns/a-0",
+                "url": "http://10.0.0.1:8000",
+                "serving": "a",
+                "group_index": 0,
+                "models": ["m"],
+                "ready": True,
+                "draining": False,
+                "routable": True,
+                "in_flight": 0,
+            },
+            {
+                "name": "ns/a-1",
+                "url": "http://10.0.0.2:8000",
+                "serving": "a",
+                "group_index": 1,
+                "models": [],
+                "ready": True,
+                "draining": True,
+                "routable": False,
+                "in_flight": 0,
+            },
+        ]
+    }
