@@ -8,7 +8,7 @@ from lightkube.resources.core_v1 import Pod
 from lightkube.types import PatchType
 
 from phalanx.api import labels as L
-from phalanx.runtimes.kubernetes.resources import ModelServingResource
+from phalanx.kube.resources import ModelServingResource
 from tests.cluster.controlplane import ControlPlane
 
 

@@ -37,6 +37,7 @@ from lightkube.resources.apps_v1 import Deployment
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.rbac_authorization_v1 import ClusterRole
 
+from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource
 from phalanx.operator.install import (
     InstallOptions,
     Workload,
@@ -46,7 +47,6 @@ from phalanx.operator.install import (
     helm_set_flags,
     render,
 )
-from phalanx.runtimes.kubernetes.resources import ModelDeploymentResource, ModelServingResource
 from tests.cluster.controlplane import (
     ControlPlane,
     locate_binaries,

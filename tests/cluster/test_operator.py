@@ -17,7 +17,7 @@ from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
 from phalanx.api import labels as L
-from phalanx.runtimes.kubernetes.resources import (
+from phalanx.kube.resources import (
     CoschedulingPodGroup,
     ModelDeploymentResource,
     ModelServingResource,

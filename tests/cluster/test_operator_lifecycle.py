@@ -16,7 +16,7 @@ import pytest
 from lightkube.resources.coordination_v1 import Lease
 
 from phalanx.api import labels as L
-from phalanx.runtimes.kubernetes.resources import ModelServingResource
+from phalanx.kube.resources import ModelServingResource
 from tests.cluster.controlplane import ControlPlane, install_crds, operator_process, wait_for
 from tests.cluster.servings import (
     conditions_of,

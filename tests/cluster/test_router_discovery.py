@@ -25,7 +25,7 @@ from lightkube.types import PatchType
 
 from phalanx.api import labels as L
 from phalanx.controller.observed import DRAINING_ANNOTATION
-from phalanx.runtimes.kubernetes.resources import ModelServingResource
+from phalanx.kube.resources import ModelServingResource
 from tests.cluster.controlplane import (
     ControlPlane,
     free_port,

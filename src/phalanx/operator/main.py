@@ -8,8 +8,8 @@ import signal
 
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
-from lightkube.core.exceptions import ConfigError
 
+from phalanx.kube.config import ClusterConfigError, load_kubeconfig
 from phalanx.operator.manager import Operator, OperatorOptions
 
 
@@ -20,12 +20,9 @@ class OperatorStartError(Exception):
 def run_operator(options: OperatorOptions, kubeconfig: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        config = KubeConfig.from_file(kubeconfig) if kubeconfig else KubeConfig.from_env()
-    except (ConfigError, OSError) as exc:
-        raise OperatorStartError(
-            f"no cluster configuration ({exc}); pass --kubeconfig, set KUBECONFIG, or run in a pod "
-            "with a service account"
-        ) from None
+        config = load_kubeconfig(kubeconfig)
+    except ClusterConfigError as exc:
+        raise OperatorStartError(str(exc)) from None
     return asyncio.run(_run(config, options))
 
 

@@ -40,10 +40,10 @@ from phalanx.controller.actions import Event
 from phalanx.controller.observed import format_time
 from phalanx.controller.ownership import controlled_by
 from phalanx.controller.recovery import Settings
+from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource, as_dict
 from phalanx.operator.leader import Elector, Timing
 from phalanx.planner import plan_to_dict
-from phalanx.runtimes.kubernetes.resources import ModelDeploymentResource, ModelServingResource
-from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime, as_dict
+from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
 from phalanx.runtimes.reconciler import Reconciler
 from phalanx.runtimes.workqueue import WorkQueue, run_workers
 

@@ -19,26 +19,19 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
-from lightkube.generic_resource import create_namespaced_resource
 from lightkube.resources.core_v1 import Pod
 
 from phalanx.api import labels as L
+from phalanx.kube.resources import ModelServingResource, as_dict
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.pods import serving_endpoints
 
 log = logging.getLogger("phalanx.router.kubernetes")
 
-# The same class the operator uses: lightkube returns the registered one for the same group and kind.
-ModelServingResource = create_namespaced_resource(L.API_GROUP, L.API_VERSION, "ModelServing", "modelservings")
 ENTRY_SELECTOR: dict[str, Any] = {L.ENTRY: "true"}
 
 Object = dict[str, Any]
 OnEndpoints = Callable[[list[Endpoint]], None]
-
-
-def _as_dict(obj: Any) -> Object:
-    data: Object = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-    return data
 
 
 def _key(obj: Object) -> tuple[str, str]:
@@ -110,7 +103,7 @@ class Mirror:
         listing = self.client.list(self.resource, namespace=self.namespace or "*", labels=self.labels)
         fresh = {}
         async for obj in listing:
-            data = _as_dict(obj)
+            data = as_dict(obj)
             fresh[_key(data)] = data
         self.objects = fresh
         self.synced = True
@@ -123,7 +116,7 @@ class Mirror:
             resource_version=listing.resourceVersion,
             server_timeout=self.server_timeout_s,
         ):
-            data = _as_dict(obj)
+            data = as_dict(obj)
             if kind == "DELETED":
                 self.objects.pop(_key(data), None)
             elif kind in ("ADDED", "MODIFIED"):

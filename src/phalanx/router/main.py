@@ -15,6 +15,7 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ConfigError
 
+from phalanx.kube.config import ClusterConfigError, load_kubeconfig
 from phalanx.router.kubernetes import KubernetesDiscovery
 from phalanx.router.server import Router, RouterConfig
 
@@ -33,19 +34,12 @@ class RouterOptions:
     kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or in-cluster
 
 
-def load_kubeconfig(path: str | None) -> KubeConfig:
-    try:
-        return KubeConfig.from_file(path) if path else KubeConfig.from_env()
-    except Exception as exc:  # missing, unreadable or malformed: all the same to the user
-        raise RouterStartError(
-            f"no cluster configuration ({exc}); pass --kubeconfig, set KUBECONFIG, or run in a pod "
-            "with a service account"
-        ) from None
-
-
 def run_router(options: RouterOptions, config: RouterConfig | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    kubeconfig = load_kubeconfig(options.kubeconfig)
+    try:
+        kubeconfig = load_kubeconfig(options.kubeconfig)
+    except ClusterConfigError as exc:
+        raise RouterStartError(str(exc)) from None
     return asyncio.run(serve(kubeconfig, options, config or RouterConfig()))
 
 

@@ -31,14 +31,15 @@ from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, ModelServingStatus
 from phalanx.controller.actions import Event, Kind
 from phalanx.controller.observed import format_time
-from phalanx.runtimes.base import NotFoundError
-from phalanx.runtimes.kubernetes.resources import (
+from phalanx.kube.resources import (
     BY_KIND,
     GANG_OF_API,
     PODGROUP_CRDS,
     PODGROUPS,
     ModelServingResource,
+    as_dict,
 )
+from phalanx.runtimes.base import NotFoundError
 
 log = logging.getLogger("phalanx.runtimes.kubernetes")
 
@@ -55,12 +56,6 @@ def _status(exc: ApiError) -> int:
 def _established(crd: Object) -> bool:
     conditions = (crd.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Established" and c.get("status") == "True" for c in conditions)
-
-
-def as_dict(obj: Any) -> Object:
-    """A lightkube object (model or generic resource) as a plain dict."""
-    data: Object = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
-    return data
 
 
 class KubernetesRuntime:

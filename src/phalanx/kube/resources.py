@@ -1,6 +1,8 @@
-"""The resource types the operator reads and writes, as lightkube classes."""
+"""The resource types Phalanx reads and writes, as lightkube classes, and objects as plain dicts."""
 
 from __future__ import annotations
+
+from typing import Any
 
 from lightkube.core.resource import NamespacedResource
 from lightkube.generic_resource import create_namespaced_resource
@@ -35,3 +37,9 @@ BY_KIND: dict[str, type[NamespacedResource]] = {
     "Service": Service,
     "ControllerRevision": ControllerRevision,
 }
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """A lightkube object (model or generic resource) as a plain dict."""
+    data: dict[str, Any] = obj.to_dict() if hasattr(obj, "to_dict") else dict(obj)
+    return data

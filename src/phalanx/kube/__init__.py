@@ -1,0 +1,1 @@
+"""What every Kubernetes-facing part shares: resource classes, cluster configuration, plain objects."""
