@@ -496,13 +496,27 @@ def router(
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (OpenAI API).")] = "0.0.0.0",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8000,
+    backend: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--backend",
+            "-b",
+            help="Route to this OpenAI server (http://host:port), not discovered ones; repeatable.",
+        ),
+    ] = None,
 ) -> None:
-    """Run the router alone, routing to the ready entry pods of the cluster's ModelServings."""
+    """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
 
     from phalanx.router.main import RouterOptions, RouterStartError, run_router
 
-    options = RouterOptions(host=host, port=port, namespaces=tuple(namespace or ()), kubeconfig=kubeconfig)
+    options = RouterOptions(
+        host=host,
+        port=port,
+        namespaces=tuple(namespace or ()),
+        kubeconfig=kubeconfig,
+        backends=tuple(backend or ()),
+    )
     try:
         code = run_router(options)
     except RouterStartError as exc:

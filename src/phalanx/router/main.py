@@ -16,8 +16,10 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ConfigError
 
 from phalanx.kube.config import ClusterConfigError, load_kubeconfig
+from phalanx.router.endpoints import Endpoint
 from phalanx.router.kubernetes import KubernetesDiscovery
 from phalanx.router.server import Router, RouterConfig
+from phalanx.router.static import BackendURLError, static_endpoints
 
 log = logging.getLogger("phalanx.router")
 
@@ -32,44 +34,69 @@ class RouterOptions:
     port: int = 8000
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or in-cluster
+    backends: tuple[str, ...] = ()  # static discovery: these URLs instead of Kubernetes
 
 
 def run_router(options: RouterOptions, config: RouterConfig | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if options.backends:
+        if options.namespaces or options.kubeconfig:
+            raise RouterStartError("--backend replaces Kubernetes discovery: drop --namespace/--kubeconfig")
+        try:
+            endpoints = static_endpoints(options.backends)
+        except BackendURLError as exc:
+            raise RouterStartError(str(exc)) from None
+        return asyncio.run(serve(options, config or RouterConfig(), endpoints=endpoints))
     try:
         kubeconfig = load_kubeconfig(options.kubeconfig)
     except ClusterConfigError as exc:
         raise RouterStartError(str(exc)) from None
-    return asyncio.run(serve(kubeconfig, options, config or RouterConfig()))
+    return asyncio.run(serve(options, config or RouterConfig(), kubeconfig=kubeconfig))
 
 
-async def serve(kubeconfig: KubeConfig, options: RouterOptions, config: RouterConfig) -> int:
+async def serve(
+    options: RouterOptions,
+    config: RouterConfig,
+    *,
+    kubeconfig: KubeConfig | None = None,
+    endpoints: list[Endpoint] | None = None,
+) -> int:
+    """Serves until SIGTERM/SIGINT with Kubernetes discovery, or with the static `endpoints`."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    try:
-        client = AsyncClient(kubeconfig, field_manager="phalanx-router")
-    except (ConfigError, OSError, ValueError) as exc:  # no current context, certificate files missing
-        raise RouterStartError(f"unusable cluster configuration: {exc}") from None
     router = Router(config)
-    discovery = KubernetesDiscovery(client, router.set_endpoints, options.namespaces)
+    client: AsyncClient | None = None
+    discovery: KubernetesDiscovery | None = None
     try:
+        if kubeconfig is not None:
+            try:
+                client = AsyncClient(kubeconfig, field_manager="phalanx-router")
+            except (ConfigError, OSError, ValueError) as exc:  # no current context, certificate files missing
+                raise RouterStartError(f"unusable cluster configuration: {exc}") from None
+            discovery = KubernetesDiscovery(client, router.set_endpoints, options.namespaces)
         try:
             await router.start(options.host, options.port)
         except OSError as exc:
             raise RouterStartError(
                 f"cannot listen on {options.host}:{options.port}: {exc.strerror or exc}"
             ) from None
-        await discovery.start()
-        scope = ", ".join(options.namespaces) or "all namespaces"
-        log.info("discovering entry pods and ModelServings in %s", scope)
+        if discovery is not None:
+            await discovery.start()
+            scope = ", ".join(options.namespaces) or "all namespaces"
+            log.info("discovering entry pods and ModelServings in %s", scope)
+        else:
+            router.set_endpoints(endpoints or [])
+            log.info("routing to %s", ", ".join(ep.url for ep in endpoints or []))
         await stopping.wait()
         log.info("stopping: draining in-flight requests")
     finally:
-        await discovery.close()
+        if discovery is not None:
+            await discovery.close()
         await router.stop()
-        await client.close()
+        if client is not None:
+            await client.close()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
     return 0
