@@ -504,11 +504,15 @@ def router(
             help="Route to this OpenAI server (http://host:port), not discovered ones; repeatable.",
         ),
     ] = None,
+    access_log: Annotated[
+        bool, typer.Option("--access-log/--no-access-log", help="One JSON line per request (no prompts).")
+    ] = True,
 ) -> None:
     """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
 
     from phalanx.router.main import RouterOptions, RouterStartError, run_router
+    from phalanx.router.server import RouterConfig
 
     options = RouterOptions(
         host=host,
@@ -518,7 +522,7 @@ def router(
         backends=tuple(backend or ()),
     )
     try:
-        code = run_router(options)
+        code = run_router(options, RouterConfig(access_log=access_log))
     except RouterStartError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None

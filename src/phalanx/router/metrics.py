@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 # LLM requests run from milliseconds (errors, embeddings) to many minutes (long generations).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 _TTFB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+# vLLM's own inter-token buckets start at 10 ms; a router also sees sub-millisecond bursts.
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.5, 1, 2.5)
 
 # Label for requests that never reached an endpoint; keeps the label set bounded.
 NO_ENDPOINT = ""
@@ -35,8 +38,8 @@ class RouterMetrics:
         )
         self.latency = Histogram(
             "phalanx_router_request_duration_seconds",
-            "From request arrival to the last byte sent to the client.",
-            ["model"],
+            "From request arrival to the last byte sent to the client, by model and endpoint.",
+            ["model", "endpoint"],
             buckets=_LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -45,6 +48,27 @@ class RouterMetrics:
             "From request arrival to the first body byte relayed to the client.",
             ["model"],
             buckets=_TTFB_BUCKETS,
+            registry=self.registry,
+        )
+        self.ttft = Histogram(
+            "phalanx_router_time_to_first_token_seconds",
+            "Streams only: from request arrival to the first complete event relayed, by model and endpoint.",
+            ["model", "endpoint"],
+            buckets=_TTFB_BUCKETS,
+            registry=self.registry,
+        )
+        self.itl = Histogram(
+            "phalanx_router_inter_token_latency_seconds",
+            "Streams only: time between successive events relayed (one per token with vLLM's default).",
+            ["model", "endpoint"],
+            buckets=_ITL_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "phalanx_router_errors",
+            "Requests that ended in an error, by kind (bad_request, unknown_model, no_endpoint, "
+            "upstream_unreachable, upstream_timeout, upstream_error, stream_broken, client_gone, ...).",
+            ["kind"],
             registry=self.registry,
         )
         self.retries = Counter(
@@ -73,3 +97,28 @@ class RouterMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class RelayTimer:
+    """Times what one relay writes: first byte (TTFB), and for event streams the first event (TTFT)
+    and the gaps between events (ITL, spread evenly over the events one write carries)."""
+
+    def __init__(self, metrics: RouterMetrics, model: str, endpoint: str, started: float) -> None:
+        self._ttfb = metrics.ttfb.labels(model)
+        self._ttft = metrics.ttft.labels(model, endpoint)
+        self._itl = metrics.itl.labels(model, endpoint)
+        self._started = started
+        self._last: float | None = None
+
+    def __call__(self, data: bytes, event_stream: bool) -> None:
+        now = time.monotonic()
+        if self._last is None:
+            self._ttfb.observe(now - self._started)
+            if event_stream:
+                self._ttft.observe(now - self._started)
+        elif event_stream:
+            events = max(data.count(b"\n\n"), data.count(b"\r\n\r\n"), 1)
+            gap = (now - self._last) / events
+            for _ in range(min(events, 64)):
+                self._itl.observe(gap)
+        self._last = now

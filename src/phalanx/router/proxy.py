@@ -56,9 +56,12 @@ async def relay(
     request: web.Request,
     upstream: aiohttp.ClientResponse,
     request_id: str,
-    on_first_byte: Callable[[], None],
+    on_data: Callable[[bytes, bool], None],
 ) -> tuple[web.StreamResponse, Outcome]:
-    """Stream `upstream` to the client. Once this starts, the request is never retried."""
+    """Stream `upstream` to the client. Once this starts, the request is never retried.
+
+    `on_data(data, is_event_stream)` sees every write before it goes out (for timing metrics).
+    """
     response = web.StreamResponse(
         status=upstream.status,
         reason=upstream.reason,
@@ -66,7 +69,6 @@ async def relay(
     )
     sse = is_event_stream(upstream)
     framer = SseFramer() if sse else None
-    first = True
     try:
         await response.prepare(request)
         while True:
@@ -78,9 +80,7 @@ async def relay(
                 break
             data = framer.feed(chunk) if framer is not None else chunk
             if data:
-                if first:
-                    on_first_byte()
-                    first = False
+                on_data(data, sse)
                 await response.write(data)
         if framer is not None and framer.pending:
             await response.write(framer.flush())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -31,10 +32,11 @@ from phalanx.router.messages import (
     unknown_model,
     upstream_request_headers,
 )
-from phalanx.router.metrics import CLIENT_CLOSED, NO_ENDPOINT, UNKNOWN_MODEL, RouterMetrics
+from phalanx.router.metrics import CLIENT_CLOSED, NO_ENDPOINT, UNKNOWN_MODEL, RelayTimer, RouterMetrics
 from phalanx.router.proxy import Outcome, relay
 
 logger = logging.getLogger("phalanx.router")
+access_logger = logging.getLogger("phalanx.router.access")
 
 PROXIED_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings")
 
@@ -85,6 +87,9 @@ class _Tally:
     model: str = ""
     endpoint: str = NO_ENDPOINT
     code: int | None = None
+    error: str = ""  # the kind, for phalanx_router_errors; empty when the request succeeded
+    request_id: str = ""
+    attempts: int = 0
 
 
 _ModelKey = tuple[str, str]
@@ -174,7 +179,7 @@ class Router:
             self.build_app(),
             # Cancel the handler (and so the upstream request) when the client disconnects.
             handler_cancellation=True,
-            access_log=logging.getLogger("aiohttp.access") if self.config.access_log else None,
+            access_log=None,  # ours is `_log_request`: structured, with the request id
             shutdown_timeout=1.0,
         )
         await runner.setup()
@@ -344,18 +349,26 @@ class Router:
         self._active += 1
         self._idle.clear()
         started = time.monotonic()
-        tally = _Tally()
+        tally = _Tally(request_id=request_id(request.headers.items()))
         try:
             response = await self._route(request, started, tally)
             if tally.code is None:
                 tally.code = response.status
+            if not response.prepared:  # the router's own answers carry the id too
+                response.headers.setdefault("X-Request-Id", tally.request_id)
             return response
         finally:
             # No code means the handler was cancelled: the client went away.
             code = CLIENT_CLOSED if tally.code is None else tally.code
             self.metrics.requests.labels(tally.model, tally.endpoint, str(code)).inc()
+            if code == CLIENT_CLOSED:
+                tally.error = "client_gone"
+            if tally.error:
+                self.metrics.errors.labels(tally.error).inc()
             if tally.model and tally.model != UNKNOWN_MODEL:
-                self.metrics.latency.labels(tally.model).observe(time.monotonic() - started)
+                self.metrics.latency.labels(tally.model, tally.endpoint).observe(time.monotonic() - started)
+            if self.config.access_log:
+                _log_request(request, tally, code, time.monotonic() - started)
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
@@ -366,6 +379,7 @@ class Router:
         body = await request.read()
         parsed = parse_request(body)
         if isinstance(parsed, RequestError):
+            tally.error = "bad_request"
             return _error(parsed)
         model = parsed.model
         await self._resolve_models()
@@ -373,6 +387,7 @@ class Router:
         match availability(endpoints, model):
             case Availability.UNKNOWN:
                 tally.model = UNKNOWN_MODEL
+                tally.error = "unknown_model"
                 return _error(unknown_model(model))
             case Availability.UNAVAILABLE:
                 # Only names some endpoint declares become metric labels: a client's typo must not
@@ -380,11 +395,12 @@ class Router:
                 known = any(model in ep.models for ep in endpoints)
                 tally.model = model if known else UNKNOWN_MODEL
                 self.metrics.no_endpoint.labels(tally.model).inc()
+                tally.error = "no_endpoint"
                 return _error(no_endpoint(model, self.config.retry_after_s))
             case Availability.ROUTABLE:
                 tally.model = model
 
-        rid = request_id(request.headers.items())
+        rid = tally.request_id
         headers = upstream_request_headers(request.headers.items(), rid)
         tried: set[str] = set()
         last: _Abandoned | None = None
@@ -396,6 +412,7 @@ class Router:
                 break
             tried.add(ep.name)
             tally.endpoint = ep.name
+            tally.attempts += 1
             result = await self._attempt(request, ep, body, headers, rid, tally, started)
             if not isinstance(result, _Abandoned):
                 return result
@@ -405,8 +422,10 @@ class Router:
 
         if last is not None and last.reason != "upstream_503":
             msg = f"Could not reach an endpoint serving `{model}` (tried {len(tried)})."
+            tally.error = "upstream_unreachable"
             return error_response(502, msg)
         self.metrics.no_endpoint.labels(model).inc()
+        tally.error = "no_endpoint"
         return _error(no_endpoint(model, self.config.retry_after_s))
 
     async def _attempt(
@@ -432,9 +451,11 @@ class Router:
                 return _Abandoned(type(exc).__name__)
             except TimeoutError:
                 logger.warning("endpoint %s timed out before answering", ep.name)
+                tally.error = "upstream_timeout"
                 return error_response(504, f"Endpoint {ep.name} timed out.")
             except aiohttp.ClientError as exc:
                 logger.warning("endpoint %s failed: %r", ep.name, exc)
+                tally.error = "upstream_error"
                 return error_response(502, f"Endpoint {ep.name} failed: {type(exc).__name__}.")
 
             if upstream.status == 503:
@@ -442,15 +463,14 @@ class Router:
                 logger.warning("endpoint %s answered 503; retrying", ep.name)
                 return _Abandoned("upstream_503")
 
-            def first_byte() -> None:
-                self.metrics.ttfb.labels(tally.model).observe(time.monotonic() - started)
-
-            response, outcome = await relay(request, upstream, rid, first_byte)
+            timer = RelayTimer(self.metrics, tally.model, ep.name, started)
+            response, outcome = await relay(request, upstream, rid, timer)
             if outcome is Outcome.CLIENT_GONE:
                 tally.code = CLIENT_CLOSED
                 logger.info("client went away during a request to %s", ep.name)
             elif outcome is Outcome.UPSTREAM_FAILED:
                 self.metrics.stream_failures.labels(ep.name).inc()
+                tally.error = "stream_broken"
             return response
         finally:
             if upstream is not None:
@@ -475,6 +495,23 @@ class Router:
             return
         self._in_flight[name] = max(count, 0)
         self.metrics.in_flight.labels(name).set(max(count, 0))
+
+
+def _log_request(request: web.Request, tally: _Tally, code: int, seconds: float) -> None:
+    """One JSON line per request: ids, routing and outcome; never a prompt, a key or a header value."""
+    record = {
+        "request_id": tally.request_id,
+        "method": request.method,
+        "path": request.path,
+        "model": tally.model,
+        "endpoint": tally.endpoint,
+        "status": code,
+        "attempts": tally.attempts,
+        "duration_ms": round(seconds * 1000, 2),
+    }
+    if tally.error:
+        record["error"] = tally.error
+    access_logger.info(json.dumps(record, separators=(",", ":")))
 
 
 def _error(err: RequestError) -> web.Response:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -342,8 +343,16 @@ async def test_health_and_metrics(
         text = await resp.text()
     assert 'phalanx_router_requests_total{code="200",endpoint="a",model="m"} 2.0' in text
     assert 'phalanx_router_in_flight_requests{endpoint="a"} 0.0' in text
-    assert 'phalanx_router_request_duration_seconds_count{model="m"} 2.0' in text
+    assert 'phalanx_router_request_duration_seconds_count{endpoint="a",model="m"} 2.0' in text
     assert 'phalanx_router_time_to_first_byte_seconds_count{model="m"} 2.0' in text
+    # Only the stream has a first token and gaps between events (8 events, then [DONE]: 8 gaps).
+    assert 'phalanx_router_time_to_first_token_seconds_count{endpoint="a",model="m"} 1.0' in text
+    itl = next(
+        line
+        for line in text.splitlines()
+        if line.startswith("phalanx_router_inter_token_latency_seconds_count")
+    )
+    assert float(itl.rsplit(" ", 1)[1]) == 8
     assert "phalanx_router_no_endpoint_rejections_total" in text
 
 
@@ -395,3 +404,36 @@ async def test_a_replaced_pod_is_asked_for_its_models_again(
         a.models = ("new",)
         router.set_endpoints([a.endpoint(models=())])
         assert [m.id async for m in client.models.list()] == ["new"]
+
+
+async def test_access_log_is_one_json_line_with_the_request_id_and_no_prompt(
+    http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    router = Router(RouterConfig(access_log=True))
+    await router.start()
+    try:
+        async with upstreams(FakeUpstream("a")) as (a,):
+            router.set_endpoints([a.endpoint()])
+            body = {"model": "m", "prompt": "a secret prompt"}
+            with caplog.at_level(logging.INFO, logger="phalanx.router.access"):
+                async with http.post(
+                    f"{router.url}/v1/completions", json=body, headers={"X-Request-Id": "req-42"}
+                ) as resp:
+                    assert resp.status == 200 and resp.headers["X-Request-Id"] == "req-42"
+                async with http.post(f"{router.url}/v1/completions", data=b"{") as resp:
+                    assert resp.status == 400 and resp.headers["X-Request-Id"]
+    finally:
+        await router.stop()
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "phalanx.router.access"]
+    assert lines[0] == {
+        "request_id": "req-42",
+        "method": "POST",
+        "path": "/v1/completions",
+        "model": "m",
+        "endpoint": "a",
+        "status": 200,
+        "attempts": 1,
+        "duration_ms": lines[0]["duration_ms"],
+    }
+    assert lines[1]["status"] == 400 and lines[1]["error"] == "bad_request"
+    assert "secret" not in caplog.text
