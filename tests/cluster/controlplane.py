@@ -688,6 +688,9 @@ def start_control_plane(
             f"--kubeconfig={kubeconfig}",
             f"--config={stages}",
             f"--manage-nodes-with-annotation-selector={KWOK_NODE_ANNOTATION}=fake",
+            # Node Leases renewed like a kubelet's: without them a heartbeat delayed past the node
+            # monitor grace period marks long-lived fake nodes (and their pods) not ready.
+            "--node-lease-duration-seconds=40",
             "--cidr=10.244.0.0/16",
             "--node-ip=10.96.0.1",
             f"--server-address={localhost}:{kwok_port}",

@@ -19,6 +19,7 @@ class OperatorStartError(Exception):
 
 def run_operator(options: OperatorOptions, kubeconfig: str | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per API request otherwise
     try:
         config = load_kubeconfig(kubeconfig)
     except ClusterConfigError as exc:

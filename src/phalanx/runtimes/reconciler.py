@@ -11,11 +11,11 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing
-from phalanx.controller.actions import Annotate, Apply, Create, Decision, Delete
+from phalanx.controller.actions import Action, Annotate, Apply, Create, Decision, Delete
 from phalanx.controller.observed import observe
 from phalanx.controller.reconcile import reconcile
 from phalanx.controller.recovery import Settings
@@ -28,6 +28,49 @@ log = logging.getLogger("phalanx.controller")
 InFlight = Callable[[str], Mapping[str, int]]
 
 
+def execution_waves(actions: Sequence[Action]) -> list[list[Action]]:
+    """The decision's actions as waves: the actions of one wave may run at once, waves in order.
+
+    A run of consecutive creates becomes two waves, everything but pods first (revisions, gang
+    objects, Services: a pod must never exist before its PodGroup, or Volcano's controller would
+    give it a PodGroup of its own), then the pods. Any other action keeps its place, alone.
+    """
+    waves: list[list[Action]] = []
+    objects: list[Action] = []
+    pods: list[Action] = []
+
+    def flush() -> None:
+        waves.extend(w for w in (objects.copy(), pods.copy()) if w)
+        objects.clear()
+        pods.clear()
+
+    for action in actions:
+        if isinstance(action, Create):
+            (pods if action.kind == "Pod" else objects).append(action)
+        else:
+            flush()
+            waves.append([action])
+    flush()
+    return waves
+
+
+async def _bounded(calls: Sequence[Awaitable[None]], limit: int) -> None:
+    """Await every call with at most `limit` running; the first error is raised after all finish."""
+    if len(calls) == 1:
+        await calls[0]
+        return
+    gate = asyncio.Semaphore(limit)
+
+    async def one(call: Awaitable[None]) -> None:
+        async with gate:
+            await call
+
+    results = await asyncio.gather(*(one(c) for c in calls), return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+
+
 class Reconciler:
     def __init__(
         self,
@@ -37,12 +80,14 @@ class Reconciler:
         in_flight: InFlight | None = None,
         clock: Callable[[], float] = time.time,
         resync: float = 5.0,
+        parallelism: int = 16,
     ) -> None:
         self.runtime = runtime
         self.settings = settings or Settings()
         self.in_flight = in_flight or (lambda _namespace: {})
         self.clock = clock
         self.resync = resync
+        self.parallelism = parallelism  # writes in flight at once (a 400-pod pass is 400 creates)
         self.passes = 0
         self._last_actions: dict[str, tuple[str, int]] = {}
 
@@ -58,22 +103,28 @@ class Reconciler:
             pods, services, gangs, revisions, self.in_flight(namespace), served_gangs=runtime.served_gangs()
         )
         decision = reconcile(ms, observed, self.clock(), self.settings)
-        for event in decision.events:  # first, so they read in order with the runtime's own events
-            await runtime.record_event(namespace, ms.name, event)
+        for event in decision.events:
             log.info("%s %s: %s", ms.name, event.reason, event.message)
-        for action in decision.actions:
-            if isinstance(action, Create):
-                await runtime.create(action.object)
-            elif isinstance(action, Apply):
-                await runtime.apply(action.object)
-            elif isinstance(action, Delete):
-                await runtime.delete(action.kind, namespace, action.name)
-            elif isinstance(action, Annotate):
-                await runtime.annotate(action.kind, namespace, action.name, action.annotations)
+        await _bounded(
+            [runtime.record_event(namespace, ms.name, event) for event in decision.events], self.parallelism
+        )
+        for wave in execution_waves(decision.actions):
+            await _bounded([self._do(namespace, action) for action in wave], self.parallelism)
         if decision.status != ms.status:
             with contextlib.suppress(NotFoundError):  # deleted meanwhile; its objects go with it
                 await runtime.write_status(namespace, ms.name, decision.status)
         return decision
+
+    async def _do(self, namespace: str, action: Action) -> None:
+        runtime = self.runtime
+        if isinstance(action, Create):
+            await runtime.create(action.object)
+        elif isinstance(action, Apply):
+            await runtime.apply(action.object)
+        elif isinstance(action, Delete):
+            await runtime.delete(action.kind, namespace, action.name)
+        elif isinstance(action, Annotate):
+            await runtime.annotate(action.kind, namespace, action.name, action.annotations)
 
     async def reconcile_all(self) -> float:
         """One pass over every ModelServing; returns how long until the next pass is due."""
