@@ -507,10 +507,31 @@ def router(
     access_log: Annotated[
         bool, typer.Option("--access-log/--no-access-log", help="One JSON line per request (no prompts).")
     ] = True,
+    policy: Annotated[
+        str,
+        typer.Option("--policy", help="Routing policy; a request may pick another with x-routing-policy."),
+    ] = "auto",
+    api_keys: Annotated[
+        Path | None,
+        typer.Option(
+            "--api-keys", help="Require these bearer keys: a key file or a mounted Secret directory."
+        ),
+    ] = None,
+    max_concurrency: Annotated[
+        int | None,
+        typer.Option("--max-concurrency", min=1, help="Requests one endpoint takes at a time; more wait."),
+    ] = None,
+    max_queue: Annotated[
+        int, typer.Option("--max-queue", min=0, help="Requests that may wait; more: 429.")
+    ] = 1024,
+    queue_timeout: Annotated[
+        float, typer.Option("--queue-timeout", min=0.001, help="Seconds a request may wait; then 504.")
+    ] = 30.0,
 ) -> None:
     """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
 
+    from phalanx.router.admission import AdmissionConfig
     from phalanx.router.main import RouterOptions, RouterStartError, run_router
     from phalanx.router.server import RouterConfig
 
@@ -522,7 +543,19 @@ def router(
         backends=tuple(backend or ()),
     )
     try:
-        code = run_router(options, RouterConfig(access_log=access_log))
+        config = RouterConfig(
+            access_log=access_log,
+            policy=policy,
+            api_keys=api_keys,
+            admission=AdmissionConfig(
+                default_cap=max_concurrency, max_queue=max_queue, queue_timeout_s=queue_timeout
+            ),
+        )
+    except ValueError as exc:  # an unknown policy: the message lists the valid ones
+        err.print(f"[red]error:[/red] --policy: {escape(str(exc))}")
+        raise typer.Exit(1) from None
+    try:
+        code = run_router(options, config)
     except RouterStartError as exc:
         err.print(f"[red]error:[/red] {escape(str(exc))}")
         raise typer.Exit(1) from None

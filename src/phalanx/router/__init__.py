@@ -1,6 +1,6 @@
 """OpenAI-compatible gateway: discovery of ready entry pods, balancing policies, proxying."""
 
-from phalanx.router.balancer import Availability, availability, choose, served_models
+from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.server import PROXIED_PATHS, Router, RouterConfig, running
 
@@ -11,7 +11,6 @@ __all__ = [
     "Router",
     "RouterConfig",
     "availability",
-    "choose",
     "running",
     "served_models",
 ]

@@ -1,35 +1,16 @@
-"""Endpoint selection: pure functions over plain data, so every rule is unit-tested without sockets.
+"""Whether a model can be routed at all, and what is served: pure functions over the endpoint set.
 
-The endpoints passed here have their `models` resolved (learned models filled in by the router);
-an endpoint whose models are still unknown has `models == ()` and serves nothing yet.
+Which endpoint takes a request is the policies' decision (`phalanx.router.policies`). The endpoints
+passed here have their `models` resolved (learned models filled in by the router); an endpoint
+whose models are still unknown has `models == ()` and serves nothing yet.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence, Set
+from collections.abc import Sequence
 
 from phalanx.router.endpoints import Endpoint
-
-
-def choose(
-    endpoints: Sequence[Endpoint],
-    in_flight: Mapping[str, int],
-    model: str,
-    excluded: Set[str] = frozenset(),
-    cursor: int = 0,
-) -> Endpoint | None:
-    """Least in-flight among routable endpoints serving `model`, skipping `excluded` names.
-
-    Ties go round-robin: candidates are ordered by name (so discovery order does not matter) and
-    `cursor`, which the caller advances per decision, picks among them.
-    """
-    candidates = [ep for ep in endpoints if ep.routable and model in ep.models and ep.name not in excluded]
-    if not candidates:
-        return None
-    low = min(in_flight.get(ep.name, 0) for ep in candidates)
-    tied = sorted((ep for ep in candidates if in_flight.get(ep.name, 0) == low), key=lambda ep: ep.name)
-    return tied[cursor % len(tied)]
 
 
 class Availability(enum.Enum):

@@ -16,6 +16,7 @@ from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ConfigError
 
 from phalanx.kube.config import ClusterConfigError, load_kubeconfig
+from phalanx.router.auth import KeyFileError
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.kubernetes import KubernetesDiscovery
 from phalanx.router.server import Router, RouterConfig
@@ -39,6 +40,7 @@ class RouterOptions:
 
 def run_router(options: RouterOptions, config: RouterConfig | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per API request otherwise
     if options.backends:
         if options.namespaces or options.kubeconfig:
             raise RouterStartError("--backend replaces Kubernetes discovery: drop --namespace/--kubeconfig")
@@ -66,7 +68,10 @@ async def serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stopping.set)
-    router = Router(config)
+    try:
+        router = Router(config)
+    except KeyFileError as exc:
+        raise RouterStartError(f"the API keys cannot be read: {exc}") from None
     client: AsyncClient | None = None
     discovery: KubernetesDiscovery | None = None
     try:

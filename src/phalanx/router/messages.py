@@ -6,12 +6,15 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True)
 class ParsedRequest:
     model: str
     stream: bool
+    # The whole body, decoded once: routing (prompt, session) and token estimates read it.
+    payload: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ def parse_request(body: bytes) -> ParsedRequest | RequestError:
         return RequestError(400, "The `model` field is required.", param="model")
     if not isinstance(model, str) or not model:
         return RequestError(400, "The `model` field must be a non-empty string.", param="model")
-    return ParsedRequest(model=model, stream=payload.get("stream") is True)
+    return ParsedRequest(model=model, stream=payload.get("stream") is True, payload=payload)
 
 
 def unknown_model(model: str) -> RequestError:
@@ -85,8 +88,12 @@ def _end_to_end(headers: Iterable[tuple[str, str]]) -> Headers:
     return [(k, v) for k, v in pairs if k.lower() not in drop]
 
 
-def upstream_request_headers(headers: Iterable[tuple[str, str]], request_id: str) -> Headers:
-    out = [(k, v) for k, v in _end_to_end(headers) if k.lower() != "x-request-id"]
+def upstream_request_headers(
+    headers: Iterable[tuple[str, str]], request_id: str, drop: Iterable[str] = ()
+) -> Headers:
+    """What goes to the endpoint: end-to-end headers minus `drop` (lower-case names), our request id."""
+    dropped = {"x-request-id", *drop}
+    out = [(k, v) for k, v in _end_to_end(headers) if k.lower() not in dropped]
     out.append(("X-Request-Id", request_id))
     # Bytes are relayed undecoded; without this the client library would ask for gzip on the
     # client's behalf and the client would get a body it never asked for.

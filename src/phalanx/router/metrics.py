@@ -71,6 +71,31 @@ class RouterMetrics:
             ["kind"],
             registry=self.registry,
         )
+        self.decisions = Counter(
+            "phalanx_router_routing_decisions",
+            "Endpoints chosen, by policy and the reason it gave (prefix-hit, least-loaded, session, ...).",
+            ["policy", "reason"],
+            registry=self.registry,
+        )
+        self.health_events = Counter(
+            "phalanx_router_health_events",
+            "Endpoints ejected from or recovered into rotation, by source (passive: failed requests; "
+            "active: health checks).",
+            ["endpoint", "event", "source"],
+            registry=self.registry,
+        )
+        self.scrape_errors = Counter(
+            "phalanx_router_engine_metrics_scrape_errors",
+            "Failed reads of an endpoint's /metrics (waiting, running, KV usage).",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.queue_depth = Gauge(
+            "phalanx_router_queue_depth",
+            "Requests waiting for an endpoint slot, by priority class.",
+            ["priority"],
+            registry=self.registry,
+        )
         self.retries = Counter(
             "phalanx_router_retries",
             "Attempts abandoned before the first byte (so retryable), by endpoint and reason.",

@@ -1,7 +1,8 @@
 """The router: an aiohttp server that picks an entry pod per request and relays the answer.
 
-Imperative shell around `balancer.choose`: it owns the in-flight counters, the shared client
-session, the learned model lists and the retry loop; every decision is made by a pure function.
+Imperative shell around pure decisions (`policies`, `admission`, `backends.outlier`, `ratelimit`):
+it owns the in-flight counters, the shared client session, the learned model lists, the engine
+metrics scraper and health checker, and the retry loop.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ import json
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import aiohttp
 from aiohttp import web
@@ -20,7 +22,26 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from phalanx.http.errors import error_response
-from phalanx.router.balancer import Availability, availability, choose, served_models
+from phalanx.router.admission import (
+    PRIORITY_HEADER,
+    QUEUE_TIMEOUT_HEADER,
+    Admission,
+    AdmissionConfig,
+    Priority,
+    parse_priority,
+    parse_queue_timeout,
+)
+from phalanx.router.auth import KeyStore
+from phalanx.router.backends import (
+    FailureKind,
+    HealthChecker,
+    HealthEvent,
+    LoadScraper,
+    OutlierConfig,
+    OutlierDetector,
+    ScrapeEvent,
+)
+from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.endpoints import Endpoint, check_unique
 from phalanx.router.messages import (
     RequestError,
@@ -33,7 +54,23 @@ from phalanx.router.messages import (
     upstream_request_headers,
 )
 from phalanx.router.metrics import CLIENT_CLOSED, NO_ENDPOINT, UNKNOWN_MODEL, RelayTimer, RouterMetrics
+from phalanx.router.policies import (
+    DEFAULT_POLICY,
+    POLICY_NAMES,
+    SESSION_HEADER,
+    BackendState,
+    Decision,
+    Policy,
+    PolicyConfig,
+    PolicySet,
+    RoutingRequest,
+    candidates,
+    routing_request,
+    unknown_policy_message,
+)
 from phalanx.router.proxy import Outcome, relay
+from phalanx.router.ratelimit import Grant, RateLimiter, estimate_tokens
+from phalanx.router.rejection import Rejection
 
 logger = logging.getLogger("phalanx.router")
 access_logger = logging.getLogger("phalanx.router.access")
@@ -67,10 +104,45 @@ class RouterConfig:
     models_retry_s: float = 2.0
     client_max_size: int = 64 * 1024 * 1024
     access_log: bool = False
+    # Routing: the policy unless a request names another in `x-routing-policy` (docs/router.md).
+    policy: str = DEFAULT_POLICY
+    policy_config: PolicyConfig = field(default_factory=PolicyConfig)
+    session_header: str = SESSION_HEADER
+    # Per-endpoint concurrency caps and the priority queue in front of them.
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    # API keys: a key file or a mounted Secret directory; None is no authentication.
+    api_keys: Path | str | None = None
+    api_keys_reload_s: float = 5.0
+    # Engine metrics (`/metrics`: waiting, running, KV usage) scraped this often; None: not at all.
+    scrape_interval_s: float | None = 1.0
+    # Active health checks (`GET /health`) this often; None: passive checks only.
+    health_check_interval_s: float | None = 5.0
+    outlier: OutlierConfig = field(default_factory=OutlierConfig)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
+        if self.policy not in POLICY_NAMES:
+            raise ValueError(unknown_policy_message(self.policy))
+
+
+class _NothingLeft(Exception):
+    """Every endpoint serving the model was tried (or none is left): stop retrying."""
+
+
+# phalanx_router_errors kind of each Rejection code; other 400s are bad requests.
+_REJECTION_KINDS = {
+    "invalid_api_key": "unauthorized",
+    "rate_limit_exceeded": "rate_limited",
+    "queue_full": "queue_full",
+    "queue_timeout": "queue_timeout",
+}
+
+
+def _rejection_kind(rejection: Rejection) -> str:
+    return _REJECTION_KINDS.get(
+        rejection.code or "", "bad_request" if rejection.status == 400 else "rejected"
+    )
 
 
 @dataclass(frozen=True)
@@ -105,7 +177,15 @@ class Router:
         self.metrics = RouterMetrics()
         self._endpoints: tuple[Endpoint, ...] = ()
         self._in_flight: dict[str, int] = {}
-        self._cursor = 0
+        self.policies = PolicySet(self.config.policy_config, default=self.config.policy)
+        self.admission = Admission(self.config.admission)
+        # KeyFileError here (a broken key source at start) is the caller's to report.
+        self.keys = KeyStore(self.config.api_keys)
+        self.limiter = RateLimiter()
+        self.detector = OutlierDetector(self.config.outlier, on_event=self._health_event)
+        self._scraper: LoadScraper | None = None
+        self._checker: HealthChecker | None = None
+        self._key_poller: asyncio.Task[None] | None = None
         self._learned: dict[_ModelKey, tuple[str, ...]] = {}
         # `endpoints()` with learned models filled in; rebuilt only when discovery or learning
         # changes it, not on every request.
@@ -140,10 +220,27 @@ class Router:
         for ep in new:
             self._in_flight.setdefault(ep.name, 0)
             self.metrics.in_flight.labels(ep.name).set(self._in_flight[ep.name])
+        now = time.monotonic()
+        urls = {ep.name: ep.url for ep in new}
+        for ep in self._endpoints:
+            if urls.get(ep.name) != ep.url:  # gone, or a new pod under the same name
+                self.policies.forget(ep.name, now)
         self._endpoints = new
         self._resolved = None
+        self._backends_changed()
         if self._session is not None:
             self._start_learning()
+
+    def _backends_changed(self) -> None:
+        """Tell the parts that follow the endpoint set (with models resolved) about a change."""
+        resolved = self.endpoints()
+        if self._checker is not None:
+            self._checker.update(resolved)  # passes the set on to the detector
+        else:
+            self.detector.set_endpoints(resolved)
+        if self._scraper is not None:
+            self._scraper.update(resolved)
+        self.admission.wake()
 
     def in_flight(self) -> dict[str, int]:
         """Requests being proxied per endpoint name, including removed endpoints still finishing."""
@@ -233,16 +330,36 @@ class Router:
         )
         app[_SESSION_KEY] = session
         self._session = session
+        if self.config.scrape_interval_s is not None:
+            self._scraper = LoadScraper(
+                session, interval_s=self.config.scrape_interval_s, on_scrape=self._scraped
+            )
+        if self.config.health_check_interval_s is not None:
+            self._checker = HealthChecker(
+                session, self.detector, interval_s=self.config.health_check_interval_s
+            )
+        if self.keys.enabled:
+            self._key_poller = asyncio.get_running_loop().create_task(
+                self.keys.poll(self.config.api_keys_reload_s)
+            )
+        self._backends_changed()
         self._start_learning()
         try:
             yield
         finally:
             self._session = None
             tasks = list(self._learning.values())
+            if self._key_poller is not None:
+                tasks.append(self._key_poller)
+                self._key_poller = None
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             self._learning.clear()
+            for part in (self._scraper, self._checker):
+                if part is not None:
+                    await part.close()
+            self._scraper = self._checker = None
             await session.close()
 
     # -- models ----------------------------------------------------------------------------
@@ -281,6 +398,7 @@ class Router:
                 self._learned[key] = models
                 self._resolved = None
                 self._learn_failed_at.pop(key, None)
+                self._backends_changed()
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             self._learn_failed_at[key] = time.monotonic()
             logger.warning("could not learn the models of %s at %s: %s", ep.name, ep.url, exc or type(exc))
@@ -317,6 +435,8 @@ class Router:
         return web.json_response({"status": "ok" if status == 200 else "unavailable"}, status=status)
 
     async def _metrics(self, request: web.Request) -> web.Response:
+        for priority, depth in self.admission.queue_depth().items():
+            self.metrics.queue_depth.labels(priority).set(depth)
         body = self.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -376,12 +496,59 @@ class Router:
     async def _route(self, request: web.Request, started: float, tally: _Tally) -> web.StreamResponse:
         if self._stopping:
             return _error(no_endpoint("any model", self.config.retry_after_s))
-        body = await request.read()
-        parsed = parse_request(body)
-        if isinstance(parsed, RequestError):
-            tally.error = "bad_request"
-            return _error(parsed)
-        model = parsed.model
+        grant: Grant | None = None
+        try:
+            key = self.keys.authenticate(request.headers.get("Authorization"))
+            body = await request.read()
+            parsed = parse_request(body)
+            if isinstance(parsed, RequestError):
+                tally.error = "bad_request"
+                return _error(parsed)
+            priority = parse_priority(request.headers.get(PRIORITY_HEADER))
+            queue_timeout = parse_queue_timeout(
+                request.headers.get(QUEUE_TIMEOUT_HEADER), self.config.admission
+            )
+            routing = routing_request(
+                parsed.payload,
+                request.headers,
+                self.config.session_header,
+                max_chars=self.config.policy_config.prefix_chars,
+            )
+            try:
+                policy = self.policies.policy(routing.policy)
+            except ValueError as exc:
+                raise Rejection(
+                    400, str(exc), code="invalid_routing_policy", param="x-routing-policy"
+                ) from None
+            if key is not None and (key.requests_per_minute or key.tokens_per_minute):
+                grant = self.limiter.admit(key, estimate_tokens(parsed.payload), time.monotonic())
+        except Rejection as rejection:
+            tally.error = _rejection_kind(rejection)
+            return rejection.response()
+        try:
+            response = await self._admitted(
+                request, body, parsed.model, routing, policy, priority, queue_timeout, tally, started
+            )
+        finally:
+            if grant is not None:
+                # The engine's real usage is not read from the relayed bytes: the estimate stands.
+                self.limiter.settle(grant, grant.tokens, time.monotonic())
+        if grant is not None and not response.prepared:
+            response.headers.update(grant.headers)
+        return response
+
+    async def _admitted(
+        self,
+        request: web.Request,
+        body: bytes,
+        model: str,
+        routing: RoutingRequest,
+        policy: Policy,
+        priority: Priority,
+        queue_timeout: float,
+        tally: _Tally,
+        started: float,
+    ) -> web.StreamResponse:
         await self._resolve_models()
         endpoints = self.endpoints()
         match availability(endpoints, model):
@@ -401,19 +568,50 @@ class Router:
                 tally.model = model
 
         rid = tally.request_id
-        headers = upstream_request_headers(request.headers.items(), rid)
+        drop = ("authorization",) if self.keys.enabled else ()  # the router's key is not the engine's
+        headers = upstream_request_headers(request.headers.items(), rid, drop=drop)
         tried: set[str] = set()
         last: _Abandoned | None = None
+        decided: list[Decision] = []  # what `pick` chose, for the attempt it is granted for
         for _ in range(self.config.max_attempts):
-            # Re-read the set each attempt: discovery may have changed while we waited.
-            ep = choose(self.endpoints(), self._in_flight, model, tried, self._cursor)
-            self._cursor += 1
-            if ep is None:
+            decided.clear()
+
+            def pick(saturated: frozenset[str]) -> str | None:
+                # Runs now, or later when a slot frees: re-read the set each time.
+                now = time.monotonic()
+                found = candidates(self._states(saturated, now), model, frozenset(tried))
+                available = found.available or (() if found.saturated else found.ejected)  # fail open
+                if not available:
+                    if found.saturated:
+                        return None  # wait for a slot
+                    raise _NothingLeft()
+                decision = policy.choose(routing, available, now)
+                if decision is None:
+                    raise _NothingLeft()
+                decided.append(decision)
+                chosen: str = decision.endpoint.name
+                return chosen
+
+            try:
+                name = await self.admission.acquire(model, priority, queue_timeout, pick)
+            except _NothingLeft:
                 break
-            tried.add(ep.name)
-            tally.endpoint = ep.name
-            tally.attempts += 1
-            result = await self._attempt(request, ep, body, headers, rid, tally, started)
+            except Rejection as rejection:
+                tally.error = _rejection_kind(rejection)
+                return rejection.response()
+            try:
+                decision = decided[-1]
+                ep = decision.endpoint
+                now = time.monotonic()
+                self.policies.record(routing, ep, now)
+                self.detector.record_attempt(ep.name, now)
+                self.metrics.decisions.labels(decision.policy, decision.reason).inc()
+                tried.add(ep.name)
+                tally.endpoint = ep.name
+                tally.attempts += 1
+                result = await self._attempt(request, ep, body, headers, rid, tally, started)
+            finally:
+                self.admission.release(name)
             if not isinstance(result, _Abandoned):
                 return result
             tally.endpoint = NO_ENDPOINT
@@ -427,6 +625,38 @@ class Router:
         self.metrics.no_endpoint.labels(model).inc()
         tally.error = "no_endpoint"
         return _error(no_endpoint(model, self.config.retry_after_s))
+
+    def _states(self, saturated: frozenset[str], now: float) -> list[BackendState]:
+        loads = self._scraper.snapshot(now) if self._scraper is not None else {}
+        ejected = self.detector.ejected(now)
+        states = []
+        for ep in self.endpoints():
+            load = loads.get(ep.name)
+            states.append(
+                BackendState(
+                    endpoint=ep,
+                    in_flight=self._in_flight.get(ep.name, 0),
+                    waiting=load.waiting if load is not None else None,
+                    running=load.running if load is not None else None,
+                    kv_cache_usage=load.kv_cache_usage if load is not None else None,
+                    healthy=ep.name not in ejected,
+                    at_capacity=ep.name in saturated,
+                )
+            )
+        return states
+
+    def _failed(self, ep: Endpoint, kind: FailureKind) -> None:
+        self.detector.record_failure(ep.name, kind, time.monotonic())
+
+    def _health_event(self, event: HealthEvent) -> None:
+        kind = event.kind.name.lower()
+        self.metrics.health_events.labels(event.endpoint, kind, event.source).inc()
+        log = logger.warning if kind == "ejected" else logger.info
+        log("endpoint %s %s (%s): %s", event.endpoint, kind, event.source, event.reason)
+
+    def _scraped(self, event: ScrapeEvent) -> None:
+        if event.error is not None:
+            self.metrics.scrape_errors.labels(event.endpoint).inc()
 
     async def _attempt(
         self,
@@ -448,16 +678,24 @@ class Router:
                 )
             except _RETRYABLE as exc:
                 logger.warning("endpoint %s failed before the first byte (%s); retrying", ep.name, exc)
+                refused = isinstance(exc, aiohttp.ClientConnectorError)
+                self._failed(ep, FailureKind.CONNECT if refused else FailureKind.DISCONNECT)
                 return _Abandoned(type(exc).__name__)
             except TimeoutError:
+                self._failed(ep, FailureKind.TIMEOUT)
                 logger.warning("endpoint %s timed out before answering", ep.name)
                 tally.error = "upstream_timeout"
                 return error_response(504, f"Endpoint {ep.name} timed out.")
             except aiohttp.ClientError as exc:
+                self._failed(ep, FailureKind.DISCONNECT)
                 logger.warning("endpoint %s failed: %r", ep.name, exc)
                 tally.error = "upstream_error"
                 return error_response(502, f"Endpoint {ep.name} failed: {type(exc).__name__}.")
 
+            if upstream.status >= 500 and upstream.status != 503:
+                self._failed(ep, FailureKind.HTTP_5XX)
+            else:  # vLLM's 503 is "overloaded or starting", not ill health
+                self.detector.record_success(ep.name, time.monotonic())
             if upstream.status == 503:
                 # Nothing was sent to the client yet, so another endpoint may still take it.
                 logger.warning("endpoint %s answered 503; retrying", ep.name)
@@ -469,6 +707,7 @@ class Router:
                 tally.code = CLIENT_CLOSED
                 logger.info("client went away during a request to %s", ep.name)
             elif outcome is Outcome.UPSTREAM_FAILED:
+                self._failed(ep, FailureKind.DISCONNECT)
                 self.metrics.stream_failures.labels(ep.name).inc()
                 tally.error = "stream_broken"
             return response

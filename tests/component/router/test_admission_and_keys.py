@@ -1,0 +1,193 @@
+"""The router's admission, API keys, per-request policies and ejection, over real loopback sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from phalanx.router import Endpoint, Router, RouterConfig
+from phalanx.router.admission import AdmissionConfig
+from phalanx.router.backends import OutlierConfig
+
+from .fakes import FakeUpstream, eventually, refused_url, upstreams
+
+
+@asynccontextmanager
+async def running(config: RouterConfig) -> AsyncIterator[Router]:
+    router = Router(config)
+    await router.start("127.0.0.1", 0)
+    try:
+        yield router
+    finally:
+        await router.stop(drain_timeout_s=2.0)
+
+
+def quiet(**kw: Any) -> RouterConfig:
+    """No background scraping or health checks: the fakes serve neither."""
+    return RouterConfig(scrape_interval_s=None, health_check_interval_s=None, total_timeout_s=10.0, **kw)
+
+
+async def post(http: aiohttp.ClientSession, router: Router, **kw: Any) -> tuple[int, dict[str, Any], Any]:
+    body = kw.pop("json", {"model": "m", "prompt": "x"})
+    async with http.post(f"{router.url}/v1/completions", json=body, **kw) as resp:
+        return resp.status, dict(resp.headers), await resp.json()
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as s:
+        yield s
+
+
+async def test_a_full_queue_is_429_with_retry_after_and_a_queue_timeout_is_504(
+    http: aiohttp.ClientSession,
+) -> None:
+    gate = asyncio.Event()
+    config = quiet(admission=AdmissionConfig(default_cap=1, max_queue=1, queue_timeout_s=5))
+    async with running(config) as router, upstreams(FakeUpstream("a", gate=gate)) as (a,):
+        router.set_endpoints([a.endpoint()])
+        held = asyncio.create_task(post(http, router))  # takes the one slot
+        await eventually(lambda: a.started == 1)
+        queued = asyncio.create_task(post(http, router, headers={"x-queue-timeout": "0.3"}))
+        await eventually(lambda: sum(router.admission.queue_depth().values()) == 1)
+        code, headers, body = await post(http, router)  # the queue (1) is full
+        assert code == 429 and int(headers["Retry-After"]) >= 1
+        assert body["error"]["code"] == "queue_full"
+        code, _, body = await queued
+        assert code == 504 and body["error"]["code"] == "queue_timeout"
+        assert "waiting in the queue" in body["error"]["message"]
+        gate.set()
+        assert (await held)[0] == 200
+        text = router.metrics.exposition().decode()
+    assert 'phalanx_router_errors_total{kind="queue_full"} 1.0' in text
+    assert 'phalanx_router_errors_total{kind="queue_timeout"} 1.0' in text
+
+
+async def test_a_waiting_request_gets_the_slot_when_one_frees(http: aiohttp.ClientSession) -> None:
+    gate = asyncio.Event()
+    config = quiet(admission=AdmissionConfig(default_cap=1))
+    async with running(config) as router, upstreams(FakeUpstream("a", gate=gate)) as (a,):
+        router.set_endpoints([a.endpoint()])
+        first = asyncio.create_task(post(http, router))
+        await eventually(lambda: a.started == 1)
+        second = asyncio.create_task(post(http, router, headers={"x-priority": "high"}))
+        await eventually(lambda: router.admission.queue_depth()["high"] == 1)
+        assert a.started == 1  # the cap holds it back
+        gate.set()
+        assert [(await t)[0] for t in (first, second)] == [200, 200]
+        code, _, body = await post(http, router, headers={"x-priority": "urgent"})
+    assert code == 400 and body["error"]["param"] == "x-priority"
+
+
+def key_file(tmp_path: Path, *lines: str) -> Path:
+    path = tmp_path / "keys"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def test_api_keys_are_required_and_never_reach_the_endpoint(tmp_path: Path) -> None:
+    keys = key_file(tmp_path, "# team keys", "team-a:sk-alpha")
+    async with running(quiet(api_keys=keys)) as router, upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        good = openai.AsyncOpenAI(base_url=f"{router.url}/v1", api_key="sk-alpha", max_retries=0)
+        bad = openai.AsyncOpenAI(base_url=f"{router.url}/v1", api_key="sk-wrong", max_retries=0)
+        assert (await good.completions.create(model="m", prompt="x")).choices[0].text == "a"
+        with pytest.raises(openai.AuthenticationError) as info:
+            await bad.completions.create(model="m", prompt="x")
+        assert info.value.code == "invalid_api_key"
+        assert a.started == 1
+        await good.close()
+        await bad.close()
+    assert all("Authorization" not in r["headers"] for r in a.received)  # the router's key stays here
+
+
+async def test_per_key_request_rate_limit_is_429_with_openai_headers(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    keys = key_file(tmp_path, "slow:sk-slow-key-1 rpm=2")
+    async with running(quiet(api_keys=keys)) as router, upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        auth = {"Authorization": "Bearer sk-slow-key-1"}
+        codes = []
+        for _ in range(3):
+            code, headers, body = await post(http, router, headers=auth)
+            codes.append(code)
+        assert codes == [200, 200, 429]
+        assert body["error"]["code"] == "rate_limit_exceeded"
+        assert int(headers["Retry-After"]) >= 1
+        assert headers["x-ratelimit-limit-requests"] == "2"
+        assert headers["x-ratelimit-remaining-requests"] == "0"
+        assert a.started == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "headers"),
+    [
+        (b"", {}),
+        (b"[]", {}),
+        (b'{"model": 7}', {}),
+        (b'{"model": "m", "messages": "not a list"}', {}),
+        (b'{"model": "m", "prompt": [1, "mixed", null]}', {}),
+        (b'{"model": "m", "prompt": "x"}', {"x-routing-policy": "fastest"}),
+        (b'{"model": "m", "prompt": "x"}', {"x-queue-timeout": "-1"}),
+        (b'{"model": "m", "prompt": "x"}', {"x-priority": "\\u0000"}),
+        (b"\xff\xfe", {"content-type": "application/json"}),
+    ],
+)
+async def test_malformed_requests_never_get_a_5xx(
+    http: aiohttp.ClientSession, body: bytes, headers: dict[str, str]
+) -> None:
+    async with running(quiet()) as router, upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        async with http.post(f"{router.url}/v1/chat/completions", data=body, headers=headers) as resp:
+            assert resp.status < 500, await resp.text()
+            payload = await resp.json()
+    assert "error" in payload or "choices" in payload
+
+
+async def test_the_policy_can_be_chosen_per_request(http: aiohttp.ClientSession) -> None:
+    async with (
+        running(quiet(policy="round-robin")) as router,
+        upstreams(FakeUpstream("a"), FakeUpstream("b")) as (
+            a,
+            b,
+        ),
+    ):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        texts = [(await post(http, router))[2]["choices"][0]["text"] for _ in range(4)]
+        assert sorted(texts) == ["a", "a", "b", "b"]  # round-robin
+        prompt = {"model": "m", "prompt": "a long shared system prompt " * 20}
+        chosen = [
+            (await post(http, router, json=prompt, headers={"x-routing-policy": "prefix-cache"}))[2][
+                "choices"
+            ][0]["text"]
+            for _ in range(4)
+        ]
+        assert len(set(chosen)) == 1  # the prefix sticks to the endpoint that saw it
+        text = router.metrics.exposition().decode()
+    assert 'phalanx_router_routing_decisions_total{policy="round-robin",reason="rotation"}' in text
+    assert 'policy="prefix-cache",reason="prefix-hit"' in text
+
+
+async def test_a_failing_endpoint_is_ejected_and_traffic_moves(http: aiohttp.ClientSession) -> None:
+    config = quiet(outlier=OutlierConfig(consecutive_failures=2, base_ejection_s=60), max_attempts=2)
+    async with running(config) as router, upstreams(FakeUpstream("b")) as (b,):
+        dead = Endpoint(name="a", url=refused_url(), serving="demo", group_index=0, models=("m",))
+        router.set_endpoints([dead, b.endpoint()])
+        for _ in range(6):
+            assert (await post(http, router))[0] == 200  # retried on b when a refuses
+        text = router.metrics.exposition().decode()
+        retries = _sample(text, 'phalanx_router_retries_total{endpoint="a"')
+        assert retries == 2  # two failures eject it; then it is not tried any more
+        assert 'phalanx_router_health_events_total{endpoint="a",event="ejected",source="passive"} 1.0' in text
+
+
+def _sample(text: str, prefix: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
