@@ -16,7 +16,7 @@ import pytest
 from lightkube.resources.coordination_v1 import Lease
 
 from phalanx.api import labels as L
-from phalanx.kube.resources import ModelServingResource
+from phalanx.kube.resources import ModelServingResource, VolcanoPodGroup
 from tests.cluster.controlplane import ControlPlane, install_crds, operator_process, wait_for
 from tests.cluster.servings import (
     conditions_of,
@@ -283,3 +283,33 @@ def test_the_follower_takes_over_when_the_leader_stops(control_plane: ControlPla
         assert follower.poll() is None
     # A clean stop releases the Lease, so the follower need not wait out its 15 s duration.
     assert handover < 10, f"handover took {handover:.1f}s"
+
+
+def test_role_level_scaling_adds_role_instances_inside_the_group_and_grows_its_gang(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    cp = control_plane
+    namespace, pool = start(cp, "rolescale", nodes=2)
+    manifest = small_serving(namespace, "rs", pool, replicas=1, role_replicas=1)
+    cp.client().create(ModelServingResource.from_dict(manifest))
+    with operator_process(cp, namespace, tmp_path):
+        wait_for("the group available", available(cp, namespace, "rs", 1), timeout=120)
+        before = uids(cp, namespace)
+        manifest["spec"]["template"]["roles"][0]["replicas"] = 2
+        merge_patch(cp, namespace, "rs", {"spec": manifest["spec"]})
+
+        def grown() -> bool:
+            gang = cp.client().get(VolcanoPodGroup, "rs-0", namespace=namespace).to_dict()
+            [group] = status_of(cp, namespace, "rs").get("groups") or [{}]
+            return (
+                sorted(pods_of(cp, namespace))
+                == ["rs-0-engine-0-0", "rs-0-engine-0-1", "rs-0-engine-1-0", "rs-0-engine-1-1"]
+                and gang["spec"]["minMember"] == 4
+                and group.get("phase") == "Ready"
+                and group.get("readyPods") == 4
+            )
+
+        wait_for("a second role instance in the same group", grown, timeout=120)
+        after = uids(cp, namespace)
+    # Role scaling is not a rollout: the first instance kept running.
+    assert {name: after[name] for name in before} == before
