@@ -424,6 +424,9 @@ def install(
     operator_replicas: Annotated[int, typer.Option("--operator-replicas", min=0)] = 2,
     router_replicas: Annotated[int, typer.Option("--router-replicas", min=0)] = 2,
     with_router: Annotated[bool, typer.Option("--router/--no-router", help="Include the router.")] = True,
+    router_api_keys_secret: Annotated[
+        str, typer.Option("--router-api-keys-secret", help="Secret whose entries are the router's API keys.")
+    ] = "",
     crds: Annotated[bool, typer.Option("--crds/--no-crds", help="Include the CRDs.")] = True,
     create_namespace: Annotated[
         bool,
@@ -449,6 +452,7 @@ def install(
         operator=replace(defaults.operator, replicas=operator_replicas),
         router_enabled=with_router,
         router=replace(defaults.router, replicas=router_replicas),
+        router_api_keys_secret=router_api_keys_secret,
         crds=crds,
         create_namespace=create_namespace,
     )

@@ -165,6 +165,7 @@ def changed_options() -> InstallOptions:
         router=replace(default_router(), replicas=4, node_selector={"pool": "edge"}),
         service_type="LoadBalancer",
         service_port=443,
+        router_api_keys_secret="router-keys",
     )
 
 

@@ -97,6 +97,8 @@ class InstallOptions:
     router: Workload = field(default_factory=default_router)
     service_type: str = "ClusterIP"
     service_port: int = ROUTER_PORT
+    # A Secret in the release namespace holding the router's API keys (file name = key name).
+    router_api_keys_secret: str = ""
     crds: bool = True
     create_namespace: bool = True
 
@@ -135,6 +137,9 @@ def problems(options: InstallOptions) -> list[str]:
         )
     if options.image_tag and not re.fullmatch(r"[\w][\w.-]{0,127}", options.image_tag):
         found.append(f"image tag {options.image_tag!r}: letters, digits, '_', '.', '-' (at most 128)")
+    secret = options.router_api_keys_secret
+    if secret and not re.fullmatch(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?", secret):
+        found.append(f"router API keys Secret {secret!r}: must be a DNS-1123 subdomain (a Secret's name)")
     if options.image_pull_policy not in PULL_POLICIES:
         found.append(f"image pull policy {options.image_pull_policy!r}: one of {', '.join(PULL_POLICIES)}")
     for key, value in options.labels.items():
@@ -182,6 +187,7 @@ def chart_values(options: InstallOptions) -> Object:
             "enabled": options.router_enabled,
             **_workload_values(options.router),
             "service": {"type": options.service_type, "port": options.service_port},
+            "apiKeysSecret": options.router_api_keys_secret,
         },
     }
 
@@ -497,13 +503,17 @@ def operator_objects(options: InstallOptions) -> list[Object]:
     ]
 
 
+API_KEYS_DIR = "/etc/phalanx/api-keys"
+
+
 def router_objects(options: InstallOptions) -> list[Object]:
     """ServiceAccount, read-only role and binding, the router Deployment and its Service."""
     component = "router"
     name = component_name(options.release, component)
     probe: Object = {"tcpSocket": {"port": "http"}, "periodSeconds": 10}
+    keys = ["--api-keys", API_KEYS_DIR] if options.router_api_keys_secret else []
     container: Object = {
-        "args": ["router", "--host", "0.0.0.0", "--port", str(ROUTER_PORT), *_watch_args(options)],
+        "args": ["router", "--host", "0.0.0.0", "--port", str(ROUTER_PORT), *_watch_args(options), *keys],
         "ports": [{"name": "http", "containerPort": ROUTER_PORT, "protocol": "TCP"}],
         # TCP, not /health: /health is 503 while no model is served, and a router with nothing to
         # route to should still answer clients with a clear 503 rather than drop out of the Service.
@@ -522,17 +532,22 @@ def router_objects(options: InstallOptions) -> list[Object]:
             ],
         },
     }
+    deployment = _deployment(
+        options, component=component, workload=options.router, container=container, metrics_port=ROUTER_PORT
+    )
+    if options.router_api_keys_secret:
+        # Mounted, not read through the API: the router needs no RBAC on Secrets, and the kubelet
+        # updates the files in place when the Secret changes (the router reloads them).
+        pod = deployment["spec"]["template"]["spec"]
+        pod["containers"][0]["volumeMounts"].append(
+            {"name": "api-keys", "mountPath": API_KEYS_DIR, "readOnly": True}
+        )
+        pod["volumes"].append({"name": "api-keys", "secret": {"secretName": options.router_api_keys_secret}})
     return [
         _service_account(options, name, component),
         *_grant(options, component, name, ROUTER_RULES, binding_namespace=options.watch_namespace or None),
         service,
-        _deployment(
-            options,
-            component=component,
-            workload=options.router,
-            container=container,
-            metrics_port=ROUTER_PORT,
-        ),
+        deployment,
     ]
 
 

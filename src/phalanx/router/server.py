@@ -430,9 +430,19 @@ class Router:
             return error_response(500, "The router failed to handle the request.")
 
     async def _health(self, request: web.Request) -> web.Response:
-        routable = sum(1 for ep in self._endpoints if ep.routable)
+        """200 while the router is up and some endpoint can take requests; the body says how many."""
+        ejected = self.detector.ejected(time.monotonic())
+        routable = [ep for ep in self._endpoints if ep.routable]
+        healthy = [ep for ep in routable if ep.name not in ejected]
         status = 200 if routable and not self._stopping else 503
-        return web.json_response({"status": "ok" if status == 200 else "unavailable"}, status=status)
+        body = {
+            "status": "ok" if status == 200 else "stopping" if self._stopping else "no_ready_backend",
+            "backends": len(self._endpoints),
+            "ready_backends": len(routable),
+            "ejected_backends": len(routable) - len(healthy),
+            "queued_requests": sum(self.admission.queue_depth().values()),
+        }
+        return web.json_response(body, status=status)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         for priority, depth in self.admission.queue_depth().items():

@@ -335,6 +335,7 @@ async def test_health_and_metrics(
         router.set_endpoints([a.endpoint()])
         async with http.get(f"{router.url}/health") as resp:
             assert resp.status == 200
+            assert (await resp.json())["ready_backends"] == 1
         await client.completions.create(model="m", prompt="x")
         stream = await client.chat.completions.create(model="m", messages=[], stream=True)
         _ = [c async for c in stream]

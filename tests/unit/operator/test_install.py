@@ -537,3 +537,25 @@ def test_cli_rejects_bad_options_without_a_traceback() -> None:
     assert "error: release name 'Demo'" in result.stderr
     assert "error: image pull policy 'Sometimes'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_api_keys_secret_is_mounted_read_only_and_passed_to_the_router() -> None:
+    named = by_kind_and_name(render(InstallOptions(router_api_keys_secret="router-keys")))
+    spec = named[("Deployment", "phalanx-router")]["spec"]["template"]["spec"]
+    container = spec["containers"][0]
+    assert container["args"][-2:] == ["--api-keys", "/etc/phalanx/api-keys"]
+    assert {"name": "api-keys", "mountPath": "/etc/phalanx/api-keys", "readOnly": True} in container[
+        "volumeMounts"
+    ]
+    assert {"name": "api-keys", "secret": {"secretName": "router-keys"}} in spec["volumes"]
+    # Mounted by the kubelet: the router's role still grants nothing on Secrets.
+    rules = named[("ClusterRole", "phalanx-router")]["rules"]
+    assert all("secrets" not in rule["resources"] for rule in rules)
+    without = by_kind_and_name(render(InstallOptions()))[("Deployment", "phalanx-router")]
+    assert "--api-keys" not in without["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_a_bad_secret_name_is_refused() -> None:
+    with pytest.raises(InstallError) as caught:
+        render(InstallOptions(router_api_keys_secret="Bad_Name"))
+    assert any("router API keys Secret" in problem for problem in caught.value.problems)
