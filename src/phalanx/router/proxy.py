@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import aiohttp
 from aiohttp import web
@@ -57,6 +57,7 @@ async def relay(
     upstream: aiohttp.ClientResponse,
     request_id: str,
     on_data: Callable[[bytes, bool], None],
+    extra_headers: Mapping[str, str] | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
     """Stream `upstream` to the client. Once this starts, the request is never retried.
 
@@ -67,6 +68,8 @@ async def relay(
         reason=upstream.reason,
         headers=client_response_headers(upstream.headers.items(), request_id),
     )
+    if extra_headers:
+        response.headers.update(extra_headers)
     sse = is_event_stream(upstream)
     framer = SseFramer() if sse else None
     try:

@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -71,6 +71,7 @@ from phalanx.router.policies import (
 from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter, estimate_tokens
 from phalanx.router.rejection import Rejection
+from phalanx.router.usage import UsageTap
 
 logger = logging.getLogger("phalanx.router")
 access_logger = logging.getLogger("phalanx.router.access")
@@ -162,6 +163,8 @@ class _Tally:
     error: str = ""  # the kind, for phalanx_router_errors; empty when the request succeeded
     request_id: str = ""
     attempts: int = 0
+    usage: UsageTap | None = None  # set when the key's token budget needs the engine's count
+    response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
 
 
 _ModelKey = tuple[str, str]
@@ -532,6 +535,9 @@ class Router:
                 ) from None
             if key is not None and (key.requests_per_minute or key.tokens_per_minute):
                 grant = self.limiter.admit(key, estimate_tokens(parsed.payload), time.monotonic())
+                tally.response_headers.update(grant.headers)
+                if key.tokens_per_minute:
+                    tally.usage = UsageTap()
         except Rejection as rejection:
             tally.error = _rejection_kind(rejection)
             return rejection.response()
@@ -541,10 +547,12 @@ class Router:
             )
         finally:
             if grant is not None:
-                # The engine's real usage is not read from the relayed bytes: the estimate stands.
-                self.limiter.settle(grant, grant.tokens, time.monotonic())
-        if grant is not None and not response.prepared:
-            response.headers.update(grant.headers)
+                counted = tally.usage.total_tokens if tally.usage is not None else None
+                # Without the engine's count (no usage in the body, a stream without include_usage,
+                # a failure) the estimate stands.
+                self.limiter.settle(grant, grant.tokens if counted is None else counted, time.monotonic())
+        if not response.prepared:  # the router's own answers; relayed ones got them in `relay`
+            response.headers.update(tally.response_headers)
         return response
 
     async def _admitted(
@@ -712,7 +720,16 @@ class Router:
                 return _Abandoned("upstream_503")
 
             timer = RelayTimer(self.metrics, tally.model, ep.name, started)
-            response, outcome = await relay(request, upstream, rid, timer)
+            tap = tally.usage
+            if tap is None:
+                on_data: Callable[[bytes, bool], None] = timer
+            else:
+
+                def on_data(data: bytes, event_stream: bool) -> None:
+                    timer(data, event_stream)
+                    tap(data)
+
+            response, outcome = await relay(request, upstream, rid, on_data, tally.response_headers)
             if outcome is Outcome.CLIENT_GONE:
                 tally.code = CLIENT_CLOSED
                 logger.info("client went away during a request to %s", ep.name)

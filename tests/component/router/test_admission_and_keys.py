@@ -191,3 +191,18 @@ async def test_a_failing_endpoint_is_ejected_and_traffic_moves(http: aiohttp.Cli
 
 def _sample(text: str, prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+async def test_token_budgets_are_charged_with_the_engines_count(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # Each request is estimated at 257 tokens (1 prompt + 256 default max_tokens); the fake engine
+    # reports 2. Charged by the estimate, the third request would exceed 600 a minute.
+    keys = key_file(tmp_path, "tok:sk-token-key-1 tpm=600")
+    async with running(quiet(api_keys=keys)) as router, upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        auth = {"Authorization": "Bearer sk-token-key-1"}
+        results = [await post(http, router, headers=auth) for _ in range(5)]
+    assert [code for code, _, _ in results] == [200] * 5
+    remaining = int(results[-1][1]["x-ratelimit-remaining-tokens"])
+    assert remaining >= 600 - 257 - 4 * 2 - 2  # only the engine's 2 a request stayed charged
