@@ -357,19 +357,7 @@ def operator_kubeconfig(cp: ControlPlane, path: Path) -> None:
         },
     ):
         client.create(from_dict(doc))
-    request = {
-        "apiVersion": "authentication.k8s.io/v1",
-        "kind": "TokenRequest",
-        "spec": {"expirationSeconds": 7200},
-    }
-    code, body = cp.http(
-        "POST",
-        f"/api/v1/namespaces/{OPERATOR_NAMESPACE}/serviceaccounts/{OPERATOR_ACCOUNT}/token",
-        body=request,
-    )
-    if code != 201:
-        raise RuntimeError(f"TokenRequest for {OPERATOR_USER} failed: {code} {body}")
-    token = body["status"]["token"]
+    _, token = cp.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_ACCOUNT, path)
     review = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
     code, body = cp.http(
         "POST", "/apis/authentication.k8s.io/v1/selfsubjectreviews", token=token, body=review
@@ -379,17 +367,6 @@ def operator_kubeconfig(cp: ControlPlane, path: Path) -> None:
         raise RuntimeError(
             f"the operator's token authenticates as {username!r} ({code}), not {OPERATOR_USER}"
         )
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {"name": "bench", "cluster": {"server": cp.server, "certificate-authority": str(cp.ca_file)}}
-        ],
-        "users": [{"name": OPERATOR_ACCOUNT, "user": {"token": token}}],
-        "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": OPERATOR_ACCOUNT}}],
-        "current-context": "bench",
-    }
-    path.write_text(json.dumps(config, indent=2))
 
 
 def audit_args(directory: Path) -> tuple[str, ...]:

@@ -54,7 +54,7 @@ from tests.cluster.controlplane import (
     running_control_plane,
     wait_for,
 )
-from tests.cluster.servings import small_serving, status_of
+from tests.cluster.servings import pool_nodes, small_serving, status_of
 from tests.cluster.test_router_discovery import endpoints, routable_in, router_process
 
 pytestmark = pytest.mark.cluster
@@ -378,9 +378,7 @@ def test_the_operator_runs_with_exactly_the_charts_permissions(
     )
     server_side_apply(client, parse(cli.stdout))
     namespace = cp.new_namespace("rbac")
-    pool = f"pool-{namespace}"
-    for index in range(3):
-        cp.add_gpu_node(f"{namespace}-n{index}", gpus=4, labels={"phalanx.dev/pool": pool})
+    pool = pool_nodes(cp, namespace, 3, gpus=4)
     kubeconfig, token = token_kubeconfig(cp, "phalanx-operator", tmp_path / "operator.kubeconfig")
 
     # What the role leaves out, the API server refuses.

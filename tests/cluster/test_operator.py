@@ -136,10 +136,8 @@ def test_volcano_starts_a_whole_group_or_none_of_it(control_plane: ControlPlane,
     client = control_plane.client()
     install_crds(client, CRDS)
     namespace = control_plane.new_namespace("gang")
-    pool = f"pool-{namespace}"
     # Room for one group (2 pods x 4 GPUs) plus half of another: 3 nodes of 4 GPUs.
-    for index in range(3):
-        control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=4, labels={"phalanx.dev/pool": pool})
+    pool = pool_nodes(control_plane, namespace, 3, gpus=4)
     client.create(ModelServingResource.from_dict(small_serving(namespace, "gang", pool, replicas=2)))
     with operator_process(control_plane, namespace, tmp_path):
 
@@ -149,22 +147,15 @@ def test_volcano_starts_a_whole_group_or_none_of_it(control_plane: ControlPlane,
 
         wait_for("one group ready and one pending", one_ready_one_pending, timeout=90)
         time.sleep(5)  # several Volcano cycles: the pending group must stay wholly unbound
-        pods = list(client.list(Pod, namespace=namespace))
-        bound: dict[str, int] = {}
-        for pod in pods:
-            assert pod.metadata is not None and pod.metadata.labels is not None and pod.spec is not None
-            group = pod.metadata.labels[L.GROUP_INDEX]
-            bound[group] = bound.get(group, 0) + (1 if pod.spec.nodeName else 0)
-        assert sorted(bound.values()) == [0, 2]  # never half a group
+        # never half a group
+        assert sorted(bound_pods_by_group(control_plane, namespace).values()) == [0, 2]
 
 
 def test_scaling_through_the_scale_subresource(control_plane: ControlPlane, tmp_path: Path) -> None:
     client = control_plane.client()
     install_crds(client, CRDS)
     namespace = control_plane.new_namespace("scale")
-    pool = f"pool-{namespace}"
-    for index in range(4):
-        control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=4, labels={"phalanx.dev/pool": pool})
+    pool = pool_nodes(control_plane, namespace, 4, gpus=4)
     client.create(ModelServingResource.from_dict(small_serving(namespace, "scaled", pool, replicas=1)))
     with operator_process(control_plane, namespace, tmp_path):
         wait_for(
@@ -196,9 +187,7 @@ def test_a_failed_worker_recreates_its_role_instance(control_plane: ControlPlane
     client = control_plane.client()
     install_crds(client, CRDS)
     namespace = control_plane.new_namespace("heal")
-    pool = f"pool-{namespace}"
-    for index in range(2):
-        control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=4, labels={"phalanx.dev/pool": pool})
+    pool = pool_nodes(control_plane, namespace, 2, gpus=4)
     client.create(ModelServingResource.from_dict(small_serving(namespace, "heal", pool, replicas=1)))
     with operator_process(control_plane, namespace, tmp_path):
         wait_for(

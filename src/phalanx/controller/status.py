@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Set
 from dataclasses import dataclass
 
+from phalanx.api import labels as L
 from phalanx.api.base import Condition
 from phalanx.api.modelserving import GroupPhase, ModelServing, ModelServingStatus, ServingGroupStatus
 from phalanx.api.names import group_name
@@ -71,8 +72,8 @@ def _condition(ms: ModelServing, kind: str, status: bool, reason: str, message: 
 
 
 _GANG_APIS = {
-    "volcano": "Volcano PodGroup (scheduling.volcano.sh/v1beta1)",
-    "coscheduling": "coscheduling PodGroup (scheduling.x-k8s.io/v1alpha1)",
+    "volcano": f"Volcano PodGroup ({L.VOLCANO_PODGROUP_API})",
+    "coscheduling": f"coscheduling PodGroup ({L.COSCHEDULING_PODGROUP_API})",
 }
 
 

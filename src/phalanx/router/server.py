@@ -597,7 +597,7 @@ class Router:
             def pick(saturated: frozenset[str]) -> str | None:
                 # Runs now, or later when a slot frees: re-read the set each time.
                 now = time.monotonic()
-                found = candidates(self._states(saturated, now), model, frozenset(tried))
+                found = candidates(self._states(model, saturated, now), model, frozenset(tried))
                 available = found.available or (() if found.saturated else found.ejected)  # fail open
                 if not available:
                     if found.saturated:
@@ -644,12 +644,15 @@ class Router:
         tally.error = "no_endpoint"
         return _error(no_endpoint(model, self.config.retry_after_s))
 
-    def _states(self, saturated: frozenset[str], now: float) -> list[BackendState]:
-        loads = self._scraper.snapshot(now) if self._scraper is not None else {}
+    def _states(self, model: str, saturated: frozenset[str], now: float) -> list[BackendState]:
+        """What the policies see of the endpoints serving `model` (per decision: on the request path)."""
+        scraper = self._scraper
         ejected = self.detector.ejected(now)
         states = []
         for ep in self.endpoints():
-            load = loads.get(ep.name)
+            if model not in ep.models:
+                continue
+            load = scraper.reading(ep.name, now) if scraper is not None else None
             states.append(
                 BackendState(
                     endpoint=ep,

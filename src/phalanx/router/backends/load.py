@@ -185,9 +185,12 @@ class LoadScraper:
 
     def snapshot(self, now: float) -> Mapping[str, BackendLoad | None]:
         """The usable reading of every endpoint being scraped, None where there is none."""
-        return {
-            name: r.load if now - r.at <= self.stale_after_s else None for name, r in self._readings.items()
-        }
+        return {name: self.reading(name, now) for name in self._readings}
+
+    def reading(self, name: str, now: float) -> BackendLoad | None:
+        """One endpoint's usable reading: None when never read or older than `stale_after_s`."""
+        r = self._readings.get(name)
+        return r.load if r is not None and now - r.at <= self.stale_after_s else None
 
     async def close(self) -> None:
         self._closed = True

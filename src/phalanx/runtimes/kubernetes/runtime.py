@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any
 
 import httpx2
@@ -132,22 +132,19 @@ class KubernetesRuntime:
     async def _watch_gang_crd(self, crd: str) -> None:
         """Follows one gang CRD (by name: RBAC can grant exactly these) and rediscovers on a change."""
         api = PODGROUP_CRDS[crd]
-        delay = 0.5
-        while True:
-            try:
-                async for kind, obj in self.client.watch(
-                    CustomResourceDefinition, fields={"metadata.name": crd}, server_timeout=300
-                ):
-                    delay = 0.5
-                    established = kind != "DELETED" and _established(as_dict(obj))
-                    if established != (api in self.gang_apis):
-                        await self._rediscover(api, established)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # expired, forbidden, connection lost: start again
-                log.debug("watch of CRD %s ended: %s", crd, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+
+        async def changed(kind: str, obj: Object) -> None:
+            established = kind != "DELETED" and _established(obj)
+            if established != (api in self.gang_apis):
+                await self._rediscover(api, established)
+
+        await self._follow(
+            lambda: self.client.watch(
+                CustomResourceDefinition, fields={"metadata.name": crd}, server_timeout=300
+            ),
+            f"CRD {crd}",
+            changed,
+        )
 
     async def _rediscover(self, api: str, served: bool) -> None:
         before = set(self.gang_apis)
@@ -186,18 +183,36 @@ class KubernetesRuntime:
         on_object: Callable[[Object], None],
     ) -> None:
         """Watch until cancelled: a watch that ends or expires (410 Gone) starts again from a fresh list."""
+
+        async def each(_kind: str, obj: Object) -> None:
+            on_object(obj)
+
+        await self._follow(
+            lambda: self.client.watch(
+                resource, namespace=self.namespace or "*", labels=labels, server_timeout=300
+            ),
+            resource.__name__,
+            each,
+        )
+
+    async def _follow(
+        self,
+        open_watch: Callable[[], AsyncIterable[tuple[str, Any]]],
+        what: str,
+        on_event: Callable[[str, Object], Awaitable[None]],
+    ) -> None:
+        """The one retry loop of every watch: errors (expired, forbidden, connection lost) are logged
+        and the watch opened again with backoff, until cancelled."""
         delay = 0.5
         while True:
             try:
-                async for _kind, obj in self.client.watch(
-                    resource, namespace=self.namespace or "*", labels=labels, server_timeout=300
-                ):
+                async for kind, obj in open_watch():
                     delay = 0.5
-                    on_object(as_dict(obj))
+                    await on_event(kind, as_dict(obj))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # expired, timed out, connection lost: start again
-                log.debug("watch of %s ended: %s", resource.__name__, exc)
+                log.debug("watch of %s ended: %s", what, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
             self._changed.set()  # something may have been missed while no watch ran
