@@ -17,6 +17,11 @@ import sys
 
 from phalanx.router import Endpoint, Router, RouterConfig
 
+try:  # the event loop `phalanx router` runs on (uvloop), where the measured commit has the choice
+    from phalanx.http.loop import run
+except ImportError:
+    run = asyncio.run
+
 
 def config(policy: str | None) -> RouterConfig:
     if policy is None:
@@ -54,7 +59,7 @@ def main() -> None:
     parser.add_argument("--model", required=True)
     parser.add_argument("--backend", action="append", required=True)
     parser.add_argument("--policy")
-    asyncio.run(serve(parser.parse_args()))
+    run(serve(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -589,8 +589,13 @@ def main() -> None:
         from phalanx.sim.main import main as sim_main
 
         sys.exit(sim_main(sys.argv[2:]))
+    from phalanx.http.loop import EventLoopError
+
     try:
         app()
+    except EventLoopError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(1) from None
     except KeyboardInterrupt:
         err.print("interrupted")
         raise SystemExit(130) from None

@@ -13,6 +13,7 @@ from rich.live import Live
 from phalanx.api.modelserving import ModelServing
 from phalanx.embedded.daemon import Daemon, StartError, UpOptions
 from phalanx.embedded.view import render_status
+from phalanx.http import loop as event_loop
 
 REFRESH_SECONDS = 0.5
 
@@ -28,7 +29,7 @@ def run_up(
 ) -> int:
     options = UpOptions(state_dir=state_dir, host=host, port=port, gpus=gpus)
     try:
-        return asyncio.run(_run(Daemon(options), servings, console))
+        return event_loop.run(_run(Daemon(options), servings, console))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: the reaper still kills every pod
         return 130
 

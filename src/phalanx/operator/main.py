@@ -9,6 +9,7 @@ import signal
 from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 
+from phalanx.http import loop as event_loop
 from phalanx.kube.config import ClusterConfigError, load_kubeconfig
 from phalanx.operator.manager import Operator, OperatorOptions
 
@@ -24,7 +25,7 @@ def run_operator(options: OperatorOptions, kubeconfig: str | None = None) -> int
         config = load_kubeconfig(kubeconfig)
     except ClusterConfigError as exc:
         raise OperatorStartError(str(exc)) from None
-    return asyncio.run(_run(config, options))
+    return event_loop.run(_run(config, options))
 
 
 async def _run(config: KubeConfig, options: OperatorOptions) -> int:

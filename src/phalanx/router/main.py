@@ -15,6 +15,7 @@ from lightkube import AsyncClient
 from lightkube.config.kubeconfig import KubeConfig
 from lightkube.core.exceptions import ConfigError
 
+from phalanx.http import loop as event_loop
 from phalanx.kube.config import ClusterConfigError, load_kubeconfig
 from phalanx.router.auth import KeyFileError
 from phalanx.router.endpoints import Endpoint
@@ -48,12 +49,12 @@ def run_router(options: RouterOptions, config: RouterConfig | None = None) -> in
             endpoints = static_endpoints(options.backends)
         except BackendURLError as exc:
             raise RouterStartError(str(exc)) from None
-        return asyncio.run(serve(options, config or RouterConfig(), endpoints=endpoints))
+        return event_loop.run(serve(options, config or RouterConfig(), endpoints=endpoints))
     try:
         kubeconfig = load_kubeconfig(options.kubeconfig)
     except ClusterConfigError as exc:
         raise RouterStartError(str(exc)) from None
-    return asyncio.run(serve(options, config or RouterConfig(), kubeconfig=kubeconfig))
+    return event_loop.run(serve(options, config or RouterConfig(), kubeconfig=kubeconfig))
 
 
 async def serve(

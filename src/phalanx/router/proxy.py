@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import enum
 import logging
 from collections.abc import Callable, Mapping
@@ -13,6 +14,16 @@ from phalanx.http.errors import SSE_DONE, sse_error_event
 from phalanx.router.messages import client_response_headers
 
 logger = logging.getLogger("phalanx.router")
+
+# How long the response head waits for the first body bytes, so that both leave in one write (one
+# wake-up of the client, not two). Engines send their head and first bytes microseconds apart; a
+# first token further off than this does not keep the status from the client any longer.
+HEAD_HOLD_S = 0.05
+
+
+class _HeadWithBodyResponse(web.StreamResponse):
+    # aiohttp's own switch (off for `web.Response`): the head waits in the writer for the first write.
+    _send_headers_immediately = False
 
 
 class SseFramer:
@@ -63,7 +74,7 @@ async def relay(
 
     `on_data(data, is_event_stream)` sees every write before it goes out (for timing metrics).
     """
-    response = web.StreamResponse(
+    response = _HeadWithBodyResponse(
         status=upstream.status,
         reason=upstream.reason,
         headers=client_response_headers(upstream.headers.items(), request_id),
@@ -72,26 +83,44 @@ async def relay(
         response.headers.update(extra_headers)
     sse = is_event_stream(upstream)
     framer = SseFramer() if sse else None
+    content = upstream.content
     try:
         await response.prepare(request)
+        first = True
         while True:
             try:
-                chunk = await upstream.content.readany()
+                chunk = await (_first_read(content, response) if first else content.readany())
             except (aiohttp.ClientError, TimeoutError) as exc:
                 return response, await _fail_stream(request, response, sse, upstream, exc)
-            if not chunk:
-                break
+            first = False
             data = framer.feed(chunk) if framer is not None else chunk
+            if not chunk or content.at_eof():
+                # The last bytes leave with the end-of-body marker, in one write.
+                if framer is not None:
+                    data += framer.flush()
+                if data:
+                    on_data(data, sse)
+                await response.write_eof(data)
+                return response, Outcome.COMPLETE
             if data:
                 on_data(data, sse)
                 await response.write(data)
-        if framer is not None and framer.pending:
-            await response.write(framer.flush())
-        await response.write_eof()
     except ConnectionResetError:
         # aiohttp's ClientConnectionResetError is one: the client went away while we wrote.
         return response, Outcome.CLIENT_GONE
-    return response, Outcome.COMPLETE
+
+
+async def _first_read(content: aiohttp.StreamReader, response: web.StreamResponse) -> bytes:
+    """The first body bytes, with the response head held back for them at most `HEAD_HOLD_S`."""
+    hold = asyncio.timeout(HEAD_HOLD_S)
+    try:
+        async with hold:
+            return await content.readany()
+    except TimeoutError:
+        if not hold.expired():  # the upstream read's own timeout, not the hold
+            raise
+    await response.write(b"")  # nothing yet: the head goes alone
+    return await content.readany()
 
 
 async def _fail_stream(

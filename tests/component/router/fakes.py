@@ -40,6 +40,8 @@ class FakeUpstream:
     # When set, completions wait for it (lets a test hold requests in flight).
     gate: asyncio.Event | None = None
     stream_pause_s: float = 0.0
+    # Streams: the pause between the response head and the first event (a slow first token).
+    first_event_delay_s: float = 0.0
     events: int = 8
     received: list[dict[str, Any]] = field(default_factory=list)
     started: int = 0
@@ -110,6 +112,8 @@ class FakeUpstream:
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
+        if self.first_event_delay_s:
+            await asyncio.sleep(self.first_event_delay_s)
         for i, event in enumerate(sse_events(self.name, self.events)):
             if self.mode == "die-mid-stream" and i == 3:
                 # Half an event, then the connection drops, as when the pod dies.

@@ -82,6 +82,24 @@ async def test_streaming_is_byte_for_byte(router: Router, http: aiohttp.ClientSe
         assert len(chunks) > 1
 
 
+async def test_the_head_is_not_held_back_for_a_slow_first_token(
+    router: Router, http: aiohttp.ClientSession
+) -> None:
+    # The head waits briefly to leave with the first bytes; a slow first token must not delay it.
+    async with upstreams(FakeUpstream("a", events=2, first_event_delay_s=1.0)) as (a,):
+        router.set_endpoints([a.endpoint()])
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stream": True}
+        loop = asyncio.get_running_loop()
+        sent = loop.time()
+        async with http.post(f"{router.url}/v1/chat/completions", json=body) as resp:
+            head_after = loop.time() - sent
+            assert resp.status == 200
+            assert await resp.read() == a.stream_bytes()
+            body_after = loop.time() - sent
+        assert head_after < 0.5
+        assert body_after >= 1.0
+
+
 async def test_streaming_through_the_openai_client(router: Router, client: openai.AsyncOpenAI) -> None:
     async with upstreams(FakeUpstream("a", events=5)) as (a,):
         router.set_endpoints([a.endpoint()])
