@@ -5,6 +5,8 @@ A contender is `KIND[:POLICY][ EXTRA ARGS]`, for example:
     direct                          no router: the first backend itself (overhead and wrk only)
     phalanx                         phalanx.router.Router, default config (least in-flight today)
     phalanx:NAME                    the same with RouterConfig(policy=NAME), once the router has one
+    phalanx@REF[:NAME]              the router as it was at git commit REF (its src/ first on
+                                    PYTHONPATH), to compare two versions in one run
     phalanx-cli[:NAME]              `phalanx router --backend URL ... [--policy NAME]`
     vllm-router:round_robin         vllm-router (PyPI, Rust) with --policy round_robin
     vllm-router:cache_aware --balance-abs-threshold 8
@@ -22,7 +24,18 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from procs import HOST, MODEL, ROOT, VENVS, Child, Processes, StartError, free_port, wait_serving
+from procs import (
+    HOST,
+    MODEL,
+    ROOT,
+    VENVS,
+    Child,
+    Processes,
+    StartError,
+    export_src,
+    free_port,
+    wait_serving,
+)
 
 VLLM_ROUTER_VERSION = "0.1.17"
 ROUTER_CPUS_ENV = "PHALANX_BENCH_ROUTER_CPUS"
@@ -40,6 +53,7 @@ class Contender:
     kind: str
     policy: str | None
     extra: tuple[str, ...]
+    git_ref: str | None = None
 
     @classmethod
     def parse(cls, spec: str) -> Contender:
@@ -47,13 +61,16 @@ class Contender:
         if not words:
             raise ValueError("empty contender")
         kind, _, policy = words[0].partition(":")
+        kind, _, git_ref = kind.partition("@")
+        if git_ref and kind != "phalanx":
+            raise ValueError(f"only `phalanx` takes @REF, not {kind!r} in {spec!r}")
         if kind not in ("direct", "phalanx", "phalanx-cli", "vllm-router"):
             raise ValueError(f"unknown contender kind {kind!r} in {spec!r}")
         if kind == "direct" and (policy or words[1:]):
             raise ValueError("`direct` takes no policy or arguments")
         if kind == "phalanx" and words[1:]:
             raise ValueError("`phalanx` takes no extra arguments; use phalanx-cli for CLI flags")
-        return cls(" ".join(words), kind, policy or None, tuple(words[1:]))
+        return cls(" ".join(words), kind, policy or None, tuple(words[1:]), git_ref or None)
 
     @property
     def is_ours(self) -> bool:
@@ -65,8 +82,15 @@ class Contender:
             return None, backends[0]
         port = free_port()
         url = f"http://{HOST}:{port}"
-        name = f"{label}-{self.spec.split()[0].replace(':', '-')}"
+        name = f"{label}-{self.spec.split()[0].replace(':', '-').replace('@', '-')}"
+        env: dict[str, str] = {}
         if self.kind == "phalanx":
+            if self.git_ref:
+                snapshot = procs.log_dir / f"src-{self.git_ref.replace('/', '-')}"
+                export_src(self.git_ref, snapshot)
+                env["PYTHONPATH"] = os.pathsep.join(
+                    filter(None, [str(snapshot / "src"), os.environ.get("PYTHONPATH")])
+                )
             argv = [sys.executable, str(ROOT / "bench" / "router" / "serve_phalanx.py")]
             argv += ["--port", str(port), "--model", MODEL]
             for backend in backends:
@@ -96,7 +120,7 @@ class Contender:
             argv += ["--log-level", "warning", *self.extra]
         # run.py --pin: the router gets its own core(s); everything else inherits the others.
         cpus = os.environ.get(ROUTER_CPUS_ENV)
-        child = procs.spawn(name, ["taskset", "-c", cpus, *argv] if cpus else argv)
+        child = procs.spawn(name, ["taskset", "-c", cpus, *argv] if cpus else argv, env)
         try:
             wait_serving(child, url)
         except StartError as exc:

@@ -273,3 +273,17 @@ def machine_info() -> dict[str, str]:
         "aiohttp": metadata.version("aiohttp"),
         "phalanx": metadata.version("phalanx"),
     }
+
+
+def export_src(ref: str, directory: Path) -> str:
+    """`git archive REF src` unpacked into `directory` (so `directory/src` goes on PYTHONPATH);
+    returns the short commit."""
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    directory.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", ref, "src"], cwd=ROOT, capture_output=True, check=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    return commit

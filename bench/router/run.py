@@ -19,7 +19,6 @@ import argparse
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,7 @@ import external
 import overhead
 import quality
 from contenders import ROUTER_CPUS_ENV, Contender, vllm_router_version
-from procs import ROOT, machine_info
+from procs import export_src, machine_info
 
 # `phalanx` is the router's default policy, whatever it is at the commit measured (least-in-flight
 # before policies existed); `phalanx:NAME` rows are reported as not run where the router has no
@@ -64,7 +63,7 @@ def parser() -> argparse.ArgumentParser:
         "--contenders",
         nargs="+",
         metavar="SPEC",
-        help="router configurations (contenders.py: direct, phalanx[:POLICY], phalanx-cli[:POLICY], "
+        help="router configurations (contenders.py: direct, phalanx[@REF][:POLICY], phalanx-cli[:POLICY], "
         "vllm-router:POLICY [extra args]); default per test; with `all`, every test gets this list",
     )
     top.add_argument("--skip-setup", action="store_true", help="`all`: do not run setup first")
@@ -119,14 +118,7 @@ def parser() -> argparse.ArgumentParser:
 
 def use_git_ref(ref: str, directory: Path) -> str:
     """Exports src/ at `ref` and puts it first on PYTHONPATH for every child process."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
-    ).stdout.strip()
-    directory.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(
-        ["git", "archive", "--format=tar", ref, "src"], cwd=ROOT, capture_output=True, check=True
-    )
-    subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
+    commit = export_src(ref, directory)
     os.environ["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(directory / "src"), os.environ.get("PYTHONPATH")])
     )
