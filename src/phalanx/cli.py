@@ -531,6 +531,9 @@ def router(
     queue_timeout: Annotated[
         float, typer.Option("--queue-timeout", min=0.001, help="Seconds a request may wait; then 504.")
     ] = 30.0,
+    max_body_mib: Annotated[
+        float, typer.Option("--max-body-mib", min=0.001, help="Largest request body in MiB; larger: 413.")
+    ] = 64.0,
 ) -> None:
     """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
@@ -549,6 +552,7 @@ def router(
     try:
         config = RouterConfig(
             access_log=access_log,
+            client_max_size=int(max_body_mib * 2**20),
             policy=policy,
             api_keys=api_keys,
             admission=AdmissionConfig(

@@ -103,6 +103,7 @@ class RouterConfig:
     models_timeout_s: float = 5.0
     # Do not ask an endpoint for its models more often than this after a failure.
     models_retry_s: float = 2.0
+    # Request bodies above this get 413 (long prompts and base64 images fit well below it).
     client_max_size: int = 64 * 1024 * 1024
     access_log: bool = False
     # Routing: the policy unless a request names another in `x-routing-policy` (docs/router.md).
@@ -137,6 +138,7 @@ _REJECTION_KINDS = {
     "rate_limit_exceeded": "rate_limited",
     "queue_full": "queue_full",
     "queue_timeout": "queue_timeout",
+    "request_too_large": "body_too_large",
 }
 
 
@@ -512,7 +514,7 @@ class Router:
         grant: Grant | None = None
         try:
             key = self.keys.authenticate(request.headers.get("Authorization"))
-            body = await request.read()
+            body = await self._body(request)
             parsed = parse_request(body)
             if isinstance(parsed, RequestError):
                 tally.error = "bad_request"
@@ -554,6 +556,18 @@ class Router:
         if not response.prepared:  # the router's own answers; relayed ones got them in `relay`
             response.headers.update(tally.response_headers)
         return response
+
+    async def _body(self, request: web.Request) -> bytes:
+        try:
+            return await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.config.client_max_size
+            raise Rejection(
+                413,
+                f"The request body is larger than this router accepts ({_size(limit)}); "
+                "send a smaller request, or raise the router's limit (phalanx router --max-body-mib).",
+                code="request_too_large",
+            ) from None
 
     async def _admitted(
         self,
@@ -781,6 +795,10 @@ def _log_request(request: web.Request, tally: _Tally, code: int, seconds: float)
     if tally.error:
         record["error"] = tally.error
     access_logger.info(json.dumps(record, separators=(",", ":")))
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n} bytes"
 
 
 def _error(err: RequestError) -> web.Response:

@@ -10,6 +10,7 @@ import openai
 import pytest
 
 from phalanx.router import Endpoint, Router, RouterConfig
+from phalanx.router.server import running
 
 from .fakes import FakeUpstream, eventually, refused_url, sse_events, upstreams
 
@@ -273,6 +274,24 @@ async def test_bad_requests_get_openai_errors(
             assert resp.status == 405
             assert resp.headers["Allow"] == "POST"
         assert a.started == 0
+
+
+async def test_a_body_over_the_limit_is_413_and_reaches_no_endpoint(http: aiohttp.ClientSession) -> None:
+    async with upstreams(FakeUpstream("a")) as (a,), running(Router(RouterConfig(client_max_size=1024))) as r:
+        r.set_endpoints([a.endpoint()])
+        big = {"model": "m", "prompt": "x" * 2048}
+        async with http.post(f"{r.url}/v1/completions", json=big) as resp:
+            assert resp.status == 413
+            error = (await resp.json())["error"]
+        assert error["code"] == "request_too_large"
+        assert "1024 bytes" in error["message"]
+        assert "--max-body-mib" in error["message"]
+        async with http.post(f"{r.url}/v1/completions", json={"model": "m", "prompt": "x"}) as resp:
+            assert resp.status == 200
+        assert a.started == 1
+        metrics = r.metrics.exposition().decode()
+        assert 'phalanx_router_errors_total{kind="body_too_large"} 1.0' in metrics
+        assert 'code="413"' in metrics
 
 
 async def test_draining_endpoint_finishes_but_gets_nothing_new(

@@ -41,13 +41,14 @@ class RouterProcess:
 
 
 @contextlib.contextmanager
-def router_process(*backends: SimProcess) -> Iterator[RouterProcess]:
+def router_process(*backends: SimProcess, flags: tuple[str, ...] = ()) -> Iterator[RouterProcess]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "router.log"
         args = [sys.executable, "-m", "phalanx", "router", "--host", HOST, "--port", str(port)]
         for backend in backends:
             args += ["--backend", f"http://{HOST}:{backend.port}"]
+        args += flags
         with log_path.open("wb") as log_file:
             proc = subprocess.Popen(args, stdout=log_file, stderr=subprocess.STDOUT)
         router = RouterProcess(proc, port, log_path)
@@ -93,6 +94,17 @@ def test_the_openai_client_sync_and_streaming(two_sims: tuple[SimProcess, SimPro
             client.completions.create(model="nope", prompt="x", max_tokens=1)
         assert "does not exist" in info.value.message
     assert router.proc.returncode == 0  # SIGTERM drains and exits cleanly
+    assert "Traceback" not in router.log()
+
+
+def test_a_body_over_max_body_mib_is_413(two_sims: tuple[SimProcess, SimProcess]) -> None:
+    with router_process(*two_sims, flags=("--max-body-mib", "0.01")) as router:
+        client = openai.OpenAI(base_url=router.base_url, api_key="unused", max_retries=0)
+        with pytest.raises(openai.APIStatusError) as info:
+            client.completions.create(model="tiny", prompt="word " * 4000, max_tokens=1)
+        assert info.value.status_code == 413
+        assert "10485 bytes" in info.value.message
+        assert client.completions.create(model="tiny", prompt="short", max_tokens=1).choices
     assert "Traceback" not in router.log()
 
 
