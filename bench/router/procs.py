@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 HOST = "127.0.0.1"
 ROOT = Path(__file__).resolve().parents[2]
@@ -271,8 +272,17 @@ def machine_info() -> dict[str, str]:
         "loadavg_at_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
         "python": platform.python_version(),
         "aiohttp": metadata.version("aiohttp"),
+        "uvloop": _version(metadata, "uvloop"),
+        "event_loop": os.environ.get("PHALANX_EVENT_LOOP") or "default (uvloop where the commit uses it)",
         "phalanx": metadata.version("phalanx"),
     }
+
+
+def _version(metadata: Any, package: str) -> str:
+    try:
+        return str(metadata.version(package))
+    except metadata.PackageNotFoundError:
+        return "not installed"
 
 
 def export_src(ref: str, directory: Path) -> str:
