@@ -54,8 +54,8 @@ from tests.cluster.controlplane import (
     running_control_plane,
     wait_for,
 )
+from tests.cluster.routers import endpoints, routable_in, router_process
 from tests.cluster.servings import pool_nodes, small_serving, status_of
-from tests.cluster.test_router_discovery import endpoints, routable_in, router_process
 
 pytestmark = pytest.mark.cluster
 

@@ -7,14 +7,8 @@ stopped) holding only the RBAC that docs/router.md lists.
 
 from __future__ import annotations
 
-import contextlib
-import json
 import os
 import signal
-import subprocess
-import sys
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,71 +20,13 @@ from lightkube.types import PatchType
 from phalanx.api import labels as L
 from phalanx.controller.observed import DRAINING_ANNOTATION
 from phalanx.kube.resources import ModelServingResource
-from tests.cluster.controlplane import (
-    ControlPlane,
-    free_port,
-    install_crds,
-    operator_process,
-    stop_process_group,
-    wait_for,
-)
+from tests.cluster.controlplane import ControlPlane, install_crds, operator_process
+from tests.cluster.routers import endpoints, eventually, routable_in, router_process
 
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "deploy" / "crds"
-Endpoints = dict[str, dict[str, Any]]
-
-
-# -- the router process ----------------------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def router_process(
-    kubeconfig: Path, namespaces: list[str], workdir: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
-    """`phalanx router` in its own process group; yields it and its URL, prints its log on exit."""
-    port = free_port()
-    log = workdir / f"router-{port}.log"
-    command = [
-        sys.executable, "-m", "phalanx", "router", "--kubeconfig", str(kubeconfig),
-        "--host", "127.0.0.1", "--port", str(port), *[arg for ns in namespaces for arg in ("-n", ns)],
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_for("the router to listen", lambda: process.poll() is not None or endpoints(url) is not None, 60)
-        assert process.poll() is None, f"the router exited with {process.returncode}"
-        yield process, url
-    finally:
-        stop_process_group(process)
-        print(f"router exited with {process.returncode}; its log:\n{log.read_text(errors='replace')[-8000:]}")
-
-
-def endpoints(url: str) -> Endpoints:
-    with urllib.request.urlopen(f"{url}/debug/endpoints", timeout=5) as resp:
-        body = json.loads(resp.read())
-    return {ep["name"]: ep for ep in body["endpoints"]}
-
-
-def routable_in(eps: Endpoints) -> set[str]:
-    return {name for name, ep in eps.items() if ep["routable"]}
-
-
-def eventually(what: str, url: str, check: Any, timeout: float = 60.0) -> Endpoints:
-    """Wait until `check(endpoints)` holds; on timeout say what the router had."""
-    seen: dict[str, Endpoints] = {}
-
-    def poll() -> bool:
-        seen["last"] = endpoints(url)
-        return bool(check(seen["last"]))
-
-    try:
-        wait_for(what, poll, timeout=timeout)
-    except TimeoutError as exc:
-        raise AssertionError(f"{exc}; the router had {seen.get('last')}") from None
-    return seen["last"]
 
 
 # -- objects ---------------------------------------------------------------------------------------
