@@ -330,8 +330,13 @@ class Router:
             total=self.config.total_timeout_s, sock_connect=self.config.connect_timeout_s
         )
         # auto_decompress off: bodies are relayed byte for byte with their Content-Encoding.
+        # No cookie jar: a cookie one client's answer sets must never ride on another's request.
         session = aiohttp.ClientSession(
-            connector=connector, timeout=timeout, auto_decompress=False, raise_for_status=False
+            connector=connector,
+            timeout=timeout,
+            auto_decompress=False,
+            raise_for_status=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         app[_SESSION_KEY] = session
         self._session = session

@@ -40,6 +40,8 @@ class FakeUpstream:
     # When set, completions wait for it (lets a test hold requests in flight).
     gate: asyncio.Event | None = None
     stream_pause_s: float = 0.0
+    # Non-streaming answers carry `Set-Cookie: seen=<name>`.
+    sets_cookie: bool = False
     # Streams: the pause between the response head and the first event (a slow first token).
     first_event_delay_s: float = 0.0
     events: int = 8
@@ -101,7 +103,8 @@ class FakeUpstream:
                     "choices": [{"index": 0, "text": self.name, "logprobs": None, "finish_reason": "stop"}],
                     "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
                 },
-                headers={"X-Upstream": self.name},
+                headers={"X-Upstream": self.name}
+                | ({"Set-Cookie": f"seen={self.name}; Path=/"} if self.sets_cookie else {}),
             )
         except asyncio.CancelledError:
             self.cancelled += 1

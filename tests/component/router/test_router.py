@@ -4,6 +4,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 
 import aiohttp
 import openai
@@ -58,6 +59,24 @@ async def test_non_streaming_pass_through(router: Router, client: openai.AsyncOp
         assert seen["headers"]["Authorization"] == "Bearer test"
         assert seen["body"]["prompt"] == "hi"
         assert router.in_flight() == {"a": 0}
+
+
+async def test_a_cookie_an_endpoint_sets_goes_to_that_client_only(
+    router: Router, http: aiohttp.ClientSession
+) -> None:
+    async with upstreams(FakeUpstream("a", sets_cookie=True)) as (a,):
+        # By name, not by IP: aiohttp's default cookie jar ignores cookies from IP addresses.
+        router.set_endpoints([replace(a.endpoint(), url=a.url.replace("127.0.0.1", "localhost"))])
+        first_client = aiohttp.ClientSession(cookie_jar=aiohttp.DummyCookieJar())
+        async with (
+            first_client,
+            first_client.post(f"{router.url}/v1/completions", json={"model": "m"}) as resp,
+        ):
+            assert resp.status == 200
+            assert resp.headers["Set-Cookie"].startswith("seen=a")  # passed on to its client
+        async with http.post(f"{router.url}/v1/completions", json={"model": "m"}) as resp:
+            assert resp.status == 200
+        assert [r["headers"].get("Cookie") for r in a.received] == [None, None]
 
 
 async def test_request_id_is_added_when_absent(router: Router, http: aiohttp.ClientSession) -> None:
