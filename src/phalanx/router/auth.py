@@ -219,7 +219,12 @@ def bearer_token(authorization: str | None) -> str | None:
     scheme, _, token = (authorization or "").strip().partition(" ")
     if scheme.lower() != "bearer":
         return None
-    return token.strip() or None
+    token = token.strip()
+    # Keys are printable ASCII (checked when loaded); anything else is malformed, and bytes a
+    # client sent that are not UTF-8 arrive here as surrogates that cannot even be hashed.
+    if not token or not (token.isascii() and token.isprintable()):
+        return None
+    return token
 
 
 def match_key(

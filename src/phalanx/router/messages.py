@@ -29,8 +29,10 @@ def parse_request(body: bytes) -> ParsedRequest | RequestError:
     """Read just what routing needs; the endpoint validates the rest."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # not UTF-8, not JSON, or a number too long to convert
         return RequestError(400, f"The request body is not valid JSON: {exc}")
+    except RecursionError:
+        return RequestError(400, "The request body is not valid JSON: it is nested too deeply.")
     if not isinstance(payload, dict):
         return RequestError(400, "The request body must be a JSON object.")
     model = payload.get("model")
@@ -92,7 +94,10 @@ def upstream_request_headers(
     headers: Iterable[tuple[str, str]], request_id: str, drop: Iterable[str] = ()
 ) -> Headers:
     """What goes to the endpoint: end-to-end headers minus `drop` (lower-case names), our request id."""
-    dropped = {"x-request-id", *drop}
+    # The body was read (and, if the client compressed it, decoded) before it is sent on: a
+    # Content-Encoding would no longer hold, and an Expect: 100-continue would make the client
+    # library wait for the endpoint's 100 before sending a body that is already here.
+    dropped = {"x-request-id", "content-encoding", "expect", *drop}
     out = [(k, v) for k, v in _end_to_end(headers) if k.lower() not in dropped]
     out.append(("X-Request-Id", request_id))
     # Bytes are relayed undecoded; without this the client library would ask for gzip on the
@@ -105,9 +110,12 @@ def upstream_request_headers(
 def client_response_headers(headers: Iterable[tuple[str, str]], request_id: str) -> Headers:
     pairs = list(headers)
     out = _end_to_end(pairs)
-    # The body is relayed byte for byte, so a Content-Length still holds (unless chunked).
+    # The body is relayed byte for byte, so a Content-Length still holds (unless chunked). Not on
+    # an event stream: a stream cut short is ended with an error event, which a declared length
+    # would leave the client waiting for the missing bytes.
     length = _get(pairs, "Content-Length")
-    if length and not _get(pairs, "Transfer-Encoding"):
+    event_stream = any(v.lower().startswith("text/event-stream") for v in _get(pairs, "Content-Type"))
+    if length and not _get(pairs, "Transfer-Encoding") and not event_stream:
         out.append(("Content-Length", length[0]))
     if not _get(out, "X-Request-Id"):
         out.append(("X-Request-Id", request_id))

@@ -43,6 +43,7 @@ from phalanx.router.backends import (
 )
 from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.endpoints import Endpoint, check_unique
+from phalanx.router.logs import failure, server_logger
 from phalanx.router.messages import (
     RequestError,
     model_cards,
@@ -282,6 +283,7 @@ class Router:
             # Cancel the handler (and so the upstream request) when the client disconnects.
             handler_cancellation=True,
             access_log=None,  # ours is `_log_request`: structured, with the request id
+            logger=server_logger,
             shutdown_timeout=1.0,
         )
         await runner.setup()
@@ -436,7 +438,7 @@ class Router:
             allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
             return error_response(exc.status, exc.reason, headers=allow)
         except Exception as exc:
-            logger.error("unexpected error on %s %s: %r", request.method, request.path, exc)
+            logger.error("unexpected error on %s %s: %s", request.method, request.path, failure(exc))
             return error_response(500, "The router failed to handle the request.")
 
     async def _health(self, request: web.Request) -> web.Response:
@@ -714,7 +716,11 @@ class Router:
         try:
             try:
                 upstream = await self._session.request(
-                    request.method, ep.url + request.rel_url.path_qs, data=body, headers=headers
+                    request.method,
+                    # As the client encoded it: decoding would turn a %23 into a fragment, for one.
+                    ep.url + request.rel_url.raw_path_qs,
+                    data=body,
+                    headers=headers,
                 )
             except _RETRYABLE as exc:
                 logger.warning("endpoint %s failed before the first byte (%s); retrying", ep.name, exc)

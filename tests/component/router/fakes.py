@@ -35,7 +35,8 @@ def sse_events(name: str, n: int = 32) -> list[bytes]:
 class FakeUpstream:
     name: str
     models: tuple[str, ...] = ("m",)
-    # "ok", "503", "reset" (before any byte), "die-mid-stream" (SSE), "die-mid-body" (plain JSON)
+    # "ok", "503", "reset" (before any byte), "die-mid-stream" (SSE), "die-mid-stream-with-length"
+    # (SSE that declares a Content-Length), "die-mid-body" (plain JSON)
     mode: str = "ok"
     # When set, completions wait for it (lets a test hold requests in flight).
     gate: asyncio.Event | None = None
@@ -72,7 +73,14 @@ class FakeUpstream:
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        self.received.append({"path": request.path, "headers": request.headers.copy(), "body": body})
+        self.received.append(
+            {
+                "path": request.path,
+                "query": request.rel_url.raw_query_string,
+                "headers": request.headers.copy(),
+                "body": body,
+            }
+        )
         self.started += 1
         try:
             if self.mode == "503":
@@ -114,11 +122,13 @@ class FakeUpstream:
 
     async def _stream(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        if self.mode == "die-mid-stream-with-length":
+            resp.content_length = 100_000
         await resp.prepare(request)
         if self.first_event_delay_s:
             await asyncio.sleep(self.first_event_delay_s)
         for i, event in enumerate(sse_events(self.name, self.events)):
-            if self.mode == "die-mid-stream" and i == 3:
+            if self.mode.startswith("die-mid-stream") and i == 3:
                 # Half an event, then the connection drops, as when the pod dies.
                 await resp.write(event[:10])
                 assert request.transport is not None

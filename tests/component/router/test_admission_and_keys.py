@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -108,6 +109,36 @@ async def test_api_keys_are_required_and_never_reach_the_endpoint(tmp_path: Path
     assert all("Authorization" not in r["headers"] for r in a.received)  # the router's key stays here
 
 
+async def raw_exchange(router: Router, request: bytes) -> bytes:
+    """One request as bytes on a fresh connection (for what a client library will not send)."""
+    host, port = router.url.removeprefix("http://").rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port))
+    try:
+        writer.write(request)
+        await writer.drain()
+        return await asyncio.wait_for(reader.read(65536), 5)
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_malformed_key_is_401_and_no_key_reaches_the_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = key_file(tmp_path, "team-a:sk-alpha-1234")
+    body = b'{"model": "m", "prompt": "x"}'
+    async with running(quiet(api_keys=keys)) as router, upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        for key in (b"sk-alpha-1234\xff", b"sk-alpha-1234\x01"):  # not UTF-8; a control character
+            head = b"POST /v1/completions HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
+            request = head + b"Authorization: Bearer " + key + b"\r\n"
+            answer = await raw_exchange(router, request + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            assert answer.split(b"\r\n", 1)[0] in (b"HTTP/1.1 401 Unauthorized", b"HTTP/1.0 400 Bad Request")
+        assert a.started == 0
+    assert "sk-alpha" not in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_per_key_request_rate_limit_is_429_with_openai_headers(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
@@ -139,6 +170,8 @@ async def test_per_key_request_rate_limit_is_429_with_openai_headers(
         (b'{"model": "m", "prompt": "x"}', {"x-queue-timeout": "-1"}),
         (b'{"model": "m", "prompt": "x"}', {"x-priority": "\\u0000"}),
         (b"\xff\xfe", {"content-type": "application/json"}),
+        (b'{"model": "m", "max_tokens": ' + b"9" * 5000 + b"}", {}),
+        (b'{"model": "m", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", {}),
     ],
 )
 async def test_malformed_requests_never_get_a_5xx(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -9,6 +10,7 @@ from dataclasses import replace
 import aiohttp
 import openai
 import pytest
+from yarl import URL
 
 from phalanx.router import Endpoint, Router, RouterConfig
 from phalanx.router.server import running
@@ -77,6 +79,31 @@ async def test_a_cookie_an_endpoint_sets_goes_to_that_client_only(
         async with http.post(f"{router.url}/v1/completions", json={"model": "m"}) as resp:
             assert resp.status == 200
         assert [r["headers"].get("Cookie") for r in a.received] == [None, None]
+
+
+async def test_the_query_string_goes_on_as_the_client_encoded_it(
+    router: Router, http: aiohttp.ClientSession
+) -> None:
+    async with upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        url = URL(f"{router.url}/v1/completions?a=%23b&c=%26d%3De&f=x%20y", encoded=True)
+        async with http.post(url, json={"model": "m"}) as resp:
+            assert resp.status == 200
+        assert a.received[0]["query"] == "a=%23b&c=%26d%3De&f=x%20y"
+
+
+async def test_a_compressed_request_body_reaches_the_endpoint_readable(
+    router: Router, http: aiohttp.ClientSession
+) -> None:
+    # aiohttp decodes the body on arrival: it must not go on still labelled gzip.
+    async with upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        body = gzip.compress(json.dumps({"model": "m", "prompt": "zipped"}).encode())
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        async with http.post(f"{router.url}/v1/completions", data=body, headers=headers) as resp:
+            assert resp.status == 200, await resp.text()
+        assert a.received[0]["body"]["prompt"] == "zipped"
+        assert "Content-Encoding" not in a.received[0]["headers"]
 
 
 async def test_request_id_is_added_when_absent(router: Router, http: aiohttp.ClientSession) -> None:
@@ -212,15 +239,17 @@ async def test_all_endpoints_refusing_gives_502(router: Router, client: openai.A
     assert info.value.status_code == 502
 
 
+# With a declared length the stream must still end: it goes to the client chunked.
+@pytest.mark.parametrize("mode", ["die-mid-stream", "die-mid-stream-with-length"])
 async def test_upstream_dying_mid_stream_ends_the_stream_cleanly(
-    router: Router, http: aiohttp.ClientSession
+    router: Router, http: aiohttp.ClientSession, mode: str
 ) -> None:
-    async with upstreams(FakeUpstream("a", mode="die-mid-stream"), FakeUpstream("b")) as (a, b):
+    async with upstreams(FakeUpstream("a", mode=mode), FakeUpstream("b")) as (a, b):
         router.set_endpoints([a.endpoint(), b.endpoint()])
         body = {"model": "m", "messages": [], "stream": True}
         async with http.post(f"{router.url}/v1/chat/completions", json=body) as resp:
             assert resp.status == 200
-            raw = await resp.read()
+            raw = await asyncio.wait_for(resp.read(), 3)
         events = raw.split(b"\n\n")
         assert raw.startswith(b"".join(sse_events("a", a.events)[:3]))
         assert raw.endswith(b"data: [DONE]\n\n")

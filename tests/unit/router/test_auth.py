@@ -168,6 +168,10 @@ def test_an_unreadable_source_is_one_clear_problem(tmp_path: Path) -> None:
         ("Bearer", None),
         ("Bearer ", None),
         ("abc", None),
+        # Keys are printable ASCII; a byte that was not UTF-8 arrives as a lone surrogate.
+        ("Bearer sk-abcdef\udcff", None),
+        ("Bearer sk-abcdéf", None),
+        ("Bearer sk-abc\x01def", None),
     ],
 )
 def test_bearer_token(header: str | None, expected: str | None) -> None:

@@ -30,6 +30,9 @@ from phalanx.router.proxy import SseFramer
         (b'{"model": null}', 400, "model"),
         (b'{"model": ""}', 400, "model"),
         (b'{"model": 42}', 400, "model"),
+        # Python's own limits on what it will parse: still the client's error, not the router's.
+        (b'{"model": "m", "max_tokens": ' + b"1" * 5000 + b"}", 400, None),
+        (b'{"model": "m", "x": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, None),
     ],
 )
 def test_bad_requests(body: bytes, status: int, param: str | None) -> None:
@@ -80,6 +83,13 @@ def test_upstream_headers_drop_hop_by_hop_and_add_request_id() -> None:
     ]
 
 
+def test_upstream_headers_drop_what_no_longer_holds_for_a_body_already_read() -> None:
+    # aiohttp has decoded a compressed body, and has answered the client's 100-continue itself.
+    given = [("Content-Encoding", "gzip"), ("Expect", "100-continue"), ("Content-Type", "application/json")]
+    out = upstream_request_headers(given, "rid")
+    assert [name for name, _ in out] == ["Content-Type", "X-Request-Id", "Accept-Encoding"]
+
+
 def test_upstream_headers_keep_the_clients_encoding_and_request_id() -> None:
     out = upstream_request_headers([("accept-encoding", "gzip"), ("x-request-id", "r1")], "r1")
     assert out == [("accept-encoding", "gzip"), ("X-Request-Id", "r1")]
@@ -100,6 +110,10 @@ def test_client_headers() -> None:
     assert out == [("Content-Type", "text/event-stream"), ("X-Request-Id", "rid")]
     kept = client_response_headers([("Content-Length", "5"), ("X-Request-Id", "up")], "rid")
     assert kept == [("X-Request-Id", "up"), ("Content-Length", "5")]
+    # An event stream goes out chunked even when the engine declared a length, so a stream the
+    # router has to end early (error event, [DONE]) does not leave the client waiting for bytes.
+    stream = client_response_headers([("Content-Type", "text/event-stream"), ("Content-Length", "900")], "r")
+    assert stream == [("Content-Type", "text/event-stream"), ("X-Request-Id", "r")]
 
 
 def test_model_cards_shape() -> None:
