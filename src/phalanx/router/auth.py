@@ -317,11 +317,15 @@ class KeyStore:
             return False
         return self.reload()
 
-    async def poll(self, interval_s: float = 5.0) -> None:
-        """Reload on change until cancelled; the caller owns (and cancels) the task running it."""
+    async def poll(
+        self, interval_s: float = 5.0, on_reload: Callable[[tuple[ApiKey, ...]], None] | None = None
+    ) -> None:
+        """Reload on change until cancelled; the caller owns (and cancels) the task running it.
+        `on_reload` gets the keys in use after each reload that installed new ones."""
         while True:
             await asyncio.sleep(interval_s)
-            self.reload_if_changed()
+            if self.reload_if_changed() and on_reload is not None:
+                on_reload(self.keys())
 
     def _install(self, entries: Iterable[KeyEntry]) -> None:
         self._entries = tuple(

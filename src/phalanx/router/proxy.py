@@ -30,17 +30,22 @@ class SseFramer:
     """Passes SSE bytes through up to the last complete event and holds back a partial one.
 
     Holding back only an unfinished event adds no latency a client could use (it cannot parse half
-    an event), and it lets the router end a broken stream with a well-formed error event.
+    an event), and it lets the router end a broken stream with a well-formed error event. An event
+    that grows past `max_pending` bytes (or a stream that never frames its events) is passed on as
+    it comes: the router's memory per stream stays bounded.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_pending: int = 1 << 20) -> None:
         self._pending = b""
+        self._max_pending = max_pending
 
     def feed(self, chunk: bytes) -> bytes:
         data = self._pending + chunk if self._pending else chunk
         lf = data.rfind(b"\n\n")
         crlf = data.rfind(b"\r\n\r\n")
         end = max(lf + 2 if lf >= 0 else 0, crlf + 4 if crlf >= 0 else 0)
+        if len(data) - end > self._max_pending:
+            end = len(data)
         self._pending = data[end:]
         return data[:end]
 
@@ -60,7 +65,10 @@ class Outcome(enum.Enum):
 
 
 def is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
-    return upstream.content_type == "text/event-stream"
+    """An SSE body the router can read as text: framed on events, ended with an error event when
+    it breaks. A compressed one is relayed as opaque bytes, like any other body."""
+    encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
+    return upstream.content_type == "text/event-stream" and encoding in ("", "identity")
 
 
 async def relay(

@@ -352,7 +352,11 @@ class Router:
             )
         if self.keys.enabled:
             self._key_poller = asyncio.get_running_loop().create_task(
-                self.keys.poll(self.config.api_keys_reload_s)
+                # Budgets of keys no longer configured are forgotten.
+                self.keys.poll(
+                    self.config.api_keys_reload_s,
+                    on_reload=lambda keys: self.limiter.retain(k.name for k in keys),
+                )
             )
         self._backends_changed()
         self._start_learning()
@@ -550,16 +554,15 @@ class Router:
         except Rejection as rejection:
             tally.error = _rejection_kind(rejection)
             return rejection.response()
+        answered: web.StreamResponse | None = None
         try:
-            response = await self._admitted(
+            response = answered = await self._admitted(
                 request, body, parsed.model, routing, policy, priority, queue_timeout, tally, started
             )
         finally:
             if grant is not None:
-                counted = tally.usage.total_tokens if tally.usage is not None else None
-                # Without the engine's count (no usage in the body, a stream without include_usage,
-                # a failure) the estimate stands.
-                self.limiter.settle(grant, grant.tokens if counted is None else counted, time.monotonic())
+                status = answered.status if answered is not None else None
+                self.limiter.settle(grant, _tokens_used(grant, tally.usage, status), time.monotonic())
         if not response.prepared:  # the router's own answers; relayed ones got them in `relay`
             response.headers.update(tally.response_headers)
         return response
@@ -806,6 +809,18 @@ def _log_request(request: web.Request, tally: _Tally, code: int, seconds: float)
     if tally.error:
         record["error"] = tally.error
     access_logger.info(json.dumps(record, separators=(",", ":")))
+
+
+def _tokens_used(grant: Grant, usage: UsageTap | None, status: int | None) -> int:
+    """What a request is charged to its key's token budget once it is answered (`status` None:
+    it was not, the client went away)."""
+    counted = usage.total_tokens if usage is not None else None
+    if counted is not None:
+        return counted  # the engine's own count
+    if status is not None and status >= 400:
+        return 0  # refused, by the router or the engine: nothing was generated
+    # No count (a stream without include_usage, one cut short, a client gone): the estimate stands.
+    return grant.tokens
 
 
 def _size(n: int) -> str:

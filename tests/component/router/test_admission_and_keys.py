@@ -226,6 +226,22 @@ def _sample(text: str, prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
+async def test_a_refused_request_costs_no_tokens(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    # Each request is estimated at 257 tokens; 300 a minute admits one. Refused ones (an unknown
+    # model, then no endpoint) are given back, so the third still gets through.
+    keys = key_file(tmp_path, "tok:sk-token-key-2 tpm=300")
+    async with running(quiet(api_keys=keys)) as router, upstreams(FakeUpstream("a")) as (a,):
+        auth = {"Authorization": "Bearer sk-token-key-2"}
+        router.set_endpoints([a.endpoint()])
+        unknown, _, _ = await post(http, router, headers=auth, json={"model": "nope", "prompt": "x"})
+        router.set_endpoints([a.endpoint(ready=False)])
+        unavailable, _, _ = await post(http, router, headers=auth)
+        router.set_endpoints([a.endpoint()])
+        served, headers, _ = await post(http, router, headers=auth)
+    assert (unknown, unavailable, served) == (404, 503, 200)
+    assert int(headers["x-ratelimit-remaining-tokens"]) >= 300 - 257
+
+
 async def test_token_budgets_are_charged_with_the_engines_count(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:

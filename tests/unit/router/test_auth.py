@@ -308,7 +308,8 @@ async def test_poll_reloads_until_cancelled(tmp_path: Path) -> None:
     path = tmp_path / "keys"
     path.write_text(f"alice:{ALICE}\n")
     store = KeyStore(path)
-    task = asyncio.create_task(store.poll(interval_s=0.005))
+    reloads: list[tuple[ApiKey, ...]] = []
+    task = asyncio.create_task(store.poll(interval_s=0.005, on_reload=reloads.append))
     path.write_text(f"bob:{BATCH}\n")
     bump(path)
     for _ in range(200):
@@ -316,6 +317,7 @@ async def test_poll_reloads_until_cancelled(tmp_path: Path) -> None:
             break
         await asyncio.sleep(0.005)
     assert store.keys() == (ApiKey("bob"),)
+    assert reloads == [(ApiKey("bob"),)]  # once: nothing changed after
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task

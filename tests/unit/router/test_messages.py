@@ -159,6 +159,14 @@ def test_sse_framer_holds_back_only_partial_events() -> None:
     assert f.flush() == b""
 
 
+def test_sse_framer_holds_back_a_bounded_amount() -> None:
+    f = SseFramer(max_pending=8)
+    assert f.feed(b"data: 12") == b""  # 8 bytes: still held
+    assert f.feed(b"3") == b"data: 123"  # past the bound: passed on unframed
+    assert f.pending == 0
+    assert f.feed(b"\n\ndata: 4\n\n") == b"\n\ndata: 4\n\n"
+
+
 def test_sse_framer_is_byte_exact() -> None:
     stream = b"".join(f'data: {{"i": {i}}}\n\n'.encode() for i in range(50)) + b"data: [DONE]\n\n"
     f = SseFramer()
