@@ -62,6 +62,9 @@ class Outcome(enum.Enum):
     COMPLETE = "complete"
     UPSTREAM_FAILED = "upstream_failed"
     CLIENT_GONE = "client_gone"
+    # The upstream failed while the head was still held: nothing reached the client, and the
+    # response was never prepared, so the request may go to another endpoint.
+    NOTHING_SENT = "nothing_sent"
 
 
 def is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
@@ -78,7 +81,8 @@ async def relay(
     on_data: Callable[[bytes, bool], None],
     extra_headers: Mapping[str, str] | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
-    """Stream `upstream` to the client. Once this starts, the request is never retried.
+    """Stream `upstream` to the client. Once a byte went out the request is never retried; an
+    upstream that fails before its first body bytes (while the head is held) is `NOTHING_SENT`.
 
     `on_data(data, is_event_stream)` sees every write before it goes out (for timing metrics).
     """
@@ -93,14 +97,25 @@ async def relay(
     framer = SseFramer() if sse else None
     content = upstream.content
     try:
+        pending = await _first_bytes(content)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        logger.warning(
+            "upstream %s failed before its first bytes (%s); nothing was sent to the client",
+            upstream.url.origin(),
+            type(exc).__name__,
+        )
+        return response, Outcome.NOTHING_SENT
+    try:
         await response.prepare(request)
-        first = True
+        if pending is None:
+            await response.write(b"")  # nothing within the hold: the head goes alone
         while True:
-            try:
-                chunk = await (_first_read(content, response) if first else content.readany())
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                return response, await _fail_stream(request, response, sse, upstream, exc)
-            first = False
+            if pending is None:
+                try:
+                    pending = await content.readany()
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    return response, await _fail_stream(request, response, sse, upstream, exc)
+            chunk, pending = pending, None
             data = framer.feed(chunk) if framer is not None else chunk
             if not chunk or content.at_eof():
                 # The last bytes leave with the end-of-body marker, in one write.
@@ -118,17 +133,16 @@ async def relay(
         return response, Outcome.CLIENT_GONE
 
 
-async def _first_read(content: aiohttp.StreamReader, response: web.StreamResponse) -> bytes:
-    """The first body bytes, with the response head held back for them at most `HEAD_HOLD_S`."""
+async def _first_bytes(content: aiohttp.StreamReader) -> bytes | None:
+    """The first body bytes if they come within `HEAD_HOLD_S`, else None (they are still to come)."""
     hold = asyncio.timeout(HEAD_HOLD_S)
     try:
         async with hold:
             return await content.readany()
     except TimeoutError:
-        if not hold.expired():  # the upstream read's own timeout, not the hold
-            raise
-    await response.write(b"")  # nothing yet: the head goes alone
-    return await content.readany()
+        if hold.expired():
+            return None
+        raise  # the upstream read's own timeout
 
 
 async def _fail_stream(

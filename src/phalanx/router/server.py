@@ -761,6 +761,9 @@ class Router:
                     tap(data)
 
             response, outcome = await relay(request, upstream, rid, on_data, tally.response_headers)
+            if outcome is Outcome.NOTHING_SENT:
+                self._failed(ep, FailureKind.DISCONNECT)
+                return _Abandoned("failed_before_body")
             if outcome is Outcome.CLIENT_GONE:
                 tally.code = CLIENT_CLOSED
                 logger.info("client went away during a request to %s", ep.name)

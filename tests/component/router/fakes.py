@@ -35,8 +35,9 @@ def sse_events(name: str, n: int = 32) -> list[bytes]:
 class FakeUpstream:
     name: str
     models: tuple[str, ...] = ("m",)
-    # "ok", "503", "reset" (before any byte), "die-mid-stream" (SSE), "die-mid-stream-with-length"
-    # (SSE that declares a Content-Length), "die-mid-body" (plain JSON)
+    # "ok", "503", "reset" (before any byte), "die-after-head" (the head, then nothing),
+    # "die-mid-stream" (SSE), "die-mid-stream-with-length" (SSE that declares a Content-Length),
+    # "die-mid-body" (plain JSON)
     mode: str = "ok"
     # When set, completions wait for it (lets a test hold requests in flight).
     gate: asyncio.Event | None = None
@@ -92,6 +93,12 @@ class FakeUpstream:
                 return web.Response()
             if self.gate is not None:
                 await self.gate.wait()
+            if self.mode == "die-after-head":
+                resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+                await resp.prepare(request)
+                assert request.transport is not None
+                request.transport.abort()
+                return resp
             if body.get("stream"):
                 return await self._stream(request)
             if self.mode == "die-mid-body":

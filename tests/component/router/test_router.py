@@ -227,6 +227,26 @@ async def test_every_endpoint_overloaded_is_503_with_retry_after(
         assert sum(f.started for f in fakes) == 3
 
 
+@pytest.mark.parametrize("stream", [True, False])
+async def test_an_endpoint_dying_after_its_head_is_retried_elsewhere(
+    router: Router, client: openai.AsyncOpenAI, stream: bool
+) -> None:
+    # The router holds the head back for the first body bytes: none came, none went out, so the
+    # request may still go to another endpoint.
+    async with upstreams(FakeUpstream("a", mode="die-after-head"), FakeUpstream("b")) as (a, b):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        for _ in range(2):  # whichever the policy tries first
+            if stream:
+                chunks = await client.chat.completions.create(model="m", messages=[], stream=True)
+                text = "".join([c.choices[0].delta.content or "" async for c in chunks])
+                assert text.startswith("b0 ")
+            else:
+                completion = await client.completions.create(model="m", prompt="x")
+                assert completion.choices[0].text == "b"
+        assert a.started >= 1 and b.started == 2
+        assert 'reason="failed_before_body"' in router.metrics.exposition().decode()
+
+
 async def test_all_endpoints_refusing_gives_502(router: Router, client: openai.AsyncOpenAI) -> None:
     router.set_endpoints(
         [
