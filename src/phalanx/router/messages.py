@@ -111,8 +111,8 @@ def client_response_headers(headers: Iterable[tuple[str, str]], request_id: str)
     pairs = list(headers)
     out = _end_to_end(pairs)
     # The body is relayed byte for byte, so a Content-Length still holds (unless chunked). Not on
-    # an event stream: a stream cut short is ended with an error event, which a declared length
-    # would leave the client waiting for the missing bytes.
+    # an event stream: one cut short is ended with an error event, and a declared length would
+    # keep the client waiting for bytes that never come.
     length = _get(pairs, "Content-Length")
     event_stream = any(v.lower().startswith("text/event-stream") for v in _get(pairs, "Content-Type"))
     if length and not _get(pairs, "Transfer-Encoding") and not event_stream:
