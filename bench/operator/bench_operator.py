@@ -66,6 +66,7 @@ from lightkube.resources.coordination_v1 import Lease  # noqa: E402
 from lightkube.resources.core_v1 import Node  # noqa: E402
 from lightkube.types import PatchType  # noqa: E402
 from tests.cluster.controlplane import (  # noqa: E402
+    PHALANX_CRDS,
     ControlPlane,
     free_port,
     install_crds,
@@ -572,7 +573,7 @@ def run(args: argparse.Namespace, out: Path) -> dict[str, Any]:
     audit_dir = out / "audit"
     with running_control_plane(apiserver_args=audit_args(audit_dir)) as cp:
         say(f"control plane up at {cp.server}")
-        install_crds(cp.client(), ROOT / "deploy" / "crds")
+        install_crds(cp.client(), PHALANX_CRDS)
         with contextlib.closing(add_nodes(cp, args.nodes, timeout=args.timeout)) as leases:
             measured = bring_up(cp, args, out)
         if leases.errors:

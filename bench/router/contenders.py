@@ -34,6 +34,7 @@ from procs import (
     StartError,
     export_src,
     free_port,
+    src_first,
     wait_serving,
 )
 
@@ -88,9 +89,7 @@ class Contender:
             if self.git_ref:
                 snapshot = procs.log_dir / f"src-{self.git_ref.replace('/', '-')}"
                 export_src(self.git_ref, snapshot)
-                env["PYTHONPATH"] = os.pathsep.join(
-                    filter(None, [str(snapshot / "src"), os.environ.get("PYTHONPATH")])
-                )
+                env["PYTHONPATH"] = src_first(snapshot)
             argv = [sys.executable, str(ROOT / "bench" / "router" / "serve_phalanx.py")]
             argv += ["--port", str(port), "--model", MODEL]
             for backend in backends:

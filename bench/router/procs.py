@@ -285,8 +285,13 @@ def _version(metadata: Any, package: str) -> str:
         return "not installed"
 
 
+def src_first(directory: Path) -> str:
+    """A PYTHONPATH with the `src/` that `export_src` unpacked into `directory` ahead of the rest."""
+    return os.pathsep.join(filter(None, [str(directory / "src"), os.environ.get("PYTHONPATH")]))
+
+
 def export_src(ref: str, directory: Path) -> str:
-    """`git archive REF src` unpacked into `directory` (so `directory/src` goes on PYTHONPATH);
+    """`git archive REF src` unpacked into `directory` (put it on PYTHONPATH with `src_first`);
     returns the short commit."""
     commit = subprocess.run(
         ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True

@@ -28,7 +28,7 @@ import external
 import overhead
 import quality
 from contenders import ROUTER_CPUS_ENV, Contender, vllm_router_version
-from procs import export_src, machine_info
+from procs import export_src, machine_info, src_first
 
 # `phalanx` is the router's default policy, whatever it is at the commit measured (least-in-flight
 # before policies existed); `phalanx:NAME` rows are reported as not run where the router has no
@@ -119,9 +119,7 @@ def parser() -> argparse.ArgumentParser:
 def use_git_ref(ref: str, directory: Path) -> str:
     """Exports src/ at `ref` and puts it first on PYTHONPATH for every child process."""
     commit = export_src(ref, directory)
-    os.environ["PYTHONPATH"] = os.pathsep.join(
-        filter(None, [str(directory / "src"), os.environ.get("PYTHONPATH")])
-    )
+    os.environ["PYTHONPATH"] = src_first(directory)
     return f"git archive {ref} ({commit}) src, via PYTHONPATH"
 
 

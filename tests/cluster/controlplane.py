@@ -46,6 +46,8 @@ from phalanx.runtimes.local.procs import group_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 HACK = ROOT / "hack" / "control-plane"
+# Phalanx's own CustomResourceDefinitions (generated, checked against the API models).
+PHALANX_CRDS = ROOT / "deploy" / "crds"
 BUILD_CMD = "hack/control-plane/build.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "vc-scheduler")
 SERVICE_CIDR = "10.0.0.0/24"

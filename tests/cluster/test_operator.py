@@ -23,7 +23,7 @@ from phalanx.kube.resources import (
     ModelServingResource,
     VolcanoPodGroup,
 )
-from tests.cluster.controlplane import ControlPlane, install_crds, operator_process, wait_for
+from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds, operator_process, wait_for
 from tests.cluster.servings import (
     conditions_of,
     merge_patch,
@@ -37,7 +37,6 @@ from tests.cluster.servings import (
 pytestmark = pytest.mark.cluster
 
 ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "deploy" / "crds"
 
 
 def seed_manifest(namespace: str) -> dict[str, Any]:
@@ -50,7 +49,7 @@ def test_the_seed_manifest_becomes_an_available_gang_scheduled_group(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("seed")
     for index in range(4):  # the manifest's pods each ask for 8 GPUs, 125 CPUs and 1124Gi
         control_plane.add_gpu_node(f"{namespace}-n{index}", gpus=8, cpu="128", memory="1200Gi")
@@ -121,7 +120,7 @@ def test_the_seed_manifest_becomes_an_available_gang_scheduled_group(
 
 def test_the_api_server_rejects_an_invalid_spec_with_our_message(control_plane: ControlPlane) -> None:
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("cel")
     broken = small_serving(namespace, "broken", "none", replicas=1)
     del broken["spec"]["template"]["roles"][0]["workerTemplate"]
@@ -134,7 +133,7 @@ def test_the_api_server_rejects_an_invalid_spec_with_our_message(control_plane: 
 
 def test_volcano_starts_a_whole_group_or_none_of_it(control_plane: ControlPlane, tmp_path: Path) -> None:
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("gang")
     # Room for one group (2 pods x 4 GPUs) plus half of another: 3 nodes of 4 GPUs.
     pool = pool_nodes(control_plane, namespace, 3, gpus=4)
@@ -153,7 +152,7 @@ def test_volcano_starts_a_whole_group_or_none_of_it(control_plane: ControlPlane,
 
 def test_scaling_through_the_scale_subresource(control_plane: ControlPlane, tmp_path: Path) -> None:
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("scale")
     pool = pool_nodes(control_plane, namespace, 4, gpus=4)
     client.create(ModelServingResource.from_dict(small_serving(namespace, "scaled", pool, replicas=1)))
@@ -185,7 +184,7 @@ def test_scaling_through_the_scale_subresource(control_plane: ControlPlane, tmp_
 
 def test_a_failed_worker_recreates_its_role_instance(control_plane: ControlPlane, tmp_path: Path) -> None:
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("heal")
     pool = pool_nodes(control_plane, namespace, 2, gpus=4)
     client.create(ModelServingResource.from_dict(small_serving(namespace, "heal", pool, replicas=1)))
@@ -230,7 +229,7 @@ def test_the_default_scheduler_places_groups_partly_which_gang_scheduling_preven
 ) -> None:
     """The contrast to the Volcano test: same nodes, same spec, kube-scheduler binds pod by pod."""
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("nogang")
     pool = pool_nodes(control_plane, namespace, 3)  # room for 3 of the 4 pods
     spec = small_serving(namespace, "nogang", pool, replicas=2, scheduler="default-scheduler")
@@ -283,7 +282,7 @@ def test_a_gang_crd_installed_while_the_operator_runs_gives_running_groups_their
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("crd")
     pool = pool_nodes(control_plane, namespace, 1)
     spec = small_serving(namespace, "cosched", pool, replicas=1)
@@ -322,7 +321,7 @@ def test_a_spec_the_api_server_accepts_but_cannot_run_is_reported_in_status(
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("invalid")
     pool = pool_nodes(control_plane, namespace, 1, gpus=8)
     spec = small_serving(namespace, "bad", pool, replicas=1)
@@ -362,7 +361,7 @@ def test_a_model_deployment_is_planned_into_an_owned_model_serving_and_planner_e
     control_plane: ControlPlane, tmp_path: Path
 ) -> None:
     client = control_plane.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = control_plane.new_namespace("md")
     manifest: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "llama-3.3-70b-nc80adis.yaml").read_text())
     manifest["metadata"]["namespace"] = namespace

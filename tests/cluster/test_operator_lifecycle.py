@@ -17,7 +17,7 @@ from lightkube.resources.coordination_v1 import Lease
 
 from phalanx.api import labels as L
 from phalanx.kube.resources import ModelServingResource, VolcanoPodGroup
-from tests.cluster.controlplane import ControlPlane, install_crds, operator_process, wait_for
+from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds, operator_process, wait_for
 from tests.cluster.servings import (
     conditions_of,
     images_by_group,
@@ -31,12 +31,9 @@ from tests.cluster.servings import (
 
 pytestmark = pytest.mark.cluster
 
-ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "deploy" / "crds"
-
 
 def start(cp: ControlPlane, prefix: str, nodes: int, gpus: int = 8) -> tuple[str, str]:
-    install_crds(cp.client(), CRDS)
+    install_crds(cp.client(), PHALANX_CRDS)
     namespace = cp.new_namespace(prefix)
     return namespace, pool_nodes(cp, namespace, nodes, gpus=gpus)
 

@@ -20,13 +20,10 @@ from lightkube.types import PatchType
 from phalanx.api import labels as L
 from phalanx.controller.observed import DRAINING_ANNOTATION
 from phalanx.kube.resources import ModelServingResource
-from tests.cluster.controlplane import ControlPlane, install_crds, operator_process
+from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds, operator_process
 from tests.cluster.routers import endpoints, eventually, routable_in, router_process
 
 pytestmark = pytest.mark.cluster
-
-ROOT = Path(__file__).resolve().parents[2]
-CRDS = ROOT / "deploy" / "crds"
 
 
 # -- objects ---------------------------------------------------------------------------------------
@@ -153,7 +150,7 @@ def test_the_endpoint_set_follows_entry_pods_of_model_servings(
 ) -> None:
     cp = control_plane
     client = cp.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = cp.new_namespace("route")
     elsewhere = cp.new_namespace("other")
     node = f"{namespace}-n0"
@@ -229,7 +226,7 @@ def test_an_operator_managed_model_serving_reaches_the_router(
     """The real path: ModelServing -> `phalanx operator` -> pods -> `phalanx router` (all namespaces)."""
     cp = control_plane
     client = cp.client()
-    install_crds(client, CRDS)
+    install_crds(client, PHALANX_CRDS)
     namespace = cp.new_namespace("e2e")
     pool = f"pool-{namespace}"
     for index in range(2):

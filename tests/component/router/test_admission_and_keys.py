@@ -226,6 +226,32 @@ def _sample(text: str, prefix: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
 
 
+async def test_a_key_removed_and_added_back_starts_with_a_fresh_budget(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    keys = key_file(tmp_path, "once:sk-once-key-1 rpm=1")
+    auth = {"Authorization": "Bearer sk-once-key-1"}
+    other = {"Authorization": "Bearer sk-other-key-1"}
+    async with (
+        running(quiet(api_keys=keys, api_keys_reload_s=0.02)) as router,
+        upstreams(FakeUpstream("a")) as (a,),
+    ):
+        router.set_endpoints([a.endpoint()])
+        assert [(await post(http, router, headers=auth))[0] for _ in range(2)] == [200, 429]
+
+        async def install(line: str, headers: dict[str, str]) -> None:
+            keys.write_text(line + "\n")
+            for _ in range(250):
+                if (await post(http, router, headers=headers))[0] != 401:
+                    return
+                await asyncio.sleep(0.02)
+            raise AssertionError(f"the router never took up {line!r}")
+
+        await install("other:sk-other-key-1", other)  # `once` is gone, and with it its budget
+        await install("once:sk-once-key-1 rpm=1", auth)  # this first request is admitted
+    assert a.started == 1 + 1 + 1  # before, `other`'s first, and `once` back with a fresh budget
+
+
 async def test_a_refused_request_costs_no_tokens(tmp_path: Path, http: aiohttp.ClientSession) -> None:
     # Each request is estimated at 257 tokens; 300 a minute admits one. Refused ones (an unknown
     # model, then no endpoint) are given back, so the third still gets through.
