@@ -1,7 +1,7 @@
 """Side by side: Phalanx's planner and KAITO's node estimator on the same models and instances.
 
-KAITO's formula is re-stated from the reference notes (shared/reference/lws_kaito.md, part B2(c),
-KAITO HEAD v0.12 `nodesestimator/estimator.go`); its safetensors sizes are KAITO's catalog values.
+KAITO's formula is re-stated from its v0.12 source (`pkg/workspace/estimator/nodesestimator`); its
+safetensors sizes are KAITO's catalog values.
 Run: .venv/bin/python bench/planner/compare_kaito.py
 """
 
@@ -57,7 +57,7 @@ def ours(model: str, instance: str, max_model_len: int | None) -> str:
     except PlanningError as exc:
         return f"no fit: {exc.message.splitlines()[0][:60]}"
     return (
-        f"{plan.nodes} node(s), TP {plan.tensor_parallel_size} x PP {plan.pipeline_parallel_size}, "
+        f"{plan.nodes} node(s), {plan.layout}, "
         f"{plan.dtype}, maxModelLen {plan.max_model_len}, KV {plan.kv_cache_tokens:,} tokens "
         f"({plan.max_concurrent_sequences} full sequences)"
     )

@@ -178,8 +178,9 @@ def compile_deployment(md: ModelDeployment) -> Compiled:
         "annotations": {
             PLAN_ANNOTATION: (
                 f"{plan.nodes} node(s) x {plan.gpus_per_node} {plan.gpu_product or 'GPU'}, "
-                f"TP {plan.tensor_parallel_size} x PP {plan.pipeline_parallel_size}, {plan.dtype}, "
-                f"maxModelLen {plan.max_model_len}, KV {plan.kv_cache_tokens} tokens"
+                f"{plan.layout}, "
+                f"{plan.dtype}, maxModelLen {plan.max_model_len},"
+                f" KV {plan.kv_cache_tokens} tokens per replica"
             )
         },
     }

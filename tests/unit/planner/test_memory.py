@@ -106,11 +106,11 @@ def test_usable_bytes_are_exact_fractions() -> None:
 def test_budget_adds_up_and_fit_needs_one_full_sequence() -> None:
     budget = memory_budget(TINY, "bf16", tp=1, pp=1, gpu_memory_bytes=2 * GiB, gpu_memory_utilization=0.9)
     assert budget.weights + budget.runtime_overhead + budget.kv_cache == budget.usable
-    tokens = kv_cache_tokens(budget)
+    tokens = kv_cache_tokens(budget, 4096)
     assert tokens == budget.kv_cache // 2048
     assert fits(budget, tokens)
     assert not fits(budget, tokens + 1)
     assert needed_bytes(budget, tokens + 1) > budget.usable
     starved = memory_budget(TINY, "bf16", 1, 1, gpu_memory_bytes=GiB, gpu_memory_utilization=0.9)
     assert starved.kv_cache < 0
-    assert kv_cache_tokens(starved) == 0
+    assert kv_cache_tokens(starved, 4096) == 0
