@@ -14,7 +14,7 @@ from phalanx.planner.catalog.gpus import find_instance_type, instance_shape
 from phalanx.planner.explain import describe_shape, layout_text, nodes_text
 from phalanx.planner.layout import MAX_NODES, Layout, Setting, fewest_fitting
 from phalanx.planner.memory import kv_cache_tokens, longest_sequence, needed_bytes, sequence_kv_bytes
-from phalanx.planner.types import InstanceType, PlanningError, PlanRequest
+from phalanx.planner.types import Dtype, InstanceType, PlanningError, PlanRequest
 from phalanx.planner.units import format_gib
 
 CONTEXT_STEP = 1024  # a suggested max_model_len is rounded down to a multiple of this
@@ -80,19 +80,20 @@ def instance_fix(attempt: Attempt, instances: Sequence[InstanceType]) -> str | N
     return f"use {describe_shape(instance_shape(instance))}: fits with {outcome}"
 
 
-def fp8_fix(attempt: Attempt) -> str | None:
-    """fp8 weights, when the request is not already fp8 and they fit in the allowed nodes."""
+def quantised_fix(attempt: Attempt) -> str | None:
+    """Smaller weights that fit in the allowed nodes: the checkpoint's own mxfp4 experts, or fp8."""
     req = attempt.request
-    if attempt.setting.dtype in ("fp8", "mxfp4"):
-        return None  # an mxfp4 checkpoint is already smaller than fp8 and cannot be re-quantised
-    found = fewest_fitting(dataclasses.replace(attempt.setting, dtype="fp8"), attempt.node_counts)
+    native = req.model.native_dtype
+    target: Dtype = "mxfp4" if native == "mxfp4" else "fp8"
+    if attempt.setting.dtype == target:
+        return None
+    found = fewest_fitting(dataclasses.replace(attempt.setting, dtype=target), attempt.node_counts)
     if found is None:
         return None
-    how = (
-        "serve the checkpoint's native fp8 weights"
-        if req.model.native_dtype == "fp8"
-        else "quantise the weights to fp8 (1 byte each)"
-    )
+    if native == target:
+        how = f"serve the checkpoint's native {target} weights (leave dtype unset)"
+    else:
+        how = "quantise the weights to fp8 (1 byte each)"
     return f"{how}: fits with {_outcome(found, attempt.setting.max_model_len)}"
 
 
@@ -140,7 +141,7 @@ def no_fit_error(attempt: Attempt, instances: Sequence[InstanceType]) -> Plannin
     candidates = (
         more_nodes_fix(attempt),
         instance_fix(attempt, instances),
-        fp8_fix(attempt),
+        quantised_fix(attempt),
         context_fix(attempt),
     )
     return PlanningError(

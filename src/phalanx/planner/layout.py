@@ -76,7 +76,7 @@ class Choice:
 Sizes = tuple[int, int, int]  # data, tensor, pipeline parallel
 
 
-def _node_sizes(setting: Setting, nodes: int) -> tuple[list[list[Sizes]], list[LayoutOption]]:
+def node_sizes(setting: Setting, nodes: int) -> tuple[list[list[Sizes]], list[LayoutOption]]:
     """The (dp, tp, pp) candidates of `nodes` nodes in the order to try them (a later group only when no
     layout of the earlier ones fits), and the layouts the model's shape rules out."""
     gpus, layers = setting.shape.gpus_per_node, setting.model.num_layers
@@ -168,7 +168,7 @@ def _option(candidate: Layout, ruled_out: str = "") -> LayoutOption:
 
 def choose(setting: Setting, nodes: int) -> Choice:
     """The layout of `nodes` nodes that fits and serves the most decode tokens per node (ties: larger TP)."""
-    groups, ruled_out = _node_sizes(setting, nodes)
+    groups, ruled_out = node_sizes(setting, nodes)
     fitting: list[Layout] = []
     too_small: list[LayoutOption] = []
     stages_in_node = False
@@ -189,7 +189,7 @@ def choose(setting: Setting, nodes: int) -> Choice:
 
 def widest(setting: Setting, nodes: int) -> Layout | None:
     """The layout of `nodes` nodes with the least memory per GPU (one replica over every GPU), if any."""
-    groups, _ = _node_sizes(setting, nodes)
+    groups, _ = node_sizes(setting, nodes)
     if not groups:
         return None
     candidates = (layout(setting, nodes, size) for group in groups for size in group)

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from phalanx.planner.catalog.gpus import INSTANCE_TYPES, find_gpu_product
 from phalanx.planner.explain import arithmetic, layout_lines, nodes_text
 from phalanx.planner.fixes import Attempt, no_fit_error
-from phalanx.planner.layout import MAX_NODES, Layout, Setting, choose, fewest_fitting, widest
+from phalanx.planner.layout import MAX_NODES, Layout, Setting, choose, fewest_fitting, node_sizes, widest
 from phalanx.planner.memory import kv_cache_tokens
 from phalanx.planner.parallelism import (
     choose_tensor_parallel,
@@ -102,7 +102,7 @@ def _dtype(req: PlanRequest) -> Dtype:
     if dtype == "mxfp4" and native != "mxfp4":
         raise PlanningError(
             f"{req.model.name} is a {native} checkpoint; mxfp4 is only served from mxfp4 checkpoints",
-            fixes=(f"use one of {', '.join(REQUESTABLE_DTYPES)}",),
+            fixes=(f"set dtype to one of {', '.join(REQUESTABLE_DTYPES)}",),
             field="dtype",
         )
     if native == "mxfp4" and dtype == "fp8":
@@ -110,7 +110,7 @@ def _dtype(req: PlanRequest) -> Dtype:
             f"{req.model.name} is an mxfp4 checkpoint: vLLM cannot re-quantise it to fp8",
             fixes=(
                 "leave dtype unset to serve its mxfp4 experts",
-                "use bf16 with a bf16 copy of the checkpoint",
+                "set dtype to bf16 and serve a bf16 copy of the checkpoint",
             ),
             field="dtype",
         )
@@ -145,6 +145,26 @@ def _check_pinned_tp(req: PlanRequest, dtype: Dtype) -> None:
             fixes=(f"use tensor_parallel_size {allowed} or less, dividing the node's GPUs",),
             field="tensor_parallel_size",
         )
+
+
+def _check_pinned_dp(req: PlanRequest, setting: Setting) -> None:
+    """A pinned data parallel size leaves tp = gpus / dp, which the model must allow."""
+    dp, gpus = req.data_parallel_size, req.shape.gpus_per_node
+    if dp is None or dp == 1 or node_sizes(setting, 1)[0]:
+        return
+    tp = gpus // dp
+    obstacle = tp_obstacle(req.model, tp, setting.dtype)
+    allowed = [
+        gpus // size
+        for size in divisors_descending(gpus)
+        if tp_obstacle(req.model, size, setting.dtype) is None
+    ]
+    raise PlanningError(
+        f"data_parallel_size {dp} leaves {tp} GPUs per replica, and {req.model.name} cannot be split over"
+        f" tensor parallel size {tp}: {obstacle}",
+        fixes=(f"set data_parallel_size to one of {', '.join(str(d) for d in sorted(allowed))}",),
+        field="data_parallel_size",
+    )
 
 
 def _node_counts(req: PlanRequest, dtype: Dtype) -> range:
@@ -276,6 +296,7 @@ def make_plan(req: PlanRequest, *, instances: Sequence[InstanceType] = INSTANCE_
         data_parallel_size=req.data_parallel_size,
     )
     _check_pinned_tp(req, dtype)
+    _check_pinned_dp(req, setting)
     counts = _node_counts(req, dtype)
     for nodes in counts:
         choice = choose(setting, nodes)
