@@ -1,4 +1,4 @@
-"""The plan as plain JSON-ready data, for `phalanx plan --json` and for annotations on generated objects."""
+"""The plan as plain JSON-ready data, for `phalanx plan -o json` and for annotations on generated objects."""
 
 from __future__ import annotations
 
