@@ -24,6 +24,7 @@ from phalanx.planner.parallelism import (
     pipeline_parallel_size,
     tp_obstacle,
 )
+from phalanx.planner.throughput import REFERENCE_CONTEXT
 from phalanx.planner.types import (
     REQUESTABLE_DTYPES,
     Dtype,
@@ -245,6 +246,31 @@ def _node_warnings(req: PlanRequest, setting: Setting, chosen: Layout) -> list[s
     return []
 
 
+# How much more decode throughput per node one more node must promise before a plan says so: well past
+# what the throughput model can tell apart (its ties are within 5%).
+MORE_NODES_GAIN = 1.5
+
+
+def _starved_warnings(req: PlanRequest, setting: Setting, chosen: Layout) -> list[str]:
+    """The fewest nodes that fit can leave so little KV cache that one more node serves far more per node."""
+    if req.nodes is not None or chosen.throughput is None:
+        return []
+    wider = choose(setting, chosen.nodes + 1).chosen
+    if wider is None or wider.throughput is None:
+        return []
+    now, then = chosen.throughput.tokens_per_second_per_node, wider.throughput.tokens_per_second_per_node
+    if then < MORE_NODES_GAIN * now:
+        return []
+    more, verb = chosen.nodes + 1, "leaves" if chosen.nodes == 1 else "leave"
+    return [
+        f"{nodes_text(chosen.nodes)} {verb} KV cache for {chosen.throughput.batch} sequences of"
+        f" {min(REFERENCE_CONTEXT, setting.max_model_len)} tokens per replica:"
+        f" {nodes_text(more)} would decode"
+        f" about {then / now:.1f}x the tokens per node ({then:,.0f} vs {now:,.0f} a second, estimated);"
+        f" pin {nodes_text(more)} if throughput matters more than the node count"
+    ]
+
+
 def _plan(req: PlanRequest, setting: Setting, chosen: Layout, options: tuple[LayoutOption, ...]) -> Plan:
     max_model_len, dtype = setting.max_model_len, setting.dtype
     tokens = kv_cache_tokens(chosen.budget, max_model_len)
@@ -253,6 +279,7 @@ def _plan(req: PlanRequest, setting: Setting, chosen: Layout, options: tuple[Lay
         *_link_warnings(req, chosen.tensor_parallel_size),
         *_dtype_warnings(req, dtype),
         *_node_warnings(req, setting, chosen),
+        *_starved_warnings(req, setting, chosen),
     )
     lines = arithmetic(req.model, req.shape, dtype, max_model_len, req.gpu_memory_utilization, chosen)
     return Plan(

@@ -53,7 +53,10 @@ def test_llama_70b_on_nc80adis_with_8k_context_fits_one_node() -> None:
     assert overhead(8192) == 2 * GiB
     assert p.kv_cache_tokens == 110_701  # (84.6 - 65.7 - 2.0) GiB / 160 KiB
     assert p.max_concurrent_sequences == 13.51
-    assert p.warnings == ()
+    # 1 node fits, but its KV cache holds 108 sequences of 1024 tokens: a second node serves twice as much
+    (warning,) = p.warnings
+    assert warning.startswith("1 node leaves KV cache for 108 sequences of 1024 tokens per replica: 2 nodes")
+    assert warning.endswith("pin 2 nodes if throughput matters more than the node count")
 
 
 def test_llama_70b_on_nc80adis_with_full_context_needs_two_nodes() -> None:
