@@ -1,0 +1,99 @@
+"""`phalanx import`: peer systems' resources (Kthena, LeaderWorkerSet, KAITO, AIBrix) as Phalanx ones.
+
+`import_documents` maps every document of a file: a peer resource becomes a ModelServing or a
+ModelDeployment with notes; an autoscaler that targets one is pointed at the new resource; anything else
+(Services, ConfigMaps, routes) passes through unchanged. Pure: plain data in, plain data out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from phalanx.api.errors import FieldError
+from phalanx.api.labels import GROUP_VERSION
+from phalanx.importers import kthena, lws
+from phalanx.importers.base import Converted, InputError, Note, Object, deep, group_of, source_name
+
+Converter = Callable[[Mapping[str, Any], int], Converted]
+
+# (API group, kind) -> converter.
+_CONVERTERS: dict[tuple[str, str], Converter] = {
+    **{(group, "ModelServing"): kthena.convert_model_serving for group in kthena.GROUPS},
+    **{(group, "ModelInfer"): kthena.convert_model_infer for group in kthena.GROUPS},
+    (lws.GROUP, "LeaderWorkerSet"): lws.convert,
+}
+_SCALERS = {("autoscaling", "HorizontalPodAutoscaler"), ("keda.sh", "ScaledObject")}
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """Every document of the input, converted or passed through, in input order."""
+
+    items: list[Converted] = field(default_factory=list)
+
+    @property
+    def lost(self) -> bool:
+        return any(item.lost for item in self.items)
+
+    @property
+    def converted(self) -> list[Converted]:
+        return [item for item in self.items if item.converted]
+
+
+def converter_for(obj: Mapping[str, Any]) -> Converter | None:
+    return _CONVERTERS.get((group_of(obj.get("apiVersion")), str(obj.get("kind"))))
+
+
+def _retarget(obj: Mapping[str, Any], document: int, renamed: Mapping[tuple[str, str], str]) -> Converted:
+    """An HPA or KEDA ScaledObject whose target was imported now scales the Phalanx resource."""
+    out = deep(dict(obj))
+    spec = out.get("spec")
+    ref = spec.get("scaleTargetRef") if isinstance(spec, dict) else None
+    if isinstance(ref, dict) and (str(ref.get("kind")), str(ref.get("name"))) in renamed:
+        new_kind = renamed[(str(ref["kind"]), str(ref["name"]))]
+        old = f"{ref.get('kind')}/{ref.get('name')}"
+        ref["apiVersion"] = GROUP_VERSION
+        ref["kind"] = new_kind
+        note = Note(("spec", "scaleTargetRef"), f"now scales the imported {new_kind} (was {old})")
+        return Converted(source_name(obj), document, out, (note,))
+    return Converted(source_name(obj), document, out, converted=False)
+
+
+def import_documents(documents: Sequence[Any]) -> ImportResult:
+    """Convert every peer resource; raises InputError (problems carry their document index)."""
+    items: list[Converted | None] = [None] * len(documents)
+    problems: list[FieldError] = []
+    renamed: dict[tuple[str, str], str] = {}
+    for index, obj in enumerate(documents):
+        if not isinstance(obj, Mapping):
+            problems.append(
+                FieldError((), "is not a Kubernetes object", fix="check the file", document=index)
+            )
+            continue
+        convert = converter_for(obj)
+        if convert is None:
+            continue
+        try:
+            item = convert(obj, index)
+        except InputError as exc:
+            problems += [FieldError(**{**p.__dict__, "document": index}) for p in exc.problems]
+            continue
+        items[index] = item
+        if item.obj is not None:
+            meta = obj.get("metadata") or {}
+            renamed[(str(obj.get("kind")), str(meta.get("name")))] = str(item.obj["kind"])
+    if problems:
+        raise InputError(problems)
+    for index, obj in enumerate(documents):
+        if items[index] is not None:
+            continue
+        if (group_of(obj.get("apiVersion")), str(obj.get("kind"))) in _SCALERS:
+            items[index] = _retarget(obj, index, renamed)
+        else:  # Services, ConfigMaps, routes, and resources that are Phalanx's already
+            items[index] = Converted(source_name(obj), index, deep(dict(obj)), converted=False)
+    return ImportResult([item for item in items if item is not None])
+
+
+__all__ = ["Converted", "ImportResult", "InputError", "Note", "Object", "import_documents"]
