@@ -591,14 +591,38 @@ def sim(ctx: typer.Context) -> None:
 
 
 @app.command("import")
-def import_(file: FileOption) -> None:
+def import_(
+    file: FileOption,
+    instance_type: Annotated[
+        str | None,
+        typer.Option("--instance-type", help="GPU shape of a KAITO Workspace on bring-your-own nodes."),
+    ] = None,
+    gpus_per_node: Annotated[
+        int | None, typer.Option("--gpus-per-node", min=1, help="Or the shape as GPUs per node...")
+    ] = None,
+    gpu_memory: Annotated[
+        str | None, typer.Option("--gpu-memory", help="...and memory per GPU, e.g. 80Gi.")
+    ] = None,
+    gpu_product: Annotated[str | None, typer.Option("--gpu-product", help="...and the GPU's name.")] = None,
+) -> None:
     """Turn Kthena, LeaderWorkerSet, KAITO or AIBrix resources into Phalanx ones (YAML on stdout).
 
     Every field without an equivalent becomes a comment at its place. Exit 0 when nothing was lost,
     3 when something was (listed on stderr), 1 on bad input.
     """
-    from phalanx.importers import InputError, import_documents
+    from phalanx.importers import IMPORTABLE, InputError, import_documents
     from phalanx.importers.render import render_imported
+
+    shape = {
+        key: value
+        for key, value in (
+            ("instanceType", instance_type),
+            ("gpusPerNode", gpus_per_node),
+            ("gpuMemory", gpu_memory),
+            ("gpuProduct", gpu_product),
+        )
+        if value is not None
+    }
 
     source = "<stdin>" if str(file) == "-" else str(file)
     try:
@@ -612,15 +636,12 @@ def import_(file: FileOption) -> None:
         _report(list(exc.errors), source)
         raise typer.Exit(1) from None
     try:
-        result = import_documents([document.data for document in documents])
+        result = import_documents([document.data for document in documents], shape)
     except InputError as exc:
         _report([documents[p.document].locate(p) for p in exc.problems], source)
         raise typer.Exit(1) from None
     if not result.converted:
-        err.print(
-            f"[red]error:[/red] {source} holds no Kthena ModelServing or ModelInfer, LeaderWorkerSet, "
-            "KAITO Workspace or AIBrix RayClusterFleet to import"
-        )
+        err.print(f"[red]error:[/red] {source} holds no {IMPORTABLE} to import")
         raise typer.Exit(1)
     if not _imported_valid(result.converted, source):
         raise typer.Exit(1)

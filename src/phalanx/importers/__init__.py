@@ -1,29 +1,36 @@
 """`phalanx import`: peer systems' resources (Kthena, LeaderWorkerSet, KAITO, AIBrix) as Phalanx ones.
 
 `import_documents` maps every document of a file: a peer resource becomes a ModelServing or a
-ModelDeployment with notes; an autoscaler that targets one is pointed at the new resource; anything else
-(Services, ConfigMaps, routes) passes through unchanged. Pure: plain data in, plain data out.
+ModelDeployment with notes; an autoscaler that targets one is pointed at the new resource; a KAITO
+ConfigMap is folded into the ModelDeployment that reads it; anything else (Services, Secrets, routes)
+passes through unchanged. Pure: plain data in, plain data out.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from phalanx.api.errors import FieldError
 from phalanx.api.labels import GROUP_VERSION
-from phalanx.importers import kthena, lws
-from phalanx.importers.base import Converted, InputError, Note, Object, deep, group_of, source_name
+from phalanx.importers import kaito, kthena, lws
+from phalanx.importers.base import Context, Converted, InputError, Note, Object, deep, group_of, source_name
 
-Converter = Callable[[Mapping[str, Any], int], Converted]
+Converter = Callable[[Mapping[str, Any], int, Context], Converted]
 
 # (API group, kind) -> converter.
 _CONVERTERS: dict[tuple[str, str], Converter] = {
     **{(group, "ModelServing"): kthena.convert_model_serving for group in kthena.GROUPS},
     **{(group, "ModelInfer"): kthena.convert_model_infer for group in kthena.GROUPS},
     (lws.GROUP, "LeaderWorkerSet"): lws.convert,
+    (kaito.GROUP, "Workspace"): kaito.convert_workspace,
+    (kaito.GROUP, "InferenceSet"): kaito.convert_inference_set,
 }
+IMPORTABLE = (
+    "Kthena ModelServing or ModelInfer, LeaderWorkerSet, KAITO Workspace or InferenceSet, "
+    "AIBrix RayClusterFleet"
+)
 _SCALERS = {("autoscaling", "HorizontalPodAutoscaler"), ("keda.sh", "ScaledObject")}
 
 
@@ -39,7 +46,7 @@ class ImportResult:
 
     @property
     def converted(self) -> list[Converted]:
-        return [item for item in self.items if item.converted]
+        return [item for item in self.items if item.converted and item.obj is not None]
 
 
 def converter_for(obj: Mapping[str, Any]) -> Converter | None:
@@ -61,8 +68,21 @@ def _retarget(obj: Mapping[str, Any], document: int, renamed: Mapping[tuple[str,
     return Converted(source_name(obj), document, out, converted=False)
 
 
-def import_documents(documents: Sequence[Any]) -> ImportResult:
-    """Convert every peer resource; raises InputError (problems carry their document index)."""
+def _folded(obj: Mapping[str, Any], document: int, used: set[str]) -> Converted | None:
+    meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
+    if obj.get("kind") == "ConfigMap" and (meta or {}).get("name") in used:
+        note = Note((), "read into the ModelDeployment that uses it (spec.maxModelLen, engineArgs)")
+        return Converted(source_name(obj), document, None, (note,))
+    return None
+
+
+def import_documents(documents: Sequence[Any], shape: Mapping[str, Any] | None = None) -> ImportResult:
+    """Convert every peer resource; raises InputError (each problem carries its document index).
+
+    `shape` gives bring-your-own-node KAITO Workspaces their GPU shape (ModelDeployment keys
+    instanceType, or gpusPerNode + gpuMemory + gpuProduct).
+    """
+    context = Context(tuple(documents), dict(shape or {}))
     items: list[Converted | None] = [None] * len(documents)
     problems: list[FieldError] = []
     renamed: dict[tuple[str, str], str] = {}
@@ -76,9 +96,9 @@ def import_documents(documents: Sequence[Any]) -> ImportResult:
         if convert is None:
             continue
         try:
-            item = convert(obj, index)
+            item = convert(obj, index, context)
         except InputError as exc:
-            problems += [FieldError(**{**p.__dict__, "document": index}) for p in exc.problems]
+            problems += [replace(problem, document=index) for problem in exc.problems]
             continue
         items[index] = item
         if item.obj is not None:
@@ -86,14 +106,17 @@ def import_documents(documents: Sequence[Any]) -> ImportResult:
             renamed[(str(obj.get("kind")), str(meta.get("name")))] = str(item.obj["kind"])
     if problems:
         raise InputError(problems)
+    used = kaito.config_maps_used(list(documents))
     for index, obj in enumerate(documents):
         if items[index] is not None:
             continue
         if (group_of(obj.get("apiVersion")), str(obj.get("kind"))) in _SCALERS:
             items[index] = _retarget(obj, index, renamed)
-        else:  # Services, ConfigMaps, routes, and resources that are Phalanx's already
-            items[index] = Converted(source_name(obj), index, deep(dict(obj)), converted=False)
+        else:  # Services, Secrets, routes, and resources that are Phalanx's already
+            items[index] = _folded(obj, index, used) or Converted(
+                source_name(obj), index, deep(dict(obj)), converted=False
+            )
     return ImportResult([item for item in items if item is not None])
 
 
-__all__ = ["Converted", "ImportResult", "InputError", "Note", "Object", "import_documents"]
+__all__ = ["IMPORTABLE", "Converted", "ImportResult", "InputError", "Note", "Object", "import_documents"]

@@ -58,6 +58,15 @@ class Converted:
         return any(note.lost for note in self.notes)
 
 
+@dataclass(frozen=True)
+class Context:
+    """What a converter may need beyond its object: the file's other documents (a KAITO Workspace reads
+    its ConfigMap from them) and a GPU shape for bring-your-own-node Workspaces (ModelDeployment keys)."""
+
+    documents: tuple[Any, ...] = ()
+    shape: Mapping[str, Any] = field(default_factory=dict)
+
+
 class InputError(Exception):
     """The input cannot be imported; every problem names the input field, the value and the fix."""
 

@@ -19,6 +19,7 @@ from typing import Any
 from phalanx.api.errors import FieldError, Path
 from phalanx.api.labels import GROUP_VERSION
 from phalanx.importers.base import (
+    Context,
     Converted,
     InputError,
     Notes,
@@ -92,7 +93,7 @@ def _note_templates(spec: Mapping[str, Any], notes: Notes) -> None:
                 note_undefined(notes, ("spec", "template", "roles", index, key), template["spec"])
 
 
-def convert_model_serving(obj: Mapping[str, Any], document: int) -> Converted:
+def convert_model_serving(obj: Mapping[str, Any], document: int, context: Context) -> Converted:
     notes = Notes()
     spec = deep(dict(require_mapping(obj.get("spec"), ("spec",), "the ModelServing spec")))
     _drop_plugins(spec, notes)
@@ -166,7 +167,7 @@ def _model_infer_spec(spec: Object, notes: Notes) -> Object:
     return spec
 
 
-def convert_model_infer(obj: Mapping[str, Any], document: int) -> Converted:
+def convert_model_infer(obj: Mapping[str, Any], document: int, context: Context) -> Converted:
     notes = Notes()
     spec = deep(dict(require_mapping(obj.get("spec"), ("spec",), "the ModelInfer spec")))
     if not isinstance(spec.get("template"), Mapping):

@@ -15,6 +15,7 @@ from typing import Any
 from phalanx.api.errors import FieldError, Path
 from phalanx.api.labels import GROUP_VERSION
 from phalanx.importers.base import (
+    Context,
     Converted,
     InputError,
     Notes,
@@ -156,7 +157,7 @@ def _rollout(spec: Mapping[str, Any], notes: Notes) -> Object | None:
     return out
 
 
-def convert(obj: Mapping[str, Any], document: int) -> Converted:
+def convert(obj: Mapping[str, Any], document: int, context: Context) -> Converted:
     notes = Notes()
     spec = require_mapping(obj.get("spec"), ("spec",), "the LeaderWorkerSet spec")
     lwt = require_mapping(
