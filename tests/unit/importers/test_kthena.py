@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from phalanx.api.yamlfile import parse_yaml
+from tests.conftest import EXAMPLES
 from tests.unit.importers.helpers import (
     gang_min_member,
     group_pods,
@@ -228,3 +230,14 @@ def test_a_model_infer_becomes_a_model_serving_with_the_new_names() -> None:
 def test_the_matrixinfer_group_of_model_infer_imports_too() -> None:
     out = only_resource(imported(MODEL_INFER.replace("workload.volcano.sh", "workload.matrixinfer.ai")))
     serving(out)
+
+
+def test_the_seed_manifest_in_kthenas_api_group_imports_to_our_example(tmp_path: Path) -> None:
+    ours = (EXAMPLES / "llama-multinode.yaml").read_text()
+    theirs = ours.replace("serving.phalanx.dev/v1alpha1", "workload.serving.volcano.sh/v1alpha1")
+    assert theirs != ours
+    run = phalanx_import(tmp_path, theirs)
+    assert run.returncode == 0, run.stderr
+    (document,) = parse_yaml(run.stdout)
+    (expected,) = parse_yaml(ours)
+    assert document.data == expected.data
