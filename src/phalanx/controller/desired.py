@@ -164,7 +164,7 @@ def subdomain_service(ms: ModelServing, group_index: int, role: Role) -> Object:
     name = subdomain_service_name(ms.name, group_index, role.name)
     labels = {
         **kthena_role_labels(ms, group_index, role),
-        L.LWS_NAME: name,
+        L.LWS_NAME: ms.name,
         **selector,
         L.REVISION: group_revision(ms),  # a group reduced to this Service is rebuilt at its revision
     }

@@ -2,9 +2,10 @@
 
 Kthena's labels (`modelserving.volcano.sh/*`) carry Kthena's values, so its affinity terms,
 monitoring selectors and downward-API env work unchanged. For LeaderWorkerSet (LWS) a role
-instance is the LWS group and the role's instances in one ServingGroup are the LWS: its labels,
-annotations and `LWS_*` env keep LWS's meaning, `<lws name>-<group index>` is the entry pod's
-hostname and `LWS_LEADER_ADDRESS` is `<that>.<subdomain>.<namespace>`, as LWS builds it.
+instance is the LWS group: the LWS name is the ModelServing's and the group index the
+ServingGroup's (as Kthena's own LWS integration labels them, so the Services LWS users write,
+selecting `leaderworkerset.sigs.k8s.io/name: <name>`, select the imported pods), the group key
+tells role instances apart, and `LWS_LEADER_ADDRESS` is the entry pod's own DNS name.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ def compat_pod_labels(
     entry = pod_name(ms.name, group_index, role.name, role_index, 0)
     labels.update(
         {
-            L.LWS_NAME: subdomain_service_name(ms.name, group_index, role.name),
-            L.LWS_GROUP_INDEX: str(role_index),
+            L.LWS_NAME: ms.name,
+            L.LWS_GROUP_INDEX: str(group_index),
             L.LWS_GROUP_KEY: group_key(ms.namespace, entry),
             L.LWS_WORKER_INDEX: str(pod_index),
         }

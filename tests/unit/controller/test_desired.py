@@ -62,8 +62,8 @@ def test_seed_pod_labels_and_annotations() -> None:
         "modelserving.volcano.sh/role-id": "405b-1",
         "modelserving.volcano.sh/revision": revision,
         "modelserving.volcano.sh/role-template-hash": role_hash,
-        "leaderworkerset.sigs.k8s.io/name": "llama-multinode-0-405b",
-        "leaderworkerset.sigs.k8s.io/group-index": "1",
+        "leaderworkerset.sigs.k8s.io/name": "llama-multinode",
+        "leaderworkerset.sigs.k8s.io/group-index": "0",
         # sha1("default/llama-multinode-0-405b-1-0"), the entry pod: LeaderWorkerSet's group key.
         "leaderworkerset.sigs.k8s.io/group-key": "350839c640386dfe3903289b5edcf03ea06e8bfd",
         "leaderworkerset.sigs.k8s.io/worker-index": "1",

@@ -191,18 +191,20 @@ LWS_LABELS = (
 
 def test_lws_labels_keep_their_meaning() -> None:
     rendered = Rendered(sglang())
-    groups: dict[tuple[str, str], list[Object]] = {}
+    groups: dict[str, list[Object]] = {}
     for pod in rendered.pods:
         labels = pod["metadata"]["labels"]
         assert all(key in labels for key in LWS_LABELS)
-        groups.setdefault((labels[LWS_LABELS[0]], labels[LWS_LABELS[1]]), []).append(pod)
-    for (name, index), pods in groups.items():
-        # name + group index identify one group, whose leader is `<name>-<index>` in DNS.
+        # As Kthena's LWS integration: the LWS is the ModelServing, the group index the ServingGroup's.
+        assert labels[LWS_LABELS[0]] == "sglang"
+        assert labels[LWS_LABELS[1]] == labels["serving.phalanx.dev/group-index"]
+        groups.setdefault(labels[LWS_LABELS[2]], []).append(pod)
+    for pods in groups.values():
+        # The group key picks exactly one role instance: one entry pod and its workers.
         assert len({p["metadata"]["name"].rsplit("-", 1)[0] for p in pods}) == 1
-        assert {p["spec"]["hostname"] for p in pods if p["metadata"]["labels"][LWS_LABELS[3]] == "0"} == {
-            f"{name}-{index}"
-        }
-        assert len({p["metadata"]["labels"][LWS_LABELS[2]] for p in pods}) == 1
+        assert sorted(p["metadata"]["labels"][LWS_LABELS[3]] for p in pods) == [
+            str(i) for i in range(len(pods))
+        ]
         workers = [p for p in pods if p["metadata"]["labels"][LWS_LABELS[3]] != "0"]
         leader = next(p for p in pods if p not in workers)["metadata"]["name"]
         assert all(
