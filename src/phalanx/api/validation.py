@@ -7,6 +7,7 @@ ignored. Problems are returned all at once, each with its path, value and fix.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -38,6 +39,7 @@ def validate_model_serving(ms: ModelServing) -> list[FieldError]:
         _recovery,
         _gang_policy,
         _network_topology,
+        _pod_identity,
     )
     problems: list[FieldError] = []
     for check in checks:
@@ -381,3 +383,37 @@ def _resources(path: Path, resources: dict[str, Any]) -> Iterator[FieldError]:
                 value=resources["requests"][name],
                 fix="set request and limit to the same value, or only the limit",
             )
+
+
+_ENTRY_SERVICE_SUFFIX = re.compile(r"^-(0|[1-9][0-9]*)-0$")
+
+
+def _pod_identity(ms: ModelServing) -> Iterator[FieldError]:
+    """Pod DNS names: the role subdomain Services must not take another role's Service name, and
+    Phalanx sets every pod's hostname and subdomain (see names.py)."""
+    roles = ms.spec.template.roles
+    for index, role in enumerate(roles):
+        path: Path = (*_TEMPLATE, "roles", index)
+        for other in roles:
+            suffix = role.name[len(other.name) :] if role.name.startswith(other.name) else ""
+            match = _ENTRY_SERVICE_SUFFIX.match(suffix)
+            if other is not role and match:
+                yield FieldError(
+                    (*path, "name"),
+                    f"gives its pods' Service in group <g> the name '{ms.name}-<g>-{role.name}', "
+                    f"already the entry Service of role '{other.name}' instance {match.group(1)}",
+                    value=role.name,
+                    fix=f"rename role '{role.name}' so it is not '{other.name}' followed by -<number>-0",
+                )
+        templates = [("entryTemplate", role.entry_template), ("workerTemplate", role.worker_template)]
+        for key, template in templates:
+            for field in ("hostname", "subdomain"):
+                if template is not None and field in template.spec:
+                    yield FieldError(
+                        (*path, key, "spec", field),
+                        "is replaced: Phalanx gives every pod a hostname and subdomain of its own "
+                        "(entry pod <name>-<group>-<role>-<index>, workers that plus -<worker index>)",
+                        value=template.spec[field],
+                        severity="warning",
+                        fix="remove it",
+                    )
