@@ -72,6 +72,13 @@ def test_a_group_becomes_a_role_instance_with_the_same_pods_and_commands(tmp_pat
     assert [p["spec"]["containers"][0]["name"] for p in pods] == ["leader", "worker", "worker", "worker"]
     leader_args = pods[0]["spec"]["containers"][0]["command"]
     assert "$(LWS_LEADER_ADDRESS):20000" in leader_args  # commands are not rewritten
+    # Phalanx defines every LWS_* variable the commands use; nothing is reported undefined.
+    assert "defined nowhere" not in notes_text(result)
+    env = {item["name"]: item.get("value") for item in pods[1]["spec"]["containers"][0]["env"]}
+    assert env["LWS_GROUP_SIZE"] == "4" and env["LWS_WORKER_INDEX"] == "1"
+    # The user's Service selects the LWS name and a template label: both are on the entry pods.
+    assert pods[0]["metadata"]["labels"]["leaderworkerset.sigs.k8s.io/name"] == "sglang"
+    assert pods[0]["metadata"]["labels"]["role"] == "leader"
     # The user's Service passes through untouched.
     service = result.items[1]
     assert not service.converted
