@@ -14,7 +14,7 @@ from typing import Any
 
 from phalanx.api.errors import FieldError
 from phalanx.api.labels import GROUP_VERSION
-from phalanx.importers import kaito, kthena, lws
+from phalanx.importers import aibrix, kaito, kthena, lws
 from phalanx.importers.base import Context, Converted, InputError, Note, Object, deep, group_of, source_name
 
 Converter = Callable[[Mapping[str, Any], int, Context], Converted]
@@ -26,10 +26,13 @@ _CONVERTERS: dict[tuple[str, str], Converter] = {
     (lws.GROUP, "LeaderWorkerSet"): lws.convert,
     (kaito.GROUP, "Workspace"): kaito.convert_workspace,
     (kaito.GROUP, "InferenceSet"): kaito.convert_inference_set,
+    (aibrix.GROUP, "RayClusterFleet"): aibrix.convert_fleet,
+    (aibrix.GROUP, "RayClusterReplicaSet"): aibrix.convert_replica_set,
+    (aibrix.RAY_GROUP, "RayCluster"): aibrix.convert_ray_cluster,
 }
 IMPORTABLE = (
     "Kthena ModelServing or ModelInfer, LeaderWorkerSet, KAITO Workspace or InferenceSet, "
-    "AIBrix RayClusterFleet"
+    "AIBrix RayClusterFleet or RayClusterReplicaSet, KubeRay RayCluster"
 )
 _SCALERS = {("autoscaling", "HorizontalPodAutoscaler"), ("keda.sh", "ScaledObject")}
 

@@ -8,11 +8,16 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from phalanx.api.errors import Path
 from phalanx.importers.base import Converted, Note
 
 _WIDTH = 100
+# Strings YAML 1.1 readers (kubectl's) take for booleans unless quoted; YAML 1.2 writes them plain.
+_YAML11_BOOLEANS = frozenset(
+    form for word in ("y", "n", "yes", "no", "on", "off") for form in (word, word.capitalize(), word.upper())
+)
 
 
 def _commented(value: Any) -> Any:
@@ -20,6 +25,8 @@ def _commented(value: Any) -> Any:
         return CommentedMap((key, _commented(item)) for key, item in value.items())
     if isinstance(value, list):
         return CommentedSeq(_commented(item) for item in value)
+    if isinstance(value, str) and value in _YAML11_BOOLEANS:
+        return DoubleQuotedScalarString(value)
     return value
 
 
