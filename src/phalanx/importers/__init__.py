@@ -34,7 +34,11 @@ IMPORTABLE = (
     "Kthena ModelServing or ModelInfer, LeaderWorkerSet, KAITO Workspace or InferenceSet, "
     "AIBrix RayClusterFleet or RayClusterReplicaSet, KubeRay RayCluster"
 )
-_SCALERS = {("autoscaling", "HorizontalPodAutoscaler"), ("keda.sh", "ScaledObject")}
+_SCALERS = {
+    ("autoscaling", "HorizontalPodAutoscaler"),
+    ("keda.sh", "ScaledObject"),
+    ("autoscaling.aibrix.ai", "PodAutoscaler"),  # scales any target through its scale subresource
+}
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ RayCluster KubeRay's defaults. Decisions:
 - Routing: the router sends requests to the entry pod's port named `http`, else its first port; the
   head's serving port (named serve/service, or 8000) is moved first in its container. An entry pod
   without readiness or startup probe is routed to as soon as it runs: a note says so.
+- Fields KubeRay v1.2.1 does not have: a RayCluster's are lost (a later KubeRay acted on them); in a
+  fleet or replica set they are dropped, as AIBrix's CRD (v1.2.1's schema) prunes them.
+An AIBrix PodAutoscaler in the same file is pointed at the ModelServing (`importers.__init__`).
 """
 
 from __future__ import annotations
@@ -104,6 +107,7 @@ class _Cluster:
     annotations: Mapping[str, Any]
     operator: Operator
     pod_labels: Mapping[str, str] = field(default_factory=dict)
+    pruned: bool = False  # AIBrix's CRD embeds KubeRay v1.2.1's schema: the API server drops other fields
 
 
 @dataclass(frozen=True)
@@ -263,20 +267,32 @@ def _worker_groups(cluster: _Cluster, problems: list[FieldError], notes: Notes) 
 
 
 def _check_known(cluster: _Cluster, notes: Notes) -> None:
-    """Fields KubeRay releases after the emulated one added: not emulated, so their effect is lost."""
+    """Fields the emulated KubeRay release does not have (later releases added them)."""
     sections: list[tuple[Any, set[str], str]] = [(cluster.spec, _SPEC_KEYS, "")]
     sections.append((cluster.spec.get("headGroupSpec"), _HEAD_KEYS, "headGroupSpec."))
     for index, group in enumerate(cluster.spec.get("workerGroupSpecs") or []):
         sections.append((group, _WORKER_KEYS, f"workerGroupSpecs[{index}]."))
-    for section, known, prefix in sections:
-        if not isinstance(section, Mapping):
-            continue
-        for key in sorted(set(section) - known):
-            notes.lost(
-                _ROLE,
-                f"{prefix}{key} is not imported: KubeRay {kuberay.VERSION}, whose pods are reproduced "
-                "here, has no such field",
-            )
+    unknown = [
+        f"{prefix}{key}"
+        for section, known, prefix in sections
+        if isinstance(section, Mapping)
+        for key in sorted(set(section) - known)
+    ]
+    if not unknown:
+        return
+    fields = ", ".join(unknown)
+    if cluster.pruned:
+        notes.info(
+            _ROLE,
+            f"{fields} dropped: AIBrix's CRD has KubeRay {kuberay.VERSION}'s RayCluster schema, which has "
+            "no such field, so the API server drops it there too",
+        )
+    else:
+        notes.lost(
+            _ROLE,
+            f"{fields} not imported: the pods are built as KubeRay {kuberay.VERSION} builds them, and it "
+            "has no such field",
+        )
 
 
 def _service_notes(cluster: _Cluster, notes: Notes) -> None:
@@ -486,6 +502,7 @@ def _build(cluster: _Cluster, notes: Notes) -> _Built:
         role["workerTemplate"] = worker
         templates.append((worker, _WORKER))
         _template_metadata_notes(workers.group["template"], _WORKER, notes)
+    _block_note(cluster, [head.params, (workers.group.get("rayStartParams") or {}) if workers else {}], notes)
     _serving_port(entry, notes)
     injected = (
         cluster.operator.inject_probes
@@ -501,6 +518,16 @@ def _build(cluster: _Cluster, notes: Notes) -> _Built:
     _scaling_notes(cluster, workers, notes)
     _cluster_notes(cluster, built, notes)
     return built
+
+
+def _block_note(cluster: _Cluster, params: list[Mapping[str, Any]], notes: Notes) -> None:
+    if cluster.operator.honour_block or not any(str(p.get("block")).lower() == "false" for p in params):
+        return
+    notes.info(
+        _ROLE,
+        "rayStartParams block: 'false' has no effect: KubeRay forces --block (AIBrix's build of KubeRay "
+        "honours it; if the cluster ran there, take --block out of the commands)",
+    )
 
 
 def _template_metadata_notes(template: Mapping[str, Any], path: Path, notes: Notes) -> None:
@@ -692,7 +719,7 @@ def _convert_set(obj: Mapping[str, Any], document: int, kind: str, *, fleet: boo
     labels = dict((meta or {}).get("labels") or {})
     annotations = dict((meta or {}).get("annotations") or {})
     pod_labels = {FLEET_LABEL: metadata["name"]} if fleet else {}
-    cluster = _Cluster(cluster_spec, at, labels, annotations, kuberay.AIBRIX, pod_labels)
+    cluster = _Cluster(cluster_spec, at, labels, annotations, kuberay.AIBRIX, pod_labels, pruned=True)
     built = _build(cluster, notes)
     _cluster_template_notes(template, built, notes)
     _set_notes(spec, notes)

@@ -26,6 +26,8 @@ The model is KubeRay v1.2.1 (the release AIBrix installs; `ray-operator/controll
 - With probe injection on (KubeRay's default, off in AIBrix's install), exec readiness and liveness
   probes on the Ray container where the template has none: the raylet's health, and on the head also
   the GCS's, through the dashboard (agent) ports.
+- Not reproduced: what KubeRay adds for its in-tree autoscaler (`--no-monitor`, a service account, the
+  autoscaler sidecar and its `/tmp/ray` log volume) and for GCS fault tolerance; the importer says so.
 
 What differs inside Phalanx, by design: the head's address is `$(ENTRY_ADDRESS)` (the entry pod's
 name through its headless Service) instead of `<cluster>-head-svc.<ns>.svc.cluster.local`, for

@@ -7,6 +7,8 @@ env, volumes, init container, probes), so a change in the importer shows up as a
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -177,6 +179,16 @@ def test_a_fleet_becomes_one_servinggroup_per_ray_cluster(tmp_path: Path) -> Non
     run = phalanx_import(tmp_path, FLEET)
     assert run.returncode == 0, run.stderr  # imported, validated, nothing lost
     assert "selector dropped" in run.stdout and "rayVersion 2.40.0 dropped" in run.stdout
+    written = tmp_path / "imported.yaml"
+    written.write_text(run.stdout)
+    validated = subprocess.run(
+        [sys.executable, "-m", "phalanx", "validate", "-f", str(written)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert validated.returncode == 0, validated.stdout + validated.stderr
 
 
 def test_each_group_renders_one_head_and_the_workers_with_kuberays_labels() -> None:
@@ -331,6 +343,7 @@ def test_kuberay_rewrites_the_command_of_a_raycluster_and_injects_probes(tmp_pat
     assert run.returncode == 0, run.stderr
     assert "small-head-svc is not created" in run.stdout
     assert "KubeRay runs 3" in run.stdout
+    assert "block: 'false' has no effect" in run.stdout
 
 
 def test_a_command_that_already_starts_ray_is_left_alone() -> None:
@@ -477,3 +490,43 @@ def test_the_output_reads_the_same_in_yaml_1_1(tmp_path: Path) -> None:
     labels = document["spec"]["template"]["roles"][0]["entryTemplate"]["metadata"]["labels"]
     assert labels["ray.io/is-ray-node"] == "yes"
     assert document == only_resource(imported(FLEET))
+
+
+def test_fields_kuberay_v1_2_1_lacks_are_pruned_in_a_fleet_and_lost_in_a_raycluster(tmp_path: Path) -> None:
+    fleet = FLEET.replace("      rayVersion:", "      managedBy: someone\n      rayVersion:")
+    run = phalanx_import(tmp_path, fleet)
+    assert run.returncode == 0, run.stderr
+    assert "managedBy dropped: AIBrix's CRD" in run.stdout
+    cluster = RAY_CLUSTER.replace("    replicas: 5\n", "    replicas: 5\n    idleTimeoutSeconds: 60\n")
+    run = phalanx_import(tmp_path, cluster)
+    assert run.returncode == 3
+    assert "workerGroupSpecs[0].idleTimeoutSeconds not imported" in run.stderr
+
+
+def test_an_aibrix_podautoscaler_in_the_file_scales_the_modelserving() -> None:
+    scaler = """
+---
+apiVersion: autoscaling.aibrix.ai/v1alpha1
+kind: PodAutoscaler
+metadata: {name: llama-70b-scaler, namespace: serving}
+spec:
+  scalingStrategy: KPA
+  minReplicas: 1
+  maxReplicas: 4
+  scaleTargetRef: {apiVersion: orchestration.aibrix.ai/v1alpha1, kind: RayClusterFleet, name: llama-70b}
+"""
+    result = imported(FLEET + scaler)
+    scaled = result.items[1]
+    assert scaled.obj is not None
+    assert scaled.obj["spec"]["scaleTargetRef"] == {
+        "apiVersion": L.GROUP_VERSION,
+        "kind": "ModelServing",
+        "name": "llama-70b",
+    }
+
+
+def test_the_router_and_readiness_notes_name_what_to_add() -> None:
+    text = FLEET.replace("              - {containerPort: 8000, name: service}\n", "")
+    notes = notes_text(imported(text))
+    assert "no serving port" in notes and "gcs 6379" in notes
+    assert "the head has no readiness probe" in notes
