@@ -540,9 +540,9 @@ def _template_metadata_notes(template: Mapping[str, Any], path: Path, notes: Not
 def _cluster_notes(cluster: _Cluster, built: _Built, notes: Notes) -> None:
     notes.info(
         _ROLE,
-        f"pods as {cluster.operator.description} builds them (ray start from rayStartParams and the Ray "
-        "container's resources, KUBERAY_GEN_RAY_START_CMD and the other env, /dev/shm, metrics port), "
-        "with the head at $(ENTRY_ADDRESS)",
+        f"pods as built by {cluster.operator.description}: ray start from rayStartParams and the Ray "
+        "container's resources, KUBERAY_GEN_RAY_START_CMD and the rest of KubeRay's env, /dev/shm, the "
+        "metrics port; the head is at $(ENTRY_ADDRESS)",
     )
     notes.info(
         ("spec", "recoveryPolicy"),

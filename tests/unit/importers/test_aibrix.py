@@ -530,3 +530,10 @@ def test_the_router_and_readiness_notes_name_what_to_add() -> None:
     notes = notes_text(imported(text))
     assert "no serving port" in notes and "gcs 6379" in notes
     assert "the head has no readiness probe" in notes
+
+
+def test_a_reference_to_kuberays_head_service_is_lost(tmp_path: Path) -> None:
+    text = RAY_CLUSTER.replace('value: "custom:1"', 'value: "small-head-svc:6380"')
+    run = phalanx_import(tmp_path, text)
+    assert run.returncode == 3
+    assert "refers to small-head-svc, which does not exist here; use $(ENTRY_ADDRESS)" in run.stderr
