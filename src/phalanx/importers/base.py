@@ -153,6 +153,12 @@ def references(text: str) -> Iterator[str]:
             i += 1
 
 
+# A reference that reads as an environment variable: an identifier with an upper-case letter or an
+# underscore. `$(date -u)` or `$(hostname)` are shell command substitutions, which Kubernetes leaves
+# alone when no variable has that name, exactly as their author meant.
+_VARIABLE_LIKE = re.compile(r"^(?=.*[A-Z_])[A-Za-z_][A-Za-z0-9_]*$")
+
+
 def undefined_references(spec: Mapping[str, Any], injected: frozenset[str]) -> Iterator[tuple[Path, str]]:
     """`$(NAME)` references in a pod spec's containers that nothing defines.
 
@@ -175,7 +181,7 @@ def undefined_references(spec: Mapping[str, Any], injected: frozenset[str]) -> I
                 if isinstance(item, Mapping) and isinstance(item.get("value"), str):
                     earlier = set(injected) | {n for n in names[:position] if isinstance(n, str)}
                     for name in references(item["value"]):
-                        if name not in earlier:
+                        if name not in earlier and _VARIABLE_LIKE.match(name):
                             yield (*base, "env", position, "value"), name
             for key in ("command", "args"):
                 parts = container.get(key)
@@ -183,7 +189,7 @@ def undefined_references(spec: Mapping[str, Any], injected: frozenset[str]) -> I
                     continue
                 for position, part in enumerate(parts):
                     for name in references(str(part)):
-                        if name not in defined:
+                        if name not in defined and _VARIABLE_LIKE.match(name):
                             yield (*base, key, position), name
 
 

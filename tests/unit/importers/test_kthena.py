@@ -241,3 +241,13 @@ def test_the_seed_manifest_in_kthenas_api_group_imports_to_our_example(tmp_path:
     (document,) = parse_yaml(run.stdout)
     (expected,) = parse_yaml(ours)
     assert document.data == expected.data
+
+
+def test_shell_command_substitutions_are_not_taken_for_variables() -> None:
+    text = EXPORTED.replace(
+        "ray start --head && vllm serve m --port 8000",
+        "echo $(date -u +%s) $(hostname) $(MISSING_VAR) && vllm serve m --port 8000",
+    )
+    notes = notes_text(imported(text))
+    assert "$(MISSING_VAR) is defined nowhere" in notes
+    assert "$(date" not in notes and "$(hostname)" not in notes
