@@ -154,6 +154,21 @@ def kaito_nodes(model: str, instance: str, max_model_len: int | None) -> int:
     return math.ceil((int(size_gib * 1.02 / usable) + 1) / shape.gpus_per_node)
 
 
+def ray_expected(obj: Mapping[str, Any]) -> Expected:
+    """KubeRay: one head plus, per worker group, replicas (clamped to min/max) x numOfHosts workers; a
+    PodGroup of all of them only with the Volcano batch scheduler label."""
+    spec = obj.get("spec") or {}
+    cluster = (spec.get("template") or {}).get("spec") or {} if obj.get("kind") != "RayCluster" else spec
+    labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+    labels = {**labels, **((obj.get("metadata") or {}).get("labels") or {})}
+    pods = 1
+    for group in cluster.get("workerGroupSpecs") or []:
+        replicas = group.get("replicas", group.get("minReplicas", 0)) or 0
+        replicas = max(group.get("minReplicas", 0) or 0, min(replicas, group.get("maxReplicas", replicas)))
+        pods += replicas * (group.get("numOfHosts", 1) or 1)
+    return Expected(pods, 1, pods if labels.get("ray.io/scheduler-name") == "volcano" else None)
+
+
 # ---- checking one file ---------------------------------------------------------------------------------
 
 
@@ -216,6 +231,8 @@ def check_file(path: str, docs: list[Any]) -> list[Verdict]:
                 expected = lws_expected(spec)
             elif kind == "Workspace":  # a custom template: one pod
                 expected = Expected(1, 1, None)
+            elif kind in ("RayClusterFleet", "RayClusterReplicaSet", "RayCluster"):
+                expected = ray_expected(source)
         if expected is not None:
             verdict.mismatch = _compare(expected, _observed(ms))
         verdicts.append(verdict)
