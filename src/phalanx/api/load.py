@@ -173,6 +173,7 @@ def load_text(text: str, source: str | None = None) -> Loaded:
     resources: list[Resource] = []
     problems: list[FieldError] = []
     for document in documents:
+        problems += document.problems
         resource, found = parse_resource(document.data)
         problems += _located(document, found)
         if resource is not None:
