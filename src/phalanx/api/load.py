@@ -153,6 +153,54 @@ def parse_resource(data: Any) -> tuple[Resource | None, list[FieldError]]:
     return resource, _semantic(resource)
 
 
+# ObjectMeta fields only an API server writes: present when a file was read from a cluster.
+_SERVER_METADATA = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+)
+
+
+def _read_from_a_cluster(data: Any) -> tuple[Any, list[FieldError]]:
+    """A file written by `kubectl get -o yaml` carries a status and the server's metadata: both have no
+    effect, so they are warnings, and the status is dropped (as the API server drops it on create)."""
+    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+        return data, []
+    problems: list[FieldError] = []
+    if "status" in data:
+        data = {key: value for key, value in data.items() if key != "status"}
+        problems.append(
+            FieldError(
+                ("status",),
+                "is ignored: the controller writes the status (the API server ignores it on create and "
+                "update, and so does phalanx up)",
+                severity="warning",
+                fix="remove it",
+            )
+        )
+    metadata = data.get("metadata")
+    written = [
+        key for key in _SERVER_METADATA if isinstance(metadata, dict) and metadata.get(key) is not None
+    ]
+    if written:
+        problems.append(
+            FieldError(
+                ("metadata",),
+                f"holds what the API server of the cluster it was read from wrote ({', '.join(written)}): "
+                "it has no effect on the spec",
+                severity="warning",
+                fix="remove those fields before creating the object again (an API server refuses to "
+                "create an object that has a resourceVersion)",
+            )
+        )
+    return data, problems
+
+
 def _located(document: Document, problems: list[FieldError]) -> list[FieldError]:
     return [document.locate(problem) for problem in problems]
 
@@ -174,8 +222,9 @@ def load_text(text: str, source: str | None = None) -> Loaded:
     problems: list[FieldError] = []
     for document in documents:
         problems += document.problems
-        resource, found = parse_resource(document.data)
-        problems += _located(document, found)
+        data, found = _read_from_a_cluster(document.data)
+        resource, parsed = parse_resource(data)
+        problems += _located(document, found + parsed)
         if resource is not None:
             resources.append(resource)
     problems.sort(key=lambda p: (p.document, p.line or 0, p.column or 0))

@@ -1,8 +1,10 @@
 """Checks on a parsed ModelServing that one field alone cannot express.
 
-Covers every check Kthena's admission webhook makes, plus the ones it misses: generated names,
-gang policy bounds, rollout budgets that can never progress, and settings that are silently
-ignored. Problems are returned all at once, each with its path, value and fix.
+Covers the checks of Kthena's admission webhook, plus the ones it misses: generated names, gang
+policy bounds, rollout budgets that can never progress, and settings that are silently ignored.
+A field that has no effect is a warning, never an error (Kthena's CRD defaults some onto every
+object; docs/api.md lists where that differs from Kthena's webhook). Problems are returned all at
+once, each with its path, value and fix.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ def validate_model_serving(ms: ModelServing) -> list[FieldError]:
         _recovery,
         _gang_policy,
         _network_topology,
+        _plugins,
     )
     problems: list[FieldError] = []
     for check in checks:
@@ -138,9 +141,10 @@ def _rollout(ms: ModelServing) -> Iterator[FieldError]:
     if strategy.type == "RoleRollingUpdate":
         if config is not None:
             yield FieldError(
-                (*_ROLLING[:-1], "rollingUpdateConfiguration"),
-                "cannot be set with type RoleRollingUpdate: role instances roll with each role's "
+                _ROLLING,
+                "has no effect with type RoleRollingUpdate: role instances roll with each role's "
                 "own maxUnavailable and partition",
+                severity="warning",
                 fix="move maxUnavailable/partition onto each role, or use type ServingGroupRollingUpdate",
             )
     elif config is not None:
@@ -166,6 +170,7 @@ def _rollout(ms: ModelServing) -> Iterator[FieldError]:
     for index, role in enumerate(spec.template.roles):
         path: Path = (*_TEMPLATE, "roles", index)
         if strategy.type != "RoleRollingUpdate":
+            # Kthena's CRD defaults maxUnavailable: 1 onto every role, so this is common and harmless.
             for field_name, value in (
                 ("partition", role.partition),
                 ("maxUnavailable", role.max_unavailable),
@@ -173,8 +178,10 @@ def _rollout(ms: ModelServing) -> Iterator[FieldError]:
                 if value is not None:
                     yield FieldError(
                         (*path, field_name),
-                        "applies only with rolloutStrategy.type RoleRollingUpdate",
+                        f"has no effect with rolloutStrategy.type {strategy.type}: whole ServingGroups "
+                        "roll, with spec.rolloutStrategy.rollingUpdateConfiguration",
                         value=value,
+                        severity="warning",
                         fix="remove it, or set spec.rolloutStrategy.type: RoleRollingUpdate",
                     )
             continue
@@ -273,6 +280,38 @@ def _network_topology(ms: ModelServing) -> Iterator[FieldError]:
             f"is enforced only by Volcano; it has no effect with schedulerName '{ms.spec.scheduler_name}'",
             severity="warning",
             fix="set schedulerName: volcano, or remove networkTopology",
+        )
+
+
+# Kthena's built-in plugins and what each does to the pods it is scoped to.
+_LWS_LABELS_PLUGIN = "lws-standard-labels"
+_PLUGIN_FIXES = {
+    "demo-pod-tweaks": "set what its config holds in the pod templates instead (spec.runtimeClassName, "
+    "metadata.annotations, env of every container), then remove the plugin",
+}
+
+
+def _plugins(ms: ModelServing) -> Iterator[FieldError]:
+    for index, plugin in enumerate(ms.spec.plugins or []):
+        path: Path = ("spec", "plugins", index, "name")
+        if plugin.name == _LWS_LABELS_PLUGIN:
+            yield FieldError(
+                path,
+                "has no effect: Phalanx runs no plugins, and Kthena's lws-standard-labels only labels "
+                "the pods of a ModelServing that a LeaderWorkerSet owns",
+                value=plugin.name,
+                severity="warning",
+                fix="remove it",
+            )
+            continue
+        yield FieldError(
+            path,
+            "is a Kthena pod plugin, and Phalanx runs no plugins: the pods would lack what it adds",
+            value=plugin.name,
+            fix=_PLUGIN_FIXES.get(
+                plugin.name,
+                "make its changes in the roles' entryTemplate/workerTemplate, then remove the plugin",
+            ),
         )
 
 
