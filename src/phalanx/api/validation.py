@@ -24,6 +24,7 @@ from phalanx.api.names import (
     is_label_value,
     pod_name,
 )
+from phalanx.api.podrules import pod_template_problems
 from phalanx.api.podspec import validate_pod_spec
 from phalanx.api.quantity import QuantityError, parse_quantity
 
@@ -49,7 +50,9 @@ def validate_model_serving(ms: ModelServing) -> list[FieldError]:
         role_path: Path = (*_TEMPLATE, "roles", index)
         problems.extend(_pod_template(ms, role.entry_template, (*role_path, "entryTemplate")))
         if role.worker_template is not None:
-            problems.extend(_pod_template(ms, role.worker_template, (*role_path, "workerTemplate")))
+            # With no workers it renders no pod: only what the CRD itself checks applies.
+            renders = role.worker_replicas > 0
+            problems.extend(_pod_template(ms, role.worker_template, (*role_path, "workerTemplate"), renders))
     return problems
 
 
@@ -315,9 +318,16 @@ def _plugins(ms: ModelServing) -> Iterator[FieldError]:
         )
 
 
-def _pod_template(ms: ModelServing, template: PodTemplate, path: Path) -> Iterator[FieldError]:
-    for problem in validate_pod_spec(template.spec):
-        yield problem.under((*path, "spec"))
+def _pod_template(
+    ms: ModelServing, template: PodTemplate, path: Path, renders: bool = True
+) -> Iterator[FieldError]:
+    schema_problems = [problem.under((*path, "spec")) for problem in validate_pod_spec(template.spec)]
+    yield from schema_problems
+    if not renders:
+        return
+    if not schema_problems:  # the pod rules read a template of the right shape
+        for problem in pod_template_problems(template.to_dict(), INJECTED_ENV):
+            yield problem.under(path)
     if template.metadata is not None:
         for key, value in template.metadata.labels.items():
             label_path: Path = (*path, "metadata", "labels", key)
@@ -402,9 +412,26 @@ def _resources(path: Path, resources: dict[str, Any]) -> Iterator[FieldError]:
                     fix="write a quantity like '8', '500m' or '64Gi'",
                 )
     requests, limits = parsed.get("requests", {}), parsed.get("limits", {})
+    for section, values in parsed.items():
+        for name, value in values.items():
+            if _is_extended(name) and value != value.to_integral_value():
+                yield FieldError(
+                    (*path, section, name),
+                    "must be a whole number for an extended resource, so the API server would refuse "
+                    "the pods",
+                    value=resources[section][name],
+                    fix="count whole devices, e.g. 1 or 8",
+                )
     for name, request in requests.items():
         limit = limits.get(name)
         if limit is None:
+            if _is_extended(name):
+                yield FieldError(
+                    (*path, "limits"),
+                    f"has no {name}: an extended resource needs a limit equal to its request, so the API "
+                    "server would refuse the pods",
+                    fix=f"set limits.{name} to {resources['requests'][name]} (or set only the limit)",
+                )
             continue
         if request > limit:
             yield FieldError(
@@ -413,10 +440,17 @@ def _resources(path: Path, resources: dict[str, Any]) -> Iterator[FieldError]:
                 value=resources["requests"][name],
                 fix="lower the request or raise the limit",
             )
-        elif "/" in name and not name.startswith(("kubernetes.io/", "hugepages-")) and request != limit:
+        elif _is_extended(name) and request != limit:
             yield FieldError(
                 (*path, "requests", name),
                 f"must equal its limit ({resources['limits'][name]}) for an extended resource",
                 value=resources["requests"][name],
                 fix="set request and limit to the same value, or only the limit",
             )
+
+
+def _is_extended(name: str) -> bool:
+    """A device-like resource (nvidia.com/gpu): never overcommitted, counted in whole units."""
+    return (
+        "/" in name and not name.startswith(("kubernetes.io/", "requests.")) and ".kubernetes.io/" not in name
+    )
