@@ -436,3 +436,16 @@ def test_a_rolling_update_configuration_under_role_rolling_update_is_ignored() -
     (ms,) = loaded.resources
     assert isinstance(ms, ModelServing)
     assert (ms.spec.rolling_update.partition, ms.spec.rolling_update.max_surge) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    ("role_name", "valid"),
+    [("405b", True), ("1role", True), ("a" * 13, True), ("Decode", False), ("de_code", False), ("-x", False)],
+)
+def test_role_names_are_dns_1123_labels_on_purpose(role_name: str, valid: bool) -> None:
+    """Kthena's webhook wants DNS-1035 and its CRD at most 12 characters; Phalanx accepts Kthena's own
+    multi-node example (`405b`) and longer names while the pod names fit (docs/api.md says why)."""
+    manifest = as_phalanx(SHAPES["single pod"])
+    manifest["spec"]["template"]["roles"][0]["name"] = role_name
+    errors, _ = _validate(manifest)
+    assert (errors == []) is valid, [e.render() for e in errors]
