@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # Builds the test control plane from Go modules (no container engine, no binary downloads):
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, vc-scheduler (Volcano), helm.
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kwok, vc-scheduler (Volcano), helm, and
+#   yamljson (our own program: the JSON kubectl sends for a YAML file, to test Phalanx's YAML loader against).
 #
 # Every component is a wrapper Go module under hack/control-plane/<component>/ whose go.mod/go.sum pin the
-# versions (one module per component, because their dependency trees clash). Binaries go to a cache OUTSIDE
-# the repository:
+# versions (one module per component, because their dependency trees clash; yamljson's holds its main.go too).
+# Binaries go to a cache OUTSIDE the repository:
 #     ${PHALANX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/phalanx}/control-plane/<component>-<version>/bin/
-# A component whose binaries and build stamp (hash of go.mod, go.sum, ldflags and Go version) are present is
-# reused, so a second run takes seconds.
+# A component whose binaries and build stamp (hash of go.mod, go.sum, its own .go files, ldflags and Go version)
+# are present is reused, so a second run takes seconds.
 #
 # Overrides: if PHALANX_CONTROL_PLANE_BIN or KUBEBUILDER_ASSETS name a directory holding the binaries of a
 # component, those are used and that component is not built (a component is all-or-nothing: setup-envtest's
 # directory supplies etcd, but it lacks kube-controller-manager/kube-scheduler, so `kube` is still built).
 #
-# Usage: hack/control-plane/build.sh [--print-env] [component ...]     (components: kube etcd kwok volcano helm)
+# Usage: hack/control-plane/build.sh [--print-env] [component ...]
+#        (components: kube etcd kwok volcano helm yamljson)
 # Output: the env file ${CACHE}/control-plane/env (KEY=/abs/path lines, sourceable by bash), also printed.
 # Environment: PHALANX_BUILD_JOBS (go build -p, default 2), PHALANX_CACHE_DIR, PHALANX_CONTROL_PLANE_BIN,
 #              KUBEBUILDER_ASSETS, GO (the go command, default `go`).
@@ -25,7 +27,7 @@ ENV_FILE="$CACHE_ROOT/env"
 GO="${GO:-go}"
 JOBS="${PHALANX_BUILD_JOBS:-2}"
 MIN_GO="1.26"
-ALL_COMPONENTS=(etcd kube kwok volcano helm)
+ALL_COMPONENTS=(etcd kube kwok volcano helm yamljson)
 
 log() { printf '[control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'control-plane build: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -35,8 +37,8 @@ components=()
 for arg in "$@"; do
   case "$arg" in
     --print-env) print_env=1 ;;
-    -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    etcd|kube|kwok|volcano|helm) components+=("$arg") ;;
+    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    etcd|kube|kwok|volcano|helm|yamljson) components+=("$arg") ;;
     *) die "unknown argument '$arg' (components: ${ALL_COMPONENTS[*]})" ;;
   esac
 done
@@ -50,6 +52,7 @@ binaries_of() {
     kwok) echo "kwok" ;;
     volcano) echo "vc-scheduler" ;;
     helm) echo "helm" ;;
+    yamljson) echo "yamljson" ;;
   esac
 }
 package_of() {
@@ -59,6 +62,7 @@ package_of() {
     kwok) echo "sigs.k8s.io/kwok/cmd/kwok" ;;
     vc-scheduler) echo "volcano.sh/volcano/cmd/scheduler" ;;
     helm) echo "helm.sh/helm/v4/cmd/helm" ;;
+    yamljson) echo "phalanx.dev/hack/control-plane/yamljson" ;;
   esac
 }
 # The module whose version names the component (read from the wrapper's go.mod, the single source of truth).
@@ -69,6 +73,7 @@ main_module_of() {
     kwok) echo "sigs.k8s.io/kwok" ;;
     volcano) echo "volcano.sh/volcano" ;;
     helm) echo "helm.sh/helm/v4" ;;
+    yamljson) echo "sigs.k8s.io/yaml" ;;
   esac
 }
 module_version() { # <wrapper dir> <module path>
@@ -146,7 +151,8 @@ build_component() {
   local out="$CACHE_ROOT/$comp-$ver"
   local ld; ld="$(ldflags_of "$comp" "$ver")"
   local stamp
-  stamp="$( { grep -v '^[[:space:]]*//' "$wdir/go.mod"; cat "$wdir/go.sum"; echo "$ld"; GOTOOLCHAIN=local "$GO" env GOVERSION GOOS GOARCH; } \
+  stamp="$( { grep -v '^[[:space:]]*//' "$wdir/go.mod"; cat "$wdir/go.sum"; find "$wdir" -maxdepth 1 -name '*.go' -exec cat {} +
+              echo "$ld"; GOTOOLCHAIN=local "$GO" env GOVERSION GOOS GOARCH; } \
             | sha256sum | cut -d' ' -f1)"
   local fresh=1
   [[ -f "$out/.stamp" && "$(cat "$out/.stamp")" == "$stamp" ]] || fresh=0

@@ -14,8 +14,17 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from phalanx import __version__, planner
-from phalanx.api import FieldError, Loaded, ModelDeployment, ModelServing, SpecError, load_text
-from phalanx.api.yamlfile import dump_yaml
+from phalanx.api import (
+    FieldError,
+    Loaded,
+    ModelDeployment,
+    ModelServing,
+    SpecError,
+    load_text,
+    parse_resource,
+)
+from phalanx.api.labels import GROUP_VERSION
+from phalanx.api.yamlfile import dump_yaml, parse_yaml
 from phalanx.compiler import compile_deployment, deployment_problems
 from phalanx.compiler.model_config import config_file, read_model_config
 from phalanx.controller.desired import steady_state
@@ -676,6 +685,88 @@ def sim(ctx: typer.Context) -> None:
     from phalanx.sim.main import main as sim_main
 
     raise typer.Exit(sim_main(list(ctx.args)))
+
+
+@app.command("import")
+def import_(
+    file: FileOption,
+    instance_type: Annotated[
+        str | None,
+        typer.Option("--instance-type", help="GPU shape of a KAITO Workspace on bring-your-own nodes."),
+    ] = None,
+    gpus_per_node: Annotated[
+        int | None, typer.Option("--gpus-per-node", min=1, help="Or the shape as GPUs per node...")
+    ] = None,
+    gpu_memory: Annotated[
+        str | None, typer.Option("--gpu-memory", help="...and memory per GPU, e.g. 80Gi.")
+    ] = None,
+    gpu_product: Annotated[str | None, typer.Option("--gpu-product", help="...and the GPU's name.")] = None,
+) -> None:
+    """Turn Kthena, LeaderWorkerSet, KAITO or AIBrix resources into Phalanx ones (YAML on stdout).
+
+    Every field without an equivalent becomes a comment at its place. Exit 0 when nothing was lost,
+    3 when something was (listed on stderr), 1 on bad input.
+    """
+    from phalanx.importers import IMPORTABLE, InputError, import_documents
+    from phalanx.importers.render import render_imported
+
+    shape = {
+        key: value
+        for key, value in (
+            ("instanceType", instance_type),
+            ("gpusPerNode", gpus_per_node),
+            ("gpuMemory", gpu_memory),
+            ("gpuProduct", gpu_product),
+        )
+        if value is not None
+    }
+
+    source = "<stdin>" if str(file) == "-" else str(file)
+    try:
+        text = loaded_text(file)
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
+        raise typer.Exit(1) from None
+    try:
+        documents = parse_yaml(text, source)
+    except SpecError as exc:
+        _report(list(exc.errors), source)
+        raise typer.Exit(1) from None
+    try:
+        result = import_documents([document.data for document in documents], shape)
+    except InputError as exc:
+        _report([documents[p.document].locate(p) for p in exc.problems], source)
+        raise typer.Exit(1) from None
+    if not result.converted:
+        err.print(f"[red]error:[/red] {source} holds no {IMPORTABLE} to import")
+        raise typer.Exit(1)
+    if not _imported_valid(result.converted, source):
+        raise typer.Exit(1)
+    sys.stdout.write(render_imported(result.items))
+    lost = [(item.source, note) for item in result.items for note in item.notes if note.lost]
+    for origin, note in lost:
+        err.print(f"[yellow]{source}: {origin}: not kept: {note.text}[/yellow]", markup=True, highlight=False)
+    if lost:
+        err.print(f"{source}: {len(lost)} setting{'s' if len(lost) != 1 else ''} had no Phalanx equivalent")
+        raise typer.Exit(3)
+
+
+def _imported_valid(items: list[Any], source: str) -> bool:
+    """The imported resources pass `phalanx validate` (a ModelDeployment also plans); problems: stderr."""
+    valid = True
+    for item in items:
+        if item.obj is None or item.obj.get("apiVersion") != GROUP_VERSION:
+            continue
+        resource, problems = parse_resource(item.obj)
+        if isinstance(resource, ModelDeployment):
+            try:
+                problems = problems + compile_deployment(resource).warnings
+            except SpecError as exc:
+                problems = problems + list(exc.errors)
+        origin = f"{source} ({item.source}, imported)"
+        _report(problems, origin)
+        valid = valid and not any(p.severity == "error" for p in problems)
+    return valid
 
 
 @app.command()

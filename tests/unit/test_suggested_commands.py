@@ -80,7 +80,8 @@ def test_the_reader_finds_mentions_in_code_and_docs() -> None:
     places = {mention.where.split("/")[0] for mention in ALL}
     assert {"src", "docs"} <= places
     assert any(m.command == "plan" and "--list" in m.options for m in ALL)
-    assert not [m for m in ALL if m.command in ("import", "deploy")]  # Python imports, Helm release names
+    python_and_helm = "from phalanx import planner\nhelm install phalanx deploy/helm/phalanx\n"
+    assert list(mentions(python_and_helm, "x")) == []  # a Python import, a Helm release name
 
 
 @pytest.mark.parametrize("mention", ALL, ids=lambda m: f"{m.where} {m.command}")

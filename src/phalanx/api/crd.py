@@ -122,11 +122,16 @@ def _scaled(value: str, total: str, *, round_up: bool) -> str:
 
 _NAME = "self.metadata.name"
 _ROLLING = "self.spec.rolloutStrategy.rollingUpdateConfiguration"
-_HAS_ROLLING = f"has(self.spec.rolloutStrategy) && has({_ROLLING})"
+# Under RoleRollingUpdate a rollingUpdateConfiguration is ignored (ModelServingSpec.rolling_update).
+_HAS_ROLLING = (
+    f"has(self.spec.rolloutStrategy) && self.spec.rolloutStrategy.type != 'RoleRollingUpdate'"
+    f" && has({_ROLLING})"
+)
 _SURGE = f"({_HAS_ROLLING} ? {_scaled(f'{_ROLLING}.maxSurge', 'self.spec.replicas', round_up=True)} : 0)"
+# max(replicas + min(surge, replicas) - 1, 0), which is 0 exactly when replicas is 0.
 _MAX_GROUP = (
-    f"(self.spec.replicas + ({_SURGE} < self.spec.replicas ? {_SURGE} : self.spec.replicas) - 1 > 0"
-    f" ? self.spec.replicas + ({_SURGE} < self.spec.replicas ? {_SURGE} : self.spec.replicas) - 1 : 0)"
+    f"(self.spec.replicas == 0 ? 0"
+    f" : self.spec.replicas + ({_SURGE} < self.spec.replicas ? {_SURGE} : self.spec.replicas) - 1)"
 )
 _LONGEST_POD = (
     f"'%s-%d-%s-%d-%d'.format([{_NAME}, {_MAX_GROUP}, r.name, "
@@ -166,6 +171,11 @@ _STRATEGY = "(has(self.rolloutStrategy) ? self.rolloutStrategy.type : 'ServingGr
 _HAS_CONFIG = "has(self.rolloutStrategy) && has(self.rolloutStrategy.rollingUpdateConfiguration)"
 _CONFIG = "self.rolloutStrategy.rollingUpdateConfiguration"
 
+# A role's maxUnavailable counts only under RoleRollingUpdate (a rule on the spec, which sees the type).
+_ROLE_UNAVAILABLE = _scaled("r.maxUnavailable", "r.replicas", round_up=False)
+_ROLE_ROLL_TO_ZERO = f"has(r.maxUnavailable) && r.replicas != 0 && {_ROLE_UNAVAILABLE} == 0"
+_ROLE_ROLL_ABOVE = f"has(r.maxUnavailable) && {_ROLE_UNAVAILABLE} > r.replicas"
+
 MODEL_SERVING_SPEC_RULES = (
     CelRule(
         rule=f"!({_HAS_CONFIG}) || {_STRATEGY} == 'RoleRollingUpdate' || self.replicas == 0"
@@ -178,11 +188,17 @@ MODEL_SERVING_SPEC_RULES = (
         source="validation._rollout",
     ),
     CelRule(
-        rule=f"{_STRATEGY} == 'RoleRollingUpdate'"
-        " || self.template.roles.all(r, !has(r.partition) && !has(r.maxUnavailable))",
-        message="applies only with rolloutStrategy.type RoleRollingUpdate",
+        rule=f"{_STRATEGY} != 'RoleRollingUpdate' || !self.template.roles.exists(r, {_ROLE_ROLL_TO_ZERO})",
+        message="resolves to 0 with {} role replicas, so the role could never roll",
+        message_args=(f"self.template.roles.filter(r, {_ROLE_ROLL_TO_ZERO})[0].replicas",),
         field_path=".template.roles",
-        reason="FieldValueForbidden",
+        source="validation._rollout",
+    ),
+    CelRule(
+        rule=f"{_STRATEGY} != 'RoleRollingUpdate' || !self.template.roles.exists(r, {_ROLE_ROLL_ABOVE})",
+        message="is more than the role's replicas ({})",
+        message_args=(f"self.template.roles.filter(r, {_ROLE_ROLL_ABOVE})[0].replicas",),
+        field_path=".template.roles",
         source="validation._rollout",
     ),
     CelRule(
@@ -191,17 +207,6 @@ MODEL_SERVING_SPEC_RULES = (
         "recreating the whole group would undo the per-role rollout",
         field_path=".recoveryPolicy",
         source="validation._recovery",
-    ),
-)
-
-ROLLOUT_STRATEGY_RULES = (
-    CelRule(
-        rule="self.type != 'RoleRollingUpdate' || !has(self.rollingUpdateConfiguration)",
-        message="cannot be set with type RoleRollingUpdate: role instances roll with each role's "
-        "own maxUnavailable and partition",
-        field_path=".rollingUpdateConfiguration",
-        reason="FieldValueForbidden",
-        source="validation._rollout",
     ),
 )
 
@@ -254,7 +259,6 @@ SERVING_GROUP_TEMPLATE_RULES = (
     ),
 )
 
-_ROLE_UNAVAILABLE = _scaled("self.maxUnavailable", "self.replicas", round_up=False)
 
 ROLE_RULES = (
     CelRule(
@@ -271,20 +275,6 @@ ROLE_RULES = (
         field_path=".workerTemplate",
         reason="FieldValueRequired",
         source="validation._roles",
-    ),
-    CelRule(
-        rule=f"!has(self.maxUnavailable) || self.replicas == 0 || {_ROLE_UNAVAILABLE} != 0",
-        message="resolves to 0 with {} role replicas, so the role could never roll",
-        message_args=("self.replicas",),
-        field_path=".maxUnavailable",
-        source="validation._rollout",
-    ),
-    CelRule(
-        rule=f"!has(self.maxUnavailable) || {_ROLE_UNAVAILABLE} <= self.replicas",
-        message="is more than the role's replicas ({})",
-        message_args=("self.replicas",),
-        field_path=".maxUnavailable",
-        source="validation._rollout",
     ),
 )
 
@@ -361,11 +351,9 @@ _RULES: dict[tuple[str, str], tuple[CelRule, ...]] = {
     ("ModelServing", "ModelServingSpec"): MODEL_SERVING_SPEC_RULES,
     ("ModelServing", "ServingGroupTemplate"): SERVING_GROUP_TEMPLATE_RULES,
     ("ModelServing", "Role"): ROLE_RULES,
-    ("ModelServing", "RolloutStrategy"): ROLLOUT_STRATEGY_RULES,
     ("ModelServing", "NetworkTopologySpec"): NETWORK_TOPOLOGY_SPEC_RULES,
     ("ModelDeployment", "<root>"): MODEL_DEPLOYMENT_ROOT_RULES,
     ("ModelDeployment", "ModelDeploymentSpec"): MODEL_DEPLOYMENT_SPEC_RULES,
-    ("ModelDeployment", "RolloutStrategy"): ROLLOUT_STRATEGY_RULES,
 }
 
 CEL_RULES: tuple[CelRule, ...] = tuple(dict.fromkeys(rule for rules in _RULES.values() for rule in rules))
@@ -378,11 +366,14 @@ NOT_IN_CEL: tuple[str, ...] = (
     "CEL cost would exceed the budget; the PodSpec schema still checks types and unknown fields)",
     "pod template labels are valid label keys/values (maps are unbounded: cost)",
     "spec.gpuMemory parses as a quantity (the parser's message text varies with the input)",
+    "spec.plugins other than lws-standard-labels are errors (Phalanx runs no plugins): the list is "
+    "unbounded in Kthena's CRD, so a CEL rule over it would exceed the cost budget",
     "spec.model is a name or {name, architecture, ...}: a string-or-object node is untyped in a "
     "structural schema, and CEL rules cannot be attached to untyped nodes",
     "warnings (workerTemplate ignored, partition above replicas, gang policy or topology not enforced "
-    "by the scheduler, soft-mode highestTierAllowed, reserved labels/env, launcher ignored): CEL can "
-    "only reject, and these specs are valid",
+    "by the scheduler, soft-mode highestTierAllowed, reserved labels/env, launcher ignored, rollout "
+    "settings the rollout type ignores, lws-standard-labels): CEL can only reject, and these specs "
+    "are valid",
 )
 """Checks of `validation.py` / `deployment_validation.py` left to the operator (reported in status)."""
 
@@ -453,6 +444,8 @@ class _Converter:
             for key in ("enum", "minimum", "maximum"):
                 if key in schema:
                     out[key] = schema[key]
+            if "const" in schema:
+                out["enum"] = [schema["const"]]
             # JSON Schema 2020-12 bounds are numbers; OpenAPI 3.0's are flags on minimum/maximum.
             for key, bound in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
                 if key in schema:
@@ -484,6 +477,12 @@ class _Converter:
                     continue
                 if def_name == "ModelDeploymentSpec" and key == "model":
                     props[key] = self._model_ref(value)
+                    continue
+                if def_name == "Plugin" and key == "config":
+                    props[key] = {
+                        "description": "The plugin's own settings (any JSON; Phalanx runs no plugins).",
+                        "x-kubernetes-preserve-unknown-fields": True,
+                    }
                     continue
                 prop = self.node(value)
                 if key in factory_defaults and "default" not in prop:
@@ -572,6 +571,11 @@ _DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("ServingGroupTemplate", "roles"): "The roles of a ServingGroup (at most 4, unique names).",
     ("GangPolicy", "minRoleReplicas"): "Role name -> role instances that must be placed together; unset "
     "roles count fully.",
+    ("ModelServingSpec", "plugins"): "Kthena's pod plugin chain, accepted for compatibility: Phalanx runs "
+    "no plugins (lws-standard-labels is ignored; any other plugin is an error, reported in the Valid "
+    "condition).",
+    ("Plugin", "name"): "The plugin (Kthena's built-ins: demo-pod-tweaks, lws-standard-labels).",
+    ("Plugin", "type"): "Only BuiltIn.",
     ("Role", "name"): "DNS-1123 label, unique within the template.",
     ("Role", "replicas"): "Role instances per ServingGroup.",
     ("Role", "entryTemplate"): "Pod template of the entry pod of each role instance.",
@@ -850,6 +854,14 @@ def crd_for_model_deployment() -> dict[str, Any]:
 
 def crds() -> list[dict[str, Any]]:
     return [crd_for_model_serving(), crd_for_model_deployment()]
+
+
+@cache
+def openapi_schema(kind: str) -> Schema:
+    """The openAPIV3Schema the API server checks objects of `kind` against."""
+    crd = crd_for_model_serving() if kind == "ModelServing" else crd_for_model_deployment()
+    schema: Schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    return schema
 
 
 def iter_schema_nodes(schema: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:

@@ -43,6 +43,25 @@ VOLCANO_PODGROUP_API: Final = "scheduling.volcano.sh/v1beta1"
 COSCHEDULING_LABEL: Final = "scheduling.x-k8s.io/pod-group"
 COSCHEDULING_PODGROUP_API: Final = "scheduling.x-k8s.io/v1alpha1"
 
+# The compatibility label set: Kthena's and LeaderWorkerSet's pod labels with their values, so
+# affinity terms, selectors and downward-API env written for them find Phalanx pods too. Phalanx
+# itself never selects on them; a template label with the same key keeps its value (as on Kthena).
+_KTHENA: Final = "modelserving.volcano.sh/"
+KTHENA_NAME: Final = _KTHENA + "name"  # the ModelServing
+KTHENA_GROUP_NAME: Final = _KTHENA + "group-name"  # <servingName>-<groupIndex>
+KTHENA_ROLE: Final = _KTHENA + "role"  # role name
+KTHENA_ROLE_ID: Final = _KTHENA + "role-id"  # <roleName>-<roleIndex>
+KTHENA_ENTRY: Final = _KTHENA + "entry"  # "true", on entry pods only
+KTHENA_REVISION: Final = _KTHENA + "revision"  # our group revision hash
+KTHENA_ROLE_TEMPLATE_HASH: Final = _KTHENA + "role-template-hash"  # our role revision hash
+_LWS: Final = "leaderworkerset.sigs.k8s.io/"
+LWS_NAME: Final = _LWS + "name"  # <servingName>-<groupIndex>-<roleName>: the LeaderWorkerSet analogue
+LWS_GROUP_INDEX: Final = _LWS + "group-index"  # the role instance ordinal: the LWS group
+LWS_GROUP_KEY: Final = _LWS + "group-key"  # sha1 of "<namespace>/<entry pod name>"
+LWS_WORKER_INDEX: Final = _LWS + "worker-index"  # 0 on the entry pod, 1..N on workers
+LWS_SIZE_ANNOTATION: Final = _LWS + "size"  # pods in the role instance
+LWS_LEADER_NAME_ANNOTATION: Final = _LWS + "leader-name"  # on workers: the entry pod's name
+
 # Environment injected into every container and init container of every pod.
 ENV_ENTRY_ADDRESS: Final = "ENTRY_ADDRESS"  # the entry pod's DNS name (its headless Service)
 ENV_WORKER_INDEX: Final = "WORKER_INDEX"  # 0 on the entry pod, 1..N on workers
@@ -51,6 +70,11 @@ ENV_GROUP_INDEX: Final = "GROUP_INDEX"  # the ServingGroup ordinal
 ENV_ROLE_NAME: Final = "ROLE_NAME"
 ENV_ROLE_INDEX: Final = "ROLE_INDEX"
 ENV_MODEL_SERVING: Final = "MODEL_SERVING_NAME"
+# LeaderWorkerSet's, with its meaning: the entry pod's own DNS name (hostname.subdomain.namespace),
+# pods in the role instance, and this pod's index in it.
+ENV_LWS_LEADER_ADDRESS: Final = "LWS_LEADER_ADDRESS"
+ENV_LWS_GROUP_SIZE: Final = "LWS_GROUP_SIZE"
+ENV_LWS_WORKER_INDEX: Final = "LWS_WORKER_INDEX"
 INJECTED_ENV: Final = (
     ENV_ENTRY_ADDRESS,
     ENV_WORKER_INDEX,
@@ -59,6 +83,9 @@ INJECTED_ENV: Final = (
     ENV_ROLE_NAME,
     ENV_ROLE_INDEX,
     ENV_MODEL_SERVING,
+    ENV_LWS_LEADER_ADDRESS,
+    ENV_LWS_GROUP_SIZE,
+    ENV_LWS_WORKER_INDEX,
 )
 
 FIELD_MANAGER: Final = "phalanx"

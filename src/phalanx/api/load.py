@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from phalanx.api.crd import openapi_schema
 from phalanx.api.deployment_validation import validate_model_deployment
 from phalanx.api.errors import FieldError, Path, SpecError
 from phalanx.api.labels import GROUP_VERSION
@@ -16,6 +17,7 @@ from phalanx.api.modeldeployment import ModelDeployment
 from phalanx.api.modelserving import ModelServing
 from phalanx.api.podspec import validate_pod_spec
 from phalanx.api.schema_errors import translate
+from phalanx.api.structural import structural_problems
 from phalanx.api.validation import validate_model_serving
 from phalanx.api.yamlfile import Document, parse_yaml
 
@@ -139,11 +141,17 @@ def _best_effort_semantic(
     if candidate is None:
         return []
     try:
-        resource = model.model_validate(candidate)
+        resource = model.model_validate(candidate, strict=True)
     except ValidationError:
         return []
     broken = [p.path for p in reported]
     return [p for p in _semantic(resource, check) if not any(p.path[: len(path)] == path for path in broken)]
+
+
+def _with_limits(problems: list[FieldError], limits: list[FieldError]) -> list[FieldError]:
+    """Add the CRD's structural limits that no other check already reported at the same field."""
+    reported = {p.path for p in problems if p.severity == "error"}
+    return problems + [p for p in limits if p.path not in reported]
 
 
 def parse_resource(data: Any, check: Check | None = None) -> tuple[Resource | None, list[FieldError]]:
@@ -153,15 +161,66 @@ def parse_resource(data: Any, check: Check | None = None) -> tuple[Resource | No
         return None, problems
     model = KINDS[data["kind"]]
     data = copy.deepcopy(data)  # the resource must not share free-form fields with the caller's data
+    limits = structural_problems(data, openapi_schema(data["kind"]))
     try:
-        resource = model.model_validate(data)
+        # Strict: JSON types as the API server checks them ("2" or true is not a number).
+        resource = model.model_validate(data, strict=True)
     except ValidationError as exc:
         problems = translate(exc, model)
         if data["kind"] == "ModelServing":
             problems += _pod_template_problems(data)
-        return None, problems + _best_effort_semantic(model, data, problems, check)
+        problems += _best_effort_semantic(model, data, problems, check)
+        return None, _with_limits(problems, limits)
     assert isinstance(resource, ModelServing | ModelDeployment)
-    return resource, _semantic(resource, check)
+    return resource, _with_limits(_semantic(resource, check), limits)
+
+
+# ObjectMeta fields only an API server writes: present when a file was read from a cluster.
+_SERVER_METADATA = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "selfLink",
+)
+
+
+def _read_from_a_cluster(data: Any) -> tuple[Any, list[FieldError]]:
+    """A file written by `kubectl get -o yaml` carries a status and the server's metadata: both have no
+    effect, so they are warnings, and the status is dropped (as the API server drops it on create)."""
+    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+        return data, []
+    problems: list[FieldError] = []
+    if "status" in data:
+        data = {key: value for key, value in data.items() if key != "status"}
+        problems.append(
+            FieldError(
+                ("status",),
+                "is ignored: the controller writes the status (the API server ignores it on create and "
+                "update, and so does phalanx up)",
+                severity="warning",
+                fix="remove it",
+            )
+        )
+    metadata = data.get("metadata")
+    written = [
+        key for key in _SERVER_METADATA if isinstance(metadata, dict) and metadata.get(key) is not None
+    ]
+    if written:
+        problems.append(
+            FieldError(
+                ("metadata",),
+                f"holds what the API server of the cluster it was read from wrote ({', '.join(written)}): "
+                "it has no effect on the spec",
+                severity="warning",
+                fix="remove those fields before creating the object again (an API server refuses to "
+                "create an object that has a resourceVersion)",
+            )
+        )
+    return data, problems
 
 
 def _located(document: Document, problems: list[FieldError]) -> list[FieldError]:
@@ -187,8 +246,10 @@ def load_text(text: str, source: str | None = None, check: Check | None = None) 
     resources: list[Resource] = []
     problems: list[FieldError] = []
     for document in documents:
-        resource, found = parse_resource(document.data, check)
-        problems += _located(document, found)
+        problems += document.problems
+        data, found = _read_from_a_cluster(document.data)
+        resource, parsed = parse_resource(data, check)
+        problems += _located(document, found + parsed)
         if resource is not None:
             resources.append(resource)
     problems.sort(key=lambda p: (p.document, p.line or 0, p.column or 0))

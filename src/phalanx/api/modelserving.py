@@ -6,6 +6,8 @@ Differences, each on purpose:
   keep full capacity.
 - `workerReplicas` defaults to 0 (Kthena requires it): a role instance of one pod is common.
 - Pod templates are validated against the Kubernetes PodSpec schema here, not only on the cluster.
+- `plugins` (Kthena's pod plugin chain) is accepted so Kthena's objects read back, but Phalanx runs
+  no plugins: validation says what each one would have done.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class NetworkTopologySpec(ApiModel):
 
     mode: TopologyMode = "hard"
     highest_tier_allowed: int | None = Field(default=None, ge=0)
-    highest_tier_name: str | None = None
+    highest_tier_name: str | None = Field(default=None, max_length=253)  # a HyperNode name, as in Kthena
 
 
 class NetworkTopology(ApiModel):
@@ -79,6 +81,22 @@ class Role(ApiModel):
         return 1 + self.worker_replicas
 
 
+class PluginScope(ApiModel):
+    """Kthena's plugin scope: role names (none: every role) and a pod target (Entry, Worker or All)."""
+
+    roles: list[str] = Field(default_factory=list)
+    target: str = ""
+
+
+class Plugin(ApiModel):
+    """One entry of Kthena's `spec.plugins`: a built-in plugin that edits pods as they are created."""
+
+    name: str
+    type: Literal["BuiltIn"] = "BuiltIn"
+    config: Any = None  # opaque JSON, read by the plugin
+    scope: PluginScope | None = None
+
+
 class ServingGroupTemplate(ApiModel):
     restart_grace_period_seconds: int = Field(default=0, ge=0)
     gang_policy: GangPolicy | None = None
@@ -105,10 +123,15 @@ class ModelServingSpec(ApiModel):
     scheduler_name: str = VOLCANO_SCHEDULER
     recovery_policy: RecoveryPolicy = "RoleRecreate"
     rollout_strategy: RolloutStrategy = Field(default_factory=RolloutStrategy)
+    plugins: list[Plugin] | None = None
     template: ServingGroupTemplate
 
     @property
     def rolling_update(self) -> RollingUpdateConfiguration:
+        """The group-level rollout settings in force: none under RoleRollingUpdate, which rolls
+        role instances with each role's own settings (a rollingUpdateConfiguration is then ignored)."""
+        if self.rollout_strategy.type == "RoleRollingUpdate":
+            return RollingUpdateConfiguration()
         return self.rollout_strategy.rolling_update_configuration or RollingUpdateConfiguration()
 
 

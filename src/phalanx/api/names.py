@@ -3,10 +3,17 @@
 Pods are named like Kthena's: `<servingName>-<groupIndex>-<roleName>-<roleIndex>-<podIndex>`,
 entry pod at podIndex 0. The entry pod's name is also the name of its role instance's headless
 Service, so it must be a DNS-1035 label.
+
+Every pod also has a DNS name of its own, the way LeaderWorkerSet gives one: `hostname` +
+`subdomain`, the subdomain being a headless Service per role of a ServingGroup. The entry pod's
+hostname is its role instance's name and worker i's is that name + `-i` (its pod name), so a
+program that derives worker names from the entry's address (`<first label>-<i>.<rest>`) reaches
+the workers of its own role instance. None is longer than the longest pod name.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 
 DNS_LABEL_MAX = 63
@@ -56,3 +63,27 @@ def entry_service_name(serving: str, group_index: int, role: str, role_index: in
 def entry_address(serving: str, group_index: int, role: str, role_index: int, namespace: str) -> str:
     """DNS name of the entry pod through its headless Service (resolves before it is Ready)."""
     return f"{entry_service_name(serving, group_index, role, role_index)}.{namespace}"
+
+
+def subdomain_service_name(serving: str, group_index: int, role: str) -> str:
+    """The headless Service selecting every pod of one role in one ServingGroup: their subdomain."""
+    return f"{serving}-{group_index}-{role}"
+
+
+def pod_hostname(serving: str, group_index: int, role: str, role_index: int, pod_index: int) -> str:
+    """The role instance's name for its entry pod; `<that>-<i>` (the pod's name) for worker i."""
+    instance = role_instance_name(serving, group_index, role, role_index)
+    return instance if pod_index == 0 else f"{instance}-{pod_index}"
+
+
+def pod_address(
+    serving: str, group_index: int, role: str, role_index: int, pod_index: int, namespace: str
+) -> str:
+    """A pod's own DNS name, `<hostname>.<subdomain>.<namespace>` (resolves before it is Ready)."""
+    host = pod_hostname(serving, group_index, role, role_index, pod_index)
+    return f"{host}.{subdomain_service_name(serving, group_index, role)}.{namespace}"
+
+
+def group_key(namespace: str, entry_pod: str) -> str:
+    """LeaderWorkerSet's group key: SHA-1 of `<namespace>/<leader pod name>`, the same on every pod."""
+    return hashlib.sha1(f"{namespace}/{entry_pod}".encode(), usedforsecurity=False).hexdigest()

@@ -113,6 +113,14 @@ def translate(error: ValidationError, model: type[BaseModel], prefix: Path = ())
                 value=value,
                 fix="add an item",
             )
+        elif kind == "string_too_long":
+            limit = ctx.get("max_length")
+            problem = FieldError(
+                path=prefix + path,
+                message=f"is {len(value)} characters long, at most {limit} are allowed",
+                value=value,
+                fix=f"shorten it to {limit} characters",
+            )
         elif kind in ("int_type", "int_parsing", "int_from_float"):
             problem = FieldError(
                 path=prefix + path, message="must be a whole number", value=value, fix="write a number like 2"

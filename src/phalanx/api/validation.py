@@ -1,12 +1,15 @@
 """Checks on a parsed ModelServing that one field alone cannot express.
 
-Covers every check Kthena's admission webhook makes, plus the ones it misses: generated names,
-gang policy bounds, rollout budgets that can never progress, and settings that are silently
-ignored. Problems are returned all at once, each with its path, value and fix.
+Covers the checks of Kthena's admission webhook, plus the ones it misses: generated names, gang
+policy bounds, rollout budgets that can never progress, and settings that are silently ignored.
+A field that has no effect is a warning, never an error (Kthena's CRD defaults some onto every
+object; docs/api.md lists where that differs from Kthena's webhook). Problems are returned all at
+once, each with its path, value and fix.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,6 +25,7 @@ from phalanx.api.names import (
     is_label_value,
     pod_name,
 )
+from phalanx.api.podrules import pod_template_problems
 from phalanx.api.podspec import validate_pod_spec
 from phalanx.api.quantity import QuantityError, parse_quantity
 
@@ -38,6 +42,8 @@ def validate_model_serving(ms: ModelServing) -> list[FieldError]:
         _recovery,
         _gang_policy,
         _network_topology,
+        _pod_identity,
+        _plugins,
     )
     problems: list[FieldError] = []
     for check in checks:
@@ -46,7 +52,9 @@ def validate_model_serving(ms: ModelServing) -> list[FieldError]:
         role_path: Path = (*_TEMPLATE, "roles", index)
         problems.extend(_pod_template(ms, role.entry_template, (*role_path, "entryTemplate")))
         if role.worker_template is not None:
-            problems.extend(_pod_template(ms, role.worker_template, (*role_path, "workerTemplate")))
+            # With no workers it renders no pod: only what the CRD itself checks applies.
+            renders = role.worker_replicas > 0
+            problems.extend(_pod_template(ms, role.worker_template, (*role_path, "workerTemplate"), renders))
     return problems
 
 
@@ -138,9 +146,10 @@ def _rollout(ms: ModelServing) -> Iterator[FieldError]:
     if strategy.type == "RoleRollingUpdate":
         if config is not None:
             yield FieldError(
-                (*_ROLLING[:-1], "rollingUpdateConfiguration"),
-                "cannot be set with type RoleRollingUpdate: role instances roll with each role's "
+                _ROLLING,
+                "has no effect with type RoleRollingUpdate: role instances roll with each role's "
                 "own maxUnavailable and partition",
+                severity="warning",
                 fix="move maxUnavailable/partition onto each role, or use type ServingGroupRollingUpdate",
             )
     elif config is not None:
@@ -166,6 +175,7 @@ def _rollout(ms: ModelServing) -> Iterator[FieldError]:
     for index, role in enumerate(spec.template.roles):
         path: Path = (*_TEMPLATE, "roles", index)
         if strategy.type != "RoleRollingUpdate":
+            # Kthena's CRD defaults maxUnavailable: 1 onto every role, so this is common and harmless.
             for field_name, value in (
                 ("partition", role.partition),
                 ("maxUnavailable", role.max_unavailable),
@@ -173,8 +183,10 @@ def _rollout(ms: ModelServing) -> Iterator[FieldError]:
                 if value is not None:
                     yield FieldError(
                         (*path, field_name),
-                        "applies only with rolloutStrategy.type RoleRollingUpdate",
+                        f"has no effect with rolloutStrategy.type {strategy.type}: whole ServingGroups "
+                        "roll, with spec.rolloutStrategy.rollingUpdateConfiguration",
                         value=value,
+                        severity="warning",
                         fix="remove it, or set spec.rolloutStrategy.type: RoleRollingUpdate",
                     )
             continue
@@ -276,9 +288,48 @@ def _network_topology(ms: ModelServing) -> Iterator[FieldError]:
         )
 
 
-def _pod_template(ms: ModelServing, template: PodTemplate, path: Path) -> Iterator[FieldError]:
-    for problem in validate_pod_spec(template.spec):
-        yield problem.under((*path, "spec"))
+# Kthena's built-in plugins and what each does to the pods it is scoped to.
+_LWS_LABELS_PLUGIN = "lws-standard-labels"
+_PLUGIN_FIXES = {
+    "demo-pod-tweaks": "set what its config holds in the pod templates instead (spec.runtimeClassName, "
+    "metadata.annotations, env of every container), then remove the plugin",
+}
+
+
+def _plugins(ms: ModelServing) -> Iterator[FieldError]:
+    for index, plugin in enumerate(ms.spec.plugins or []):
+        path: Path = ("spec", "plugins", index, "name")
+        if plugin.name == _LWS_LABELS_PLUGIN:
+            yield FieldError(
+                path,
+                "has no effect: Phalanx runs no plugins, and Kthena's lws-standard-labels only labels "
+                "the pods of a ModelServing that a LeaderWorkerSet owns",
+                value=plugin.name,
+                severity="warning",
+                fix="remove it",
+            )
+            continue
+        yield FieldError(
+            path,
+            "is a Kthena pod plugin, and Phalanx runs no plugins: the pods would lack what it adds",
+            value=plugin.name,
+            fix=_PLUGIN_FIXES.get(
+                plugin.name,
+                "make its changes in the roles' entryTemplate/workerTemplate, then remove the plugin",
+            ),
+        )
+
+
+def _pod_template(
+    ms: ModelServing, template: PodTemplate, path: Path, renders: bool = True
+) -> Iterator[FieldError]:
+    schema_problems = [problem.under((*path, "spec")) for problem in validate_pod_spec(template.spec)]
+    yield from schema_problems
+    if not renders:
+        return
+    if not schema_problems:  # the pod rules read a template of the right shape
+        for problem in pod_template_problems(template.to_dict(), INJECTED_ENV):
+            yield problem.under(path)
     if template.metadata is not None:
         for key, value in template.metadata.labels.items():
             label_path: Path = (*path, "metadata", "labels", key)
@@ -363,9 +414,26 @@ def _resources(path: Path, resources: dict[str, Any]) -> Iterator[FieldError]:
                     fix="write a quantity like '8', '500m' or '64Gi'",
                 )
     requests, limits = parsed.get("requests", {}), parsed.get("limits", {})
+    for section, values in parsed.items():
+        for name, value in values.items():
+            if _is_extended(name) and value != value.to_integral_value():
+                yield FieldError(
+                    (*path, section, name),
+                    "must be a whole number for an extended resource, so the API server would refuse "
+                    "the pods",
+                    value=resources[section][name],
+                    fix="count whole devices, e.g. 1 or 8",
+                )
     for name, request in requests.items():
         limit = limits.get(name)
         if limit is None:
+            if _is_extended(name):
+                yield FieldError(
+                    (*path, "limits"),
+                    f"has no {name}: an extended resource needs a limit equal to its request, so the API "
+                    "server would refuse the pods",
+                    fix=f"set limits.{name} to {resources['requests'][name]} (or set only the limit)",
+                )
             continue
         if request > limit:
             yield FieldError(
@@ -374,10 +442,51 @@ def _resources(path: Path, resources: dict[str, Any]) -> Iterator[FieldError]:
                 value=resources["requests"][name],
                 fix="lower the request or raise the limit",
             )
-        elif "/" in name and not name.startswith(("kubernetes.io/", "hugepages-")) and request != limit:
+        elif _is_extended(name) and request != limit:
             yield FieldError(
                 (*path, "requests", name),
                 f"must equal its limit ({resources['limits'][name]}) for an extended resource",
                 value=resources["requests"][name],
                 fix="set request and limit to the same value, or only the limit",
             )
+
+
+_ENTRY_SERVICE_SUFFIX = re.compile(r"^-(0|[1-9][0-9]*)-0$")
+
+
+def _pod_identity(ms: ModelServing) -> Iterator[FieldError]:
+    """Pod DNS names: the role subdomain Services must not take another role's Service name, and
+    Phalanx sets every pod's hostname and subdomain (see names.py)."""
+    roles = ms.spec.template.roles
+    for index, role in enumerate(roles):
+        path: Path = (*_TEMPLATE, "roles", index)
+        for other in roles:
+            suffix = role.name[len(other.name) :] if role.name.startswith(other.name) else ""
+            match = _ENTRY_SERVICE_SUFFIX.match(suffix)
+            if other is not role and match:
+                yield FieldError(
+                    (*path, "name"),
+                    f"gives its pods' Service in group <g> the name '{ms.name}-<g>-{role.name}', "
+                    f"already the entry Service of role '{other.name}' instance {match.group(1)}",
+                    value=role.name,
+                    fix=f"rename role '{role.name}' so it is not '{other.name}' followed by -<number>-0",
+                )
+        templates = [("entryTemplate", role.entry_template), ("workerTemplate", role.worker_template)]
+        for key, template in templates:
+            for field in ("hostname", "subdomain"):
+                if template is not None and field in template.spec:
+                    yield FieldError(
+                        (*path, key, "spec", field),
+                        "is replaced: Phalanx gives every pod a hostname and subdomain of its own "
+                        "(entry pod <name>-<group>-<role>-<index>, workers that plus -<worker index>)",
+                        value=template.spec[field],
+                        severity="warning",
+                        fix="remove it",
+                    )
+
+
+def _is_extended(name: str) -> bool:
+    """A device-like resource (nvidia.com/gpu): never overcommitted, counted in whole units."""
+    return (
+        "/" in name and not name.startswith(("kubernetes.io/", "requests.")) and ".kubernetes.io/" not in name
+    )

@@ -1,31 +1,42 @@
-"""Read YAML into plain Python data while remembering where every field was written.
+"""Read YAML into plain Python data exactly as kubectl would send it, remembering where every field was.
 
-ruamel.yaml keeps line and column marks on round-trip nodes; we copy the data into plain dicts
-and lists (so nothing downstream depends on ruamel types) and keep a path -> (line, column) map
-so that any error about a field can point at its line.
+kubectl splits a file into documents at lines starting with `---`, reads each with YAML 1.1 rules
+(go-yaml v2: `0777` is 511, `on` is true, `<<` merges, a repeated key keeps its last value) and sends
+the JSON of it. We parse with ruamel.yaml only as far as its node graph (line and column of every
+node), then build the data with go-yaml's rules (`kubeyaml.py`), so that `phalanx validate` judges
+what the API server will receive. Problems kubectl would refuse the file for are errors; a repeated
+key is a warning. A path -> (line, column) map lets any error about a field point at its line.
 """
 
 from __future__ import annotations
 
-import datetime
 from dataclasses import dataclass, field, replace
 from io import StringIO
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.tag import Tag
 
+from phalanx.api import kubeyaml
 from phalanx.api.errors import FieldError, Path, SpecError
+
+_PLAIN = "!phalanx/plain"  # marks an untagged plain scalar: only those are resolved as YAML 1.1 types
+_SEPARATOR = "---"
+_MAX_DEPTH = 10000
 
 
 @dataclass(frozen=True)
 class Document:
-    """One YAML document: its data and where each field sits in the file."""
+    """One YAML document: its data, where each field sits in the file, and what reading it found."""
 
     data: Any
     index: int = 0
     positions: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    problems: tuple[FieldError, ...] = ()
 
     def locate(self, error: FieldError) -> FieldError:
         """Attach the line of the field, or of its nearest written ancestor."""
@@ -39,83 +50,307 @@ class Document:
             path = path[:-1]
 
 
-def _plain(node: Any, path: Path, positions: dict[Path, tuple[int, int]]) -> Any:
-    if isinstance(node, CommentedMap):
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            child = (*path, str(key))
-            try:
-                line, column = node.lc.key(key)
-                positions[child] = (line + 1, column + 1)
-            except (KeyError, TypeError, AttributeError):
-                pass
-            out[str(key)] = _plain(value, child, positions)
-        return out
-    if isinstance(node, CommentedSeq):
-        items: list[Any] = []
-        for index, value in enumerate(node):
-            child = (*path, index)
-            try:
-                line, column = node.lc.item(index)
-                positions[child] = (line + 1, column + 1)
-            except (KeyError, TypeError, AttributeError, IndexError):
-                pass
-            items.append(_plain(value, child, positions))
-        return items
-    if isinstance(node, bool) or node is None:
+class _Composer(Composer):
+    """ruamel's composer, leaving every untagged plain scalar unresolved for go-yaml's rules."""
+
+    def compose_scalar_node(self, anchor: Any) -> Any:
+        event = self.parser.get_event()
+        tag = event.ctag
+        if tag is None:
+            tag = Tag(suffix=_PLAIN if event.implicit[0] else kubeyaml.STR)
+        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        if anchor is not None:
+            self.anchors[anchor] = node
         return node
-    if isinstance(node, int):
-        return int(node)
-    if isinstance(node, float):
-        return float(node)
-    if isinstance(node, datetime.date | datetime.datetime):
-        return node.isoformat()
-    if isinstance(node, str):
-        return str(node)
-    return node
+
+
+class _Refused(Exception):
+    """kubectl would refuse the whole document (a recursive or excessive alias)."""
+
+
+class _Reader:
+    """Builds plain data from one document's nodes the way go-yaml v2 decodes into interface{}."""
+
+    def __init__(self, line_offset: int) -> None:
+        self.line_offset = line_offset
+        self.positions: dict[Path, tuple[int, int]] = {}
+        self.problems: list[FieldError] = []
+        self.fatal: list[FieldError] = []
+        self._active: set[int] = set()
+        self._seen: set[int] = set()
+        self._alias_depth = 0
+        self._decoded = 0
+        self._aliased = 0
+        self._warned: set[tuple[int, int]] = set()
+
+    def mark(self, node: Node) -> tuple[int, int]:
+        return (node.start_mark.line + 1 + self.line_offset, node.start_mark.column + 1)
+
+    def error(
+        self, path: Path, node: Node, message: str, fix: str, value: Any = None, *, fatal: bool = True
+    ) -> None:
+        """`fatal`: go-yaml fails while decoding; otherwise only the JSON of the final data fails."""
+        line, column = self.mark(node)
+        extra: dict[str, Any] = {} if value is None else {"value": value}
+        problem = FieldError(path, message, fix=fix, line=line, column=column, **extra)
+        (self.fatal if fatal else self.problems).append(problem)
+
+    def value(self, node: Node, path: Path) -> Any:
+        key = id(node)
+        if key in self._active:
+            raise _Refused(f"the anchor at line {self.mark(node)[0]} contains itself")
+        alias = key in self._seen
+        self._seen.add(key)
+        self._count(alias)
+        self._active.add(key)
+        self._alias_depth += alias
+        try:
+            if isinstance(node, MappingNode):
+                out: dict[str, Any] = {}
+                self.mapping(node, path, out)
+                return out
+            if isinstance(node, SequenceNode):
+                items = []
+                for index, item in enumerate(node.value):
+                    self.positions[(*path, index)] = self.mark(item)
+                    items.append(self.value(item, (*path, index)))
+                return items
+            assert isinstance(node, ScalarNode)
+            return self.scalar_value(node, path)
+        finally:
+            self._active.discard(key)
+            self._alias_depth -= alias
+
+    def _count(self, alias: bool) -> None:
+        # go-yaml's guard against alias bombs ("billion laughs").
+        self._decoded += 1
+        if self._alias_depth > 0 or alias:
+            self._aliased += 1
+        if (
+            self._aliased > 100
+            and self._decoded > 1000
+            and self._aliased / self._decoded > _allowed_ratio(self._decoded)
+        ):
+            raise _Refused("the document contains excessive aliasing")
+
+    def scalar(self, node: ScalarNode) -> kubeyaml.Scalar:
+        tag = str(node.tag)
+        if tag == _PLAIN:
+            return kubeyaml.resolve_plain(node.value)
+        return kubeyaml.resolve_tagged(node.value, tag)
+
+    def scalar_value(self, node: ScalarNode, path: Path) -> Any:
+        try:
+            return kubeyaml.json_value(self.scalar(node))
+        except kubeyaml.ScalarError as exc:
+            self.unsendable(path, node, exc, "cannot be sent to the API server", "the value")
+            return _DROPPED
+
+    def unsendable(self, path: Path, node: ScalarNode, exc: kubeyaml.ScalarError, what: str, it: str) -> None:
+        self.error(
+            path,
+            node,
+            f"{what} ({exc}), so kubectl refuses the file",
+            fix=f"quote {it} to make it a string"
+            + (", or write a finite number" if it == "the value" else ""),
+            value=node.value,
+            fatal=isinstance(exc, kubeyaml.DecodeError),
+        )
+
+    def mapping(self, node: MappingNode, path: Path, out: dict[str, Any]) -> None:
+        written: set[str] = set()
+        for key_node, value_node in node.value:
+            if _is_merge(key_node):
+                self.merge(value_node, path, out)
+                continue
+            key = self.key(key_node, path)
+            if key is None:
+                continue
+            child = (*path, key)
+            # The value written last is the one sent: what was wrong with an earlier one is moot.
+            self.problems = [p for p in self.problems if p.path[: len(child)] != child]
+            if key in written and self.mark(key_node) not in self._warned:
+                self._warned.add(self.mark(key_node))
+                line, column = self.mark(key_node)
+                self.problems.append(
+                    FieldError(
+                        child,
+                        "is written twice in one mapping; kubectl keeps the last value, and so does Phalanx",
+                        fix="remove the earlier one",
+                        severity="warning",
+                        line=line,
+                        column=column,
+                    )
+                )
+            written.add(key)
+            self.positions[child] = self.mark(key_node)
+            value = self.value(value_node, child)
+            if value is _DROPPED:
+                out.pop(key, None)
+            else:
+                out[key] = value
+
+    def merge(self, node: Node, path: Path, out: dict[str, Any]) -> None:
+        # go-yaml merges in place, in order: merged keys override the keys written before `<<`;
+        # from a list of mappings the first one wins.
+        sources = list(reversed(node.value)) if isinstance(node, SequenceNode) else [node]
+        if not all(isinstance(source, MappingNode) for source in sources):
+            self.error(
+                path,
+                node,
+                "has a `<<` merge key whose value is not a mapping or a list of mappings, "
+                "so kubectl refuses the file",
+                fix="merge an anchored mapping (`<<: *defaults`) or a list of them",
+            )
+            return
+        for source in sources:
+            assert isinstance(source, MappingNode)
+            self._count(id(source) in self._seen)
+            self._seen.add(id(source))
+            self.mapping(source, path, out)
+
+    def key(self, node: Node, path: Path) -> str | None:
+        if not isinstance(node, ScalarNode):
+            self.error(
+                path,
+                node,
+                "has a key that is a mapping or a list, so kubectl refuses the file",
+                fix="use a plain string as the key",
+            )
+            return None
+        try:
+            return kubeyaml.json_key(self.scalar(node))
+        except kubeyaml.ScalarError as exc:
+            self.unsendable(path, node, exc, "has a key kubectl cannot send", "the key")
+            return None
+
+
+_DROPPED: Any = object()
+
+
+def _is_merge(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.value == "<<" and str(node.tag) in (_PLAIN, kubeyaml.MERGE)
+
+
+def _allowed_ratio(decoded: int) -> float:
+    # go-yaml v2: 99% aliases while small, falling to 10% by 4,000,000 decoded nodes.
+    if decoded <= 400_000:
+        return 0.99
+    if decoded >= 4_000_000:
+        return 0.10
+    return 0.99 - 0.89 * ((decoded - 400_000) / 3_600_000)
 
 
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
-    yaml.allow_duplicate_keys = False
+    yaml.Composer = _Composer
+    yaml.version = (1, 1)  # the scanner go-yaml v2 (libyaml) has
+    yaml.max_depth = _MAX_DEPTH
     return yaml
 
 
-def parse_yaml(text: str, source: str | None = None) -> list[Document]:
-    """All non-empty documents of a YAML stream; syntax errors raise SpecError with line numbers."""
-    documents: list[Document] = []
-    try:
-        for index, node in enumerate(_yaml().load_all(StringIO(text))):
-            if node is None:
-                continue
-            positions: dict[Path, tuple[int, int]] = {}
-            data = _plain(node, (), positions)
-            documents.append(Document(data=data, index=index, positions=positions))
-    except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
-        raise SpecError(
-            [
-                FieldError(
-                    path=(),
-                    message=f"YAML syntax error: {problem or exc}",
-                    fix="correct the YAML at this line (indentation, a missing ':' or an unclosed quote)",
-                    line=mark.line + 1 if mark else None,
-                    column=mark.column + 1 if mark else None,
+def _chunks(text: str, source: str | None) -> list[tuple[int, str]]:
+    """kubectl's document reader: a line starting with `---` ends a document; only a comment may
+    follow it. Returns (index of the chunk's first line, chunk text)."""
+    chunks: list[tuple[int, str]] = []
+    buffer: list[str] = []
+    start = 0
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    for number, raw in enumerate(lines):
+        line = raw[:-1] if raw.endswith("\r") else raw
+        if line.startswith(_SEPARATOR):
+            rest = line[len(_SEPARATOR) :].strip()
+            if rest and not rest.startswith("#"):
+                raise SpecError(
+                    [
+                        FieldError(
+                            (),
+                            f"invalid document separator: only a comment may follow '---' (got {rest!r}), "
+                            "so kubectl refuses the file",
+                            fix="put the document's content on the next line",
+                            line=number + 1,
+                            column=4,
+                        )
+                    ],
+                    source,
                 )
-            ],
-            source,
-        ) from None
-    except YAMLError as exc:
-        raise SpecError(
-            [FieldError(path=(), message=f"YAML error: {exc}", fix="correct the YAML")], source
-        ) from None
+            if buffer:
+                chunks.append((start, "".join(buffer)))
+                buffer = []
+                continue
+        if not buffer:
+            start = number
+        buffer.append(line + "\n")
+    if buffer:
+        chunks.append((start, "".join(buffer)))
+    return chunks
+
+
+def _syntax_error(exc: MarkedYAMLError, offset: int, source: str | None) -> SpecError:
+    mark = exc.problem_mark or exc.context_mark
+    problem = " ".join(str(part) for part in (exc.context, exc.problem) if part)
+    return SpecError(
+        [
+            FieldError(
+                path=(),
+                message=f"YAML syntax error: {problem or exc}",
+                fix="correct the YAML at this line (indentation, a missing ':' or an unclosed quote)",
+                line=mark.line + 1 + offset if mark else None,
+                column=mark.column + 1 if mark else None,
+            )
+        ],
+        source,
+    )
+
+
+def parse_yaml(text: str, source: str | None = None) -> list[Document]:
+    """All non-empty documents of a YAML stream, as kubectl sends them; syntax errors raise SpecError."""
+    documents: list[Document] = []
+    for index, (offset, chunk) in enumerate(_chunks(text, source)):
+        try:
+            nodes = _yaml().compose_all(StringIO(chunk))
+            node = next(iter(nodes), None)  # go-yaml reads the first document of a chunk only
+        except MarkedYAMLError as exc:
+            raise _syntax_error(exc, offset, source) from None
+        except YAMLError as exc:
+            raise SpecError(
+                [FieldError(path=(), message=f"YAML error: {exc}", fix="correct the YAML")], source
+            ) from None
+        if node is None:
+            continue
+        reader = _Reader(offset)
+        try:
+            data = reader.value(node, ())
+        except _Refused as exc:
+            raise SpecError(
+                [FieldError((), f"{exc}, so kubectl refuses the file", fix="use fewer aliases")], source
+            ) from None
+        if data is None or data is _DROPPED:
+            continue  # kubectl skips empty and null documents
+        problems = tuple(replace(p, document=index) for p in reader.fatal + reader.problems)
+        documents.append(Document(data=data, index=index, positions=reader.positions, problems=problems))
     return documents
 
 
+class _Representer(RoundTripRepresenter):
+    """Quotes every string kubectl would read back as something else (`on`, `0777`, `1_0`, `<<`)."""
+
+    def represent_str(self, data: str) -> Any:
+        if data == "<<" or kubeyaml.resolve_plain(data) != kubeyaml.Scalar(kubeyaml.STR, data):
+            return self.represent_scalar(kubeyaml.STR, data, style="'")
+        return super().represent_str(data)
+
+
+_Representer.add_representer(str, _Representer.represent_str)
+
+
 def dump_yaml(objects: list[dict[str, Any]]) -> str:
-    """Multi-document YAML in Kubernetes' usual block style, keys in insertion order."""
+    """Multi-document YAML in Kubernetes' usual block style, keys in insertion order; kubectl reads
+    back exactly these objects."""
     yaml = YAML(typ="rt")
+    yaml.Representer = _Representer
     yaml.default_flow_style = False
     yaml.width = 4096  # long shell commands stay on one line
     stream = StringIO()

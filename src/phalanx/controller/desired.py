@@ -12,8 +12,23 @@ from typing import Any
 
 from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, PodTemplate, Role
-from phalanx.api.names import entry_address, entry_service_name, group_name, pod_name
+from phalanx.api.names import (
+    entry_address,
+    entry_service_name,
+    group_name,
+    pod_name,
+    subdomain_service_name,
+)
 from phalanx.api.quantity import add_resources, pod_requests
+from phalanx.controller.identity import (
+    compat_pod_annotations,
+    compat_pod_labels,
+    dns_identity,
+    kthena_group_labels,
+    kthena_instance_labels,
+    kthena_role_labels,
+    lws_env,
+)
 from phalanx.controller.ownership import controlled_by
 from phalanx.controller.revision import group_revision, role_revision
 
@@ -53,6 +68,7 @@ def injected_env(
         L.ENV_ROLE_NAME: role.name,
         L.ENV_ROLE_INDEX: str(role_index),
         L.ENV_MODEL_SERVING: ms.name,
+        **lws_env(ms, group_index, role, role_index, pod_index),
     }
     return [{"name": name, "value": value} for name, value in values.items()]
 
@@ -80,15 +96,19 @@ def pod_template_for(role: Role, pod_index: int) -> PodTemplate:
 def pod(ms: ModelServing, group_index: int, role: Role, role_index: int, pod_index: int) -> Object:
     template = pod_template_for(role, pod_index)
     user_labels = dict(template.metadata.labels) if template.metadata else {}
-    annotations = dict(template.metadata.annotations) if template.metadata else {}
+    user_annotations = dict(template.metadata.annotations) if template.metadata else {}
+    revisions = (group_revision(ms), role_revision(ms, role))
+    # The compatibility set yields to the template (as on Kthena); our own labels do not.
     labels = {
+        **compat_pod_labels(ms, group_index, role, role_index, pod_index, revisions),
         **user_labels,
         **role_instance_labels(ms, group_index, role, role_index),
         L.POD_INDEX: str(pod_index),
         L.ENTRY: "true" if pod_index == 0 else "false",
-        L.REVISION: group_revision(ms),
-        L.ROLE_REVISION: role_revision(ms, role),
+        L.REVISION: revisions[0],
+        L.ROLE_REVISION: revisions[1],
     }
+    annotations = {**compat_pod_annotations(ms, group_index, role, role_index, pod_index), **user_annotations}
     gang = ms.gang_scheduler
     if gang == "volcano":
         annotations[L.VOLCANO_GROUP_ANNOTATION] = group_name(ms.name, group_index)
@@ -97,6 +117,7 @@ def pod(ms: ModelServing, group_index: int, role: Role, role_index: int, pod_ind
         labels[L.COSCHEDULING_LABEL] = group_name(ms.name, group_index)
     spec = copy.deepcopy(template.spec)
     spec["schedulerName"] = ms.spec.scheduler_name
+    spec.update(dns_identity(ms, group_index, role, role_index, pod_index))
     env = injected_env(ms, group_index, role, role_index, pod_index)
     for kind in ("initContainers", "containers"):
         if spec.get(kind):
@@ -115,7 +136,12 @@ def headless_service(ms: ModelServing, group_index: int, role: Role, role_index:
     labels = role_instance_labels(ms, group_index, role, role_index)
     name = entry_service_name(ms.name, group_index, role.name, role_index)
     # The revision label lets the controller rebuild a group whose pods are all being recreated.
-    own_labels = {**labels, L.REVISION: group_revision(ms), L.ROLE_REVISION: role_revision(ms, role)}
+    own_labels = {
+        **kthena_instance_labels(ms, group_index, role, role_index),
+        **labels,
+        L.REVISION: group_revision(ms),
+        L.ROLE_REVISION: role_revision(ms, role),
+    }
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -125,6 +151,28 @@ def headless_service(ms: ModelServing, group_index: int, role: Role, role_index:
             "publishNotReadyAddresses": True,
             "selector": {**labels, L.ENTRY: "true"},
         },
+    }
+
+
+def subdomain_service(ms: ModelServing, group_index: int, role: Role) -> Object:
+    """Publishes every pod of a role in a group under its hostname (`spec.subdomain` names this
+    Service), ready or not, so workers and entry pods find each other while starting.
+
+    Its selector holds for every template, so a role rollout keeps it (and only relabels it).
+    """
+    selector = {**group_labels(ms, group_index), L.ROLE: role.name}
+    name = subdomain_service_name(ms.name, group_index, role.name)
+    labels = {
+        **kthena_role_labels(ms, group_index, role),
+        L.LWS_NAME: ms.name,
+        **selector,
+        L.REVISION: group_revision(ms),  # a group reduced to this Service is rebuilt at its revision
+    }
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(ms, name, labels),
+        "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": selector},
     }
 
 
@@ -155,7 +203,8 @@ def gang_object(ms: ModelServing, group_index: int) -> Object | None:
     if gang == "none":
         return None
     name = group_name(ms.name, group_index)
-    metadata = _metadata(ms, name, {**group_labels(ms, group_index), L.REVISION: group_revision(ms)})
+    labels = {**kthena_group_labels(ms, group_index), **group_labels(ms, group_index)}
+    metadata = _metadata(ms, name, {**labels, L.REVISION: group_revision(ms)})
     min_member = gang_min_member(ms)
     resources = gang_min_resources(ms)
     if gang == "coscheduling":
@@ -204,12 +253,14 @@ def role_instance_objects(ms: ModelServing, group_index: int, role: Role, role_i
 
 
 def group_objects(ms: ModelServing, group_index: int, *, with_gang: bool = True) -> list[Object]:
-    """One ServingGroup: its gang object first (it must exist before its pods), then the roles."""
+    """One ServingGroup: its gang object first (it must exist before its pods), then per role its
+    subdomain Service and role instances."""
     objects: list[Object] = []
     gang = gang_object(ms, group_index) if with_gang else None
     if gang is not None:
         objects.append(gang)
     for role in ms.spec.template.roles:
+        objects.append(subdomain_service(ms, group_index, role))
         for role_index in range(role.replicas):
             objects += role_instance_objects(ms, group_index, role, role_index)
     return objects

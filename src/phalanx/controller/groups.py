@@ -142,7 +142,8 @@ def _role_instances(
     for pod in pods:
         members.setdefault((pod.role, pod.role_index), []).append(pod)
     for service in services:
-        by_key[(service.role, service.role_index)] = service
+        if not service.subdomain:
+            by_key[(service.role, service.role_index)] = service
     roles: dict[str, dict[int, RoleInstanceView]] = {}
     for key in sorted(set(members) | set(by_key)):
         role, index = key

@@ -100,7 +100,8 @@ class PodState:
 
 @dataclass(frozen=True)
 class ServiceState:
-    """A role instance's headless Service; it also carries the instance's failure history."""
+    """A role instance's headless Service, which also carries the instance's failure history; or,
+    with `subdomain` set (and no role index), a role's subdomain Service in a group."""
 
     name: str
     group_index: int
@@ -111,6 +112,7 @@ class ServiceState:
     surge: bool = False
     revision: str = ""
     role_revision: str = ""
+    subdomain: bool = False
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,7 @@ def pod_state(obj: Object) -> PodState | None:
 
 def service_state(obj: Object) -> ServiceState | None:
     labels = _labels(obj)
-    if L.ROLE not in labels or L.ROLE_INDEX not in labels:
+    if L.GROUP_INDEX not in labels or L.ROLE not in labels:
         return None  # the client Service
     annotations = _annotations(obj)
     return ServiceState(
@@ -230,6 +232,7 @@ def service_state(obj: Object) -> ServiceState | None:
         group_index=_int(labels.get(L.GROUP_INDEX), -1),
         role=labels[L.ROLE],
         role_index=_int(labels.get(L.ROLE_INDEX), -1),
+        subdomain=L.ROLE_INDEX not in labels,
         failures=_int(annotations.get(FAILURES_ANNOTATION)),
         last_failure=parse_time(annotations.get(LAST_FAILURE_ANNOTATION)),
         surge=labels.get(L.SURGE) == "true",

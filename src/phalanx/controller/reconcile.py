@@ -446,8 +446,9 @@ class _Reconciler:
             self.plan.actions.append(Apply(self._labelled(gang, surge)))  # role scaling, queue, topology
         if view.gang is not None and view.gang.message:
             self.plan.note(view.index, "Pending", f"{view.gang.name}: {view.gang.message}")
-        group_failed = self._recover(view, spec)
         wanted_roles = {role.name for role in spec.spec.template.roles}
+        self._subdomain_services(view, spec, wanted_roles, surge)
+        group_failed = self._recover(view, spec)
         for role_name, instances in view.roles.items():
             if role_name not in wanted_roles:
                 for instance in instances.values():
@@ -459,6 +460,25 @@ class _Reconciler:
             return
         for role in spec.spec.template.roles:
             self._reconcile_role(view, spec, role, surge)
+
+    def _subdomain_services(
+        self, view: GroupView, spec: ModelServing, wanted_roles: set[str], surge: bool
+    ) -> None:
+        """One per role (groups made by an older Phalanx get theirs here, without a restart),
+        labelled with the group's revision; a removed role's goes once its role instances are gone."""
+        present = {s.role: s for s in view.services if s.subdomain}
+        revision = group_revision(spec)
+        for role in spec.spec.template.roles:
+            service = present.get(role.name)
+            if service is None:
+                obj = desired.subdomain_service(spec, view.index, role)
+                self.plan.actions.append(Create(self._labelled(obj, surge)))
+            elif service.revision != revision:
+                obj = desired.subdomain_service(spec, view.index, role)
+                self.plan.actions.append(Apply(self._labelled(obj, surge)))
+        for role_name, service in present.items():
+            if role_name not in wanted_roles and not view.instances(role_name):
+                self.plan.actions.append(Delete("Service", service.name))
 
     def _reconcile_role(self, view: GroupView, spec: ModelServing, role: Role, surge: bool) -> None:
         instances = view.instances(role.name)

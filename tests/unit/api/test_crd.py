@@ -22,7 +22,6 @@ from phalanx.api.crd import (
     MODEL_SERVING_SPEC_RULES,
     NETWORK_TOPOLOGY_SPEC_RULES,
     ROLE_RULES,
-    ROLLOUT_STRATEGY_RULES,
     SERVING_GROUP_TEMPLATE_RULES,
     CelRule,
     crd_file_name,
@@ -330,15 +329,19 @@ CASES: list[tuple[CelRule, dict[str, Any], tuple[object, ...]]] = [
         ),
         (2,),
     ),
-    (MODEL_SERVING_SPEC_RULES[1], _serving(lambda d: _role(d).update(partition=1)), ()),
     (
-        MODEL_SERVING_SPEC_RULES[2],
-        _serving(lambda d: (_role_rolling(d), d["spec"].update(recoveryPolicy="ServingGroupRecreate"))),
-        (),
+        MODEL_SERVING_SPEC_RULES[1],
+        _serving(lambda d: (_role_rolling(d), _role(d).update(maxUnavailable="10%", replicas=3))),
+        (3,),
     ),
     (
-        ROLLOUT_STRATEGY_RULES[0],
-        _serving(lambda d: d["spec"]["rolloutStrategy"].update(type="RoleRollingUpdate")),
+        MODEL_SERVING_SPEC_RULES[2],
+        _serving(lambda d: (_role_rolling(d), _role(d).update(maxUnavailable=5, replicas=3))),
+        (3,),
+    ),
+    (
+        MODEL_SERVING_SPEC_RULES[3],
+        _serving(lambda d: (_role_rolling(d), d["spec"].update(recoveryPolicy="ServingGroupRecreate"))),
         (),
     ),
     (SERVING_GROUP_TEMPLATE_RULES[0], _serving(_duplicate), (0,)),
@@ -361,16 +364,6 @@ CASES: list[tuple[CelRule, dict[str, Any], tuple[object, ...]]] = [
     (
         ROLE_RULES[1],
         _serving(lambda d: (_role(d).pop("workerTemplate"), _role(d).update(workerReplicas=3))),
-        (3,),
-    ),
-    (
-        ROLE_RULES[2],
-        _serving(lambda d: (_role_rolling(d), _role(d).update(maxUnavailable="10%", replicas=3))),
-        (3,),
-    ),
-    (
-        ROLE_RULES[3],
-        _serving(lambda d: (_role_rolling(d), _role(d).update(maxUnavailable=5, replicas=3))),
         (3,),
     ),
     (
@@ -431,7 +424,6 @@ def _cel_path(rule: CelRule, kind: str) -> str:
             (MODEL_DEPLOYMENT_ROOT_RULES, ""),
             (MODEL_SERVING_SPEC_RULES, "spec"),
             (MODEL_DEPLOYMENT_SPEC_RULES, "spec"),
-            (ROLLOUT_STRATEGY_RULES, "spec.rolloutStrategy"),
             (SERVING_GROUP_TEMPLATE_RULES, "spec.template"),
             (ROLE_RULES, ""),
             (NETWORK_TOPOLOGY_SPEC_RULES, ""),

@@ -75,11 +75,14 @@ def test_yaml_syntax_error_has_line_and_column() -> None:
     assert error.render("broken.yaml").startswith("broken.yaml:3:")
 
 
-def test_duplicate_keys_are_a_syntax_error() -> None:
-    loaded = load_text("apiVersion: a\napiVersion: b\n")
+def test_duplicate_keys_keep_the_last_value_as_kubectl_does() -> None:
+    loaded = load_text("apiVersion: a\napiVersion: b\nkind: ModelServing\n")
     (error,) = loaded.errors
-    assert error.line == 2
-    assert "duplicate" in error.message
+    assert error.path == ("apiVersion",)
+    assert error.value == "b"
+    (warning,) = loaded.warnings
+    assert warning.line == 2
+    assert "written twice" in warning.message
 
 
 def test_unknown_fields_are_reported_with_line_and_suggestion() -> None:

@@ -73,20 +73,6 @@ def test_minimal_spec_is_valid(serving: Callable[[], Spec]) -> None:
             "maxSurge to at least 1",
         ),
         (
-            ["spec", "rolloutStrategy"],
-            {"type": "RoleRollingUpdate", "rollingUpdateConfiguration": {"maxUnavailable": 1}},
-            "spec.rolloutStrategy.rollingUpdateConfiguration",
-            "cannot be set with type RoleRollingUpdate",
-            "move maxUnavailable/partition onto each role",
-        ),
-        (
-            [*ROLE, "partition"],
-            1,
-            "spec.template.roles[0].partition",
-            "applies only with rolloutStrategy.type RoleRollingUpdate",
-            "RoleRollingUpdate",
-        ),
-        (
             ["spec", "template", "gangPolicy"],
             {"minRoleReplicas": {"prefill": 1}},
             "spec.template.gangPolicy.minRoleReplicas.prefill",
@@ -214,8 +200,6 @@ def test_rule(
     data = serving()
     if path[-1] == "recoveryPolicy" and value == "ServingGroupRecreate":
         data["spec"]["rolloutStrategy"] = {"type": "RoleRollingUpdate"}
-    if path[-1] == "partition":
-        data["spec"]["rolloutStrategy"] = {"type": "ServingGroupRollingUpdate"}
     if value is None and path[-1] == "workerTemplate":
         del data["spec"]["template"]["roles"][0]["workerTemplate"]
     else:
@@ -308,6 +292,33 @@ def test_duplicate_role_names(serving: Callable[[], Spec]) -> None:
             ),
             "spec.template.roles[0].entryTemplate.spec.schedulerName",
             "is replaced by spec.schedulerName",
+        ),
+        # Settings the chosen rollout type ignores: warnings, since Kthena's CRD defaults
+        # maxUnavailable: 1 onto every role of every object it stores.
+        (
+            lambda d: d["spec"].update(
+                rolloutStrategy={
+                    "type": "RoleRollingUpdate",
+                    "rollingUpdateConfiguration": {"maxUnavailable": 1},
+                }
+            ),
+            "spec.rolloutStrategy.rollingUpdateConfiguration",
+            "has no effect with type RoleRollingUpdate",
+        ),
+        (
+            lambda d: d["spec"]["template"]["roles"][0].update(partition=1),
+            "spec.template.roles[0].partition",
+            "has no effect with rolloutStrategy.type ServingGroupRollingUpdate",
+        ),
+        (
+            lambda d: d["spec"]["template"]["roles"][0].update(maxUnavailable=1),
+            "spec.template.roles[0].maxUnavailable",
+            "has no effect with rolloutStrategy.type ServingGroupRollingUpdate",
+        ),
+        (
+            lambda d: d["spec"].update(plugins=[{"name": "lws-standard-labels", "type": "BuiltIn"}]),
+            "spec.plugins[0].name",
+            "has no effect",
         ),
     ],
 )

@@ -54,7 +54,19 @@ def test_seed_pod_labels_and_annotations() -> None:
     ms = seed()
     worker = of_kind(steady_state(ms), "Pod")[3]
     revision = group_revision(ms)
+    role_hash = role_revision(ms, ms.spec.template.roles[0])
     assert worker["metadata"]["labels"] == {
+        "modelserving.volcano.sh/name": "llama-multinode",
+        "modelserving.volcano.sh/group-name": "llama-multinode-0",
+        "modelserving.volcano.sh/role": "405b",
+        "modelserving.volcano.sh/role-id": "405b-1",
+        "modelserving.volcano.sh/revision": revision,
+        "modelserving.volcano.sh/role-template-hash": role_hash,
+        "leaderworkerset.sigs.k8s.io/name": "llama-multinode",
+        "leaderworkerset.sigs.k8s.io/group-index": "0",
+        # sha1("default/llama-multinode-0-405b-1-0"), the entry pod: LeaderWorkerSet's group key.
+        "leaderworkerset.sigs.k8s.io/group-key": "350839c640386dfe3903289b5edcf03ea06e8bfd",
+        "leaderworkerset.sigs.k8s.io/worker-index": "1",
         "serving.phalanx.dev/name": "llama-multinode",
         "serving.phalanx.dev/group-index": "0",
         "serving.phalanx.dev/role": "405b",
@@ -62,9 +74,11 @@ def test_seed_pod_labels_and_annotations() -> None:
         "serving.phalanx.dev/pod-index": "1",
         "serving.phalanx.dev/entry": "false",
         "serving.phalanx.dev/revision": revision,
-        "serving.phalanx.dev/role-revision": role_revision(ms, ms.spec.template.roles[0]),
+        "serving.phalanx.dev/role-revision": role_hash,
     }
     assert worker["metadata"]["annotations"] == {
+        "leaderworkerset.sigs.k8s.io/size": "2",
+        "leaderworkerset.sigs.k8s.io/leader-name": "llama-multinode-0-405b-1-0",
         "scheduling.k8s.io/group-name": "llama-multinode-0",
         "volcano.sh/task-spec": "405b",
     }
@@ -82,6 +96,9 @@ def test_seed_env_is_injected_first_and_keeps_user_env() -> None:
         "ROLE_NAME": "405b",
         "ROLE_INDEX": "1",
         "MODEL_SERVING_NAME": "llama-multinode",
+        "LWS_LEADER_ADDRESS": "llama-multinode-0-405b-1.llama-multinode-0-405b.default",
+        "LWS_GROUP_SIZE": "2",
+        "LWS_WORKER_INDEX": "1",
         "HUGGING_FACE_HUB_TOKEN": "<from>",
     }
     assert env_of(entry)["WORKER_INDEX"] == "0"
@@ -90,24 +107,27 @@ def test_seed_env_is_injected_first_and_keeps_user_env() -> None:
     assert worker["spec"]["containers"][0]["command"][-1].startswith("bash /vllm-workspace")
 
 
-def test_seed_headless_services_one_per_role_instance() -> None:
+def test_seed_headless_services_one_per_role_and_per_role_instance() -> None:
     services = of_kind(steady_state(seed()), "Service")
     headless = [s for s in services if s["spec"].get("clusterIP") == "None"]
     assert [s["metadata"]["name"] for s in headless] == [
+        "llama-multinode-0-405b",  # the subdomain of every pod of role 405b in group 0
         "llama-multinode-0-405b-0-0",
         "llama-multinode-0-405b-1-0",
     ]
-    assert headless[1]["spec"] == {
-        "clusterIP": "None",
-        "publishNotReadyAddresses": True,
-        "selector": {
-            "serving.phalanx.dev/name": "llama-multinode",
-            "serving.phalanx.dev/group-index": "0",
-            "serving.phalanx.dev/role": "405b",
-            "serving.phalanx.dev/role-index": "1",
-            "serving.phalanx.dev/entry": "true",
-        },
+    role = {
+        "serving.phalanx.dev/name": "llama-multinode",
+        "serving.phalanx.dev/group-index": "0",
+        "serving.phalanx.dev/role": "405b",
     }
+    instance = {**role, "serving.phalanx.dev/role-index": "1", "serving.phalanx.dev/entry": "true"}
+    for service, selector in ((headless[0], role), (headless[2], instance)):
+        assert service["spec"] == {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,
+            "selector": selector,
+        }
+    assert headless[2]["metadata"]["labels"]["modelserving.volcano.sh/role-id"] == "405b-1"
 
 
 def test_seed_client_service_selects_entry_pods_on_the_declared_port() -> None:
@@ -189,7 +209,7 @@ def test_coscheduling_podgroup_and_pod_label(serving: Callable[[], Spec]) -> Non
     }
     pod = of_kind(objects, "Pod")[0]
     assert pod["metadata"]["labels"]["scheduling.x-k8s.io/pod-group"] == "demo-0"
-    assert "annotations" not in pod["metadata"]
+    assert set(pod["metadata"]["annotations"]) == {"leaderworkerset.sigs.k8s.io/size"}  # no Volcano ones
     assert pod["spec"]["schedulerName"] == "scheduler-plugins-scheduler"
 
 
@@ -208,13 +228,18 @@ def test_default_scheduler_has_no_gang_object(serving: Callable[[], Spec]) -> No
     data["spec"]["schedulerName"] = "default-scheduler"
     objects = steady_state(model(data))
     assert of_kind(objects, "PodGroup") == []
-    assert all("annotations" not in p["metadata"] for p in of_kind(objects, "Pod"))
+    for pod in of_kind(objects, "Pod"):
+        assert not {"scheduling.k8s.io/group-name", "volcano.sh/task-spec"} & set(
+            pod["metadata"]["annotations"]
+        )
 
 
 def test_object_counts_and_order(serving: Callable[[], Spec]) -> None:
     objects = steady_state(model(serving()))
-    # client Service, then per group: PodGroup, then per role instance: Service + 2 pods.
-    assert [o["kind"] for o in objects] == ["Service"] + (["PodGroup"] + ["Service", "Pod", "Pod"] * 2) * 2
+    # client Service, then per group: PodGroup, the role's subdomain Service, then per role
+    # instance: Service + 2 pods.
+    group = ["PodGroup", "Service"] + ["Service", "Pod", "Pod"] * 2
+    assert [o["kind"] for o in objects] == ["Service"] + group * 2
 
 
 def test_owner_reference_when_the_object_has_a_uid(serving: Callable[[], Spec]) -> None:

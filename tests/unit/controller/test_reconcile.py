@@ -84,7 +84,8 @@ def test_first_reconcile_creates_every_group_with_gang_first() -> None:
     decision = cluster.step()
     kinds = [a.kind for a in decision.actions if isinstance(a, Create)]
     assert kinds[:2] == ["ControllerRevision", "Service"]
-    assert kinds[2:6] == ["PodGroup", "Service", "Pod", "Pod"]
+    # The gang, the role's subdomain Service, the role instance's headless Service, its pods.
+    assert kinds[2:7] == ["PodGroup", "Service", "Service", "Pod", "Pod"]
     assert cluster.pod_names() == [
         "demo-0-decode-0-0",
         "demo-0-decode-0-1",
@@ -215,7 +216,14 @@ def test_scale_down_drains_a_ready_group_before_deleting_it() -> None:
     assert not any(isinstance(a, Delete) for a in cluster.step().actions)  # still 2 in flight
     cluster.in_flight = {"demo-1-decode-0-0": 0}
     deleted = [a.name for a in cluster.step().actions if isinstance(a, Delete)]
-    assert deleted == ["demo-1-decode-0-0", "demo-1-decode-0-1", "demo-1-decode-0-0", "demo-1"]
+    # Its pods, its Services (the role's subdomain one, the role instance's), its PodGroup.
+    assert deleted == [
+        "demo-1-decode-0-0",
+        "demo-1-decode-0-1",
+        "demo-1-decode",
+        "demo-1-decode-0-0",
+        "demo-1",
+    ]
 
 
 def test_drain_is_bounded_by_the_entry_termination_grace_period() -> None:

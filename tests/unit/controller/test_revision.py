@@ -8,8 +8,10 @@ from typing import Any
 
 import pytest
 
-from phalanx.api import ModelServing, parse_resource
+from phalanx.api import ModelServing, load_text, parse_resource
+from phalanx.controller.desired import steady_state
 from phalanx.controller.revision import group_revision, role_revision
+from tests.conftest import EXAMPLES
 
 Spec = dict[str, Any]
 
@@ -90,3 +92,25 @@ def test_revision_is_stable_across_processes(serving: Callable[[], Spec]) -> Non
     # A restarted controller must compute the same hash from the same spec (no salted hash()).
     assert revisions(serving()) == revisions(serving())
     assert len(revisions(serving())[0]) == 10
+
+
+# Computed before pods gained the compatibility labels, LWS env and DNS names. Revisions hash the
+# spec, never the rendered pods: a Phalanx upgrade that changes what pods look like must not roll
+# running groups. A change here rolls every group on every cluster; make it on purpose only.
+PINNED = {
+    "llama-multinode.yaml": ("6330805181", ["eb97bb0008"]),
+    "quickstart.yaml": ("49eb3af2f8", ["3bce45a0c0"]),
+}
+
+
+@pytest.mark.parametrize("example", PINNED)
+def test_revisions_of_known_specs_do_not_move(example: str) -> None:
+    (ms,) = load_text((EXAMPLES / example).read_text()).resources
+    assert isinstance(ms, ModelServing)
+    assert (group_revision(ms), [role_revision(ms, r) for r in ms.spec.template.roles]) == PINNED[example]
+    pods = [o for o in steady_state(ms) if o["kind"] == "Pod"]
+    assert {p["metadata"]["labels"]["serving.phalanx.dev/revision"] for p in pods} == {PINNED[example][0]}
+
+
+def test_minimal_spec_revision_does_not_move(serving: Callable[[], Spec]) -> None:
+    assert revisions(serving()) == ("e18011e402", "fbc8b9b3f1")

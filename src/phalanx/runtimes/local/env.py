@@ -7,12 +7,15 @@ written. Locally there is no DNS, so values naming a Service are rewritten to a 
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-# fieldRef paths a local pod can answer.
-_FIELD_PATHS = ("metadata.name", "metadata.namespace", "status.podIP")
+HOST_IP = "127.0.0.1"  # the "node" every local pod runs on
+# fieldRef paths a local pod can answer, besides one label or annotation.
+_FIELD_PATHS = ("metadata.name", "metadata.namespace", "status.podIP", "status.hostIP")
+_KEYED_FIELD = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
 
 
 class ConfigError(ValueError):
@@ -55,6 +58,8 @@ def container_env(
     pod_ip: str,
     gpu_ids: tuple[int, ...],
     resolve: Callable[[str], str] = lambda value: value,
+    labels: Mapping[str, str] | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The variables a container sees (on top of the runtime's own environment), in Kubernetes order.
 
@@ -63,7 +68,13 @@ def container_env(
     """
     name = container.get("name", "?")
     env: dict[str, str] = {"POD_NAME": pod_name, "POD_NAMESPACE": namespace, "POD_IP": pod_ip}
-    fields = {"metadata.name": pod_name, "metadata.namespace": namespace, "status.podIP": pod_ip}
+    fields = {
+        "metadata.name": pod_name,
+        "metadata.namespace": namespace,
+        "status.podIP": pod_ip,
+        "status.hostIP": HOST_IP,
+    }
+    keyed = {"labels": labels or {}, "annotations": annotations or {}}
     for item in container.get("env") or []:
         key = item.get("name")
         if not key:
@@ -71,13 +82,18 @@ def container_env(
         if "valueFrom" in item:
             source = item.get("valueFrom") or {}
             path = (source.get("fieldRef") or {}).get("fieldPath")
-            if path not in fields:
+            one = _KEYED_FIELD.match(path or "")
+            if one:  # a missing label or annotation reads as "", as on a kubelet
+                env[key] = keyed[one.group(1)].get(one.group(2), "")
+            elif path in fields:
+                env[key] = fields[path]
+            else:
                 what = path or next(iter(source), "valueFrom")
                 raise ConfigError(
                     f"container {name}: env {key} comes from {what}, which the local runtime cannot "
-                    f"provide (only fieldRef {', '.join(_FIELD_PATHS)}); set a plain value instead"
+                    f"provide (only fieldRef {', '.join(_FIELD_PATHS)}, metadata.labels['<key>'] or "
+                    "metadata.annotations['<key>']); set a plain value instead"
                 )
-            env[key] = fields[path]
         else:
             env[key] = resolve(expand(str(item.get("value", "")), env))
     env["CUDA_VISIBLE_DEVICES"] = ",".join(str(gpu) for gpu in gpu_ids)

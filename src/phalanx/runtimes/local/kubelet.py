@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 from phalanx.controller.observed import format_time
 from phalanx.runtimes.local.backoff import BackoffPolicy, RestartBackoff
-from phalanx.runtimes.local.env import ConfigError, command_line, container_env
+from phalanx.runtimes.local.env import HOST_IP, ConfigError, command_line, container_env
 from phalanx.runtimes.local.probes import ProbeKind, ProbeSpec, ProbeState, check, parse_probe
 from phalanx.runtimes.local.procs import group_alive, signal_group, wait_group_gone
 from phalanx.runtimes.local.reaper import die_with_parent
@@ -129,6 +129,9 @@ class PodWorker:
         self.namespace, self.name, self.uid = metadata["namespace"], metadata["name"], metadata["uid"]
         self.key: PodKey = (self.namespace, self.name)
         self.spec = spec
+        # What the downward API reads; env is fixed when a container is created, as on a kubelet.
+        self.labels = dict(metadata.get("labels") or {})
+        self.annotations = dict(metadata.get("annotations") or {})
         self.ip = str((pod.get("status") or {}).get("podIP") or "")
         self.gpu_ids = gpu_ids
         self.clock = clock
@@ -228,7 +231,7 @@ class PodWorker:
         status: Object = {
             "phase": self.phase,
             "conditions": [dict(c) for c in self.conditions],
-            "hostIP": "127.0.0.1",
+            "hostIP": HOST_IP,
             "podIP": self.ip,
             "podIPs": [{"ip": self.ip}] if self.ip else [],
             "startTime": format_time(self.start_time),
@@ -260,6 +263,8 @@ class PodWorker:
             pod_ip=self.ip,
             gpu_ids=self.gpu_ids,
             resolve=lambda value: self.host.resolve(self.namespace, value),
+            labels=self.labels,
+            annotations=self.annotations,
         )
 
     async def _run(self) -> None:

@@ -1,8 +1,10 @@
-"""Loopback networking for local pods: one 127.X.a.b address per pod, and Services resolved by name.
+"""Loopback networking for local pods: one 127.X.a.b address per pod, and DNS names resolved locally.
 
 Linux routes all of 127.0.0.0/8 to `lo`, so every pod can listen on its declared ports without
 clashing with another pod. There is no cluster DNS, so env values that name a Service
-(`<svc>.<ns>[.svc[.cluster.local]]`) are replaced by the IP of the pod the Service selects.
+(`<svc>.<ns>[.svc[.cluster.local]]`) are replaced by the IP of the pod the Service selects, and
+those that name a pod by hostname (`<hostname>.<subdomain>.<ns>[.svc[.cluster.local]]`, the record
+cluster DNS keeps for a pod whose `subdomain` is a Service selecting it) by that pod's IP.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Any
 Object = dict[str, Any]
 
 _NAME = r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?"
-# A Service DNS name standing alone or inside a URL/host:port; not part of a longer dotted name.
-_SERVICE_DNS = re.compile(rf"(?<![\w.-])({_NAME})\.({_NAME})(?:\.svc(?:\.cluster\.local)?)?(?![\w-]|\.\w)")
+# A dotted name standing alone or inside a URL/host:port; not part of a longer dotted name.
+_DOTTED = re.compile(rf"(?<![\w.-]){_NAME}(?:\.{_NAME})+(?![\w-]|\.\w)")
+_CLUSTER_SUFFIXES = (("svc", "cluster", "local"), ("svc",), ())
 
 
 class AddressPool:
@@ -51,8 +54,7 @@ def service_address(service: Object, pods: Iterable[Object]) -> str | None:
     """The IP a Service name resolves to locally: the first (by name) live pod it selects."""
     selector = (service.get("spec") or {}).get("selector") or {}
     candidates = sorted(
-        (p for p in pods if selects(selector, p.get("metadata", {}).get("labels") or {})),
-        key=lambda p: (bool(p["metadata"].get("deletionTimestamp")), p["metadata"]["name"]),
+        (p for p in pods if selects(selector, p.get("metadata", {}).get("labels") or {})), key=_live_first
     )
     for pod in candidates:
         ip = (pod.get("status") or {}).get("podIP")
@@ -61,10 +63,62 @@ def service_address(service: Object, pods: Iterable[Object]) -> str | None:
     return None
 
 
-def resolve_services(value: str, addresses: Mapping[tuple[str, str], str]) -> str:
-    """Replaces every `<svc>.<ns>[.svc[.cluster.local]]` naming a known Service with its address."""
+def _live_first(pod: Object) -> tuple[bool, str]:
+    return bool(pod["metadata"].get("deletionTimestamp")), pod["metadata"]["name"]
+
+
+def host_addresses(services: Iterable[Object], pods: Iterable[Object]) -> dict[tuple[str, str, str], str]:
+    """(namespace, subdomain, hostname) -> pod IP, for pods whose subdomain Service selects them."""
+    selectors = {
+        (s["metadata"].get("namespace", ""), s["metadata"]["name"]): (s.get("spec") or {}).get("selector")
+        for s in services
+    }
+    hosts: dict[tuple[str, str, str], str] = {}
+    for pod in sorted(pods, key=_live_first, reverse=True):  # live pods written last, so they win
+        spec, metadata = pod.get("spec") or {}, pod["metadata"]
+        namespace, host, subdomain = (
+            metadata.get("namespace", ""),
+            spec.get("hostname"),
+            spec.get("subdomain"),
+        )
+        ip = (pod.get("status") or {}).get("podIP")
+        selector = selectors.get((namespace, subdomain or "")) or {}
+        if host and ip and selects(selector, metadata.get("labels") or {}):
+            hosts[(namespace, str(subdomain), str(host))] = str(ip)
+    return hosts
+
+
+def _lookup(
+    labels: list[str],
+    services: Mapping[tuple[str, str], str],
+    hosts: Mapping[tuple[str, str, str], str],
+) -> str | None:
+    for suffix in _CLUSTER_SUFFIXES:
+        if suffix and tuple(labels[-len(suffix) :]) != suffix:
+            continue
+        name = labels[: len(labels) - len(suffix)]
+        found = None
+        if len(name) == 2:
+            found = services.get((name[1], name[0]))
+        elif len(name) == 3:
+            found = hosts.get((name[2], name[1], name[0]))
+        if found:
+            return found
+    return None
+
+
+def resolve_dns(
+    value: str,
+    services: Mapping[tuple[str, str], str],
+    hosts: Mapping[tuple[str, str, str], str] | None = None,
+) -> str:
+    """Replaces every known `<svc>.<ns>` and `<hostname>.<subdomain>.<ns>` name (each optionally
+    followed by `.svc` or `.svc.cluster.local`) with its address; anything else stays as written.
+
+    `services` maps (namespace, Service) and `hosts` (namespace, subdomain, hostname) to an IP.
+    """
 
     def replace(match: re.Match[str]) -> str:
-        return addresses.get((match.group(2), match.group(1)), match.group(0))
+        return _lookup(match.group(0).split("."), services, hosts or {}) or match.group(0)
 
-    return _SERVICE_DNS.sub(replace, value)
+    return _DOTTED.sub(replace, value)

@@ -21,7 +21,7 @@ from phalanx.controller.actions import Event, Kind
 from phalanx.controller.observed import GANG_OBJECT_KINDS, format_time, parse_time
 from phalanx.runtimes.local.backoff import BackoffPolicy
 from phalanx.runtimes.local.kubelet import PodKey, PodWorker, set_condition
-from phalanx.runtimes.local.network import AddressPool, resolve_services, service_address
+from phalanx.runtimes.local.network import AddressPool, host_addresses, resolve_dns, service_address
 from phalanx.runtimes.local.reaper import Reaper
 from phalanx.runtimes.local.scheduler import (
     Gang,
@@ -307,12 +307,13 @@ class LocalRuntime:
         if "." not in value:
             return value
         pods = self.store.select("Pod", namespace, {})
+        services = self.store.select("Service", namespace, {})
         addresses: dict[tuple[str, str], str] = {}
-        for service in self.store.select("Service", namespace, {}):
+        for service in services:
             address = service_address(service, pods)
             if address:
                 addresses[(namespace, service["metadata"]["name"])] = address
-        return resolve_services(value, addresses)
+        return resolve_dns(value, addresses, host_addresses(services, pods))
 
     def track(self, pgid: int) -> None:
         self._reaper.add(pgid)
