@@ -9,6 +9,8 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from phalanx import __version__, planner
@@ -23,9 +25,11 @@ from phalanx.api import (
 )
 from phalanx.api.labels import GROUP_VERSION
 from phalanx.api.yamlfile import dump_yaml, parse_yaml
-from phalanx.compiler import compile_deployment
+from phalanx.compiler import compile_deployment, deployment_problems
+from phalanx.compiler.model_config import config_file, read_model_config
 from phalanx.controller.desired import steady_state
-from phalanx.planner.types import GpuShape, PlanningError, PlanRequest
+from phalanx.planner.types import GpuShape, ModelArchitecture, Plan, PlanningError, PlanRequest
+from phalanx.planner.wording import FIELD_NAMES, reword
 
 app = typer.Typer(
     name="phalanx",
@@ -44,14 +48,15 @@ OutputFormat = Literal["yaml", "json"]
 
 
 def _read(path: Path) -> Loaded:
+    """The file's resources and every problem, a ModelDeployment's planning problems included."""
     if str(path) == "-":
-        return load_text(sys.stdin.read(), "<stdin>")
+        return load_text(sys.stdin.read(), "<stdin>", check=deployment_problems)
     try:
         text = path.read_text()
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot read {path}: {exc.strerror}")
         raise typer.Exit(1) from None
-    return load_text(text, str(path))
+    return load_text(text, str(path), check=deployment_problems)
 
 
 def _report(problems: list[FieldError], source: str | None) -> None:
@@ -74,15 +79,6 @@ def _load_or_exit(path: Path) -> Loaded:
 def validate(file: FileOption) -> None:
     """Check a spec; print every problem with its line, field, value and fix. Exit 1 on errors."""
     loaded = _load_or_exit(file)
-    problems: list[FieldError] = []
-    for resource in loaded.resources:
-        if isinstance(resource, ModelDeployment):
-            try:
-                problems += compile_deployment(resource).warnings
-            except SpecError as exc:
-                _report(list(exc.errors), loaded.source)
-                raise typer.Exit(1) from None
-    _report(problems, loaded.source)
     names = ", ".join(f"{r.kind}/{r.metadata.name}" for r in loaded.resources)
     err.print(f"{loaded.source}: valid ({names})")
 
@@ -93,11 +89,10 @@ def _render_objects(
     if isinstance(resource, ModelServing):
         return steady_state(resource), []
     try:
-        compiled = compile_deployment(resource)
+        compiled = compile_deployment(resource)  # its problems were reported when the file was read
     except SpecError as exc:
         _report(list(exc.errors), source)
         raise typer.Exit(1) from None
-    _report(compiled.warnings, source)
     comments = [f"ModelDeployment/{resource.name} planned as:"] + [
         f"  {line}" for line in compiled.plan.arithmetic
     ]
@@ -146,40 +141,132 @@ def _shape(
         raise typer.Exit(1) from None
 
 
-@app.command()
-def plan(
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Catalog name or Hugging Face id.")
-    ] = None,
-    instance_type: Annotated[str | None, typer.Option("--instance-type", "-t")] = None,
-    gpus_per_node: Annotated[int | None, typer.Option("--gpus-per-node", min=1)] = None,
-    gpu_memory: Annotated[str | None, typer.Option("--gpu-memory", help="Per GPU, e.g. 80Gi.")] = None,
-    gpu_product: Annotated[str | None, typer.Option("--gpu-product")] = None,
-    max_nodes: Annotated[int | None, typer.Option("--max-nodes", min=1)] = None,
-    nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Pin the node count.")] = None,
-    max_model_len: Annotated[int | None, typer.Option("--max-model-len", min=1)] = None,
-    dtype: Annotated[Literal["bf16", "fp16", "fp8"] | None, typer.Option("--dtype")] = None,
-    gpu_memory_utilization: Annotated[
-        float, typer.Option("--gpu-memory-utilization", min=0.05, max=1.0)
-    ] = 0.9,
-    output: Annotated[Literal["text", "json"], typer.Option("--output", "-o")] = "text",
-    list_catalog: Annotated[
-        bool, typer.Option("--list", help="List catalog models and instance types.")
-    ] = False,
-) -> None:
-    """Plan nodes, tensor and pipeline parallelism and the KV cache for a model on a GPU shape."""
-    if list_catalog:
-        _print_catalog()
-        return
+# The planner's request fields, as `phalanx plan` spells them.
+PLAN_FLAGS = {name: "--" + name.replace("_", "-") for name in FIELD_NAMES}
+
+
+def _model_from_config(path: Path, name: str | None) -> ModelArchitecture:
+    """The architecture in a config.json (or a model directory holding one); every problem printed."""
+    file = config_file(path)
+    try:
+        text = file.read_text()
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
+        raise typer.Exit(1) from None
+    read = read_model_config(text, file, name)
+    _report(read.problems, str(file))
+    if read.model is None:
+        count = len([p for p in read.problems if p.severity == "error"])
+        err.print(f"{file}: {count} error{'s' if count != 1 else ''}")
+        raise typer.Exit(1)
+    return read.model
+
+
+def _catalog_model(model: str | None) -> ModelArchitecture:
     if model is None:
-        err.print("[red]error:[/red] --model is required (see --list)")
+        err.print("[red]error:[/red] give --model (see --list) or --model-config")
         raise typer.Exit(1)
     architecture = planner.find_model(model)
     if architecture is None:
         close = planner.suggest_models(model)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
-        err.print(f"[red]error:[/red] unknown model {model!r}.{hint} (see --list)")
+        err.print(
+            f"[red]error:[/red] unknown model {model!r}.{hint} (see --list, or plan it with --model-config)"
+        )
         raise typer.Exit(1)
+    return architecture
+
+
+def _print_plan(result: Plan) -> None:
+    table = Table(title=f"{result.model} on {result.instance_type or result.gpu_product}", show_header=False)
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in planner.plan_to_dict(result).items():
+        if key in ("arithmetic", "warnings", "memory", "throughput", "layouts"):
+            continue
+        table.add_row(key, str(value))
+    out.print(table)
+    for line in result.arithmetic:
+        out.print(f"  {line}", markup=False)
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {escape(reword(warning, PLAN_FLAGS))}")
+
+
+@app.command()
+def plan(
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="Catalog name, Hugging Face id or KAITO preset name; with --model-config, the model's name.",
+        ),
+    ] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config",
+            help="Plan a model from its Hugging Face config.json (a file, or a directory holding one).",
+        ),
+    ] = None,
+    instance_type: Annotated[
+        str | None, typer.Option("--instance-type", "-t", help="A catalog instance type (see --list).")
+    ] = None,
+    gpus_per_node: Annotated[
+        int | None, typer.Option("--gpus-per-node", min=1, help="GPUs per node, without --instance-type.")
+    ] = None,
+    gpu_memory: Annotated[
+        str | None,
+        typer.Option("--gpu-memory", help="Memory of one GPU, e.g. 80Gi, without --instance-type."),
+    ] = None,
+    gpu_product: Annotated[
+        str | None,
+        typer.Option("--gpu-product", help="GPU name for the throughput model, e.g. H100-80GB (see --list)."),
+    ] = None,
+    max_nodes: Annotated[
+        int | None, typer.Option("--max-nodes", min=1, help="Most nodes one copy of the model may span.")
+    ] = None,
+    nodes: Annotated[int | None, typer.Option("--nodes", min=1, help="Pin the node count.")] = None,
+    tensor_parallel_size: Annotated[
+        int | None,
+        typer.Option("--tensor-parallel-size", min=1, help="Pin the GPUs per tensor-parallel group."),
+    ] = None,
+    data_parallel_size: Annotated[
+        int | None,
+        typer.Option("--data-parallel-size", min=1, help="Pin the engine replicas per node (1: no DP)."),
+    ] = None,
+    max_model_len: Annotated[
+        int | None,
+        typer.Option(
+            "--max-model-len", min=1, help="Longest sequence to serve (default: the model's context)."
+        ),
+    ] = None,
+    dtype: Annotated[
+        Literal["bf16", "fp16", "fp8"] | None,
+        typer.Option("--dtype", help="Weight format (default: the checkpoint's own)."),
+    ] = None,
+    gpu_memory_utilization: Annotated[
+        float,
+        typer.Option(
+            "--gpu-memory-utilization", min=0.05, max=1.0, help="Share of each GPU the engine may use."
+        ),
+    ] = 0.9,
+    output: Annotated[
+        Literal["text", "json"],
+        typer.Option("--output", "-o", help="text (a table and the arithmetic) or json."),
+    ] = "text",
+    list_catalog: Annotated[
+        bool, typer.Option("--list", help="List catalog models and instance types.")
+    ] = False,
+) -> None:
+    """Plan nodes, the DP x TP x PP layout and the KV cache for a model on a GPU shape."""
+    if list_catalog:
+        _print_catalog()
+        return
+    if model_config is not None:
+        architecture = _model_from_config(model_config, model)
+    else:
+        architecture = _catalog_model(model)
     request = PlanRequest(
         model=architecture,
         shape=_shape(instance_type, gpus_per_node, gpu_memory, gpu_product),
@@ -188,48 +275,58 @@ def plan(
         max_model_len=max_model_len,
         dtype=dtype,
         gpu_memory_utilization=gpu_memory_utilization,
+        tensor_parallel_size=tensor_parallel_size,
+        data_parallel_size=data_parallel_size,
     )
     try:
         result = planner.make_plan(request)
     except PlanningError as exc:
-        err.print(f"[red]error:[/red] {exc}")
+        err.print(f"[red]error:[/red] {escape(reword(str(exc), PLAN_FLAGS))}")
         raise typer.Exit(1) from None
     if output == "json":
         print(json.dumps(planner.plan_to_dict(result), indent=2))
         return
-    table = Table(title=f"{result.model} on {result.instance_type or result.gpu_product}", show_header=False)
-    table.add_column(style="bold")
-    table.add_column()
-    for key, value in planner.plan_to_dict(result).items():
-        if key in ("arithmetic", "warnings", "memory"):
-            continue
-        table.add_row(key, str(value))
-    out.print(table)
-    for line in result.arithmetic:
-        out.print(f"  {line}")
-    for warning in result.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}")
+    _print_plan(result)
 
 
 def _print_catalog() -> None:
     models = Table(title="Models")
-    for column in ("name", "hugging face id", "params", "layers", "context"):
+    for column in ("name", "hugging face id", "params", "active", "weights", "layers", "context"):
         models.add_column(column)
     for entry in planner.MODELS:
+        active = entry.moe.active_params if entry.moe else entry.num_params
         models.add_row(
             entry.name,
             entry.hf_id,
             f"{entry.num_params / 1e9:.1f}B",
+            f"{active / 1e9:.1f}B",
+            entry.native_dtype,
             str(entry.num_layers),
             str(entry.max_context),
         )
-    out.print(models)
+    _print_wide(models)
     instances = Table(title="Instance types")
-    for column in ("name", "cloud", "GPUs", "GPU"):
+    for column in ("name", "cloud", "GPUs", "GPU", "memory", "bandwidth", "link"):
         instances.add_column(column)
     for instance in planner.INSTANCE_TYPES:
-        instances.add_row(instance.name, instance.cloud, str(instance.gpu_count), instance.gpu.name)
-    out.print(instances)
+        gpu = instance.gpu
+        link = f"{'NVLink' if gpu.nvlink else 'PCIe'} {gpu.link_bandwidth / 1e9:.0f} GB/s"
+        instances.add_row(
+            instance.name,
+            instance.cloud,
+            str(instance.gpu_count),
+            gpu.name,
+            planner.format_gib(gpu.memory_bytes),
+            f"{gpu.memory_bandwidth / 1e9:,.0f} GB/s",
+            link,
+        )
+    _print_wide(instances)
+
+
+def _print_wide(table: Table) -> None:
+    """A table as wide as its content needs, so that names stay whole in a pipe or a narrow terminal."""
+    wanted = Measurement.get(out, out.options.update(max_width=10_000), table).maximum
+    Console(file=out.file, width=max(out.width, wanted), highlight=False).print(table)
 
 
 StateDirOption = Annotated[

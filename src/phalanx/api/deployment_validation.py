@@ -13,7 +13,17 @@ _SHAPE_FIX = "give either instanceType (e.g. Standard_ND96isr_H100_v5) or gpusPe
 
 
 def validate_model_deployment(md: ModelDeployment) -> list[FieldError]:
-    return [*_metadata(md), *_shape(md), *_engine(md)]
+    return [*_metadata(md), *_model(md), *_shape(md), *_engine(md)]
+
+
+def _model(md: ModelDeployment) -> Iterator[FieldError]:
+    ref = md.spec.model
+    if ref.config is not None and ref.architecture is not None:
+        yield FieldError(
+            ("spec", "model", "architecture"),
+            "cannot be combined with config",
+            fix="keep config (the model's config.json as written) and remove architecture",
+        )
 
 
 def _metadata(md: ModelDeployment) -> Iterator[FieldError]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,9 @@ from phalanx.api.validation import validate_model_serving
 from phalanx.api.yamlfile import Document, parse_yaml
 
 Resource = ModelServing | ModelDeployment
+# More checks of a parsed resource that this layer cannot make itself (the compiler's catalog and planning
+# checks of a ModelDeployment); their problems are located and reported with the others.
+Check = Callable[[Resource], list[FieldError]]
 KINDS: dict[str, type[BaseModel]] = {"ModelServing": ModelServing, "ModelDeployment": ModelDeployment}
 _KTHENA_GROUPS = ("workload.serving.volcano.sh/", "workload.volcano.sh/", "workload.matrixinfer.ai/")
 
@@ -95,11 +99,16 @@ def _pod_template_problems(data: dict[str, Any]) -> list[FieldError]:
     return problems
 
 
-def _semantic(resource: BaseModel) -> list[FieldError]:
+def _semantic(resource: BaseModel, check: Check | None = None) -> list[FieldError]:
     if isinstance(resource, ModelServing):
-        return validate_model_serving(resource)
-    assert isinstance(resource, ModelDeployment)
-    return validate_model_deployment(resource)
+        problems = validate_model_serving(resource)
+    else:
+        assert isinstance(resource, ModelDeployment)
+        problems = validate_model_deployment(resource)
+    if check is None:
+        return problems
+    broken = [p.path for p in problems if p.severity == "error"]
+    return problems + [p for p in check(resource) if not any(p.path[: len(b)] == b for b in broken)]
 
 
 def _without(data: Any, paths: list[Path]) -> Any | None:
@@ -121,7 +130,9 @@ def _without(data: Any, paths: list[Path]) -> Any | None:
     return repaired
 
 
-def _best_effort_semantic(model: type[BaseModel], data: Any, reported: list[FieldError]) -> list[FieldError]:
+def _best_effort_semantic(
+    model: type[BaseModel], data: Any, reported: list[FieldError], check: Check | None = None
+) -> list[FieldError]:
     """Run the cross-field checks on the spec minus its broken fields, so one run reports all.
 
     Problems under a field that already has an error are dropped: they would only repeat it.
@@ -134,7 +145,7 @@ def _best_effort_semantic(model: type[BaseModel], data: Any, reported: list[Fiel
     except ValidationError:
         return []
     broken = [p.path for p in reported]
-    return [p for p in _semantic(resource) if not any(p.path[: len(path)] == path for path in broken)]
+    return [p for p in _semantic(resource, check) if not any(p.path[: len(path)] == path for path in broken)]
 
 
 def _with_limits(problems: list[FieldError], limits: list[FieldError]) -> list[FieldError]:
@@ -143,8 +154,8 @@ def _with_limits(problems: list[FieldError], limits: list[FieldError]) -> list[F
     return problems + [p for p in limits if p.path not in reported]
 
 
-def parse_resource(data: Any) -> tuple[Resource | None, list[FieldError]]:
-    """One object (a dict, as from YAML or the API server) -> typed resource plus problems."""
+def parse_resource(data: Any, check: Check | None = None) -> tuple[Resource | None, list[FieldError]]:
+    """One object (a dict, as from YAML or the API server) -> typed resource plus problems (and `check`'s)."""
     problems = _header_problems(data)
     if problems:
         return None, problems
@@ -158,10 +169,10 @@ def parse_resource(data: Any) -> tuple[Resource | None, list[FieldError]]:
         problems = translate(exc, model)
         if data["kind"] == "ModelServing":
             problems += _pod_template_problems(data)
-        problems += _best_effort_semantic(model, data, problems)
+        problems += _best_effort_semantic(model, data, problems, check)
         return None, _with_limits(problems, limits)
     assert isinstance(resource, ModelServing | ModelDeployment)
-    return resource, _with_limits(_semantic(resource), limits)
+    return resource, _with_limits(_semantic(resource, check), limits)
 
 
 # ObjectMeta fields only an API server writes: present when a file was read from a cluster.
@@ -216,8 +227,11 @@ def _located(document: Document, problems: list[FieldError]) -> list[FieldError]
     return [document.locate(problem) for problem in problems]
 
 
-def load_text(text: str, source: str | None = None) -> Loaded:
-    """Parse every document of a YAML file; YAML syntax errors come back as problems too."""
+def load_text(text: str, source: str | None = None, check: Check | None = None) -> Loaded:
+    """Parse every document of a YAML file; YAML syntax errors come back as problems too.
+
+    `check` adds the problems of further checks of each resource, located like the others.
+    """
     try:
         documents = parse_yaml(text, source)
     except SpecError as exc:
@@ -234,7 +248,7 @@ def load_text(text: str, source: str | None = None) -> Loaded:
     for document in documents:
         problems += document.problems
         data, found = _read_from_a_cluster(document.data)
-        resource, parsed = parse_resource(data)
+        resource, parsed = parse_resource(data, check)
         problems += _located(document, found + parsed)
         if resource is not None:
             resources.append(resource)

@@ -45,8 +45,10 @@ def _model_shorthand(value: Any) -> Any:
 
 
 class ModelRef(ApiModel):
-    # A catalog name ('llama-3.3-70b-instruct'), or a Hugging Face id with `architecture`.
+    # A catalog name ('llama-3.3-70b-instruct'), or a Hugging Face id with `config` or `architecture`.
     name: str = Field(min_length=1)
+    # The model's config.json, keys as written there; the planner reads the architecture from it.
+    config: dict[str, Any] | None = None
     architecture: ModelArchitectureSpec | None = None
     served_name: str | None = None  # the `model` clients send; defaults to `name`
     revision: str | None = None
@@ -63,6 +65,9 @@ class ModelDeploymentSpec(ApiModel):
     gpu_product: str | None = None
     max_nodes: int | None = Field(default=None, ge=1)
     nodes: int | None = Field(default=None, ge=1)  # pin the node count per ServingGroup
+    # Pin the layout: GPUs per tensor-parallel group, engine replicas per node (None: the planner chooses).
+    tensor_parallel_size: int | None = Field(default=None, ge=1)
+    data_parallel_size: int | None = Field(default=None, ge=1)
     replicas: int = Field(default=1, ge=0)
     max_model_len: int | None = Field(default=None, ge=1)
     dtype: Dtype | None = None

@@ -1,19 +1,22 @@
 """Compile a ModelDeployment into a ModelServing: resolve the model and GPU shape from the
-catalogs, plan the parallelism, and let the engine recipe write the pod templates."""
+catalogs (or the model's config.json), plan the parallelism, and let the engine recipe write the pod
+templates. Every problem of every step is collected, each on the field it is about."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from phalanx import planner
 from phalanx.api import labels as L
-from phalanx.api.errors import FieldError, SpecError
-from phalanx.api.modeldeployment import ModelArchitectureSpec, ModelDeployment
+from phalanx.api.deployment_validation import validate_model_deployment
+from phalanx.api.errors import FieldError, SpecError, only_errors
+from phalanx.api.modeldeployment import ModelDeployment
 from phalanx.api.modelserving import ModelServing
 from phalanx.api.validation import validate_model_serving
+from phalanx.compiler.planning import plan_deployment, plan_warnings
+from phalanx.compiler.resolve import resolve_model, resolve_shape
 from phalanx.engines import DEFAULT_IMAGES, RECIPES, EngineInputs
-from phalanx.planner.types import MLA, GpuShape, ModelArchitecture, MoE, Plan, PlanningError, PlanRequest
+from phalanx.planner.types import ModelArchitecture, Plan
 
 ENGINE_ROLE = "engine"
 DEPLOYMENT_LABEL = f"{L.API_GROUP}/deployment"
@@ -27,116 +30,6 @@ class Compiled:
     warnings: list[FieldError] = field(default_factory=list)
 
 
-def _architecture(spec: ModelArchitectureSpec, name: str) -> ModelArchitecture:
-    moe = None
-    if spec.num_experts:
-        moe = MoE(
-            num_experts=spec.num_experts,
-            experts_per_token=spec.num_experts_per_token or 1,
-            moe_intermediate_size=spec.moe_intermediate_size or spec.intermediate_size,
-        )
-    mla = None
-    if spec.kv_lora_rank and spec.qk_rope_head_dim:
-        mla = MLA(kv_lora_rank=spec.kv_lora_rank, qk_rope_head_dim=spec.qk_rope_head_dim)
-    return ModelArchitecture(
-        name=name,
-        hf_id=name,
-        num_layers=spec.num_hidden_layers,
-        hidden_size=spec.hidden_size,
-        num_attention_heads=spec.num_attention_heads,
-        num_kv_heads=spec.num_key_value_heads,
-        head_dim=spec.head_dim or spec.hidden_size // spec.num_attention_heads,
-        intermediate_size=spec.intermediate_size,
-        vocab_size=spec.vocab_size,
-        num_params=spec.num_parameters,
-        max_context=spec.max_position_embeddings,
-        native_dtype=spec.dtype,
-        tied_embeddings=spec.tie_word_embeddings,
-        moe=moe,
-        mla=mla,
-    )
-
-
-def resolve_model(md: ModelDeployment) -> ModelArchitecture:
-    ref = md.spec.model
-    if ref.architecture is not None:
-        return _architecture(ref.architecture, ref.name)
-    found = planner.find_model(ref.name)
-    if found is not None:
-        return found
-    close = planner.suggest_models(ref.name)
-    hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
-    raise SpecError(
-        [
-            FieldError(
-                ("spec", "model", "name"),
-                "is not in the model catalog",
-                value=ref.name,
-                fix=f"{hint}use a catalog name (phalanx plan --list-models), or give spec.model.architecture "
-                "with the numbers from the model's config.json",
-            )
-        ]
-    )
-
-
-def resolve_shape(md: ModelDeployment) -> GpuShape:
-    spec = md.spec
-    if spec.instance_type:
-        if planner.find_instance_type(spec.instance_type) is None:
-            close = planner.suggest_instance_types(spec.instance_type)
-            hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
-            raise SpecError(
-                [
-                    FieldError(
-                        ("spec", "instanceType"),
-                        "is not in the instance catalog",
-                        value=spec.instance_type,
-                        fix=f"{hint}or describe the node with gpusPerNode, gpuMemory and gpuProduct",
-                    )
-                ]
-            )
-        return planner.shape_for_instance(spec.instance_type)
-    assert spec.gpus_per_node is not None and spec.gpu_memory is not None
-    try:
-        return planner.shape_from_memory(spec.gpus_per_node, spec.gpu_memory, spec.gpu_product or "custom")
-    except ValueError as exc:
-        raise SpecError(
-            [
-                FieldError(
-                    ("spec", "gpuMemory"),
-                    str(exc),
-                    value=spec.gpu_memory,
-                    fix="write memory per GPU like '80Gi'",
-                )
-            ]
-        ) from None
-
-
-def plan_deployment(md: ModelDeployment, model: ModelArchitecture | None = None) -> Plan:
-    spec = md.spec
-    request = PlanRequest(
-        model=model or resolve_model(md),
-        shape=resolve_shape(md),
-        max_nodes=spec.max_nodes,
-        nodes=spec.nodes,
-        max_model_len=spec.max_model_len,
-        dtype=spec.dtype,
-        gpu_memory_utilization=spec.gpu_memory_utilization,
-    )
-    try:
-        return planner.make_plan(request)
-    except PlanningError as exc:
-        raise SpecError(
-            [
-                FieldError(
-                    ("spec",),
-                    exc.message,
-                    fix="; or ".join(exc.fixes) if exc.fixes else "choose a larger GPU shape",
-                )
-            ]
-        ) from None
-
-
 def _template(pod_template: dict[str, Any], md: ModelDeployment) -> dict[str, Any]:
     spec = pod_template["spec"]
     if md.spec.node_selector:
@@ -146,10 +39,10 @@ def _template(pod_template: dict[str, Any], md: ModelDeployment) -> dict[str, An
     return pod_template
 
 
-def compile_deployment(md: ModelDeployment) -> Compiled:
-    """ModelDeployment -> (ModelServing, plan); a SpecError names the field to change."""
-    model = resolve_model(md)
-    plan = plan_deployment(md, model)
+def _serving(
+    md: ModelDeployment, model: ModelArchitecture, plan: Plan
+) -> tuple[ModelServing, list[FieldError]]:
+    """The ModelServing of a plan, and the notes of its engine recipe (as warnings)."""
     spec = md.spec
     inputs = EngineInputs(
         plan=plan,
@@ -178,8 +71,8 @@ def compile_deployment(md: ModelDeployment) -> Compiled:
         "annotations": {
             PLAN_ANNOTATION: (
                 f"{plan.nodes} node(s) x {plan.gpus_per_node} {plan.gpu_product or 'GPU'}, "
-                f"TP {plan.tensor_parallel_size} x PP {plan.pipeline_parallel_size}, {plan.dtype}, "
-                f"maxModelLen {plan.max_model_len}, KV {plan.kv_cache_tokens} tokens"
+                f"{plan.layout}, {plan.dtype}, maxModelLen {plan.max_model_len},"
+                f" KV {plan.kv_cache_tokens} tokens per replica"
             )
         },
     }
@@ -192,16 +85,52 @@ def compile_deployment(md: ModelDeployment) -> Compiled:
     if spec.rollout_strategy is not None:
         serving_spec["rolloutStrategy"] = spec.rollout_strategy.to_dict()
     ms = ModelServing.model_validate({"metadata": metadata, "spec": serving_spec})
-    compiled_errors = [p for p in validate_model_serving(ms) if p.severity == "error"]
-    if compiled_errors:
-        raise SpecError(
-            [
-                FieldError(p.path, f"in the generated ModelServing: {p.message}", fix=p.fix, value=p.value)
-                for p in compiled_errors
-            ]
-        )
-    warnings = [
-        FieldError(("spec",), message, severity="warning", fix="check the plan")
-        for message in (*plan.warnings, *recipe.notes)
+    notes = [FieldError(("spec",), note, severity="warning", fix="check the plan") for note in recipe.notes]
+    return ms, notes
+
+
+def _generated_problems(ms: ModelServing) -> list[FieldError]:
+    return [
+        FieldError(p.path, f"in the generated ModelServing: {p.message}", fix=p.fix, value=p.value)
+        for p in validate_model_serving(ms)
+        if p.severity == "error"
     ]
-    return Compiled(model_serving=ms, plan=plan, warnings=warnings)
+
+
+def _compile(md: ModelDeployment) -> tuple[Compiled | None, list[FieldError]]:
+    """The compiled deployment (None when any step fails) and every problem found, warnings included."""
+    model, problems = resolve_model(md)
+    shape, shape_problems = resolve_shape(md)
+    problems += shape_problems
+    if model is None or shape is None:
+        return None, problems
+    plan, plan_problems = plan_deployment(md, model, shape)
+    problems += plan_problems
+    if plan is None:
+        return None, problems
+    problems += plan_warnings(plan)
+    ms, notes = _serving(md, model, plan)
+    problems += notes + _generated_problems(ms)
+    if any(p.severity == "error" for p in problems):
+        return None, problems
+    return Compiled(model_serving=ms, plan=plan, warnings=problems), problems
+
+
+def deployment_problems(resource: ModelServing | ModelDeployment) -> list[FieldError]:
+    """Every problem compiling a ModelDeployment would meet (catalog lookups, config.json, planning),
+    warnings too; none for a ModelServing.
+
+    `phalanx.api.load_text(..., check=deployment_problems)` runs it with the API validation, so that a
+    file's ModelDeployment problems all come back at once, each with its line.
+    """
+    return _compile(resource)[1] if isinstance(resource, ModelDeployment) else []
+
+
+def compile_deployment(md: ModelDeployment) -> Compiled:
+    """ModelDeployment -> (ModelServing, plan); a SpecError carries every error, each on its field."""
+    compiled, problems = _compile(md)
+    if compiled is None:
+        # Nothing to compile from and nothing said why: a spec that skipped the API validation.
+        errors = only_errors(problems) or only_errors(validate_model_deployment(md))
+        raise SpecError(errors)
+    return compiled

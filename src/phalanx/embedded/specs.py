@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from phalanx.api import FieldError, ModelDeployment, ModelServing, SpecError, load_text
-from phalanx.compiler import compile_deployment
+from phalanx.compiler import compile_deployment, deployment_problems
 
 
 @dataclass
@@ -18,7 +18,7 @@ class LoadedServings:
 
 def servings_from_text(text: str, source: str) -> LoadedServings:
     """Every ModelServing a file stands for; a ModelDeployment is planned and compiled first."""
-    loaded = load_text(text, source)
+    loaded = load_text(text, source, check=deployment_problems)  # planning problems too, with lines
     result = LoadedServings()
     _add(result, loaded.problems, source)
     if loaded.errors:
@@ -28,11 +28,10 @@ def servings_from_text(text: str, source: str) -> LoadedServings:
             result.servings.append(resource)
         elif isinstance(resource, ModelDeployment):
             try:
-                compiled = compile_deployment(resource)
+                compiled = compile_deployment(resource)  # its warnings came with the file's problems
             except SpecError as exc:
                 _add(result, list(exc.errors), source)
                 continue
-            _add(result, list(compiled.warnings), source)
             result.servings.append(compiled.model_serving)
     if not result.servings and not result.errors:
         result.errors.append(f"{source}: no ModelServing or ModelDeployment in the file")

@@ -8,6 +8,9 @@ DEFAULT_IMAGE = "lmsysorg/sglang:v0.5.23"
 DIST_INIT_PORT = 20000
 _DTYPE = {"bf16": "bfloat16", "fp16": "float16"}
 _PLANNED_FLAGS = {
+    "--dp-size",
+    "--dp",
+    "--data-parallel-size",
     "--tp-size",
     "--tp",
     "--pp-size",
@@ -38,11 +41,13 @@ def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecip
         "--mem-fraction-static",
         str(plan.gpu_memory_utilization),
     ]
+    if plan.data_parallel_size > 1:  # dp x tp GPUs; SGLang refuses --dp-size with --nnodes > 1
+        args += ["--dp-size", str(plan.data_parallel_size)]
     if plan.dtype == "fp8":
         if not native_dtype_fp8:
             args += ["--quantization", "fp8"]
-    else:
-        args += ["--dtype", _DTYPE[plan.dtype]]
+    else:  # mxfp4 checkpoints keep their experts' quantisation; the rest runs in bf16
+        args += ["--dtype", _DTYPE["bf16" if plan.dtype == "mxfp4" else plan.dtype]]
     if inputs.model_revision:
         args += ["--revision", inputs.model_revision]
     if plan.nodes > 1:
@@ -55,5 +60,12 @@ def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecip
         worker_args = [*args, "--node-rank", "$(WORKER_INDEX)", *inputs.engine_args]
         worker = pod_template(inputs, command=command, args=worker_args, serves_http=False)
     overridden = overridden_flags(inputs.engine_args, _PLANNED_FLAGS)
-    notes = (f"engineArgs override planned flags {', '.join(overridden)}",) if overridden else ()
+    notes: tuple[str, ...] = (
+        (f"engineArgs override planned flags {', '.join(overridden)}",) if overridden else ()
+    )
+    if plan.checkpoint_format == "mistral":
+        notes += (
+            f"{inputs.model_id} ships in Mistral's own format (params.json); Phalanx passes SGLang no loader"
+            " flags for it: use engine vllm, or add the flags your SGLang version needs to engineArgs",
+        )
     return RoleRecipe(entry=entry, worker=worker, worker_replicas=plan.nodes - 1, notes=notes)

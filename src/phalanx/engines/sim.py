@@ -29,6 +29,7 @@ def sim_args(inputs: EngineInputs) -> list[str]:
         str(plan.tensor_parallel_size),
         "--pipeline-parallel-size",
         str(plan.pipeline_parallel_size),
+        *(["--data-parallel-size", str(plan.data_parallel_size)] if plan.data_parallel_size > 1 else []),
         *inputs.engine_args,
     ]
 

@@ -1,4 +1,4 @@
-"""vLLM: TP within a node, PP across nodes, wired by Ray or by vLLM's own multi-node launcher."""
+"""vLLM: DP or TP within a node, PP across nodes, wired by Ray or by vLLM's own multi-node launcher."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ MASTER_PORT = 29501
 RAY_WAIT_SECONDS = 600
 _DTYPE_FLAGS = {"bf16": ["--dtype", "bfloat16"], "fp16": ["--dtype", "float16"]}
 _PLANNED_FLAGS = {
+    "--data-parallel-size",
+    "-dp",
     "--tensor-parallel-size",
     "-tp",
     "--pipeline-parallel-size",
@@ -41,11 +43,15 @@ def _serve_args(inputs: EngineInputs, native_dtype_fp8: bool) -> list[str]:
         "--gpu-memory-utilization",
         str(plan.gpu_memory_utilization),
     ]
+    if plan.data_parallel_size > 1:  # replicas on this node's GPUs, one API server balancing between them
+        args += ["--data-parallel-size", str(plan.data_parallel_size)]
+    if plan.checkpoint_format == "mistral":  # params.json and consolidated weights, no HF config.json
+        args += ["--tokenizer-mode", "mistral", "--config-format", "mistral", "--load-format", "mistral"]
     if plan.dtype == "fp8":
         if not native_dtype_fp8:
             args += ["--quantization", "fp8"]
-    else:
-        args += _DTYPE_FLAGS[plan.dtype]
+    else:  # mxfp4 checkpoints keep their experts' quantisation; the rest runs in bf16
+        args += _DTYPE_FLAGS["bf16" if plan.dtype == "mxfp4" else plan.dtype]
     if inputs.model_revision:
         args += ["--revision", inputs.model_revision]
     return args
@@ -62,9 +68,9 @@ def _notes(inputs: EngineInputs) -> tuple[str, ...]:
 
 def _ray(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
     nodes = inputs.plan.nodes
-    serve_cmd = shlex.join(
-        ["vllm", "serve", *serve, "--distributed-executor-backend", "ray", *inputs.engine_args]
-    )
+    # Data-parallel replicas are one node's processes, started by vLLM itself (its default `mp` executor).
+    backend = [] if inputs.plan.data_parallel_size > 1 else ["--distributed-executor-backend", "ray"]
+    serve_cmd = shlex.join(["vllm", "serve", *serve, *backend, *inputs.engine_args])
     if nodes == 1:
         entry_script = f"exec {serve_cmd}"
     else:

@@ -25,6 +25,7 @@ from phalanx.planner.catalog import (
 )
 from phalanx.planner.memory import kv_bytes_per_token, runtime_overhead_bytes, weight_bytes_per_gpu
 from phalanx.planner.output import plan_to_dict
+from phalanx.planner.params import count_active_parameters, count_parameters
 from phalanx.planner.search import make_plan
 from phalanx.planner.types import (
     MLA,
@@ -33,12 +34,14 @@ from phalanx.planner.types import (
     GpuProduct,
     GpuShape,
     InstanceType,
+    LayoutOption,
     MemoryBudget,
     ModelArchitecture,
     MoE,
     Plan,
     PlanningError,
     PlanRequest,
+    Throughput,
 )
 from phalanx.planner.units import format_bytes, format_gib, parse_memory
 
@@ -52,16 +55,20 @@ __all__ = [
     "GpuProduct",
     "GpuShape",
     "InstanceType",
+    "LayoutOption",
     "MemoryBudget",
     "MoE",
     "ModelArchitecture",
     "Plan",
     "PlanRequest",
     "PlanningError",
+    "Throughput",
     "UnknownGpuProductError",
     "UnknownInstanceTypeError",
     "UnknownModelError",
     "UnknownNameError",
+    "count_active_parameters",
+    "count_parameters",
     "find_instance_type",
     "find_model",
     "format_bytes",

@@ -6,13 +6,14 @@ a shorter context), never a guess, so a user who applies one gets a plan.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from phalanx.planner.catalog.gpus import find_instance_type, instance_shape
-from phalanx.planner.explain import describe_shape, nodes_text
-from phalanx.planner.layout import MAX_NODES, Layout, fewest_fitting
-from phalanx.planner.memory import kv_cache_tokens, needed_bytes, sequence_kv_bytes
+from phalanx.planner.explain import describe_shape, layout_text, nodes_text
+from phalanx.planner.layout import MAX_NODES, Layout, Setting, fewest_fitting
+from phalanx.planner.memory import kv_cache_tokens, longest_sequence, needed_bytes, sequence_kv_bytes
 from phalanx.planner.types import Dtype, InstanceType, PlanningError, PlanRequest
 from phalanx.planner.units import format_gib
 
@@ -21,19 +22,18 @@ CONTEXT_STEP = 1024  # a suggested max_model_len is rounded down to a multiple o
 
 @dataclass(frozen=True)
 class Attempt:
-    """What was tried: the request's resolved dtype and context, and the node counts it allowed."""
+    """What was tried: the request, its resolved setting (dtype, context, pins), the node counts allowed."""
 
     request: PlanRequest
-    dtype: Dtype
-    max_model_len: int
+    setting: Setting
     node_counts: Sequence[int]  # ascending; the last is the largest allowed
-    largest: Layout  # the layout at the largest allowed node count
+    largest: Layout  # the layout with the most room per GPU at the largest allowed node count
 
 
 def _outcome(found: Layout, max_model_len: int) -> str:
-    tokens = kv_cache_tokens(found.budget)
+    tokens = kv_cache_tokens(found.budget, max_model_len)
     return (
-        f"{nodes_text(found.nodes)}, tp {found.tensor_parallel_size} x pp {found.pipeline_parallel_size},"
+        f"{nodes_text(found.nodes)}, {layout_text(found)},"
         f" {format_gib(found.budget.weights)} weights per GPU, {tokens:,} KV tokens"
         f" ({round(tokens / max_model_len, 2)} sequences of {max_model_len})"
     )
@@ -43,18 +43,11 @@ def more_nodes_fix(attempt: Attempt) -> str | None:
     """The fewest nodes beyond the allowed ones that fit, up to MAX_NODES."""
     req = attempt.request
     start = attempt.node_counts[-1] + 1
-    found = fewest_fitting(
-        req.model,
-        req.shape,
-        attempt.dtype,
-        req.gpu_memory_utilization,
-        attempt.max_model_len,
-        range(start, MAX_NODES + 1),
-    )
+    found = fewest_fitting(attempt.setting, range(start, MAX_NODES + 1))
     if found is None:
         return None
     knob = "pin" if req.nodes is not None else "allow up to"
-    return f"{knob} {nodes_text(found.nodes)}: fits with {_outcome(found, attempt.max_model_len)}"
+    return f"{knob} {nodes_text(found.nodes)}: fits with {_outcome(found, attempt.setting.max_model_len)}"
 
 
 def _candidates(attempt: Attempt, instances: Sequence[InstanceType]) -> list[InstanceType]:
@@ -71,17 +64,10 @@ def _candidates(attempt: Attempt, instances: Sequence[InstanceType]) -> list[Ins
 
 def instance_fix(attempt: Attempt, instances: Sequence[InstanceType]) -> str | None:
     """The cheapest instance type that fits in the allowed nodes: fewest GPUs in all, then least memory."""
-    req = attempt.request
     best: tuple[tuple[int, int], InstanceType, Layout] | None = None
     for instance in _candidates(attempt, instances):
-        found = fewest_fitting(
-            req.model,
-            instance_shape(instance),
-            attempt.dtype,
-            req.gpu_memory_utilization,
-            attempt.max_model_len,
-            attempt.node_counts,
-        )
+        setting = dataclasses.replace(attempt.setting, shape=instance_shape(instance))
+        found = fewest_fitting(setting, attempt.node_counts)
         if found is None:
             continue
         cost = (found.nodes * instance.gpu_count, instance.gpu.memory_bytes)
@@ -90,33 +76,33 @@ def instance_fix(attempt: Attempt, instances: Sequence[InstanceType]) -> str | N
     if best is None:
         return None
     _, instance, found = best
-    return (
-        f"use {describe_shape(instance_shape(instance))}: fits with {_outcome(found, attempt.max_model_len)}"
-    )
+    outcome = _outcome(found, attempt.setting.max_model_len)
+    return f"use {describe_shape(instance_shape(instance))}: fits with {outcome}"
 
 
-def fp8_fix(attempt: Attempt) -> str | None:
-    """fp8 weights, when the request is not already fp8 and they fit in the allowed nodes."""
+def quantised_fix(attempt: Attempt) -> str | None:
+    """Smaller weights that fit in the allowed nodes: the checkpoint's own mxfp4 experts, or fp8."""
     req = attempt.request
-    if attempt.dtype == "fp8":
+    native = req.model.native_dtype
+    target: Dtype = "mxfp4" if native == "mxfp4" else "fp8"
+    if attempt.setting.dtype == target:
         return None
-    found = fewest_fitting(
-        req.model, req.shape, "fp8", req.gpu_memory_utilization, attempt.max_model_len, attempt.node_counts
-    )
+    found = fewest_fitting(dataclasses.replace(attempt.setting, dtype=target), attempt.node_counts)
     if found is None:
         return None
-    how = (
-        "serve the checkpoint's native fp8 weights"
-        if req.model.native_dtype == "fp8"
-        else "quantise the weights to fp8 (1 byte each)"
-    )
-    return f"{how}: fits with {_outcome(found, attempt.max_model_len)}"
+    if native == target:
+        how = f"serve the checkpoint's native {target} weights (leave dtype unset)"
+    else:
+        how = "quantise the weights to fp8 (1 byte each)"
+    return f"{how}: fits with {_outcome(found, attempt.setting.max_model_len)}"
 
 
 def context_fix(attempt: Attempt) -> str | None:
     """The longest max_model_len (a multiple of 1024) whose one sequence fits at the largest allowed nodes."""
-    budget = attempt.largest.budget
-    longest = max(0, budget.kv_cache) // budget.kv_bytes_per_token // CONTEXT_STEP * CONTEXT_STEP
+    longest = longest_sequence(attempt.largest.budget)
+    if longest is None:
+        return None
+    longest = longest // CONTEXT_STEP * CONTEXT_STEP
     if longest < CONTEXT_STEP:
         return None
     return (
@@ -125,26 +111,37 @@ def context_fix(attempt: Attempt) -> str | None:
     )
 
 
+def _field(req: PlanRequest) -> str | None:
+    """The pinned request field most likely to blame: a pinned layout or node count."""
+    if req.data_parallel_size is not None and req.data_parallel_size > 1:
+        return "data_parallel_size"
+    if req.tensor_parallel_size is not None:
+        return "tensor_parallel_size"
+    if req.nodes is not None:
+        return "nodes"
+    return None
+
+
 def no_fit_error(attempt: Attempt, instances: Sequence[InstanceType]) -> PlanningError:
     """What was needed vs available per GPU at the largest allowed node count, and what would fit."""
-    req, largest = attempt.request, attempt.largest
+    req, largest, max_model_len = attempt.request, attempt.largest, attempt.setting.max_model_len
     budget = largest.budget
-    needed = needed_bytes(budget, attempt.max_model_len)
+    needed = needed_bytes(budget, max_model_len)
     message = (
-        f"{req.model.name} in {attempt.dtype} with max_model_len {attempt.max_model_len} does not fit on"
+        f"{req.model.name} in {attempt.setting.dtype} with max_model_len {max_model_len} does not fit on"
         f" {nodes_text(largest.nodes)} of {describe_shape(req.shape)}"
-        f" at tp {largest.tensor_parallel_size} x pp {largest.pipeline_parallel_size}:"
+        f" at {layout_text(largest)}:"
         f" each GPU of the most loaded stage needs {format_gib(needed)}"
         f" (weights {format_gib(budget.weights)} + runtime {format_gib(budget.runtime_overhead)}"
-        f" + KV cache for one {attempt.max_model_len}-token sequence"
-        f" {format_gib(sequence_kv_bytes(budget, attempt.max_model_len))})"
+        f" + KV cache for one {max_model_len}-token sequence"
+        f" {format_gib(sequence_kv_bytes(budget, max_model_len))})"
         f" but {format_gib(budget.usable)} is usable"
         f" ({format_gib(budget.gpu_total)} x gpu_memory_utilization {req.gpu_memory_utilization})"
     )
     candidates = (
         more_nodes_fix(attempt),
         instance_fix(attempt, instances),
-        fp8_fix(attempt),
+        quantised_fix(attempt),
         context_fix(attempt),
     )
     return PlanningError(
@@ -152,4 +149,5 @@ def no_fit_error(attempt: Attempt, instances: Sequence[InstanceType]) -> Plannin
         needed_bytes=needed,
         available_bytes=budget.usable,
         fixes=tuple(fix for fix in candidates if fix is not None),
+        field=_field(req),
     )

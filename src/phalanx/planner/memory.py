@@ -1,19 +1,25 @@
 """The memory model: how many bytes each GPU needs for weights, KV cache and the runtime, as pure formulas.
 
 All figures are integer bytes per GPU on the most loaded pipeline stage, because that GPU runs out first.
-The formulas follow what vLLM allocates (see shared/reference/runtime.md §5.1-5.2):
+The formulas follow what vLLM allocates:
 
 * Weights. Linear layers take 2 bytes per parameter in bf16/fp16 and 1 in fp8. The embedding and the LM head
   stay in the activation dtype (2 bytes) even in fp8, because fp8 quantises linear layers only and the
-  checkpoints keep those two matrices in bf16. With pipeline parallelism the embedding sits on the first
-  stage and the LM head on the last, so the heaviest stage holds one vocab x hidden matrix plus
-  ceil(layers / pp) decoder layers; with pp = 1 the one stage holds everything. Tensor parallelism shards
-  everything (experts included) over tp ranks. Decoder layers weigh the same except in models with leading
-  dense layers (DeepSeek's first 3), where a stage of MoE layers only is the heaviest.
+  checkpoints keep those two matrices in bf16. mxfp4 checkpoints (gpt-oss) quantise the routed experts only:
+  4-bit values plus one 8-bit scale per 32 of them, 17/32 byte per parameter; everything else stays bf16.
+  Quantisation scales of fp8 checkpoints (one float per 128 x 128 block, 0.02%) are left out. With
+  pipeline parallelism the embedding (and a vision encoder, if any) sits on the first stage and the LM head
+  on the last, so the heaviest stage holds one vocab x hidden matrix plus ceil(layers / pp) decoder layers;
+  with pp = 1 the one stage holds everything. Tensor parallelism shards everything (experts included) over
+  tp ranks. Decoder layers weigh the same except in models with leading dense layers (DeepSeek's first 3),
+  where a stage of MoE layers only is the heaviest.
 * KV cache per token. Standard attention stores K and V: 2 x layers x kv_heads_per_rank x head_dim x 2 bytes,
   where kv_heads_per_rank = max(1, kv_heads // tp) because vLLM replicates KV heads when tp exceeds them.
   MLA (DeepSeek) stores one latent of kv_lora_rank + qk_rope_head_dim per layer, replicated on every TP rank.
-  The KV dtype is 2 bytes: vLLM's `--kv-cache-dtype auto` follows the bf16 activations, fp8 weights or not.
+  The KV dtype is 2 bytes: vLLM's `--kv-cache-dtype auto` follows the bf16 activations, whatever the weights.
+  Sliding-window layers (gpt-oss, Gemma 3) keep at most `sliding_window` tokens of a sequence, so a sequence
+  of n tokens takes full_layers x n + sliding_layers x min(n, window) token-layers. The heaviest stage is
+  assumed to hold full-attention layers in the model's proportion, rounded up.
 * Runtime overhead, which vLLM measures by profiling at startup and we estimate: `runtime_overhead_bytes`.
 """
 
@@ -22,10 +28,12 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Final
 
+from phalanx.planner.params import edge_matrix_params, layer_params, routed_expert_params
 from phalanx.planner.types import Dtype, GiB, MemoryBudget, ModelArchitecture
 
 KV_DTYPE_BYTES: Final = 2
-EDGE_DTYPE_BYTES: Final = 2  # embedding and LM head: never quantised
+EDGE_DTYPE_BYTES: Final = 2  # embedding, LM head and a vision encoder: never quantised
+MXFP4_EXPERT_BYTES: Final = Fraction(17, 32)  # 4 bits + an 8-bit scale shared by 32 values
 
 # Runtime overhead per GPU, outside weights and KV cache. KAITO budgets 2.3 GiB (0.6 non-torch + 1.7
 # activations); this estimate lands between 1.5 and 2.5 GiB for the catalog models, in that neighbourhood.
@@ -42,8 +50,13 @@ ACTIVATION_DTYPE_BYTES: Final = 2
 
 
 def bytes_per_param(dtype: Dtype) -> int:
-    """Bytes per linear-layer weight: fp8 1, bf16 and fp16 2 (an fp8 checkpoint served in bf16 is upcast)."""
+    """Bytes per linear-layer weight outside routed experts: fp8 1, the others 2 (mxfp4 leaves them bf16)."""
     return 1 if dtype == "fp8" else 2
+
+
+def expert_bytes_per_param(dtype: Dtype) -> Fraction:
+    """Bytes per routed-expert weight: mxfp4 17/32, otherwise as every other linear layer."""
+    return MXFP4_EXPERT_BYTES if dtype == "mxfp4" else Fraction(bytes_per_param(dtype))
 
 
 def stage_layers(num_layers: int, pp: int) -> int:
@@ -57,45 +70,76 @@ def edge_params(model: ModelArchitecture, pp: int) -> int:
     With pp = 1 the stage holds both (one matrix if they are tied); with pp > 1 the first stage holds the
     embedding and the last the LM head, each vocab x hidden, so the heaviest holds one.
     """
-    matrix = model.vocab_size * model.hidden_size
+    matrix = edge_matrix_params(model)
     return matrix if model.tied_embeddings or pp > 1 else 2 * matrix
 
 
 def decoder_params(model: ModelArchitecture) -> int:
-    """All parameters outside the embedding and LM head: the decoder layers and the final norm."""
-    return model.num_params - edge_params(model, pp=1)
+    """All parameters outside the embedding, the LM head and a vision encoder: the decoder and final norm."""
+    return model.num_params - edge_params(model, pp=1) - model.extra_params
+
+
+def expert_params_total(model: ModelArchitecture) -> int:
+    """Routed-expert parameters, never more than the decoder holds (the stated total wins)."""
+    return max(0, min(decoder_params(model), routed_expert_params(model)))
+
+
+def decoder_bytes(model: ModelArchitecture, dtype: Dtype) -> Fraction:
+    """The whole decoder's weight bytes in `dtype`."""
+    experts = expert_params_total(model)
+    rest = decoder_params(model) - experts
+    return rest * bytes_per_param(dtype) + experts * expert_bytes_per_param(dtype)
 
 
 def dense_layer_deficit(model: ModelArchitecture) -> int:
     """How many parameters a leading dense layer has fewer than a MoE layer (0 when all layers are alike)."""
-    moe = model.moe
-    if moe is None or moe.num_dense_layers == 0:
+    if model.moe is None or model.moe.num_dense_layers == 0:
         return 0
-    experts = (moe.num_experts + moe.num_shared_experts) * 3 * model.hidden_size * moe.moe_intermediate_size
-    router = model.hidden_size * moe.num_experts
-    dense_ffn = 3 * model.hidden_size * model.intermediate_size
-    return experts + router - dense_ffn
+    return layer_params(model, moe_layer=True).total - layer_params(model, moe_layer=False).total
 
 
-def stage_decoder_params(model: ModelArchitecture, pp: int) -> int:
-    """Decoder parameters on the heaviest stage: ceil(layers / pp) of the heaviest kind of layer.
+def _layer_deficit_bytes(model: ModelArchitecture, dtype: Dtype) -> Fraction:
+    if dense_layer_deficit(model) <= 0:
+        return Fraction(0)
+    moe, dense = layer_params(model, moe_layer=True), layer_params(model, moe_layer=False)
+    moe_bytes = moe.rest * bytes_per_param(dtype) + moe.experts * expert_bytes_per_param(dtype)
+    return moe_bytes - dense.rest * bytes_per_param(dtype)
 
-    A MoE layer weighs (decoder params + dense layers x deficit) / layers; with no dense layers that is simply
-    the average layer. Never more than the whole decoder, which is what a single stage holds.
+
+def stage_decoder_bytes(model: ModelArchitecture, dtype: Dtype, pp: int) -> Fraction:
+    """Decoder bytes on the heaviest stage: ceil(layers / pp) of the heaviest kind of layer.
+
+    A MoE layer weighs (decoder + dense layers x deficit) / layers; with no dense layers that is simply the
+    average layer. Never more than the whole decoder, which is what a single stage holds.
     """
-    body = decoder_params(model)
+    body = decoder_bytes(model, dtype)
     if pp == 1:
         return body
     num_dense = model.moe.num_dense_layers if model.moe is not None else 0
-    heaviest_total = body + num_dense * dense_layer_deficit(model)
-    return min(body, -(-heaviest_total * stage_layers(model.num_layers, pp) // model.num_layers))
+    heaviest_total = body + num_dense * _layer_deficit_bytes(model, dtype)
+    return min(body, heaviest_total * stage_layers(model.num_layers, pp) / model.num_layers)
+
+
+def stage_decoder_params(model: ModelArchitecture, pp: int) -> int:
+    """Decoder parameters on the heaviest stage (rounded up): the stage bytes at one byte per parameter."""
+    return -(-stage_decoder_bytes(model, "fp8", pp) // 1)
+
+
+def stage_expert_fraction(model: ModelArchitecture, dtype: Dtype) -> Fraction:
+    """The share of a stage's decoder bytes that routed experts take (stages hold layers alike)."""
+    body = decoder_bytes(model, dtype)
+    experts = expert_params_total(model) * expert_bytes_per_param(dtype)
+    return experts / body if body else Fraction(0)
+
+
+def edge_bytes(model: ModelArchitecture, pp: int) -> int:
+    """Embedding/LM head and vision encoder bytes on the heaviest stage (the first holds the encoder)."""
+    return (edge_params(model, pp) + model.extra_params) * EDGE_DTYPE_BYTES
 
 
 def weight_bytes_per_gpu(model: ModelArchitecture, dtype: Dtype, tp: int, pp: int) -> int:
     """Weight bytes on one GPU of the heaviest pipeline stage (rounded up)."""
-    stage_bytes = edge_params(model, pp) * EDGE_DTYPE_BYTES + stage_decoder_params(
-        model, pp
-    ) * bytes_per_param(dtype)
+    stage_bytes = edge_bytes(model, pp) + stage_decoder_bytes(model, dtype, pp)
     return -(-stage_bytes // tp)
 
 
@@ -106,12 +150,33 @@ def kv_heads_per_gpu(model: ModelArchitecture, tp: int) -> int:
     return max(1, model.num_kv_heads // tp)
 
 
-def kv_bytes_per_token(model: ModelArchitecture, tp: int, pp: int) -> int:
-    """KV-cache bytes one token takes on one GPU of the heaviest stage."""
-    layers = stage_layers(model.num_layers, pp)
+def kv_bytes_per_layer_token(model: ModelArchitecture, tp: int) -> int:
+    """KV-cache bytes one token takes in one layer on one GPU."""
     if model.mla is not None:
-        return layers * (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) * KV_DTYPE_BYTES
-    return 2 * layers * kv_heads_per_gpu(model, tp) * model.head_dim * KV_DTYPE_BYTES
+        return (model.mla.kv_lora_rank + model.mla.qk_rope_head_dim) * KV_DTYPE_BYTES
+    return 2 * kv_heads_per_gpu(model, tp) * model.head_dim * KV_DTYPE_BYTES
+
+
+def stage_full_attention_layers(model: ModelArchitecture, pp: int) -> int:
+    """Full-attention layers on the heaviest stage: the model's share of them, rounded up."""
+    layers = stage_layers(model.num_layers, pp)
+    full = model.full_attention_layers
+    if pp == 1 or full == model.num_layers:
+        return min(layers, full)
+    return min(layers, -(-full * layers // model.num_layers))
+
+
+def kv_bytes_per_token(model: ModelArchitecture, tp: int, pp: int) -> int:
+    """KV-cache bytes one token takes on one GPU of the heaviest stage, in its full-attention layers."""
+    return stage_full_attention_layers(model, pp) * kv_bytes_per_layer_token(model, tp)
+
+
+def window_kv_bytes_per_token(model: ModelArchitecture, tp: int, pp: int) -> int:
+    """The same in the stage's sliding-window layers, which hold at most `sliding_window` tokens each."""
+    if not model.sliding_window or not model.sliding_window_layers:
+        return 0
+    sliding = stage_layers(model.num_layers, pp) - stage_full_attention_layers(model, pp)
+    return sliding * kv_bytes_per_layer_token(model, tp)
 
 
 def activation_bytes(model: ModelArchitecture) -> int:
@@ -149,12 +214,16 @@ def memory_budget(
         runtime_overhead=overhead,
         kv_cache=usable - weights - overhead,
         kv_bytes_per_token=kv_bytes_per_token(model, tp, pp),
+        window_kv_bytes_per_token=window_kv_bytes_per_token(model, tp, pp),
+        sliding_window=model.sliding_window or 0,
     )
 
 
-def sequence_kv_bytes(budget: MemoryBudget, max_model_len: int) -> int:
-    """KV bytes one full-length sequence takes on one GPU: vLLM refuses to start without room for one."""
-    return budget.kv_bytes_per_token * max_model_len
+def sequence_kv_bytes(budget: MemoryBudget, length: int) -> int:
+    """KV bytes one sequence of `length` tokens takes on one GPU (vLLM refuses to start without room for one
+    of max_model_len): every token in full-attention layers, the last `sliding_window` in the others."""
+    window = min(length, budget.sliding_window) * budget.window_kv_bytes_per_token
+    return budget.kv_bytes_per_token * length + window
 
 
 def fits(budget: MemoryBudget, max_model_len: int) -> bool:
@@ -167,6 +236,25 @@ def needed_bytes(budget: MemoryBudget, max_model_len: int) -> int:
     return budget.weights + budget.runtime_overhead + sequence_kv_bytes(budget, max_model_len)
 
 
-def kv_cache_tokens(budget: MemoryBudget) -> int:
-    """Tokens the KV budget holds (0 when there is no budget)."""
-    return max(0, budget.kv_cache) // budget.kv_bytes_per_token
+def kv_cache_tokens(budget: MemoryBudget, max_model_len: int) -> int:
+    """Tokens the KV budget holds when filled with `max_model_len`-token sequences (0 with no budget).
+
+    Without sliding-window layers every token costs the same, whatever the sequence length.
+    """
+    if budget.kv_cache <= 0:
+        return 0
+    if not budget.window_kv_bytes_per_token:
+        return budget.kv_cache // budget.kv_bytes_per_token
+    return budget.kv_cache * max_model_len // sequence_kv_bytes(budget, max_model_len)
+
+
+def longest_sequence(budget: MemoryBudget) -> int | None:
+    """The longest sequence whose KV fits the budget; None when any length fits (sliding layers only)."""
+    kv, per, window = max(0, budget.kv_cache), budget.kv_bytes_per_token, budget.window_kv_bytes_per_token
+    if not window:
+        return kv // per
+    span = budget.sliding_window
+    if per == 0:
+        return None if kv >= window * span else kv // window
+    beyond_window = (kv - window * span) // per
+    return beyond_window if beyond_window >= span else kv // (per + window)

@@ -1,9 +1,10 @@
-"""Tensor and pipeline parallel sizes for whole nodes: TP inside a node, PP across nodes.
+"""Which tensor parallel sizes a model allows, and how a node's GPUs split into DP, TP and PP.
 
-Every pod takes a whole node, so the sizes follow from the node shape: tp is the largest divisor of the
-GPUs per node that the model can be split by, and the rest of the GPUs become pipeline stages:
-pp = nodes x (gpus_per_node // tp). The checks are the ones vLLM makes at startup (runtime.md §5.2), so a
-plan that passes here does not fail there for a shape reason.
+Every pod takes a whole node. Inside one node the GPUs are data-parallel engine replicas of tp GPUs each
+(dp x tp = GPUs per node), or one replica of tp GPUs per pipeline stage (tp x stages = GPUs per node). A
+model too big for one node spans nodes: tensor parallel inside each node, pipeline parallel across them,
+pp = nodes x (gpus_per_node // tp). The checks are the ones vLLM makes at startup, so a layout that passes
+here does not fail there for a shape reason.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ class TensorParallelChoice:
     """The chosen tp and, for each larger divisor of the GPUs per node, why it could not be used."""
 
     size: int
-    rejected: tuple[str, ...] = ()
+    rejected: tuple[tuple[int, str], ...] = ()  # (a larger tp, why the model cannot be split over it)
 
 
 def _ffn_sizes(model: ModelArchitecture) -> list[tuple[str, int]]:
@@ -54,22 +55,30 @@ def tp_obstacle(model: ModelArchitecture, tp: int, dtype: Dtype) -> str | None:
 def choose_tensor_parallel(
     model: ModelArchitecture, gpus_per_node: int, dtype: Dtype
 ) -> TensorParallelChoice:
-    """The largest divisor of `gpus_per_node` the model allows; raises PlanningError when not even 1 works."""
-    rejected: list[str] = []
-    for tp in sorted((d for d in range(1, gpus_per_node + 1) if gpus_per_node % d == 0), reverse=True):
+    """The largest divisor of `gpus_per_node` the model allows, and why each larger one is ruled out.
+
+    Raises PlanningError when not even tp 1 works.
+    """
+    rejected: list[tuple[int, str]] = []
+    for tp in divisors_descending(gpus_per_node):
         obstacle = tp_obstacle(model, tp, dtype)
         if obstacle is None:
             return TensorParallelChoice(size=tp, rejected=tuple(rejected))
-        rejected.append(f"tp {tp}: {obstacle}")
+        rejected.append((tp, obstacle))
     raise PlanningError(
-        f"{model.name} cannot run in {dtype} at any tensor parallel size: {rejected[-1]}",
+        f"{model.name} cannot run in {dtype} at any tensor parallel size: tp 1: {rejected[-1][1]}",
         fixes=("serve it in bf16 from a bf16 copy of the checkpoint",) if dtype == "fp8" else (),
+        field="dtype",
     )
 
 
-def pipeline_parallel_size(nodes: int, gpus_per_node: int, tp: int) -> int:
-    """Pipeline stages: the GPUs a node has beyond tp become stages too, and every node adds its own."""
-    return nodes * (gpus_per_node // tp)
+def divisors_descending(n: int) -> list[int]:
+    return sorted((d for d in range(1, n + 1) if n % d == 0), reverse=True)
+
+
+def pipeline_parallel_size(nodes: int, gpus_per_node: int, tp: int, dp: int = 1) -> int:
+    """Pipeline stages: the GPUs a node has beyond dp x tp become stages too, and every node adds its own."""
+    return nodes * (gpus_per_node // (tp * dp))
 
 
 def max_nodes_for_layers(model: ModelArchitecture, gpus_per_node: int, tp: int) -> int:

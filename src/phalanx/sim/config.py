@@ -25,6 +25,7 @@ class SimConfig:
     max_num_batched_tokens: int
     tensor_parallel_size: int
     pipeline_parallel_size: int
+    data_parallel_size: int
     seed: int
     prefill_overhead: float
     prefill_time_per_token: float
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--seed", type=int, default=0)
     model.add_argument("--tensor-parallel-size", type=_positive_int, default=1)
     model.add_argument("--pipeline-parallel-size", type=_positive_int, default=1)
+    # Accepted for vLLM compatibility and recorded; the simulator still runs one engine.
+    model.add_argument("--data-parallel-size", type=_positive_int, default=1)
 
     net = parser.add_argument_group("network")
     net.add_argument("--host", default=None, help="default: $POD_IP, else 0.0.0.0")
@@ -170,6 +173,7 @@ def parse_config(argv: list[str], env: Mapping[str, str]) -> SimConfig:
         max_num_batched_tokens=args.max_num_batched_tokens,
         tensor_parallel_size=args.tensor_parallel_size,
         pipeline_parallel_size=args.pipeline_parallel_size,
+        data_parallel_size=args.data_parallel_size,
         seed=args.seed,
         prefill_overhead=0.0 if zero else args.prefill_overhead,
         prefill_time_per_token=0.0 if zero else args.prefill_time_per_token,

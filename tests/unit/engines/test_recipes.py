@@ -154,6 +154,7 @@ def test_compile_unknown_model_names_the_field() -> None:
     (error,) = caught.value.errors
     assert error.field == "spec.model.name"
     assert "tiny-test" in error.fix
+    assert "phalanx plan --list" in error.fix
 
 
 def test_compile_unknown_instance_names_the_field() -> None:
@@ -186,9 +187,11 @@ def test_compile_custom_architecture() -> None:
     assert compiled.plan.hf_id == "acme/small"
 
 
-def test_compile_that_cannot_fit_is_a_spec_error() -> None:
+def test_compile_that_cannot_fit_is_a_spec_error_on_the_pinned_field() -> None:
     md = deployment(model="llama-3.1-405b-instruct", engine="vllm", gpusPerNode=1, gpuMemory="24Gi", nodes=1)
     with pytest.raises(SpecError) as caught:
         compile_deployment(md)
-    assert caught.value.errors[0].field == "spec"
-    assert "GiB" in caught.value.errors[0].message
+    (error,) = caught.value.errors
+    assert error.field == "spec.nodes"  # the pinned node count is what does not fit
+    assert "GiB" in error.message
+    assert "maxModelLen" in error.message  # the spec's field names, not the planner's

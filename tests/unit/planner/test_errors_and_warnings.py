@@ -104,10 +104,20 @@ TWELVE_HEADS = ModelArchitecture(
 )
 
 
-def test_heads_not_divisible_by_the_node_lower_tp_and_pipeline_the_rest() -> None:
+def test_heads_not_divisible_by_the_node_rule_out_that_tp() -> None:
     p = plan(TWELVE_HEADS, "p5.48xlarge")
+    # 12 % 8 != 0: no layout uses tp 8; a 124M model fits one GPU, so the node runs data-parallel replicas.
+    assert p.data_parallel_size * p.tensor_parallel_size == 8
+    assert p.pipeline_parallel_size == 1
+    ruled_out = {o.label: o.ruled_out for o in p.layouts if o.ruled_out}
+    assert ruled_out["TP 8"] == "12 attention heads are not divisible by 8"
+    assert p.warnings == ()
+
+
+def test_without_data_parallelism_the_node_splits_into_pipeline_stages() -> None:
+    p = plan(TWELVE_HEADS, "p5.48xlarge", data_parallel_size=1)
     # 12 % 8 != 0, 12 % 4 == 0: tp 4, and each 8-GPU node runs 8 // 4 = 2 pipeline stages.
-    assert (p.nodes, p.tensor_parallel_size, p.pipeline_parallel_size) == (1, 4, 2)
+    assert (p.nodes, p.data_parallel_size, p.tensor_parallel_size, p.pipeline_parallel_size) == (1, 1, 4, 2)
     assert p.tensor_parallel_size * p.pipeline_parallel_size == p.nodes * p.gpus_per_node
     assert len(p.warnings) == 1
     assert "tensor parallel size 4, not 8" in p.warnings[0]
@@ -116,9 +126,11 @@ def test_heads_not_divisible_by_the_node_lower_tp_and_pipeline_the_rest() -> Non
 
 def test_kv_heads_that_neither_split_nor_replicate_evenly_lower_tp() -> None:
     three_kv = dataclasses.replace(TWELVE_HEADS, name="three-kv", num_kv_heads=3)
-    p = plan(three_kv, "g5.12xlarge")  # 4 GPUs: tp 4 and tp 2 leave 3 KV heads uneven
+    p = plan(three_kv, "g5.12xlarge", data_parallel_size=1)  # 4 GPUs: tp 4 and tp 2 leave 3 KV heads uneven
     assert (p.tensor_parallel_size, p.pipeline_parallel_size) == (1, 4)
     assert "3 KV heads can be neither split nor replicated evenly over 4 ranks" in p.warnings[0]
+    replicas = plan(three_kv, "g5.12xlarge")
+    assert (replicas.data_parallel_size, replicas.tensor_parallel_size) == (4, 1)
 
 
 def test_more_pipeline_stages_than_layers_is_refused() -> None:
@@ -133,12 +145,15 @@ def test_more_pipeline_stages_than_layers_is_refused() -> None:
 def test_fp8_blocks_rule_out_a_tp_that_splits_a_block() -> None:
     deepseek = get_model("deepseek-v3")
     shape = shape_from_memory(32, "141Gi", "H200-141GB")  # a hypothetical 32-GPU node
-    p = make_plan(PlanRequest(model=deepseek, shape=shape))
+    p = make_plan(PlanRequest(model=deepseek, shape=shape, data_parallel_size=1))
     # At tp 32, 18432 / 32 = 576 (and 2048 / 32 = 64) are not multiples of the 128 block;
     # at tp 16, 18432 / 16 = 1152 = 9 x 128 and 2048 / 16 = 128 are.
     assert (p.tensor_parallel_size, p.pipeline_parallel_size) == (16, 2)
     assert "intermediate_size 18432 / 32 = 576 is not a multiple of 128" in p.warnings[0]
-    upcast = make_plan(PlanRequest(model=deepseek, shape=shape, dtype="bf16"))
+    replicas = make_plan(PlanRequest(model=deepseek, shape=shape))
+    assert (replicas.data_parallel_size, replicas.tensor_parallel_size) == (4, 8)  # 18432 / 8 = 18 x 128
+    assert any("576 is not a multiple of 128" in o.ruled_out for o in replicas.layouts)
+    upcast = make_plan(PlanRequest(model=deepseek, shape=shape, dtype="bf16", data_parallel_size=1))
     assert upcast.tensor_parallel_size == 32  # bf16 weights have no blocks to respect
 
 
@@ -205,10 +220,13 @@ def test_fp8_on_a_bf16_checkpoint_halves_the_decoder_weights() -> None:
 
 
 def test_tensor_parallel_over_pcie_only_gpus_is_flagged() -> None:
-    p = plan("llama-3.1-8b-instruct", "g6e.12xlarge")  # 4 x L40S, no NVLink
+    p = plan("llama-3.1-8b-instruct", "g6e.12xlarge", tensor_parallel_size=4)  # 4 x L40S, no NVLink
     assert p.tensor_parallel_size == 4
     assert p.warnings == (
         "L40S GPUs have no NVLink: tensor parallel size 4 all-reduces over PCIe;"
         " expect lower throughput than on NVLink GPUs",
     )
-    assert plan("llama-3.1-8b-instruct", "p5.48xlarge").warnings == ()
+    assert (
+        plan("llama-3.1-8b-instruct", "g6e.12xlarge").tensor_parallel_size == 1
+    )  # 4 replicas: no all-reduce
+    assert plan("llama-3.1-8b-instruct", "p5.48xlarge", tensor_parallel_size=8).warnings == ()

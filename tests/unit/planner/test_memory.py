@@ -55,7 +55,8 @@ def test_decoder_split_evenly_when_layers_are_alike() -> None:
 
 def test_dense_leading_layers_make_moe_stages_heavier_than_average() -> None:
     deepseek = get_model("deepseek-v3")
-    assert dense_layer_deficit(deepseek) == 257 * 3 * 7168 * 2048 + 7168 * 256 - 3 * 7168 * 18432
+    # 257 experts (256 routed + 1 shared) + the router and its 256 biases, less the dense FFN
+    assert dense_layer_deficit(deepseek) == 257 * 3 * 7168 * 2048 + 7168 * 256 + 256 - 3 * 7168 * 18432
     average = decoder_params(deepseek) * 31 // 61
     assert stage_decoder_params(deepseek, 2) > average
     assert dense_layer_deficit(get_model("mixtral-8x7b-instruct")) == 0
@@ -106,11 +107,11 @@ def test_usable_bytes_are_exact_fractions() -> None:
 def test_budget_adds_up_and_fit_needs_one_full_sequence() -> None:
     budget = memory_budget(TINY, "bf16", tp=1, pp=1, gpu_memory_bytes=2 * GiB, gpu_memory_utilization=0.9)
     assert budget.weights + budget.runtime_overhead + budget.kv_cache == budget.usable
-    tokens = kv_cache_tokens(budget)
+    tokens = kv_cache_tokens(budget, 4096)
     assert tokens == budget.kv_cache // 2048
     assert fits(budget, tokens)
     assert not fits(budget, tokens + 1)
     assert needed_bytes(budget, tokens + 1) > budget.usable
     starved = memory_budget(TINY, "bf16", 1, 1, gpu_memory_bytes=GiB, gpu_memory_utilization=0.9)
     assert starved.kv_cache < 0
-    assert kv_cache_tokens(starved) == 0
+    assert kv_cache_tokens(starved, 4096) == 0

@@ -83,4 +83,6 @@ def test_arithmetic_shows_each_step_with_its_result() -> None:
     assert "31 layers x (512 latent + 64 rope = 576) x 2 B" in text
     assert f"= {plan.memory.kv_bytes_per_token:,} B" in text
     assert f"KV cache tokens = {plan.memory.kv_cache:,} B // 35,712 B = {plan.kv_cache_tokens:,}" in text
-    assert f"= {plan.max_concurrent_sequences}" in plan.arithmetic[-1]
+    concurrency = next(line for line in plan.arithmetic if line.startswith("max concurrent sequences"))
+    assert concurrency.endswith(f"= {plan.max_concurrent_sequences}")
+    assert plan.arithmetic[-1] == "chosen: TP 8 x PP 2, the only layout that fits"

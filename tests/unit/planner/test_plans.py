@@ -53,7 +53,10 @@ def test_llama_70b_on_nc80adis_with_8k_context_fits_one_node() -> None:
     assert overhead(8192) == 2 * GiB
     assert p.kv_cache_tokens == 110_701  # (84.6 - 65.7 - 2.0) GiB / 160 KiB
     assert p.max_concurrent_sequences == 13.51
-    assert p.warnings == ()
+    # 1 node fits, but its KV cache holds 108 sequences of 1024 tokens: a second node serves twice as much
+    (warning,) = p.warnings
+    assert warning.startswith("1 node leaves KV cache for 108 sequences of 1024 tokens per replica: 2 nodes")
+    assert warning.endswith("pin 2 nodes if throughput matters more than the node count")
 
 
 def test_llama_70b_on_nc80adis_with_full_context_needs_two_nodes() -> None:
@@ -128,9 +131,9 @@ def test_deepseek_r1_needs_two_h100_nodes() -> None:
     p = plan("deepseek-r1", "Standard_ND96isr_H100_v5")
     assert (p.nodes, p.tensor_parallel_size, p.pipeline_parallel_size) == (2, 8, 2)
     # The heaviest stage holds 31 of 61 layers, all MoE. A MoE layer has more params than a dense one by
-    # 257 experts (256 routed + 1 shared) * 3 * hidden * 2048 + the router,
+    # 257 experts (256 routed + 1 shared) * 3 * hidden * 2048 + the router (and its 256 biases),
     # minus the dense FFN's 3 * hidden * 18432.
-    deficit = (256 + 1) * 3 * 7168 * 2048 + 7168 * 256 - 3 * 7168 * 18432
+    deficit = (256 + 1) * 3 * 7168 * 2048 + 7168 * 256 + 256 - 3 * 7168 * 18432
     moe_layers_total = DEEPSEEK_DECODER + 3 * deficit  # the decoder if all 61 layers were MoE
     stage = -(-moe_layers_total * 31 // 61)  # rounded up
     weights = -(-(DEEPSEEK_MATRIX * 2 + stage * 1) // 8)
@@ -175,3 +178,56 @@ def test_utilization_changes_the_usable_memory_exactly() -> None:
     p = plan("tiny-test", "g6.xlarge", gpu_memory_utilization=0.85)
     assert p.memory.usable == 24 * GiB * 85 // 100
     assert p.gpu_memory_utilization == 0.85
+
+
+# --- gpt-oss-120b: mxfp4 experts, half of the layers in a 128-token sliding window ---------------------
+
+USABLE_94_PCIE = 94 * GiB * 9 // 10
+
+
+def test_gpt_oss_120b_fits_one_h100_nvl_with_mxfp4_experts_and_windowed_kv() -> None:
+    p = plan("gpt-oss-120b", "Standard_NC40ads_H100_v5")
+    assert (p.nodes, p.data_parallel_size, p.tensor_parallel_size, p.pipeline_parallel_size) == (1, 1, 1, 1)
+    assert p.dtype == "mxfp4"
+    # 128 experts x 36 layers, each gate/up (2880 -> 2 x 2880) and down (2880 -> 2880) with biases:
+    experts = 36 * 128 * (3 * 2880 * 2880 + 2 * 2880 + 2880)
+    edges = 2 * 201088 * 2880  # embedding and LM head, untied
+    rest = 116_829_156_672 - edges - experts  # attention, sinks, routers, norms
+    # mxfp4: 4-bit values plus an 8-bit scale per 32 values = 17/32 byte; everything else bf16
+    weights = edges * 2 + rest * 2 + -(-experts * 17 // 32)
+    assert p.memory.weights == weights
+    assert round(weights / GiB, 1) == 60.7  # KAITO's earlier catalog: 60.77 GiB of safetensors
+    per_layer = 2 * 8 * 64 * 2  # K and V x 8 KV heads x 64 x 2 B
+    assert (p.memory.kv_bytes_per_token, p.memory.window_kv_bytes_per_token) == (
+        18 * per_layer,
+        18 * per_layer,
+    )
+    assert p.memory.sliding_window == 128
+    kv_cache = USABLE_94_PCIE - weights - overhead(2880)
+    assert p.memory.kv_cache == kv_cache
+    # a full-context sequence: 131072 tokens in the 18 full layers, its last 128 in the 18 sliding ones
+    sequence = 18 * per_layer * 131072 + 18 * per_layer * 128
+    assert p.kv_cache_tokens == kv_cache * 131072 // sequence
+    assert any("for the last 128 tokens of a sequence only" in line for line in p.arithmetic)
+
+
+# --- gemma-3-27b-it: a vision encoder on the first stage, five sliding layers in six --------------------
+
+
+def test_gemma_3_27b_carries_its_vision_encoder_and_windowed_kv() -> None:
+    p = plan("gemma-3-27b-it", "Standard_NC80adis_H100_v5")  # 2 x H100 NVL
+    assert (p.nodes, p.data_parallel_size, p.tensor_parallel_size, p.pipeline_parallel_size) == (1, 1, 2, 1)
+    vision = 416_866_032 + 1152 * 5376 + 1152  # SigLIP encoder + its projection into the text width
+    assert p.memory.weights == 27_432_406_640 * 2 // 2  # every parameter, the encoder included, at 2 B / tp 2
+    per_layer = 2 * (16 // 2) * 128 * 2  # 16 KV heads over tp 2, head_dim 128
+    assert (p.memory.kv_bytes_per_token, p.memory.window_kv_bytes_per_token) == (
+        10 * per_layer,
+        52 * per_layer,
+    )
+    assert p.memory.sliding_window == 1024
+    staged = plan("gemma-3-27b-it", "Standard_NC40ads_H100_v5", nodes=2, max_model_len=8192)
+    matrix = 262208 * 5376
+    decoder = 27_432_406_640 - matrix - vision
+    # the first stage holds the (tied) embedding, the encoder and 31 of 62 layers
+    assert staged.memory.weights == (matrix + vision) * 2 + decoder * 31 // 62 * 2
+    assert staged.memory.kv_bytes_per_token == 5 * 2 * 16 * 128 * 2  # 31 layers: 5 of them full attention

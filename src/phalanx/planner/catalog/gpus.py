@@ -9,7 +9,8 @@ systems expose per GPU, not the 192 GB of the marketing sheet.
 `nvlink` says whether the GPUs of one node talk over NVLink (SXM boards, or the NVLink bridge pairs of
 H100 NVL). Without it tensor parallelism runs over PCIe, which the vLLM docs advise against across many GPUs.
 
-Sources: shared/reference/runtime.md §6 and lws_kaito.md §B5 (KAITO's `pkg/sku` tables).
+Sources: NVIDIA datasheets for memory and bandwidth; KAITO's SKU tables and the clouds' instance pages for
+which GPUs each instance type carries.
 """
 
 from __future__ import annotations
@@ -22,18 +23,34 @@ from phalanx.planner.catalog.names import UnknownNameError, close_names, normali
 from phalanx.planner.types import GiB, GpuProduct, GpuShape, InstanceType
 from phalanx.planner.units import parse_memory
 
-A10: Final = GpuProduct(name="A10", memory_bytes=24 * GiB, nvlink=False)
-A10G: Final = GpuProduct(name="A10G", memory_bytes=24 * GiB, nvlink=False)  # AWS G5 variant of the A10
-L4: Final = GpuProduct(name="L4", memory_bytes=24 * GiB, nvlink=False)
-L40S: Final = GpuProduct(name="L40S", memory_bytes=48 * GiB, nvlink=False)
-A100_40GB: Final = GpuProduct(name="A100-40GB", memory_bytes=40 * GiB, nvlink=True)
-A100_80GB: Final = GpuProduct(name="A100-80GB", memory_bytes=80 * GiB, nvlink=True)
+# Memory bandwidth and the one-way GPU-to-GPU link speed are NVIDIA datasheet peaks (decimal units): NVLink 3
+# 300 GB/s, NVLink 4 450 GB/s, NVLink 5 900 GB/s each way; the H100 NVL bridge joins pairs at 300 GB/s each
+# way; cards without NVLink talk over PCIe 4.0 x16, 32 GB/s each way.
+PCIE4 = 32e9
+A10: Final = GpuProduct("A10", 24 * GiB, nvlink=False, memory_bandwidth=600e9, link_bandwidth=PCIE4)
+# AWS G5 variant of the A10
+A10G: Final = GpuProduct("A10G", 24 * GiB, nvlink=False, memory_bandwidth=600e9, link_bandwidth=PCIE4)
+L4: Final = GpuProduct("L4", 24 * GiB, nvlink=False, memory_bandwidth=300e9, link_bandwidth=PCIE4)
+L40S: Final = GpuProduct("L40S", 48 * GiB, nvlink=False, memory_bandwidth=864e9, link_bandwidth=PCIE4)
+A100_40GB: Final = GpuProduct(
+    "A100-40GB", 40 * GiB, nvlink=True, memory_bandwidth=1555e9, link_bandwidth=300e9
+)
+A100_80GB: Final = GpuProduct(
+    "A100-80GB", 80 * GiB, nvlink=True, memory_bandwidth=2039e9, link_bandwidth=300e9
+)
 # Azure's NC A100 v4 documents PCIe A100 cards and no NVLink between them.
-A100_80GB_PCIE: Final = GpuProduct(name="A100-80GB-PCIe", memory_bytes=80 * GiB, nvlink=False)
-H100_80GB: Final = GpuProduct(name="H100-80GB", memory_bytes=80 * GiB, nvlink=True)  # SXM5
-H100_NVL: Final = GpuProduct(name="H100-NVL-94GB", memory_bytes=94 * GiB, nvlink=True)  # bridged pairs
-H200: Final = GpuProduct(name="H200-141GB", memory_bytes=141 * GiB, nvlink=True)
-B200: Final = GpuProduct(name="B200-180GB", memory_bytes=180 * GiB, nvlink=True)
+A100_80GB_PCIE: Final = GpuProduct(
+    "A100-80GB-PCIe", 80 * GiB, nvlink=False, memory_bandwidth=1935e9, link_bandwidth=PCIE4
+)
+H100_80GB: Final = GpuProduct(
+    "H100-80GB", 80 * GiB, nvlink=True, memory_bandwidth=3350e9, link_bandwidth=450e9
+)
+# PCIe cards joined in NVLink-bridged pairs
+H100_NVL: Final = GpuProduct(
+    "H100-NVL-94GB", 94 * GiB, nvlink=True, memory_bandwidth=3900e9, link_bandwidth=300e9
+)
+H200: Final = GpuProduct("H200-141GB", 141 * GiB, nvlink=True, memory_bandwidth=4800e9, link_bandwidth=450e9)
+B200: Final = GpuProduct("B200-180GB", 180 * GiB, nvlink=True, memory_bandwidth=8000e9, link_bandwidth=900e9)
 
 GPU_PRODUCTS: Final[tuple[GpuProduct, ...]] = (
     A10,
