@@ -52,6 +52,7 @@ FileOption = Annotated[
     Path, typer.Option("--file", "-f", help="A YAML file with ModelServing/ModelDeployment.")
 ]
 OutputFormat = Literal["yaml", "json"]
+PIPE_WIDTH = 200  # columns of tables printed to a pipe; a table takes only what it needs
 # Where lightkube looks when no --kubeconfig is given, in its order.
 KUBECONFIG_ORDER = "in a pod its service account, else $KUBECONFIG, else ~/.kube/config"
 
@@ -334,7 +335,9 @@ def status(
     if output == "json":
         print(json.dumps(payload, indent=2))
         return
-    out.print(render_status(payload))
+    # Piped (grep, less, a file), rich would squeeze the tables into 80 columns and cut cells.
+    console = out if out.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
+    console.print(render_status(payload))
 
 
 @app.command()
