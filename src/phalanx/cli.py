@@ -28,9 +28,6 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
-# Help texts are rich markup: a default that is not a literal value goes in `show_default`,
-# never as "[default: ...]" inside the help, where the markup renderer would swallow it.
-
 
 def _print_version(value: bool) -> None:
     if value:
@@ -45,9 +42,11 @@ def _root(
         typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
     ] = False,
 ) -> None:
-    """Serve large language models that span several machines."""
+    """Options of `phalanx` itself; the help text is the Typer app's."""
 
 
+# Help texts are rich markup: a default that is not a literal value goes in `show_default`,
+# never as "[default: ...]" inside the help, where the markup renderer would swallow it.
 FileOption = Annotated[
     Path, typer.Option("--file", "-f", help="A YAML file with ModelServing/ModelDeployment.")
 ]

@@ -74,7 +74,7 @@ def capacity(ms: dict[str, Any], pods: list[dict[str, Any]]) -> Capacity:
         live = [p for p in members if not p.get("terminating") and not p.get("draining")]
         if len(live) == size and all(p.get("ready") for p in live):
             ready[(group, role_name)] += 1
-    groups = sorted({g for g, _ in ready} | {p.get("group", 0) for p in mine})
+    groups = sorted({p.get("group", 0) for p in mine})
     desired_groups = int(spec.get("replicas", 0))
     per_group = {
         g: tuple(RoleCount(r["name"], ready[(g, r["name"])], int(r.get("replicas", 1))) for r in roles)
