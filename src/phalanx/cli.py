@@ -41,10 +41,32 @@ app = typer.Typer(
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options of `phalanx` itself; the help text is the Typer app's."""
+
+
+# Help texts are rich markup: a default that is not a literal value goes in `show_default`,
+# never as "[default: ...]" inside the help, where the markup renderer would swallow it.
 FileOption = Annotated[
     Path, typer.Option("--file", "-f", help="A YAML file with ModelServing/ModelDeployment.")
 ]
 OutputFormat = Literal["yaml", "json"]
+PIPE_WIDTH = 200  # columns of tables printed to a pipe; a table takes only what it needs
+# Where lightkube looks when no --kubeconfig is given, in its order.
+KUBECONFIG_ORDER = "in a pod its service account, else $KUBECONFIG, else ~/.kube/config"
 
 
 def _read(path: Path) -> Loaded:
@@ -103,7 +125,7 @@ def _render_objects(
 @app.command()
 def render(
     file: FileOption,
-    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="yaml or json")] = "yaml",
+    output: Annotated[OutputFormat, typer.Option("--output", "-o", help="Output format.")] = "yaml",
 ) -> None:
     """Print the Kubernetes objects a spec becomes (a ModelDeployment also shows its plan)."""
     loaded = _load_or_exit(file)
@@ -333,8 +355,8 @@ StateDirOption = Annotated[
     Path | None,
     typer.Option(
         "--state-dir",
-        help="Where `up` keeps logs and its control socket "
-        "[default: $PHALANX_STATE_DIR or ~/.local/state/phalanx].",
+        help="Where `up` keeps logs and its control socket.",
+        show_default="$PHALANX_STATE_DIR, else ~/.local/state/phalanx",
     ),
 ]
 
@@ -354,7 +376,9 @@ def up(
     host: Annotated[str, typer.Option("--host", help="Router address.")] = "127.0.0.1",
     gpus: Annotated[
         int | None,
-        typer.Option("--gpus", min=0, help="GPUs to hand out [default: nvidia-smi's count, else 0]."),
+        typer.Option(
+            "--gpus", min=0, help="GPUs to hand out.", show_default="the count nvidia-smi reports, else 0"
+        ),
     ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
@@ -405,7 +429,9 @@ def _control(state_dir: Path | None, method: str, path: str, payload: Any = None
 @app.command()
 def status(
     state_dir: StateDirOption = None,
-    output: Annotated[Literal["table", "json"], typer.Option("--output", "-o")] = "table",
+    output: Annotated[
+        Literal["table", "json"], typer.Option("--output", "-o", help="A table, or the whole status as JSON.")
+    ] = "table",
 ) -> None:
     """Show the ModelServings, groups and pods of the running `phalanx up`."""
     from phalanx.embedded.view import render_status
@@ -414,7 +440,9 @@ def status(
     if output == "json":
         print(json.dumps(payload, indent=2))
         return
-    out.print(render_status(payload))
+    # Piped (grep, less, a file), rich would squeeze the tables into 80 columns and cut cells.
+    console = out if out.is_terminal else Console(highlight=False, width=PIPE_WIDTH)
+    console.print(render_status(payload))
 
 
 @app.command()
@@ -443,7 +471,9 @@ def scale(
         int, typer.Option("--replicas", "-r", min=0, help="ServingGroups (or role instances).")
     ],
     role: Annotated[str | None, typer.Option("--role", help="Scale this role inside every group.")] = None,
-    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    namespace: Annotated[
+        str, typer.Option("--namespace", "-n", help="The ModelServing's namespace.")
+    ] = "default",
     state_dir: StateDirOption = None,
 ) -> None:
     """Scale a ModelServing's groups, or one role's instances in every group."""
@@ -456,9 +486,17 @@ def scale(
 @app.command()
 def logs(
     pod: Annotated[str, typer.Argument(help="Pod name, e.g. quickstart-0-sim-0-0.")],
-    container: Annotated[str | None, typer.Option("--container", "-c")] = None,
+    container: Annotated[
+        str | None,
+        typer.Option(
+            "--container",
+            "-c",
+            help="The container's log.",
+            show_default="the pod's default container, else its first",
+        ),
+    ] = None,
     previous: Annotated[bool, typer.Option("--previous", help="The run before the last restart.")] = False,
-    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    namespace: Annotated[str, typer.Option("--namespace", "-n", help="The pod's namespace.")] = "default",
     state_dir: StateDirOption = None,
 ) -> None:
     """Print a pod's log (the last 256 KiB)."""
@@ -481,10 +519,16 @@ def down(state_dir: StateDirOption = None) -> None:
 @app.command()
 def operator(
     kubeconfig: Annotated[
-        str | None, typer.Option("--kubeconfig", help="[default: $KUBECONFIG, ~/.kube/config, or in-cluster]")
+        str | None,
+        typer.Option(
+            "--kubeconfig",
+            help="The kubeconfig file of the cluster to run against.",
+            show_default=KUBECONFIG_ORDER,
+        ),
     ] = None,
     namespace: Annotated[
-        str | None, typer.Option("--namespace", "-n", help="Watch one namespace [default: all].")
+        str | None,
+        typer.Option("--namespace", "-n", help="Watch one namespace.", show_default="all namespaces"),
     ] = None,
     lease_namespace: Annotated[
         str, typer.Option("--lease-namespace", help="Where the leader Lease lives.")
@@ -519,16 +563,22 @@ def install(
         str, typer.Option("--name", help="Prefix of the object names (Helm's release name).")
     ] = "phalanx",
     image: Annotated[
-        str | None, typer.Option("--image", help="repository[:tag] [default: phalanx:<this version>].")
+        str | None,
+        typer.Option(
+            "--image", help="The image, as repository[:tag].", show_default="phalanx:<this version>"
+        ),
     ] = None,
     image_pull_policy: Annotated[
         str, typer.Option("--image-pull-policy", help="Always, IfNotPresent or Never.")
     ] = "IfNotPresent",
     watch_namespace: Annotated[
-        str | None, typer.Option("--watch-namespace", help="Watch one namespace [default: all].")
+        str | None,
+        typer.Option("--watch-namespace", help="Watch one namespace.", show_default="all namespaces"),
     ] = None,
-    operator_replicas: Annotated[int, typer.Option("--operator-replicas", min=0)] = 2,
-    router_replicas: Annotated[int, typer.Option("--router-replicas", min=0)] = 2,
+    operator_replicas: Annotated[
+        int, typer.Option("--operator-replicas", min=0, help="Operator pods (one leads, the others wait).")
+    ] = 2,
+    router_replicas: Annotated[int, typer.Option("--router-replicas", min=0, help="Router pods.")] = 2,
     with_router: Annotated[bool, typer.Option("--router/--no-router", help="Include the router.")] = True,
     router_api_keys_secret: Annotated[
         str, typer.Option("--router-api-keys-secret", help="Secret whose entries are the router's API keys.")
@@ -597,12 +647,19 @@ def router(
     kubeconfig: Annotated[
         str | None,
         typer.Option(
-            "--kubeconfig", help="Cluster config (default: in-cluster, $KUBECONFIG or ~/.kube/config)."
+            "--kubeconfig",
+            help="The kubeconfig file of the cluster to discover in.",
+            show_default=KUBECONFIG_ORDER,
         ),
     ] = None,
     namespace: Annotated[
         list[str] | None,
-        typer.Option("--namespace", "-n", help="Discover in this namespace; repeatable (default: all)."),
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Discover in this namespace; repeatable.",
+            show_default="all namespaces",
+        ),
     ] = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (OpenAI API).")] = "0.0.0.0",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8000,

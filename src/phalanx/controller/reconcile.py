@@ -357,7 +357,8 @@ class _Reconciler:
         kind = "surge group" if surge else "group"
         self.event(
             "GroupCreated",
-            f"created {kind} {group_name(self.ms.name, index)} at revision {revision} ({pods} pods)",
+            f"created {kind} {group_name(self.ms.name, index)} at revision {revision} "
+            f"({pods} {'pod' if pods == 1 else 'pods'})",
         )
         self.plan.handled.add(index)  # nothing more to do for it in this pass
         self.plan.note(index, "Starting", "creating pods")
@@ -397,7 +398,8 @@ class _Reconciler:
             self._delete_group(view, _drain_reason(view))
         else:
             self.plan.wake_at.append(wait_until)
-            self.plan.note(view.index, "Draining", f"draining: {in_flight} requests in flight")
+            requests = "request" if in_flight == 1 else "requests"
+            self.plan.note(view.index, "Draining", f"draining: {in_flight} {requests} in flight")
 
     def _drained(
         self, pods: tuple[PodState, ...], since: float, spec: ModelServing

@@ -45,7 +45,8 @@ class Failure:
 
     def describe(self) -> str:
         reason = self.pod.reason or ("Failed" if self.pod.phase == "Failed" else "not ready after restart")
-        restarts = f", {self.pod.restart_count} restarts" if self.pod.restart_count else ""
+        count = self.pod.restart_count
+        restarts = f", {count} restart{'' if count == 1 else 's'}" if count else ""
         return f"pod {self.pod.name} {reason}{restarts}"
 
 

@@ -169,9 +169,12 @@ class Daemon:
             pods.append(
                 {
                     "name": state.name,
+                    "namespace": obj["metadata"].get("namespace", "default"),
                     "serving": obj["metadata"]["labels"].get(L.NAME, ""),
                     "role": state.role,
                     "group": state.group_index,
+                    "roleIndex": state.role_index,
+                    "entry": state.entry,
                     "phase": state.phase,
                     "ready": state.ready,
                     "restarts": state.restart_count,

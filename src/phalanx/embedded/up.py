@@ -12,7 +12,7 @@ from rich.live import Live
 
 from phalanx.api.modelserving import ModelServing
 from phalanx.embedded.daemon import Daemon, StartError, UpOptions
-from phalanx.embedded.view import render_status
+from phalanx.embedded.view import describe_event, render_status
 from phalanx.http import loop as event_loop
 
 REFRESH_SECONDS = 0.5
@@ -90,8 +90,7 @@ async def _event_lines(daemon: Daemon, console: Console) -> None:
         seen = total
         for event in fresh:
             console.print(
-                f"{event.get('time', '')} {event.get('type', '')} {event.get('reason', '')}: "
-                f"{event.get('message', '')}",
+                f"{event.get('time', '')} {event.get('type', '')} {describe_event(event)}",
                 markup=False,
                 highlight=False,
             )

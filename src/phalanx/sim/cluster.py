@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +40,14 @@ def decode(line: bytes) -> dict[str, Any]:
     if not isinstance(message, dict):
         raise ValueError("not a JSON object")
     return message
+
+
+def _address(peername: Any) -> str:
+    """`host:port` of a TCP peer (asyncio gives a tuple, which would print as a Python repr)."""
+    if isinstance(peername, tuple) and len(peername) >= 2:
+        host, port = peername[0], peername[1]
+        return f"[{host}]:{port}" if ":" in str(host) else f"{host}:{port}"
+    return str(peername) if peername else "an unknown address"
 
 
 @dataclass
@@ -101,6 +110,10 @@ class EntryCluster:
         self._connections.add(task)
         try:
             await self._handle_connection(reader, writer)
+        except asyncio.CancelledError:
+            # close() cancels open connections. The task must still end normally: on Python 3.11,
+            # start_server's done-callback logs a cancelled handler as an error with a traceback.
+            pass
         finally:
             self._connections.discard(task)
             writer.close()
@@ -108,7 +121,7 @@ class EntryCluster:
                 await writer.wait_closed()
 
     async def _handle_connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer_name = writer.get_extra_info("peername")
+        peer_name = _address(writer.get_extra_info("peername"))
         try:
             hello = decode(await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT))
             index = hello.get("worker")
@@ -224,6 +237,15 @@ class EntryCluster:
         await asyncio.gather(*self._tasks, *self._connections, return_exceptions=True)
 
 
+def _connect_error(exc: OSError) -> str:
+    """Why a connection failed, in words: asyncio's own message embeds the address as a tuple."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if exc.errno:
+        return os.strerror(exc.errno)
+    return str(exc) or type(exc).__name__
+
+
 async def _connect(host: str, port: int, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -233,10 +255,11 @@ async def _connect(host: str, port: int, timeout: float) -> tuple[asyncio.Stream
             return await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
         except (OSError, TimeoutError) as exc:
             attempt += 1
+            why = _connect_error(exc)
             if loop.time() >= deadline:
-                raise ClusterFailure(f"could not join {host}:{port} within {timeout:g} s: {exc}") from exc
+                raise ClusterFailure(f"could not join {host}:{port} within {timeout:g} s: {why}") from exc
             if attempt == 1 or attempt % 20 == 0:
-                log.info("entry %s:%d not reachable yet (%s); retrying", host, port, exc)
+                log.info("entry %s:%d not reachable yet (%s); retrying", host, port, why)
             await asyncio.sleep(min(0.25, max(0.0, deadline - loop.time())))
 
 

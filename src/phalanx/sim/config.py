@@ -76,47 +76,135 @@ def _port(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="phalanx sim",
+        usage="%(prog)s --served-model-name NAME [OPTIONS]",
         description="vLLM-compatible simulator: the vLLM HTTP API and metrics, no GPU.",
         allow_abbrev=False,  # vLLM flags must be spelled out; a prefix must not match silently
     )
+    # Help texts are plain text (no markup); a default that is not a value ends the help as
+    # "[default: (...)]", the way the rest of the CLI shows such defaults.
     model = parser.add_argument_group("model")
-    model.add_argument("--served-model-name", nargs="+", required=True, metavar="NAME")
-    model.add_argument("--model", default=None, help="model root shown in /v1/models (default: first name)")
-    model.add_argument("--max-model-len", type=_positive_int, default=4096)
-    model.add_argument("--seed", type=int, default=0)
-    model.add_argument("--tensor-parallel-size", type=_positive_int, default=1)
-    model.add_argument("--pipeline-parallel-size", type=_positive_int, default=1)
+    model.add_argument(
+        "--served-model-name",
+        nargs="+",
+        required=True,
+        metavar="NAME",
+        help="Names the API accepts; the first is used when a request omits `model` and labels the metrics.",
+    )
+    model.add_argument(
+        "--model", default=None, help="The `root` shown in /v1/models. [default: (the first served name)]"
+    )
+    model.add_argument(
+        "--max-model-len", type=_positive_int, default=4096, help="Context length: prompt + completion."
+    )
+    model.add_argument("--seed", type=int, default=0, help="Seed of the generated text.")
+    model.add_argument(
+        "--tensor-parallel-size",
+        type=_positive_int,
+        default=1,
+        help="Accepted and logged; it does not change latency (set the latency flags instead).",
+    )
+    model.add_argument(
+        "--pipeline-parallel-size",
+        type=_positive_int,
+        default=1,
+        help="Accepted and logged; it does not change latency (set the latency flags instead).",
+    )
     # Accepted for vLLM compatibility and recorded; the simulator still runs one engine.
-    model.add_argument("--data-parallel-size", type=_positive_int, default=1)
+    model.add_argument(
+        "--data-parallel-size",
+        type=_positive_int,
+        default=1,
+        help="Accepted and recorded; the simulator still runs one engine replica.",
+    )
 
     net = parser.add_argument_group("network")
-    net.add_argument("--host", default=None, help="default: $POD_IP, else 0.0.0.0")
-    net.add_argument("--port", type=_port, default=8000)
-    net.add_argument("--join-port", type=_port, default=8001)
-    net.add_argument("--join-timeout", type=_non_negative_float, default=600.0)
-    net.add_argument("--drain-timeout", type=_non_negative_float, default=30.0)
-    net.add_argument("--startup-delay", type=_non_negative_float, default=0.0)
+    net.add_argument(
+        "--host",
+        default=None,
+        help="Address of the HTTP and join listeners. [default: ($POD_IP, else 0.0.0.0)]",
+    )
+    net.add_argument("--port", type=_port, default=8000, help="HTTP port (entry only).")
+    net.add_argument(
+        "--join-port", type=_port, default=8001, help="Where the entry accepts workers and workers connect."
+    )
+    net.add_argument(
+        "--join-timeout",
+        type=_non_negative_float,
+        default=600.0,
+        help="Seconds a worker keeps retrying to reach the entry.",
+    )
+    net.add_argument(
+        "--drain-timeout",
+        type=_non_negative_float,
+        default=30.0,
+        help="Seconds SIGTERM waits for in-flight requests.",
+    )
+    net.add_argument(
+        "--startup-delay",
+        type=_non_negative_float,
+        default=0.0,
+        help="Seconds before /health turns 200, like loading weights.",
+    )
 
     cache = parser.add_argument_group("KV cache and batching")
-    cache.add_argument("--kv-cache-tokens", type=_positive_int, default=131072)
-    cache.add_argument("--block-size", type=_positive_int, default=16)
     cache.add_argument(
-        "--num-gpu-blocks", type=_positive_int, default=None, help="overrides --kv-cache-tokens"
+        "--kv-cache-tokens",
+        type=_positive_int,
+        default=131072,
+        help="KV budget in tokens (rounded up to whole blocks).",
     )
-    cache.add_argument("--max-num-seqs", type=_positive_int, default=256)
-    cache.add_argument("--max-num-batched-tokens", type=_positive_int, default=8192)
+    cache.add_argument("--block-size", type=_positive_int, default=16, help="Tokens per KV block.")
+    cache.add_argument(
+        "--num-gpu-blocks",
+        type=_positive_int,
+        default=None,
+        help="KV budget in blocks; overrides --kv-cache-tokens.",
+    )
+    cache.add_argument(
+        "--max-num-seqs", type=_positive_int, default=256, help="Most sequences running at once."
+    )
+    cache.add_argument(
+        "--max-num-batched-tokens",
+        type=_positive_int,
+        default=8192,
+        help="Token budget of one step; longer prompts are prefilled in chunks.",
+    )
 
     latency = parser.add_argument_group("latency model (seconds)")
-    latency.add_argument("--prefill-overhead", type=_non_negative_float, default=0.030)
-    latency.add_argument("--prefill-time-per-token", type=_non_negative_float, default=0.00025)
-    latency.add_argument("--inter-token-latency", type=_non_negative_float, default=0.012)
-    latency.add_argument("--itl-batch-factor", type=_non_negative_float, default=0.004)
-    latency.add_argument("--zero-latency", action="store_true", help="all compute times 0, same scheduling")
+    latency.add_argument(
+        "--prefill-overhead",
+        type=_non_negative_float,
+        default=0.030,
+        help="Fixed cost of a step that prefills anything.",
+    )
+    latency.add_argument(
+        "--prefill-time-per-token",
+        type=_non_negative_float,
+        default=0.00025,
+        help="Cost per uncached prompt token.",
+    )
+    latency.add_argument(
+        "--inter-token-latency",
+        type=_non_negative_float,
+        default=0.012,
+        help="Cost of a decode step with one running sequence.",
+    )
+    latency.add_argument(
+        "--itl-batch-factor",
+        type=_non_negative_float,
+        default=0.004,
+        help="Relative growth of the decode cost per extra decoding sequence.",
+    )
+    latency.add_argument(
+        "--zero-latency",
+        action="store_true",
+        help="Every compute time is 0; scheduling, KV cache and metrics are unchanged.",
+    )
     latency.add_argument(
         "--default-max-tokens",
         type=_non_negative_int,
         default=256,
-        help="max_tokens when a request omits it, capped by the context left; 0 = the whole context (vLLM)",
+        help="max_tokens when a request omits it, capped by the context left; 0 = the whole context (vLLM).",
     )
     return parser
 

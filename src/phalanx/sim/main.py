@@ -13,7 +13,7 @@ from aiohttp import web
 
 from phalanx.sim.blocks import BlockManager
 from phalanx.sim.cluster import EntryCluster, run_worker
-from phalanx.sim.config import SimConfig, parse_config
+from phalanx.sim.config import SimConfig, build_parser, parse_config
 from phalanx.sim.engine import Engine
 from phalanx.sim.metrics import SimMetrics
 from phalanx.sim.scheduler import LatencyModel, Scheduler
@@ -188,6 +188,11 @@ async def _run_worker(config: SimConfig) -> int:
 
 
 def main(argv: list[str]) -> int:
+    if "--help" in argv or "-h" in argv:
+        from phalanx.sim.help import print_help
+
+        print_help(build_parser())
+        return 0
     config = parse_config(argv, os.environ)
     _setup_logging(config)
     runner = _run_entry if config.is_entry else _run_worker
