@@ -42,6 +42,7 @@ from phalanx.compiler import compile_deployment
 from phalanx.controller.desired import group_objects
 from phalanx.importers import InputError, converter_for, import_documents
 from phalanx.importers.base import source_name
+from phalanx.planner.memory import decoder_bytes, edge_params
 from phalanx.planner.types import GiB
 
 KTHENA_CRD = "charts/kthena/charts/workload/crds/workload.serving.volcano.sh_modelservings.yaml"
@@ -140,8 +141,8 @@ def kaito_nodes(model: str, instance: str, max_model_len: int | None) -> int:
     cache of one max-model-len sequence (2048 when unset) per GPU, 5% overhead."""
     arch = planner.get_model(model)
     shape = planner.shape_for_instance(instance)
-    bytes_per_param = {"bf16": 2, "fp16": 2, "fp8": 1}[arch.native_dtype]
-    size_gib = arch.num_params * bytes_per_param / GiB
+    weights = decoder_bytes(arch, arch.native_dtype) + edge_params(arch, 1) * 2 + arch.extra_params * 2
+    size_gib = float(weights) / GiB  # the checkpoint's size, which KAITO's catalog records
     if arch.mla is not None:
         per_token = 2 * arch.num_layers * (arch.mla.kv_lora_rank + arch.mla.qk_rope_head_dim)
     else:

@@ -758,6 +758,13 @@ def import_(
         str | None, typer.Option("--gpu-memory", help="...and memory per GPU, e.g. 80Gi.")
     ] = None,
     gpu_product: Annotated[str | None, typer.Option("--gpu-product", help="...and the GPU's name.")] = None,
+    model_config: Annotated[
+        Path | None,
+        typer.Option(
+            "--model-config",
+            help="config.json (or a model directory) of a KAITO preset model the catalog does not know.",
+        ),
+    ] = None,
 ) -> None:
     """Turn Kthena, LeaderWorkerSet, KAITO or AIBrix resources into Phalanx ones (YAML on stdout).
 
@@ -790,7 +797,11 @@ def import_(
         _report(list(exc.errors), source)
         raise typer.Exit(1) from None
     try:
-        result = import_documents([document.data for document in documents], shape)
+        result = import_documents(
+            [document.data for document in documents],
+            shape,
+            _import_model_config(model_config) if model_config is not None else None,
+        )
     except InputError as exc:
         _report([documents[p.document].locate(p) for p in exc.problems], source)
         raise typer.Exit(1) from None
@@ -806,6 +817,13 @@ def import_(
     if lost:
         err.print(f"{source}: {len(lost)} setting{'s' if len(lost) != 1 else ''} had no Phalanx equivalent")
         raise typer.Exit(3)
+
+
+def _import_model_config(path: Path) -> dict[str, Any]:
+    """A config.json as data, after the same checks `plan --model-config` makes; problems printed."""
+    _model_from_config(path, None)
+    data: dict[str, Any] = json.loads(config_file(path).read_text())
+    return data
 
 
 def _imported_valid(items: list[Any], source: str) -> bool:

@@ -83,13 +83,18 @@ def _folded(obj: Mapping[str, Any], document: int, used: set[str]) -> Converted 
     return None
 
 
-def import_documents(documents: Sequence[Any], shape: Mapping[str, Any] | None = None) -> ImportResult:
+def import_documents(
+    documents: Sequence[Any],
+    shape: Mapping[str, Any] | None = None,
+    model_config: Mapping[str, Any] | None = None,
+) -> ImportResult:
     """Convert every peer resource; raises InputError (each problem carries its document index).
 
     `shape` gives bring-your-own-node KAITO Workspaces their GPU shape (ModelDeployment keys
-    instanceType, or gpusPerNode + gpuMemory + gpuProduct).
+    instanceType, or gpusPerNode + gpuMemory + gpuProduct); `model_config` (a config.json's data)
+    describes a KAITO preset model that the catalog does not know.
     """
-    context = Context(tuple(documents), dict(shape or {}))
+    context = Context(tuple(documents), dict(shape or {}), model_config)
     items: list[Converted | None] = [None] * len(documents)
     problems: list[FieldError] = []
     renamed: dict[tuple[str, str], str] = {}

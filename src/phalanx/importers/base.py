@@ -61,10 +61,13 @@ class Converted:
 @dataclass(frozen=True)
 class Context:
     """What a converter may need beyond its object: the file's other documents (a KAITO Workspace reads
-    its ConfigMap from them) and a GPU shape for bring-your-own-node Workspaces (ModelDeployment keys)."""
+    its ConfigMap from them), a GPU shape for bring-your-own-node Workspaces (ModelDeployment keys)
+    and a model's config.json."""
 
     documents: tuple[Any, ...] = ()
     shape: Mapping[str, Any] = field(default_factory=dict)
+    # A config.json (as data) for a KAITO preset that the catalog does not know.
+    model_config: Mapping[str, Any] | None = None
 
 
 class InputError(Exception):

@@ -63,27 +63,31 @@ _KAITO_ONLY = {
 }
 
 
-def _preset_model(preset: Mapping[str, Any]) -> str:
+def _preset_model(preset: Mapping[str, Any], context: Context, notes: Notes) -> str | Object:
+    """The catalog name of the preset, or (for a model the catalog lacks) the name with its config.json."""
     name = preset.get("name")
     path: Path = ("inference", "preset", "name")
     if not isinstance(name, str) or not name:
         raise InputError([FieldError(path, "is required", fix="name a KAITO preset model")])
     model = planner.find_model(name)
-    if model is None:
-        close = planner.suggest_models(name)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise InputError(
-            [
-                FieldError(
-                    path,
-                    "is not a model Phalanx's planner knows",
-                    value=name,
-                    fix=f"{hint}see `phalanx plan --list`, or describe the model in a ModelDeployment's "
-                    "spec.model.architecture",
-                )
-            ]
-        )
-    return model.name
+    if model is not None:
+        return model.name
+    if context.model_config is not None:
+        notes.info(("spec", "model"), f"{name} is not in the catalog: planned from the given config.json")
+        return {"name": name, "config": deep(dict(context.model_config))}
+    close = planner.suggest_models(name)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    raise InputError(
+        [
+            FieldError(
+                path,
+                "is not a model Phalanx's planner knows",
+                value=name,
+                fix=f"{hint}see `phalanx plan --list`; for any other model, import with --model-config "
+                "pointing at its config.json (KAITO downloads it; an import cannot)",
+            )
+        ]
+    )
 
 
 def _flag(key: str, value: Any) -> list[str]:
@@ -229,7 +233,7 @@ def _deployment(
     metadata = clean_metadata(obj)
     inference = require_mapping(body.get("inference"), ("inference",), "the inference section")
     preset = require_mapping(inference.get("preset"), ("inference", "preset"), "the preset model")
-    spec: Object = {"model": _preset_model(preset), "engine": "vllm"}
+    spec: Object = {"model": _preset_model(preset, context, notes), "engine": "vllm"}
     options = preset.get("presetOptions")
     if isinstance(options, Mapping) and options.get("modelAccessSecret"):
         spec["modelAccessSecret"] = options["modelAccessSecret"]

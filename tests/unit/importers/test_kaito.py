@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from phalanx.api import ModelDeployment, parse_resource
+from phalanx.api.yamlfile import parse_yaml
 from phalanx.compiler import compile_deployment
 from tests.unit.importers.helpers import imported, notes_text, only_resource, phalanx_import, serving
 
@@ -185,3 +186,17 @@ spec:
     assert out["spec"]["nodeSelector"] == {"apps": "fleet"}
     assert result.lost and "nodeCountLimit 10" in notes_text(result)
     compile_deployment(_deployment(out))
+
+
+def test_a_model_the_catalog_lacks_is_planned_from_its_config_json(tmp_path: Path) -> None:
+    text = WORKSPACE.replace("name: llama-3.3-70b-instruct", "name: example-org/new-model")
+    run = phalanx_import(tmp_path, text)
+    assert run.returncode == 1
+    assert "import with --model-config" in run.stderr
+    config = Path(__file__).parents[1] / "planner" / "configs" / "llama-3.1-8b.json"
+    run = phalanx_import(tmp_path, text, "--model-config", str(config))
+    assert run.returncode == 0, run.stderr
+    (document,) = [d for d in parse_yaml(run.stdout) if d.data["kind"] == "ModelDeployment"]
+    model = document.data["spec"]["model"]
+    assert model["name"] == "example-org/new-model"
+    assert model["config"]["num_hidden_layers"] == 32
