@@ -88,6 +88,7 @@ INSTANCE_TYPES: Final[tuple[InstanceType, ...]] = (
     _azure("Standard_ND96asr_v4", A100_40GB, 8),
     _azure("Standard_ND96amsr_A100_v4", A100_80GB, 8),
     _azure("Standard_NC40ads_H100_v5", H100_NVL, 1),
+    _azure("Standard_NCC40ads_H100_v5", H100_NVL, 1),  # the confidential-computing variant
     _azure("Standard_NC80adis_H100_v5", H100_NVL, 2),  # no InfiniBand: prefer pipeline stages across nodes
     _azure("Standard_ND96isr_H100_v5", H100_80GB, 8),
     _azure("Standard_ND96isr_H200_v5", H200, 8),
