@@ -382,7 +382,7 @@ def test_a_model_deployment_is_planned_into_an_owned_model_serving_and_planner_e
 
     with operator_process(control_plane, namespace, tmp_path):
         condition = wait_for("Planned True", planned("True"), timeout=60)
-        assert "tensor parallel" in condition["message"]
+        assert "data parallel" in condition["message"] and "tensor parallel" in condition["message"]
         status = deployment()["status"]
         assert status["modelServing"] == name and status["plan"]["tensor_parallel_size"] >= 1
         serving = client.get(ModelServingResource, name, namespace=namespace).to_dict()

@@ -368,7 +368,7 @@ NOT_IN_CEL: tuple[str, ...] = (
     "spec.gpuMemory parses as a quantity (the parser's message text varies with the input)",
     "spec.plugins other than lws-standard-labels are errors (Phalanx runs no plugins): the list is "
     "unbounded in Kthena's CRD, so a CEL rule over it would exceed the cost budget",
-    "spec.model is a name or {name, architecture, ...}: a string-or-object node is untyped in a "
+    "spec.model is a name or {name, config, architecture, ...}: a string-or-object node is untyped in a "
     "structural schema, and CEL rules cannot be attached to untyped nodes",
     "warnings (workerTemplate ignored, partition above replicas, gang policy or topology not enforced "
     "by the scheduler, soft-mode highestTierAllowed, reserved labels/env, launcher ignored, rollout "
@@ -521,8 +521,9 @@ class _Converter:
         # structural schema cannot type; CEL checks its shape and the operator the rest.
         del schema
         return {
-            "description": "A catalog model name, or {name, architecture, servedName, revision} "
-            "(architecture: the numbers of the model's config.json) for a model not in the catalog.",
+            "description": "A catalog model name, or {name, config, architecture, servedName, revision} "
+            "for a model not in the catalog (config: its config.json as written; architecture: the "
+            "numbers of that file).",
             "x-kubernetes-preserve-unknown-fields": True,
         }
 

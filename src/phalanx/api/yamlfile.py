@@ -346,13 +346,19 @@ class _Representer(RoundTripRepresenter):
 _Representer.add_representer(str, _Representer.represent_str)
 
 
-def dump_yaml(objects: list[dict[str, Any]]) -> str:
-    """Multi-document YAML in Kubernetes' usual block style, keys in insertion order; kubectl reads
-    back exactly these objects."""
+def kubectl_writer() -> YAML:
+    """A writer of Kubernetes' usual block style, keys in insertion order (comments of ruamel's
+    commented maps kept), whose output kubectl reads back as exactly the objects written."""
     yaml = YAML(typ="rt")
     yaml.Representer = _Representer
     yaml.default_flow_style = False
     yaml.width = 4096  # long shell commands stay on one line
+    return yaml
+
+
+def dump_yaml(objects: list[dict[str, Any]]) -> str:
+    """Multi-document YAML that kubectl reads back as exactly these objects."""
+    yaml = kubectl_writer()
     stream = StringIO()
     yaml.dump_all(objects, stream)
     return stream.getvalue()

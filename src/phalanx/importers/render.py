@@ -6,18 +6,13 @@ import textwrap
 from io import StringIO
 from typing import Any
 
-from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.scalarstring import DoubleQuotedScalarString
 
 from phalanx.api.errors import Path
+from phalanx.api.yamlfile import kubectl_writer
 from phalanx.importers.base import Converted, Note
 
 _WIDTH = 100
-# Strings YAML 1.1 readers (kubectl's) take for booleans unless quoted; YAML 1.2 writes them plain.
-_YAML11_BOOLEANS = frozenset(
-    form for word in ("y", "n", "yes", "no", "on", "off") for form in (word, word.capitalize(), word.upper())
-)
 
 
 def _commented(value: Any) -> Any:
@@ -25,8 +20,6 @@ def _commented(value: Any) -> Any:
         return CommentedMap((key, _commented(item)) for key, item in value.items())
     if isinstance(value, list):
         return CommentedSeq(_commented(item) for item in value)
-    if isinstance(value, str) and value in _YAML11_BOOLEANS:
-        return DoubleQuotedScalarString(value)
     return value
 
 
@@ -85,9 +78,7 @@ def _attach(root: CommentedMap, notes: tuple[Note, ...], prelude: list[str]) -> 
 
 def render_imported(items: list[Converted]) -> str:
     """Multi-document YAML of every output object, with a header naming its source."""
-    yaml = YAML(typ="rt")
-    yaml.default_flow_style = False
-    yaml.width = 4096
+    yaml = kubectl_writer()  # strings kubectl would read as something else (`yes`, `0777`) are quoted
     out = StringIO()
     first = True
     for item in items:

@@ -282,8 +282,8 @@ class Operator:
         plan = compiled.plan
         message = (
             f"{plan.nodes} node(s) x {plan.gpus_per_node} GPU(s), "
-            f"tensor parallel {plan.tensor_parallel_size}, pipeline parallel {plan.pipeline_parallel_size}, "
-            f"{plan.kv_cache_tokens} KV-cache tokens"
+            f"data parallel {plan.data_parallel_size}, tensor parallel {plan.tensor_parallel_size}, "
+            f"pipeline parallel {plan.pipeline_parallel_size}, {plan.kv_cache_tokens} KV-cache tokens"
         )
         await self._deployment_status(
             namespace, name, data, compiled.model_serving.name, plan_to_dict(plan), message
