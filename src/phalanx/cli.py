@@ -746,7 +746,14 @@ def sim(ctx: typer.Context) -> None:
 
 @app.command("import")
 def import_(
-    file: FileOption,
+    file: Annotated[
+        Path,
+        typer.Option(
+            "--file",
+            "-f",
+            help="Kthena, LeaderWorkerSet, KAITO or AIBrix YAML (or JSON); - reads stdin.",
+        ),
+    ],
     instance_type: Annotated[
         str | None,
         typer.Option("--instance-type", help="GPU shape of a KAITO Workspace on bring-your-own nodes."),
@@ -768,8 +775,8 @@ def import_(
 ) -> None:
     """Turn Kthena, LeaderWorkerSet, KAITO or AIBrix resources into Phalanx ones (YAML on stdout).
 
-    Every field without an equivalent becomes a comment at its place. Exit 0 when nothing was lost,
-    3 when something was (listed on stderr), 1 on bad input.
+    Every field without an equivalent becomes a comment at its place. Exit 0: nothing was lost.
+    Exit 3: something was (listed on stderr). Exit 1: bad input.
     """
     from phalanx.importers import IMPORTABLE, InputError, import_documents
     from phalanx.importers.render import render_imported
@@ -808,7 +815,7 @@ def import_(
     if not result.converted:
         err.print(f"[red]error:[/red] {source} holds no {IMPORTABLE} to import")
         raise typer.Exit(1)
-    if not _imported_valid(result.converted, source):
+    if not _imported_valid(result.items, source):
         raise typer.Exit(1)
     sys.stdout.write(render_imported(result.items))
     lost = [(item.source, note) for item in result.items for note in item.notes if note.lost]

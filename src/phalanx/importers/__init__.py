@@ -67,6 +67,14 @@ def _retarget(obj: Mapping[str, Any], document: int, renamed: Mapping[tuple[str,
     ref = spec.get("scaleTargetRef") if isinstance(spec, dict) else None
     if isinstance(ref, dict) and (str(ref.get("kind")), str(ref.get("name"))) in renamed:
         new_kind = renamed[(str(ref["kind"]), str(ref["name"]))]
+        if new_kind != "ModelServing":  # only a ModelServing has a scale subresource
+            note = Note(
+                ("spec", "scaleTargetRef"),
+                f"still targets {ref.get('kind')}/{ref.get('name')}: the imported {new_kind} cannot be "
+                "scaled by an autoscaler (no scale subresource); set its spec.replicas instead",
+                lost=True,
+            )
+            return Converted(source_name(obj), document, out, (note,), converted=False)
         old = f"{ref.get('kind')}/{ref.get('name')}"
         ref["apiVersion"] = GROUP_VERSION
         ref["kind"] = new_kind
@@ -77,10 +85,33 @@ def _retarget(obj: Mapping[str, Any], document: int, renamed: Mapping[tuple[str,
 
 def _folded(obj: Mapping[str, Any], document: int, used: set[str]) -> Converted | None:
     meta = obj.get("metadata") if isinstance(obj.get("metadata"), Mapping) else {}
-    if obj.get("kind") == "ConfigMap" and (meta or {}).get("name") in used:
+    name = (meta or {}).get("name")
+    if obj.get("kind") == "ConfigMap" and isinstance(name, str) and name in used:
         note = Note((), "read into the ModelDeployment that uses it (spec.maxModelLen, engineArgs)")
         return Converted(source_name(obj), document, None, (note,))
     return None
+
+
+def unexpected_shape(source: str, exc: Exception, document: int) -> FieldError:
+    return FieldError(
+        (),
+        f"{source} has a field of a type its own API would refuse ({type(exc).__name__}: {exc})",
+        fix="check the object against its system's API (kubectl apply --dry-run=server on that cluster)",
+        document=document,
+    )
+
+
+def _kubernetes_object(obj: Mapping[str, Any]) -> list[FieldError]:
+    """What a passed-through object needs for kubectl to take it: a string apiVersion, kind and name."""
+    problems = [
+        FieldError((key,), "must be a string", value=obj.get(key), fix=f"write the object's {key}")
+        for key in ("apiVersion", "kind")
+        if not isinstance(obj.get(key), str) or not obj.get(key)
+    ]
+    meta = obj.get("metadata")
+    if not isinstance(meta, Mapping) or not isinstance(meta.get("name") or meta.get("generateName"), str):
+        problems.append(FieldError(("metadata", "name"), "must be a string", fix="give the object a name"))
+    return problems
 
 
 def import_documents(
@@ -106,11 +137,16 @@ def import_documents(
             continue
         convert = converter_for(obj)
         if convert is None:
+            problems += [replace(p, document=index) for p in _kubernetes_object(obj)]
             continue
         try:
             item = convert(obj, index, context)
         except InputError as exc:
             problems += [replace(problem, document=index) for problem in exc.problems]
+            continue
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+            # A field of a type the converter did not expect and did not check: still the input's fault.
+            problems.append(unexpected_shape(source_name(obj), exc, index))
             continue
         items[index] = item
         if item.obj is not None:

@@ -56,8 +56,11 @@ from phalanx.importers.base import (
     Object,
     clean_metadata,
     note_undefined,
+    optional_mapping,
     require_mapping,
     source_name,
+    string_map,
+    without_nulls,
 )
 from phalanx.importers.kuberay import HEAD_GROUP, Operator, RayNode
 from phalanx.importers.lws import DEFAULT_SCHEDULER
@@ -177,6 +180,10 @@ def _container_shapes(container: Mapping[str, Any], at: Path, problems: list[Fie
     for key in ("env", "ports", "volumeMounts"):
         items = container.get(key)
         for index, item in enumerate(items if isinstance(items, list) else []):
+            if item is None:
+                problems.append(
+                    FieldError((*at, key, index), "must be a mapping", fix=f"remove the empty {key} entry")
+                )
             _shape(item, (*at, key, index), Mapping, f"each {key} entry", problems)
     resources = container.get("resources")
     _shape(resources, (*at, "resources"), Mapping, "resources", problems)
@@ -603,7 +610,7 @@ def _mentions(value: Any, text: str) -> bool:
 
 def convert_ray_cluster(obj: Mapping[str, Any], document: int, context: Context) -> Converted:
     notes = Notes()
-    spec = require_mapping(obj.get("spec"), ("spec",), "the RayCluster spec")
+    spec = without_nulls(require_mapping(obj.get("spec"), ("spec",), "the RayCluster spec"))
     metadata = clean_metadata(obj)
     labels = dict(metadata.get("labels", {}))
     annotations = dict(metadata.get("annotations", {}))
@@ -655,6 +662,18 @@ def _fleet_rollout(spec: Mapping[str, Any], replicas: int, notes: Notes) -> Obje
         return None
     surge = rolling["maxSurge"]
     unavailable = rolling.get("maxUnavailable", 0)
+    for key, value in (("maxSurge", surge), ("maxUnavailable", unavailable)):
+        if isinstance(value, bool) or not isinstance(value, int | str):
+            raise InputError(
+                [
+                    FieldError(
+                        ("spec", "strategy", "rollingUpdate", key),
+                        "must be a whole number or a percentage",
+                        value=value,
+                        fix="write e.g. 1 or '25%'",
+                    )
+                ]
+            )
     try:
         both_zero = (
             scaled_value(surge, replicas, round_up=True) == 0
@@ -709,15 +728,19 @@ def _convert_set(obj: Mapping[str, Any], document: int, kind: str, *, fleet: boo
     spec = require_mapping(obj.get("spec"), ("spec",), f"the {kind} spec")
     template = require_mapping(spec.get("template"), ("spec", "template"), "the RayCluster template")
     at: Path = ("spec", "template", "spec")
-    cluster_spec = require_mapping(template.get("spec"), at, "the RayCluster spec")
+    cluster_spec = without_nulls(require_mapping(template.get("spec"), at, "the RayCluster spec"))
     metadata = clean_metadata(obj)
     problems: list[FieldError] = []
     replicas = _count(spec.get("replicas"), ("spec", "replicas"), 1, problems)
     if problems:
         raise InputError(problems)
-    meta = template.get("metadata") if isinstance(template.get("metadata"), Mapping) else {}
-    labels = dict((meta or {}).get("labels") or {})
-    annotations = dict((meta or {}).get("annotations") or {})
+    meta = optional_mapping(
+        template.get("metadata"), ("spec", "template", "metadata"), "the cluster's metadata"
+    )
+    labels = string_map(meta.get("labels"), ("spec", "template", "metadata", "labels"), "labels")
+    annotations = string_map(
+        meta.get("annotations"), ("spec", "template", "metadata", "annotations"), "annotations"
+    )
     pod_labels = {FLEET_LABEL: metadata["name"]} if fleet else {}
     cluster = _Cluster(cluster_spec, at, labels, annotations, kuberay.AIBRIX, pod_labels, pruned=True)
     built = _build(cluster, notes)

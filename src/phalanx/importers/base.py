@@ -15,6 +15,7 @@ from typing import Any
 
 from phalanx.api import labels as L
 from phalanx.api.errors import FieldError, Path
+from phalanx.api.podspec import validate_pod_spec
 
 Object = dict[str, Any]
 
@@ -106,6 +107,52 @@ def require_mapping(value: Any, path: Path, what: str) -> Mapping[str, Any]:
     return value
 
 
+def optional_mapping(value: Any, path: Path, what: str) -> Mapping[str, Any]:
+    """A mapping field that may be absent or null (as Kubernetes reads null: not set)."""
+    return {} if value is None else require_mapping(value, path, what)
+
+
+def optional_list(value: Any, path: Path, what: str) -> list[Any]:
+    """A list field that may be absent or null."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise InputError(
+            [FieldError(path, f"must be a list ({what})", value=value, fix=f"write {what} as a list")]
+        )
+    return value
+
+
+def string_map(value: Any, path: Path, what: str) -> dict[str, str]:
+    """Labels, annotations, selectors: a mapping of strings to strings (or absent)."""
+    mapping = optional_mapping(value, path, what)
+    bad = [key for key, item in mapping.items() if not isinstance(key, str) or not isinstance(item, str)]
+    if bad:
+        raise InputError(
+            [
+                FieldError(
+                    (*path, str(bad[0])), "must be a string", value=mapping[bad[0]], fix="quote the value"
+                )
+            ]
+        )
+    return dict(mapping)
+
+
+def source_pod_template(template: Any, path: Path, what: str) -> Mapping[str, Any]:
+    """A pod template of the input, checked before it is converted: a mapping whose metadata labels and
+    annotations are strings and whose spec passes the Kubernetes PodSpec schema; errors name the
+    input's own fields."""
+    checked = require_mapping(template, path, what)
+    meta = optional_mapping(checked.get("metadata"), (*path, "metadata"), "the pod template's metadata")
+    for key in ("labels", "annotations"):
+        string_map(meta.get(key), (*path, "metadata", key), f"the pods' {key}")
+    spec = require_mapping(checked.get("spec"), (*path, "spec"), "a PodSpec")
+    problems = [p.under((*path, "spec")) for p in validate_pod_spec(spec) if p.severity == "error"]
+    if problems:
+        raise InputError(problems)
+    return checked
+
+
 def clean_metadata(obj: Mapping[str, Any]) -> Object:
     """name, namespace, labels and annotations of the input; what the API server wrote is dropped."""
     meta = require_mapping(obj.get("metadata"), ("metadata",), "the object's metadata with a name")
@@ -121,11 +168,10 @@ def clean_metadata(obj: Mapping[str, Any]) -> Object:
     if isinstance(meta.get("namespace"), str) and meta["namespace"]:
         out["namespace"] = meta["namespace"]
     for key in ("labels", "annotations"):
-        values = meta.get(key)
-        if isinstance(values, Mapping):
-            kept = {k: v for k, v in values.items() if k != _LAST_APPLIED}
-            if kept:
-                out[key] = dict(kept)
+        values = string_map(meta.get(key), ("metadata", key), f"the object's {key}")
+        kept = {k: v for k, v in values.items() if k != _LAST_APPLIED}
+        if kept:
+            out[key] = kept
     return out
 
 
@@ -135,6 +181,16 @@ def dropped_server_fields(obj: Mapping[str, Any]) -> list[str]:
 
 
 def deep(value: Any) -> Any:
+    return copy.deepcopy(value)
+
+
+def without_nulls(value: Any) -> Any:
+    """A copy with every null field left out: Kubernetes reads a null field as one not set (an empty
+    `ports:` or `volumes:` in a hand-edited file is null)."""
+    if isinstance(value, Mapping):
+        return {key: without_nulls(item) for key, item in value.items() if item is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
     return copy.deepcopy(value)
 
 

@@ -34,8 +34,11 @@ from phalanx.importers.base import (
     deep,
     group_of,
     note_undefined,
+    optional_mapping,
     require_mapping,
     source_name,
+    source_pod_template,
+    string_map,
 )
 from phalanx.importers.lws import DEFAULT_SCHEDULER
 
@@ -109,6 +112,22 @@ def _config_map(name: str, documents: Sequence[Any]) -> Mapping[str, Any] | None
     return None
 
 
+def _config_text(config_map: Mapping[str, Any], name: str) -> Any:
+    data = config_map.get("data")
+    if data is not None and not isinstance(data, Mapping):
+        raise InputError(
+            [
+                FieldError(
+                    ("inference", "config"),
+                    f"names ConfigMap {name}, whose data is not a mapping",
+                    value=data,
+                    fix=f"give ConfigMap {name} a data mapping with the key {CONFIG_KEY}",
+                )
+            ]
+        )
+    return (data or {}).get(CONFIG_KEY)
+
+
 def _inference_config(name: str, documents: Sequence[Any], spec: Object, notes: Notes) -> None:
     config_map = _config_map(name, documents)
     if config_map is None:
@@ -118,7 +137,7 @@ def _inference_config(name: str, documents: Sequence[Any], spec: Object, notes: 
             "carried over (import the file that holds it too)",
         )
         return
-    text = (config_map.get("data") or {}).get(CONFIG_KEY)
+    text = _config_text(config_map, name)
     if not isinstance(text, str):
         notes.lost(("spec",), f"ConfigMap {name} has no {CONFIG_KEY}; nothing carried over")
         return
@@ -158,14 +177,17 @@ def _shape(resource: Mapping[str, Any], spec: Object, shape: Mapping[str, Any]) 
     if isinstance(instance, str) and instance:
         if planner.find_instance_type(instance) is None:
             close = planner.suggest_instance_types(instance)
-            hint = f"did you mean {', '.join(close)}? " if close else ""
+            shape_fix = "import with --gpus-per-node and --gpu-memory (per GPU) instead"
+            fix = (
+                f"did you mean {', '.join(close)}? Otherwise {shape_fix}" if close else shape_fix.capitalize()
+            )
             raise InputError(
                 [
                     FieldError(
                         ("resource", "instanceType"),
                         "is not an instance type Phalanx's catalog knows",
                         value=instance,
-                        fix=f"{hint}or import with --gpus-per-node and --gpu-memory (per GPU) instead",
+                        fix=fix,
                     )
                 ]
             )
@@ -190,10 +212,15 @@ def _shape(resource: Mapping[str, Any], spec: Object, shape: Mapping[str, Any]) 
 
 def _resource(resource: Mapping[str, Any], spec: Object, notes: Notes, shape: Mapping[str, Any]) -> None:
     _shape(resource, spec, shape)
-    selector = resource.get("labelSelector")
-    if isinstance(selector, Mapping):
-        if selector.get("matchLabels"):
-            spec["nodeSelector"] = deep(dict(selector["matchLabels"]))
+    selector = optional_mapping(
+        resource.get("labelSelector"), ("resource", "labelSelector"), "a label selector"
+    )
+    if selector:
+        labels = string_map(
+            selector.get("matchLabels"), ("resource", "labelSelector", "matchLabels"), "labels"
+        )
+        if labels:
+            spec["nodeSelector"] = labels
         if selector.get("matchExpressions"):
             notes.lost(
                 ("spec", "nodeSelector"), "labelSelector.matchExpressions has no ModelDeployment field"
@@ -223,6 +250,15 @@ def _annotations(metadata: Object, spec: Object, notes: Notes) -> None:
                 notes.lost(("metadata",), text)
             elif text:
                 notes.info(("metadata",), text)
+    autoscaling = sorted(key for key in annotations if key.startswith("scaledobject.kaito.sh/"))
+    for key in autoscaling:
+        annotations.pop(key)
+    if autoscaling:
+        notes.lost(
+            ("metadata",),
+            f"{', '.join(autoscaling)}: KAITO makes a KEDA ScaledObject from these; Phalanx does not "
+            "autoscale a ModelDeployment (set spec.replicas)",
+        )
     if not annotations:
         metadata.pop("annotations", None)
 
@@ -247,8 +283,12 @@ def _deployment(
         "KAITO places a Workspace's pods one by one with the default scheduler; set volcano to start "
         "each group whole or not at all",
     )
-    if inference.get("config"):
-        _inference_config(str(inference["config"]), context.documents, spec, notes)
+    if inference.get("config") is not None:
+        if not isinstance(inference["config"], str):
+            raise InputError(
+                [FieldError(("inference", "config"), "must be a ConfigMap name", value=inference["config"])]
+            )
+        _inference_config(inference["config"], context.documents, spec, notes)
     if inference.get("adapters"):
         notes.lost(("spec",), "inference.adapters (LoRA adapters) have no equivalent")
     _annotations(metadata, spec, notes)
@@ -257,7 +297,8 @@ def _deployment(
 
 def _custom_template(obj: Mapping[str, Any], template: Mapping[str, Any], notes: Notes) -> Object:
     """A Workspace with its own pod template: KAITO runs one pod of it; so does a one-role ModelServing."""
-    entry: Object = {"spec": deep(dict(template.get("spec") or {}))}
+    source_pod_template(template, ("inference", "template"), "the model's pod template")
+    entry: Object = {"spec": deep(dict(template["spec"]))}
     meta = template.get("metadata")
     if isinstance(meta, Mapping):
         kept = {k: deep(meta[k]) for k in ("labels", "annotations") if meta.get(k)}
@@ -300,11 +341,16 @@ def convert_inference_set(obj: Mapping[str, Any], document: int, context: Contex
     if isinstance(replicas, bool) or not isinstance(replicas, int) or replicas < 0:
         raise InputError([FieldError(("spec", "replicas"), "must be a whole number >= 0", value=replicas)])
     body: Object = dict(template)
+    resource = dict(
+        optional_mapping(body.get("resource"), ("spec", "template", "resource"), "the resource section")
+    )
     if isinstance(spec.get("labelSelector"), Mapping):
-        resource = dict(body.get("resource") or {})
         resource.setdefault("labelSelector", spec["labelSelector"])
-        body["resource"] = resource
-    out = _deployment(obj, body, context, notes, replicas=replicas)
+    body["resource"] = resource
+    try:
+        out = _deployment(obj, body, context, notes, replicas=replicas)
+    except InputError as exc:  # the Workspace fields sit under spec.template in an InferenceSet
+        raise InputError([p.under(("spec", "template")) for p in exc.problems]) from None
     if spec.get("nodeCountLimit") is not None:
         notes.lost(("spec", "replicas"), f"nodeCountLimit {spec['nodeCountLimit']} has no equivalent")
     if spec.get("updateStrategy"):
@@ -318,8 +364,10 @@ def config_maps_used(documents: list[Any]) -> set[str]:
     for obj in documents:
         if not isinstance(obj, Mapping) or group_of(obj.get("apiVersion")) != GROUP:
             continue
-        body = obj.get("spec", {}).get("template", {}) if obj.get("kind") == "InferenceSet" else obj
+        spec = obj.get("spec")
+        template = spec.get("template") if isinstance(spec, Mapping) else None
+        body = template if obj.get("kind") == "InferenceSet" else obj
         inference = body.get("inference") if isinstance(body, Mapping) else None
-        if isinstance(inference, Mapping) and inference.get("config"):
-            used.add(str(inference["config"]))
+        if isinstance(inference, Mapping) and isinstance(inference.get("config"), str):
+            used.add(inference["config"])
     return used

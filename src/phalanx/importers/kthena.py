@@ -128,10 +128,10 @@ def _rename_labels(value: Any) -> tuple[Any, bool]:
 
 def _model_infer_spec(spec: Object, notes: Notes) -> Object:
     recovery = spec.get("recoveryPolicy")
-    if recovery in _RECOVERY:
+    if isinstance(recovery, str) and recovery in _RECOVERY:
         spec["recoveryPolicy"] = _RECOVERY[recovery]
     strategy = spec.get("rolloutStrategy")
-    if isinstance(strategy, dict) and strategy.get("type") in _ROLLOUT:
+    if isinstance(strategy, dict) and isinstance(strategy.get("type"), str) and strategy["type"] in _ROLLOUT:
         strategy["type"] = _ROLLOUT[strategy["type"]]
     spread = spec.pop("topologySpreadConstraints", None)
     if spread:

@@ -14,6 +14,7 @@ from typing import Any
 
 from phalanx.api.errors import FieldError, Path
 from phalanx.api.labels import GROUP_VERSION
+from phalanx.api.names import DNS_LABEL_MAX
 from phalanx.importers.base import (
     Context,
     Converted,
@@ -23,12 +24,17 @@ from phalanx.importers.base import (
     clean_metadata,
     deep,
     note_undefined,
+    optional_list,
+    optional_mapping,
     require_mapping,
     source_name,
+    source_pod_template,
+    string_map,
 )
 
 GROUP = "leaderworkerset.x-k8s.io"
 ROLE = "default"
+SHORT_ROLE = "g"  # when `default` would make pod names longer than a DNS label
 DEFAULT_SCHEDULER = "default-scheduler"
 _LWS = "leaderworkerset.sigs.k8s.io/"
 _GROUP_KEY = _LWS + "group-key"
@@ -139,6 +145,19 @@ def _claims_as_ephemeral(claims: list[Any], templates: list[Object], notes: Note
     )
 
 
+def _role_name(name: str, replicas: int, size: int, notes: Notes) -> str:
+    """`default`, as Kthena's LWS integration names the role, unless the longest pod name it makes
+    (surge groups included) would pass 63 characters; LWS allows names up to that."""
+    longest = f"{name}-{max(2 * replicas - 1, 0)}-{ROLE}-0-{size - 1}"
+    if len(longest) <= DNS_LABEL_MAX:
+        return ROLE
+    notes.info(
+        _TEMPLATE,
+        f"role named {SHORT_ROLE}, not {ROLE}: with {ROLE} the pod name {longest} would pass 63 characters",
+    )
+    return SHORT_ROLE
+
+
 def _rollout(spec: Mapping[str, Any], notes: Notes) -> Object | None:
     strategy = spec.get("rolloutStrategy")
     if not isinstance(strategy, Mapping):
@@ -172,7 +191,12 @@ def convert(obj: Mapping[str, Any], document: int, context: Context) -> Converte
                 )
             ]
         )
+    lwt_path: Path = ("spec", "leaderWorkerTemplate")
     worker_source = lwt.get("workerTemplate")
+    if worker_source is not None:
+        source_pod_template(worker_source, (*lwt_path, "workerTemplate"), "the workers' pod template")
+    if lwt.get("leaderTemplate") is not None:
+        source_pod_template(lwt["leaderTemplate"], (*lwt_path, "leaderTemplate"), "the leader's pod template")
     leader_source = lwt.get("leaderTemplate") or worker_source
     if not isinstance(leader_source, Mapping):
         raise InputError(
@@ -188,7 +212,9 @@ def convert(obj: Mapping[str, Any], document: int, context: Context) -> Converte
         notes.info((*_TEMPLATE, "entryTemplate"), "no leaderTemplate: the leader runs the workerTemplate")
     entry = _pod_template(leader_source, (*_TEMPLATE, "entryTemplate"), notes)
     templates: list[tuple[Object, Path]] = [(entry, (*_TEMPLATE, "entryTemplate"))]
-    role: Object = {"name": ROLE, "replicas": 1, "entryTemplate": entry, "workerReplicas": size - 1}
+    replicas = _int(spec, "replicas", 1, ("spec", "replicas"))
+    role_name = _role_name(clean_metadata(obj)["name"], replicas, size, notes)
+    role: Object = {"name": role_name, "replicas": 1, "entryTemplate": entry, "workerReplicas": size - 1}
     if size > 1:
         if not isinstance(worker_source, Mapping):
             raise InputError(
@@ -200,10 +226,10 @@ def convert(obj: Mapping[str, Any], document: int, context: Context) -> Converte
 
     metadata = clean_metadata(obj)
     annotations = metadata.get("annotations", {})
-    out_spec: Object = {"replicas": _int(spec, "replicas", 1, ("spec", "replicas"))}
+    out_spec: Object = {"replicas": replicas}
     out_spec["schedulerName"] = _scheduler(templates, notes)
     restart = lwt.get("restartPolicy") or "RecreateGroupOnPodRestart"
-    if restart not in _RESTART:
+    if not isinstance(restart, str) or restart not in _RESTART:
         raise InputError(
             [
                 FieldError(
@@ -226,17 +252,26 @@ def convert(obj: Mapping[str, Any], document: int, context: Context) -> Converte
         out_spec["rolloutStrategy"] = rollout
     out_spec["template"] = {"roles": [role]}
 
-    if spec.get("startupPolicy") == "LeaderReady":
+    startup = spec.get("startupPolicy")
+    if startup not in (None, "LeaderCreated", "LeaderReady"):
+        raise InputError(
+            [
+                FieldError(
+                    ("spec", "startupPolicy"),
+                    "is not a LeaderWorkerSet startup policy",
+                    value=startup,
+                    fix="use LeaderCreated or LeaderReady",
+                )
+            ]
+        )
+    if startup == "LeaderReady":
         notes.lost(
             (*_TEMPLATE, "workerTemplate"),
             "startupPolicy LeaderReady has no equivalent: Phalanx starts the workers with the entry pod "
             "(an init container that waits for $(LWS_LEADER_ADDRESS) gives the same order)",
         )
-    subdomain = (
-        (spec.get("networkConfig") or {}).get("subdomainPolicy")
-        if isinstance(spec.get("networkConfig"), Mapping)
-        else None
-    )
+    network = optional_mapping(spec.get("networkConfig"), ("spec", "networkConfig"), "the network settings")
+    subdomain = network.get("subdomainPolicy")
     if subdomain == "UniquePerReplica":
         notes.info(
             ("spec",),
@@ -259,8 +294,14 @@ def convert(obj: Mapping[str, Any], document: int, context: Context) -> Converte
         )
     if annotations.pop(_SUBGROUP_EXCLUSIVE, None):
         notes.lost(("metadata", "annotations"), "subgroup-exclusive-topology has no equivalent")
-    claims = lwt.get("volumeClaimTemplates")
-    if isinstance(claims, list) and claims:
+    claims = optional_list(lwt.get("volumeClaimTemplates"), (*lwt_path, "volumeClaimTemplates"), "claims")
+    for index, claim in enumerate(claims):
+        claim_path: Path = (*lwt_path, "volumeClaimTemplates", index)
+        checked = require_mapping(claim, claim_path, "a PersistentVolumeClaim template")
+        meta = optional_mapping(checked.get("metadata"), (*claim_path, "metadata"), "the claim's metadata")
+        string_map(meta.get("labels"), (*claim_path, "metadata", "labels"), "the claim's labels")
+        optional_mapping(checked.get("spec"), (*claim_path, "spec"), "the claim's spec")
+    if claims:
         _claims_as_ephemeral(claims, [t for t, _ in templates], notes)
     inherited = sorted(k for k in annotations if k.startswith("volcano.sh/"))
     if inherited:

@@ -200,3 +200,36 @@ def test_a_model_the_catalog_lacks_is_planned_from_its_config_json(tmp_path: Pat
     model = document.data["spec"]["model"]
     assert model["name"] == "example-org/new-model"
     assert model["config"]["num_hidden_layers"] == 32
+
+
+def test_kaitos_autoscaling_is_a_loss_not_a_scale_target(tmp_path: Path) -> None:
+    text = """
+apiVersion: kaito.sh/v1alpha1
+kind: InferenceSet
+metadata:
+  name: fleet
+  annotations: {scaledobject.kaito.sh/auto-provision: "true", scaledobject.kaito.sh/threshold: "10"}
+spec:
+  replicas: 2
+  template:
+    resource: {instanceType: Standard_NC24ads_A100_v4}
+    inference: {preset: {name: llama-3.1-8b-instruct}}
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: fleet}
+spec:
+  scaleTargetRef: {apiVersion: kaito.sh/v1alpha1, kind: InferenceSet, name: fleet}
+  maxReplicas: 4
+"""
+    result = imported(text)
+    out = only_resource(result)
+    assert "annotations" not in out["metadata"]
+    lost = [note.text for item in result.items for note in item.notes if note.lost]
+    assert any("KEDA ScaledObject" in t for t in lost)
+    # A ModelDeployment has no scale subresource: the HPA is not pointed at it.
+    (hpa,) = [item for item in result.items if item.source == "HorizontalPodAutoscaler/fleet"]
+    assert hpa.obj is not None and hpa.obj["spec"]["scaleTargetRef"]["kind"] == "InferenceSet"
+    assert any("no scale subresource" in t for t in lost)
+    run = phalanx_import(tmp_path, text.replace("Standard_NC24ads_A100_v4", "Standard_NC24ads"))
+    assert "fix: Import with --gpus-per-node" in run.stderr or "Otherwise import with" in run.stderr

@@ -220,3 +220,30 @@ def test_bad_input_names_the_field_and_exits_1(tmp_path: Path) -> None:
     nothing = phalanx_import(tmp_path, "apiVersion: v1\nkind: Service\nmetadata: {name: x}\n")
     assert nothing.returncode == 1
     assert "holds no Kthena ModelServing" in nothing.stderr
+
+
+def test_a_long_name_that_lws_allows_still_imports() -> None:
+    name = "a" * 50
+    result = imported(SGLANG.replace("name: sglang\n", f"name: {name}\n", 1))
+    out = only_resource(result)
+    assert out["spec"]["template"]["roles"][0]["name"] == "g"
+    assert "role named g" in notes_text(result)
+    serving(out)
+
+
+def test_an_unknown_startup_policy_is_an_input_error(tmp_path: Path) -> None:
+    run = phalanx_import(
+        tmp_path, SGLANG.replace("  replicas: 3\n", "  replicas: 3\n  startupPolicy: Bogus\n", 1)
+    )
+    assert run.returncode == 1
+    assert "spec.startupPolicy: is not a LeaderWorkerSet startup policy" in run.stderr
+
+
+def test_objects_passed_through_must_still_be_kubernetes_objects(tmp_path: Path) -> None:
+    run = phalanx_import(tmp_path, SGLANG + "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: [x]}\n")
+    assert run.returncode == 1
+    assert "metadata.name: must be a string" in run.stderr
+    bad = "---\napiVersion: serving.phalanx.dev/v1alpha1\nkind: ModelServing\nmetadata: {name: x}\nspec: {}\n"
+    run = phalanx_import(tmp_path, SGLANG + bad)
+    assert run.returncode == 1
+    assert "spec.template" in run.stderr
