@@ -104,7 +104,7 @@ def test_config_problems_are_listed_at_once_with_their_lines(tmp_path: Path) -> 
     )
     assert (
         f"{path}:{layers_line}:3: error: num_hidden_layers:"
-        " must be a whole number of at least 1 (decoder layers) (got '32');"
+        " must be a whole number from 1 to 10000 (decoder layers) (got '32');"
         f" fix: write num_hidden_layers as a number, as in the model's config.json"
     ) in lines
     assert any(

@@ -90,12 +90,14 @@ def resolve_shape(md: ModelDeployment) -> tuple[GpuShape | None, list[FieldError
             return None, []  # both ways of saying it: the API validation reports it
         if planner.find_instance_type(spec.instance_type) is None:
             close = planner.suggest_instance_types(spec.instance_type)
-            hint = f"did you mean {', '.join(repr(c) for c in close)}? " if close else ""
+            describe = "describe the node with gpusPerNode, gpuMemory and gpuProduct (phalanx plan --list)"
+            fix = (
+                f"use {' or '.join(repr(c) for c in close)}, or {describe}"
+                if close
+                else describe[0].upper() + describe[1:]
+            )
             error = FieldError(
-                ("spec", "instanceType"),
-                "is not in the instance catalog",
-                value=spec.instance_type,
-                fix=f"{hint}or describe the node with gpusPerNode, gpuMemory and gpuProduct",
+                ("spec", "instanceType"), "is not in the instance catalog", value=spec.instance_type, fix=fix
             )
             return None, [error]
         return planner.shape_for_instance(spec.instance_type), []

@@ -48,6 +48,7 @@ from phalanx.runtimes.reconciler import Reconciler
 from phalanx.runtimes.workqueue import WorkQueue, run_workers
 
 log = logging.getLogger("phalanx.operator")
+PLAN_TIMEOUT_S = 60.0  # planning takes milliseconds; far longer means a defect, reported as one
 
 Key = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -265,10 +266,22 @@ class Operator:
             await self._report_invalid(ModelDeploymentResource, data, problems)
             return None
         try:
-            compiled = compile_deployment(md)
+            # Off the event loop: planning is CPU work, and watches and the leader lease must go on.
+            compiled = await asyncio.wait_for(asyncio.to_thread(compile_deployment, md), PLAN_TIMEOUT_S)
         except SpecError as exc:  # the planner found no layout that fits: its message says why
             await self._report_invalid(
                 ModelDeploymentResource, data, list(exc.errors), condition="Planned", reason="NoPlan"
+            )
+            return None
+        except Exception as exc:  # a planner defect must say so on the object, not loop on retries
+            log.error("planning %s/%s failed: %s", namespace, name, type(exc).__name__)
+            problem = FieldError(
+                ("spec",),
+                f"could not be planned ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})",
+                fix="check spec.model and the GPU shape; this is a Phalanx defect worth reporting",
+            )
+            await self._report_invalid(
+                ModelDeploymentResource, data, [problem], condition="Planned", reason="PlannerError"
             )
             return None
         serving = compiled.model_serving.to_dict()

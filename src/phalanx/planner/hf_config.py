@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from phalanx.planner.params import count_active_parameters, count_parameters
 from phalanx.planner.types import MLA, Dtype, ModelArchitecture, MoE
-from phalanx.planner.vision import vision_params
+from phalanx.planner.vision import VISION_MAX, vision_params, vision_problems
 
 ConfigPath = tuple[str | int, ...]
 
@@ -67,6 +67,11 @@ KNOWN_TYPES = {
     "deepseek_v3",
 }
 _DTYPES: dict[str, Dtype] = {"bfloat16": "bf16", "float16": "fp16", "float32": "bf16"}
+# Bounds far beyond any published model, so that no number of a config can make the planner's work (it
+# loops over layers) or its arithmetic unbounded: a config beyond them is refused, not planned.
+MAX_WIDTH = 2**31 - 1  # config.json numbers are 32-bit in transformers' own checks
+MAX_LAYERS = 10_000
+MAX_EXPERTS = 100_000
 
 
 class _Unset:
@@ -123,8 +128,10 @@ class _Reader:
     def warn(self, key: str, message: str, value: Any = UNSET) -> None:
         self.problems.append(ConfigProblem(self.path(key), message, value=value, severity="warning"))
 
-    def count(self, key: str, what: str, *, required: bool = True, minimum: int = 1) -> int | None:
-        """A whole number of at least `minimum`; a problem naming the key when missing or malformed."""
+    def count(
+        self, key: str, what: str, *, required: bool = True, minimum: int = 1, maximum: int = MAX_WIDTH
+    ) -> int | None:
+        """A whole number in [minimum, maximum]; a problem naming the key when missing or malformed."""
         value = self.get(key)
         if value is UNSET or value is None:
             if required:
@@ -132,23 +139,25 @@ class _Reader:
                 fix = f"add {key} ({what}){where}, from the model's published config.json"
                 self.error(key, "is missing", fix)
             return None
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
             self.error(
                 key,
-                f"must be a whole number of at least {minimum} ({what})",
+                f"must be a whole number from {minimum} to {maximum} ({what})",
                 f"write {key} as a number, as in the model's config.json",
                 value,
             )
             return None
         return value
 
-    def first_count(self, keys: tuple[str, ...], what: str, *, required: bool) -> int | None:
+    def first_count(
+        self, keys: tuple[str, ...], what: str, *, required: bool, maximum: int = MAX_WIDTH
+    ) -> int | None:
         """The first of `keys` the config has (several spellings of one number)."""
         for key in keys:
-            if self.get(key) not in (UNSET, None):
-                return self.count(key, what)
+            if self.get(key) is not UNSET and self.get(key) is not None:
+                return self.count(key, what, maximum=maximum)
         if required:
-            self.count(keys[0], what)
+            self.count(keys[0], what, maximum=maximum)
         return None
 
 
@@ -172,11 +181,11 @@ def _dtype(reader: _Reader) -> tuple[Dtype, int | None]:
         if method == "fp8":
             block = quant.get("weight_block_size")
             size = block[0] if isinstance(block, list) and block and isinstance(block[0], int) else None
-            return "fp8", size
+            return "fp8", _block(reader, ("quantization_config", "weight_block_size"), size)
         if method == "mxfp4":
             return "mxfp4", None
         if method == "compressed-tensors" and quant.get("format") == "float-quantized":
-            return "fp8", _compressed_block(quant)
+            return "fp8", _block(reader, ("quantization_config", "config_groups"), _compressed_block(quant))
         reader.problems.append(
             ConfigProblem(
                 ("quantization_config", "quant_method"),
@@ -190,7 +199,7 @@ def _dtype(reader: _Reader) -> tuple[Dtype, int | None]:
         value = reader.get(key)
         if value is UNSET:
             continue
-        if value in _DTYPES:
+        if isinstance(value, str) and value in _DTYPES:
             if value == "float32":
                 reader.warn(
                     key, "a float32 checkpoint is served in 16 bits by vLLM: planned at 2 bytes a weight"
@@ -200,6 +209,18 @@ def _dtype(reader: _Reader) -> tuple[Dtype, int | None]:
         return "bf16", None
     reader.warn("torch_dtype", "is not given: planned as bfloat16 weights")
     return "bf16", None
+
+
+def _block(reader: _Reader, path: ConfigPath, size: int | None) -> int | None:
+    """An fp8 block width: a whole number from 1 to 65536 (shards are checked against it)."""
+    if size is None or (not isinstance(size, bool) and 1 <= size <= 65536):
+        return size
+    reader.problems.append(
+        ConfigProblem(
+            path, "must give a block width from 1 to 65536", "write it as the checkpoint has it", size
+        )
+    )
+    return None
 
 
 def _compressed_block(quant: Mapping[str, Any]) -> int | None:
@@ -214,14 +235,18 @@ def _compressed_block(quant: Mapping[str, Any]) -> int | None:
 
 def _moe(reader: _Reader, layers: int | None, intermediate: int | None) -> MoE | None:
     experts = reader.first_count(
-        ("num_local_experts", "num_experts", "n_routed_experts"), "experts per layer", required=False
+        ("num_local_experts", "num_experts", "n_routed_experts"),
+        "experts per layer",
+        required=False,
+        maximum=MAX_EXPERTS,
     )
     if experts is None or experts <= 1:
         return None
     per_token = reader.first_count(
         ("num_experts_per_tok", "experts_per_token", "num_experts_per_token"),
-        "experts each token runs",
+        f"experts each token runs, at most the {experts} experts",
         required=True,
+        maximum=experts,
     )
     width = (
         reader.first_count(("moe_intermediate_size",), "each expert's width", required=False) or intermediate
@@ -249,12 +274,30 @@ def _moe(reader: _Reader, layers: int | None, intermediate: int | None) -> MoE |
 
 def _dense_layers(reader: _Reader, layers: int) -> int:
     """Layers that keep a dense MLP: DeepSeek's leading ones, or Qwen's listed and skipped ones."""
-    leading = reader.count("first_k_dense_replace", "leading dense layers", required=False, minimum=0)
+    leading = reader.count(
+        "first_k_dense_replace",
+        f"leading dense layers, of {layers}",
+        required=False,
+        minimum=0,
+        maximum=layers,
+    )
     if leading is not None:
         return leading
     listed = reader.get("mlp_only_layers")
-    dense = set(listed) if isinstance(listed, list) else set()
-    step = reader.count("decoder_sparse_step", "MoE layer interval", required=False) or 1
+    dense: set[int] = set()
+    if listed is not UNSET and listed is not None:
+        if not isinstance(listed, list) or not all(
+            isinstance(i, int) and not isinstance(i, bool) and 0 <= i < layers for i in listed
+        ):
+            reader.error(
+                "mlp_only_layers",
+                f"must list layer numbers from 0 to {layers - 1}",
+                "write the dense layers' numbers, as in the model's config.json",
+                listed,
+            )
+        else:
+            dense = set(listed)
+    step = reader.count("decoder_sparse_step", "MoE layer interval", required=False, maximum=layers) or 1
     return sum(1 for i in range(layers) if i in dense or (i + 1) % step)
 
 
@@ -347,7 +390,7 @@ def architecture_from_config(config: Any, name: str) -> ParsedConfig:
             " (gated MLP, no biases)",
             kind or UNSET,
         )
-    layers = reader.count("num_hidden_layers", "decoder layers")
+    layers = reader.count("num_hidden_layers", "decoder layers", maximum=MAX_LAYERS)
     hidden = reader.count("hidden_size", "the width of the residual stream")
     heads = reader.count("num_attention_heads", "query heads per layer")
     kv_heads = reader.count("num_key_value_heads", "key/value heads per layer", required=False) or heads
@@ -372,6 +415,17 @@ def architecture_from_config(config: Any, name: str) -> ParsedConfig:
         return ParsedConfig(None, tuple(reader.problems))
     assert None not in (layers, hidden, heads, kv_heads, vocab, context, head_dim)
     assert layers and hidden and heads and kv_heads and vocab and context and head_dim
+    for key, value in vision_problems(config):
+        reader.problems.append(
+            ConfigProblem(
+                ("vision_config", key),
+                f"must be a whole number from 1 to {VISION_MAX[key]}",
+                "write it as in the model's config.json",
+                value,
+            )
+        )
+    if any(p.severity == "error" for p in reader.problems):
+        return ParsedConfig(None, tuple(reader.problems))
     vision = vision_params(config, hidden)
     if vision is not None and not vision.exact:
         reader.problems.append(

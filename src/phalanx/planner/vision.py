@@ -18,6 +18,33 @@ class VisionEstimate:
     exact: bool  # False: the generic ViT shape was assumed
 
 
+# The vision encoder's numbers the estimate reads, and their bounds (beyond any published encoder).
+VISION_MAX: dict[str, int] = {
+    "hidden_size": 2**20,
+    "intermediate_size": 2**22,
+    "patch_size": 4096,
+    "image_size": 2**20,
+    "num_channels": 64,
+    "num_hidden_layers": 10_000,
+    "depth": 10_000,
+}
+
+
+def vision_problems(config: Mapping[str, Any]) -> list[tuple[str, Any]]:
+    """(key, value) of every vision_config number the estimate would read that is out of its bounds."""
+    vision = config.get("vision_config")
+    if not isinstance(vision, Mapping):
+        return []
+    bad = []
+    for key, maximum in VISION_MAX.items():
+        value = vision.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
+            bad.append((key, value))
+    return bad
+
+
 def _int(config: Mapping[str, Any], key: str, default: int = 0) -> int:
     value = config.get(key, default)
     return value if isinstance(value, int) and not isinstance(value, bool) else default

@@ -217,7 +217,7 @@ def test_a_malformed_number_names_its_key_and_value(bad: Any) -> None:
     if bad is None:
         assert error.message == "is missing"
     else:
-        assert error.message == "must be a whole number of at least 1 (decoder layers)"
+        assert error.message == "must be a whole number from 1 to 10000 (decoder layers)"
         assert error.value == bad
 
 
