@@ -24,7 +24,7 @@ from phalanx.api import (
     parse_resource,
 )
 from phalanx.api.labels import GROUP_VERSION
-from phalanx.api.yamlfile import dump_yaml, parse_yaml
+from phalanx.api.yamlfile import decode_text, dump_yaml, parse_yaml
 from phalanx.compiler import compile_deployment, deployment_problems
 from phalanx.compiler.model_config import config_file, read_model_config
 from phalanx.controller.desired import steady_state
@@ -71,14 +71,8 @@ KUBECONFIG_ORDER = "in a pod its service account, else $KUBECONFIG, else ~/.kube
 
 def _read(path: Path) -> Loaded:
     """The file's resources and every problem, a ModelDeployment's planning problems included."""
-    if str(path) == "-":
-        return load_text(sys.stdin.read(), "<stdin>", check=deployment_problems)
-    try:
-        text = path.read_text()
-    except OSError as exc:
-        err.print(f"[red]error:[/red] cannot read {path}: {exc.strerror}")
-        raise typer.Exit(1) from None
-    return load_text(text, str(path), check=deployment_problems)
+    source = "<stdin>" if str(path) == "-" else str(path)
+    return load_text(loaded_text(path), source, check=deployment_problems)
 
 
 def _report(problems: list[FieldError], source: str | None) -> None:
@@ -170,12 +164,7 @@ PLAN_FLAGS = {name: "--" + name.replace("_", "-") for name in FIELD_NAMES}
 def _model_from_config(path: Path, name: str | None) -> ModelArchitecture:
     """The architecture in a config.json (or a model directory holding one); every problem printed."""
     file = config_file(path)
-    try:
-        text = file.read_text()
-    except OSError as exc:
-        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
-        raise typer.Exit(1) from None
-    read = read_model_config(text, file, name)
+    read = read_model_config(loaded_text(file), file, name)
     _report(read.problems, str(file))
     if read.model is None:
         count = len([p for p in read.problems if p.severity == "error"])
@@ -389,11 +378,7 @@ def up(
     if file is not None:
         from phalanx.embedded.specs import servings_from_text
 
-        try:
-            text = loaded_text(file)
-        except OSError as exc:
-            err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
-            raise typer.Exit(1) from None
+        text = loaded_text(file)
         result = servings_from_text(text, str(file))
         for line in result.warnings:
             err.print(f"[yellow]{line}[/yellow]")
@@ -408,9 +393,19 @@ def up(
 
 
 def loaded_text(path: Path) -> str:
-    if str(path) == "-":
-        return sys.stdin.read()
-    return path.read_text()
+    """A spec file's text (`-`: standard input), read as kubectl reads files: UTF-8 only. A file that
+    cannot be read is an error printed here, and exit 1."""
+    source = "<stdin>" if str(path) == "-" else str(path)
+    try:
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+    except OSError as exc:
+        err.print(f"[red]error:[/red] cannot read {path}: {exc.strerror}")
+        raise typer.Exit(1) from None
+    try:
+        return decode_text(data, source)
+    except SpecError as exc:
+        _report(list(exc.errors), source)
+        raise typer.Exit(1) from None
 
 
 def _control(state_dir: Path | None, method: str, path: str, payload: Any = None) -> Any:
@@ -448,11 +443,7 @@ def status(
 @app.command()
 def apply(file: FileOption, state_dir: StateDirOption = None) -> None:
     """Send a spec to the running `phalanx up`; a changed spec rolls its groups out."""
-    try:
-        text = loaded_text(file)
-    except OSError as exc:
-        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
-        raise typer.Exit(1) from None
+    text = loaded_text(file)
     result = _control(state_dir, "POST", "/v1/apply", {"text": text, "source": str(file)})
     for line in result.get("warnings", []):
         err.print(f"[yellow]{line}[/yellow]")
@@ -793,11 +784,7 @@ def import_(
     }
 
     source = "<stdin>" if str(file) == "-" else str(file)
-    try:
-        text = loaded_text(file)
-    except OSError as exc:
-        err.print(f"[red]error:[/red] cannot read {file}: {exc.strerror}")
-        raise typer.Exit(1) from None
+    text = loaded_text(file)
     try:
         documents = parse_yaml(text, source)
     except SpecError as exc:
@@ -829,7 +816,7 @@ def import_(
 def _import_model_config(path: Path) -> dict[str, Any]:
     """A config.json as data, after the same checks `plan --model-config` makes; problems printed."""
     _model_from_config(path, None)
-    data: dict[str, Any] = json.loads(config_file(path).read_text())
+    data: dict[str, Any] = json.loads(loaded_text(config_file(path)))
     return data
 
 

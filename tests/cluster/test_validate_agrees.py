@@ -182,6 +182,8 @@ def port(draw: st.DrawFn) -> dict[str, Any]:
         item["name"] = draw(sometimes(["http", "metrics"], ["HTTP", "a--b", "x" * 16]))
     if maybe(draw):
         item["protocol"] = draw(sometimes(["TCP", "UDP"], ["HTTP"]))
+    if maybe(draw):
+        item["hostPort"] = draw(sometimes([item["containerPort"], 0], [9999]))
     return item
 
 
@@ -196,7 +198,9 @@ def resources(draw: st.DrawFn) -> dict[str, Any]:
     requests = {name: value for name, value in limits.items() if draw(st.booleans())}
     if "cpu" in requests:
         requests["cpu"] = draw(sometimes(["500m", requests["cpu"]], ["64"]))
-    mistake = draw(sometimes([None], ["gpu without limit", "half a gpu", "gpu request above"]))
+    mistake = draw(
+        sometimes([None], ["gpu without limit", "half a gpu", "gpu request above", "gpu without a domain"])
+    )
     if mistake == "gpu without limit":
         limits.pop("nvidia.com/gpu", None)
         requests["nvidia.com/gpu"] = 1
@@ -204,6 +208,8 @@ def resources(draw: st.DrawFn) -> dict[str, Any]:
         limits["nvidia.com/gpu"] = "500m"
     elif mistake == "gpu request above":
         limits["nvidia.com/gpu"], requests["nvidia.com/gpu"] = 1, 2
+    elif mistake == "gpu without a domain":
+        limits["gpu"] = 1
     return {"limits": limits, "requests": requests}
 
 
@@ -259,6 +265,18 @@ def pod_template(draw: st.DrawFn) -> dict[str, Any]:
         spec["restartPolicy"] = draw(sometimes(["Always", "Never"], ["Sometimes"]))
     if maybe(draw):
         spec["activeDeadlineSeconds"] = draw(sometimes([60], [0, 2**63]))
+    if maybe(draw):
+        spec["hostNetwork"] = draw(st.booleans())
+    if maybe(draw):
+        spec["nodeSelector"] = {"pool": draw(sometimes(["gpu", "a-b.c"], ["two words", "x" * 64]))}
+    if maybe(draw):
+        toleration: dict[str, Any] = {
+            "key": "nvidia.com/gpu",
+            "operator": draw(st.sampled_from(["Exists", "Equal"])),
+        }
+        if draw(st.booleans()):
+            toleration["value"] = "present"  # refused with Exists, fine with Equal
+        spec["tolerations"] = [toleration]
     template: dict[str, Any] = {"spec": spec}
     if maybe(draw):
         label_keys, values = sometimes(["app", "tier"], ["bad key"]), sometimes(["llm", ""], ["x" * 64])

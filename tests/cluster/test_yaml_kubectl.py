@@ -200,6 +200,26 @@ tagged: [!!str 0777, !!int "0777", !!float 1, !local text]
 @pytest.mark.parametrize(
     "text",
     [
+        "a: >\n  x\n  y\n",
+        "a: >-\n  x\n  y\n",
+        "a: >+\n  x\n  y\n\n",
+        "a: >\n  x\n    more indented\n  z\n",
+        "a: >\n  x\n\n  after a blank\n",
+        "a: >2\n   x\n  y\n",
+        "a:\n- >\n  in a list\n  folded\n",
+        "a: >\n  trailing \n  space\n",
+        'a: "x\n  y"\n',
+        '{"a": 1}\n{"b": [2, 3]}\n',
+    ],
+)
+def test_block_scalars_and_streams_read_as_kubectl_sends_them(kubectl_reader: Path, text: str) -> None:
+    """Folded block scalars (ruamel marks folds with a BEL) and JSON streams, as kubectl reads them."""
+    assert phalanx_reads(text) == kubectl_sends(kubectl_reader, text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
         "a: .inf\n",
         "a: .nan\n",
         "? [a]\n: 1\n",
@@ -209,6 +229,7 @@ tagged: [!!str 0777, !!int "0777", !!float 1, !local text]
         "a: 1\n--- b: 2\n",
         "a: &x [*x]\n",
         "<<: 1\n",
+        'a: "\\ud800"\n',
     ],
 )
 def test_files_kubectl_refuses_are_refused(kubectl_reader: Path, text: str) -> None:

@@ -128,3 +128,27 @@ def test_plan_unknown_model_suggests_names() -> None:
     result = phalanx("plan", "--model", "llama-3.3-70b", "--instance-type", "p5.48xlarge")
     assert result.returncode == 1
     assert "llama-3.3-70b-instruct" in result.stderr
+
+
+def test_files_kubectl_would_refuse_or_expand_read_the_same_way(tmp_path: Path) -> None:
+    quickstart = yaml.safe_load((EXAMPLES / "quickstart.yaml").read_text())
+    utf16 = tmp_path / "utf16.yaml"
+    utf16.write_bytes((EXAMPLES / "quickstart.yaml").read_text().encode("utf-16"))
+    result = phalanx("validate", "-f", str(utf16))
+    assert result.returncode == 1
+    assert "is not UTF-8 text" in result.stderr and "Traceback" not in result.stderr
+    # A List (what `kubectl get -o yaml` prints) holds its objects; a JSON stream holds several.
+    listed = tmp_path / "list.yaml"
+    listed.write_text(yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": [quickstart]}))
+    result = phalanx("validate", "-f", str(listed))
+    assert result.returncode == 0, result.stderr
+    second = {**quickstart, "metadata": {"name": "second"}, "spec": {**quickstart["spec"], "replicas": "2"}}
+    stream = tmp_path / "stream.json"
+    stream.write_text(json.dumps(quickstart) + "\n" + json.dumps(second) + "\n")
+    result = phalanx("validate", "-f", str(stream))
+    assert result.returncode == 1
+    assert f"{stream}:2:" in result.stderr and "spec.replicas" in result.stderr
+    kind = tmp_path / "kind.yaml"
+    kind.write_text("apiVersion: serving.phalanx.dev/v1alpha1\nkind: []\nmetadata: {name: x}\n")
+    result = phalanx("validate", "-f", str(kind))
+    assert result.returncode == 1 and "kind: is not a Phalanx resource" in result.stderr

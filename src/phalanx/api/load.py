@@ -69,7 +69,7 @@ def _header_problems(data: Any) -> list[FieldError]:
         problems.append(
             FieldError(("apiVersion",), "is not a Phalanx API version", value=api_version, fix=fix)
         )
-    if kind not in KINDS:
+    if not isinstance(kind, str) or kind not in KINDS:
         problems.append(
             FieldError(
                 ("kind",),
@@ -191,7 +191,7 @@ _SERVER_METADATA = (
 def _read_from_a_cluster(data: Any) -> tuple[Any, list[FieldError]]:
     """A file written by `kubectl get -o yaml` carries a status and the server's metadata: both have no
     effect, so they are warnings, and the status is dropped (as the API server drops it on create)."""
-    if not isinstance(data, dict) or data.get("kind") not in KINDS:
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str) or data["kind"] not in KINDS:
         return data, []
     problems: list[FieldError] = []
     if "status" in data:

@@ -18,7 +18,7 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 from phalanx.api.errors import FieldError, Path
-from phalanx.api.names import is_dns1123_label, is_label_key
+from phalanx.api.names import is_dns1123_label, is_label_key, is_label_value
 from phalanx.api.quantity import QuantityError, parse_quantity
 
 _PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")
@@ -127,7 +127,7 @@ def pod_template_problems(template: dict[str, Any], injected_env: Collection[str
     for kind in ("containers", "initContainers"):  # an init container's name is checked against the others
         for index, container in _items(spec.get(kind)):
             path: Path = ("spec", kind, index)
-            problems += _container(path, container, volumes, injected_env)
+            problems += _container(path, container, volumes, injected_env, spec.get("hostNetwork") is True)
             name = container.get("name")
             if isinstance(name, str) and name:
                 if name in seen and not seen[name].startswith(kind):
@@ -243,6 +243,8 @@ def _pod_fields(spec: dict[str, Any]) -> Iterator[FieldError]:
             yield _error(
                 ("spec", key), f"is not a supported {key}", value, f"use one of {', '.join(allowed)}"
             )
+    yield from _node_selector(spec)
+    yield from _tolerations(spec)
     deadline = spec.get("activeDeadlineSeconds")
     if isinstance(deadline, int) and deadline <= 0:
         yield _error(
@@ -254,7 +256,11 @@ def _pod_fields(spec: dict[str, Any]) -> Iterator[FieldError]:
 
 
 def _container(
-    path: Path, container: dict[str, Any], volumes: set[Any], injected_env: Collection[str]
+    path: Path,
+    container: dict[str, Any],
+    volumes: set[Any],
+    injected_env: Collection[str],
+    host_network: bool = False,
 ) -> Iterator[FieldError]:
     name = container.get("name")
     if isinstance(name, str) and name and not is_dns1123_label(name):
@@ -273,12 +279,75 @@ def _container(
             f"use one of {', '.join(_PULL_POLICIES)}",
         )
     yield from _ports(path, container)
+    yield from _host_ports(path, container, host_network)
+    yield from _resource_names(path, container)
     yield from _env(path, container, injected_env)
     yield from _mounts(path, container, volumes)
     if path[1] == "initContainers":
         yield from _init_container(path, container)
     else:
         yield from _probes(path, container)
+
+
+def _node_selector(spec: dict[str, Any]) -> Iterator[FieldError]:
+    selector = spec.get("nodeSelector")
+    for key, value in selector.items() if isinstance(selector, dict) else ():
+        path: Path = ("spec", "nodeSelector", key)
+        if not is_label_key(key):
+            yield _error(
+                path, "is not a valid label key", key, "use a node label key such as 'example.com/pool'"
+            )
+        if isinstance(value, str) and not is_label_value(value):
+            yield _error(
+                path,
+                "is not a valid label value (at most 63 letters, digits, '-', '_' or '.')",
+                value,
+                "use the node label's value as the node carries it",
+            )
+
+
+def _tolerations(spec: dict[str, Any]) -> Iterator[FieldError]:
+    for index, toleration in _items(spec.get("tolerations")):
+        if toleration.get("operator") == "Exists" and toleration.get("value"):
+            yield _error(
+                ("spec", "tolerations", index, "value"),
+                "must be empty when operator is Exists",
+                toleration["value"],
+                "remove the value, or use operator: Equal",
+            )
+
+
+def _host_ports(path: Path, container: dict[str, Any], host_network: bool) -> Iterator[FieldError]:
+    if not host_network:
+        return
+    for index, port in _items(container.get("ports")):
+        host, number = port.get("hostPort"), port.get("containerPort")
+        if isinstance(host, int) and host not in (0, number):
+            yield _error(
+                (*path, "ports", index, "hostPort"),
+                f"must equal containerPort ({number}) with hostNetwork",
+                host,
+                "remove hostPort, or set it to the containerPort",
+            )
+
+
+_STANDARD_RESOURCES = frozenset({"cpu", "memory", "ephemeral-storage"})
+
+
+def _resource_names(path: Path, container: dict[str, Any]) -> Iterator[FieldError]:
+    resources = container.get("resources")
+    for section in ("requests", "limits"):
+        values = resources.get(section) if isinstance(resources, dict) else None
+        for name in values if isinstance(values, dict) else ():
+            standard = name in _STANDARD_RESOURCES or str(name).startswith("hugepages-")
+            if not standard and "/" not in str(name):
+                yield _error(
+                    (*path, "resources", section, name),
+                    "is not a standard resource for containers (cpu, memory, ephemeral-storage, "
+                    "hugepages-*) and has no domain",
+                    name,
+                    "write the device's full name, e.g. 'nvidia.com/gpu'",
+                )
 
 
 def _init_container(path: Path, container: dict[str, Any]) -> Iterator[FieldError]:

@@ -10,6 +10,7 @@ key is a warning. A path -> (line, column) map lets any error about a field poin
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from io import StringIO
 from typing import Any
@@ -58,7 +59,12 @@ class _Composer(Composer):
         tag = event.ctag
         if tag is None:
             tag = Tag(suffix=_PLAIN if event.implicit[0] else kubeyaml.STR)
-        node = ScalarNode(tag, event.value, event.start_mark, event.end_mark, style=event.style)
+        value = event.value
+        if event.style == ">":
+            # ruamel's round-trip scanner marks each fold with a BEL to rebuild the folds on output; the
+            # value (and what kubectl sends) has none: YAML content cannot hold a BEL itself.
+            value = value.replace("\a", "")
+        node = ScalarNode(tag, value, event.start_mark, event.end_mark, style=event.style)
         if anchor is not None:
             self.anchors[anchor] = node
         return node
@@ -140,6 +146,15 @@ class _Reader:
         return kubeyaml.resolve_tagged(node.value, tag)
 
     def scalar_value(self, node: ScalarNode, path: Path) -> Any:
+        if _has_surrogate(node.value):
+            self.error(
+                path,
+                node,
+                "holds a lone UTF-16 surrogate escape, which is not a character: kubectl refuses the file",
+                fix="write the character itself, or its \\U escape",
+                value=node.value,
+            )
+            return _DROPPED
         try:
             return kubeyaml.json_value(self.scalar(node))
         except kubeyaml.ScalarError as exc:
@@ -228,6 +243,10 @@ class _Reader:
 _DROPPED: Any = object()
 
 
+def _has_surrogate(text: str) -> bool:
+    return any("\ud800" <= char <= "\udfff" for char in text)
+
+
 def _is_merge(node: Node) -> bool:
     return isinstance(node, ScalarNode) and node.value == "<<" and str(node.tag) in (_PLAIN, kubeyaml.MERGE)
 
@@ -305,10 +324,80 @@ def _syntax_error(exc: MarkedYAMLError, offset: int, source: str | None) -> Spec
     )
 
 
+def decode_text(data: bytes, source: str | None = None) -> str:
+    """A file's bytes as text, read as kubectl reads them: UTF-8, a UTF-8 byte order mark dropped;
+    anything else (UTF-16, Latin-1) kubectl refuses, and so does Phalanx, with the offset."""
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SpecError(
+            [
+                FieldError(
+                    (),
+                    f"is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}), "
+                    "and kubectl reads only UTF-8",
+                    fix="save the file as UTF-8",
+                )
+            ],
+            source,
+        ) from None
+
+
+def _json_chunks(text: str, source: str | None) -> list[tuple[int, str]]:
+    """kubectl reads a file whose first character (after white space) is `{` as a stream of JSON objects:
+    one chunk per object, each with the index of its first line."""
+    decoder = json.JSONDecoder()
+    chunks: list[tuple[int, str]] = []
+    position = 0
+    while True:
+        while position < len(text) and text[position] in " \t\r\n":
+            position += 1
+        if position >= len(text):
+            return chunks
+        try:
+            _, end = decoder.raw_decode(text, position)
+        except json.JSONDecodeError as exc:
+            raise SpecError(
+                [
+                    FieldError(
+                        (),
+                        f"JSON syntax error: {exc.msg}",
+                        fix="correct the JSON at this line",
+                        line=exc.lineno,
+                        column=exc.colno,
+                    )
+                ],
+                source,
+            ) from None
+        line = text.count("\n", 0, position)
+        start_of_line = text.rfind("\n", 0, position) + 1
+        # The chunk keeps its first line's indentation, so columns stay right.
+        chunks.append((line, " " * (position - start_of_line) + text[position:end] + "\n"))
+        position = end
+
+
+def _too_deep(offset: int, source: str | None) -> SpecError:
+    return SpecError(
+        [
+            FieldError(
+                (),
+                "nests mappings and lists deeper than Phalanx reads (a few hundred levels; kubectl reads "
+                f"{_MAX_DEPTH})",
+                fix="flatten the document; no Kubernetes object nests that deep",
+                line=offset + 1,
+            )
+        ],
+        source,
+    )
+
+
 def parse_yaml(text: str, source: str | None = None) -> list[Document]:
-    """All non-empty documents of a YAML stream, as kubectl sends them; syntax errors raise SpecError."""
+    """All non-empty documents of a YAML (or JSON) stream, as kubectl sends them, a `kind: List`'s items
+    in its place; syntax errors raise SpecError."""
     documents: list[Document] = []
-    for index, (offset, chunk) in enumerate(_chunks(text, source)):
+    json_stream = text.lstrip(" \t\r\n\ufeff").startswith("{")
+    chunks = _json_chunks(text, source) if json_stream else _chunks(text, source)
+    for index, (offset, chunk) in enumerate(chunks):
         try:
             nodes = _yaml().compose_all(StringIO(chunk))
             node = next(iter(nodes), None)  # go-yaml reads the first document of a chunk only
@@ -318,6 +407,8 @@ def parse_yaml(text: str, source: str | None = None) -> list[Document]:
             raise SpecError(
                 [FieldError(path=(), message=f"YAML error: {exc}", fix="correct the YAML")], source
             ) from None
+        except RecursionError:
+            raise _too_deep(offset, source) from None
         if node is None:
             continue
         reader = _Reader(offset)
@@ -327,11 +418,32 @@ def parse_yaml(text: str, source: str | None = None) -> list[Document]:
             raise SpecError(
                 [FieldError((), f"{exc}, so kubectl refuses the file", fix="use fewer aliases")], source
             ) from None
+        except RecursionError:
+            raise _too_deep(offset, source) from None
         if data is None or data is _DROPPED:
             continue  # kubectl skips empty and null documents
         problems = tuple(replace(p, document=index) for p in reader.fatal + reader.problems)
         documents.append(Document(data=data, index=index, positions=reader.positions, problems=problems))
-    return documents
+    return [item for document in documents for item in _list_items(document)]
+
+
+def _list_items(document: Document) -> list[Document]:
+    """kubectl applies the items of a `v1` List (what `kubectl get -o yaml` prints) as objects of theirs."""
+    data = document.data
+    if not (
+        isinstance(data, dict)
+        and data.get("apiVersion") == "v1"
+        and data.get("kind") == "List"
+        and isinstance(data.get("items"), list)
+    ):
+        return [document]
+    items = []
+    for index, item in enumerate(data["items"]):
+        prefix: Path = ("items", index)
+        positions = {path[2:]: at for path, at in document.positions.items() if path[:2] == prefix}
+        problems = tuple(replace(p, path=p.path[2:]) for p in document.problems if p.path[:2] == prefix)
+        items.append(Document(data=item, index=document.index, positions=positions, problems=problems))
+    return items
 
 
 class _Representer(RoundTripRepresenter):

@@ -226,6 +226,26 @@ CASES: list[tuple[str, Callable[[Template], object], tuple[Any, ...]]] = [
         lambda t: t["metadata"]["annotations"].update({"bad key": "v"}),
         ("metadata", "annotations", "bad key"),
     ),
+    (
+        "a resource without a domain that is not a standard one",
+        lambda t: _container(t).update(resources={"limits": {"gpu": "1"}}),
+        ("spec", "containers", 0, "resources", "limits", "gpu"),
+    ),
+    (
+        "a node selector value with a space",
+        lambda t: t["spec"].update(nodeSelector={"pool": "two words"}),
+        ("spec", "nodeSelector", "pool"),
+    ),
+    (
+        "a toleration that exists and has a value",
+        lambda t: t["spec"].update(tolerations=[{"key": "gpu", "operator": "Exists", "value": "yes"}]),
+        ("spec", "tolerations", 0, "value"),
+    ),
+    (
+        "host network with a host port unlike the container port",
+        lambda t: (t["spec"].update(hostNetwork=True), _container(t)["ports"][0].update(hostPort=9000)),
+        ("spec", "containers", 0, "ports", 0, "hostPort"),
+    ),
 ]
 
 

@@ -15,7 +15,7 @@ from phalanx.api import load_text
 from phalanx.api.crd import crd_yaml, crds
 from phalanx.api.errors import SpecError
 from phalanx.api.kubeyaml import Scalar, json_key, resolve_plain
-from phalanx.api.yamlfile import dump_yaml, parse_yaml
+from phalanx.api.yamlfile import decode_text, dump_yaml, parse_yaml
 
 SENT = {
     # integers: octal (a leading 0 too), hex, binary, underscores, signs, int64 and beyond
@@ -252,3 +252,48 @@ spec:
     assert not loaded.errors
     (ms,) = loaded.resources
     assert ms.spec.template.roles[0].entry_template.spec["volumes"][0]["configMap"]["defaultMode"] == 511
+
+
+def test_folded_block_scalars_read_as_their_text() -> None:
+    # ruamel's round-trip scanner marks each fold with a BEL; what kubectl sends has none.
+    (document,) = parse_yaml(
+        "a: >\n  vllm serve m\n  --port 8000\nb: >-\n  x\n\n  y\nc:\n- >\n  in\n  list\n"
+    )
+    assert document.data == {"a": "vllm serve m --port 8000\n", "b": "x\ny", "c": ["in list\n"]}
+
+
+def test_a_json_stream_is_every_object_with_its_lines() -> None:
+    documents = parse_yaml('{"a": 1}\n\n  {"b": [2, 3],\n   "c": "x"}\n')
+    assert [d.data for d in documents] == [{"a": 1}, {"b": [2, 3], "c": "x"}]
+    assert documents[1].positions[("c",)] == (4, 4)
+    with pytest.raises(SpecError) as caught:
+        parse_yaml('{"a": 1}\n{"b": }\n')
+    assert caught.value.errors[0].line == 2
+
+
+def test_a_list_is_read_as_its_items_located_in_the_file() -> None:
+    text = "apiVersion: v1\nkind: List\nitems:\n- kind: A\n  x: 1\n- kind: B\n  z: 2\n"
+    documents = parse_yaml(text)
+    assert [d.data for d in documents] == [{"kind": "A", "x": 1}, {"kind": "B", "z": 2}]
+    assert documents[1].positions[("z",)] == (7, 3)
+
+
+def test_a_lone_surrogate_is_refused() -> None:
+    (document,) = parse_yaml('a: "\\ud800"\nb: "\\U0001F600"\n')
+    assert document.data == {"b": "\U0001f600"}
+    (problem,) = document.problems
+    assert problem.path == ("a",) and "surrogate" in problem.message
+
+
+def test_only_utf8_is_read_as_kubectl_reads_it() -> None:
+    assert decode_text("\ufeffa: é\n".encode()) == "a: é\n"
+    for data in ("a: 1\n".encode("utf-16"), "a: café\n".encode("latin-1")):
+        with pytest.raises(SpecError) as caught:
+            decode_text(data, "f.yaml")
+        assert "is not UTF-8 text" in caught.value.render()
+
+
+def test_nesting_too_deep_to_read_is_an_error_not_a_crash() -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_yaml("a: " + "[" * 2000 + "]" * 2000 + "\n")
+    assert "deeper than Phalanx reads" in caught.value.render()
