@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -24,7 +25,7 @@ from phalanx.api import (
     parse_resource,
 )
 from phalanx.api.labels import GROUP_VERSION
-from phalanx.api.yamlfile import decode_text, dump_yaml, parse_yaml
+from phalanx.api.yamlfile import MAX_FILE_BYTES, check_file_size, decode_text, dump_yaml, parse_yaml
 from phalanx.compiler import compile_deployment, deployment_problems
 from phalanx.compiler.model_config import config_file, read_model_config
 from phalanx.controller.desired import steady_state
@@ -397,22 +398,28 @@ def loaded_text(path: Path) -> str:
     cannot be read is an error printed here, and exit 1."""
     source = "<stdin>" if str(path) == "-" else str(path)
     try:
-        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        if str(path) == "-":
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)  # more than the limit says so, not its size
+        else:
+            with path.open("rb") as handle:
+                check_file_size(os.fstat(handle.fileno()).st_size, source)
+                data = handle.read(MAX_FILE_BYTES + 1)  # a file growing meanwhile stops here
+        return decode_text(data, source)
     except OSError as exc:
         err.print(f"[red]error:[/red] cannot read {path}: {exc.strerror}")
         raise typer.Exit(1) from None
-    try:
-        return decode_text(data, source)
     except SpecError as exc:
         _report(list(exc.errors), source)
         raise typer.Exit(1) from None
 
 
-def _control(state_dir: Path | None, method: str, path: str, payload: Any = None) -> Any:
+def _control(
+    state_dir: Path | None, method: str, path: str, payload: Any = None, timeout: float = 30.0
+) -> Any:
     from phalanx.embedded.client import ControlError, NotRunningError, call
 
     try:
-        return call(_state_dir(state_dir), method, path, payload)
+        return call(_state_dir(state_dir), method, path, payload, timeout)
     except NotRunningError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
@@ -444,7 +451,8 @@ def status(
 def apply(file: FileOption, state_dir: StateDirOption = None) -> None:
     """Send a spec to the running `phalanx up`; a changed spec rolls its groups out."""
     text = loaded_text(file)
-    result = _control(state_dir, "POST", "/v1/apply", {"text": text, "source": str(file)})
+    # Reading a file of the largest size Phalanx takes may take `up` a while on a busy machine.
+    result = _control(state_dir, "POST", "/v1/apply", {"text": text, "source": str(file)}, timeout=120.0)
     for line in result.get("warnings", []):
         err.print(f"[yellow]{line}[/yellow]")
     for line in result.get("errors", []):

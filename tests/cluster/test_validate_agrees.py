@@ -391,6 +391,14 @@ def _examples() -> Iterator[tuple[str, dict[str, Any]]]:
         {"name": "cfg", "configMap": {"name": "cfg", "defaultMode": 777}}
     ]
     yield "file mode 777 (what YAML 1.2 makes of 0777)", mode
+    # Just over the 256 KiB the API server allows for an object's annotations, keys and values together.
+    big = {"example.com/a": "x" * (128 * 1024), "example.com/b": "y" * (128 * 1024)}
+    annotated = copy.deepcopy(base)
+    annotated["metadata"]["annotations"] = big
+    yield "annotations over 256 KiB on the ModelServing", annotated
+    annotated_pod = copy.deepcopy(base)
+    annotated_pod["spec"]["template"]["roles"][0]["entryTemplate"]["metadata"] = {"annotations": big}
+    yield "annotations over 256 KiB on a pod template", annotated_pod
 
 
 @pytest.mark.parametrize(("case", "data"), list(_examples()), ids=[case for case, _ in _examples()])

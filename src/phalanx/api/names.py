@@ -17,6 +17,7 @@ import hashlib
 import re
 
 DNS_LABEL_MAX = 63
+ANNOTATIONS_MAX_BYTES = 256 * 1024  # all of an object's annotations, keys and values (apimachinery)
 _DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
@@ -40,6 +41,11 @@ def is_label_key(key: str) -> bool:
 
 def is_label_value(value: str) -> bool:
     return value == "" or (len(value) <= DNS_LABEL_MAX and bool(_LABEL_NAME.match(value)))
+
+
+def annotations_size(annotations: dict[str, str]) -> int:
+    """What the API server counts against ANNOTATIONS_MAX_BYTES: the bytes of every key and value."""
+    return sum(len(key.encode()) + len(str(value).encode()) for key, value in annotations.items())
 
 
 def group_name(serving: str, group_index: int) -> str:

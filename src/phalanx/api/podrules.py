@@ -18,7 +18,13 @@ from collections.abc import Collection, Iterator
 from typing import Any
 
 from phalanx.api.errors import FieldError, Path
-from phalanx.api.names import is_dns1123_label, is_label_key, is_label_value
+from phalanx.api.names import (
+    ANNOTATIONS_MAX_BYTES,
+    annotations_size,
+    is_dns1123_label,
+    is_label_key,
+    is_label_value,
+)
 from phalanx.api.quantity import QuantityError, parse_quantity
 
 _PORT_NAME_CHARS = re.compile(r"^[-a-z0-9]+$")
@@ -146,6 +152,14 @@ def pod_template_problems(template: dict[str, Any], injected_env: Collection[str
 
 def _metadata(metadata: Any) -> Iterator[FieldError]:
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if isinstance(annotations, dict) and annotations_size(annotations) > ANNOTATIONS_MAX_BYTES:
+        yield _error(
+            ("metadata", "annotations"),
+            f"holds {annotations_size(annotations):,} bytes of keys and values, more than the "
+            f"{ANNOTATIONS_MAX_BYTES:,} a pod may carry",
+            None,
+            "keep large content out of annotations (a ConfigMap, or the container's args)",
+        )
     for key in annotations or {}:
         if isinstance(key, str) and not is_label_key(key.lower()):
             yield _error(

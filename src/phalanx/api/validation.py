@@ -18,7 +18,9 @@ from phalanx.api.errors import FieldError, Path
 from phalanx.api.labels import INJECTED_ENV, RESERVED_POD_LABELS
 from phalanx.api.modelserving import ModelServing, PodTemplate, Role
 from phalanx.api.names import (
+    ANNOTATIONS_MAX_BYTES,
     DNS_LABEL_MAX,
+    annotations_size,
     is_dns1035_label,
     is_dns1123_label,
     is_label_key,
@@ -76,6 +78,14 @@ def _metadata(ms: ModelServing) -> Iterator[FieldError]:
             "must be a DNS-1123 label",
             value=ms.metadata.namespace,
             fix="use a namespace like 'default'",
+        )
+    size = annotations_size(ms.metadata.annotations)
+    if size > ANNOTATIONS_MAX_BYTES:
+        yield FieldError(
+            ("metadata", "annotations"),
+            f"hold {size:,} bytes of keys and values; the API server refuses more than "
+            f"{ANNOTATIONS_MAX_BYTES:,}",
+            fix="keep large content out of annotations (a ConfigMap, or the spec itself)",
         )
 
 

@@ -6,6 +6,10 @@ the JSON of it. We parse with ruamel.yaml only as far as its node graph (line an
 node), then build the data with go-yaml's rules (`kubeyaml.py`), so that `phalanx validate` judges
 what the API server will receive. Problems kubectl would refuse the file for are errors; a repeated
 key is a warning. A path -> (line, column) map lets any error about a field point at its line.
+
+The work one file can cause is bounded before it is done: its size, the size of each document, how
+deep it nests (checked while scanning, so a line of ten thousand `[` costs nothing), and how much
+data its aliases expand to (checked while building, so an alias bomb stops at the budget).
 """
 
 from __future__ import annotations
@@ -16,10 +20,11 @@ from io import StringIO
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.composer import Composer
+from ruamel.yaml.composer import Composer, MaxDepthExceededError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from ruamel.yaml.representer import RoundTripRepresenter
+from ruamel.yaml.scanner import RoundTripScanner
 from ruamel.yaml.tag import Tag
 
 from phalanx.api import kubeyaml
@@ -27,7 +32,12 @@ from phalanx.api.errors import FieldError, Path, SpecError
 
 _PLAIN = "!phalanx/plain"  # marks an untagged plain scalar: only those are resolved as YAML 1.1 types
 _SEPARATOR = "---"
-_MAX_DEPTH = 10000
+# kubectl reads any size and 10,000 levels; the API server takes a request body of at most 3 MiB, and no
+# Kubernetes object nests deeper than a few dozen levels. Bounds on what one file may cost to read:
+MAX_FILE_BYTES = 8 * 1024 * 1024
+MAX_DOCUMENT_BYTES = 3 * 1024 * 1024  # the text of a document, and the JSON its aliases expand to
+MAX_DEPTH = 100
+MAX_VALUES = 200_000  # values in one document, aliases expanded; a ModelServing has a few hundred
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,22 @@ class Document:
             if not path:
                 return replace(error, document=self.index)
             path = path[:-1]
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+class _Scanner(RoundTripScanner):
+    """Stops at the first flow collection nested too deep: the scanner looks ahead over every `[`
+    that may start a key, at a cost that grows with the square of the depth."""
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: Any) -> None:
+        if len(self.flow_context) >= MAX_DEPTH:
+            raise _TooDeep(self.reader.get_mark().line)
+        super().fetch_flow_collection_start(TokenClass, to_push)
 
 
 class _Composer(Composer):
@@ -74,6 +100,10 @@ class _Refused(Exception):
     """kubectl would refuse the whole document (a recursive or excessive alias)."""
 
 
+class _TooLarge(Exception):
+    """The document expands to more than the API server would take."""
+
+
 class _Reader:
     """Builds plain data from one document's nodes the way go-yaml v2 decodes into interface{}."""
 
@@ -87,6 +117,7 @@ class _Reader:
         self._alias_depth = 0
         self._decoded = 0
         self._aliased = 0
+        self._json_bytes = 0  # a running estimate of the size of the JSON being built
         self._warned: set[tuple[int, int]] = set()
 
     def mark(self, node: Node) -> tuple[int, int]:
@@ -105,12 +136,15 @@ class _Reader:
         key = id(node)
         if key in self._active:
             raise _Refused(f"the anchor at line {self.mark(node)[0]} contains itself")
+        if len(path) > MAX_DEPTH:  # aliases nested in aliases nest deeper than the text does
+            raise _TooDeep(self.mark(node)[0])
         alias = key in self._seen
         self._seen.add(key)
         self._count(alias)
         self._active.add(key)
         self._alias_depth += alias
         try:
+            self._grow(len(node.value) + 3 if isinstance(node, ScalarNode) else 2)
             if isinstance(node, MappingNode):
                 out: dict[str, Any] = {}
                 self.mapping(node, path, out)
@@ -128,8 +162,10 @@ class _Reader:
             self._alias_depth -= alias
 
     def _count(self, alias: bool) -> None:
-        # go-yaml's guard against alias bombs ("billion laughs").
+        # go-yaml's guard against alias bombs ("billion laughs"), and ours: a plain cap.
         self._decoded += 1
+        if self._decoded > MAX_VALUES:
+            raise _TooLarge
         if self._alias_depth > 0 or alias:
             self._aliased += 1
         if (
@@ -138,6 +174,11 @@ class _Reader:
             and self._aliased / self._decoded > _allowed_ratio(self._decoded)
         ):
             raise _Refused("the document contains excessive aliasing")
+
+    def _grow(self, size: int) -> None:
+        self._json_bytes += size
+        if self._json_bytes > MAX_DOCUMENT_BYTES:
+            raise _TooLarge
 
     def scalar(self, node: ScalarNode) -> kubeyaml.Scalar:
         tag = str(node.tag)
@@ -181,6 +222,7 @@ class _Reader:
             key = self.key(key_node, path)
             if key is None:
                 continue
+            self._grow(len(key) + 4)
             child = (*path, key)
             # The value written last is the one sent: what was wrong with an earlier one is moot.
             self.problems = [p for p in self.problems if p.path[: len(child)] != child]
@@ -263,8 +305,9 @@ def _allowed_ratio(decoded: int) -> float:
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.Composer = _Composer
+    yaml.Scanner = _Scanner
     yaml.version = (1, 1)  # the scanner go-yaml v2 (libyaml) has
-    yaml.max_depth = _MAX_DEPTH
+    yaml.max_depth = MAX_DEPTH
     return yaml
 
 
@@ -327,6 +370,7 @@ def _syntax_error(exc: MarkedYAMLError, offset: int, source: str | None) -> Spec
 def decode_text(data: bytes, source: str | None = None) -> str:
     """A file's bytes as text, read as kubectl reads them: UTF-8, a UTF-8 byte order mark dropped;
     anything else (UTF-16, Latin-1) kubectl refuses, and so does Phalanx, with the offset."""
+    check_file_size(len(data), source)
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -356,6 +400,8 @@ def _json_chunks(text: str, source: str | None) -> list[tuple[int, str]]:
             return chunks
         try:
             _, end = decoder.raw_decode(text, position)
+        except RecursionError:
+            raise _too_deep(text.count("\n", 0, position) + 1, source) from None
         except json.JSONDecodeError as exc:
             raise SpecError(
                 [
@@ -376,31 +422,57 @@ def _json_chunks(text: str, source: str | None) -> list[tuple[int, str]]:
         position = end
 
 
-def _too_deep(offset: int, source: str | None) -> SpecError:
-    return SpecError(
-        [
-            FieldError(
-                (),
-                "nests mappings and lists deeper than Phalanx reads (a few hundred levels; kubectl reads "
-                f"{_MAX_DEPTH})",
-                fix="flatten the document; no Kubernetes object nests that deep",
-                line=offset + 1,
-            )
-        ],
+def _problem(message: str, fix: str, source: str | None, line: int | None = None) -> SpecError:
+    return SpecError([FieldError((), message, fix=fix, line=line)], source)
+
+
+def _too_deep(line: int, source: str | None) -> SpecError:
+    return _problem(
+        f"nests mappings and lists more than {MAX_DEPTH} levels deep, more than Phalanx reads",
+        "flatten the document; no Kubernetes object nests more than a few dozen levels",
         source,
+        line,
     )
+
+
+def _size(n: int) -> str:
+    return f"{n / (1024 * 1024):.1f} MiB" if n >= 1024 * 1024 else f"{n} bytes"
+
+
+def check_file_size(size: int, source: str | None) -> None:
+    """Refuses a file bigger than Phalanx reads, before it is read."""
+    if size > MAX_FILE_BYTES:
+        raise _problem(
+            f"is larger than the {_size(MAX_FILE_BYTES)} Phalanx reads from one file",
+            "split it into several files; one object may be at most 3 MiB (the API server's limit)",
+            source,
+        )
 
 
 def parse_yaml(text: str, source: str | None = None) -> list[Document]:
     """All non-empty documents of a YAML (or JSON) stream, as kubectl sends them, a `kind: List`'s items
-    in its place; syntax errors raise SpecError."""
+    in its place; syntax errors and files or documents beyond the limits raise SpecError."""
+    check_file_size(len(text), source)
     documents: list[Document] = []
     json_stream = text.lstrip(" \t\r\n\ufeff").startswith("{")
     chunks = _json_chunks(text, source) if json_stream else _chunks(text, source)
     for index, (offset, chunk) in enumerate(chunks):
+        if len(chunk) > MAX_DOCUMENT_BYTES:
+            raise _problem(
+                f"this document is {_size(len(chunk))}; the API server refuses an object over "
+                f"{_size(MAX_DOCUMENT_BYTES)}",
+                "move large content (scripts, templates) into a ConfigMap or the image",
+                source,
+                offset + 1,
+            )
         try:
             nodes = _yaml().compose_all(StringIO(chunk))
             node = next(iter(nodes), None)  # go-yaml reads the first document of a chunk only
+        except _TooDeep as exc:
+            raise _too_deep(exc.line + 1 + offset, source) from None
+        except MaxDepthExceededError as exc:
+            mark = exc.problem_mark
+            raise _too_deep(mark.line + 1 + offset if mark else offset + 1, source) from None
         except MarkedYAMLError as exc:
             raise _syntax_error(exc, offset, source) from None
         except YAMLError as exc:
@@ -408,7 +480,7 @@ def parse_yaml(text: str, source: str | None = None) -> list[Document]:
                 [FieldError(path=(), message=f"YAML error: {exc}", fix="correct the YAML")], source
             ) from None
         except RecursionError:
-            raise _too_deep(offset, source) from None
+            raise _too_deep(offset + 1, source) from None
         if node is None:
             continue
         reader = _Reader(offset)
@@ -418,8 +490,19 @@ def parse_yaml(text: str, source: str | None = None) -> list[Document]:
             raise SpecError(
                 [FieldError((), f"{exc}, so kubectl refuses the file", fix="use fewer aliases")], source
             ) from None
+        except _TooLarge:
+            raise _problem(
+                f"this document holds (its aliases expanded) more than {MAX_VALUES:,} values or "
+                f"{_size(MAX_DOCUMENT_BYTES)} of JSON, more than Phalanx reads; the API server refuses "
+                "an object over 3 MiB",
+                "use fewer aliases, or smaller anchored values",
+                source,
+                offset + 1,
+            ) from None
+        except _TooDeep as exc:
+            raise _too_deep(exc.line, source) from None
         except RecursionError:
-            raise _too_deep(offset, source) from None
+            raise _too_deep(offset + 1, source) from None
         if data is None or data is _DROPPED:
             continue  # kubectl skips empty and null documents
         problems = tuple(replace(p, document=index) for p in reader.fatal + reader.problems)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -39,14 +41,30 @@ async def _call(state_dir: Path, method: str, path: str, payload: Any = None, ti
             aiohttp.ClientSession(
                 connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
             ) as session,
-            session.request(method, f"http://phalanx{path}", json=payload) as response,
+            session.request(
+                method,
+                f"http://phalanx{path}",
+                # Not ASCII-escaped: a spec's size on the wire stays close to the file's.
+                data=None
+                if payload is None
+                else io.BytesIO(json.dumps(payload, ensure_ascii=False).encode()),
+                headers={"Content-Type": "application/json"},
+            ) as response,
         ):
             text = await response.text()
-            body: Any
-            body = json.loads(text) if response.content_type == "application/json" else text
+            body: Any = text
+            if response.content_type == "application/json":
+                with contextlib.suppress(ValueError):
+                    body = json.loads(text)
             if response.status >= 400 and response.status != 422:
                 raise ControlError(response.status, _message(body, text or response.reason or ""), body)
             return body
+    except TimeoutError:
+        raise ControlError(
+            504,
+            f"phalanx up did not answer within {timeout:g} s; it may still be working on this request "
+            "(`phalanx status` shows what it runs; its log says what it is doing)",
+        ) from None
     except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionRefusedError) as exc:
         raise NotRunningError(
             f"phalanx up is not answering on {socket} ({exc}); start it with `phalanx up -f FILE`"

@@ -1,8 +1,17 @@
-"""The control endpoint of `phalanx up`: JSON over a Unix socket for `status`, `apply`, `scale`, `logs`."""
+"""The control endpoint of `phalanx up`: JSON over a Unix socket for `status`, `apply`, `scale`, `logs`.
+
+`up` serves the router on the same event loop, so a spec is decoded and read in a worker thread,
+one at a time: however a file is built, the router keeps answering and at most one file's worth of
+memory is in use. Anything unexpected is an error message in the usual JSON shape, never aiohttp's
+bare 500 page; the traceback goes to `up`'s log.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -10,21 +19,44 @@ from pydantic import ValidationError
 
 from phalanx.api.modelserving import ModelServing
 from phalanx.api.validation import validate_model_serving
+from phalanx.api.yamlfile import MAX_FILE_BYTES
 from phalanx.embedded.specs import servings_from_text
 from phalanx.http.errors import error_response
 
 if TYPE_CHECKING:
     from phalanx.embedded.daemon import Daemon
 
+log = logging.getLogger("phalanx.up")
+
 MAX_LOG_BYTES = 256 * 1024
+# A spec file's text inside a JSON body: quotes and line ends are escaped, at most doubling it.
+MAX_BODY_BYTES = 2 * MAX_FILE_BYTES + 64 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return error_response(exc.status, exc.text or exc.reason)
+    except Exception as exc:
+        log.exception("control request %s %s failed", request.method, request.path)
+        return error_response(
+            500, f"phalanx up failed on this request ({type(exc).__name__}: {exc}); see its log"
+        )
 
 
 class ControlApi:
     def __init__(self, daemon: Daemon) -> None:
         self.daemon = daemon
+        self._reading = asyncio.Lock()  # one spec read at a time
 
     def build_app(self) -> web.Application:
-        app = web.Application(client_max_size=8 * 1024 * 1024)
+        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
         app.router.add_get("/v1/status", self.status)
         app.router.add_post("/v1/apply", self.apply)
         app.router.add_post("/v1/scale", self.scale)
@@ -41,9 +73,11 @@ class ControlApi:
         return web.json_response(await self.daemon.status_payload())
 
     async def _json(self, request: web.Request) -> dict[str, Any]:
+        data = await request.read()
         try:
-            body = await request.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+            # Off the event loop: a body may be MAX_BODY_BYTES.
+            body = await asyncio.to_thread(json.loads, data) if len(data) > 64 * 1024 else json.loads(data)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
             raise web.HTTPBadRequest(text="body is not JSON") from None
         if not isinstance(body, dict):
             raise web.HTTPBadRequest(text="body must be a JSON object")
@@ -54,7 +88,8 @@ class ControlApi:
         text, source = body.get("text"), str(body.get("source") or "<apply>")
         if not isinstance(text, str):
             return error_response(400, "`text` (the YAML of the spec) is required", param="text")
-        loaded = servings_from_text(text, source)
+        async with self._reading:
+            loaded = await asyncio.to_thread(servings_from_text, text, source)
         if loaded.errors:
             return web.json_response(
                 {"applied": [], "errors": loaded.errors, "warnings": loaded.warnings}, status=422

@@ -6,6 +6,8 @@ cluster tier (`tests/cluster/test_yaml_kubectl.py`) compares generated documents
 
 from __future__ import annotations
 
+import time
+import tracemalloc
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +17,15 @@ from phalanx.api import load_text
 from phalanx.api.crd import crd_yaml, crds
 from phalanx.api.errors import SpecError
 from phalanx.api.kubeyaml import Scalar, json_key, resolve_plain
-from phalanx.api.yamlfile import decode_text, dump_yaml, parse_yaml
+from phalanx.api.yamlfile import (
+    MAX_DEPTH,
+    MAX_DOCUMENT_BYTES,
+    MAX_FILE_BYTES,
+    MAX_VALUES,
+    decode_text,
+    dump_yaml,
+    parse_yaml,
+)
 
 SENT = {
     # integers: octal (a leading 0 too), hex, binary, underscores, signs, int64 and beyond
@@ -293,7 +303,86 @@ def test_only_utf8_is_read_as_kubectl_reads_it() -> None:
         assert "is not UTF-8 text" in caught.value.render()
 
 
-def test_nesting_too_deep_to_read_is_an_error_not_a_crash() -> None:
+def _refusal(text: str) -> tuple[str, float]:
+    """The error reading `text` gives, and how long it took."""
+    started = time.perf_counter()
     with pytest.raises(SpecError) as caught:
-        parse_yaml("a: " + "[" * 2000 + "]" * 2000 + "\n")
-    assert "deeper than Phalanx reads" in caught.value.render()
+        parse_yaml(text, "f.yaml")
+    return caught.value.render(), time.perf_counter() - started
+
+
+def test_an_alias_bomb_is_refused_before_it_expands() -> None:
+    # 10 strings, then seven levels of ten aliases each: 10**8 strings once expanded.
+    lines = ["a0: &a0 [" + ",".join(["lol"] * 10) + "]"]
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 8)]
+    tracemalloc.start()
+    try:
+        message, _ = _refusal("\n".join(lines) + "\n")
+        assert tracemalloc.get_traced_memory()[1] < 64 * 1024 * 1024
+    finally:
+        tracemalloc.stop()
+    assert "aliasing" in message or "values" in message
+
+
+def test_aliases_under_go_yamls_ratio_still_stop_at_the_size_the_api_server_takes() -> None:
+    # Enough plain values that go-yaml's alias ratio allows it; a 60 KB string repeated 5,000 times.
+    lines = ["pad:"] + ["  - [1, 2, 3, 4, 5, 6, 7, 8]"] * 300
+    lines += ['s: &s "' + "x" * 60_000 + '"', "b1: &b1 [" + ",".join(["*s"] * 100) + "]"]
+    lines += ["b2: [" + ",".join(["*b1"] * 50) + "]"]
+    message, _ = _refusal("\n".join(lines) + "\n")
+    assert "3.0 MiB of JSON" in message
+
+
+def test_aliases_stop_at_a_count_of_values() -> None:
+    # 2,100 plain values keep go-yaml's ratio happy up to 210,000 values; the cap is 200,000.
+    lines = ["pad:"] + [f"  - &p{i} [1, 2]" for i in range(700)]
+    lines += ["b1: &b1 [" + ",".join(f"*p{i}" for i in range(700)) + "]"]
+    lines += ["b2: [" + ",".join(["*b1"] * 150) + "]"]
+    message, _ = _refusal("\n".join(lines) + "\n")
+    assert f"more than {MAX_VALUES:,} values" in message
+
+
+@pytest.mark.parametrize(
+    ("text", "line"),
+    [
+        ("a: " + "[" * 100_000 + "]" * 100_000 + "\n", 1),  # the scanner would take minutes
+        ("x: 1\na: " + "{b: " * 5_000 + "1" + "}" * 5_000 + "\n", 2),
+        ("a:\n" + "".join("  " * depth + f"k{depth}:\n" for depth in range(1, 120)), 100),
+        ('{"a": ' + "[" * 100_000 + "]" * 100_000 + "}\n", 1),  # a JSON stream
+    ],
+    ids=["flow", "flow-mappings", "block", "json"],
+)
+def test_nesting_too_deep_is_refused_at_its_line_quickly(text: str, line: int) -> None:
+    message, seconds = _refusal(text)
+    assert f"more than {MAX_DEPTH} levels deep" in message
+    assert f"f.yaml:{line}:" in message or f"f.yaml:{line}" in message
+    assert seconds < 5  # was minutes (flow) or a RecursionError traceback
+
+
+def test_nesting_up_to_the_limit_is_read() -> None:
+    (document,) = parse_yaml("a: " + "[" * 90 + "1" + "]" * 90 + "\n")
+    value = document.data["a"]
+    for _ in range(89):
+        (value,) = value
+    assert value == [1]
+
+
+def test_aliases_nested_in_aliases_count_their_depth() -> None:
+    lines = ["a0: &a0 " + "[" * 60 + "1" + "]" * 60]
+    lines += [f"a{i}: &a{i} " + "[" * 60 + f"*a{i - 1}" + "]" * 60 for i in range(1, 4)]
+    message, _ = _refusal("\n".join(lines) + "\n")
+    assert f"more than {MAX_DEPTH} levels deep" in message
+
+
+def test_a_file_or_document_bigger_than_read_is_refused_before_parsing() -> None:
+    huge = "a: " + "x" * MAX_FILE_BYTES + "\n"
+    for read in (lambda: parse_yaml(huge, "f.yaml"), lambda: decode_text(huge.encode(), "f.yaml")):
+        started = time.perf_counter()
+        with pytest.raises(SpecError) as caught:
+            read()
+        assert "larger than the 8.0 MiB Phalanx reads" in caught.value.render()
+        assert time.perf_counter() - started < 1
+    document = "a: " + "x" * MAX_DOCUMENT_BYTES + "\n"
+    message, seconds = _refusal("b: 1\n---\n" + document)
+    assert "f.yaml:3" in message and "refuses an object over 3.0 MiB" in message
+    assert seconds < 1
