@@ -419,6 +419,14 @@ def _control(state_dir: Path | None, method: str, path: str, payload: Any = None
     except ControlError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    except PermissionError as exc:  # the state directory is private to the user running `up`
+        err.print(
+            f"[red]error:[/red] cannot reach {exc.filename or _state_dir(state_dir)}: permission denied; "
+            "only the user who started `phalanx up` may control it",
+            markup=True,
+            highlight=False,
+        )
+        raise typer.Exit(1) from None
 
 
 @app.command()

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
 _PROC = Path("/proc")
+_PR_SET_PDEATHSIG = 1
+
+_libc: ctypes.CDLL | None = None
+with contextlib.suppress(OSError):
+    _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent() -> None:
+    """preexec_fn for children: SIGKILL when the parent goes (Linux only; a no-op elsewhere)."""
+    if _libc is not None and sys.platform.startswith("linux"):
+        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 def signal_group(pgid: int, sig: signal.Signals) -> None:

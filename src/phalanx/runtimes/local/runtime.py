@@ -21,8 +21,8 @@ from phalanx.controller.actions import Event, Kind
 from phalanx.controller.observed import GANG_OBJECT_KINDS, format_time, parse_time
 from phalanx.runtimes.local.backoff import BackoffPolicy
 from phalanx.runtimes.local.kubelet import PodKey, PodWorker, set_condition
+from phalanx.runtimes.local.logs import LOGS, check_inside, check_names, log_file, pod_log_dir
 from phalanx.runtimes.local.network import AddressPool, host_addresses, resolve_dns, service_address
-from phalanx.runtimes.local.reaper import Reaper
 from phalanx.runtimes.local.scheduler import (
     Gang,
     PendingPod,
@@ -32,7 +32,9 @@ from phalanx.runtimes.local.scheduler import (
     gpu_need,
     schedule,
 )
+from phalanx.runtimes.local.statedir import ensure_private_dir
 from phalanx.runtimes.local.store import KINDS, LocalEvent, Store, namespace_of
+from phalanx.runtimes.local.watchdog import Reaper
 
 Object = dict[str, Any]
 
@@ -81,10 +83,11 @@ class LocalRuntime:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Raises StateDirError when the state directory is not private to this user."""
         if self._started:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "logs").mkdir(exist_ok=True)
+        ensure_private_dir(self.state_dir)
+        ensure_private_dir(self.state_dir / LOGS, inside=True)
         self._reaper.start()
         self._started = True
         self._schedule()
@@ -251,7 +254,8 @@ class LocalRuntime:
         return worker.pids() if worker is not None else []
 
     def log_dir(self, namespace: str, pod: str) -> Path:
-        return self.state_dir / "logs" / (pod if namespace == "default" else f"{namespace}_{pod}")
+        """Raises BadLogRequest (a ValueError) when a name is not a Kubernetes name."""
+        return pod_log_dir(self.state_dir, namespace, pod)
 
     def log_path(
         self, namespace: str, pod: str, container: str | None = None, previous: bool = False
@@ -259,7 +263,10 @@ class LocalRuntime:
         """Where a container's output goes (`previous`: its run before the last restart).
 
         Logs outlive their pod. Without `container`: the pod's default container, else its first.
+        Raises BadLogRequest when a name is not a name or the path leads outside the state
+        directory, LookupError when there is no such pod or container.
         """
+        check_names(namespace, pod, container)
         directory = self.log_dir(namespace, pod)
         obj = self.store.peek("Pod", namespace, pod)
         if obj is None and not directory.is_dir():
@@ -286,7 +293,9 @@ class LocalRuntime:
                     f"pod {pod} is gone and had containers {', '.join(logs) or 'none'}; name one"
                 )
             container = logs[0]
-        return directory / (f"{container}.previous.log" if previous else f"{container}.log")
+        path = log_file(directory, container, previous)
+        check_inside(self.state_dir, path)
+        return path
 
     # --- kubelet host (called by pod workers) --------------------------------------------------
 

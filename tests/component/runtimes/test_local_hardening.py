@@ -1,0 +1,217 @@
+"""The local runtime on a shared host: a private state directory, no link followed."""
+
+from __future__ import annotations
+
+import os
+import stat
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from phalanx.runtimes.local.logs import BadLogRequest
+from phalanx.runtimes.local.runtime import LocalRuntime
+from phalanx.runtimes.local.statedir import StateDirError
+from tests.component.runtimes.helpers import (
+    get_pod,
+    pod,
+    umask,
+    until,
+    wait_no_marked,
+)
+
+pytestmark = pytest.mark.component
+
+NOBODY = 65534
+PRINT_AND_WAIT = ["sh", "-c", "echo started; sleep 300 & wait"]
+
+
+@pytest.fixture
+def mark() -> str:
+    return uuid.uuid4().hex
+
+
+@pytest.fixture
+def umask_000() -> Iterator[None]:
+    with umask(0):
+        yield
+
+
+@pytest.fixture
+async def runtimes(mark: str) -> AsyncIterator[list[LocalRuntime]]:
+    made: list[LocalRuntime] = []
+    yield made
+    for runtime in made:
+        await runtime.close()
+    assert wait_no_marked(mark, 3.0) == [], "processes outlived the runtime"
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.lstat().st_mode)
+
+
+async def running(runtime: LocalRuntime, name: str) -> bool:
+    obj = await get_pod(runtime, name)
+    statuses = ((obj or {}).get("status") or {}).get("containerStatuses") or []
+    return bool(statuses) and "running" in statuses[0]["state"]
+
+
+# --- the state directory -----------------------------------------------------------------------
+
+
+async def test_with_umask_000_everything_in_the_state_dir_is_private(
+    tmp_path: Path, mark: str, umask_000: None, runtimes: list[LocalRuntime]
+) -> None:
+    state = tmp_path / "new" / "state"
+    runtime = LocalRuntime(state, gpus=0)
+    runtimes.append(runtime)
+    await runtime.start()
+    await runtime.create(pod("p", PRINT_AND_WAIT, mark=mark))
+    log = runtime.log_path("default", "p")
+    await until(runtime, lambda: log.exists() and "started" in log.read_text())
+    assert mode(state) == 0o700
+    assert mode(state / "logs") == 0o700
+    assert mode(log.parent) == 0o700
+    assert mode(log) == 0o600
+    assert mode(state / "pgids") == 0o600
+    assert mode(state.parent) == 0o755  # parents it made: not writable by others either
+
+
+async def test_an_existing_own_dir_readable_by_others_is_tightened(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o755)
+    runtime = LocalRuntime(state, gpus=0)
+    await runtime.start()
+    await runtime.close()
+    assert mode(state) == 0o700
+
+
+def _planted_world_writable(path: Path) -> str:
+    path.mkdir()
+    path.chmod(0o777)
+    return "mode 0777"
+
+
+def _planted_by_nobody(path: Path) -> str:
+    if os.geteuid() != 0:
+        pytest.skip("only root can give a directory to another user")
+    path.mkdir(mode=0o700)
+    os.chown(path, NOBODY, NOBODY)
+    return f"uid {NOBODY}"
+
+
+def _planted_link(path: Path) -> str:
+    target = path.parent / "elsewhere"
+    target.mkdir(mode=0o700)
+    path.symlink_to(target)
+    return "symbolic link"
+
+
+def _planted_file(path: Path) -> str:
+    path.write_text("")
+    return "not a directory"
+
+
+@pytest.mark.parametrize(
+    "plant",
+    [_planted_world_writable, _planted_by_nobody, _planted_link, _planted_file],
+    ids=["mode-0777", "owned-by-nobody", "symlink", "a-file"],
+)
+async def test_a_planted_state_dir_is_refused_with_the_fix(tmp_path: Path, plant: object) -> None:
+    state = tmp_path / "state"
+    detail = plant(state)  # type: ignore[operator]
+    before = sorted(p.name for p in state.iterdir()) if state.is_dir() else None
+    runtime = LocalRuntime(state, gpus=0)
+    with pytest.raises(StateDirError) as refused:
+        await runtime.start()
+    message = str(refused.value)
+    assert str(state) in message and detail in message
+    assert "--state-dir" in message
+    assert runtime.reaper_pid is None
+    after = sorted(p.name for p in state.iterdir()) if state.is_dir() else None
+    assert after == before  # nothing written into it
+
+
+async def test_a_parent_anyone_may_write_is_refused_unless_sticky(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    with pytest.raises(StateDirError, match=r"shared .*mode 0777.*chmod o-w"):
+        await LocalRuntime(shared / "state", gpus=0).start()
+    shared.chmod(0o1777)  # like /tmp: nobody else may rename our directory
+    runtime = LocalRuntime(shared / "state", gpus=0)
+    await runtime.start()
+    await runtime.close()
+
+
+async def test_links_planted_in_the_state_dir_are_not_followed(
+    tmp_path: Path, mark: str, runtimes: list[LocalRuntime]
+) -> None:
+    state, victims = tmp_path / "state", tmp_path / "victims"
+    state.mkdir(mode=0o700)
+    victims.mkdir()
+    (state / "logs").mkdir(mode=0o700)
+    kept = {name: f"{name} must stay as it is\n" for name in ("pgids-tmp", "pgids", "previous")}
+    for name, text in kept.items():
+        (victims / name).write_text(text)
+    (state / "pgids.tmp").symlink_to(victims / "pgids-tmp")
+    (state / "pgids").symlink_to(victims / "pgids")
+    # A pod's log directory linked elsewhere, and links where another pod's log files go.
+    (victims / "dir").mkdir()
+    (state / "logs" / "linked-dir").symlink_to(victims / "dir")
+    (state / "logs" / "linked-files").mkdir(mode=0o700)
+    (state / "logs" / "linked-files" / "main.log").symlink_to(victims / "created")  # dangling
+    (state / "logs" / "linked-files" / "main.previous.log").symlink_to(victims / "previous")
+
+    runtime = LocalRuntime(state, gpus=0)
+    runtimes.append(runtime)
+    await runtime.start()
+    await runtime.create(pod("linked-files", PRINT_AND_WAIT, mark=mark))
+    await runtime.create(pod("linked-dir", PRINT_AND_WAIT, mark=mark))
+
+    async def settled(name: str) -> bool:
+        obj = await get_pod(runtime, name)
+        return await running(runtime, name) or ((obj or {}).get("status") or {}).get("phase") == "Failed"
+
+    # A container's log is opened before its process starts: once both pods settled, it is done.
+    await until(runtime, lambda: settled("linked-files"))
+    await until(runtime, lambda: settled("linked-dir"))
+    for name, text in kept.items():
+        assert (victims / name).read_text() == text, f"{name} was written through a link"
+    assert not (victims / "created").exists(), "a log was created through a dangling link"
+    assert list((victims / "dir").iterdir()) == [], "logs were written into a linked directory"
+    assert (state / "pgids").is_file() and not (state / "pgids").is_symlink()
+    log = state / "logs" / "linked-files" / "main.log"
+    assert not log.is_symlink() and mode(log) == 0o600
+    await until(runtime, lambda: "started" in log.read_text())
+    assert runtime.log_path("default", "linked-files") == log
+    obj = await get_pod(runtime, "linked-dir")
+    assert "symbolic link" in obj["status"]["message"]  # type: ignore[index]
+    with pytest.raises(BadLogRequest, match="not under"):
+        runtime.log_path("default", "linked-dir", "main")
+
+
+async def test_log_names_must_be_kubernetes_names(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.log").write_text("secret\n")
+    runtime = LocalRuntime(tmp_path / "state", gpus=0)
+    await runtime.start()
+    try:
+        climb = "../../outside"
+        assert (runtime.state_dir / "logs" / climb / "secret.log").exists()  # what the old join reached
+        for namespace, name, container, field in [
+            ("default", climb, "secret", "pod"),
+            ("default", "p", "../../../outside/secret", "container"),
+            ("../outside", "x", None, "namespace"),
+            ("default", "p\n", None, "pod"),
+            ("Default", "p", None, "namespace"),
+        ]:
+            with pytest.raises(BadLogRequest) as refused:
+                runtime.log_path(namespace, name, container)
+            assert refused.value.field == field
+            assert "DNS-1123" in str(refused.value)
+    finally:
+        await runtime.close()
