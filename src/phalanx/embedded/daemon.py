@@ -4,7 +4,7 @@ Other terminals talk to it over a Unix socket in the state directory (`control.s
 apply, scale, logs and down. The directory is private (0700, ours), the socket 0600, and only
 callers of the same uid are served. Stopping it (Ctrl-C, SIGTERM, `phalanx down`) stops the
 router, then terminates every pod; the runtime's reaper kills the pods even if this process dies
-outright.
+outright, and if the reaper itself is lost for good, `up` stops rather than run pods unguarded.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from phalanx.router.pods import endpoints_from_pods
 from phalanx.router.server import Router, RouterConfig
 from phalanx.runtimes.local.runtime import LocalRuntime
 from phalanx.runtimes.local.statedir import StateDirError, ensure_private_dir
+from phalanx.runtimes.local.watchdog import RestartPolicy
 from phalanx.runtimes.reconciler import Reconciler
 
 log = logging.getLogger("phalanx.up")
@@ -51,6 +52,7 @@ class UpOptions:
     gpus: int | None = None
     settings: Settings = field(default_factory=Settings)
     drain_timeout: float = 10.0
+    reaper_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 def default_state_dir() -> Path:
@@ -72,6 +74,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._owns_socket = False  # never remove a socket another `up` is answering on
         self.on_change: Callable[[], None] | None = None
+        self.failure = ""  # why `up` stopped by itself (the reaper was lost)
 
     @property
     def socket_path(self) -> Path:
@@ -93,7 +96,12 @@ class Daemon:
                 "choose another port with --port"
             ) from None
         self.router = router
-        runtime = LocalRuntime(options.state_dir, gpus=options.gpus)
+        runtime = LocalRuntime(
+            options.state_dir,
+            gpus=options.gpus,
+            reaper_policy=options.reaper_policy,
+            on_unguarded=self._unguarded,
+        )
         try:
             await runtime.start()
         except StateDirError as exc:
@@ -124,6 +132,10 @@ class Daemon:
                 "pass a shorter or writable --state-dir"
             ) from None
         return sock
+
+    def _unguarded(self, message: str) -> None:
+        self.failure = message
+        self.stopping.set()
 
     async def _claim_socket(self) -> None:
         """One `up` per state directory: refuse if another answers on the socket, clear a stale one."""
@@ -219,6 +231,7 @@ class Daemon:
             "eventCount": self.runtime.store.events_recorded,
             "stateDir": str(self.options.state_dir),
             "pid": os.getpid(),
+            "reaperPid": self.runtime.reaper_pid,
         }
 
     async def wait(self) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import select
@@ -16,11 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 from typer.testing import CliRunner
 
 from phalanx.cli import app
 from phalanx.embedded.client import ControlError, _call
 from phalanx.embedded.daemon import Daemon, UpOptions
+from phalanx.embedded.up import _run
+from phalanx.runtimes.local.watchdog import RestartPolicy
 from tests.component.embedded.harness import free_port, quickstart, running_up
 from tests.component.runtimes.helpers import umask
 
@@ -198,3 +203,26 @@ def test_up_refuses_a_planted_state_dir_with_the_fix(tmp_path: Path) -> None:
     assert "chmod 700" in result.output and "--state-dir" in result.output
     assert "Traceback" not in result.output
     assert sorted(p.name for p in planted.iterdir()) == ["control.sock"]  # nothing written, nothing removed
+
+
+async def test_up_stops_with_an_error_when_its_reaper_is_lost(tmp_path: Path) -> None:
+    # No restart allowed: the first death of the reaper is its loss.
+    daemon = Daemon(options(tmp_path / "state", reaper_policy=RestartPolicy(check_every=0.05, limit=0)))
+    out = io.StringIO()
+    console = Console(file=out, width=200, force_terminal=False)
+    running = asyncio.create_task(_run(daemon, [], console))
+    try:
+        deadline = time.monotonic() + 10
+        while (daemon.runtime is None or daemon.runtime.reaper_pid is None) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        assert daemon.runtime is not None and daemon.runtime.reaper_pid is not None
+        os.kill(daemon.runtime.reaper_pid, signal.SIGKILL)
+        code = await asyncio.wait_for(running, 10)
+    finally:
+        if not running.done():
+            running.cancel()
+            await daemon.stop()
+    assert code == 1
+    text = out.getvalue()
+    assert "error:" in text and "was killed by SIGKILL" in text and "pods are stopped" in text
+    assert not daemon.socket_path.exists()

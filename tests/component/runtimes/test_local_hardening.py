@@ -1,9 +1,13 @@
-"""The local runtime on a shared host: a private state directory, no link followed."""
+"""The local runtime on a shared host: a private state directory, no link followed, a watched reaper."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import stat
+import subprocess
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,13 +15,19 @@ from pathlib import Path
 import pytest
 
 from phalanx.runtimes.local.logs import BadLogRequest
+from phalanx.runtimes.local.procs import die_with
 from phalanx.runtimes.local.runtime import LocalRuntime
 from phalanx.runtimes.local.statedir import StateDirError
+from phalanx.runtimes.local.watchdog import RestartPolicy
 from tests.component.runtimes.helpers import (
     get_pod,
     pod,
+    reaper_pids,
+    runtime_process,
     umask,
     until,
+    wait_group_gone,
+    wait_new_reaper,
     wait_no_marked,
 )
 
@@ -215,3 +225,93 @@ async def test_log_names_must_be_kubernetes_names(tmp_path: Path) -> None:
             assert "DNS-1123" in str(refused.value)
     finally:
         await runtime.close()
+
+
+# --- the reaper is watched ---------------------------------------------------------------------
+
+
+def test_a_killed_reaper_is_replaced_and_still_kills_the_pods(tmp_path: Path, mark: str) -> None:
+    """kill -9 of the reaper, then of the runtime's process: no pod process may survive."""
+    with runtime_process(tmp_path / "state", mark) as victim:
+        os.kill(victim.reaper, signal.SIGKILL)
+        began = time.monotonic()
+        replacement = wait_new_reaper(tmp_path / "state" / "pgids", victim.reaper, timeout=3.0)
+        assert replacement is not None, "no new reaper within 3 s"
+        print(f"new reaper after {time.monotonic() - began:.2f}s")
+        victim.kill()
+        assert wait_group_gone(victim.pgid, 5.0), "the pod outlived its runtime"
+        assert wait_no_marked(mark, 2.0) == [], "a pod's child (the shell's sleep) survived"
+
+
+async def guarded(
+    tmp_path: Path, mark: str, runtimes: list[LocalRuntime], policy: RestartPolicy
+) -> tuple[LocalRuntime, list[str]]:
+    """A runtime with a running pod whose reaper is watched by `policy`; and where its loss is told."""
+    lost: list[str] = []
+    runtime = LocalRuntime(tmp_path / "state", gpus=0, reaper_policy=policy, on_unguarded=lost.append)
+    runtimes.append(runtime)
+    await runtime.start()
+    await runtime.create(pod("guarded", PRINT_AND_WAIT, mark=mark))
+    await until(runtime, lambda: running(runtime, "guarded"))
+    return runtime, lost
+
+
+async def test_a_reaper_that_keeps_dying_stops_every_pod(
+    tmp_path: Path, mark: str, runtimes: list[LocalRuntime]
+) -> None:
+    runtime, lost = await guarded(tmp_path, mark, runtimes, RestartPolicy(check_every=0.05, limit=1))
+    first = runtime.reaper_pid
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    await until(runtime, lambda: runtime.reaper_pid not in (None, first), timeout=3.0)
+    restarted = [e for e in runtime.events() if e.reason == "ReaperRestarted"]
+    assert restarted and f"pid {first}" in restarted[0].message and "SIGKILL" in restarted[0].message
+    assert await running(runtime, "guarded")  # the pods keep running under the new reaper
+
+    second = runtime.reaper_pid
+    assert second is not None
+    os.kill(second, signal.SIGKILL)  # over the budget of one restart
+    await until(runtime, lambda: lost, timeout=3.0)
+    assert "after 1 restart within the last 60s" in lost[0] and "pods are stopped" in lost[0]
+    assert any(e.reason == "ReaperLost" for e in runtime.events())
+    assert await asyncio.to_thread(wait_no_marked, mark, 5.0) == []
+    # No pod starts unguarded: a new one waits, saying why.
+    await runtime.create(pod("after", PRINT_AND_WAIT, mark=mark))
+
+    async def refused() -> str:
+        obj = await get_pod(runtime, "after")
+        conditions = ((obj or {}).get("status") or {}).get("conditions") or []
+        return next((c.get("message", "") for c in conditions if c["type"] == "PodScheduled"), "")
+
+    assert "not started" in await until(runtime, refused)
+    assert not await running(runtime, "after")
+
+
+async def test_a_reaper_that_cannot_be_restarted_stops_every_pod(
+    tmp_path: Path, mark: str, runtimes: list[LocalRuntime], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runtime, lost = await guarded(tmp_path, mark, runtimes, RestartPolicy(check_every=0.05))
+
+    def cannot_fork(*args: object, **kwargs: object) -> None:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    # Spawning fails as it does when the process table is full.
+    monkeypatch.setattr("phalanx.runtimes.local.watchdog.subprocess.Popen", cannot_fork)
+    reaper = runtime.reaper_pid
+    assert reaper is not None
+    os.kill(reaper, signal.SIGKILL)
+    await until(runtime, lambda: lost, timeout=3.0)
+    assert "cannot be restarted: Resource temporarily unavailable" in lost[0]
+    assert await asyncio.to_thread(wait_no_marked, mark, 5.0) == []
+    assert reaper_pids(runtime.state_dir / "pgids") == []
+
+
+# --- PR_SET_PDEATHSIG --------------------------------------------------------------------------
+
+
+def test_a_child_whose_parent_died_before_prctl_kills_itself() -> None:
+    """The fork/prctl race: a child that already lost the parent it was started for does not run."""
+    fine = subprocess.run(["true"], preexec_fn=die_with(os.getpid()), check=False)
+    assert fine.returncode == 0
+    orphan = subprocess.run(["true"], preexec_fn=die_with(os.getpid() + 1_000_000), check=False)
+    assert orphan.returncode == -signal.SIGKILL

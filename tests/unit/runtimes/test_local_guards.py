@@ -1,4 +1,4 @@
-"""The pure decisions that keep `phalanx up` safe on a shared host: directories and names."""
+"""The pure decisions that keep `phalanx up` safe on a shared host: directories, names, the reaper."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 from phalanx.api.names import is_dns1123_label, is_dns1123_subdomain
 from phalanx.runtimes.local.logs import name_problems
 from phalanx.runtimes.local.statedir import dir_problem, parent_problem
+from phalanx.runtimes.local.watchdog import RestartPolicy, describe_exit, may_restart
 
 ME, OTHER = 1000, 1001
 DIR, LINK, FILE = stat.S_IFDIR, stat.S_IFLNK, stat.S_IFREG
@@ -106,3 +107,26 @@ def test_dns_names_do_not_end_in_a_newline() -> None:
     # `re.match` with `$` accepts a trailing newline; Kubernetes does not.
     assert not is_dns1123_label("main\n") and not is_dns1123_subdomain("a.b\n")
     assert is_dns1123_label("main") and is_dns1123_subdomain("a.b")
+
+
+def test_the_reaper_restart_budget() -> None:
+    policy = RestartPolicy(limit=2, window=60.0)
+    assert may_restart([], 100.0, policy)
+    assert may_restart([90.0], 100.0, policy)
+    assert not may_restart([50.0, 90.0], 100.0, policy)
+    assert may_restart([30.0, 90.0], 100.0, policy)  # the first restart is out of the window
+    assert not may_restart([], 0.0, RestartPolicy(limit=0))
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (-9, "was killed by SIGKILL"),
+        (-15, "was killed by SIGTERM"),
+        (-99, "signal 99"),
+        (0, "exited with code 0"),
+        (3, "exited with code 3"),
+    ],
+)
+def test_how_the_reaper_ended_is_said_in_words(code: int, text: str) -> None:
+    assert text in describe_exit(code)

@@ -25,7 +25,7 @@ from phalanx.runtimes.local.backoff import BackoffPolicy, RestartBackoff
 from phalanx.runtimes.local.env import HOST_IP, ConfigError, command_line, container_env
 from phalanx.runtimes.local.logs import open_run_log
 from phalanx.runtimes.local.probes import ProbeKind, ProbeSpec, ProbeState, check, parse_probe
-from phalanx.runtimes.local.procs import die_with_parent, group_alive, signal_group, wait_group_gone
+from phalanx.runtimes.local.procs import die_with, group_alive, signal_group, wait_group_gone
 
 log = logging.getLogger("phalanx.runtimes.local")
 
@@ -349,7 +349,7 @@ class PodWorker:
                 stdout=log_fd,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with(os.getpid()),
             )
         except OSError as exc:
             message = f"cannot start {argv[0]}" + (f" in {working_dir}" if working_dir else "")
@@ -441,7 +441,7 @@ class PodWorker:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with(os.getpid()),
         )
 
     async def _probe_loop(
