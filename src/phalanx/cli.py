@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -410,7 +411,13 @@ def loaded_text(path: Path) -> str:
 
 def _control(state_dir: Path | None, method: str, path: str, payload: Any = None) -> Any:
     from phalanx.embedded.client import ControlError, NotRunningError, call
+    from phalanx.embedded.daemon import CONTROL_SOCKET
+    from phalanx.embedded.peers import foreign_socket
 
+    foreign = foreign_socket(_state_dir(state_dir) / CONTROL_SOCKET, os.geteuid())
+    if foreign:
+        err.print("[red]error:[/red] " + escape(foreign), highlight=False)
+        raise typer.Exit(1)
     try:
         return call(_state_dir(state_dir), method, path, payload)
     except NotRunningError as exc:
@@ -420,10 +427,10 @@ def _control(state_dir: Path | None, method: str, path: str, payload: Any = None
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     except PermissionError as exc:  # the state directory is private to the user running `up`
+        where = escape(str(exc.filename or _state_dir(state_dir)))
         err.print(
-            f"[red]error:[/red] cannot reach {exc.filename or _state_dir(state_dir)}: permission denied; "
+            f"[red]error:[/red] cannot reach {where}: permission denied; "
             "only the user who started `phalanx up` may control it",
-            markup=True,
             highlight=False,
         )
         raise typer.Exit(1) from None

@@ -2,7 +2,8 @@
 
 The socket is 0600 in a 0700 directory; the kernel's record of the connecting process
 (SO_PEERCRED) is checked as well, so a socket reached some other way (a loosened mode, a
-passed descriptor) still refuses other users, with 403.
+passed descriptor) still refuses other users, with 403. The other way round, a client sends
+nothing to a socket another user owns: that `up` would receive our specs.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -56,3 +58,18 @@ def same_user_only(owner: int) -> Middleware:
         return await handler(request)
 
     return middleware
+
+
+def foreign_socket(path: Path, me: int) -> str | None:
+    """Why a client must not talk to the socket at `path` (another user's); None when it is ours,
+    or missing or unreachable (the call itself then says so)."""
+    try:
+        owner = path.lstat().st_uid
+    except OSError:
+        return None
+    if owner == me:
+        return None
+    return (
+        f"{path} belongs to uid {owner}, not to you (uid {me}): it is another user's phalanx up, "
+        "so nothing was sent to it; pass a --state-dir of your own"
+    )

@@ -158,6 +158,26 @@ def test_another_user_cannot_control_up(reachable_dir: Path) -> None:
         assert up.phalanx("status").returncode == 0  # its own user still is served
 
 
+@as_root
+def test_a_client_sends_nothing_to_another_users_socket(tmp_path: Path) -> None:
+    """A socket planted by another user (their `up`) must not receive our spec."""
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(json.dumps(quickstart()))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+        server.bind(str(state / "control.sock"))
+        server.listen()
+        server.setblocking(False)
+        os.chown(state / "control.sock", NOBODY, NOBODY)
+        result = CliRunner().invoke(app, ["apply", "-f", str(spec), "--state-dir", str(state)])
+        assert result.exit_code == 1, result.output
+        text = " ".join(result.output.split())
+        assert f"belongs to uid {NOBODY}, not to you" in text and "nothing was sent" in text
+        with pytest.raises(BlockingIOError):
+            server.accept()  # no connection was made
+
+
 async def test_log_requests_must_name_a_pod_and_stay_in_the_state_dir(tmp_path: Path) -> None:
     outside = tmp_path / "outside"
     outside.mkdir()

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
-from phalanx.embedded.peers import peer_uid, refusal
+from phalanx.embedded.peers import foreign_socket, peer_uid, refusal
 
 
 def test_the_same_user_is_allowed_and_anyone_else_refused_by_uid() -> None:
@@ -27,3 +28,12 @@ def test_the_kernel_reports_the_peer_uid_of_a_unix_socket() -> None:
     assert peer_uid(None) is None
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
         assert peer_uid(tcp) is None  # no peer: the kernel has no credentials to give
+
+
+def test_a_client_talks_only_to_a_socket_of_its_own_user(tmp_path: Path) -> None:
+    path = tmp_path / "control.sock"
+    assert foreign_socket(path, os.geteuid()) is None  # missing: the call says it is not running
+    path.write_text("")
+    assert foreign_socket(path, os.geteuid()) is None
+    message = foreign_socket(path, os.geteuid() + 1)
+    assert message is not None and f"belongs to uid {os.geteuid()}" in message
