@@ -42,9 +42,9 @@ def mark() -> str:
     return uuid.uuid4().hex
 
 
-@pytest.fixture
-def umask_000() -> Iterator[None]:
-    with umask(0):
+@pytest.fixture(params=[0o000, 0o777], ids=["umask-000", "umask-777"])
+def any_umask(request: pytest.FixtureRequest) -> Iterator[None]:
+    with umask(request.param):
         yield
 
 
@@ -70,8 +70,8 @@ async def running(runtime: LocalRuntime, name: str) -> bool:
 # --- the state directory -----------------------------------------------------------------------
 
 
-async def test_with_umask_000_everything_in_the_state_dir_is_private(
-    tmp_path: Path, mark: str, umask_000: None, runtimes: list[LocalRuntime]
+async def test_whatever_the_umask_everything_in_the_state_dir_is_private(
+    tmp_path: Path, mark: str, any_umask: None, runtimes: list[LocalRuntime]
 ) -> None:
     state = tmp_path / "new" / "state"
     runtime = LocalRuntime(state, gpus=0)

@@ -142,10 +142,12 @@ def create_file(path: Path, *, append: bool = False) -> int:
     """A new file, 0600, for writing; an existing file or link is replaced, never followed."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW | (os.O_APPEND if append else 0)
     try:
-        return os.open(path, flags, FILE_MODE)
+        fd = os.open(path, flags, FILE_MODE)
     except FileExistsError:
         path.unlink()  # unlink removes a link itself, not its target
-        return os.open(path, flags, FILE_MODE)
+        fd = os.open(path, flags, FILE_MODE)
+    os.fchmod(fd, FILE_MODE)  # exactly 0600, whatever the umask took away
+    return fd
 
 
 def write_atomic(path: Path, data: bytes) -> None:
