@@ -17,7 +17,7 @@ import pytest
 from phalanx.runtimes.local.logs import BadLogRequest
 from phalanx.runtimes.local.procs import die_with
 from phalanx.runtimes.local.runtime import LocalRuntime
-from phalanx.runtimes.local.statedir import StateDirError
+from phalanx.runtimes.local.statedir import StateDirError, read_tail
 from phalanx.runtimes.local.watchdog import RestartPolicy
 from tests.component.runtimes.helpers import (
     get_pod,
@@ -201,6 +201,18 @@ async def test_links_planted_in_the_state_dir_are_not_followed(
     assert "symbolic link" in obj["status"]["message"]  # type: ignore[index]
     with pytest.raises(BadLogRequest, match="not under"):
         runtime.log_path("default", "linked-dir", "main")
+
+
+def test_a_log_is_read_only_from_a_regular_file_never_through_a_link(tmp_path: Path) -> None:
+    secret = tmp_path / "secret"
+    secret.write_text("not yours\n")
+    (tmp_path / "link.log").symlink_to(secret)
+    os.mkfifo(tmp_path / "fifo.log")  # opening it blocking would hang `phalanx logs`
+    (tmp_path / "real.log").write_bytes(b"0123456789")
+    assert read_tail(tmp_path / "link.log", 100) is None
+    assert read_tail(tmp_path / "fifo.log", 100) is None
+    assert read_tail(tmp_path / "missing.log", 100) is None
+    assert read_tail(tmp_path / "real.log", 4) == b"6789"
 
 
 async def test_log_names_must_be_kubernetes_names(tmp_path: Path) -> None:
