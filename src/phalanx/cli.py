@@ -417,7 +417,13 @@ def _control(
     state_dir: Path | None, method: str, path: str, payload: Any = None, timeout: float = 30.0
 ) -> Any:
     from phalanx.embedded.client import ControlError, NotRunningError, call
+    from phalanx.embedded.daemon import CONTROL_SOCKET
+    from phalanx.embedded.peers import foreign_socket
 
+    foreign = foreign_socket(_state_dir(state_dir) / CONTROL_SOCKET, os.geteuid())
+    if foreign:
+        err.print("[red]error:[/red] " + escape(foreign), highlight=False)
+        raise typer.Exit(1)
     try:
         return call(_state_dir(state_dir), method, path, payload, timeout)
     except NotRunningError as exc:
@@ -425,6 +431,14 @@ def _control(
         raise typer.Exit(1) from None
     except ControlError as exc:
         err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    except PermissionError as exc:  # the state directory is private to the user running `up`
+        where = escape(str(exc.filename or _state_dir(state_dir)))
+        err.print(
+            f"[red]error:[/red] cannot reach {where}: permission denied; "
+            "only the user who started `phalanx up` may control it",
+            highlight=False,
+        )
         raise typer.Exit(1) from None
 
 

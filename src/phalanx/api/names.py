@@ -25,11 +25,15 @@ _DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-
 
 
 def is_dns1123_label(value: str) -> bool:
-    return len(value) <= DNS_LABEL_MAX and bool(_DNS1123_LABEL.match(value))
+    return len(value) <= DNS_LABEL_MAX and bool(_DNS1123_LABEL.fullmatch(value))
 
 
 def is_dns1035_label(value: str) -> bool:
-    return len(value) <= DNS_LABEL_MAX and bool(_DNS1035_LABEL.match(value))
+    return len(value) <= DNS_LABEL_MAX and bool(_DNS1035_LABEL.fullmatch(value))
+
+
+def is_dns1123_subdomain(value: str) -> bool:
+    return len(value) <= 253 and bool(_DNS1123_SUBDOMAIN.fullmatch(value))
 
 
 def is_label_key(key: str) -> bool:

@@ -22,6 +22,8 @@ from phalanx.api.validation import validate_model_serving
 from phalanx.api.yamlfile import MAX_FILE_BYTES
 from phalanx.embedded.specs import servings_from_text
 from phalanx.http.errors import error_response
+from phalanx.runtimes.local.logs import BadLogRequest
+from phalanx.runtimes.local.statedir import read_tail
 
 if TYPE_CHECKING:
     from phalanx.embedded.daemon import Daemon
@@ -156,15 +158,14 @@ class ControlApi:
         previous = request.query.get("previous") in ("1", "true")
         try:
             path = self.runtime.log_path(namespace, pod, container, previous=previous)
+        except BadLogRequest as exc:
+            return error_response(400, str(exc), param=exc.field)
         except (LookupError, ValueError) as exc:
             return error_response(404, str(exc).strip("'\""), param="pod")
-        if not path.exists():
+        data = read_tail(path, MAX_LOG_BYTES)
+        if data is None:
             what = "previous run of " if previous else ""
             return error_response(404, f"no log for the {what}pod {pod} yet", param="pod")
-        size = path.stat().st_size
-        with path.open("rb") as handle:
-            handle.seek(max(size - MAX_LOG_BYTES, 0))
-            data = handle.read()
         return web.Response(body=data, content_type="text/plain")
 
     async def down(self, request: web.Request) -> web.Response:

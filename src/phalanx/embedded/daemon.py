@@ -1,8 +1,10 @@
 """`phalanx up`: the controller, the local runtime and the router in one foreground process.
 
 Other terminals talk to it over a Unix socket in the state directory (`control.sock`): status,
-apply, scale, logs and down. Stopping it (Ctrl-C, SIGTERM, `phalanx down`) stops the router, then
-terminates every pod; the runtime's reaper kills the pods even if this process dies outright.
+apply, scale, logs and down. The directory is private (0700, ours), the socket 0600, and only
+callers of the same uid are served. Stopping it (Ctrl-C, SIGTERM, `phalanx down`) stops the
+router, then terminates every pod; the runtime's reaper kills the pods even if this process dies
+outright, and if the reaper itself is lost for good, `up` stops rather than run pods unguarded.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,14 +26,18 @@ from phalanx.api.modelserving import ModelServing
 from phalanx.controller.observed import pod_state
 from phalanx.controller.recovery import Settings
 from phalanx.embedded.control import ControlApi
+from phalanx.embedded.peers import same_user_only
 from phalanx.router.pods import endpoints_from_pods
 from phalanx.router.server import Router, RouterConfig
 from phalanx.runtimes.local.runtime import LocalRuntime
+from phalanx.runtimes.local.statedir import StateDirError, ensure_private_dir
+from phalanx.runtimes.local.watchdog import RestartPolicy
 from phalanx.runtimes.reconciler import Reconciler
 
 log = logging.getLogger("phalanx.up")
 
 CONTROL_SOCKET = "control.sock"
+SOCKET_MODE = 0o600
 
 
 class StartError(Exception):
@@ -45,6 +52,7 @@ class UpOptions:
     gpus: int | None = None
     settings: Settings = field(default_factory=Settings)
     drain_timeout: float = 10.0
+    reaper_policy: RestartPolicy = field(default_factory=RestartPolicy)
 
 
 def default_state_dir() -> Path:
@@ -66,6 +74,7 @@ class Daemon:
         self._tasks: list[asyncio.Task[None]] = []
         self._owns_socket = False  # never remove a socket another `up` is answering on
         self.on_change: Callable[[], None] | None = None
+        self.failure = ""  # why `up` stopped by itself (the reaper was lost)
 
     @property
     def socket_path(self) -> Path:
@@ -73,7 +82,10 @@ class Daemon:
 
     async def start(self, servings: list[ModelServing]) -> None:
         options = self.options
-        options.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            ensure_private_dir(options.state_dir)
+        except StateDirError as exc:
+            raise StartError(f"unsafe state directory: {exc}") from None
         await self._claim_socket()
         router = Router(RouterConfig())
         try:
@@ -84,30 +96,51 @@ class Daemon:
                 "choose another port with --port"
             ) from None
         self.router = router
-        runtime = LocalRuntime(options.state_dir, gpus=options.gpus)
-        await runtime.start()
+        runtime = LocalRuntime(
+            options.state_dir,
+            gpus=options.gpus,
+            reaper_policy=options.reaper_policy,
+            on_unguarded=self._unguarded,
+        )
+        try:
+            await runtime.start()
+        except StateDirError as exc:
+            raise StartError(f"unsafe state directory: {exc}") from None
         self.runtime = runtime
         self.reconciler = Reconciler(runtime, settings=options.settings, in_flight=self._in_flight)
         for ms in servings:
             await runtime.apply_serving(ms)
-        control = ControlApi(self)
-        runner = web.AppRunner(control.build_app(), access_log=None, shutdown_timeout=1.0)
+        app = ControlApi(self).build_app()
+        app.middlewares.insert(0, same_user_only(os.geteuid()))
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._control_runner = runner
+        await web.SockSite(runner, self._bind_socket()).start()
+        self._tasks.append(asyncio.create_task(self._control_loop(), name="controller"))
+
+    def _bind_socket(self) -> socket.socket:
+        """The control socket, 0600 before it listens (whatever the umask; the directory is 0700 too)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            await web.UnixSite(runner, str(self.socket_path)).start()
+            sock.bind(str(self.socket_path))
+            self._owns_socket = True
+            self.socket_path.chmod(SOCKET_MODE)
         except OSError as exc:
+            sock.close()
             raise StartError(
                 f"cannot open the control socket {self.socket_path}: {exc.strerror or exc}; "
                 "pass a shorter or writable --state-dir"
             ) from None
-        self._owns_socket = True
-        self._tasks.append(asyncio.create_task(self._control_loop(), name="controller"))
+        return sock
+
+    def _unguarded(self, message: str) -> None:
+        self.failure = message
+        self.stopping.set()
 
     async def _claim_socket(self) -> None:
         """One `up` per state directory: refuse if another answers on the socket, clear a stale one."""
         path = self.socket_path
-        if not path.exists():
+        if not os.path.lexists(path):
             return
         try:
             _reader, writer = await asyncio.open_unix_connection(str(path))
@@ -198,6 +231,7 @@ class Daemon:
             "eventCount": self.runtime.store.events_recorded,
             "stateDir": str(self.options.state_dir),
             "pid": os.getpid(),
+            "reaperPid": self.runtime.reaper_pid,
         }
 
     async def wait(self) -> None:

@@ -67,6 +67,9 @@ async def _run(daemon: Daemon, servings: list[ModelServing], console: Console) -
         console.print("phalanx up: stopping router and pods")
         await daemon.stop()
         console.print("phalanx up: stopped")
+    if daemon.failure:
+        console.print(f"[red]error:[/red] {daemon.failure}", highlight=False)
+        return 1
     return 0
 
 

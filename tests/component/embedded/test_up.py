@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.component.embedded.harness import QUICKSTART, Up, quickstart, running_up
+from tests.component.runtimes.helpers import reaper_pids, wait_new_reaper
 
 pytestmark = pytest.mark.component
 
@@ -96,6 +97,23 @@ def test_killing_up_itself_leaves_no_pod_behind(tmp_path: Path) -> None:
         up.wait_available(timeout=90)
         pids = [pid for pod in up.status()["pods"] for pid in pod["pids"]]
         assert pids
+        assert up.process is not None
+        up.process.kill()
+        up.process.wait(10)
+        assert up.leftovers(wait=10) == []
+
+
+def test_kill_9_of_the_reaper_then_of_up_leaves_no_pod_behind(tmp_path: Path) -> None:
+    with running_up(tmp_path, fast()) as up:
+        up.wait_for(lambda payload: bool(payload["pods"]) and all(p["pids"] for p in payload["pods"]), "pods")
+        pgids = up.state_dir / "pgids"
+        [reaper] = reaper_pids(pgids)
+        os.kill(reaper, signal.SIGKILL)
+        assert wait_new_reaper(pgids, reaper, timeout=3.0) is not None, "no new reaper within 3 s"
+        payload = up.wait_for(lambda p: "ReaperRestarted" in [e["reason"] for e in p["events"]], "the event")
+        event = next(e for e in payload["events"] if e["reason"] == "ReaperRestarted")
+        assert f"pid {reaper}" in event["message"] and "SIGKILL" in event["message"]
+        assert payload["reaperPid"] != reaper
         assert up.process is not None
         up.process.kill()
         up.process.wait(10)

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from phalanx.runtimes.local.procs import group_alive
 from phalanx.runtimes.local.runtime import LocalRuntime
 
 PY = sys.executable
@@ -67,10 +73,8 @@ def pod(
     }
 
 
-def marked_pids(mark: str) -> list[int]:
-    """Live processes whose environment carries the test's mark (zombies do not count)."""
-    found = []
-    needle = f"{MARK}={mark}".encode()
+def live_pids(read: str) -> Iterator[tuple[int, list[bytes]]]:
+    """Each live process (zombies do not count) with its `/proc/PID/<read>` split at NULs."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -78,11 +82,15 @@ def marked_pids(mark: str) -> list[int]:
             stat = (entry / "stat").read_text()
             if stat[stat.rfind(")") + 2 :].split()[0] in ("Z", "X"):
                 continue
-            if needle in (entry / "environ").read_bytes().split(b"\0"):
-                found.append(int(entry.name))
+            yield int(entry.name), (entry / read).read_bytes().split(b"\0")
         except OSError:
             continue
-    return found
+
+
+def marked_pids(mark: str) -> list[int]:
+    """Live processes whose environment carries the test's mark."""
+    needle = f"{MARK}={mark}".encode()
+    return [pid for pid, environ in live_pids("environ") if needle in environ]
 
 
 def wait_no_marked(mark: str, timeout: float) -> list[int]:
@@ -122,3 +130,75 @@ def condition(pod: dict[str, Any] | None, kind: str) -> dict[str, Any]:
 def container_status(pod: dict[str, Any] | None) -> dict[str, Any]:
     statuses = ((pod or {}).get("status") or {}).get("containerStatuses") or [{}]
     return dict(statuses[0])
+
+
+def reaper_pids(pgid_file: Path) -> list[int]:
+    """Live reaper processes watching `pgid_file` (found by their command line)."""
+    return [
+        pid
+        for pid, argv in live_pids("cmdline")
+        if str(pgid_file).encode() in argv and any(a.endswith(b"reaper.py") for a in argv)
+    ]
+
+
+def wait_new_reaper(pgid_file: Path, old: int, timeout: float) -> int | None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fresh = [pid for pid in reaper_pids(pgid_file) if pid != old]
+        if fresh:
+            return fresh[0]
+        time.sleep(0.02)
+    return None
+
+
+def wait_group_gone(pgid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while group_alive(pgid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return not group_alive(pgid)
+
+
+@contextlib.contextmanager
+def umask(mask: int) -> Iterator[None]:
+    old = os.umask(mask)
+    try:
+        yield
+    finally:
+        os.umask(old)
+
+
+@dataclass
+class Victim:
+    """A LocalRuntime with one pod in a process of its own (`reaper_victim.py`), to kill -9."""
+
+    process: subprocess.Popen[str]
+    pgid: int  # the pod's process group
+    reaper: int
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+@contextlib.contextmanager
+def runtime_process(state_dir: Path, mark: str) -> Iterator[Victim]:
+    root = Path(__file__).resolve().parents[3]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), *sys.path])}
+    process = subprocess.Popen(
+        [PY, str(Path(__file__).with_name("reaper_victim.py")), str(state_dir), mark],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().split()
+        assert len(line) == 2, "the runtime's process did not start its pod"
+        yield Victim(process, int(line[0]), int(line[1]))
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,13 +26,14 @@ from tests.component.runtimes.helpers import (
     container_status,
     get_pod,
     pod,
+    runtime_process,
     until,
+    wait_group_gone,
     wait_no_marked,
 )
 
 pytestmark = pytest.mark.component
 
-HERE = Path(__file__).resolve().parent
 FAST = BackoffPolicy(base=0.2, cap=1.0, reset_after=60.0)
 
 MakeRuntime = Callable[..., Awaitable[LocalRuntime]]
@@ -340,36 +338,15 @@ async def test_close_leaves_no_process_behind(make_runtime: MakeRuntime, mark: s
 
 
 def test_reaper_kills_pods_when_the_runtime_is_killed(tmp_path: Path, mark: str) -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parents[2]), *sys.path])}
-    victim = subprocess.Popen(
-        [PY, str(HERE / "reaper_victim.py"), str(tmp_path / "state"), mark],
-        stdout=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        assert victim.stdout is not None
-        line = victim.stdout.readline().split()
-        assert len(line) == 2, "the victim did not start its pod"
-        pgid, reaper = int(line[0]), int(line[1])
-        assert group_alive(pgid)
+    with runtime_process(tmp_path / "state", mark) as victim:
+        assert group_alive(victim.pgid)
         victim.kill()
-        victim.wait()
-        deadline = time.monotonic() + 5
-        while group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not group_alive(pgid), "the pod outlived its runtime"
+        assert wait_group_gone(victim.pgid, 5.0), "the pod outlived its runtime"
         assert wait_no_marked(mark, 1.0) == []
         deadline = time.monotonic() + 5
-        while _alive(reaper) and time.monotonic() < deadline:
+        while _alive(victim.reaper) and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert not _alive(reaper), "the reaper did not exit"
-    finally:
-        if victim.poll() is None:
-            os.killpg(victim.pid, signal.SIGKILL)
-            victim.wait()
-        victim.stdout and victim.stdout.close()
+        assert not _alive(victim.reaper), "the reaper did not exit"
 
 
 def _alive(pid: int) -> bool:

@@ -19,12 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from phalanx.api.names import is_dns1123_label
 from phalanx.controller.observed import format_time
 from phalanx.runtimes.local.backoff import BackoffPolicy, RestartBackoff
 from phalanx.runtimes.local.env import HOST_IP, ConfigError, command_line, container_env
+from phalanx.runtimes.local.logs import open_run_log
 from phalanx.runtimes.local.probes import ProbeKind, ProbeSpec, ProbeState, check, parse_probe
-from phalanx.runtimes.local.procs import group_alive, signal_group, wait_group_gone
-from phalanx.runtimes.local.reaper import die_with_parent
+from phalanx.runtimes.local.procs import die_with, group_alive, signal_group, wait_group_gone
 
 log = logging.getLogger("phalanx.runtimes.local")
 
@@ -297,6 +298,8 @@ class PodWorker:
             self.publish()
 
     def _validate_one(self, container: Container) -> None:
+        if not is_dns1123_label(container.name):  # it names the container's log file
+            raise ConfigError(f"container name {container.name!r} must be a DNS-1123 label")
         command_line(container.spec, self._env(container))
         if container.init:
             return
@@ -332,18 +335,10 @@ class PodWorker:
         container.done = True
         return False
 
-    def _open_log(self, container: Container) -> int:
-        directory = self.host.log_dir(self.namespace, self.name)
-        directory.mkdir(parents=True, exist_ok=True)
-        current = directory / f"{container.name}.log"
-        if current.exists():
-            current.replace(directory / f"{container.name}.previous.log")
-        return os.open(current, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-
     async def _run_once(self, container: Container) -> int:
         env = self._env(container)
         argv = command_line(container.spec, env)
-        log_fd = self._open_log(container)
+        log_fd = open_run_log(self.host.log_dir(self.namespace, self.name), container.name)
         working_dir = container.spec.get("workingDir") or None
         try:
             proc = await asyncio.create_subprocess_exec(
@@ -354,7 +349,7 @@ class PodWorker:
                 stdout=log_fd,
                 stderr=asyncio.subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
+                preexec_fn=die_with(os.getpid()),
             )
         except OSError as exc:
             message = f"cannot start {argv[0]}" + (f" in {working_dir}" if working_dir else "")
@@ -446,7 +441,7 @@ class PodWorker:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=die_with_parent,
+            preexec_fn=die_with(os.getpid()),
         )
 
     async def _probe_loop(

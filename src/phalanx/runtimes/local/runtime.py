@@ -7,7 +7,9 @@ the reaper). Everything runs on one asyncio loop; no threads. See docs/local-run
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -21,8 +23,8 @@ from phalanx.controller.actions import Event, Kind
 from phalanx.controller.observed import GANG_OBJECT_KINDS, format_time, parse_time
 from phalanx.runtimes.local.backoff import BackoffPolicy
 from phalanx.runtimes.local.kubelet import PodKey, PodWorker, set_condition
+from phalanx.runtimes.local.logs import LOGS, check_inside, check_names, log_file, pod_log_dir
 from phalanx.runtimes.local.network import AddressPool, host_addresses, resolve_dns, service_address
-from phalanx.runtimes.local.reaper import Reaper
 from phalanx.runtimes.local.scheduler import (
     Gang,
     PendingPod,
@@ -32,7 +34,11 @@ from phalanx.runtimes.local.scheduler import (
     gpu_need,
     schedule,
 )
+from phalanx.runtimes.local.statedir import ensure_private_dir
 from phalanx.runtimes.local.store import KINDS, LocalEvent, Store, namespace_of
+from phalanx.runtimes.local.watchdog import Reaper, RestartPolicy, guard
+
+log = logging.getLogger("phalanx.runtimes.local")
 
 Object = dict[str, Any]
 
@@ -58,8 +64,14 @@ class LocalRuntime:
         restart_backoff: BackoffPolicy | None = None,
         close_grace: float = 5.0,
         clock: Callable[[], float] = time.time,
+        reaper_policy: RestartPolicy | None = None,
+        on_unguarded: Callable[[str], None] | None = None,
     ) -> None:
-        """`gpus=None` counts them with `nvidia-smi -L` (0 without a driver)."""
+        """`gpus=None` counts them with `nvidia-smi -L` (0 without a driver).
+
+        `on_unguarded(message)` is called once if the reaper dies and cannot be restarted; the
+        runtime has then begun stopping every pod and binds no new one.
+        """
         self.state_dir = Path(state_dir)
         self.gpus = detect_gpus() if gpus is None else gpus
         if self.gpus < 0:
@@ -70,6 +82,10 @@ class LocalRuntime:
         self.store = Store(clock=clock)
         self.addresses = AddressPool()
         self._reaper = Reaper(self.state_dir / "pgids")
+        self.reaper_policy = reaper_policy or RestartPolicy()
+        self.on_unguarded = on_unguarded
+        self.unguarded = ""  # why pods may not run: the reaper is lost
+        self._guard: asyncio.Task[None] | None = None
         self._workers: dict[PodKey, PodWorker] = {}
         self._gpus_held: dict[PodKey, tuple[int, ...]] = {}
         self._unschedulable: dict[PodKey, str] = {}
@@ -81,11 +97,14 @@ class LocalRuntime:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        """Raises StateDirError when the state directory is not private to this user."""
         if self._started:
             return
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        (self.state_dir / "logs").mkdir(exist_ok=True)
+        ensure_private_dir(self.state_dir)
+        ensure_private_dir(self.state_dir / LOGS, inside=True)
         self._reaper.start()
+        watch = guard(self._reaper, self.reaper_policy, self._reaper_restarted, self._reaper_lost)
+        self._guard = asyncio.create_task(watch, name="reaper guard")
         self._started = True
         self._schedule()
 
@@ -94,6 +113,10 @@ class LocalRuntime:
         if self._closed:
             return
         self._closed = True
+        if self._guard is not None:
+            self._guard.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._guard
         workers = list(self._workers.values())
         for worker in workers:
             worker.terminate(min(worker.grace, self.close_grace))
@@ -110,6 +133,21 @@ class LocalRuntime:
     @property
     def reaper_pid(self) -> int | None:
         return self._reaper.pid
+
+    def _reaper_restarted(self, message: str) -> None:
+        log.warning("%s", message)
+        self.store.record("Warning", "ReaperRestarted", message, "default", "Node", NODE_NAME)
+
+    def _reaper_lost(self, message: str) -> None:
+        """Without a reaper a crash of this process would leave every pod behind: stop them all."""
+        self.unguarded = f"{message}; the pods are stopped, as nothing would stop them if this process died"
+        log.error("%s", self.unguarded)
+        self.store.record("Warning", "ReaperLost", self.unguarded, "default", "Node", NODE_NAME)
+        for worker in list(self._workers.values()):
+            worker.terminate(min(worker.grace, self.close_grace))
+        self._schedule()
+        if self.on_unguarded is not None:
+            self.on_unguarded(self.unguarded)
 
     # --- the Runtime protocol ------------------------------------------------------------------
 
@@ -251,7 +289,8 @@ class LocalRuntime:
         return worker.pids() if worker is not None else []
 
     def log_dir(self, namespace: str, pod: str) -> Path:
-        return self.state_dir / "logs" / (pod if namespace == "default" else f"{namespace}_{pod}")
+        """Raises BadLogRequest (a ValueError) when a name is not a Kubernetes name."""
+        return pod_log_dir(self.state_dir, namespace, pod)
 
     def log_path(
         self, namespace: str, pod: str, container: str | None = None, previous: bool = False
@@ -259,7 +298,10 @@ class LocalRuntime:
         """Where a container's output goes (`previous`: its run before the last restart).
 
         Logs outlive their pod. Without `container`: the pod's default container, else its first.
+        Raises BadLogRequest when a name is not a name or the path leads outside the state
+        directory, LookupError when there is no such pod or container.
         """
+        check_names(namespace, pod, container)
         directory = self.log_dir(namespace, pod)
         obj = self.store.peek("Pod", namespace, pod)
         if obj is None and not directory.is_dir():
@@ -286,7 +328,9 @@ class LocalRuntime:
                     f"pod {pod} is gone and had containers {', '.join(logs) or 'none'}; name one"
                 )
             container = logs[0]
-        return directory / (f"{container}.previous.log" if previous else f"{container}.log")
+        path = log_file(directory, container, previous)
+        check_inside(self.state_dir, path)
+        return path
 
     # --- kubelet host (called by pod workers) --------------------------------------------------
 
@@ -362,6 +406,10 @@ class LocalRuntime:
                 continue
             created = parse_time(metadata.get("creationTimestamp")) or 0.0
             pending.append(PendingPod(key, gpu_need(pod.get("spec") or {}), gang, created))
+        if self.unguarded:  # no pod starts unguarded
+            for waiting in pending:
+                self._mark_unschedulable(waiting.key, f"not started: {self.unguarded}")
+            return
         gangs: dict[PodKey, Gang] = {}
         for group in self.store.select("PodGroup", None, {}):
             key = (namespace_of(group), group["metadata"]["name"])
