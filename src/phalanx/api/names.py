@@ -38,13 +38,13 @@ def is_dns1123_subdomain(value: str) -> bool:
 
 def is_label_key(key: str) -> bool:
     prefix, _, name = key.rpartition("/")
-    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.match(prefix)):
+    if prefix and (len(prefix) > 253 or not _DNS1123_SUBDOMAIN.fullmatch(prefix)):
         return False
-    return len(name) <= DNS_LABEL_MAX and bool(_LABEL_NAME.match(name))
+    return len(name) <= DNS_LABEL_MAX and bool(_LABEL_NAME.fullmatch(name))
 
 
 def is_label_value(value: str) -> bool:
-    return value == "" or (len(value) <= DNS_LABEL_MAX and bool(_LABEL_NAME.match(value)))
+    return value == "" or (len(value) <= DNS_LABEL_MAX and bool(_LABEL_NAME.fullmatch(value)))
 
 
 def annotations_size(annotations: dict[str, str]) -> int:

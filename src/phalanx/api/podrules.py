@@ -94,7 +94,7 @@ def is_port_name(name: str) -> bool:
     """An IANA service name: at most 15 of a-z, 0-9 and '-', a letter among them, no '--' or edge '-'."""
     return (
         len(name) <= 15
-        and bool(_PORT_NAME_CHARS.match(name))
+        and bool(_PORT_NAME_CHARS.fullmatch(name))
         and any("a" <= c <= "z" for c in name)
         and "--" not in name
         and not name.startswith("-")
@@ -233,7 +233,7 @@ def _key_to_path_source(path: Path, source: dict[str, Any], name_field: str) -> 
     for index, item in _items(source.get("items")):
         item_path = (*path, "items", index)
         key, file_path, mode = item.get("key"), item.get("path"), item.get("mode")
-        if isinstance(key, str) and not (_CONFIG_KEY.match(key) and len(key) <= _DNS1123_SUBDOMAIN_MAX):
+        if isinstance(key, str) and not (_CONFIG_KEY.fullmatch(key) and len(key) <= _DNS1123_SUBDOMAIN_MAX):
             yield _error(
                 (*item_path, "key"), "is not a valid key", key, "use letters, digits, '-', '_' or '.'"
             )
@@ -473,7 +473,7 @@ def _env_source(path: Path, source: dict[str, Any]) -> Iterator[FieldError]:
             yield _error((*path, key, "name"), "is required", ref.get("name"), f"name the {key[:-6]}")
         selector_key = ref.get("key")
         if isinstance(selector_key, str) and not (
-            _CONFIG_KEY.match(selector_key) and len(selector_key) <= 253
+            _CONFIG_KEY.fullmatch(selector_key) and len(selector_key) <= 253
         ):
             yield _error(
                 (*path, key, "key"),
