@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 import uuid
@@ -16,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from phalanx.http.errors import SSE_DONE, error_response, sse_error_event
 from phalanx.sim.config import VERSION, SimConfig
 from phalanx.sim.engine import ClusterFailure, Engine, EngineFailure, RequestHandle
-from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, parse_request
+from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, decode_request
 from phalanx.sim.responses import ChoiceResult, StreamEncoder, chat_response, completion_response, usage
 
 log = logging.getLogger("phalanx.sim")
@@ -143,12 +142,10 @@ class SimServer:
         if reason is not None:
             return error_response(503, reason)
         try:
-            body: Any = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error_response(400, f"The request body is not valid JSON: {exc}", param="body")
-        try:
-            parsed = parse_request(body, chat=chat, limits=self._limits)
+            parsed = decode_request(await request.read(), chat=chat, limits=self._limits)
         except RequestError as exc:
+            if exc.unforeseen is not None:
+                log.warning("answered 400 to a body no check saw: %s", exc.message, exc_info=exc.unforeseen)
             return error_response(exc.status, exc.message, param=exc.param)
         request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         try:
