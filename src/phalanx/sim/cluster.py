@@ -18,9 +18,9 @@ import contextlib
 import json
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from phalanx.sim.engine import ClusterFailure
 
@@ -246,13 +246,39 @@ def _connect_error(exc: OSError) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _connect(host: str, port: int, timeout: float) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+class _Stopped(Exception):
+    """SIGTERM came while the worker was still joining: nothing to drain, it just exits."""
+
+
+_T = TypeVar("_T")
+
+
+async def _unless_stopped(step: Awaitable[_T], stopping: asyncio.Event) -> _T:
+    """The result of `step`, or `_Stopped` as soon as `stopping` is set."""
+    task = asyncio.ensure_future(step)
+    stop = asyncio.create_task(stopping.wait())
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in (stop, task):
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError, OSError, TimeoutError):
+                    await waiter
+    if task.cancelled():
+        raise _Stopped
+    return task.result()
+
+
+async def _connect(
+    host: str, port: int, timeout: float, stopping: asyncio.Event
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     attempt = 0
     while True:
         try:
-            return await asyncio.wait_for(asyncio.open_connection(host, port), 2.0)
+            return await _unless_stopped(asyncio.wait_for(asyncio.open_connection(host, port), 2.0), stopping)
         except (OSError, TimeoutError) as exc:
             attempt += 1
             why = _connect_error(exc)
@@ -260,7 +286,7 @@ async def _connect(host: str, port: int, timeout: float) -> tuple[asyncio.Stream
                 raise ClusterFailure(f"could not join {host}:{port} within {timeout:g} s: {why}") from exc
             if attempt == 1 or attempt % 20 == 0:
                 log.info("entry %s:%d not reachable yet (%s); retrying", host, port, why)
-            await asyncio.sleep(min(0.25, max(0.0, deadline - loop.time())))
+            await _unless_stopped(asyncio.sleep(min(0.25, max(0.0, deadline - loop.time()))), stopping)
 
 
 async def run_worker(
@@ -275,18 +301,25 @@ async def run_worker(
     """Join the entry and acknowledge its rounds. Exit status: 0 after a clean goodbye or a
     drain, 1 when the entry vanished (as a vLLM rank does when its peers die)."""
     try:
-        reader, writer = await _connect(entry_host, join_port, join_timeout)
+        reader, writer = await _connect(entry_host, join_port, join_timeout, stopping)
     except ClusterFailure as exc:
         log.error("%s", exc)
         return 1
+    except _Stopped:
+        log.info("stopped before reaching the entry; exiting")
+        return 0
     try:
         writer.write(encode({"t": "hello", "worker": worker_index}))
-        reply = decode(await asyncio.wait_for(reader.readline(), HELLO_TIMEOUT))
+        hello = asyncio.wait_for(reader.readline(), HELLO_TIMEOUT)
+        reply = decode(await _unless_stopped(hello, stopping))
         if reply.get("t") != "welcome":
             log.error("entry rejected worker %d: %s", worker_index, reply.get("reason", reply))
             return 1
         log.info("worker %d joined %s:%d", worker_index, entry_host, join_port)
         return await _serve_rounds(reader, writer, drain_timeout, stopping)
+    except _Stopped:
+        log.info("stopped before the entry welcomed worker %d; exiting", worker_index)
+        return 0
     except (TimeoutError, ValueError, ConnectionError) as exc:
         log.error("lost the entry: %s", exc or type(exc).__name__)
         return 0 if stopping.is_set() else 1

@@ -19,6 +19,7 @@ class SimConfig:
     port: int
     join_port: int
     max_model_len: int
+    max_body_bytes: int
     block_size: int
     num_gpu_blocks: int
     max_num_seqs: int
@@ -45,6 +46,17 @@ class SimConfig:
         return self.worker_index == 0
 
 
+# The body limit by default: room for a prompt of --max-model-len tokens however it is written
+# (a token of text is at most 16 whitespace characters and 6 others: 168 bytes as JSON escapes),
+# at least 8 MiB.
+BODY_BYTES_PER_TOKEN = 256
+MIN_BODY_BYTES = 8 * 2**20
+
+
+def default_body_bytes(max_model_len: int) -> int:
+    return max(MIN_BODY_BYTES, BODY_BYTES_PER_TOKEN * max_model_len)
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -63,6 +75,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _mib(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value) or value < 0.001:
+        raise argparse.ArgumentTypeError(f"must be a number of MiB >= 0.001, got {text}")
     return value
 
 
@@ -95,6 +114,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     model.add_argument(
         "--max-model-len", type=_positive_int, default=4096, help="Context length: prompt + completion."
+    )
+    model.add_argument(
+        "--max-body-mib",
+        type=_mib,
+        default=None,
+        help="Largest request body in MiB; larger: 413. "
+        "[default: (256 bytes per token of --max-model-len, at least 8)]",
     )
     model.add_argument("--seed", type=int, default=0, help="Seed of the generated text.")
     model.add_argument(
@@ -248,6 +274,7 @@ def parse_config(argv: list[str], env: Mapping[str, str]) -> SimConfig:
         )
     zero = bool(args.zero_latency)
     names = tuple(args.served_model_name)
+    max_body: float | None = args.max_body_mib
     return SimConfig(
         served_model_names=names,
         model=args.model or names[0],
@@ -255,6 +282,7 @@ def parse_config(argv: list[str], env: Mapping[str, str]) -> SimConfig:
         port=args.port,
         join_port=args.join_port,
         max_model_len=max_model_len,
+        max_body_bytes=int(max_body * 2**20) if max_body else default_body_bytes(max_model_len),
         block_size=block_size,
         num_gpu_blocks=num_blocks,
         max_num_seqs=args.max_num_seqs,

@@ -6,11 +6,11 @@ import asyncio
 import logging
 import os
 import signal
-import sys
 from contextlib import suppress
 
 from aiohttp import web
 
+from phalanx.sim import logs
 from phalanx.sim.blocks import BlockManager
 from phalanx.sim.cluster import EntryCluster, run_worker
 from phalanx.sim.config import SimConfig, build_parser, parse_config
@@ -22,15 +22,6 @@ from phalanx.sim.server import ServerState, SimServer
 log = logging.getLogger("phalanx.sim")
 
 FLUSH_TIMEOUT = 1.0  # how long open responses get to send their last events before exit
-
-
-def _setup_logging(config: SimConfig) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    role = "entry" if config.is_entry else f"worker {config.worker_index}"
-    handler.setFormatter(logging.Formatter(f"%(asctime)s phalanx-sim[{role}] %(levelname)s %(message)s"))
-    log.handlers[:] = [handler]
-    log.setLevel(logging.INFO)
-    log.propagate = False
 
 
 def _on_signals(stop: asyncio.Event) -> None:
@@ -194,7 +185,7 @@ def main(argv: list[str]) -> int:
         print_help(build_parser())
         return 0
     config = parse_config(argv, os.environ)
-    _setup_logging(config)
+    logs.setup("entry" if config.is_entry else f"worker {config.worker_index}")
     runner = _run_entry if config.is_entry else _run_worker
     with suppress(KeyboardInterrupt):
         return asyncio.run(runner(config))

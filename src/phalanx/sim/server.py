@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from phalanx.http.errors import SSE_DONE, error_response, sse_error_event
 from phalanx.sim.config import VERSION, SimConfig
 from phalanx.sim.engine import ClusterFailure, Engine, EngineFailure, RequestHandle
-from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, parse_request
+from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, decode_request
 from phalanx.sim.responses import ChoiceResult, StreamEncoder, chat_response, completion_response, usage
 
 log = logging.getLogger("phalanx.sim")
@@ -43,7 +45,9 @@ class ServerState:
         return None
 
 
-MAX_BODY_BYTES = 256 * 1024 * 1024
+# Bodies up to this size are read on the event loop; larger ones on the parse thread, so one
+# large prompt never holds /health (or the engine's steps) while it is decoded and tokenized.
+INLINE_PARSE_BYTES = 64 * 1024
 
 STATE_KEY = web.AppKey("state", ServerState)
 
@@ -85,11 +89,14 @@ class SimServer:
             default_max_tokens=config.default_max_tokens,
         )
         self._created = int(time.time())
+        # One thread: large bodies are read one at a time, which bounds their CPU and memory.
+        self._parser = ThreadPoolExecutor(max_workers=1, thread_name_prefix="phalanx-sim-parse")
 
     def app(self) -> web.Application:
-        # vLLM caps no body size; long-context prompts as token ids exceed aiohttp's 1 MiB default.
-        app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY_BYTES)
+        # vLLM caps no body size; the simulator caps it in line with --max-model-len (config.py).
+        app = web.Application(middlewares=[_errors], client_max_size=self._config.max_body_bytes)
         app[STATE_KEY] = self._state
+        app.on_cleanup.append(self._stop_parser)
         app.on_response_prepare.append(_echo_request_id)
         app.router.add_get("/health", self.health)
         app.router.add_get("/version", self.version)
@@ -143,12 +150,10 @@ class SimServer:
         if reason is not None:
             return error_response(503, reason)
         try:
-            body: Any = json.loads(await request.read())
-        except (ValueError, UnicodeDecodeError) as exc:
-            return error_response(400, f"The request body is not valid JSON: {exc}", param="body")
-        try:
-            parsed = parse_request(body, chat=chat, limits=self._limits)
+            parsed = await self._read(request, chat=chat)
         except RequestError as exc:
+            if exc.unforeseen is not None:
+                log.warning("answered 400 to a body no check saw: %s", exc.message, exc_info=exc.unforeseen)
             return error_response(exc.status, exc.message, param=exc.param)
         request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
         try:
@@ -163,6 +168,25 @@ class SimServer:
         finally:
             self._engine.release(handle)
             self._state.active_handlers -= 1
+
+    async def _read(self, request: web.Request, *, chat: bool) -> GenerationRequest:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit = self._config.max_body_bytes / 2**20
+            raise RequestError(
+                413,
+                f"The request body is larger than this server accepts ({limit:g} MiB); send a smaller "
+                "request, or raise the limit (phalanx sim --max-body-mib).",
+                "body",
+            ) from None
+        if len(raw) <= INLINE_PARSE_BYTES:
+            return decode_request(raw, chat=chat, limits=self._limits)
+        read = functools.partial(decode_request, raw, chat=chat, limits=self._limits)
+        return await asyncio.get_running_loop().run_in_executor(self._parser, read)
+
+    async def _stop_parser(self, app: web.Application) -> None:
+        self._parser.shutdown(wait=False, cancel_futures=True)
 
     async def _collect(self, req: GenerationRequest, handle: RequestHandle) -> web.Response:
         choices = [ChoiceResult(index=seq.choice) for seq in handle.sequences]

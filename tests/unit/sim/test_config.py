@@ -39,6 +39,8 @@ def test_worker_env() -> None:
         (["--served-model-name", "m"], {"WORKER_INDEX": "1", "GROUP_SIZE": "2"}),
         (["--served-model-name", "m"], {"WORKER_INDEX": "2", "GROUP_SIZE": "2", "ENTRY_ADDRESS": "x"}),
         (["--served-model-name", "m"], {"GROUP_SIZE": "zero"}),
+        (["--served-model-name", "m", "--max-body-mib", "0"], {}),
+        (["--served-model-name", "m", "--max-body-mib", "inf"], {}),
     ],
 )
 def test_rejected(argv: list[str], env: dict[str, str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -52,3 +54,13 @@ def test_main_rejects_unknown_flag(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         main(["--served-model-name", "m", "--trust-remote-code"])
     assert "unrecognized arguments: --trust-remote-code" in capsys.readouterr().err
+
+
+def test_the_body_limit_follows_the_context_unless_set() -> None:
+    def limit(*flags: str) -> int:
+        argv = ["--served-model-name", "m", "--kv-cache-tokens", "1048576", *flags]
+        return parse_config(argv, {}).max_body_bytes
+
+    assert limit() == 8 * 2**20  # 4096 tokens: the 8 MiB floor
+    assert limit("--max-model-len", "131072") == 256 * 131072  # 32 MiB
+    assert limit("--max-body-mib", "0.5") == 2**19

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, parse_request
+from phalanx.sim import protocol
+from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, decode_request, parse_request
 from phalanx.sim.tokenizer import tokenize
 
 LIMITS = Limits(served_model_names=("tiny", "alias"), max_model_len=64, default_max_tokens=16)
@@ -117,3 +118,120 @@ def test_too_many_sequences_in_one_request_is_a_clear_400() -> None:
     error = error_of({"model": "tiny", "prompt": ["a", "b"], "n": 600})
     assert error.param == "n"
     assert "at most 1024 sequences" in error.message
+
+
+@pytest.mark.parametrize(
+    ("body", "chat", "where"),
+    [
+        ({"prompt": "ok \ud800 no"}, False, "prompt holds a lone UTF-16 surrogate (\\ud800 at character 3)"),
+        ({"prompt": ["fine", "\udfff"]}, False, "prompt[1] holds a lone UTF-16 surrogate"),
+        ({"prompt": "x", "stop": ["a", "\ud801"]}, False, "stop[1] holds a lone UTF-16 surrogate"),
+        ({"messages": [{"role": "user", "content": "\ud800"}]}, True, "messages[0].content holds a lone"),
+        (
+            {"messages": [{"role": "user", "content": [{"type": "text", "text": "a\udc00"}]}]},
+            True,
+            "messages[0].content[0].text holds a lone",
+        ),
+    ],
+)
+def test_a_lone_surrogate_is_a_400_naming_where_it_is(body: Any, chat: bool, where: str) -> None:
+    err = error_of(body, chat=chat)
+    assert err.status == 400
+    assert err.message.startswith(where), err.message
+
+
+@pytest.mark.parametrize(
+    ("part", "message"),
+    [
+        ({"type": "text", "text": 5}, "messages[0].content[1].text must be a string, got 5"),
+        ({"type": "text", "text": ["a"]}, "messages[0].content[1].text must be a string, got ['a']"),
+        ({"type": 7, "text": "a"}, "messages[0].content[1].type must be a string, got 7"),
+        ("just text", "messages[0].content[1] must be an object, got 'just text'"),
+    ],
+)
+def test_chat_content_parts_are_checked_one_by_one(part: Any, message: str) -> None:
+    content = [{"type": "text", "text": "fine"}, part]
+    err = error_of({"messages": [{"role": "user", "content": content}]}, chat=True)
+    assert (err.status, err.param, err.message) == (400, "messages", message)
+
+
+def test_a_part_of_another_type_adds_no_text() -> None:
+    parts = [{"type": "image_url", "image_url": {"url": "x"}}, {"type": "text", "text": "hi"}]
+    with_image = parse_request({"messages": [{"role": "user", "content": parts}]}, chat=True, limits=LIMITS)
+    plain = parse_request({"messages": [{"role": "user", "content": "hi"}]}, chat=True, limits=LIMITS)
+    assert with_image.prompts == plain.prompts
+
+
+def test_values_in_messages_are_shown_short() -> None:
+    deep: Any = 1
+    for _ in range(500):
+        deep = [deep]
+    err = error_of({"prompt": "x", "max_tokens": deep})
+    assert err.message == "max_tokens must be an integer, got [[[[...]]]]"
+    err = error_of({"prompt": "x", "max_tokens": "y" * 10_000})
+    assert len(err.message) < 120
+
+
+def test_seed_is_a_64_bit_integer_as_in_vllm() -> None:
+    assert completion(seed=2**63 - 1).seed == 2**63 - 1
+    assert completion(seed=-(2**63)).seed == -(2**63)
+    err = error_of({"prompt": "x", "seed": 2**63})
+    assert (err.status, err.param) == (400, "seed")
+
+
+def test_a_prompt_far_over_the_context_is_refused_from_its_length_alone() -> None:
+    # 64 tokens of context; a piece is at most 22 characters, so 10 000 characters are >= 455 tokens.
+    err = error_of({"prompt": "a" * 10_000})
+    assert err.message == (
+        "This model's maximum context length is 64 tokens. However, your request has at least 455 "
+        "input tokens. Please reduce the length of the input messages."
+    )
+    assert error_of({"prompt": "a" * 10_000, "max_tokens": 10}).message == err.message
+
+
+def test_a_near_miss_is_counted_exactly() -> None:
+    err = error_of({"prompt": " w" * 70})
+    assert "your request has 70 input tokens" in err.message
+    err = error_of({"prompt": [1] * 70})
+    assert "your request has 70 input tokens" in err.message
+    err = error_of({"messages": [{"role": "user", "content": " w" * 70}]}, chat=True)
+    assert "maximum context length is 64 tokens" in err.message
+
+
+def test_the_context_is_checked_before_each_token_id() -> None:
+    assert "maximum context length" in error_of({"prompt": [-1] * 100}).message
+    message = error_of({"prompt": [-1] * 10}).message
+    assert message == "prompt token ids must be integers in [0, 32000), got -1"
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"{", "The request body is not valid JSON: Expecting property name"),
+        (b'{"prompt": "\xff"}', "The request body is not valid JSON: 'utf-8' codec can't decode"),
+        (b"[" * 100_000 + b"]" * 100_000, "The request body nests arrays or objects too deeply to be read."),
+        (b"7", "The request body must be a JSON object."),
+    ],
+)
+def test_decode_request_answers_every_unreadable_body(raw: bytes, message: str) -> None:
+    with pytest.raises(RequestError) as info:
+        decode_request(raw, chat=False, limits=LIMITS)
+    assert (info.value.status, info.value.param) == (400, "body")
+    assert info.value.message.startswith(message)
+
+
+def test_a_client_fault_no_check_saw_is_a_400_and_any_other_bug_stays_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def trips(body: Any, *, chat: bool, limits: Limits) -> GenerationRequest:
+        return int(body["prompt"])  # type: ignore[return-value]
+
+    monkeypatch.setattr(protocol, "parse_request", trips)
+    with pytest.raises(RequestError) as info:
+        decode_request(b'{"prompt": "seven"}', chat=False, limits=LIMITS)
+    assert info.value.status == 400
+    assert info.value.message.startswith("The request could not be read (ValueError: invalid literal")
+    assert isinstance(info.value.unforeseen, ValueError)
+    # A KeyError is not among vLLM's client faults: it is a server bug, and the server answers 500.
+    with pytest.raises(KeyError):
+        decode_request(b'{"other": 1}', chat=False, limits=LIMITS)

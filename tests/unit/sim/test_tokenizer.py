@@ -4,8 +4,20 @@ import subprocess
 import sys
 from typing import Any
 
+from hypothesis import given
+from hypothesis import strategies as st
+
 from phalanx.sim.textgen import StopMatcher, TokenSource, derive_seed
-from phalanx.sim.tokenizer import VOCAB_SIZE, pieces, render_chat, tokenize
+from phalanx.sim.tokenizer import (
+    MAX_PIECE_CHARS,
+    VOCAB_SIZE,
+    fewest_tokens,
+    lone_surrogate,
+    pieces,
+    render_chat,
+    tokenize,
+    tokenize_within,
+)
 
 
 def test_pieces_rebuild_the_text() -> None:
@@ -13,6 +25,37 @@ def test_pieces_rebuild_the_text() -> None:
     assert "".join(pieces(text)) == text
     assert pieces("Hello world") == ["Hello", " world"]
     assert pieces("Internationalization") == ["Intern", "ationa", "lizati", "on"]
+
+
+def test_a_long_run_of_whitespace_is_split() -> None:
+    assert [len(p) for p in pieces(" " * 40 + "word")] == [16, 16, 12]
+    assert [len(p) for p in pieces("a" + "\n" * 20)] == [1, 16, 4]
+
+
+# Text with long runs of whitespace and word characters, the two things a piece is made of.
+PARTS = [" ", "\n", "\t", "a", "é", "7", "_", ",", "😀", " " * 30, "x" * 20]
+texts = st.lists(st.sampled_from(PARTS), max_size=60).map("".join)
+
+
+@given(st.one_of(st.text(), texts))
+def test_pieces_are_bounded_so_length_bounds_the_token_count(text: str) -> None:
+    found = pieces(text)
+    assert "".join(found) == text
+    assert all(0 < len(p) <= MAX_PIECE_CHARS for p in found)
+    assert len(found) >= fewest_tokens(len(text))
+
+
+@given(st.one_of(st.text(), texts), st.integers(0, 30))
+def test_tokenize_within_keeps_a_prefix_and_counts_the_rest(text: str, keep: int) -> None:
+    ids, count = tokenize_within(text, keep)
+    assert ids == tokenize(text)[:keep]
+    assert count == len(pieces(text))
+
+
+def test_lone_surrogates_are_found() -> None:
+    assert lone_surrogate("fine 😀") is None
+    assert lone_surrogate("ab\ud800") == 2
+    assert lone_surrogate("\udfff") == 0
 
 
 def test_token_ids_are_stable_across_processes() -> None:
