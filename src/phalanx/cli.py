@@ -652,7 +652,9 @@ def router(
             show_default="all namespaces",
         ),
     ] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (OpenAI API).")] = "0.0.0.0",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (OpenAI API); 0.0.0.0: every interface.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8000,
     backend: Annotated[
         list[str] | None,

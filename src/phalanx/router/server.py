@@ -466,8 +466,20 @@ class Router:
         body = self.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        """The 401 for a request without a valid key (when keys are on), else None."""
+        try:
+            self.keys.authenticate(request.headers.get("Authorization"))
+        except Rejection as rejection:
+            self.metrics.errors.labels(_rejection_kind(rejection)).inc()
+            return rejection.response()
+        return None
+
     async def _debug_endpoints(self, request: web.Request) -> web.Response:
-        """What discovery pushed in (learned models filled in), for people and tests: read-only."""
+        """What discovery pushed in (learned models filled in), for people and tests: read-only.
+        Behind the API keys: it shows backend addresses."""
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         return web.json_response(
             {
                 "endpoints": [
@@ -488,6 +500,8 @@ class Router:
         )
 
     async def _models(self, request: web.Request) -> web.Response:
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         await self._resolve_models()
         return web.json_response(model_cards(served_models(self.endpoints()), int(time.time())))
 
@@ -531,6 +545,8 @@ class Router:
                 tally.error = "bad_request"
                 return _error(parsed)
             priority = parse_priority(request.headers.get(PRIORITY_HEADER))
+            if key is not None:  # without keys every client is trusted alike (docs/router.md)
+                priority = key.priority(priority)
             queue_timeout = parse_queue_timeout(
                 request.headers.get(QUEUE_TIMEOUT_HEADER), self.config.admission
             )

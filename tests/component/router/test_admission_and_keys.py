@@ -109,6 +109,46 @@ async def test_api_keys_are_required_and_never_reach_the_endpoint(tmp_path: Path
     assert all("Authorization" not in r["headers"] for r in a.received)  # the router's key stays here
 
 
+async def test_with_keys_the_listings_need_a_key_and_probes_do_not(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    keys = key_file(tmp_path, "team-a:sk-alpha-1234")
+    async with running(quiet(api_keys=keys)) as router, upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        for path in ("/v1/models", "/debug/endpoints"):  # backend addresses and what is served
+            async with http.get(router.url + path) as resp:
+                assert resp.status == 401, path
+                assert (await resp.json())["error"]["code"] == "invalid_api_key"
+            async with http.get(router.url + path, headers={"Authorization": "Bearer sk-alpha-1234"}) as resp:
+                assert resp.status == 200, path
+        for path in ("/health", "/metrics"):  # kubelet probes and Prometheus carry no key
+            async with http.get(router.url + path) as resp:
+                assert resp.status == 200, path
+
+
+async def test_a_key_asking_above_its_priority_is_queued_at_its_own(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    keys = key_file(tmp_path, "plain:sk-plain-1234", "vip:sk-vip-12345 priority=high")
+    gate = asyncio.Event()
+    config = quiet(api_keys=keys, admission=AdmissionConfig(default_cap=1))
+    async with running(config) as router, upstreams(FakeUpstream("a", gate=gate)) as (a,):
+        router.set_endpoints([a.endpoint()])
+
+        def as_key(key: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {key}", "x-priority": "high"}
+
+        held = asyncio.create_task(post(http, router, headers=as_key("sk-plain-1234")))
+        await eventually(lambda: a.started == 1)
+        plain = asyncio.create_task(post(http, router, headers=as_key("sk-plain-1234")))
+        await eventually(lambda: sum(router.admission.queue_depth().values()) == 1)
+        assert router.admission.queue_depth() == {"high": 0, "normal": 1, "low": 0}
+        vip = asyncio.create_task(post(http, router, headers=as_key("sk-vip-12345")))
+        await eventually(lambda: router.admission.queue_depth()["high"] == 1)
+        gate.set()
+        assert [(await t)[0] for t in (held, plain, vip)] == [200, 200, 200]
+
+
 async def raw_exchange(router: Router, request: bytes) -> bytes:
     """One request as bytes on a fresh connection (for what a client library will not send)."""
     host, port = router.url.removeprefix("http://").rsplit(":", 1)
