@@ -195,6 +195,8 @@ class _Tally:
     code: int | None = None
     error: str = ""  # the kind, for phalanx_router_errors; empty when the request succeeded
     request_id: str = ""
+    # Who sent it, for the outlier detector: its API key's name, else the peer's address.
+    client: str = ""
     attempts: int = 0
     usage: UsageTap | None = None  # set when the key's token budget needs the engine's count
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
@@ -595,6 +597,7 @@ class Router:
         grant: Grant | None = None
         try:
             key = self.keys.authenticate(request.headers.get("Authorization"))
+            tally.client = key.name if key is not None else (request.remote or "")
             try:
                 body = await read_body(request, self._body_limits, held)
             except Rejection as rejection:
@@ -757,8 +760,8 @@ class Router:
             )
         return states
 
-    def _failed(self, ep: Endpoint, kind: FailureKind) -> None:
-        self.detector.record_failure(ep.name, kind, time.monotonic())
+    def _failed(self, ep: Endpoint, kind: FailureKind, tally: _Tally) -> None:
+        self.detector.record_failure(ep.name, kind, time.monotonic(), tally.client)
 
     def _health_event(self, event: HealthEvent) -> None:
         kind = event.kind.name.lower()
@@ -796,21 +799,21 @@ class Router:
             except _RETRYABLE as exc:
                 logger.warning("endpoint %s failed before the first byte (%s); retrying", ep.name, exc)
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
-                self._failed(ep, FailureKind.CONNECT if refused else FailureKind.DISCONNECT)
+                self._failed(ep, FailureKind.CONNECT if refused else FailureKind.DISCONNECT, tally)
                 return _Abandoned(type(exc).__name__)
             except TimeoutError:
-                self._failed(ep, FailureKind.TIMEOUT)
+                self._failed(ep, FailureKind.TIMEOUT, tally)
                 logger.warning("endpoint %s timed out before answering", ep.name)
                 tally.error = "upstream_timeout"
                 return error_response(504, f"Endpoint {ep.name} timed out.")
             except aiohttp.ClientError as exc:
-                self._failed(ep, FailureKind.DISCONNECT)
+                self._failed(ep, FailureKind.DISCONNECT, tally)
                 logger.warning("endpoint %s failed: %r", ep.name, exc)
                 tally.error = "upstream_error"
                 return error_response(502, f"Endpoint {ep.name} failed: {type(exc).__name__}.")
 
             if upstream.status >= 500 and upstream.status != 503:
-                self._failed(ep, FailureKind.HTTP_5XX)
+                self._failed(ep, FailureKind.HTTP_5XX, tally)
             else:  # vLLM's 503 is "overloaded or starting", not ill health
                 self.detector.record_success(ep.name, time.monotonic())
             if upstream.status == 503:
@@ -830,13 +833,13 @@ class Router:
 
             response, outcome = await relay(request, upstream, rid, on_data, tally.response_headers)
             if outcome is Outcome.NOTHING_SENT:
-                self._failed(ep, FailureKind.DISCONNECT)
+                self._failed(ep, FailureKind.DISCONNECT, tally)
                 return _Abandoned("failed_before_body")
             if outcome is Outcome.CLIENT_GONE:
                 tally.code = CLIENT_CLOSED
                 logger.info("client went away during a request to %s", ep.name)
             elif outcome is Outcome.UPSTREAM_FAILED:
-                self._failed(ep, FailureKind.DISCONNECT)
+                self._failed(ep, FailureKind.DISCONNECT, tally)
                 self.metrics.stream_failures.labels(ep.name).inc()
                 tally.error = "stream_broken"
             return response

@@ -35,7 +35,7 @@ def sse_events(name: str, n: int = 32) -> list[bytes]:
 class FakeUpstream:
     name: str
     models: tuple[str, ...] = ("m",)
-    # "ok", "503", "reset" (before any byte), "die-after-head" (the head, then nothing),
+    # "ok", "503", "500", "reset" (before any byte), "die-after-head" (the head, then nothing),
     # "die-mid-stream" (SSE), "die-mid-stream-with-length" (SSE that declares a Content-Length),
     # "die-mid-body" (plain JSON)
     mode: str = "ok"
@@ -91,6 +91,8 @@ class FakeUpstream:
         try:
             if self.mode == "503":
                 return web.json_response({"error": {"message": "overloaded"}}, status=503)
+            if self.mode == "500":  # as an engine answers a request that trips one of its bugs
+                return web.json_response({"error": {"message": "internal error"}}, status=500)
             if self.mode == "reset":
                 # The pod dies after reading the request, before any response byte.
                 assert request.transport is not None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -260,6 +261,45 @@ async def test_a_failing_endpoint_is_ejected_and_traffic_moves(http: aiohttp.Cli
         retries = _sample(text, 'phalanx_router_retries_total{endpoint="a"')
         assert retries == 2  # two failures eject it; then it is not tried any more
         assert 'phalanx_router_health_events_total{endpoint="a",event="ejected",source="passive"} 1.0' in text
+
+
+async def test_one_clients_failing_requests_eject_no_endpoint(http: aiohttp.ClientSession) -> None:
+    # Twelve requests that every engine answers 500 (say, a prompt that trips an engine bug).
+    config = quiet(outlier=OutlierConfig(consecutive_failures=2, base_ejection_s=60))
+    async with (
+        running(config) as router,
+        upstreams(FakeUpstream("a", mode="500"), FakeUpstream("b", mode="500")) as (a, b),
+    ):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        codes = [(await post(http, router))[0] for _ in range(12)]
+        assert codes == [500] * 12
+        assert router.detector.ejected(time.monotonic()) == frozenset()
+        assert "phalanx_router_health_events_total" not in _samples(router)
+        assert a.started + b.started == 12
+
+
+async def test_failures_for_two_keys_eject_the_endpoint(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    keys = key_file(tmp_path, "alice:sk-alice-123", "bob:sk-bob-12345")
+    config = quiet(api_keys=keys, policy="round-robin", outlier=OutlierConfig(consecutive_failures=2))
+    async with (
+        running(config) as router,
+        upstreams(FakeUpstream("a", mode="500"), FakeUpstream("b")) as (a, b),
+    ):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        for key in ("sk-alice-123", "sk-alice-123", "sk-bob-12345", "sk-bob-12345"):
+            await post(http, router, headers={"Authorization": f"Bearer {key}"})
+        assert a.started == 2  # alice's then bob's 500: two clients, so a broken endpoint
+        codes = [
+            (await post(http, router, headers={"Authorization": "Bearer sk-bob-12345"}))[0] for _ in range(4)
+        ]
+        assert codes == [200] * 4 and a.started == 2
+        assert 'event="ejected",source="passive"} 1.0' in _samples(router)
+
+
+def _samples(router: Router) -> str:
+    return "\n".join(
+        line for line in router.metrics.exposition().decode().splitlines() if not line.startswith("#")
+    )
 
 
 def _sample(text: str, prefix: str) -> float:
