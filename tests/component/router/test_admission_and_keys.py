@@ -180,6 +180,26 @@ async def test_a_malformed_key_is_401_and_no_key_reaches_the_logs(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@pytest.mark.parametrize(
+    ("session", "body"),
+    [
+        (b"\xff\xfe", b'{"model": "m", "prompt": "x"}'),  # a header that is not UTF-8
+        (None, b'{"model": "m", "prompt": "x", "user": "\\ud800"}'),  # a lone surrogate in JSON
+    ],
+)
+async def test_a_session_that_is_not_utf8_is_routed(session: bytes | None, body: bytes) -> None:
+    async with (
+        running(quiet(policy="session")) as router,
+        upstreams(FakeUpstream("a"), FakeUpstream("b")) as ab,
+    ):
+        router.set_endpoints([f.endpoint() for f in ab])
+        head = b"POST /v1/completions HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
+        if session is not None:
+            head += b"x-session-id: " + session + b"\r\n"
+        answer = await raw_exchange(router, head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
+
+
 async def test_per_key_request_rate_limit_is_429_with_openai_headers(
     tmp_path: Path, http: aiohttp.ClientSession
 ) -> None:
