@@ -31,7 +31,6 @@ from typing import Any, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
-from aiohttp.web_protocol import RequestHandler
 
 from phalanx.http.errors import error_body
 
@@ -82,7 +81,7 @@ _REFUSAL = (
 class _Connection(asyncio.Protocol):
     """One accepted connection: aiohttp's protocol behind it, and the state the guard needs."""
 
-    def __init__(self, guard: ConnectionGuard, handler: RequestHandler) -> None:
+    def __init__(self, guard: ConnectionGuard, handler: web.RequestHandler) -> None:
         self.guard = guard
         self.handler = handler
         self.requests = 0  # in the application now
@@ -160,8 +159,8 @@ class ConnectionGuard:
 
     def __init__(self, limits: GuardLimits) -> None:
         self.limits = limits
-        self._server: Callable[[], RequestHandler] | None = None
-        self._open: dict[RequestHandler, _Connection] = {}
+        self._server: Callable[[], web.RequestHandler] | None = None
+        self._open: dict[web.RequestHandler, _Connection] = {}
         self.evictions = 0
         self.refusals = 0
         self.head_timeouts = 0
