@@ -70,7 +70,7 @@ def close_after(request: web.Request) -> None:
 
 
 _REFUSED = json.dumps(
-    error_body(503, "The router has as many connections open as it may; retry shortly.", code="server_busy")
+    error_body(503, "The server has as many connections open as it may; retry shortly.", code="server_busy")
 ).encode()
 _REFUSAL = (
     b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\nRetry-After: 1\r\n"
