@@ -674,7 +674,9 @@ def router(
             show_default="all namespaces",
         ),
     ] = None,
-    host: Annotated[str, typer.Option("--host", help="Address to listen on (OpenAI API).")] = "0.0.0.0",
+    host: Annotated[
+        str, typer.Option("--host", help="Address to listen on (OpenAI API); 0.0.0.0: every interface.")
+    ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", "-p", min=0, max=65535, help="Port to listen on.")] = 8000,
     backend: Annotated[
         list[str] | None,
@@ -708,8 +710,42 @@ def router(
         float, typer.Option("--queue-timeout", min=0.001, help="Seconds a request may wait; then 504.")
     ] = 30.0,
     max_body_mib: Annotated[
-        float, typer.Option("--max-body-mib", min=0.001, help="Largest request body in MiB; larger: 413.")
-    ] = 64.0,
+        float,
+        typer.Option("--max-body-mib", min=0.001, help="Largest request body in MiB, decoded; larger: 413."),
+    ] = 16.0,
+    max_held_body_mib: Annotated[
+        float,
+        typer.Option(
+            "--max-held-body-mib",
+            min=0.001,
+            help="MiB of request bodies held at once, all requests; more: 503.",
+        ),
+    ] = 256.0,
+    body_timeout: Annotated[
+        float,
+        typer.Option(
+            "--body-timeout", min=0.001, help="Seconds a request body may take to arrive; then 408."
+        ),
+    ] = 60.0,
+    head_timeout: Annotated[
+        float,
+        typer.Option(
+            "--head-timeout", min=0.001, help="Seconds a request head may take once begun; then closed."
+        ),
+    ] = 10.0,
+    idle_timeout: Annotated[
+        float,
+        typer.Option("--idle-timeout", min=0.001, help="Seconds an idle client connection is kept open."),
+    ] = 75.0,
+    max_connections: Annotated[
+        int | None,
+        typer.Option(
+            "--max-connections",
+            min=1,
+            help="Client connections open at once; past it the longest idle one is closed.",
+            show_default="half the open-file limit, at most 10000",
+        ),
+    ] = None,
 ) -> None:
     """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
@@ -729,6 +765,11 @@ def router(
         config = RouterConfig(
             access_log=access_log,
             client_max_size=int(max_body_mib * 2**20),
+            max_held_body_bytes=int(max_held_body_mib * 2**20),
+            body_timeout_s=body_timeout,
+            head_timeout_s=head_timeout,
+            idle_timeout_s=idle_timeout,
+            max_connections=max_connections,
             policy=policy,
             api_keys=api_keys,
             admission=AdmissionConfig(

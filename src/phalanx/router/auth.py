@@ -6,12 +6,16 @@ a key matched. No key, and no part of one, is ever logged or put in an error mes
 
 Key file (one key per line; `#` starts a comment at the start of a line or after a space):
 
-    alice:sk-alice-7f3a9c2e rpm=600 tpm=200000
-    batch:sk-batch-0d41e8b5 tpm=2000000
+    alice:sk-alice-7f3a9c2e rpm=600 tpm=200000 priority=high
+    batch:sk-batch-0d41e8b5 tpm=2000000 priority=low
     sk-anonymous-5be2c7a1            # no name: it is called key-<first 8 hex of its SHA-256>
 
 Secret directory (a Secret mounted as a volume): every file is one key, the file name is the key's
-name, and the content is the key optionally followed by `rpm=N` and `tpm=N`.
+name, and the content is the key optionally followed by `rpm=N`, `tpm=N` and `priority=P`.
+
+`priority` is the best `x-priority` class the key's requests may ask for (`normal` when not
+given): a request asking for more is served at the key's class, so only keys given `high` can
+put their requests ahead of others.
 """
 
 from __future__ import annotations
@@ -25,13 +29,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from phalanx.router.admission import Priority
 from phalanx.router.rejection import Rejection
 
 logger = logging.getLogger("phalanx.router.auth")
 
 MIN_KEY_LENGTH = 8
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,252}")
-_OPTIONS = {"rpm": "requests_per_minute", "tpm": "tokens_per_minute"}
+_LIMITS = {"rpm": "requests_per_minute", "tpm": "tokens_per_minute"}
+_PRIORITIES = {p.label: p for p in Priority}
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,12 @@ class ApiKey:
     name: str
     requests_per_minute: int | None = None
     tokens_per_minute: int | None = None
+    # The best `x-priority` class its requests get; asking for more is asking for this.
+    max_priority: Priority = Priority.NORMAL
+
+    def priority(self, asked: Priority) -> Priority:
+        """The class a request of this key that asks for `asked` is queued in."""
+        return max(asked, self.max_priority)  # a lower rank is a better class
 
 
 @dataclass(frozen=True)
@@ -80,23 +92,29 @@ def _entry(name: str | None, key: str, options: Sequence[str], where: str) -> Ke
     elif not (key.isascii() and key.isprintable()):
         problems.append(f"{where}: the key may hold only printable ASCII characters")
     limits: dict[str, int] = {}
+    priority: Priority | None = None
     for option in options:
         label, sep, value = option.partition("=")
-        if not sep or label not in _OPTIONS:
+        if not sep or (label not in _LIMITS and label != "priority"):
             # The token is not echoed: a key split by a stray space would leak its second half.
-            problems.append(f"{where}: only `rpm=N` and `tpm=N` may follow the key")
-            continue
-        if _OPTIONS[label] in limits:
+            problems.append(f"{where}: only `rpm=N`, `tpm=N` and `priority=P` may follow the key")
+        elif (_LIMITS.get(label) in limits) or (label == "priority" and priority is not None):
             problems.append(f"{where}: `{label}` is given twice")
-            continue
-        if not value.isdigit() or int(value) < 1:
+        elif label == "priority":
+            priority = _PRIORITIES.get(value.lower())
+            if priority is None:
+                problems.append(f"{where}: `priority` must be one of {', '.join(_PRIORITIES)}")
+        elif not value.isdigit() or int(value) < 1:
             problems.append(f"{where}: `{label}` must be a whole number of at least 1")
-            continue
-        limits[_OPTIONS[label]] = int(value)
+        else:
+            limits[_LIMITS[label]] = int(value)
     if problems:
         return problems
     hashed = digest(key)
-    return KeyEntry(ApiKey(name or f"key-{hashed.hex()[:8]}", **limits), hashed)
+    key_name = name or f"key-{hashed.hex()[:8]}"
+    return KeyEntry(
+        ApiKey(key_name, **limits, max_priority=Priority.NORMAL if priority is None else priority), hashed
+    )
 
 
 def _check_unique(found: Sequence[tuple[int, str, KeyEntry]]) -> list[tuple[int, str]]:
@@ -138,7 +156,9 @@ def _build(keys: Sequence[_Source], problems: list[tuple[int, str]]) -> list[Key
 
 
 def parse_key_file(text: str, source: str) -> list[KeyEntry]:
-    """`name:key [rpm=N] [tpm=N]` or `key [...]` per line. Raises `KeyFileError` naming each bad line."""
+    """`name:key [rpm=N] [tpm=N] [priority=P]` or `key [...]` per line.
+
+    Raises `KeyFileError` naming each bad line."""
     problems: list[tuple[int, str]] = []
     keys: list[_Source] = []
     for number, line in enumerate(text.splitlines(), start=1):
@@ -162,7 +182,7 @@ def parse_key_file(text: str, source: str) -> list[KeyEntry]:
 
 
 def parse_secret_files(files: Mapping[str, str], source: str) -> list[KeyEntry]:
-    """A mounted Secret: file name → content `key [rpm=N] [tpm=N]`. Raises `KeyFileError`."""
+    """A mounted Secret: file name → content `key [rpm=N] [tpm=N] [priority=P]`. Raises `KeyFileError`."""
     problems: list[tuple[int, str]] = []
     keys: list[_Source] = []
     for order, (name, content) in enumerate(sorted(files.items())):
@@ -188,8 +208,11 @@ def load_keys(path: Path) -> list[KeyEntry]:
             if not child.name.startswith(".") and child.is_file():
                 files[child.name] = child.read_text(encoding="utf-8")
         return parse_secret_files(files, str(path))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError([f"{path}: cannot read the API keys: {type(exc).__name__}"]) from None
+    except OSError as exc:  # the reason in words (`No such file or directory`), not a class name
+        reason = exc.strerror or type(exc).__name__
+        raise KeyFileError([f"{path}: cannot read the API keys: {reason}"]) from None
+    except UnicodeDecodeError:
+        raise KeyFileError([f"{path}: cannot read the API keys: the file is not UTF-8 text"]) from None
 
 
 def fingerprint(path: Path) -> tuple[object, ...] | None:

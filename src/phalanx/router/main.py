@@ -32,7 +32,7 @@ class RouterStartError(Exception):
 
 @dataclass(frozen=True)
 class RouterOptions:
-    host: str = "0.0.0.0"
+    host: str = "127.0.0.1"  # loopback unless asked: a pod passes --host 0.0.0.0
     port: int = 8000
     namespaces: tuple[str, ...] = ()  # empty: every namespace
     kubeconfig: str | None = None  # None: $KUBECONFIG, ~/.kube/config, or in-cluster
@@ -71,8 +71,8 @@ async def serve(
         loop.add_signal_handler(signum, stopping.set)
     try:
         router = Router(config)
-    except KeyFileError as exc:
-        raise RouterStartError(f"the API keys cannot be read: {exc}") from None
+    except KeyFileError as exc:  # every problem, each naming the file (and line) it is in
+        raise RouterStartError(f"--api-keys: {exc}") from None
     client: AsyncClient | None = None
     discovery: KubernetesDiscovery | None = None
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import logging
 import time
@@ -22,6 +23,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from phalanx.http.errors import error_response
+from phalanx.http.guard import ConnectionGuard, GuardedSite, GuardLimits, close_after, default_max_connections
 from phalanx.router.admission import (
     PRIORITY_HEADER,
     QUEUE_TIMEOUT_HEADER,
@@ -42,6 +44,7 @@ from phalanx.router.backends import (
     ScrapeEvent,
 )
 from phalanx.router.balancer import Availability, availability, served_models
+from phalanx.router.bodies import BodyBudget, BodyLimits, Held, read_body
 from phalanx.router.endpoints import Endpoint, check_unique
 from phalanx.router.logs import failure, server_logger
 from phalanx.router.messages import (
@@ -49,14 +52,16 @@ from phalanx.router.messages import (
     model_cards,
     models_from_listing,
     no_endpoint,
-    parse_request,
     request_id,
     unknown_model,
     upstream_request_headers,
 )
 from phalanx.router.metrics import CLIENT_CLOSED, NO_ENDPOINT, UNKNOWN_MODEL, RelayTimer, RouterMetrics
+from phalanx.router.parsepool import Parser
+from phalanx.router.parsing import Question
 from phalanx.router.policies import (
     DEFAULT_POLICY,
+    POLICY_HEADER,
     POLICY_NAMES,
     SESSION_HEADER,
     BackendState,
@@ -66,11 +71,10 @@ from phalanx.router.policies import (
     PolicySet,
     RoutingRequest,
     candidates,
-    routing_request,
     unknown_policy_message,
 )
 from phalanx.router.proxy import Outcome, relay
-from phalanx.router.ratelimit import Grant, RateLimiter, estimate_tokens
+from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
 from phalanx.router.usage import UsageTap
 
@@ -80,6 +84,7 @@ access_logger = logging.getLogger("phalanx.router.access")
 PROXIED_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings")
 
 _SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
+_SEND_WHOLE_MAX = 2**20
 
 # Failures where the endpoint cannot have started on the request: safe to send it elsewhere.
 # A reset or disconnect before the response head may follow a partial start, but the engine
@@ -104,8 +109,24 @@ class RouterConfig:
     models_timeout_s: float = 5.0
     # Do not ask an endpoint for its models more often than this after a failure.
     models_retry_s: float = 2.0
-    # Request bodies above this get 413 (long prompts and base64 images fit well below it).
-    client_max_size: int = 64 * 1024 * 1024
+    # Limits on what one client can make the router hold or wait for (docs/router.md, "Limits").
+    # A decoded request body above this gets 413: a 1M-token prompt as text or token ids, or a
+    # few base64 images, fit.
+    client_max_size: int = 16 * 2**20
+    # The whole body must arrive within this of its head; then 408 and the connection closes.
+    body_timeout_s: float | None = 60.0
+    # All request bodies held at once (read, or kept for retries while proxied); more: 503.
+    max_held_body_bytes: int = 256 * 2**20
+    # Bodies up to this size are parsed on the event loop; larger ones in a worker process whose
+    # address space is capped at `parse_memory_bytes` (None: no cap). 0 processes: all in-process.
+    parse_in_process_max_bytes: int = 32 * 2**10
+    parse_processes: int = 1
+    parse_memory_bytes: int | None = 2**30
+    # Client connections: open at once (None: half the open-file limit, at most 10,000), the
+    # time a request head may take once begun, and how long an idle connection is kept.
+    max_connections: int | None = None
+    head_timeout_s: float = 10.0
+    idle_timeout_s: float = 75.0
     access_log: bool = False
     # Routing: the policy unless a request names another in `x-routing-policy` (docs/router.md).
     policy: str = DEFAULT_POLICY
@@ -127,6 +148,12 @@ class RouterConfig:
             raise ValueError("max_attempts must be at least 1")
         if self.policy not in POLICY_NAMES:
             raise ValueError(unknown_policy_message(self.policy))
+        positive = ("client_max_size", "max_held_body_bytes", "head_timeout_s", "idle_timeout_s")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive")
+        if self.body_timeout_s is not None and self.body_timeout_s <= 0:
+            raise ValueError("body_timeout_s must be positive or None")
 
 
 class _NothingLeft(Exception):
@@ -140,6 +167,9 @@ _REJECTION_KINDS = {
     "queue_full": "queue_full",
     "queue_timeout": "queue_timeout",
     "request_too_large": "body_too_large",
+    "request_timeout": "body_timeout",
+    "server_busy": "server_busy",
+    "unsupported_content_encoding": "bad_request",
 }
 
 
@@ -165,6 +195,8 @@ class _Tally:
     code: int | None = None
     error: str = ""  # the kind, for phalanx_router_errors; empty when the request succeeded
     request_id: str = ""
+    # Who sent it, for the outlier detector: its API key's name, else the peer's address.
+    client: str = ""
     attempts: int = 0
     usage: UsageTap | None = None  # set when the key's token budget needs the engine's count
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
@@ -188,6 +220,15 @@ class Router:
         # KeyFileError here (a broken key source at start) is the caller's to report.
         self.keys = KeyStore(self.config.api_keys)
         self.limiter = RateLimiter()
+        self.bodies = BodyBudget(self.config.max_held_body_bytes)
+        self._body_limits = BodyLimits(self.config.client_max_size, self.config.body_timeout_s)
+        self.parser = Parser(
+            self.config.parse_in_process_max_bytes,
+            self.config.parse_processes,
+            self.config.parse_memory_bytes,
+        )
+        max_connections = self.config.max_connections or default_max_connections()
+        self.guard = ConnectionGuard(GuardLimits(max_connections, self.config.head_timeout_s))
         self.detector = OutlierDetector(self.config.outlier, on_event=self._health_event)
         self._scraper: LoadScraper | None = None
         self._checker: HealthChecker | None = None
@@ -264,7 +305,10 @@ class Router:
     # -- lifecycle -------------------------------------------------------------------------
 
     def build_app(self) -> web.Application:
-        app = web.Application(middlewares=[self._errors], client_max_size=self.config.client_max_size)
+        # The guard's middleware first: a connection is in a request until its answer is written.
+        app = web.Application(
+            middlewares=[self.guard.middleware, self._errors], client_max_size=self.config.client_max_size
+        )
         app.cleanup_ctx.append(self._client_session)
         for path in PROXIED_PATHS:
             app.router.add_post(path, self._proxy)
@@ -285,9 +329,13 @@ class Router:
             access_log=None,  # ours is `_log_request`: structured, with the request id
             logger=server_logger,
             shutdown_timeout=1.0,
+            # Idle keep-alive connections, and those whose first request never completes, close.
+            keepalive_timeout=self.config.idle_timeout_s,
+            # Bodies are decoded by `read_body`, within the size limit as they inflate.
+            auto_decompress=False,
         )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = GuardedSite(runner, host, port, self.guard)
         try:
             await site.start()
         except BaseException:
@@ -376,6 +424,7 @@ class Router:
                 if part is not None:
                     await part.close()
             self._scraper = self._checker = None
+            await self.parser.close()
             await session.close()
 
     # -- models ----------------------------------------------------------------------------
@@ -466,8 +515,20 @@ class Router:
         body = self.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
+    def _unauthorized(self, request: web.Request) -> web.Response | None:
+        """The 401 for a request without a valid key (when keys are on), else None."""
+        try:
+            self.keys.authenticate(request.headers.get("Authorization"))
+        except Rejection as rejection:
+            self.metrics.errors.labels(_rejection_kind(rejection)).inc()
+            return rejection.response()
+        return None
+
     async def _debug_endpoints(self, request: web.Request) -> web.Response:
-        """What discovery pushed in (learned models filled in), for people and tests: read-only."""
+        """What discovery pushed in (learned models filled in), for people and tests: read-only.
+        Behind the API keys: it shows backend addresses."""
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         return web.json_response(
             {
                 "endpoints": [
@@ -488,6 +549,8 @@ class Router:
         )
 
     async def _models(self, request: web.Request) -> web.Response:
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
         await self._resolve_models()
         return web.json_response(model_cards(served_models(self.endpoints()), int(time.time())))
 
@@ -522,32 +585,51 @@ class Router:
     async def _route(self, request: web.Request, started: float, tally: _Tally) -> web.StreamResponse:
         if self._stopping:
             return _error(no_endpoint("any model", self.config.retry_after_s))
+        held = self.bodies.hold()  # the body's bytes, until the request is answered
+        try:
+            return await self._read_and_route(request, started, tally, held)
+        finally:
+            held.release()
+
+    async def _read_and_route(
+        self, request: web.Request, started: float, tally: _Tally, held: Held
+    ) -> web.StreamResponse:
         grant: Grant | None = None
         try:
             key = self.keys.authenticate(request.headers.get("Authorization"))
-            body = await self._body(request)
-            parsed = parse_request(body)
-            if isinstance(parsed, RequestError):
-                tally.error = "bad_request"
-                return _error(parsed)
+            tally.client = key.name if key is not None else (request.remote or "")
+            try:
+                body = await read_body(request, self._body_limits, held)
+            except Rejection as rejection:
+                if rejection.status == 408:
+                    close_after(request)  # the rest of a body this slow is not worth reading
+                raise
+            wants_tokens = key is not None and bool(key.requests_per_minute or key.tokens_per_minute)
+            question = Question(
+                _routing_headers(request, self.config.session_header),
+                self.config.session_header,
+                self.config.policy_config.prefix_chars,
+                wants_tokens,
+            )
+            summary = await self.parser.summarize(body, question)
+            if isinstance(summary, RequestError):
+                tally.error = {400: "bad_request", 413: "body_too_large"}.get(summary.status, "server_busy")
+                return _error(summary)
             priority = parse_priority(request.headers.get(PRIORITY_HEADER))
+            if key is not None:  # without keys every client is trusted alike (docs/router.md)
+                priority = key.priority(priority)
             queue_timeout = parse_queue_timeout(
                 request.headers.get(QUEUE_TIMEOUT_HEADER), self.config.admission
             )
-            routing = routing_request(
-                parsed.payload,
-                request.headers,
-                self.config.session_header,
-                max_chars=self.config.policy_config.prefix_chars,
-            )
+            routing = summary.routing
             try:
                 policy = self.policies.policy(routing.policy)
             except ValueError as exc:
                 raise Rejection(
                     400, str(exc), code="invalid_routing_policy", param="x-routing-policy"
                 ) from None
-            if key is not None and (key.requests_per_minute or key.tokens_per_minute):
-                grant = self.limiter.admit(key, estimate_tokens(parsed.payload), time.monotonic())
+            if key is not None and wants_tokens:
+                grant = self.limiter.admit(key, summary.tokens, time.monotonic())
                 tally.response_headers.update(grant.headers)
                 if key.tokens_per_minute:
                     tally.usage = UsageTap()
@@ -557,7 +639,7 @@ class Router:
         answered: web.StreamResponse | None = None
         try:
             response = answered = await self._admitted(
-                request, body, parsed.model, routing, policy, priority, queue_timeout, tally, started
+                request, body, summary.model, routing, policy, priority, queue_timeout, tally, started
             )
         finally:
             if grant is not None:
@@ -566,18 +648,6 @@ class Router:
         if not response.prepared:  # the router's own answers; relayed ones got them in `relay`
             response.headers.update(tally.response_headers)
         return response
-
-    async def _body(self, request: web.Request) -> bytes:
-        try:
-            return await request.read()
-        except web.HTTPRequestEntityTooLarge:
-            limit = self.config.client_max_size
-            raise Rejection(
-                413,
-                f"The request body is larger than this router accepts ({_size(limit)}); "
-                "send a smaller request, or raise the router's limit (phalanx router --max-body-mib).",
-                code="request_too_large",
-            ) from None
 
     async def _admitted(
         self,
@@ -690,8 +760,8 @@ class Router:
             )
         return states
 
-    def _failed(self, ep: Endpoint, kind: FailureKind) -> None:
-        self.detector.record_failure(ep.name, kind, time.monotonic())
+    def _failed(self, ep: Endpoint, kind: FailureKind, tally: _Tally) -> None:
+        self.detector.record_failure(ep.name, kind, time.monotonic(), tally.client)
 
     def _health_event(self, event: HealthEvent) -> None:
         kind = event.kind.name.lower()
@@ -722,27 +792,28 @@ class Router:
                     request.method,
                     # As the client encoded it: decoding would turn a %23 into a fragment, for one.
                     ep.url + request.rel_url.raw_path_qs,
-                    data=body,
+                    # Large bodies go out a chunk at a time (aiohttp warns about large bytes).
+                    data=body if len(body) <= _SEND_WHOLE_MAX else io.BytesIO(body),
                     headers=headers,
                 )
             except _RETRYABLE as exc:
                 logger.warning("endpoint %s failed before the first byte (%s); retrying", ep.name, exc)
                 refused = isinstance(exc, aiohttp.ClientConnectorError)
-                self._failed(ep, FailureKind.CONNECT if refused else FailureKind.DISCONNECT)
+                self._failed(ep, FailureKind.CONNECT if refused else FailureKind.DISCONNECT, tally)
                 return _Abandoned(type(exc).__name__)
             except TimeoutError:
-                self._failed(ep, FailureKind.TIMEOUT)
+                self._failed(ep, FailureKind.TIMEOUT, tally)
                 logger.warning("endpoint %s timed out before answering", ep.name)
                 tally.error = "upstream_timeout"
                 return error_response(504, f"Endpoint {ep.name} timed out.")
             except aiohttp.ClientError as exc:
-                self._failed(ep, FailureKind.DISCONNECT)
+                self._failed(ep, FailureKind.DISCONNECT, tally)
                 logger.warning("endpoint %s failed: %r", ep.name, exc)
                 tally.error = "upstream_error"
                 return error_response(502, f"Endpoint {ep.name} failed: {type(exc).__name__}.")
 
             if upstream.status >= 500 and upstream.status != 503:
-                self._failed(ep, FailureKind.HTTP_5XX)
+                self._failed(ep, FailureKind.HTTP_5XX, tally)
             else:  # vLLM's 503 is "overloaded or starting", not ill health
                 self.detector.record_success(ep.name, time.monotonic())
             if upstream.status == 503:
@@ -762,13 +833,13 @@ class Router:
 
             response, outcome = await relay(request, upstream, rid, on_data, tally.response_headers)
             if outcome is Outcome.NOTHING_SENT:
-                self._failed(ep, FailureKind.DISCONNECT)
+                self._failed(ep, FailureKind.DISCONNECT, tally)
                 return _Abandoned("failed_before_body")
             if outcome is Outcome.CLIENT_GONE:
                 tally.code = CLIENT_CLOSED
                 logger.info("client went away during a request to %s", ep.name)
             elif outcome is Outcome.UPSTREAM_FAILED:
-                self._failed(ep, FailureKind.DISCONNECT)
+                self._failed(ep, FailureKind.DISCONNECT, tally)
                 self.metrics.stream_failures.labels(ep.name).inc()
                 tally.error = "stream_broken"
             return response
@@ -826,8 +897,14 @@ def _tokens_used(grant: Grant, usage: UsageTap | None, status: int | None) -> in
     return grant.tokens
 
 
-def _size(n: int) -> str:
-    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n} bytes"
+def _routing_headers(request: web.Request, session_header: str) -> dict[str, str]:
+    """The headers `summarize` reads, lower-cased (it may run in another process)."""
+    found = {}
+    for name in (session_header.lower(), POLICY_HEADER):
+        value = request.headers.get(name)
+        if value is not None:
+            found[name] = value
+    return found
 
 
 def _error(err: RequestError) -> web.Response:

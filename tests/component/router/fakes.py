@@ -35,7 +35,7 @@ def sse_events(name: str, n: int = 32) -> list[bytes]:
 class FakeUpstream:
     name: str
     models: tuple[str, ...] = ("m",)
-    # "ok", "503", "reset" (before any byte), "die-after-head" (the head, then nothing),
+    # "ok", "503", "500", "reset" (before any byte), "die-after-head" (the head, then nothing),
     # "die-mid-stream" (SSE), "die-mid-stream-with-length" (SSE that declares a Content-Length),
     # "die-mid-body" (plain JSON)
     mode: str = "ok"
@@ -47,6 +47,9 @@ class FakeUpstream:
     # Streams: the pause between the response head and the first event (a slow first token).
     first_event_delay_s: float = 0.0
     events: int = 8
+    # Keep request bodies as bytes (`received[i]["raw"]`): parsing a large one here would stall
+    # the event loop the router under test shares.
+    raw_bodies: bool = False
     received: list[dict[str, Any]] = field(default_factory=list)
     started: int = 0
     finished: int = 0
@@ -73,19 +76,23 @@ class FakeUpstream:
         )
 
     async def _completion(self, request: web.Request) -> web.StreamResponse:
-        body = await request.json()
+        raw = await request.read()
+        body = {"model": "m"} if self.raw_bodies else json.loads(raw)
         self.received.append(
             {
                 "path": request.path,
                 "query": request.rel_url.raw_query_string,
                 "headers": request.headers.copy(),
                 "body": body,
+                "raw": raw,
             }
         )
         self.started += 1
         try:
             if self.mode == "503":
                 return web.json_response({"error": {"message": "overloaded"}}, status=503)
+            if self.mode == "500":  # as an engine answers a request that trips one of its bugs
+                return web.json_response({"error": {"message": "internal error"}}, status=500)
             if self.mode == "reset":
                 # The pod dies after reading the request, before any response byte.
                 assert request.transport is not None
@@ -148,7 +155,7 @@ class FakeUpstream:
         return resp
 
     async def start(self) -> None:
-        app = web.Application()
+        app = web.Application(client_max_size=64 * 2**20)  # the router decides what is too large
         app.router.add_get("/v1/models", self._models)
         app.router.add_post("/v1/completions", self._completion)
         app.router.add_post("/v1/chat/completions", self._completion)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -109,6 +110,46 @@ async def test_api_keys_are_required_and_never_reach_the_endpoint(tmp_path: Path
     assert all("Authorization" not in r["headers"] for r in a.received)  # the router's key stays here
 
 
+async def test_with_keys_the_listings_need_a_key_and_probes_do_not(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    keys = key_file(tmp_path, "team-a:sk-alpha-1234")
+    async with running(quiet(api_keys=keys)) as router, upstreams(FakeUpstream("a")) as (a,):
+        router.set_endpoints([a.endpoint()])
+        for path in ("/v1/models", "/debug/endpoints"):  # backend addresses and what is served
+            async with http.get(router.url + path) as resp:
+                assert resp.status == 401, path
+                assert (await resp.json())["error"]["code"] == "invalid_api_key"
+            async with http.get(router.url + path, headers={"Authorization": "Bearer sk-alpha-1234"}) as resp:
+                assert resp.status == 200, path
+        for path in ("/health", "/metrics"):  # kubelet probes and Prometheus carry no key
+            async with http.get(router.url + path) as resp:
+                assert resp.status == 200, path
+
+
+async def test_a_key_asking_above_its_priority_is_queued_at_its_own(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    keys = key_file(tmp_path, "plain:sk-plain-1234", "vip:sk-vip-12345 priority=high")
+    gate = asyncio.Event()
+    config = quiet(api_keys=keys, admission=AdmissionConfig(default_cap=1))
+    async with running(config) as router, upstreams(FakeUpstream("a", gate=gate)) as (a,):
+        router.set_endpoints([a.endpoint()])
+
+        def as_key(key: str) -> dict[str, str]:
+            return {"Authorization": f"Bearer {key}", "x-priority": "high"}
+
+        held = asyncio.create_task(post(http, router, headers=as_key("sk-plain-1234")))
+        await eventually(lambda: a.started == 1)
+        plain = asyncio.create_task(post(http, router, headers=as_key("sk-plain-1234")))
+        await eventually(lambda: sum(router.admission.queue_depth().values()) == 1)
+        assert router.admission.queue_depth() == {"high": 0, "normal": 1, "low": 0}
+        vip = asyncio.create_task(post(http, router, headers=as_key("sk-vip-12345")))
+        await eventually(lambda: router.admission.queue_depth()["high"] == 1)
+        gate.set()
+        assert [(await t)[0] for t in (held, plain, vip)] == [200, 200, 200]
+
+
 async def raw_exchange(router: Router, request: bytes) -> bytes:
     """One request as bytes on a fresh connection (for what a client library will not send)."""
     host, port = router.url.removeprefix("http://").rsplit(":", 1)
@@ -137,6 +178,26 @@ async def test_a_malformed_key_is_401_and_no_key_reaches_the_logs(
         assert a.started == 0
     assert "sk-alpha" not in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize(
+    ("session", "body"),
+    [
+        (b"\xff\xfe", b'{"model": "m", "prompt": "x"}'),  # a header that is not UTF-8
+        (None, b'{"model": "m", "prompt": "x", "user": "\\ud800"}'),  # a lone surrogate in JSON
+    ],
+)
+async def test_a_session_that_is_not_utf8_is_routed(session: bytes | None, body: bytes) -> None:
+    async with (
+        running(quiet(policy="session")) as router,
+        upstreams(FakeUpstream("a"), FakeUpstream("b")) as ab,
+    ):
+        router.set_endpoints([f.endpoint() for f in ab])
+        head = b"POST /v1/completions HTTP/1.1\r\nHost: r\r\nContent-Type: application/json\r\n"
+        if session is not None:
+            head += b"x-session-id: " + session + b"\r\n"
+        answer = await raw_exchange(router, head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    assert answer.startswith(b"HTTP/1.1 200 OK"), answer[:200]
 
 
 async def test_per_key_request_rate_limit_is_429_with_openai_headers(
@@ -220,6 +281,45 @@ async def test_a_failing_endpoint_is_ejected_and_traffic_moves(http: aiohttp.Cli
         retries = _sample(text, 'phalanx_router_retries_total{endpoint="a"')
         assert retries == 2  # two failures eject it; then it is not tried any more
         assert 'phalanx_router_health_events_total{endpoint="a",event="ejected",source="passive"} 1.0' in text
+
+
+async def test_one_clients_failing_requests_eject_no_endpoint(http: aiohttp.ClientSession) -> None:
+    # Twelve requests that every engine answers 500 (say, a prompt that trips an engine bug).
+    config = quiet(outlier=OutlierConfig(consecutive_failures=2, base_ejection_s=60))
+    async with (
+        running(config) as router,
+        upstreams(FakeUpstream("a", mode="500"), FakeUpstream("b", mode="500")) as (a, b),
+    ):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        codes = [(await post(http, router))[0] for _ in range(12)]
+        assert codes == [500] * 12
+        assert router.detector.ejected(time.monotonic()) == frozenset()
+        assert "phalanx_router_health_events_total" not in _samples(router)
+        assert a.started + b.started == 12
+
+
+async def test_failures_for_two_keys_eject_the_endpoint(tmp_path: Path, http: aiohttp.ClientSession) -> None:
+    keys = key_file(tmp_path, "alice:sk-alice-123", "bob:sk-bob-12345")
+    config = quiet(api_keys=keys, policy="round-robin", outlier=OutlierConfig(consecutive_failures=2))
+    async with (
+        running(config) as router,
+        upstreams(FakeUpstream("a", mode="500"), FakeUpstream("b")) as (a, b),
+    ):
+        router.set_endpoints([a.endpoint(), b.endpoint()])
+        for key in ("sk-alice-123", "sk-alice-123", "sk-bob-12345", "sk-bob-12345"):
+            await post(http, router, headers={"Authorization": f"Bearer {key}"})
+        assert a.started == 2  # alice's then bob's 500: two clients, so a broken endpoint
+        codes = [
+            (await post(http, router, headers={"Authorization": "Bearer sk-bob-12345"}))[0] for _ in range(4)
+        ]
+        assert codes == [200] * 4 and a.started == 2
+        assert 'event="ejected",source="passive"} 1.0' in _samples(router)
+
+
+def _samples(router: Router) -> str:
+    return "\n".join(
+        line for line in router.metrics.exposition().decode().splitlines() if not line.startswith("#")
+    )
 
 
 def _sample(text: str, prefix: str) -> float:

@@ -125,9 +125,9 @@ async def test_passive_ejection_ends_with_a_successful_check(
     async with checking(session) as (checker, events):
         checker.update([endpoint("a", a.base_url), endpoint("b", b.base_url)])
         detector = checker.detector
-        # The proxy saw two 5xx in a row from a (say, a bad batch): ejected for 0.3 s.
-        for _ in range(2):
-            detector.record_failure("a", FailureKind.HTTP_5XX, time.monotonic())
+        # The proxy saw two 5xx in a row from a, for two clients (say, a bad batch): ejected for 0.3 s.
+        for client in ("alice", "bob"):
+            detector.record_failure("a", FailureKind.HTTP_5XX, time.monotonic(), client)
         assert ejected(checker) == {"a"}
         # The ejection ends (a is probing: it may take one request) and the next check, which a
         # passes, brings it back.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from phalanx.router.admission import Priority
 from phalanx.router.auth import (
     ApiKey,
     KeyEntry,
@@ -87,11 +88,11 @@ def test_every_bad_line_is_reported_with_its_number_and_without_the_key() -> Non
     assert problems == [
         "keys.txt:1: the key is shorter than 8 characters",
         "keys.txt:2: `rpm` must be a whole number of at least 1",
-        "keys.txt:3: only `rpm=N` and `tpm=N` may follow the key",
+        "keys.txt:3: only `rpm=N`, `tpm=N` and `priority=P` may follow the key",
         "keys.txt:3: `tpm` must be a whole number of at least 1",
         "keys.txt:4: `rpm` is given twice",
         "keys.txt:6: the key is shorter than 8 characters",
-        "keys.txt:6: only `rpm=N` and `tpm=N` may follow the key",
+        "keys.txt:6: only `rpm=N`, `tpm=N` and `priority=P` may follow the key",
         "keys.txt:7: the name before `:` must be letters, digits, `.`, `_` or `-` "
         "(a key holding `:` needs a name in front of it)",
         "keys.txt:9: the same key is already listed (keys.txt:8)",
@@ -101,6 +102,41 @@ def test_every_bad_line_is_reported_with_its_number_and_without_the_key() -> Non
     message = str(info.value)
     for secret in (ALICE, BATCH, PLAIN, "abc12"):
         assert secret not in message
+
+
+def test_a_key_may_be_allowed_a_priority_class_and_is_normal_without_one() -> None:
+    text = f"vip:{ALICE} priority=HIGH\nbatch:{BATCH} priority=low rpm=5\n{PLAIN}\n"
+    assert [k.max_priority for k in keys_of(parse_key_file(text, "k"))] == [
+        Priority.HIGH,
+        Priority.LOW,
+        Priority.NORMAL,
+    ]
+    (secret,) = parse_secret_files({"vip": f"{ALICE} priority=high"}, "/k")
+    assert secret.key.max_priority is Priority.HIGH
+
+
+def test_a_bad_priority_is_reported_with_the_valid_ones() -> None:
+    with pytest.raises(KeyFileError) as info:
+        parse_key_file(f"a:{ALICE} priority=urgent\nb:{BATCH} priority=low priority=low\n", "k")
+    assert info.value.problems == [
+        "k:1: `priority` must be one of high, normal, low",
+        "k:2: `priority` is given twice",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("allowed", "asked", "served"),
+    [
+        (Priority.NORMAL, Priority.HIGH, Priority.NORMAL),  # asking for more gets the key's best
+        (Priority.NORMAL, Priority.LOW, Priority.LOW),  # asking for less is always fine
+        (Priority.LOW, Priority.NORMAL, Priority.LOW),
+        (Priority.HIGH, Priority.HIGH, Priority.HIGH),
+    ],
+)
+def test_a_request_gets_at_best_its_keys_priority(
+    allowed: Priority, asked: Priority, served: Priority
+) -> None:
+    assert ApiKey("k", max_priority=allowed).priority(asked) is served
 
 
 def test_an_empty_key_file_is_valid_and_holds_no_key() -> None:
@@ -145,12 +181,18 @@ def test_a_mounted_secret_is_detected_and_read(tmp_path: Path) -> None:
     assert keys_of(load_keys(tmp_path)) == [ApiKey("alice"), ApiKey("batch", 10)]
 
 
-def test_an_unreadable_source_is_one_clear_problem(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileError, match="cannot read the API keys: FileNotFoundError"):
+def test_an_unreadable_source_is_one_clear_problem_in_words(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError) as info:
         load_keys(tmp_path / "missing")
+    assert info.value.problems == [
+        f"{tmp_path / 'missing'}: cannot read the API keys: No such file or directory"
+    ]
     (tmp_path / "bin").write_bytes(b"\xff\xfe")
-    with pytest.raises(KeyFileError, match="UnicodeDecodeError"):
+    with pytest.raises(KeyFileError) as info:
         load_keys(tmp_path / "bin")
+    assert info.value.problems == [
+        f"{tmp_path / 'bin'}: cannot read the API keys: the file is not UTF-8 text"
+    ]
 
 
 # -- requests --------------------------------------------------------------------------------

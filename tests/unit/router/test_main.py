@@ -11,6 +11,7 @@ from pathlib import Path
 from aiohttp.test_utils import TestClient, TestServer
 
 from phalanx.router import Endpoint, Router
+from phalanx.router.main import RouterOptions
 
 
 def phalanx_router(*args: str) -> subprocess.CompletedProcess[str]:
@@ -71,6 +72,25 @@ def test_a_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"error: cannot listen on 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_a_missing_api_keys_file_is_one_line_naming_it(tmp_path: Path) -> None:
+    missing = tmp_path / "keys.txt"
+    result = phalanx_router("--api-keys", str(missing), "--backend", "http://127.0.0.1:1", "--port", "0")
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"error: --api-keys: {missing}: cannot read the API keys: No such file or directory"
+    )
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_it_listens_on_loopback_unless_told_otherwise() -> None:
+    # Nothing but this machine can reach a router started without --host; the Kubernetes manifests
+    # pass --host 0.0.0.0 (tests/unit/operator/test_install.py).
+    result = phalanx_router("--help")
+    assert "127.0.0.1" in result.stdout
+    assert RouterOptions().host == "127.0.0.1"
 
 
 async def test_debug_endpoints_lists_what_discovery_pushed_in() -> None:

@@ -7,6 +7,12 @@ Two verdicts per endpoint, combined:
   When that time has passed it is *probing* (half-open): one request may go to it, or the next
   active check decides; a success brings it back, a failure ejects it again for longer. Each
   `ejection_decay_s` spent healthy takes one off the multiplier.
+
+  Not every failure is evidence against the endpoint. A request can earn a 5xx answer or run past
+  the timeout by its own content (a prompt that trips an engine bug, a generation asked to run for
+  hours), so such *request-level* failures eject only when at least `min_failing_clients`
+  different clients had them in the run: one client, however many requests it sends, cannot eject
+  anything. Connection failures (refused, reset, cut off) are the endpoint's own and count alone.
 - active: `unhealthy_checks` failed health checks in a row mark it down, `healthy_checks`
   successes in a row mark it up again.
 
@@ -33,9 +39,14 @@ class FailureKind(enum.StrEnum):
     """A request failure as the proxy reports it."""
 
     CONNECT = "connect"  # refused, unreachable, connect timeout
-    DISCONNECT = "disconnect"  # reset or closed before the response head
+    DISCONNECT = "disconnect"  # reset or closed before the response head, or cut mid-answer
     TIMEOUT = "timeout"  # no response head in time
     HTTP_5XX = "5xx"  # the endpoint answered 500..599
+
+    @property
+    def request_level(self) -> bool:
+        """Whether the request itself may have caused it, so that alone it proves nothing."""
+        return self in (FailureKind.TIMEOUT, FailureKind.HTTP_5XX)
 
 
 class Passive(enum.Enum):
@@ -57,9 +68,12 @@ class OutlierConfig:
     probe_timeout_s: float = 60.0
     unhealthy_checks: int = 3
     healthy_checks: int = 2
+    # Request-level failures (5xx answers, timeouts) eject only when this many different clients
+    # had them in the run (1: any client can eject, as every failure counts).
+    min_failing_clients: int = 2
 
     def __post_init__(self) -> None:
-        for name in ("consecutive_failures", "unhealthy_checks", "healthy_checks"):
+        for name in ("consecutive_failures", "unhealthy_checks", "healthy_checks", "min_failing_clients"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
         for name in ("base_ejection_s", "ejection_decay_s", "probe_timeout_s"):
@@ -96,7 +110,11 @@ class HealthEvent:
 @dataclass(frozen=True)
 class EndpointHealth:
     passive: Passive = Passive.HEALTHY
-    failures: int = 0  # consecutive failed requests while HEALTHY
+    failures: int = 0  # consecutive failed requests (while HEALTHY, or since PROBING began)
+    # The run's evidence: a connection failure, and the clients with request-level failures (at
+    # most `min_failing_clients` of them are kept: more change nothing).
+    transport: bool = False
+    clients: frozenset[str] = frozenset()
     ejections: int = 0  # the multiplier: times ejected, less decay
     until: float = 0.0  # EJECTED: when the ejection ends
     ejected_at: float = 0.0
@@ -124,14 +142,18 @@ def _eject(h: EndpointHealth, name: str, reason: str, now: float, cfg: OutlierCo
     count = previous + 1
     duration = min(cfg.base_ejection_s * count, cfg.max_ejection_s)
     ejected = replace(
-        h, passive=Passive.EJECTED, failures=0, ejections=count, until=now + duration, ejected_at=now,
+        _new_run(h), passive=Passive.EJECTED, ejections=count, until=now + duration, ejected_at=now,
         probe_at=None,
     )  # fmt: skip
     return ejected, [HealthEvent(name, EventKind.EJECTED, "passive", reason, now, duration)]
 
 
+def _new_run(h: EndpointHealth) -> EndpointHealth:
+    return replace(h, failures=0, transport=False, clients=frozenset())
+
+
 def _recover(h: EndpointHealth, name: str, reason: str, now: float) -> Step:
-    healthy = replace(h, passive=Passive.HEALTHY, failures=0, probe_at=None, healthy_since=now)
+    healthy = replace(_new_run(h), passive=Passive.HEALTHY, probe_at=None, healthy_since=now)
     return healthy, [HealthEvent(name, EventKind.RECOVERED, "passive", reason, now)]
 
 
@@ -148,21 +170,32 @@ def on_success(h: EndpointHealth, name: str, now: float) -> Step:
     if h.passive is Passive.PROBING:
         return _recover(h, name, "request", now)
     if h.passive is Passive.HEALTHY and h.failures:
-        return replace(h, failures=0), []
+        return _new_run(h), []
     # EJECTED: a late answer to a request sent before the ejection proves nothing.
     return h, []
 
 
-def on_failure(h: EndpointHealth, name: str, kind: FailureKind, now: float, cfg: OutlierConfig) -> Step:
+def on_failure(
+    h: EndpointHealth, name: str, kind: FailureKind, now: float, cfg: OutlierConfig, client: str = ""
+) -> Step:
+    """A request to the endpoint failed; `client` is who sent it (an API key's name, an address)."""
     h = settle(h, now)
-    if h.passive is Passive.PROBING:
-        return _eject(h, name, kind.value, now, cfg)
-    if h.passive is Passive.HEALTHY:
-        failures = h.failures + 1
-        if failures >= cfg.consecutive_failures:
-            return _eject(h, name, kind.value, now, cfg)
-        return replace(h, failures=failures), []
-    return h, []
+    if h.passive is Passive.EJECTED:
+        return h, []
+    run = replace(h, failures=h.failures + 1)
+    if kind.request_level:
+        if len(run.clients) < cfg.min_failing_clients:
+            run = replace(run, clients=run.clients | {client})
+    else:
+        run = replace(run, transport=True)
+    proven = run.transport or len(run.clients) >= cfg.min_failing_clients
+    if run.passive is Passive.PROBING:
+        if proven:
+            return _eject(run, name, kind.value, now, cfg)
+        return replace(run, probe_at=None), []  # not conclusive: the next request probes
+    if proven and run.failures >= cfg.consecutive_failures:
+        return _eject(run, name, kind.value, now, cfg)
+    return run, []
 
 
 def on_check(h: EndpointHealth, name: str, ok: bool, now: float, cfg: OutlierConfig) -> Step:
@@ -286,8 +319,9 @@ class OutlierDetector:
         """The endpoint answered below 500 (call it when the response head arrives)."""
         self._apply(name, lambda h: on_success(h, name, now))
 
-    def record_failure(self, name: str, kind: FailureKind, now: float) -> None:
-        self._apply(name, lambda h: on_failure(h, name, kind, now, self.config))
+    def record_failure(self, name: str, kind: FailureKind, now: float, client: str = "") -> None:
+        """A request from `client` (an API key's name, an address; "" when not known) failed."""
+        self._apply(name, lambda h: on_failure(h, name, kind, now, self.config, client))
 
     def record_check(self, name: str, ok: bool, now: float) -> None:
         """One active health check result."""

@@ -89,8 +89,12 @@ _MASK = (1 << 64) - 1
 
 
 def stable_hash(text: str) -> int:
-    """64 bits of blake2b: the same in every process, so router replicas agree on sessions."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    """64 bits of blake2b: the same in every process, so router replicas agree on sessions.
+
+    Any str hashes, lone surrogates included: a header's bytes that are not UTF-8 reach us as
+    surrogates (aiohttp decodes with `surrogateescape`), and so does a JSON string's `\\udXXX`."""
+    data = text.encode("utf-8", "surrogatepass")
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little")
 
 
 def _mix(x: int) -> int:

@@ -53,13 +53,19 @@ def ep(name: str, *models: str, ready: bool = True, draining: bool = False, url:
 HEALTHY = EndpointHealth(healthy_since=NOW - 1)
 STATES: dict[str, EndpointHealth] = {
     "healthy": HEALTHY,
-    "one-failure": replace(HEALTHY, failures=1),
-    "at-threshold": replace(HEALTHY, failures=2),
+    "one-failure": replace(HEALTHY, failures=1, transport=True),
+    "at-threshold": replace(HEALTHY, failures=2, transport=True),
+    # Two 5xx answers, both to client x: one failure short, and one client short too.
+    "5xx-from-x": replace(HEALTHY, failures=2, clients=frozenset({"x"})),
     "ejected": EndpointHealth(Passive.EJECTED, ejections=1, until=NOW + 5, ejected_at=NOW - 5),
     "ejection-over": EndpointHealth(Passive.EJECTED, ejections=1, until=NOW, ejected_at=NOW - 10),
     "probing": EndpointHealth(Passive.PROBING, ejections=1, until=NOW - 3, ejected_at=NOW - 13),
     "probe-out": EndpointHealth(Passive.PROBING, ejections=1, until=NOW - 3, probe_at=NOW - 2),
     "probe-lost": EndpointHealth(Passive.PROBING, ejections=1, until=NOW - 9, probe_at=NOW - 5),
+    # A probe got a 5xx for client x: not conclusive, the next request probes.
+    "probe-5xx-from-x": EndpointHealth(
+        Passive.PROBING, failures=1, clients=frozenset({"x"}), ejections=1, until=NOW - 3
+    ),
 }
 
 
@@ -71,6 +77,8 @@ def run(event: str, h: EndpointHealth) -> Step:
             return on_success(h, "a", NOW)
         case "failure":
             return on_failure(h, "a", FailureKind.CONNECT, NOW, CFG)
+        case "5xx-x" | "5xx-y":
+            return on_failure(h, "a", FailureKind.HTTP_5XX, NOW, CFG, client=event[-1])
         case "check-ok":
             return on_check(h, "a", True, NOW, CFG)
         case "check-failed":
@@ -79,11 +87,13 @@ def run(event: str, h: EndpointHealth) -> Step:
 
 
 # (state, event) -> (passive, failures, ejections, until, probe_at, events as (kind, source, reason))
-# A first ejection from healthy lasts 10 s (the base); a second one 20 s.
+# A first ejection from healthy lasts 10 s (the base); a second one 20 s. "failure" is a refused
+# connection; "5xx-x" and "5xx-y" a 5xx answer to client x or y (CFG needs two clients).
 EJECT_1 = (Passive.EJECTED, 0, 1, NOW + 10, None)
 EJECT_2 = (Passive.EJECTED, 0, 2, NOW + 20, None)
 BY_REQUEST = [("recovered", "passive", "request")]
 BY_CHECK = [("recovered", "passive", "health_check")]
+BY_5XX = [("ejected", "passive", "5xx")]
 # fmt: off
 TABLE: dict[tuple[str, str], tuple[Any, ...]] = {
     ("healthy", "attempt"):            (Passive.HEALTHY, 0, 0, 0.0, None, []),
@@ -91,49 +101,82 @@ TABLE: dict[tuple[str, str], tuple[Any, ...]] = {
     ("healthy", "failure"):            (Passive.HEALTHY, 1, 0, 0.0, None, []),
     ("healthy", "check-ok"):           (Passive.HEALTHY, 0, 0, 0.0, None, []),
     ("healthy", "check-failed"):       (Passive.HEALTHY, 0, 0, 0.0, None, []),
+    ("healthy", "5xx-x"):              (Passive.HEALTHY, 1, 0, 0.0, None, []),
+    ("healthy", "5xx-y"):              (Passive.HEALTHY, 1, 0, 0.0, None, []),
     ("one-failure", "attempt"):        (Passive.HEALTHY, 1, 0, 0.0, None, []),
     ("one-failure", "success"):        (Passive.HEALTHY, 0, 0, 0.0, None, []),
     ("one-failure", "failure"):        (Passive.HEALTHY, 2, 0, 0.0, None, []),
     # Checks leave the passive count alone: a process can answer /health and fail requests.
     ("one-failure", "check-ok"):       (Passive.HEALTHY, 1, 0, 0.0, None, []),
     ("one-failure", "check-failed"):   (Passive.HEALTHY, 1, 0, 0.0, None, []),
+    ("one-failure", "5xx-x"):          (Passive.HEALTHY, 2, 0, 0.0, None, []),
+    ("one-failure", "5xx-y"):          (Passive.HEALTHY, 2, 0, 0.0, None, []),
     ("at-threshold", "attempt"):       (Passive.HEALTHY, 2, 0, 0.0, None, []),
     ("at-threshold", "success"):       (Passive.HEALTHY, 0, 0, 0.0, None, []),
     ("at-threshold", "failure"):       (*EJECT_1, [("ejected", "passive", "connect")]),
     ("at-threshold", "check-ok"):      (Passive.HEALTHY, 2, 0, 0.0, None, []),
     ("at-threshold", "check-failed"):  (Passive.HEALTHY, 2, 0, 0.0, None, []),
+    # A refused connection in the run is the endpoint's own failure: any third failure ejects.
+    ("at-threshold", "5xx-x"):         (*EJECT_1, BY_5XX),
+    ("at-threshold", "5xx-y"):         (*EJECT_1, BY_5XX),
+    # One client's failures, however many, eject nothing; a second client's do.
+    ("5xx-from-x", "attempt"):         (Passive.HEALTHY, 2, 0, 0.0, None, []),
+    ("5xx-from-x", "success"):         (Passive.HEALTHY, 0, 0, 0.0, None, []),
+    ("5xx-from-x", "failure"):         (*EJECT_1, [("ejected", "passive", "connect")]),
+    ("5xx-from-x", "check-ok"):        (Passive.HEALTHY, 2, 0, 0.0, None, []),
+    ("5xx-from-x", "check-failed"):    (Passive.HEALTHY, 2, 0, 0.0, None, []),
+    ("5xx-from-x", "5xx-x"):           (Passive.HEALTHY, 3, 0, 0.0, None, []),
+    ("5xx-from-x", "5xx-y"):           (*EJECT_1, BY_5XX),
     # While ejected nothing passive counts: late answers to requests sent before the ejection.
     ("ejected", "attempt"):            (Passive.EJECTED, 0, 1, NOW + 5, None, []),
     ("ejected", "success"):            (Passive.EJECTED, 0, 1, NOW + 5, None, []),
     ("ejected", "failure"):            (Passive.EJECTED, 0, 1, NOW + 5, None, []),
     ("ejected", "check-ok"):           (Passive.EJECTED, 0, 1, NOW + 5, None, []),
     ("ejected", "check-failed"):       (Passive.EJECTED, 0, 1, NOW + 5, None, []),
+    ("ejected", "5xx-x"):              (Passive.EJECTED, 0, 1, NOW + 5, None, []),
+    ("ejected", "5xx-y"):              (Passive.EJECTED, 0, 1, NOW + 5, None, []),
     # The ejection time is over: the endpoint is probing, whatever its stored state says.
     ("ejection-over", "attempt"):      (Passive.PROBING, 0, 1, NOW, NOW, []),
     ("ejection-over", "success"):      (Passive.HEALTHY, 0, 1, NOW, None, BY_REQUEST),
     ("ejection-over", "failure"):      (*EJECT_2, [("ejected", "passive", "connect")]),
     ("ejection-over", "check-ok"):     (Passive.HEALTHY, 0, 1, NOW, None, BY_CHECK),
     ("ejection-over", "check-failed"): (*EJECT_2, [("ejected", "passive", "health_check")]),
+    # A probe's 5xx for one client is not conclusive: the slot frees for the next request.
+    ("ejection-over", "5xx-x"):        (Passive.PROBING, 1, 1, NOW, None, []),
+    ("ejection-over", "5xx-y"):        (Passive.PROBING, 1, 1, NOW, None, []),
     ("probing", "attempt"):            (Passive.PROBING, 0, 1, NOW - 3, NOW, []),
     ("probing", "success"):            (Passive.HEALTHY, 0, 1, NOW - 3, None, BY_REQUEST),
     ("probing", "failure"):            (*EJECT_2, [("ejected", "passive", "connect")]),
     ("probing", "check-ok"):           (Passive.HEALTHY, 0, 1, NOW - 3, None, BY_CHECK),
     ("probing", "check-failed"):       (*EJECT_2, [("ejected", "passive", "health_check")]),
+    ("probing", "5xx-x"):              (Passive.PROBING, 1, 1, NOW - 3, None, []),
+    ("probing", "5xx-y"):              (Passive.PROBING, 1, 1, NOW - 3, None, []),
     # One probe at a time: a second request does not take the slot over.
     ("probe-out", "attempt"):          (Passive.PROBING, 0, 1, NOW - 3, NOW - 2, []),
     ("probe-out", "success"):          (Passive.HEALTHY, 0, 1, NOW - 3, None, BY_REQUEST),
     ("probe-out", "failure"):          (*EJECT_2, [("ejected", "passive", "connect")]),
     ("probe-out", "check-ok"):         (Passive.HEALTHY, 0, 1, NOW - 3, None, BY_CHECK),
     ("probe-out", "check-failed"):     (*EJECT_2, [("ejected", "passive", "health_check")]),
+    ("probe-out", "5xx-x"):            (Passive.PROBING, 1, 1, NOW - 3, None, []),
+    ("probe-out", "5xx-y"):            (Passive.PROBING, 1, 1, NOW - 3, None, []),
     # A probe that never reported frees the slot after probe_timeout_s.
     ("probe-lost", "attempt"):         (Passive.PROBING, 0, 1, NOW - 9, NOW, []),
     ("probe-lost", "success"):         (Passive.HEALTHY, 0, 1, NOW - 9, None, BY_REQUEST),
     ("probe-lost", "failure"):         (*EJECT_2, [("ejected", "passive", "connect")]),
     ("probe-lost", "check-ok"):        (Passive.HEALTHY, 0, 1, NOW - 9, None, BY_CHECK),
     ("probe-lost", "check-failed"):    (*EJECT_2, [("ejected", "passive", "health_check")]),
+    ("probe-lost", "5xx-x"):           (Passive.PROBING, 1, 1, NOW - 9, None, []),
+    ("probe-lost", "5xx-y"):           (Passive.PROBING, 1, 1, NOW - 9, None, []),
+    ("probe-5xx-from-x", "attempt"):      (Passive.PROBING, 1, 1, NOW - 3, NOW, []),
+    ("probe-5xx-from-x", "success"):      (Passive.HEALTHY, 0, 1, NOW - 3, None, BY_REQUEST),
+    ("probe-5xx-from-x", "failure"):      (*EJECT_2, [("ejected", "passive", "connect")]),
+    ("probe-5xx-from-x", "check-ok"):     (Passive.HEALTHY, 0, 1, NOW - 3, None, BY_CHECK),
+    ("probe-5xx-from-x", "check-failed"): (*EJECT_2, [("ejected", "passive", "health_check")]),
+    ("probe-5xx-from-x", "5xx-x"):        (Passive.PROBING, 2, 1, NOW - 3, None, []),
+    ("probe-5xx-from-x", "5xx-y"):        (*EJECT_2, BY_5XX),
 }
 # fmt: on
-EVENTS = ("attempt", "success", "failure", "check-ok", "check-failed")
+EVENTS = ("attempt", "success", "failure", "check-ok", "check-failed", "5xx-x", "5xx-y")
 
 
 def test_the_table_covers_every_state_and_event() -> None:
@@ -218,8 +261,8 @@ def test_a_failed_check_while_probing_moves_both_verdicts() -> None:
 
 
 def eject_from_healthy(h: EndpointHealth, now: float) -> EndpointHealth:
-    for _ in range(CFG.consecutive_failures):
-        h, _ = on_failure(h, "a", FailureKind.HTTP_5XX, now, CFG)
+    for i in range(CFG.consecutive_failures):
+        h, _ = on_failure(h, "a", FailureKind.HTTP_5XX, now, CFG, client=f"client-{i}")
     assert h.passive is Passive.EJECTED
     return h
 
@@ -230,7 +273,7 @@ def test_ejections_grow_by_the_base_and_stop_at_the_cap() -> None:
     now = NOW
     for _ in range(5):
         now = h.until
-        h, _ = on_failure(h, "a", FailureKind.TIMEOUT, now, CFG)  # the probe fails
+        h, _ = on_failure(h, "a", FailureKind.DISCONNECT, now, CFG)  # the probe fails
         lengths.append(h.until - now)
     assert lengths == [10.0, 20.0, 30.0, 35.0, 35.0, 35.0]
 
@@ -273,6 +316,7 @@ def test_settle_only_moves_a_finished_ejection() -> None:
         {"max_ejection_s": 5.0},
         {"max_ejection_percent": 101},
         {"max_ejection_percent": -1},
+        {"min_failing_clients": 0},
     ],
 )
 def test_bad_config_is_refused(changes: dict[str, float]) -> None:
@@ -319,10 +363,47 @@ def test_a_failed_probe_ejects_for_longer() -> None:
     d, events = detector(ep("a"), ep("b"))
     fail(d, "a", NOW)
     d.record_attempt("a", NOW + 10)
-    d.record_failure("a", FailureKind.HTTP_5XX, NOW + 10.5)
+    d.record_failure("a", FailureKind.DISCONNECT, NOW + 10.5)
     assert d.ejected(NOW + 30) == {"a"}
     assert d.ejected(NOW + 30.5) == frozenset()
     assert [e.duration_s for e in events] == [10.0, 20.0]
+
+
+def test_one_client_cannot_eject_anything_however_many_requests_fail() -> None:
+    # Twelve bad requests from one client, spread over both endpoints by the balancer.
+    d, events = detector(ep("a"), ep("b"))
+    for i in range(12):
+        kind = FailureKind.HTTP_5XX if i % 3 else FailureKind.TIMEOUT
+        d.record_failure("ab"[i % 2], kind, NOW + i, client="mallory")
+    assert d.ejected(NOW + 12) == frozenset()
+    assert events == []
+
+
+def test_request_level_failures_for_two_clients_eject() -> None:
+    d, events = detector(ep("a"), ep("b"))
+    for client in ("alice", "alice", "bob"):
+        d.record_failure("a", FailureKind.HTTP_5XX, NOW, client=client)
+    assert d.ejected(NOW) == {"a"}
+    assert [(e.kind, e.reason) for e in events] == [(EventKind.EJECTED, "5xx")]
+
+
+def test_a_success_starts_a_new_run_with_no_clients() -> None:
+    d, _ = detector(ep("a"), ep("b"))
+    for client in ("alice", "bob"):
+        d.record_failure("a", FailureKind.HTTP_5XX, NOW, client=client)
+    d.record_success("a", NOW)
+    for _ in range(5):
+        d.record_failure("a", FailureKind.HTTP_5XX, NOW, client="carol")
+    assert d.ejected(NOW) == frozenset()
+    state = d.state("a", NOW)
+    assert state is not None and state.clients == {"carol"}
+
+
+def test_with_one_client_enough_every_failure_counts() -> None:
+    d, _ = detector(ep("a"), ep("b"), min_failing_clients=1)
+    for _ in range(3):
+        d.record_failure("a", FailureKind.HTTP_5XX, NOW)
+    assert d.ejected(NOW) == {"a"}
 
 
 def test_the_last_routable_endpoint_of_a_model_is_never_skipped() -> None:
@@ -470,7 +551,7 @@ def test_a_broken_event_hook_does_not_break_the_reporter() -> None:
 _names = st.sampled_from(["a", "b", "c", "d"])
 _reports = st.lists(
     st.tuples(
-        st.sampled_from(["attempt", "success", "failure", "check-ok", "check-failed"]),
+        st.sampled_from(["attempt", "success", "failure", "5xx-x", "5xx-y", "check-ok", "check-failed"]),
         _names,
         st.floats(min_value=0, max_value=20, allow_nan=False),
     ),
@@ -496,6 +577,8 @@ def test_limits_hold_under_any_reports(reports: list[tuple[str, str, float]], pe
                 d.record_success(name, now)
             case "failure":
                 d.record_failure(name, FailureKind.CONNECT, now)
+            case "5xx-x" | "5xx-y":
+                d.record_failure(name, FailureKind.HTTP_5XX, now, client=kind[-1])
             case "check-ok" | "check-failed":
                 d.record_check(name, kind == "check-ok", now)
         out = d.ejected(now)
@@ -505,6 +588,7 @@ def test_limits_hold_under_any_reports(reports: list[tuple[str, str, float]], pe
             assert any(model in e.models and e.name not in out for e in routable)
         state = d.state(name, now)
         assert state is not None and (state.passive is not Passive.EJECTED or state.until - now <= 35.0)
+        assert len(state.clients) <= CFG.min_failing_clients  # bounded whatever the traffic
     # Per endpoint, a recovery only follows an ejection; the active verdict strictly alternates
     # (a failed probe ejects again with no recovery in between).
     for name in "abcd":

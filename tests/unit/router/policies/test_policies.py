@@ -164,6 +164,21 @@ def test_sessions_hash_the_same_in_every_router_replica() -> None:
     assert "".join(homes) == "gffghebf"
 
 
+@pytest.mark.parametrize("name", ["session", "auto"])
+@pytest.mark.parametrize(
+    "session",
+    [
+        b"\xff\xfe".decode("utf-8", "surrogateescape"),  # header bytes that are not UTF-8
+        "\ud800",  # a lone surrogate a JSON `user` field can carry
+    ],
+)
+def test_a_session_that_is_not_utf8_still_routes_and_sticks(name: str, session: str) -> None:
+    policy = make_policy(name)
+    states = [backend(n) for n in "abc"]
+    first = pick(policy, states, request(session=session))
+    assert pick(policy, states, request(session=session)).endpoint == first.endpoint
+
+
 # --- queue-kv ------------------------------------------------------------------------------
 
 
