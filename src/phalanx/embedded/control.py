@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -21,7 +20,7 @@ from phalanx.api.modelserving import ModelServing
 from phalanx.api.validation import validate_model_serving
 from phalanx.api.yamlfile import MAX_FILE_BYTES
 from phalanx.embedded.specs import servings_from_text
-from phalanx.http.errors import error_response
+from phalanx.http.errors import error_response, json_errors
 from phalanx.runtimes.local.logs import BadLogRequest
 from phalanx.runtimes.local.statedir import read_tail
 
@@ -34,22 +33,10 @@ MAX_LOG_BYTES = 256 * 1024
 # A spec file's text inside a JSON body: quotes and line ends are escaped, at most doubling it.
 MAX_BODY_BYTES = 2 * MAX_FILE_BYTES + 64 * 1024
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return error_response(exc.status, exc.text or exc.reason)
-    except Exception as exc:
-        log.exception("control request %s %s failed", request.method, request.path)
-        return error_response(
-            500, f"phalanx up failed on this request ({type(exc).__name__}: {exc}); see its log"
-        )
+# Anything unexpected says what failed; the traceback goes to `up`'s log.
+_errors = json_errors(
+    log, lambda exc: f"phalanx up failed on this request ({type(exc).__name__}: {exc}); see its log"
+)
 
 
 class ControlApi:
@@ -80,9 +67,9 @@ class ControlApi:
             # Off the event loop: a body may be MAX_BODY_BYTES.
             body = await asyncio.to_thread(json.loads, data) if len(data) > 64 * 1024 else json.loads(data)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-            raise web.HTTPBadRequest(text="body is not JSON") from None
+            raise web.HTTPBadRequest(reason="body is not JSON") from None
         if not isinstance(body, dict):
-            raise web.HTTPBadRequest(text="body must be a JSON object")
+            raise web.HTTPBadRequest(reason="body must be a JSON object")
         return body
 
     async def apply(self, request: web.Request) -> web.Response:

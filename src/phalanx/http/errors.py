@@ -7,10 +7,13 @@ exceptions (`BadRequestError`, `NotFoundError`, ...), so every HTTP surface of P
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 # OpenAI's `type` for each status it documents; anything else is a server error.
 _ERROR_TYPES = {
@@ -65,3 +68,28 @@ def sse_error_event(status: int, message: str) -> bytes:
 
 
 SSE_DONE = b"data: [DONE]\n\n"
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def json_errors(log: logging.Logger, unexpected: Callable[[Exception], str]) -> Middleware:
+    """A middleware answering every failure in the JSON shape above, never with aiohttp's HTML page or
+    a traceback: HTTP errors keep their status and reason; anything else is logged with its traceback
+    and answered 500 with `unexpected(exc)`."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            message = exc.reason if exc.status != 404 else f"Not Found: {request.method} {request.path}"
+            allow = exc.headers.get("Allow")
+            return error_response(exc.status, message, headers={"Allow": allow} if allow else None)
+        except Exception as exc:
+            log.exception("unhandled error on %s %s", request.method, request.path)
+            return error_response(500, unexpected(exc))
+
+    return errors

@@ -7,7 +7,6 @@ import functools
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -15,15 +14,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from phalanx.http.errors import SSE_DONE, error_response, sse_error_event
+from phalanx.http.errors import SSE_DONE, error_response, json_errors, sse_error_event
 from phalanx.sim.config import VERSION, SimConfig
 from phalanx.sim.engine import ClusterFailure, Engine, EngineFailure, RequestHandle
 from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, decode_request
 from phalanx.sim.responses import ChoiceResult, StreamEncoder, chat_response, completion_response, usage
 
 log = logging.getLogger("phalanx.sim")
-
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @dataclass
@@ -52,24 +49,7 @@ INLINE_PARSE_BYTES = 64 * 1024
 STATE_KEY = web.AppKey("state", ServerState)
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure becomes an OpenAI-style JSON error; never a traceback."""
-    try:
-        return await handler(request)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        message = exc.reason if exc.status != 404 else f"Not Found: {request.method} {request.path}"
-        return error_response(exc.status, message, headers=_allow(exc))
-    except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "Internal server error.")
-
-
-def _allow(exc: web.HTTPException) -> dict[str, str] | None:
-    allow = exc.headers.get("Allow")
-    return {"Allow": allow} if allow else None
+_errors = json_errors(log, lambda _exc: "Internal server error.")
 
 
 async def _echo_request_id(request: web.Request, response: web.StreamResponse) -> None:
