@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import socket
 import threading
 import time
 import urllib.request
@@ -14,7 +15,7 @@ import aiohttp
 import pytest
 
 from phalanx.api.yamlfile import MAX_DOCUMENT_BYTES
-from phalanx.embedded.client import call
+from phalanx.embedded.client import ControlError, call
 from phalanx.embedded.daemon import CONTROL_SOCKET
 from tests.component.embedded.harness import running_up
 from tests.component.embedded.test_up import fast
@@ -110,3 +111,20 @@ def test_hostile_specs_are_refused_while_the_router_answers(tmp_path: Path) -> N
         # event loop, even the bounded reads here stall it ~0.75 s; in a worker thread, ~0.05 s.
         assert health.slowest < 0.5, health.slowest
         assert up.phalanx("status").returncode == 0
+
+
+def test_a_control_socket_that_never_answers_is_a_clear_error(tmp_path: Path) -> None:
+    # What `phalanx apply` met when `up` was stuck reading a bomb: a TimeoutError traceback.
+    state_dir = tmp_path / "state"
+    state_dir.mkdir(mode=0o700)
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(state_dir / CONTROL_SOCKET))
+    listener.listen()
+    try:
+        started = time.monotonic()
+        with pytest.raises(ControlError) as caught:
+            call(state_dir, "POST", "/v1/apply", {"text": "a: 1\n"}, timeout=0.5)
+        assert time.monotonic() - started < 5
+        assert "did not answer within 0.5 s" in str(caught.value)
+    finally:
+        listener.close()
