@@ -246,7 +246,8 @@ def _chat_prompt(body: dict[str, Any], context: _Context) -> tuple[int, ...]:
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise _bad(f"messages[{i}] must be an object", "messages")
-        if message.get("role") not in _CHAT_ROLES:
+        role = message.get("role")
+        if not isinstance(role, str) or role not in _CHAT_ROLES:  # a list or an object is not hashable
             raise _bad(f"messages[{i}].role must be one of {sorted(_CHAT_ROLES)}", "messages")
         _content(message.get("content"), f"messages[{i}].content")
     return _text_tokens(render_chat(messages), "messages", "messages", context)

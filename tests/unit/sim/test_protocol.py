@@ -97,6 +97,8 @@ def test_completion_errors(body: Any, status: int, param: str) -> None:
         {"messages": []},
         {"messages": "hi"},
         {"messages": [{"role": "robot", "content": "x"}]},
+        {"messages": [{"role": [], "content": "x"}]},  # unhashable: was a TypeError caught only as unforeseen
+        {"messages": [{"role": {"a": 1}, "content": "x"}]},
         {"messages": [{"role": "user", "content": 5}]},
         {"messages": ["x"]},
     ],
