@@ -12,16 +12,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
 from lightkube.resources.core_v1 import Pod
 
 from phalanx.api import labels as L
+from phalanx.kube.errors import Backoff, WatchEnded, retry
 from phalanx.kube.resources import ModelServingResource, as_dict
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.pods import serving_endpoints
@@ -37,16 +36,6 @@ OnEndpoints = Callable[[list[Endpoint]], None]
 def _key(obj: Object) -> tuple[str, str]:
     metadata = obj.get("metadata") or {}
     return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
-
-
-def _code(exc: BaseException) -> int:
-    return int(getattr(exc.status, "code", 0) or 0) if isinstance(exc, ApiError) else 0
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ApiError):
-        return f"{_code(exc)} {getattr(exc.status, 'message', '') or exc}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 class Mirror:
@@ -80,26 +69,18 @@ class Mirror:
         return f"{self.resource.__name__} in {self.namespace or 'all namespaces'}"
 
     async def run(self) -> None:
-        initial, cap = self.backoff
-        delay = initial
-        while True:
-            started = time.monotonic()
-            try:
-                await self._list_and_watch()
-                level, reason = logging.INFO, "the watch ended"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # 410 Gone, timeouts, a restarting API server, RBAC: list again
-                # A watch outliving its resource version (410) is routine; anything else is worth a warning.
-                level = logging.INFO if _code(exc) == 410 else logging.WARNING
-                reason = _reason(exc)
-            if time.monotonic() - started >= self.stable_s:
-                delay = initial  # it worked for a while: this is a new failure, not the same one again
-            log.log(level, "watching %s failed (%s); listing again in %.3gs", self.what, reason, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, cap)
+        # 410 Gone, timeouts, a restarting API server, RBAC: list again, never give up.
+        await retry(
+            self._list_and_watch,
+            what=f"watching {self.what}",
+            backoff=Backoff(*self.backoff, jitter=0.0),
+            retry_on=lambda _: True,
+            reset_after=self.stable_s,
+            logger=log,
+            then="listing again",
+        )
 
-    async def _list_and_watch(self) -> None:
+    async def _list_and_watch(self) -> NoReturn:
         listing = self.client.list(self.resource, namespace=self.namespace or "*", labels=self.labels)
         fresh = {}
         async for obj in listing:
@@ -124,6 +105,7 @@ class Mirror:
             else:
                 continue
             self.on_change()
+        raise WatchEnded("the watch ended")
 
 
 class KubernetesDiscovery:

@@ -15,10 +15,8 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx2
 from lightkube import AsyncClient
 from lightkube.codecs import from_dict
-from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
@@ -31,6 +29,16 @@ from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, ModelServingStatus
 from phalanx.controller.actions import Event, Kind
 from phalanx.controller.observed import format_time
+from phalanx.kube.errors import (
+    KUBE_ERRORS,
+    Backoff,
+    WatchEnded,
+    describe,
+    is_kube_error,
+    is_not_found,
+    retry,
+    status_of,
+)
 from phalanx.kube.resources import (
     BY_KIND,
     GANG_OF_API,
@@ -47,10 +55,15 @@ Object = dict[str, Any]
 OnChange = Callable[[str, str], None]  # (namespace, ModelServing name)
 COMPONENT = "phalanx-operator"
 _OWNED: dict[str, Any] = {L.NAME: None}  # label selector "serving.phalanx.dev/name exists"
+WATCH_STABLE_S = 60.0  # a watch that lasted this long before failing starts the backoff over
 
 
-def _status(exc: ApiError) -> int:
-    return int(getattr(exc.status, "code", 0) or 0)
+class NotYet(Exception):
+    """The API server does not agree yet with what a CRD's watch told us."""
+
+
+def _always(_: BaseException) -> bool:
+    return True  # a watch is never given up: it is cancelled
 
 
 def _established(crd: Object) -> bool:
@@ -82,15 +95,8 @@ class KubernetesRuntime:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        delay = 0.2
-        while True:  # a server still warming up answers 429 or resets: try again
-            try:
-                await self.discover()
-                break
-            except (ApiError, httpx2.HTTPError, OSError) as exc:
-                log.warning("API discovery failed (retrying in %.1fs): %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        # A server still warming up answers 429 or resets, RBAC may come later: try again.
+        await retry(self.discover, what="API discovery", backoff=Backoff(0.2, 10.0), retry_on=is_kube_error)
         for resource in (ModelServingResource, *BY_KIND.values()):
             self._watches.append(
                 asyncio.create_task(self._watch(resource), name=f"watch {resource.__name__}")
@@ -106,12 +112,8 @@ class KubernetesRuntime:
             try:
                 async for _ in self.client.list(resource, namespace=self.namespace or "*", chunk_size=1):
                     break
-            except ApiError as exc:
-                if _status(exc) == 404:
-                    continue
-                raise
-            except httpx2.HTTPStatusError as exc:  # an API group the server does not know at all
-                if exc.response.status_code == 404:
+            except KUBE_ERRORS as exc:  # 404: the API group or its resource is not served
+                if is_not_found(exc):
                     continue
                 raise
             served.add(api)
@@ -148,13 +150,22 @@ class KubernetesRuntime:
 
     async def _rediscover(self, api: str, served: bool) -> None:
         before = set(self.gang_apis)
+
+        async def agreed() -> None:
+            await self.discover()
+            if (api in self.gang_apis) != served:
+                raise NotYet(f"{api} {'not ' if not served else ''}served yet")
+
         # A CRD just Established may still answer 404 or 429 for a moment: look again until it agrees.
-        for _ in range(60):
-            with contextlib.suppress(ApiError, httpx2.HTTPError, OSError):
-                await self.discover()
-                if (api in self.gang_apis) == served:
-                    break
-            await asyncio.sleep(0.5)
+        with contextlib.suppress(NotYet, *KUBE_ERRORS):
+            await retry(
+                agreed,
+                what=f"rediscovering {api}",
+                backoff=Backoff(0.5, 0.5, jitter=0.0),
+                retry_on=lambda exc: isinstance(exc, NotYet) or is_kube_error(exc),
+                attempts=60,
+                level=lambda _: logging.DEBUG,  # the usual moment a new CRD takes to be served
+            )
         if self.gang_apis != before:
             log.info("gang APIs served now: %s", ", ".join(sorted(self.gang_apis)) or "none")
             self._follow_gang_apis()
@@ -203,19 +214,16 @@ class KubernetesRuntime:
     ) -> None:
         """The one retry loop of every watch: errors (expired, forbidden, connection lost) are logged
         and the watch opened again with backoff, until cancelled."""
-        delay = 0.5
-        while True:
+
+        async def session() -> None:
             try:
                 async for kind, obj in open_watch():
-                    delay = 0.5
                     await on_event(kind, as_dict(obj))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # expired, timed out, connection lost: start again
-                log.debug("watch of %s ended: %s", what, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            self._changed.set()  # something may have been missed while no watch ran
+            finally:
+                self._changed.set()  # something may have been missed while no watch ran
+            raise WatchEnded("the watch ended")
+
+        await retry(session, what=f"watching {what}", retry_on=_always, reset_after=WATCH_STABLE_S)
 
     def _notify(self, obj: Object, is_serving: bool) -> None:
         self._changed.set()
@@ -243,8 +251,8 @@ class KubernetesRuntime:
     async def create(self, obj: Object) -> None:
         try:
             await self.client.create(from_dict(obj), field_manager=self.field_manager)
-        except ApiError as exc:
-            if _status(exc) != 409:
+        except KUBE_ERRORS as exc:
+            if status_of(exc) != 409:
                 raise
 
     async def apply(self, obj: Object) -> None:
@@ -257,8 +265,8 @@ class KubernetesRuntime:
         for resource in resources:
             try:
                 await self.client.delete(resource, name, namespace=namespace)
-            except ApiError as exc:
-                if _status(exc) != 404:
+            except KUBE_ERRORS as exc:
+                if not is_not_found(exc):
                     raise
 
     async def annotate(
@@ -273,8 +281,8 @@ class KubernetesRuntime:
                 await self.client.patch(
                     resource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
                 )
-            except ApiError as exc:
-                if _status(exc) != 404:
+            except KUBE_ERRORS as exc:
+                if not is_not_found(exc):
                     raise
 
     async def record_event(self, namespace: str, serving: str, event: Event) -> None:
@@ -299,8 +307,8 @@ class KubernetesRuntime:
         )
         try:
             await self.client.create(record)
-        except ApiError as exc:  # events are best effort: never block a reconcile on them
-            log.debug("event not recorded: %s", exc)
+        except KUBE_ERRORS as exc:  # events are best effort: never block a reconcile on them
+            log.debug("event not recorded: %s", describe(exc))
 
     async def list_servings(self) -> list[ModelServing]:
         """The ModelServings whose spec can be read; the operator reports the others in their status."""
@@ -316,8 +324,8 @@ class KubernetesRuntime:
             await self.client.patch(
                 ModelServingResource.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
             )
-        except ApiError as exc:
-            if _status(exc) == 404:
+        except KUBE_ERRORS as exc:
+            if is_not_found(exc):
                 raise NotFoundError(f"{namespace}/{name}") from None
             raise
 
