@@ -39,6 +39,7 @@ from phalanx.kube.errors import (
     retry,
     status_of,
 )
+from phalanx.kube.informer import Informer
 from phalanx.kube.resources import (
     BY_KIND,
     GANG_OF_API,
@@ -91,16 +92,17 @@ class KubernetesRuntime:
         self._changed = asyncio.Event()
         self._watches: list[asyncio.Task[None]] = []
         self._gang_watches: dict[str, asyncio.Task[None]] = {}
+        # One informer per kind (PodGroups: per served gang API): reconcile passes read these.
+        self._informers: dict[str, Informer] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         # A server still warming up answers 429 or resets, RBAC may come later: try again.
         await retry(self.discover, what="API discovery", backoff=Backoff(0.2, 10.0), retry_on=is_kube_error)
-        for resource in (ModelServingResource, *BY_KIND.values()):
-            self._watches.append(
-                asyncio.create_task(self._watch(resource), name=f"watch {resource.__name__}")
-            )
+        for kind, resource in [("ModelServing", ModelServingResource), *BY_KIND.items()]:
+            informer = self._informers[kind] = self._informer(resource)
+            self._watches.append(asyncio.create_task(informer.run(), name=f"watch {informer.what}"))
         self._follow_gang_apis()
         for crd in PODGROUP_CRDS:
             self._watches.append(asyncio.create_task(self._watch_gang_crd(crd), name=f"watch CRD {crd}"))
@@ -125,11 +127,11 @@ class KubernetesRuntime:
     def _follow_gang_apis(self) -> None:
         """One PodGroup watch per served gang API, no more."""
         for api in sorted(self.gang_apis - self._gang_watches.keys()):
-            self._gang_watches[api] = asyncio.create_task(
-                self._watch(PODGROUPS[api]), name=f"watch PodGroups {api}"
-            )
+            informer = self._informers[api] = self._informer(PODGROUPS[api])
+            self._gang_watches[api] = asyncio.create_task(informer.run(), name=f"watch PodGroups {api}")
         for api in sorted(self._gang_watches.keys() - self.gang_apis):
             self._gang_watches.pop(api).cancel()
+            self._informers.pop(api, None)
 
     async def _watch_gang_crd(self, crd: str) -> None:
         """Follows one gang CRD (by name: RBAC can grant exactly these) and rediscovers on a change."""
@@ -181,11 +183,41 @@ class KubernetesRuntime:
                 await task
         self._watches.clear()
         self._gang_watches.clear()
+        self._informers.clear()
 
-    async def _watch(self, resource: type[NamespacedResource]) -> None:
+    def _informer(self, resource: type[NamespacedResource]) -> Informer:
         is_serving = resource is ModelServingResource
-        labels = None if is_serving else _OWNED
-        await self.watch_forever(resource, labels, lambda obj: self._notify(obj, is_serving))
+
+        def changed(objects: list[Object]) -> None:
+            self._changed.set()  # a list after a failed watch may carry news even when nothing differs
+            for obj in objects:
+                self._notify(obj, is_serving)
+
+        return Informer(
+            self.client,
+            resource,
+            self.namespace,
+            changed,
+            labels=None if is_serving else _OWNED,
+            index_label=None if is_serving else L.NAME,
+            logger=log,
+        )
+
+    def _cache(self, key: str, namespace: str, selector: Mapping[str, str]) -> Informer | None:
+        """The informer that can answer this read, once it has listed: ours are by `L.NAME`."""
+        informer = self._informers.get(key)
+        in_scope = self.namespace in (None, namespace) and L.NAME in selector
+        return informer if informer is not None and informer.synced and in_scope else None
+
+    def _remember(self, written: Any) -> None:
+        """What a write answered goes into the cache at once, so the next pass reads its own writes."""
+        if written is None:
+            return
+        obj = as_dict(written)
+        kind = obj.get("kind")
+        informer = self._informers.get(str(obj.get("apiVersion") if kind == "PodGroup" else kind))
+        if informer is not None and informer.synced:
+            informer.store.put(obj)
 
     async def watch_forever(
         self,
@@ -237,26 +269,35 @@ class KubernetesRuntime:
     # -- the Runtime protocol -----------------------------------------------------------------
 
     async def list_objects(self, kind: Kind, namespace: str, selector: Mapping[str, str]) -> list[Object]:
-        labels: dict[str, Any] = dict(selector)
+        """From the informers once they have listed (names are deterministic and creates tolerate 409,
+        so a read a moment old is safe), else from the API server."""
         if kind == "PodGroup":
             found: list[Object] = []
             for api in sorted(self.gang_apis):
-                found += [
-                    as_dict(o)
-                    async for o in self.client.list(PODGROUPS[api], namespace=namespace, labels=labels)
-                ]
+                found += await self._read(api, PODGROUPS[api], namespace, selector)
             return found
-        return [as_dict(o) async for o in self.client.list(BY_KIND[kind], namespace=namespace, labels=labels)]
+        return await self._read(kind, BY_KIND[kind], namespace, selector)
+
+    async def _read(
+        self, key: str, resource: type[NamespacedResource], namespace: str, selector: Mapping[str, str]
+    ) -> list[Object]:
+        cache = self._cache(key, namespace, selector)
+        if cache is not None:
+            return cache.select(namespace, selector)
+        labels: dict[str, Any] = dict(selector)
+        return [as_dict(o) async for o in self.client.list(resource, namespace=namespace, labels=labels)]
 
     async def create(self, obj: Object) -> None:
         try:
-            await self.client.create(from_dict(obj), field_manager=self.field_manager)
+            created = await self.client.create(from_dict(obj), field_manager=self.field_manager)
         except KUBE_ERRORS as exc:
             if status_of(exc) != 409:
                 raise
+        else:
+            self._remember(created)
 
     async def apply(self, obj: Object) -> None:
-        await self.client.apply(from_dict(obj), field_manager=self.field_manager, force=True)
+        self._remember(await self.client.apply(from_dict(obj), field_manager=self.field_manager, force=True))
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> None:
         resources = (
@@ -278,12 +319,14 @@ class KubernetesRuntime:
         )
         for resource in resources:
             try:
-                await self.client.patch(
+                patched = await self.client.patch(
                     resource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
                 )
             except KUBE_ERRORS as exc:
                 if not is_not_found(exc):
                     raise
+            else:
+                self._remember(patched)
 
     async def record_event(self, namespace: str, serving: str, event: Event) -> None:
         now = format_time(time.time())
