@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from lightkube import AsyncClient, KubeConfig
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event as CoreEvent
+from lightkube.resources.core_v1 import Pod
 
 from phalanx.api import labels as L
 from phalanx.controller.actions import Event
@@ -140,3 +142,47 @@ async def test_one_leader_at_a_time_and_failover(control_plane: ControlPlane, cl
         for run in runs.values():
             run.cancel()
         await asyncio.gather(*runs.values(), return_exceptions=True)
+
+
+async def test_reconcile_reads_come_from_the_informers_once_they_have_listed(
+    control_plane: ControlPlane, client: AsyncClient
+) -> None:
+    namespace = control_plane.new_namespace("inf")
+    runtime = KubernetesRuntime(client)
+    lists: list[str] = []
+    real_list = client.list
+
+    def counting_list(resource: Any, *args: Any, **kwargs: Any) -> Any:
+        lists.append(resource.__name__)
+        return real_list(resource, *args, **kwargs)
+
+    await runtime.start()
+    try:
+        deadline = time.monotonic() + 20
+        readers = [i for kind, i in runtime._informers.items() if kind != "ModelServing"]
+        while not all(i.synced for i in readers):
+            assert time.monotonic() < deadline, "the informers did not list"
+            await asyncio.sleep(0.1)
+        client.list = counting_list  # type: ignore[method-assign]
+        await runtime.create(labelled_pod("demo-0-r-0-0", namespace))
+        # Its own write at once, without a LIST and without waiting for the watch.
+        assert [
+            p["metadata"]["name"] for p in await runtime.list_objects("Pod", namespace, {L.NAME: "demo"})
+        ] == ["demo-0-r-0-0"]
+        await runtime.annotate("Pod", namespace, "demo-0-r-0-0", {"example.com/a": "1"})
+        (annotated,) = await runtime.list_objects("Pod", namespace, {L.NAME: "demo"})
+        assert annotated["metadata"]["annotations"]["example.com/a"] == "1"
+        # Another writer's object arrives through the watch.
+        other = labelled_pod("demo-0-r-0-1", namespace)
+        control_plane.client().create(Pod.from_dict(other))
+        while len(await runtime.list_objects("Pod", namespace, {L.NAME: "demo"})) != 2:
+            assert time.monotonic() < deadline + 20, "the watch did not bring the other pod"
+            await asyncio.sleep(0.1)
+        for kind in ("Pod", "Service", "PodGroup", "ControllerRevision"):
+            await runtime.list_objects(kind, namespace, {L.NAME: "demo"})  # type: ignore[arg-type]
+        assert lists == []  # every read above came from the informers
+        await runtime.list_objects("Pod", namespace, {})  # not by our label: the cache cannot answer
+        assert lists == ["Pod"]
+    finally:
+        client.list = real_list  # type: ignore[method-assign]
+        await runtime.close()

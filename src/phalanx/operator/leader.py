@@ -16,12 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-import httpx2
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
 from lightkube.models.coordination_v1 import LeaseSpec
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.coordination_v1 import Lease
+
+from phalanx.kube.errors import KUBE_ERRORS, describe, is_not_found, status_of
 
 log = logging.getLogger("phalanx.operator")
 
@@ -96,10 +96,11 @@ class Elector:
         while not self.lost.is_set():
             try:
                 await self._try_once()
-            except ApiError as exc:
-                log.debug("lease %s/%s: %s", self.namespace, self.name, exc)
-            except (OSError, httpx2.HTTPError) as exc:
-                log.warning("lease %s/%s not reachable: %s", self.namespace, self.name, exc)
+            except KUBE_ERRORS as exc:
+                # A lost race for the Lease (409) is routine; anything else (unreachable, forbidden)
+                # is worth a warning, as it ends in stepping down.
+                level = logging.DEBUG if status_of(exc) == 409 else logging.WARNING
+                log.log(level, "lease %s/%s: %s", self.namespace, self.name, describe(exc))
             renewed = self._renewed_at
             if (
                 self.leading.is_set()
@@ -115,8 +116,8 @@ class Elector:
     async def _try_once(self) -> None:
         try:
             lease: Lease | None = await self.client.get(Lease, self.name, namespace=self.namespace)
-        except ApiError as exc:
-            if getattr(exc.status, "code", 0) != 404:
+        except KUBE_ERRORS as exc:
+            if not is_not_found(exc):
                 raise
             lease = None
         now = self.clock()
@@ -155,7 +156,7 @@ class Elector:
         """Give the lease up on a clean shutdown, so a follower takes over at once."""
         if not self.leading.is_set():
             return
-        with contextlib.suppress(ApiError, OSError, httpx2.HTTPError):
+        with contextlib.suppress(*KUBE_ERRORS):
             lease = await self.client.get(Lease, self.name, namespace=self.namespace)
             if lease.spec and lease.spec.holderIdentity == self.identity:
                 lease.spec.holderIdentity = None

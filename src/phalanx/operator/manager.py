@@ -16,10 +16,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx2
 from aiohttp import web
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
 from lightkube.types import PatchType
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -40,6 +38,15 @@ from phalanx.controller.actions import Event
 from phalanx.controller.observed import format_time
 from phalanx.controller.ownership import controlled_by
 from phalanx.controller.recovery import Settings
+from phalanx.kube.errors import (
+    KUBE_ERRORS,
+    Backoff,
+    describe,
+    is_kube_error,
+    is_not_found,
+    is_transient,
+    retry,
+)
 from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource, as_dict
 from phalanx.operator.leader import Elector, Timing
 from phalanx.planner import plan_to_dict
@@ -196,16 +203,13 @@ class Operator:
 
     async def _enqueue_until_done(self) -> None:
         """The first full list may meet a server still warming up (429 while a new CRD's cache
-        fills, a connection reset): try again instead of dying."""
-        delay = 0.2
-        while True:
-            try:
-                await self._enqueue_everything()
-                return
-            except (ApiError, httpx2.HTTPError, OSError) as exc:
-                log.warning("listing objects failed (retrying in %.1fs): %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+        fills, a connection reset) or RBAC not granted yet: try again instead of dying."""
+        await retry(
+            self._enqueue_everything,
+            what="listing ModelServings and ModelDeployments",
+            backoff=Backoff(0.2, 10.0),
+            retry_on=is_kube_error,
+        )
 
     async def _resync(self) -> None:
         """Level-triggered safety net: every object is looked at again now and then, and at once
@@ -215,7 +219,7 @@ class Operator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), self.reconciler.resync * 6)
             changed.clear()
-            with contextlib.suppress(ApiError, httpx2.HTTPError, OSError):
+            with contextlib.suppress(*KUBE_ERRORS):
                 await self._enqueue_everything()
 
     def _deployment_changed(self, obj: dict[str, Any]) -> None:
@@ -240,8 +244,8 @@ class Operator:
     async def _reconcile_serving(self, namespace: str, name: str) -> float | None:
         try:
             obj = await self.client.get(ModelServingResource, name, namespace=namespace)
-        except ApiError as exc:
-            if getattr(exc.status, "code", 0) == 404:
+        except KUBE_ERRORS as exc:
+            if is_not_found(exc):
                 return None  # deleted: owner references take its objects with it
             raise
         data = as_dict(obj)
@@ -256,8 +260,8 @@ class Operator:
     async def _reconcile_deployment(self, namespace: str, name: str) -> float | None:
         try:
             obj = await self.client.get(ModelDeploymentResource, name, namespace=namespace)
-        except ApiError as exc:
-            if getattr(exc.status, "code", 0) == 404:
+        except KUBE_ERRORS as exc:
+            if is_not_found(exc):
                 return None
             raise
         data = as_dict(obj)
@@ -341,7 +345,7 @@ class Operator:
             object_name=name,
         )
         await self.runtime.record_event(namespace, name, event)
-        with contextlib.suppress(ApiError):
+        try:
             await self.client.patch(
                 resource.Status,
                 name,
@@ -349,6 +353,10 @@ class Operator:
                 namespace=namespace,
                 patch_type=PatchType.MERGE,
             )
+        except KUBE_ERRORS as exc:
+            if is_transient(exc):
+                raise  # the reconcile is retried and says it again
+            log.warning("could not write the status of %s/%s: %s", namespace, name, describe(exc))
 
     async def _deployment_status(
         self,

@@ -1,10 +1,8 @@
 """Kubernetes discovery: the router's endpoints from entry pods and ModelServings, kept current by watches.
 
-A thin adapter around `pods.serving_endpoints`: one local mirror per resource and namespace, each
-kept by list-then-watch. A relist replaces the mirror (so nothing deleted while no watch ran
-lingers); a watch that fails (410 Gone, API server restart, connection lost, RBAC) is logged and
-followed by a relist with backoff, and the last known endpoints stay in place meanwhile. Every
-change recomputes the endpoint set and hands it to the router when it differs.
+A thin adapter around `pods.serving_endpoints`: one informer (`phalanx.kube.informer`) per resource
+and namespace. While a watch fails and is listed again, the last known endpoints stay in place.
+Every change recomputes the endpoint set and hands it to the router when it differs.
 """
 
 from __future__ import annotations
@@ -12,17 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.core.resource import NamespacedResource
 from lightkube.resources.core_v1 import Pod
 
 from phalanx.api import labels as L
-from phalanx.kube.resources import ModelServingResource, as_dict
+from phalanx.kube.errors import Backoff
+from phalanx.kube.informer import Informer
+from phalanx.kube.resources import ModelServingResource
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.pods import serving_endpoints
 
@@ -32,98 +29,6 @@ ENTRY_SELECTOR: dict[str, Any] = {L.ENTRY: "true"}
 
 Object = dict[str, Any]
 OnEndpoints = Callable[[list[Endpoint]], None]
-
-
-def _key(obj: Object) -> tuple[str, str]:
-    metadata = obj.get("metadata") or {}
-    return (str(metadata.get("namespace") or ""), str(metadata.get("name") or ""))
-
-
-def _code(exc: BaseException) -> int:
-    return int(getattr(exc.status, "code", 0) or 0) if isinstance(exc, ApiError) else 0
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, ApiError):
-        return f"{_code(exc)} {getattr(exc.status, 'message', '') or exc}"
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-
-
-class Mirror:
-    """The objects of one resource in one namespace (or all), kept by list-then-watch until cancelled."""
-
-    def __init__(
-        self,
-        client: AsyncClient,
-        resource: type[NamespacedResource],
-        namespace: str | None,
-        on_change: Callable[[], None],
-        *,
-        labels: dict[str, Any] | None = None,
-        backoff: tuple[float, float] = (0.5, 10.0),
-        server_timeout_s: int = 300,
-        stable_s: float = 60.0,
-    ) -> None:
-        self.client = client
-        self.resource = resource
-        self.namespace = namespace  # None: every namespace
-        self.labels = labels
-        self.on_change = on_change
-        self.objects: dict[tuple[str, str], Object] = {}
-        self.synced = False  # listed at least once
-        self.backoff = backoff
-        self.server_timeout_s = server_timeout_s
-        self.stable_s = stable_s  # a list and watch that lasted this long resets the backoff
-
-    @property
-    def what(self) -> str:
-        return f"{self.resource.__name__} in {self.namespace or 'all namespaces'}"
-
-    async def run(self) -> None:
-        initial, cap = self.backoff
-        delay = initial
-        while True:
-            started = time.monotonic()
-            try:
-                await self._list_and_watch()
-                level, reason = logging.INFO, "the watch ended"
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # 410 Gone, timeouts, a restarting API server, RBAC: list again
-                # A watch outliving its resource version (410) is routine; anything else is worth a warning.
-                level = logging.INFO if _code(exc) == 410 else logging.WARNING
-                reason = _reason(exc)
-            if time.monotonic() - started >= self.stable_s:
-                delay = initial  # it worked for a while: this is a new failure, not the same one again
-            log.log(level, "watching %s failed (%s); listing again in %.3gs", self.what, reason, delay)
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, cap)
-
-    async def _list_and_watch(self) -> None:
-        listing = self.client.list(self.resource, namespace=self.namespace or "*", labels=self.labels)
-        fresh = {}
-        async for obj in listing:
-            data = as_dict(obj)
-            fresh[_key(data)] = data
-        self.objects = fresh
-        self.synced = True
-        self.on_change()
-        # lightkube resumes a watch the server ends (timeoutSeconds) from the last version it saw.
-        async for kind, obj in self.client.watch(
-            self.resource,
-            namespace=self.namespace or "*",
-            labels=self.labels,
-            resource_version=listing.resourceVersion,
-            server_timeout=self.server_timeout_s,
-        ):
-            data = as_dict(obj)
-            if kind == "DELETED":
-                self.objects.pop(_key(data), None)
-            elif kind in ("ADDED", "MODIFIED"):
-                self.objects[_key(data)] = data
-            else:
-                continue
-            self.on_change()
 
 
 class KubernetesDiscovery:
@@ -144,18 +49,25 @@ class KubernetesDiscovery:
     ) -> None:
         self.on_endpoints = on_endpoints
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
-        options: dict[str, Any] = {"backoff": backoff, "server_timeout_s": server_timeout_s}
+        options: dict[str, Any] = {
+            # no jitter: one router's few watches do not flood the API server
+            "backoff": Backoff(*backoff, jitter=0.0),
+            "server_timeout_s": server_timeout_s,
+            "logger": log,
+        }
         self.pods = [
-            Mirror(client, Pod, ns, self._changed, labels=ENTRY_SELECTOR, **options) for ns in scopes
+            Informer(client, Pod, ns, self._changed, labels=ENTRY_SELECTOR, **options) for ns in scopes
         ]
-        self.servings = [Mirror(client, ModelServingResource, ns, self._changed, **options) for ns in scopes]
+        self.servings = [
+            Informer(client, ModelServingResource, ns, self._changed, **options) for ns in scopes
+        ]
         self.published: list[Endpoint] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def endpoints(self) -> list[Endpoint]:
         return serving_endpoints(_values(self.pods), _values(self.servings))
 
-    def _changed(self) -> None:
+    def _changed(self, _objects: list[Object]) -> None:
         if not all(m.synced for m in [*self.pods, *self.servings]):
             return
         try:
@@ -184,5 +96,5 @@ class KubernetesDiscovery:
                 await task
 
 
-def _values(mirrors: Iterable[Mirror]) -> list[Object]:
-    return [obj for mirror in mirrors for obj in mirror.objects.values()]
+def _values(informers: Iterable[Informer]) -> list[Object]:
+    return [obj for informer in informers for obj in informer.objects.values()]

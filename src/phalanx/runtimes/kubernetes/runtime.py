@@ -15,10 +15,8 @@ import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
 from typing import Any
 
-import httpx2
 from lightkube import AsyncClient
 from lightkube.codecs import from_dict
-from lightkube.core.exceptions import ApiError
 from lightkube.core.resource import NamespacedResource
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
@@ -31,6 +29,17 @@ from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, ModelServingStatus
 from phalanx.controller.actions import Event, Kind
 from phalanx.controller.observed import format_time
+from phalanx.kube.errors import (
+    KUBE_ERRORS,
+    Backoff,
+    WatchEnded,
+    describe,
+    is_kube_error,
+    is_not_found,
+    retry,
+    status_of,
+)
+from phalanx.kube.informer import Informer
 from phalanx.kube.resources import (
     BY_KIND,
     GANG_OF_API,
@@ -47,10 +56,15 @@ Object = dict[str, Any]
 OnChange = Callable[[str, str], None]  # (namespace, ModelServing name)
 COMPONENT = "phalanx-operator"
 _OWNED: dict[str, Any] = {L.NAME: None}  # label selector "serving.phalanx.dev/name exists"
+WATCH_STABLE_S = 60.0  # a watch that lasted this long before failing starts the backoff over
 
 
-def _status(exc: ApiError) -> int:
-    return int(getattr(exc.status, "code", 0) or 0)
+class NotYet(Exception):
+    """The API server does not agree yet with what a CRD's watch told us."""
+
+
+def _always(_: BaseException) -> bool:
+    return True  # a watch is never given up: it is cancelled
 
 
 def _established(crd: Object) -> bool:
@@ -78,23 +92,17 @@ class KubernetesRuntime:
         self._changed = asyncio.Event()
         self._watches: list[asyncio.Task[None]] = []
         self._gang_watches: dict[str, asyncio.Task[None]] = {}
+        # One informer per kind (PodGroups: per served gang API): reconcile passes read these.
+        self._informers: dict[str, Informer] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        delay = 0.2
-        while True:  # a server still warming up answers 429 or resets: try again
-            try:
-                await self.discover()
-                break
-            except (ApiError, httpx2.HTTPError, OSError) as exc:
-                log.warning("API discovery failed (retrying in %.1fs): %s", delay, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-        for resource in (ModelServingResource, *BY_KIND.values()):
-            self._watches.append(
-                asyncio.create_task(self._watch(resource), name=f"watch {resource.__name__}")
-            )
+        # A server still warming up answers 429 or resets, RBAC may come later: try again.
+        await retry(self.discover, what="API discovery", backoff=Backoff(0.2, 10.0), retry_on=is_kube_error)
+        for kind, resource in [("ModelServing", ModelServingResource), *BY_KIND.items()]:
+            informer = self._informers[kind] = self._informer(resource)
+            self._watches.append(asyncio.create_task(informer.run(), name=f"watch {informer.what}"))
         self._follow_gang_apis()
         for crd in PODGROUP_CRDS:
             self._watches.append(asyncio.create_task(self._watch_gang_crd(crd), name=f"watch CRD {crd}"))
@@ -106,12 +114,8 @@ class KubernetesRuntime:
             try:
                 async for _ in self.client.list(resource, namespace=self.namespace or "*", chunk_size=1):
                     break
-            except ApiError as exc:
-                if _status(exc) == 404:
-                    continue
-                raise
-            except httpx2.HTTPStatusError as exc:  # an API group the server does not know at all
-                if exc.response.status_code == 404:
+            except KUBE_ERRORS as exc:  # 404: the API group or its resource is not served
+                if is_not_found(exc):
                     continue
                 raise
             served.add(api)
@@ -123,11 +127,11 @@ class KubernetesRuntime:
     def _follow_gang_apis(self) -> None:
         """One PodGroup watch per served gang API, no more."""
         for api in sorted(self.gang_apis - self._gang_watches.keys()):
-            self._gang_watches[api] = asyncio.create_task(
-                self._watch(PODGROUPS[api]), name=f"watch PodGroups {api}"
-            )
+            informer = self._informers[api] = self._informer(PODGROUPS[api])
+            self._gang_watches[api] = asyncio.create_task(informer.run(), name=f"watch PodGroups {api}")
         for api in sorted(self._gang_watches.keys() - self.gang_apis):
             self._gang_watches.pop(api).cancel()
+            self._informers.pop(api, None)
 
     async def _watch_gang_crd(self, crd: str) -> None:
         """Follows one gang CRD (by name: RBAC can grant exactly these) and rediscovers on a change."""
@@ -148,13 +152,22 @@ class KubernetesRuntime:
 
     async def _rediscover(self, api: str, served: bool) -> None:
         before = set(self.gang_apis)
+
+        async def agreed() -> None:
+            await self.discover()
+            if (api in self.gang_apis) != served:
+                raise NotYet(f"{api} {'not ' if not served else ''}served yet")
+
         # A CRD just Established may still answer 404 or 429 for a moment: look again until it agrees.
-        for _ in range(60):
-            with contextlib.suppress(ApiError, httpx2.HTTPError, OSError):
-                await self.discover()
-                if (api in self.gang_apis) == served:
-                    break
-            await asyncio.sleep(0.5)
+        with contextlib.suppress(NotYet, *KUBE_ERRORS):
+            await retry(
+                agreed,
+                what=f"rediscovering {api}",
+                backoff=Backoff(0.5, 0.5, jitter=0.0),
+                retry_on=lambda exc: isinstance(exc, NotYet) or is_kube_error(exc),
+                attempts=60,
+                level=lambda _: logging.DEBUG,  # the usual moment a new CRD takes to be served
+            )
         if self.gang_apis != before:
             log.info("gang APIs served now: %s", ", ".join(sorted(self.gang_apis)) or "none")
             self._follow_gang_apis()
@@ -170,11 +183,41 @@ class KubernetesRuntime:
                 await task
         self._watches.clear()
         self._gang_watches.clear()
+        self._informers.clear()
 
-    async def _watch(self, resource: type[NamespacedResource]) -> None:
+    def _informer(self, resource: type[NamespacedResource]) -> Informer:
         is_serving = resource is ModelServingResource
-        labels = None if is_serving else _OWNED
-        await self.watch_forever(resource, labels, lambda obj: self._notify(obj, is_serving))
+
+        def changed(objects: list[Object]) -> None:
+            self._changed.set()  # a list after a failed watch may carry news even when nothing differs
+            for obj in objects:
+                self._notify(obj, is_serving)
+
+        return Informer(
+            self.client,
+            resource,
+            self.namespace,
+            changed,
+            labels=None if is_serving else _OWNED,
+            index_label=None if is_serving else L.NAME,
+            logger=log,
+        )
+
+    def _cache(self, key: str, namespace: str, selector: Mapping[str, str]) -> Informer | None:
+        """The informer that can answer this read, once it has listed: ours are by `L.NAME`."""
+        informer = self._informers.get(key)
+        in_scope = self.namespace in (None, namespace) and L.NAME in selector
+        return informer if informer is not None and informer.synced and in_scope else None
+
+    def _remember(self, written: Any) -> None:
+        """What a write answered goes into the cache at once, so the next pass reads its own writes."""
+        if written is None:
+            return
+        obj = as_dict(written)
+        kind = obj.get("kind")
+        informer = self._informers.get(str(obj.get("apiVersion") if kind == "PodGroup" else kind))
+        if informer is not None and informer.synced:
+            informer.store.put(obj)
 
     async def watch_forever(
         self,
@@ -203,19 +246,16 @@ class KubernetesRuntime:
     ) -> None:
         """The one retry loop of every watch: errors (expired, forbidden, connection lost) are logged
         and the watch opened again with backoff, until cancelled."""
-        delay = 0.5
-        while True:
+
+        async def session() -> None:
             try:
                 async for kind, obj in open_watch():
-                    delay = 0.5
                     await on_event(kind, as_dict(obj))
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # expired, timed out, connection lost: start again
-                log.debug("watch of %s ended: %s", what, exc)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
-            self._changed.set()  # something may have been missed while no watch ran
+            finally:
+                self._changed.set()  # something may have been missed while no watch ran
+            raise WatchEnded("the watch ended")
+
+        await retry(session, what=f"watching {what}", retry_on=_always, reset_after=WATCH_STABLE_S)
 
     def _notify(self, obj: Object, is_serving: bool) -> None:
         self._changed.set()
@@ -229,26 +269,35 @@ class KubernetesRuntime:
     # -- the Runtime protocol -----------------------------------------------------------------
 
     async def list_objects(self, kind: Kind, namespace: str, selector: Mapping[str, str]) -> list[Object]:
-        labels: dict[str, Any] = dict(selector)
+        """From the informers once they have listed (names are deterministic and creates tolerate 409,
+        so a read a moment old is safe), else from the API server."""
         if kind == "PodGroup":
             found: list[Object] = []
             for api in sorted(self.gang_apis):
-                found += [
-                    as_dict(o)
-                    async for o in self.client.list(PODGROUPS[api], namespace=namespace, labels=labels)
-                ]
+                found += await self._read(api, PODGROUPS[api], namespace, selector)
             return found
-        return [as_dict(o) async for o in self.client.list(BY_KIND[kind], namespace=namespace, labels=labels)]
+        return await self._read(kind, BY_KIND[kind], namespace, selector)
+
+    async def _read(
+        self, key: str, resource: type[NamespacedResource], namespace: str, selector: Mapping[str, str]
+    ) -> list[Object]:
+        cache = self._cache(key, namespace, selector)
+        if cache is not None:
+            return cache.select(namespace, selector)
+        labels: dict[str, Any] = dict(selector)
+        return [as_dict(o) async for o in self.client.list(resource, namespace=namespace, labels=labels)]
 
     async def create(self, obj: Object) -> None:
         try:
-            await self.client.create(from_dict(obj), field_manager=self.field_manager)
-        except ApiError as exc:
-            if _status(exc) != 409:
+            created = await self.client.create(from_dict(obj), field_manager=self.field_manager)
+        except KUBE_ERRORS as exc:
+            if status_of(exc) != 409:
                 raise
+        else:
+            self._remember(created)
 
     async def apply(self, obj: Object) -> None:
-        await self.client.apply(from_dict(obj), field_manager=self.field_manager, force=True)
+        self._remember(await self.client.apply(from_dict(obj), field_manager=self.field_manager, force=True))
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> None:
         resources = (
@@ -257,8 +306,8 @@ class KubernetesRuntime:
         for resource in resources:
             try:
                 await self.client.delete(resource, name, namespace=namespace)
-            except ApiError as exc:
-                if _status(exc) != 404:
+            except KUBE_ERRORS as exc:
+                if not is_not_found(exc):
                     raise
 
     async def annotate(
@@ -270,12 +319,14 @@ class KubernetesRuntime:
         )
         for resource in resources:
             try:
-                await self.client.patch(
+                patched = await self.client.patch(
                     resource, name, patch, namespace=namespace, patch_type=PatchType.MERGE
                 )
-            except ApiError as exc:
-                if _status(exc) != 404:
+            except KUBE_ERRORS as exc:
+                if not is_not_found(exc):
                     raise
+            else:
+                self._remember(patched)
 
     async def record_event(self, namespace: str, serving: str, event: Event) -> None:
         now = format_time(time.time())
@@ -299,8 +350,8 @@ class KubernetesRuntime:
         )
         try:
             await self.client.create(record)
-        except ApiError as exc:  # events are best effort: never block a reconcile on them
-            log.debug("event not recorded: %s", exc)
+        except KUBE_ERRORS as exc:  # events are best effort: never block a reconcile on them
+            log.debug("event not recorded: %s", describe(exc))
 
     async def list_servings(self) -> list[ModelServing]:
         """The ModelServings whose spec can be read; the operator reports the others in their status."""
@@ -316,8 +367,8 @@ class KubernetesRuntime:
             await self.client.patch(
                 ModelServingResource.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
             )
-        except ApiError as exc:
-            if _status(exc) == 404:
+        except KUBE_ERRORS as exc:
+            if is_not_found(exc):
                 raise NotFoundError(f"{namespace}/{name}") from None
             raise
 
