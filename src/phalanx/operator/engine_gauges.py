@@ -14,7 +14,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from phalanx.router.pods import http_port
+from phalanx.router.pods import endpoint_from_pod
 
 # Running and queued requests, per engine; samples are summed over label sets (several models).
 REQUEST_GAUGES: frozenset[str] = frozenset(
@@ -41,11 +41,7 @@ def requests_in_flight(text: str) -> int | None:
 
 
 def metrics_url(pod: Mapping[str, Any]) -> str | None:
-    """The engine's `/metrics` at the pod IP and its serving port (the port the router uses);
-    None while the pod has no address."""
-    status = pod.get("status")
-    ip = status.get("podIP") if isinstance(status, Mapping) else None
-    if not isinstance(ip, str) or not ip:
-        return None
-    host = f"[{ip}]" if ":" in ip else ip
-    return f"http://{host}:{http_port(pod)}/metrics"
+    """The engine's `/metrics` on an entry pod, at the address the router sends requests to (pod IP,
+    serving port); None while the pod has no address."""
+    endpoint = endpoint_from_pod(pod)
+    return f"{endpoint.url}/metrics" if endpoint is not None else None

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 
 from phalanx.controller.actions import Delete
 from phalanx.controller.drain import drain_progress
-from phalanx.controller.observed import PodState, requests_at
+from phalanx.controller.observed import DRAINING_ANNOTATION, PodState, pod_state, requests_at
 from phalanx.controller.recovery import Settings
+from phalanx.router.pods import endpoint_from_pod
 from tests.unit.controller.cluster import FakeCluster
 from tests.unit.controller.test_reconcile import make, running, with_replicas
 
@@ -162,3 +165,29 @@ def test_a_role_instance_drain_waits_on_its_unknown_entry_too() -> None:
     assert deleted(cluster) == []
     cluster.in_flight = {"demo-0-decode-1-0": 0}
     assert deleted(cluster) == ["demo-0-decode-1-0", "demo-0-decode-1-1"]
+
+
+def test_under_up_every_entry_pod_that_could_be_unknown_has_a_router_count() -> None:
+    """`phalanx up`'s router counts every endpoint it has; an entry pod the core would call unknown
+    must be one of them, or local drains would wait their whole bound."""
+    cluster = running(make(replicas=1), SETTINGS)
+    entry = next(p for p in cluster.pods() if p["metadata"]["name"] == "demo-0-decode-0-0")
+    variants: list[dict[str, object]] = [
+        {},
+        {"podIP": "10.0.0.9"},
+        {"podIP": "10.0.0.9", "phase": "Pending"},
+        {"podIP": "10.0.0.9", "phase": "Failed"},
+        {"podIP": "10.0.0.9", "conditions": []},  # never ready
+        {"podIP": "fd00::9"},
+    ]
+    for extra in variants:
+        for deleting in (False, True):
+            obj = copy.deepcopy(entry)
+            obj["status"].update(extra)
+            obj["metadata"].setdefault("annotations", {})[DRAINING_ANNOTATION] = "2026-01-01T00:00:00Z"
+            if deleting:
+                obj["metadata"]["deletionTimestamp"] = "2026-01-01T00:00:05Z"
+            state = pod_state(obj)
+            assert state is not None and state.entry
+            if requests_at(state, {}) is None:
+                assert endpoint_from_pod(obj) is not None, (extra, deleting)

@@ -13,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from phalanx.api import labels as L
 from phalanx.operator.engine_gauges import metrics_url, requests_in_flight
 from phalanx.operator.inflight import EngineInFlight
 from tests.component.sim.conftest import HOST, SimProcess, start_sim, wait_health
@@ -69,7 +70,8 @@ def entry_pod(ip: str, ports: list[dict[str, Any]] | None) -> dict[str, Any]:
     if ports is not None:
         container["ports"] = ports
     spec = {"containers": [container]}
-    return {"metadata": {"name": "m-0-decode-0-0"}, "spec": spec, "status": {"podIP": ip}}
+    metadata = {"name": "m-0-decode-0-0", "labels": {L.ENTRY: "true"}}
+    return {"metadata": metadata, "spec": spec, "status": {"podIP": ip}}
 
 
 @pytest.mark.parametrize(
@@ -82,6 +84,7 @@ def entry_pod(ip: str, ports: list[dict[str, Any]] | None) -> dict[str, Any]:
         (entry_pod("fd00::7", None), "http://[fd00::7]:8000/metrics"),
         (entry_pod("", None), None),
         ({"metadata": {"name": "p"}}, None),
+        ({**entry_pod("10.1.2.3", None), "metadata": {"name": "a-worker"}}, None),
     ],
 )  # fmt: skip
 def test_metrics_url(pod: dict[str, Any], url: str | None) -> None:
