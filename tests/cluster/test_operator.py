@@ -17,6 +17,7 @@ from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 
 from phalanx.api import labels as L
+from phalanx.controller.observed import DRAINING_ANNOTATION, parse_time
 from phalanx.kube.resources import (
     CoschedulingPodGroup,
     ModelDeploymentResource,
@@ -180,6 +181,33 @@ def test_scaling_through_the_scale_subresource(control_plane: ControlPlane, tmp_
             "scaled-1-engine-0-0",
             "scaled-1-engine-0-1",
         ]
+
+        # Back to 1. KWOK's pod IPs lead nowhere, so group 1's in-flight count is unknown: its
+        # drain must wait the bound (the pods' terminationGracePeriodSeconds, 5 s), not end early.
+        code, scale = control_plane.http("GET", path)
+        scale["spec"]["replicas"] = 1
+        code, _ = control_plane.http("PUT", path, body=scale)
+        assert code == 200
+
+        def group_1_message() -> str:
+            groups = status_of(control_plane, namespace, "scaled").get("groups") or []
+            return next((str(g.get("message", "")) for g in groups if g.get("index") == 1), "")
+
+        wait_for("group 1 draining, count unknown", lambda: "unknown at 1 entry pod" in group_1_message(), 30)
+        entry = client.get(Pod, "scaled-1-engine-0-0", namespace=namespace)
+        assert entry.metadata is not None and entry.metadata.annotations is not None
+        since = parse_time(entry.metadata.annotations[DRAINING_ANNOTATION])
+        assert since is not None
+
+        def entry_going() -> bool:
+            try:
+                pod = client.get(Pod, "scaled-1-engine-0-0", namespace=namespace)
+            except ApiError as exc:
+                return exc.status.code == 404
+            return pod.metadata is not None and pod.metadata.deletionTimestamp is not None
+
+        wait_for("group 1 deleted after its drain bound", entry_going, timeout=30)
+        assert time.time() - since >= 5.0 - 0.5  # the annotation's clock is the operator's
 
 
 def test_a_failed_worker_recreates_its_role_instance(control_plane: ControlPlane, tmp_path: Path) -> None:

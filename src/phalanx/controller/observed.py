@@ -139,12 +139,25 @@ class Observed:
     gangs: tuple[GangState, ...] = ()
     # Revision hash -> the ModelServing spec it was made from (ControllerRevisions).
     revisions: Mapping[str, ModelServing] = field(default_factory=dict)
-    # Entry pod name -> requests in flight through the router (drain waits for 0); absent = unknown.
+    # Entry pod name -> requests in flight (drain waits for 0); absent = unknown, see `requests_at`.
     in_flight: Mapping[str, int] = field(default_factory=dict)
     # Client Service present?
     client_service: bool = False
     # The gang objects the runtime can create (a cluster without Volcano's CRD serves no Volcano PodGroup).
     served_gangs: frozenset[str] = GANG_OBJECT_KINDS
+
+
+def requests_at(pod: PodState, in_flight: Mapping[str, int]) -> int | None:
+    """Requests in flight at an entry pod; None when nobody knows (never taken as 0).
+
+    A pod that never had an address, or whose containers have all stopped, holds no request: it
+    counts 0 without a reading, so a group whose entry never started is not kept for the bound.
+    """
+    if pod.name in in_flight:
+        return max(in_flight[pod.name], 0)
+    if not pod.ip or pod.phase in ("Failed", "Succeeded"):
+        return 0
+    return None
 
 
 def _labels(obj: Object) -> Mapping[str, str]:

@@ -25,6 +25,7 @@ from phalanx.api.modelserving import ModelServing, ModelServingStatus, Role
 from phalanx.api.names import group_name, pod_name
 from phalanx.controller import desired
 from phalanx.controller.actions import Action, Annotate, Apply, Create, Decision, Delete, Event, Object
+from phalanx.controller.drain import Drain, drain_progress
 from phalanx.controller.groups import (
     ROLE_DRAIN_PREFIX,
     GroupView,
@@ -43,6 +44,7 @@ from phalanx.controller.observed import (
     Observed,
     PodState,
     format_time,
+    requests_at,
 )
 from phalanx.controller.ordering import lowest_free, removal_order
 from phalanx.controller.recovery import Settings, backoff_until, failures
@@ -393,27 +395,16 @@ class _Reconciler:
         if since is None:
             self._delete_group(view, _drain_reason(view) or SCALE_DOWN, announce=False)
             return
-        done, wait_until, in_flight = self._drained(view.pods, since, self.spec_of(view))
-        if done:
+        drain = self._drained(view.pods, since, self.spec_of(view))
+        if drain.done:
             self._delete_group(view, _drain_reason(view))
         else:
-            self.plan.wake_at.append(wait_until)
-            requests = "request" if in_flight == 1 else "requests"
-            self.plan.note(view.index, "Draining", f"draining: {in_flight} {requests} in flight")
+            self.plan.wake_at.append(drain.wake_at)
+            self.plan.note(view.index, "Draining", drain.message)
 
-    def _drained(
-        self, pods: tuple[PodState, ...], since: float, spec: ModelServing
-    ) -> tuple[bool, float, int]:
-        timeout = _drain_timeout(spec, self.settings)
-        entries = [p.name for p in pods if p.entry]
-        known = [self.observed.in_flight[n] for n in entries if n in self.observed.in_flight]
-        in_flight = sum(known)
-        settled = self.now >= since + self.settings.drain_settle
-        if (settled and in_flight == 0) or self.now >= since + timeout:
-            return True, self.now, in_flight
-        if not settled:
-            return False, since + self.settings.drain_settle, in_flight
-        return False, min(self.now + self.settings.drain_poll, since + timeout), in_flight
+    def _drained(self, pods: tuple[PodState, ...], since: float, spec: ModelServing) -> Drain:
+        counts = [requests_at(p, self.observed.in_flight) for p in pods if p.entry]
+        return drain_progress(counts, since, self.now, _drain_timeout(spec, self.settings), self.settings)
 
     def _delete_group(self, view: GroupView, reason: str, *, announce: bool = True) -> None:
         self.plan.handled.add(view.index)
@@ -586,12 +577,12 @@ class _Reconciler:
         since = instance.draining_since
         if since is None or (not instance.live_pods and instance.service is None):
             return  # nothing left but terminating pods
-        done, wait_until, _ = self._drained(instance.pods, since, spec)
+        drain = self._drained(instance.pods, since, spec)
         label = f"{instance.role}-{instance.index} of group {group_name(self.ms.name, view.index)}"
-        if done:
+        if drain.done:
             self._delete_instance(instance, label, _instance_drain_reason(instance))
         else:
-            self.plan.wake_at.append(wait_until)
+            self.plan.wake_at.append(drain.wake_at)
 
     def _delete_instance(self, instance: RoleInstanceView, label: str, reason: str) -> None:
         for pod in instance.live_pods:

@@ -48,6 +48,7 @@ from phalanx.kube.errors import (
     retry,
 )
 from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource, as_dict
+from phalanx.operator.inflight import EngineInFlight, pod_reader
 from phalanx.operator.leader import Elector, Timing
 from phalanx.planner import plan_to_dict
 from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
@@ -105,7 +106,9 @@ class Operator:
         self.runtime = KubernetesRuntime(
             client, namespace=self.options.namespace, on_change=self._serving_changed
         )
-        self.reconciler = Reconciler(self.runtime, settings=self.options.settings)
+        # Drains wait on the engines' own request gauges, read from the draining entry pods.
+        self.in_flight = EngineInFlight(pod_reader(client))
+        self.reconciler = Reconciler(self.runtime, settings=self.options.settings, in_flight=self.in_flight)
         self.elector = Elector(
             client,
             name=self.options.lease_name,
@@ -157,6 +160,7 @@ class Operator:
             self.runtime.watch_forever(ModelDeploymentResource, None, self._deployment_changed),
             name="watch ModelDeployments",
         )
+        in_flight = asyncio.create_task(self.in_flight.run(), name="in-flight requests of draining pods")
         try:
             waits = [asyncio.create_task(e.wait()) for e in (self.elector.leading, self.stopping)]
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
@@ -184,7 +188,8 @@ class Operator:
         finally:
             elector.cancel()
             watch_deployments.cancel()
-            for background in (elector, watch_deployments):
+            in_flight.cancel()
+            for background in (elector, watch_deployments, in_flight):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await background
             await self.elector.release()
@@ -246,6 +251,7 @@ class Operator:
             obj = await self.client.get(ModelServingResource, name, namespace=namespace)
         except KUBE_ERRORS as exc:
             if is_not_found(exc):
+                self.in_flight.track(namespace, name, ())
                 return None  # deleted: owner references take its objects with it
             raise
         data = as_dict(obj)
@@ -255,6 +261,7 @@ class Operator:
             await self._report_invalid(ModelServingResource, data, problems)
             return None
         decision = await self.reconciler.reconcile_serving(ms)
+        self.in_flight.track(namespace, name, decision.draining)
         return decision.requeue_after
 
     async def _reconcile_deployment(self, namespace: str, name: str) -> float | None:
