@@ -342,7 +342,8 @@ class ProcessKubelet:
             self._wake.clear()
             batch, self._pending = self._pending, {}
             for (namespace, name), (uid, status) in batch.items():
-                body = {"metadata": {"uid": uid}, "status": status}
+                # null removes a reason the pod no longer has (a merge patch keeps what it omits)
+                body = {"metadata": {"uid": uid}, "status": {"reason": None, "message": None, **status}}
                 try:
                     await self._client.patch(
                         Pod.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
