@@ -25,6 +25,7 @@ from phalanx.api import labels as L
 from phalanx.kube.resources import ModelServingResource
 from phalanx.runtimes.local.procs import group_alive
 from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds, operator_process, wait_for
+from tests.cluster.load import StreamingLoad
 from tests.cluster.procpods import ProcessKubelet, process_kubelet, unresolved_names
 from tests.cluster.routers import eventually, routable_in, router_process
 from tests.cluster.servings import conditions_of, pods_of, status_of
@@ -216,22 +217,30 @@ def test_completions_flow_through_the_router_to_an_operator_managed_serving(
         for _ in range(6):
             assert complete(url)
 
-        # kill -9 of a worker's process: its role instance is made again, and serves again.
+        # kill -9 of a worker's process under streaming load: its role instance is made again, the
+        # other group is left alone, and clients see only errors a retry cures.
         before = {name: p.metadata.uid for name, p in pods_of(cp, namespace).items() if p.metadata}
-        (victim,) = kubelet.pids(namespace, "chat-1-sim-0-1")
-        os.killpg(victim, signal.SIGKILL)
+        with StreamingLoad(url, MODEL) as load:
+            wait_for("traffic flowing", lambda: load.tally.succeeded >= 10, timeout=30)
+            (victim,) = kubelet.pids(namespace, "chat-1-sim-0-1")
+            os.killpg(victim, signal.SIGKILL)
 
-        def recreated() -> bool:
-            now = pods_of(cp, namespace)
-            return all(
-                name in now and now[name].metadata is not None and now[name].metadata.uid != before[name]
-                for name in ("chat-1-sim-0-0", "chat-1-sim-0-1")
+            def recreated() -> bool:
+                now = pods_of(cp, namespace)
+                return all(
+                    name in now and now[name].metadata is not None and now[name].metadata.uid != before[name]
+                    for name in ("chat-1-sim-0-0", "chat-1-sim-0-1")
+                )
+
+            wait_for("group 1's role instance recreated", recreated, timeout=60)
+            wait_for("chat Available again", lambda: available(cp, namespace, "chat", 2), timeout=60)
+            eventually(
+                "both entries routable again", url, lambda eps: entries <= routable_in(eps), timeout=30
             )
-
-        wait_for("group 1's role instance recreated", recreated, timeout=60)
+            served = load.tally.succeeded
+            wait_for("traffic after recovery", lambda: load.tally.succeeded >= served + 10, timeout=30)
         kept = pods_of(cp, namespace)["chat-0-sim-0-0"].metadata
         assert kept is not None and kept.uid == before["chat-0-sim-0-0"]
-        wait_for("chat Available again", lambda: available(cp, namespace, "chat", 2), timeout=60)
-        eventually("both entries routable again", url, lambda eps: entries <= routable_in(eps), timeout=30)
-        for _ in range(4):
-            assert complete(url)
+        tally = load.tally
+        print(f"under load: {tally.succeeded} succeeded, {tally.cured} after a retry; errors: {tally.errors}")
+        assert tally.failed == 0, tally.errors
