@@ -107,6 +107,18 @@ def _lookup(
     return None
 
 
+def resolve_in_namespace(namespace: str, value: str, services: list[Object], pods: list[Object]) -> str:
+    """`value` with the names of one namespace's Services and pod hostnames replaced by pod IPs."""
+    if "." not in value:
+        return value
+    addresses: dict[tuple[str, str], str] = {}
+    for service in services:
+        address = service_address(service, pods)
+        if address:
+            addresses[(namespace, service["metadata"]["name"])] = address
+    return resolve_dns(value, addresses, host_addresses(services, pods))
+
+
 def resolve_dns(
     value: str,
     services: Mapping[tuple[str, str], str],

@@ -24,7 +24,7 @@ from phalanx.controller.observed import GANG_OBJECT_KINDS, format_time, parse_ti
 from phalanx.runtimes.local.backoff import BackoffPolicy
 from phalanx.runtimes.local.kubelet import PodKey, PodWorker, set_condition
 from phalanx.runtimes.local.logs import LOGS, check_inside, check_names, log_file, pod_log_dir
-from phalanx.runtimes.local.network import AddressPool, host_addresses, resolve_dns, service_address
+from phalanx.runtimes.local.network import AddressPool, resolve_in_namespace
 from phalanx.runtimes.local.scheduler import (
     Gang,
     PendingPod,
@@ -351,13 +351,7 @@ class LocalRuntime:
         if "." not in value:
             return value
         pods = self.store.select("Pod", namespace, {})
-        services = self.store.select("Service", namespace, {})
-        addresses: dict[tuple[str, str], str] = {}
-        for service in services:
-            address = service_address(service, pods)
-            if address:
-                addresses[(namespace, service["metadata"]["name"])] = address
-        return resolve_dns(value, addresses, host_addresses(services, pods))
+        return resolve_in_namespace(namespace, value, self.store.select("Service", namespace, {}), pods)
 
     def track(self, pgid: int) -> None:
         self._reaper.add(pgid)
