@@ -2,9 +2,10 @@
 
 The operator manages `phalanx sim` engines on process nodes; async `openai` clients stream through
 `phalanx router` (Kubernetes discovery) with no retries, so any request cut by a drain that did not
-wait, or routed to a pod on its way out, fails the test. Streams last a few seconds, so a drain that
-assumed 0 (or unknown) in-flight requests would cut them; the group status must also have reported
-the engines' real count ("draining: N requests in flight", N > 0).
+wait, or routed to a pod on its way out, fails the test. Streams last a few seconds and the engines
+stop at once on SIGTERM, so a drain that took an unknown in-flight count for 0 cuts them (checked: 7
+failed streams in a rollout with that rule); the group status must also have reported the engines'
+real count ("draining: N requests in flight", N > 0).
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ def serving(namespace: str, pool: str, replicas: int) -> dict[str, Any]:
         for template in ("entryTemplate", "workerTemplate"):
             role[template]["spec"]["terminationGracePeriodSeconds"] = GRACE
     for container in containers(manifest):
-        container["args"] = [*container["args"], "--seed", "0"]
+        # An engine that stops at once on SIGTERM: only the operator's drain keeps streams whole.
+        container["args"] = [*container["args"], "--drain-timeout", "0", "--seed", "0"]
     return manifest
 
 
