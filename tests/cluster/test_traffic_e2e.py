@@ -226,7 +226,8 @@ def test_an_operator_killed_mid_rollout_under_load_is_replaced_and_fails_no_requ
         first = stack.enter_context(operator_process(cp, namespace, tmp_path, name="first"))
         serving_all(cp, namespace, url)
         load = stack.enter_context(streaming(url))
-        began, _ = flowing(load)
+        watch = stack.enter_context(DrainWatch(cp, namespace, "chat"))
+        began, served = flowing(load)
         merge_patch(cp, namespace, "chat", new_revision(manifest))
         wait_for(
             "the rollout under way", lambda: seeds(cp, namespace) == {"0", "1"}, timeout=60, interval=0.1
@@ -236,7 +237,8 @@ def test_an_operator_killed_mid_rollout_under_load_is_replaced_and_fails_no_requ
         stack.enter_context(operator_process(cp, namespace, tmp_path, name="second"))
         # The new operator waits out the dead one's Lease (15 s) first.
         wait_for("every group on the new revision", lambda: rolled_out(cp, namespace), timeout=120)
-        took = time.monotonic() - began
-    print(f"rollout across an operator crash: {took:.1f} s, {load.tally.succeeded} streams succeeded")
+        took, during = time.monotonic() - began, load.tally.succeeded - served
+    report("rollout across an operator crash", load, during, took, watch)
     assert load.tally.failed == 0, load.tally.errors
+    assert watch.most_in_flight > 0, sorted(watch.messages)
     assert sorted(pods_of(cp, namespace)) == [f"chat-{g}-sim-0-{p}" for g in range(3) for p in range(2)]
