@@ -27,8 +27,11 @@ class Tally:
 
 
 class StreamingLoad:
-    def __init__(self, url: str, model: str, *, clients: int = 2, attempts: int = 6) -> None:
+    def __init__(
+        self, url: str, model: str, *, clients: int = 2, attempts: int = 6, max_tokens: int = 32
+    ) -> None:
         self.url, self.model, self.clients, self.attempts = url, model, clients, attempts
+        self.max_tokens = max_tokens
         self.tally = Tally()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=asyncio.run, args=(self._main(),))
@@ -66,7 +69,7 @@ class StreamingLoad:
 
     async def _stream(self, client: openai.AsyncOpenAI) -> None:
         stream = await client.completions.create(
-            model=self.model, prompt="Tell me a story", max_tokens=32, stream=True
+            model=self.model, prompt="Tell me a story", max_tokens=self.max_tokens, stream=True
         )
         finished = False
         async for chunk in stream:
