@@ -114,3 +114,56 @@ def uids(cp: ControlPlane, namespace: str) -> dict[str, str]:
 
 def merge_patch(cp: ControlPlane, namespace: str, name: str, patch: dict[str, Any]) -> None:
     cp.client().patch(ModelServingResource, name, patch, namespace=namespace, patch_type=PatchType.MERGE)
+
+
+MODEL = "tiny-test"  # the model name the simulator engines of sim_serving serve
+
+
+def sim_serving(namespace: str, name: str, pool: str, replicas: int) -> dict[str, Any]:
+    """`replicas` groups of one entry and one worker `phalanx sim`, as examples/quickstart.yaml runs them."""
+
+    def template(probes: bool) -> dict[str, Any]:
+        container: dict[str, Any] = {
+            "name": "engine",
+            "image": "phalanx:test",
+            "command": ["phalanx", "sim"],
+            "args": ["--served-model-name", MODEL, "--port", "8000", "--join-port", "8001"],
+            "ports": [{"name": "http", "containerPort": 8000}, {"name": "join", "containerPort": 8001}],
+        }
+        if probes:
+            container["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1}
+        return {
+            "spec": {
+                "nodeSelector": {"phalanx.dev/pool": pool},
+                "automountServiceAccountToken": False,
+                "terminationGracePeriodSeconds": 5,
+                "containers": [container],
+            }
+        }
+
+    return {
+        "apiVersion": L.GROUP_VERSION,
+        "kind": "ModelServing",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": replicas,
+            "recoveryPolicy": "RoleRecreate",
+            "template": {
+                "roles": [
+                    {
+                        "name": "sim",
+                        "replicas": 1,
+                        "workerReplicas": 1,
+                        "entryTemplate": template(probes=True),
+                        "workerTemplate": template(probes=False),
+                    }
+                ]
+            },
+        },
+    }
+
+
+def available(cp: ControlPlane, namespace: str, name: str, replicas: int) -> bool:
+    status = status_of(cp, namespace, name)
+    ready = conditions_of(cp, namespace, name).get("Available", {}).get("status") == "True"
+    return ready and status.get("availableReplicas") == replicas

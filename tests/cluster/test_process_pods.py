@@ -21,74 +21,21 @@ from lightkube.codecs import from_dict
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Pod
 
-from phalanx.api import labels as L
 from phalanx.kube.resources import ModelServingResource
 from phalanx.runtimes.local.procs import group_alive
 from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds, operator_process, wait_for
 from tests.cluster.load import StreamingLoad
 from tests.cluster.procpods import ProcessKubelet, process_kubelet, unresolved_names
 from tests.cluster.routers import eventually, routable_in, router_process
-from tests.cluster.servings import conditions_of, pods_of, status_of
+from tests.cluster.servings import MODEL, available, pods_of, sim_serving
 
 pytestmark = pytest.mark.cluster
-
-MODEL = "tiny-test"
 
 
 @pytest.fixture
 def kubelet(control_plane: ControlPlane, tmp_path: Path) -> Iterator[ProcessKubelet]:
     with process_kubelet(control_plane, tmp_path) as running:
         yield running
-
-
-def sim_serving(namespace: str, name: str, pool: str, replicas: int) -> dict[str, Any]:
-    """`replicas` groups of one entry and one worker `phalanx sim`, as examples/quickstart.yaml runs them."""
-
-    def template(probes: bool) -> dict[str, Any]:
-        container: dict[str, Any] = {
-            "name": "engine",
-            "image": "phalanx:test",
-            "command": ["phalanx", "sim"],
-            "args": ["--served-model-name", MODEL, "--port", "8000", "--join-port", "8001"],
-            "ports": [{"name": "http", "containerPort": 8000}, {"name": "join", "containerPort": 8001}],
-        }
-        if probes:
-            container["readinessProbe"] = {"httpGet": {"path": "/health", "port": "http"}, "periodSeconds": 1}
-        return {
-            "spec": {
-                "nodeSelector": {"phalanx.dev/pool": pool},
-                "automountServiceAccountToken": False,
-                "terminationGracePeriodSeconds": 5,
-                "containers": [container],
-            }
-        }
-
-    return {
-        "apiVersion": L.GROUP_VERSION,
-        "kind": "ModelServing",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "recoveryPolicy": "RoleRecreate",
-            "template": {
-                "roles": [
-                    {
-                        "name": "sim",
-                        "replicas": 1,
-                        "workerReplicas": 1,
-                        "entryTemplate": template(probes=True),
-                        "workerTemplate": template(probes=False),
-                    }
-                ]
-            },
-        },
-    }
-
-
-def available(cp: ControlPlane, namespace: str, name: str, replicas: int) -> bool:
-    status = status_of(cp, namespace, name)
-    ready = conditions_of(cp, namespace, name).get("Available", {}).get("status") == "True"
-    return ready and status.get("availableReplicas") == replicas
 
 
 def complete(url: str) -> str:

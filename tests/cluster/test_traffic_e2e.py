@@ -28,8 +28,7 @@ from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds,
 from tests.cluster.load import StreamingLoad
 from tests.cluster.procpods import ProcessKubelet, process_kubelet
 from tests.cluster.routers import eventually, routable_in, router_process
-from tests.cluster.servings import merge_patch, pods_of, status_of
-from tests.cluster.test_process_pods import MODEL, available, sim_serving
+from tests.cluster.servings import MODEL, available, merge_patch, pods_of, sim_serving, status_of
 
 pytestmark = pytest.mark.cluster
 
