@@ -7,15 +7,12 @@ succeeds must also go through `parse_resource` without raising.
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from phalanx.api import parse_resource
 from phalanx.api.yamlfile import parse_yaml
 from phalanx.importers import InputError, import_documents
+from tests.mutation import field_paths, replaced
 from tests.unit.importers.test_aibrix import FLEET, RAY_CLUSTER
 from tests.unit.importers.test_kaito import WORKSPACE
 from tests.unit.importers.test_kthena import EXPORTED, MODEL_INFER
@@ -32,36 +29,16 @@ MANIFESTS = {
 }
 
 
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if path:
-        yield path
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*path, key))
-    elif isinstance(value, list):
-        for index, item in enumerate(value):
-            yield from _paths(item, (*path, index))
-
-
-def _replaced(document: Any, path: tuple[Any, ...], value: Any) -> Any:
-    out = copy.deepcopy(document)
-    parent = out
-    for part in path[:-1]:
-        parent = parent[part]
-    parent[path[-1]] = value
-    return out
-
-
 @pytest.mark.parametrize("name", sorted(MANIFESTS))
 def test_a_wrong_type_anywhere_is_a_field_error_or_converts(name: str) -> None:
     documents = [d.data for d in parse_yaml(MANIFESTS[name])]
     unplaced: list[str] = []
     tried = 0
     for index, document in enumerate(documents):
-        for path in _paths(document):
+        for path in field_paths(document):
             for value in WRONG:
                 mutated = list(documents)
-                mutated[index] = _replaced(document, path, value)
+                mutated[index] = replaced(document, path, value)
                 tried += 1
                 try:
                     result = import_documents(mutated)

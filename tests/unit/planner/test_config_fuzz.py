@@ -5,52 +5,30 @@ exception, and never work that grows with a number in the file (each case is tim
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from phalanx import planner
 from phalanx.planner.hf_config import architecture_from_config
 from phalanx.planner.types import PlanningError, PlanRequest
+from tests.mutation import field_paths, replaced
 
 CONFIGS = Path(__file__).parent / "configs"
 WRONG = (None, [], [[0]], {}, "x", 0, -1, 1.5, True, 2**63, 10**30)
 SHAPE = planner.shape_for_instance("p5.48xlarge")
 
 
-def _paths(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
-    if path:
-        yield path
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _paths(item, (*path, key))
-    elif isinstance(value, list) and len(value) <= 4:
-        for index, item in enumerate(value):
-            yield from _paths(item, (*path, index))
-
-
-def _replaced(config: Any, path: tuple[Any, ...], value: Any) -> Any:
-    out = copy.deepcopy(config)
-    parent = out
-    for part in path[:-1]:
-        parent = parent[part]
-    parent[path[-1]] = value
-    return out
-
-
 @pytest.mark.parametrize("fixture", sorted(p.name for p in CONFIGS.glob("*.json")))
 def test_a_wrong_value_under_any_key_is_a_problem_or_a_plan(fixture: str) -> None:
     config = json.loads((CONFIGS / fixture).read_text())
     slowest = 0.0
-    for path in _paths(config):
+    for path in field_paths(config, longest_list=4):
         for value in WRONG:
             started = time.monotonic()
-            parsed = architecture_from_config(_replaced(config, path, value), "fuzzed")
+            parsed = architecture_from_config(replaced(config, path, value), "fuzzed")
             if parsed.model is not None:
                 with contextlib.suppress(PlanningError):
                     planner.make_plan(PlanRequest(model=parsed.model, shape=SHAPE, max_model_len=4096))
