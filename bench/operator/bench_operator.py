@@ -577,7 +577,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--groups", type=int, default=100, help="ServingGroups / LWS groups (default 100)")
+    parser.add_argument(
+        "--groups", "--replicas", type=int, default=100, help="ServingGroups / LWS groups (default 100)"
+    )
     parser.add_argument(
         "--contenders",
         default="ours-one",
