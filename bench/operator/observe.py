@@ -143,7 +143,8 @@ class Observations:
             pods = list(self.pods.values())
             return (
                 f"pods created {len(pods)}, bound {sum('bound' in p for p in pods)}, "
-                f"Running {sum('running' in p for p in pods)}, Ready {sum('ready' in p for p in pods)}; "
+                f"Running {sum('running' in p for p in pods)}, Ready {sum('ready' in p for p in pods)} "
+                f"(of which lost Ready since {sum('lost_ready' in p for p in pods)}); "
                 f"groups available {sum(self.groups_available.values())}, "
                 f"objects done {len(self.done)}/{self.shape.objects}"
             )
@@ -178,6 +179,12 @@ class LeaseLag(threading.Thread):
                 self.sample()
             except (OSError, ValueError):
                 continue
+
+    def latest(self) -> str:
+        if not self.samples:
+            return "node Leases: no sample yet"
+        _, worst, stale = self.samples[-1]
+        return f"stalest node Lease {worst:.0f}s old, {stale} older than 30s"
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -567,7 +567,11 @@ def install_crds(client: Client, directory: Path) -> list[str]:
 
 
 def start_control_plane(
-    bins: dict[str, Path], workdir: Path, launcher: Launcher, apiserver_args: tuple[str, ...] = ()
+    bins: dict[str, Path],
+    workdir: Path,
+    launcher: Launcher,
+    apiserver_args: tuple[str, ...] = (),
+    controller_manager_args: tuple[str, ...] = (),
 ) -> ControlPlane:
     pki = workdir / "pki"
     make_pki(pki)
@@ -658,6 +662,7 @@ def start_control_plane(
             "--controllers=*,-cloud-node-lifecycle-controller,-service-lb-controller,-node-route-controller",
             "--node-monitor-grace-period=40s",
             "--v=1",
+            *controller_manager_args,  # later flags win: a caller may override the ones above
         ],
     )
     # kube-scheduler ---------------------------------------------------------------------------------
@@ -744,7 +749,9 @@ class ControlPlaneUnavailable(Exception):
 
 
 @contextlib.contextmanager
-def running_control_plane(apiserver_args: tuple[str, ...] = ()) -> Iterator[ControlPlane]:
+def running_control_plane(
+    apiserver_args: tuple[str, ...] = (), controller_manager_args: tuple[str, ...] = ()
+) -> Iterator[ControlPlane]:
     """Start every component in a fresh temp dir; on exit stop them all and check none is left."""
     bins = locate_binaries()
     missing = [b for b in BINARIES if b not in bins]
@@ -762,7 +769,7 @@ def running_control_plane(apiserver_args: tuple[str, ...] = ()) -> Iterator[Cont
     cp: ControlPlane | None = None
     try:
         try:
-            cp = start_control_plane(bins, workdir, launcher, apiserver_args)
+            cp = start_control_plane(bins, workdir, launcher, apiserver_args, controller_manager_args)
         except BaseException:
             print("control plane failed to start; component logs:")
             for comp in launcher.components.values():
