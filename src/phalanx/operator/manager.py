@@ -48,7 +48,7 @@ from phalanx.kube.errors import (
     retry,
 )
 from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource, as_dict
-from phalanx.operator.inflight import EngineInFlight, pod_reader
+from phalanx.operator.inflight import EngineInFlight, ReadMetrics, ReadSettings, pod_reader
 from phalanx.operator.leader import Elector, Timing
 from phalanx.planner import plan_to_dict
 from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
@@ -95,6 +95,7 @@ class OperatorOptions:
     workers: int = 2
     timing: Timing = field(default_factory=Timing)
     settings: Settings = field(default_factory=Settings)
+    in_flight_reads: ReadSettings = field(default_factory=ReadSettings)
 
 
 class Operator:
@@ -107,7 +108,9 @@ class Operator:
             client, namespace=self.options.namespace, on_change=self._serving_changed
         )
         # Drains wait on the engines' own request gauges, read from the draining entry pods.
-        self.in_flight = EngineInFlight(pod_reader(client))
+        self.in_flight = EngineInFlight(
+            pod_reader(client), self.options.in_flight_reads, metrics=ReadMetrics(self.metrics.registry)
+        )
         self.reconciler = Reconciler(self.runtime, settings=self.options.settings, in_flight=self.in_flight)
         self.elector = Elector(
             client,
