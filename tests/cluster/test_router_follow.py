@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -120,6 +121,20 @@ def answered(url: str) -> dict[str, float]:
     return counts
 
 
+def operator_metrics(operator: subprocess.Popen[bytes]) -> dict[str, float]:
+    """The operator's in-flight read metrics, from its own `/metrics` (at its `--health-port`)."""
+    args = [str(arg) for arg in operator.args]  # type: ignore[union-attr]
+    port = args[args.index("--health-port") + 1]
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name.startswith(("phalanx_operator_inflight_reads_total", "phalanx_operator_draining")):
+                found[sample.labels.get("outcome") or sample.name] = sample.value
+    return found
+
+
 def long_stream(url: str, index: int) -> tuple[str | None, int]:
     """One streamed completion of `LONG_TOKENS`; its finish reason and the tokens received."""
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=60)
@@ -168,7 +183,7 @@ def test_the_router_follows_entry_pods_appearing_draining_vanishing_and_recreate
 
     with (
         router_process(cp.kubeconfig, [namespace], tmp_path) as (_, url),
-        operator_process(cp, namespace, tmp_path),
+        operator_process(cp, namespace, tmp_path) as operator,
         ThreadPoolExecutor(LONG_STREAMS) as pool,
     ):
         wait_for("one group Available", lambda: available(cp, namespace, "chat", 1), timeout=90)
@@ -216,6 +231,13 @@ def test_the_router_follows_entry_pods_appearing_draining_vanishing_and_recreate
         lags["gone: pod deleted -> out of the set"] = follow(
             "group 1 gone", url, lambda: pods.gone(second), lambda eps: ep1 not in eps, timeout=GRACE + 20
         )[1]
+        # The drain waited on the engine's page, read by the operator: its metrics say so.
+        reads = wait_for(
+            "the operator's reads counted",
+            lambda: (m := operator_metrics(operator)).get("phalanx_operator_draining_entry_pods") == 0 and m,
+            timeout=10,
+        )
+        assert reads["ok"] >= 1 and reads["phalanx_operator_draining_entry_pods_unknown"] == 0, reads
 
         # (d) kill -9 of the entry's engine: the router drops it, then takes the recreated pod.
         old = pods.uid(first)
@@ -242,6 +264,7 @@ def test_the_router_follows_entry_pods_appearing_draining_vanishing_and_recreate
         assert set(endpoints(url)) == {ep0}
 
     took = time.monotonic() - began
+    print(f"operator's in-flight reads: {reads}")
     print(
         f"router follow: {took:.1f} s in all; the router trailed the cluster by at most: "
         + ", ".join(f"{k} {v:.2f} s" for k, v in lags.items())
