@@ -548,13 +548,35 @@ def operator(
     ] = "default",
     health_port: Annotated[int, typer.Option("--health-port", help="/healthz, /readyz and /metrics.")] = 8081,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Objects reconciled at once.")] = 2,
+    read_interval: Annotated[
+        float,
+        typer.Option(
+            "--inflight-read-interval", help="Seconds between reads of draining entry pods' engine /metrics."
+        ),
+    ] = 0.5,
+    read_timeout: Annotated[
+        float, typer.Option("--inflight-read-timeout", help="Seconds one such read may take.")
+    ] = 1.0,
+    read_concurrency: Annotated[
+        int, typer.Option("--inflight-read-concurrency", help="Such reads at once.")
+    ] = 32,
 ) -> None:
     """Run the Kubernetes operator (leader-elected: run two replicas for a seamless failover)."""
+    from phalanx.operator.inflight import ReadSettings, read_settings_problems
     from phalanx.operator.main import OperatorStartError, run_operator
     from phalanx.operator.manager import OperatorOptions
 
+    reads = ReadSettings(interval_s=read_interval, timeout_s=read_timeout, max_concurrency=read_concurrency)
+    if problems := read_settings_problems(reads):
+        for problem in problems:
+            err.print(f"[red]error:[/red] {escape(problem)}")
+        raise typer.Exit(2)
     options = OperatorOptions(
-        namespace=namespace, lease_namespace=lease_namespace, health_port=health_port, workers=workers
+        namespace=namespace,
+        lease_namespace=lease_namespace,
+        health_port=health_port,
+        workers=workers,
+        in_flight_reads=reads,
     )
     try:
         code = run_operator(options, kubeconfig)

@@ -1,13 +1,16 @@
-"""The Kubernetes runtime adapter and leader election, against the real control plane."""
+"""The Kubernetes runtime adapter, leader election and the operator's cached reads, against the real
+control plane."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from lightkube import AsyncClient, KubeConfig
 from lightkube.resources.coordination_v1 import Lease
 from lightkube.resources.core_v1 import Event as CoreEvent
@@ -16,11 +19,15 @@ from lightkube.resources.core_v1 import Pod
 from phalanx.api import labels as L
 from phalanx.controller.actions import Event
 from phalanx.controller.observed import pod_state
+from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource
 from phalanx.operator.leader import Elector, Timing
+from phalanx.operator.manager import Key, Operator, OperatorOptions
 from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
-from tests.cluster.controlplane import ControlPlane
+from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, free_port, install_crds
+from tests.cluster.servings import small_serving
 
 pytestmark = pytest.mark.cluster
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -186,3 +193,78 @@ async def test_reconcile_reads_come_from_the_informers_once_they_have_listed(
     finally:
         client.list = real_list  # type: ignore[method-assign]
         await runtime.close()
+
+
+async def until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.1)
+
+
+async def test_passes_and_resyncs_read_the_operators_own_objects_from_its_caches(
+    control_plane: ControlPlane, client: AsyncClient
+) -> None:
+    install_crds(control_plane.client(), PHALANX_CRDS)
+    namespace = control_plane.new_namespace("cache")
+    options = OperatorOptions(
+        namespace=namespace, lease_namespace=namespace, health_address="127.0.0.1", health_port=free_port()
+    )
+    operator = Operator(client, options)
+    reads: list[tuple[str, str]] = []  # (verb, resource) of every GET and LIST of our own kinds
+    ours = {ModelServingResource: "ModelServing", ModelDeploymentResource: "ModelDeployment"}
+    real_get, real_list = client.get, client.list
+
+    async def counting_get(resource: Any, *args: Any, **kwargs: Any) -> Any:
+        if resource in ours:
+            reads.append(("get", ours[resource]))
+        return await real_get(resource, *args, **kwargs)
+
+    def counting_list(resource: Any, *args: Any, **kwargs: Any) -> Any:
+        if resource in ours:
+            reads.append(("list", ours[resource]))
+        return real_list(resource, *args, **kwargs)
+
+    handled: list[Key] = []
+    real_handle = operator._handle
+
+    async def handle(key: Key) -> float | None:
+        result = await real_handle(key)
+        handled.append(key)
+        return result
+
+    operator._handle = handle  # type: ignore[method-assign]
+    run = asyncio.create_task(operator.run())
+    try:
+        await until(
+            "the caches list", lambda: operator._enqueue_everything() and operator.elector.leading.is_set()
+        )
+        client.get, client.list = counting_get, counting_list  # type: ignore[method-assign,assignment]
+
+        serving = small_serving(namespace, "cached", "none", replicas=2)
+        await client.create(ModelServingResource.from_dict(serving))
+        deployment: dict[str, Any] = yaml.safe_load(
+            (ROOT / "examples" / "llama-3.3-70b-nc80adis.yaml").read_text()
+        )
+        deployment["metadata"]["namespace"] = namespace
+        await client.create(ModelDeploymentResource.from_dict(deployment))
+
+        def status(cache: dict[tuple[str, str], dict[str, Any]], name: str) -> dict[str, Any]:
+            found: dict[str, Any] = (cache.get((namespace, name)) or {}).get("status") or {}
+            return found
+
+        servings = operator.runtime._informers["ModelServing"].objects
+        md_name = deployment["metadata"]["name"]
+        await until("the ModelServing's status", lambda: bool(status(servings, "cached").get("groups")))
+        await until("the plan", lambda: bool(status(operator.deployments.objects, md_name).get("plan")))
+        # The resync queues everything again, from the caches.
+        before = len(handled)
+        operator.runtime.gangs_changed.set()
+        await until("the resync's passes", lambda: len(handled) >= before + 3)
+        kinds = {key[0] for key in handled}
+        assert kinds == {"ModelServing", "ModelDeployment"}
+        assert reads == []  # every pass and the resync read the caches
+    finally:
+        client.get, client.list = real_get, real_list  # type: ignore[method-assign]
+        operator.stopping.set()
+        await asyncio.wait_for(run, 60)

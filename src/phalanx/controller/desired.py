@@ -29,6 +29,7 @@ from phalanx.controller.identity import (
     kthena_role_labels,
     lws_env,
 )
+from phalanx.controller.memo import per_object
 from phalanx.controller.ownership import controlled_by
 from phalanx.controller.revision import group_revision, role_revision
 
@@ -188,6 +189,7 @@ def gang_min_member(ms: ModelServing) -> int:
     return sum(role.group_size * count for role, count in _gang_members(ms))
 
 
+@per_object  # the same for every group of a spec: computed once per spec object
 def gang_min_resources(ms: ModelServing) -> dict[str, str]:
     lists: list[dict[str, str]] = []
     for role, count in _gang_members(ms):
@@ -211,7 +213,7 @@ def gang_object(ms: ModelServing, group_index: int) -> Object | None:
         timeout = ms.metadata.annotations.get(L.COSCHEDULING_TIMEOUT_ANNOTATION)
         coscheduling_spec: Object = {"minMember": max(min_member, 1)}
         if resources:
-            coscheduling_spec["minResources"] = resources
+            coscheduling_spec["minResources"] = dict(resources)
         coscheduling_spec["scheduleTimeoutSeconds"] = (
             int(timeout) if timeout and timeout.isdigit() else (DEFAULT_SCHEDULE_TIMEOUT_SECONDS)
         )
@@ -223,7 +225,7 @@ def gang_object(ms: ModelServing, group_index: int) -> Object | None:
         }
     spec: Object = {"minMember": min_member}
     if resources:
-        spec["minResources"] = resources
+        spec["minResources"] = dict(resources)
     queue = ms.metadata.annotations.get(L.VOLCANO_QUEUE_ANNOTATION)
     if queue:
         spec["queue"] = queue

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 
 from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing, Role
+from phalanx.controller.memo import per_object
 from phalanx.controller.ownership import controlled_by
 
 _ROLE_FIELDS_NOT_IN_PODS = {"replicas", "max_unavailable", "partition"}
@@ -43,6 +44,7 @@ def role_revision(ms: ModelServing, role: Role) -> str:
     return _digest({"role": role_fields, "group": _group_pod_fields(ms)})
 
 
+@per_object
 def group_revision(ms: ModelServing) -> str:
     """Hash of a whole ServingGroup's pods (all roles, in order)."""
     return _digest(

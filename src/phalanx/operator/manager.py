@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import os
 import socket
@@ -40,15 +41,12 @@ from phalanx.controller.ownership import controlled_by
 from phalanx.controller.recovery import Settings
 from phalanx.kube.errors import (
     KUBE_ERRORS,
-    Backoff,
     describe,
-    is_kube_error,
-    is_not_found,
     is_transient,
-    retry,
 )
+from phalanx.kube.informer import Informer
 from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource, as_dict
-from phalanx.operator.inflight import EngineInFlight, pod_reader
+from phalanx.operator.inflight import EngineInFlight, ReadMetrics, ReadSettings, pod_reader
 from phalanx.operator.leader import Elector, Timing
 from phalanx.planner import plan_to_dict
 from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
@@ -95,6 +93,7 @@ class OperatorOptions:
     workers: int = 2
     timing: Timing = field(default_factory=Timing)
     settings: Settings = field(default_factory=Settings)
+    in_flight_reads: ReadSettings = field(default_factory=ReadSettings)
 
 
 class Operator:
@@ -107,7 +106,13 @@ class Operator:
             client, namespace=self.options.namespace, on_change=self._serving_changed
         )
         # Drains wait on the engines' own request gauges, read from the draining entry pods.
-        self.in_flight = EngineInFlight(pod_reader(client))
+        self.in_flight = EngineInFlight(
+            pod_reader(client), self.options.in_flight_reads, metrics=ReadMetrics(self.metrics.registry)
+        )
+        # ModelDeployments are read from this cache, as ModelServings from the runtime's.
+        self.deployments = Informer(
+            client, ModelDeploymentResource, self.options.namespace, self._deployments_changed, logger=log
+        )
         self.reconciler = Reconciler(self.runtime, settings=self.options.settings, in_flight=self.in_flight)
         self.elector = Elector(
             client,
@@ -156,10 +161,7 @@ class Operator:
         await self.runtime.start()
         self._started = True
         elector = asyncio.create_task(self.elector.run(), name="leader election")
-        watch_deployments = asyncio.create_task(
-            self.runtime.watch_forever(ModelDeploymentResource, None, self._deployment_changed),
-            name="watch ModelDeployments",
-        )
+        watch_deployments = asyncio.create_task(self.deployments.run(), name="watch ModelDeployments")
         in_flight = asyncio.create_task(self.in_flight.run(), name="in-flight requests of draining pods")
         try:
             waits = [asyncio.create_task(e.wait()) for e in (self.elector.leading, self.stopping)]
@@ -196,25 +198,22 @@ class Operator:
             await self.runtime.close()
             await runner.cleanup()
 
-    async def _enqueue_everything(self) -> None:
-        async for obj in self.client.list(ModelServingResource, namespace=self.options.namespace or "*"):
-            metadata = obj.metadata
-            if metadata is not None and metadata.name:
-                self.queue.add(("ModelServing", metadata.namespace or "default", metadata.name))
-        async for obj in self.client.list(ModelDeploymentResource, namespace=self.options.namespace or "*"):
-            metadata = obj.metadata
-            if metadata is not None and metadata.name:
-                self.queue.add(("ModelDeployment", metadata.namespace or "default", metadata.name))
+    def _enqueue_everything(self) -> bool:
+        """Queues every ModelServing and ModelDeployment the caches hold; False until both have listed."""
+        servings = self.runtime.serving_keys()
+        if servings is None or not self.deployments.synced:
+            return False
+        for namespace, name in servings:
+            self.queue.add(("ModelServing", namespace or "default", name))
+        for namespace, name in sorted(self.deployments.objects):
+            self.queue.add(("ModelDeployment", namespace or "default", name))
+        return True
 
     async def _enqueue_until_done(self) -> None:
-        """The first full list may meet a server still warming up (429 while a new CRD's cache
-        fills, a connection reset) or RBAC not granted yet: try again instead of dying."""
-        await retry(
-            self._enqueue_everything,
-            what="listing ModelServings and ModelDeployments",
-            backoff=Backoff(0.2, 10.0),
-            retry_on=is_kube_error,
-        )
+        """The caches list through their own retries (a server still warming up answers 429, RBAC may
+        come later): the first pass waits for both lists, so it never reads an empty cache."""
+        while not self._enqueue_everything():
+            await asyncio.sleep(0.1)
 
     async def _resync(self) -> None:
         """Level-triggered safety net: every object is looked at again now and then, and at once
@@ -224,13 +223,13 @@ class Operator:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(changed.wait(), self.reconciler.resync * 6)
             changed.clear()
-            with contextlib.suppress(*KUBE_ERRORS):
-                await self._enqueue_everything()
+            self._enqueue_everything()
 
-    def _deployment_changed(self, obj: dict[str, Any]) -> None:
-        metadata = obj.get("metadata") or {}
-        if metadata.get("name"):
-            self.queue.add(("ModelDeployment", metadata.get("namespace") or "default", metadata["name"]))
+    def _deployments_changed(self, objects: list[dict[str, Any]]) -> None:
+        for obj in objects:
+            metadata = obj.get("metadata") or {}
+            if metadata.get("name"):
+                self.queue.add(("ModelDeployment", metadata.get("namespace") or "default", metadata["name"]))
 
     def _failed(self, key: Key, exc: BaseException) -> None:
         self.metrics.reconcile_errors.labels(key[0]).inc()
@@ -247,14 +246,10 @@ class Operator:
             self.metrics.reconcile_seconds.labels(kind).observe(time.monotonic() - started)
 
     async def _reconcile_serving(self, namespace: str, name: str) -> float | None:
-        try:
-            obj = await self.client.get(ModelServingResource, name, namespace=namespace)
-        except KUBE_ERRORS as exc:
-            if is_not_found(exc):
-                self.in_flight.track(namespace, name, ())
-                return None  # deleted: owner references take its objects with it
-            raise
-        data = as_dict(obj)
+        data = await self.runtime.read_serving(namespace, name)
+        if data is None:
+            self.in_flight.track(namespace, name, ())
+            return None  # deleted: owner references take its objects with it
         ms, problems = parse_resource(data)
         if not isinstance(ms, ModelServing) or only_errors(problems):
             # Its groups are left as they are: a bad edit must not take a running model down.
@@ -265,13 +260,10 @@ class Operator:
         return decision.requeue_after
 
     async def _reconcile_deployment(self, namespace: str, name: str) -> float | None:
-        try:
-            obj = await self.client.get(ModelDeploymentResource, name, namespace=namespace)
-        except KUBE_ERRORS as exc:
-            if is_not_found(exc):
-                return None
-            raise
-        data = as_dict(obj)
+        cached = self.deployments.objects.get((namespace, name))
+        if cached is None:
+            return None  # deleted: the ModelServing it owns goes with it
+        data = copy.deepcopy(cached)
         md, problems = parse_resource(data)
         if not isinstance(md, ModelDeployment) or only_errors(problems):
             await self._report_invalid(ModelDeploymentResource, data, problems)
@@ -353,13 +345,14 @@ class Operator:
         )
         await self.runtime.record_event(namespace, name, event)
         try:
-            await self.client.patch(
+            written = await self.client.patch(
                 resource.Status,
                 name,
                 {"status": {"conditions": [body]}},
                 namespace=namespace,
                 patch_type=PatchType.MERGE,
             )
+            self._remember(written)
         except KUBE_ERRORS as exc:
             if is_transient(exc):
                 raise  # the reconcile is retried and says it again
@@ -396,6 +389,15 @@ class Operator:
                 "conditions": [planned],
             }
         }
-        await self.client.patch(
+        written = await self.client.patch(
             ModelDeploymentResource.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
         )
+        self._remember(written)
+
+    def _remember(self, written: Any) -> None:
+        """A status we wrote goes into its cache at once: the next pass must not say it again."""
+        data = as_dict(written)
+        if data.get("kind") == "ModelDeployment":
+            self.deployments.store.put(data)
+        else:
+            self.runtime.remember(data)

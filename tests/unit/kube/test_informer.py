@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from phalanx.kube.informer import Store, changed_by_list, key_of, matches
+from phalanx.kube.informer import Store, changed_by_list, key_of, matches, trimmed
 
 NAME = "serving.phalanx.dev/name"
 
@@ -53,10 +53,24 @@ def test_select_everywhere_and_everything(store: Store) -> None:
     assert named(store.select("ns", {})) == ["ns/a-0", "ns/a-1", "ns/b-0", "ns/loose"]
 
 
-def test_readers_get_copies(store: Store) -> None:
-    first = store.select("ns", {NAME: "b"})[0]
-    first["metadata"]["labels"][NAME] = "changed"
-    assert named(store.select("ns", {NAME: "b"})) == ["ns/b-0"]
+def test_what_a_reader_holds_stays_as_it_was_read(store: Store) -> None:
+    (held,) = store.select("ns", {NAME: "b"})
+    store.put(obj("b-0", version="7", labels={NAME: "c"}))  # a newer version replaces, never edits
+    assert held["metadata"]["labels"] == {NAME: "b"} and held["metadata"]["resourceVersion"] == "1"
+    assert named(store.select("ns", {NAME: "b"})) == [] and named(store.select("ns", {NAME: "c"})) == [
+        "ns/b-0"
+    ]
+
+
+def test_managed_fields_are_not_kept() -> None:
+    written = obj("p", labels={NAME: "a"})
+    written["metadata"]["managedFields"] = [{"manager": "phalanx", "fieldsV1": {"f:spec": {}}}]
+    s = Store(index_label=NAME)
+    s.put(written)
+    (stored,) = s.select("ns", {NAME: "a"})
+    assert "managedFields" not in stored["metadata"] and stored["metadata"]["labels"] == {NAME: "a"}
+    assert "managedFields" in written["metadata"]  # the caller's object is left alone
+    assert trimmed(stored) is stored  # nothing to drop: no copy
 
 
 def test_a_relabelled_object_moves_in_the_index_and_a_removed_one_leaves_it(store: Store) -> None:

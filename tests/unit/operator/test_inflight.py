@@ -15,7 +15,7 @@ from aiohttp import web
 
 from phalanx.api import labels as L
 from phalanx.operator.engine_gauges import metrics_url, requests_in_flight
-from phalanx.operator.inflight import EngineInFlight
+from phalanx.operator.inflight import EngineInFlight, ReadSettings
 from tests.component.sim.conftest import HOST, SimProcess, start_sim, wait_health
 
 __all__ = ["start_sim"]  # the fixture, used by name below
@@ -102,10 +102,17 @@ class Engine:
         self.mode = "ok"
         self.hits = 0
 
-    async def metrics(self, _: web.Request) -> web.Response:
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
         self.hits += 1
         if self.mode == "hang":
             await asyncio.sleep(3600)
+        if self.mode == "cut":  # the connection closes halfway through the promised page
+            response = web.StreamResponse(headers={"Content-Length": "1000"})
+            await response.prepare(request)
+            await response.write(b"vllm:num_requests_running 1\n")
+            assert request.transport is not None
+            request.transport.close()
+            return response
         if self.mode == "garbage":
             return web.Response(text="<html>oops</html>")
         if self.mode == "error":
@@ -147,7 +154,7 @@ class Clock:
 async def test_a_count_is_read_and_ages_out() -> None:
     engine, clock = Engine(), Clock()
     async with serving(engine) as port, aiohttp.ClientSession() as session:
-        source = EngineInFlight(pods_at(port), fresh_s=2.0, clock=clock)
+        source = EngineInFlight(pods_at(port), clock=clock)  # counts last 2 s
         assert source("ns") == {}
         source.track("ns", "m", {"m-0-decode-0-0"})
         engine.running = 3
@@ -165,7 +172,7 @@ async def test_a_count_is_read_and_ages_out() -> None:
 async def test_a_failed_read_is_unknown_at_once(mode: str) -> None:
     engine = Engine()
     async with serving(engine) as port, aiohttp.ClientSession() as session:
-        source = EngineInFlight(pods_at(port), timeout_s=0.2)
+        source = EngineInFlight(pods_at(port), ReadSettings(timeout_s=0.2))
         source.track("ns", "m", {"m-0-decode-0-0"})
         await source.scrape_once(session)
         assert source("ns") == {"m-0-decode-0-0": 0}
@@ -181,7 +188,7 @@ async def test_a_refused_connection_is_unknown() -> None:
     async with serving(engine) as port:
         pass  # the port is closed again
     async with aiohttp.ClientSession() as session:
-        source = EngineInFlight(pods_at(port), timeout_s=0.5)
+        source = EngineInFlight(pods_at(port), ReadSettings(timeout_s=0.5))
         source.track("ns", "m", {"m-0-decode-0-0"})
         await source.scrape_once(session)
         assert source("ns") == {}
@@ -236,7 +243,7 @@ async def test_the_background_task_reads_a_pod_as_soon_as_it_drains() -> None:
     engine = Engine()
     engine.running = 2
     async with serving(engine) as port:
-        source = EngineInFlight(pods_at(port), interval_s=30.0)
+        source = EngineInFlight(pods_at(port), ReadSettings(interval_s=30.0))
         task = asyncio.create_task(source.run())
         try:
             await asyncio.sleep(0.05)

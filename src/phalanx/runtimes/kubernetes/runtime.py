@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Mapping
@@ -209,7 +210,7 @@ class KubernetesRuntime:
         in_scope = self.namespace in (None, namespace) and L.NAME in selector
         return informer if informer is not None and informer.synced and in_scope else None
 
-    def _remember(self, written: Any) -> None:
+    def remember(self, written: Any) -> None:
         """What a write answered goes into the cache at once, so the next pass reads its own writes."""
         if written is None:
             return
@@ -218,25 +219,6 @@ class KubernetesRuntime:
         informer = self._informers.get(str(obj.get("apiVersion") if kind == "PodGroup" else kind))
         if informer is not None and informer.synced:
             informer.store.put(obj)
-
-    async def watch_forever(
-        self,
-        resource: type[NamespacedResource],
-        labels: dict[str, Any] | None,
-        on_object: Callable[[Object], None],
-    ) -> None:
-        """Watch until cancelled: a watch that ends or expires (410 Gone) starts again from a fresh list."""
-
-        async def each(_kind: str, obj: Object) -> None:
-            on_object(obj)
-
-        await self._follow(
-            lambda: self.client.watch(
-                resource, namespace=self.namespace or "*", labels=labels, server_timeout=300
-            ),
-            resource.__name__,
-            each,
-        )
 
     async def _follow(
         self,
@@ -294,10 +276,10 @@ class KubernetesRuntime:
             if status_of(exc) != 409:
                 raise
         else:
-            self._remember(created)
+            self.remember(created)
 
     async def apply(self, obj: Object) -> None:
-        self._remember(await self.client.apply(from_dict(obj), field_manager=self.field_manager, force=True))
+        self.remember(await self.client.apply(from_dict(obj), field_manager=self.field_manager, force=True))
 
     async def delete(self, kind: Kind, namespace: str, name: str) -> None:
         resources = (
@@ -326,7 +308,7 @@ class KubernetesRuntime:
                 if not is_not_found(exc):
                     raise
             else:
-                self._remember(patched)
+                self.remember(patched)
 
     async def record_event(self, namespace: str, serving: str, event: Event) -> None:
         now = format_time(time.time())
@@ -353,24 +335,51 @@ class KubernetesRuntime:
         except KUBE_ERRORS as exc:  # events are best effort: never block a reconcile on them
             log.debug("event not recorded: %s", describe(exc))
 
+    def serving_keys(self) -> list[tuple[str, str]] | None:
+        """(namespace, name) of every ModelServing in the cache; None until it has listed."""
+        informer = self._informers.get("ModelServing")
+        return None if informer is None or not informer.synced else sorted(informer.objects)
+
+    async def read_serving(self, namespace: str, name: str) -> Object | None:
+        """One ModelServing (None: it does not exist), from the cache once it has listed. A read a moment
+        old is safe: passes of one ModelServing run one at a time, the cache never goes back and holds
+        our own writes at once, and every change to the object queues another pass."""
+        informer = self._informers.get("ModelServing")
+        if informer is not None and informer.synced and self.namespace in (None, namespace):
+            found = informer.objects.get((namespace, name))
+            return None if found is None else copy.deepcopy(found)
+        try:
+            return as_dict(await self.client.get(ModelServingResource, name, namespace=namespace))
+        except KUBE_ERRORS as exc:
+            if is_not_found(exc):
+                return None
+            raise
+
     async def list_servings(self) -> list[ModelServing]:
         """The ModelServings whose spec can be read; the operator reports the others in their status."""
+        informer = self._informers.get("ModelServing")
+        if informer is not None and informer.synced:
+            objects = [copy.deepcopy(o) for _, o in sorted(informer.objects.items())]
+        else:
+            listing = self.client.list(ModelServingResource, namespace=self.namespace or "*")
+            objects = [as_dict(o) async for o in listing]
         servings = []
-        async for obj in self.client.list(ModelServingResource, namespace=self.namespace or "*"):
+        for obj in objects:
             with contextlib.suppress(ValidationError):
-                servings.append(ModelServing.model_validate(as_dict(obj)))
+                servings.append(ModelServing.model_validate(obj))
         return servings
 
     async def write_status(self, namespace: str, name: str, status: ModelServingStatus) -> None:
         body = {"status": status.model_dump(by_alias=True, exclude_none=True, mode="json")}
         try:
-            await self.client.patch(
+            written = await self.client.patch(
                 ModelServingResource.Status, name, body, namespace=namespace, patch_type=PatchType.MERGE
             )
         except KUBE_ERRORS as exc:
             if is_not_found(exc):
                 raise NotFoundError(f"{namespace}/{name}") from None
             raise
+        self.remember(written)  # the next pass compares against this status, not an older one
 
     async def wait_for_change(self, timeout: float) -> None:
         with contextlib.suppress(TimeoutError):
