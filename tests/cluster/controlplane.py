@@ -50,7 +50,7 @@ HACK = ROOT / "hack" / "control-plane"
 PHALANX_CRDS = ROOT / "deploy" / "crds"
 BUILD_CMD = "hack/control-plane/build.sh"
 BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "vc-scheduler")
-SERVICE_CIDR = "10.0.0.0/24"
+SERVICE_CIDR = "10.0.0.0/16"  # room for 1000s of ClusterIP Services: each ModelServing has one
 START_TIMEOUT = 90.0
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 
