@@ -25,10 +25,29 @@ REVISION: Final = _P + "revision"  # the ServingGroup's revision (group template
 ROLE_REVISION: Final = _P + "role-revision"  # the role template hash (RoleRollingUpdate)
 SURGE: Final = _P + "surge"  # "true" on the objects of a rollout's surge groups (maxSurge)
 
+# Prefill/decode disaggregation, on every pod of a role whose PD kind is known.
+PD_ROLE: Final = _P + "pd-role"  # "prefill" | "decode"
+PD_PAIR_KEY: Final = _P + "pd-pair-key"  # prefill and decode pods pair only with equal keys
+
 # Every label Phalanx sets on pods; users may not set these in templates.
 RESERVED_POD_LABELS: Final = frozenset(
-    {NAME, GROUP_INDEX, ROLE, ROLE_INDEX, POD_INDEX, ENTRY, REVISION, ROLE_REVISION, SURGE}
+    {
+        NAME,
+        GROUP_INDEX,
+        ROLE,
+        ROLE_INDEX,
+        POD_INDEX,
+        ENTRY,
+        REVISION,
+        ROLE_REVISION,
+        SURGE,
+        PD_ROLE,
+        PD_PAIR_KEY,
+    }
 )
+# Pod annotations of PD roles, read by the router from entry pods.
+PD_PROTOCOL_ANNOTATION: Final = _P + "pd-protocol"  # "vllm" (kv_transfer_params) | "sglang" (bootstrap)
+PD_BOOTSTRAP_PORT_ANNOTATION: Final = _P + "pd-bootstrap-port"  # SGLang prefill pods: the bootstrap port
 
 # Annotations on the ModelServing that tune how it is run.
 GANG_SCHEDULER_ANNOTATION: Final = _P + "gang-scheduler"  # volcano | coscheduling | none
