@@ -17,6 +17,14 @@ from phalanx.api.modelserving import RecoveryPolicy, RolloutStrategy
 Engine = Literal["vllm", "sglang", "sim"]
 Launcher = Literal["ray", "native"]
 Dtype = Literal["bf16", "fp16", "fp8"]
+# How prefill pods hand their KV cache to decode pods; which ones each engine takes is in CONNECTORS.
+Connector = Literal["nixl", "lmcache", "p2pnccl", "mooncake"]
+Pairing = Literal["ModelServing", "ServingGroup"]
+CONNECTORS: dict[str, tuple[Connector, ...]] = {
+    "vllm": ("nixl", "lmcache", "p2pnccl"),
+    "sglang": ("mooncake", "nixl"),
+    "sim": ("nixl",),
+}
 
 
 class ModelArchitectureSpec(ApiModel):
@@ -54,6 +62,33 @@ class ModelRef(ApiModel):
     revision: str | None = None
 
 
+class PdSide(ApiModel):
+    """One side (prefill or decode) of a disaggregated ServingGroup."""
+
+    replicas: int | None = Field(default=None, ge=1)  # role instances per ServingGroup
+    tensor_parallel_size: int | None = Field(default=None, ge=1)  # None: the planner chooses
+    nodes: int | None = Field(default=None, ge=1)  # per role instance; None: the planner chooses
+
+
+class Disaggregation(ApiModel):
+    """Serve prefill and decode on separate role instances of each ServingGroup."""
+
+    connector: Connector | None = None  # None: the engine's first in CONNECTORS
+    prefill: PdSide = Field(default_factory=PdSide)
+    decode: PdSide = Field(default_factory=PdSide)
+    ratio: str | None = None  # "prefill:decode" role instances, e.g. "1:3"; instead of replicas
+    pairing: Pairing = "ModelServing"
+    proxy: str | None = None  # p2pnccl only: host:port of the proxy the engines register with
+
+
+class Workload(ApiModel):
+    """The requests the deployment expects; the planner sizes prefill and decode from them."""
+
+    prompt_tokens: int | None = Field(default=None, ge=1)
+    output_tokens: int | None = Field(default=None, ge=1)
+    ttft_seconds: float | None = Field(default=None, gt=0)  # target for one prompt's prefill
+
+
 class ModelDeploymentSpec(ApiModel):
     model: Annotated[ModelRef, BeforeValidator(_model_shorthand)]
     engine: Engine = "vllm"
@@ -80,6 +115,8 @@ class ModelDeploymentSpec(ApiModel):
     rollout_strategy: RolloutStrategy | None = None
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    disaggregation: Disaggregation | None = None
+    workload: Workload | None = None
 
 
 class ModelDeploymentStatus(ApiModel):

@@ -4,18 +4,20 @@ templates. Every problem of every step is collected, each on the field it is abo
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from phalanx.api import labels as L
 from phalanx.api.deployment_validation import validate_model_deployment
 from phalanx.api.errors import FieldError, SpecError, only_errors
-from phalanx.api.modeldeployment import ModelDeployment
+from phalanx.api.modeldeployment import CONNECTORS, Disaggregation, ModelDeployment
 from phalanx.api.modelserving import ModelServing
 from phalanx.api.validation import validate_model_serving
-from phalanx.compiler.planning import plan_deployment, plan_warnings
+from phalanx.compiler.planning import plan_deployment, plan_pd_deployment, plan_warnings
 from phalanx.compiler.resolve import resolve_model, resolve_shape
 from phalanx.engines import DEFAULT_IMAGES, RECIPES, EngineInputs
+from phalanx.engines.recipe import PdKind, PdRole, RoleRecipe
+from phalanx.planner.disaggregation import PdPlan
 from phalanx.planner.types import ModelArchitecture, Plan
 
 ENGINE_ROLE = "engine"
@@ -26,8 +28,9 @@ PLAN_ANNOTATION = f"{L.API_GROUP}/plan"
 @dataclass(frozen=True)
 class Compiled:
     model_serving: ModelServing
-    plan: Plan
+    plan: Plan  # disaggregated: the decode side's, its arithmetic and warnings covering both sides
     warnings: list[FieldError] = field(default_factory=list)
+    pd: PdPlan | None = None
 
 
 def _template(pod_template: dict[str, Any], md: ModelDeployment) -> dict[str, Any]:
@@ -39,10 +42,9 @@ def _template(pod_template: dict[str, Any], md: ModelDeployment) -> dict[str, An
     return pod_template
 
 
-def _serving(
-    md: ModelDeployment, model: ModelArchitecture, plan: Plan
-) -> tuple[ModelServing, list[FieldError]]:
-    """The ModelServing of a plan, and the notes of its engine recipe (as warnings)."""
+def _recipe(
+    md: ModelDeployment, model: ModelArchitecture, plan: Plan, pd: PdRole | None = None
+) -> RoleRecipe:
     spec = md.spec
     inputs = EngineInputs(
         plan=plan,
@@ -54,39 +56,103 @@ def _serving(
         env=tuple(spec.env),
         model_access_secret=spec.model_access_secret,
         model_revision=spec.model.revision,
+        pd=pd,
     )
-    recipe = RECIPES[spec.engine](inputs, native_dtype_fp8=model.native_dtype == "fp8")
+    return RECIPES[spec.engine](inputs, native_dtype_fp8=model.native_dtype == "fp8")
+
+
+def _role(md: ModelDeployment, name: str, replicas: int, recipe: RoleRecipe) -> dict[str, Any]:
     role: dict[str, Any] = {
-        "name": ENGINE_ROLE,
-        "replicas": 1,
+        "name": name,
+        "replicas": replicas,
         "entryTemplate": _template(recipe.entry, md),
         "workerReplicas": recipe.worker_replicas,
     }
     if recipe.worker is not None:
         role["workerTemplate"] = _template(recipe.worker, md)
+    return role
+
+
+def _summary(plan: Plan) -> str:
+    return (
+        f"{plan.nodes} node(s) x {plan.gpus_per_node} {plan.gpu_product or 'GPU'}, "
+        f"{plan.layout}, {plan.dtype}, maxModelLen {plan.max_model_len},"
+        f" KV {plan.kv_cache_tokens} tokens per replica"
+    )
+
+
+def _pd_role(disaggregation: Disaggregation, engine: str, kind: PdKind) -> PdRole:
+    connector = disaggregation.connector or CONNECTORS[engine][0]
+    return PdRole(kind=kind, connector=connector, proxy=disaggregation.proxy)
+
+
+def _roles(
+    md: ModelDeployment, model: ModelArchitecture, plan: Plan | PdPlan
+) -> tuple[list[dict[str, Any]], str, list[str]]:
+    """The roles of the group template, the plan annotation and the recipes' notes."""
+    disaggregation = md.spec.disaggregation
+    if isinstance(plan, Plan) or disaggregation is None:
+        assert isinstance(plan, Plan)
+        recipe = _recipe(md, model, plan)
+        return [_role(md, ENGINE_ROLE, 1, recipe)], _summary(plan), list(recipe.notes)
+    roles, notes = [], []
+    sides: list[tuple[PdKind, Plan, int]] = [
+        ("prefill", plan.prefill, plan.replicas[0]),
+        ("decode", plan.decode, plan.replicas[1]),
+    ]
+    for kind, side, replicas in sides:
+        recipe = _recipe(md, model, side, _pd_role(disaggregation, md.spec.engine, kind))
+        roles.append(_role(md, kind, replicas, recipe))
+        notes += [f"{kind} role: {note}" for note in recipe.notes]
+    summary = (
+        f"{plan.replicas[0]} prefill x ({_summary(plan.prefill)});"
+        f" {plan.replicas[1]} decode x ({_summary(plan.decode)})"
+    )
+    return roles, summary, list(dict.fromkeys(notes))
+
+
+def _serving(
+    md: ModelDeployment, model: ModelArchitecture, plan: Plan | PdPlan
+) -> tuple[ModelServing, list[FieldError]]:
+    """The ModelServing of a plan, and the notes of its engine recipes (as warnings)."""
+    spec = md.spec
+    roles, summary, recipe_notes = _roles(md, model, plan)
     metadata: dict[str, Any] = {
         "name": md.name,
         "namespace": md.metadata.namespace,
         "labels": {DEPLOYMENT_LABEL: md.name},
-        "annotations": {
-            PLAN_ANNOTATION: (
-                f"{plan.nodes} node(s) x {plan.gpus_per_node} {plan.gpu_product or 'GPU'}, "
-                f"{plan.layout}, {plan.dtype}, maxModelLen {plan.max_model_len},"
-                f" KV {plan.kv_cache_tokens} tokens per replica"
-            )
-        },
+        "annotations": {PLAN_ANNOTATION: summary},
     }
     serving_spec: dict[str, Any] = {
         "replicas": spec.replicas,
         "schedulerName": spec.scheduler_name,
         "recoveryPolicy": spec.recovery_policy,
-        "template": {"roles": [role]},
+        "template": {"roles": roles},
     }
     if spec.rollout_strategy is not None:
         serving_spec["rolloutStrategy"] = spec.rollout_strategy.to_dict()
     ms = ModelServing.model_validate({"metadata": metadata, "spec": serving_spec})
-    notes = [FieldError(("spec",), note, severity="warning", fix="check the plan") for note in recipe.notes]
+    notes = [FieldError(("spec",), note, severity="warning", fix="check the plan") for note in recipe_notes]
     return ms, notes
+
+
+def combined_plan(pd: PdPlan) -> Plan:
+    """One Plan that tells both sides: the decode side's figures, every line and warning of both."""
+    lines = (
+        "prefill role instance:",
+        *(f"  {line}" for line in pd.prefill.arithmetic),
+        "decode role instance:",
+        *(f"  {line}" for line in pd.decode.arithmetic),
+        *pd.lines,
+    )
+    warnings = tuple(
+        dict.fromkeys(
+            [f"prefill role: {w}" for w in pd.prefill.warnings]
+            + [f"decode role: {w}" for w in pd.decode.warnings]
+            + list(pd.warnings)
+        )
+    )
+    return replace(pd.decode, arithmetic=lines, warnings=warnings)
 
 
 def _generated_problems(ms: ModelServing) -> list[FieldError]:
@@ -104,16 +170,21 @@ def _compile(md: ModelDeployment) -> tuple[Compiled | None, list[FieldError]]:
     problems += shape_problems
     if model is None or shape is None:
         return None, problems
-    plan, plan_problems = plan_deployment(md, model, shape)
+    pd: PdPlan | None = None
+    if md.spec.disaggregation is not None:
+        pd, plan_problems = plan_pd_deployment(md, md.spec.disaggregation, model, shape)
+        plan = combined_plan(pd) if pd is not None else None
+    else:
+        plan, plan_problems = plan_deployment(md, model, shape)
     problems += plan_problems
     if plan is None:
         return None, problems
     problems += plan_warnings(plan)
-    ms, notes = _serving(md, model, plan)
+    ms, notes = _serving(md, model, pd or plan)
     problems += notes + _generated_problems(ms)
     if any(p.severity == "error" for p in problems):
         return None, problems
-    return Compiled(model_serving=ms, plan=plan, warnings=problems), problems
+    return Compiled(model_serving=ms, plan=plan, warnings=problems, pd=pd), problems
 
 
 def deployment_problems(resource: ModelServing | ModelDeployment) -> list[FieldError]:

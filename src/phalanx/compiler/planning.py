@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from phalanx import planner
+from phalanx.api.deployment_validation import parse_ratio
 from phalanx.api.errors import FieldError, Path
-from phalanx.api.modeldeployment import ModelDeployment
+from phalanx.api.modeldeployment import Disaggregation, ModelDeployment
+from phalanx.planner.disaggregation import (
+    DEFAULT_OUTPUT_TOKENS,
+    DEFAULT_PROMPT_TOKENS,
+    PdPlan,
+    PdRequest,
+    SidePlanningError,
+    Workload,
+    plan_disaggregated,
+)
 from phalanx.planner.types import GpuShape, ModelArchitecture, Plan, PlanningError, PlanRequest
 from phalanx.planner.wording import reword
 
@@ -43,11 +55,9 @@ def planning_problem(md: ModelDeployment, exc: PlanningError) -> FieldError:
     )
 
 
-def plan_deployment(
-    md: ModelDeployment, model: ModelArchitecture, shape: GpuShape
-) -> tuple[Plan | None, list[FieldError]]:
+def plan_request(md: ModelDeployment, model: ModelArchitecture, shape: GpuShape) -> PlanRequest:
     spec = md.spec
-    request = PlanRequest(
+    return PlanRequest(
         model=model,
         shape=shape,
         max_nodes=spec.max_nodes,
@@ -58,7 +68,63 @@ def plan_deployment(
         tensor_parallel_size=spec.tensor_parallel_size,
         data_parallel_size=spec.data_parallel_size,
     )
+
+
+def plan_deployment(
+    md: ModelDeployment, model: ModelArchitecture, shape: GpuShape
+) -> tuple[Plan | None, list[FieldError]]:
     try:
-        return planner.make_plan(request), []
+        return planner.make_plan(plan_request(md, model, shape)), []
     except PlanningError as exc:
         return None, [planning_problem(md, exc)]
+
+
+def _workload(md: ModelDeployment) -> Workload:
+    work = md.spec.workload
+    if work is None:
+        return Workload()
+    return Workload(
+        prompt_tokens=work.prompt_tokens or DEFAULT_PROMPT_TOKENS,
+        output_tokens=work.output_tokens or DEFAULT_OUTPUT_TOKENS,
+        ttft_seconds=work.ttft_seconds,
+        declared=work.prompt_tokens is not None and work.output_tokens is not None,
+    )
+
+
+def pd_request(md: ModelDeployment, pd: Disaggregation, base: PlanRequest) -> PdRequest:
+    spec = md.spec
+    sides = [
+        replace(
+            base,
+            nodes=side.nodes or spec.nodes,
+            tensor_parallel_size=side.tensor_parallel_size or spec.tensor_parallel_size,
+        )
+        for side in (pd.prefill, pd.decode)
+    ]
+    replicas = None
+    if pd.prefill.replicas is not None and pd.decode.replicas is not None:
+        replicas = (pd.prefill.replicas, pd.decode.replicas)
+    ratio = parse_ratio(pd.ratio) if pd.ratio is not None else None
+    return PdRequest(
+        prefill=sides[0], decode=sides[1], workload=_workload(md), replicas=replicas, ratio=ratio
+    )
+
+
+def _side_problem(md: ModelDeployment, pd: Disaggregation, exc: SidePlanningError) -> FieldError:
+    problem = planning_problem(md, exc.error)
+    side = pd.prefill if exc.side == "prefill" else pd.decode
+    pinned = {"nodes": side.nodes, "tensor_parallel_size": side.tensor_parallel_size}
+    path = problem.path
+    if exc.error.field in pinned and pinned[exc.error.field] is not None:
+        path = ("spec", "disaggregation", exc.side, SPEC_FIELDS[exc.error.field])
+    return FieldError(path, f"{exc.side} role: {problem.message}", fix=problem.fix)
+
+
+def plan_pd_deployment(
+    md: ModelDeployment, pd: Disaggregation, model: ModelArchitecture, shape: GpuShape
+) -> tuple[PdPlan | None, list[FieldError]]:
+    """Both sides of a disaggregated deployment and their ratio, or the problem of the side that fails."""
+    try:
+        return plan_disaggregated(pd_request(md, pd, plan_request(md, model, shape))), []
+    except SidePlanningError as exc:
+        return None, [_side_problem(md, pd, exc)]

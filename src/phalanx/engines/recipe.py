@@ -6,9 +6,10 @@ serves HTTP) and the worker pods (join the head). Recipes are pure: same inputs,
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from phalanx.planner.types import GiB, Plan
 
@@ -23,6 +24,26 @@ _LOAD_MIN_SECONDS, _LOAD_MAX_SECONDS = 30 * 60, 180 * 60
 _PROBE_PERIOD_SECONDS = 10
 
 
+PdKind = Literal["prefill", "decode"]
+# vLLM's NIXL side channel (VLLM_NIXL_SIDE_CHANNEL_PORT; data-parallel rank r listens on this + r).
+NIXL_SIDE_CHANNEL_PORT = 5600
+SGLANG_BOOTSTRAP_PORT = 8998  # SGLang's default --disaggregation-bootstrap-port
+P2P_NCCL_PORT = 21001  # P2pNcclConnector's kv_port, as vLLM's examples use it
+LMCACHE_PEER_INIT_PORT, LMCACHE_PEER_ALLOC_PORT = 7300, 7400  # decode side, LMCache's example ports
+LMCACHE_PD_BUFFER_BYTES = 1 << 30
+PYTHON_HASH_SEED = "0"  # LMCache keys chunks by Python's hash: both sides must agree
+
+
+@dataclass(frozen=True)
+class PdRole:
+    """What a prefill or decode role instance needs to hand its KV cache over."""
+
+    kind: PdKind
+    connector: str  # nixl | lmcache | p2pnccl (vLLM, sim) or mooncake | nixl (SGLang)
+    bootstrap_port: int = SGLANG_BOOTSTRAP_PORT
+    proxy: str | None = None  # p2pnccl: host:port of the proxy the engines register with
+
+
 @dataclass(frozen=True)
 class EngineInputs:
     plan: Plan
@@ -35,6 +56,7 @@ class EngineInputs:
     model_access_secret: str | None = None
     model_revision: str | None = None
     request_gpus: bool = True
+    pd: PdRole | None = None  # None: an aggregated role (prefill and decode in one engine)
 
 
 @dataclass(frozen=True)
@@ -129,3 +151,82 @@ def overridden_flags(engine_args: tuple[str, ...], generated: set[str]) -> list[
     """Generated flags that user engine arguments override (the last value wins in argparse)."""
     given = {arg.split("=", 1)[0] for arg in engine_args if arg.startswith("-")}
     return sorted(given & generated)
+
+
+_VLLM_CONNECTOR = {"nixl": "NixlConnector", "lmcache": "LMCacheConnectorV1", "p2pnccl": "P2pNcclConnector"}
+
+
+def kv_transfer_config(pd: PdRole) -> str:
+    """vLLM's --kv-transfer-config for one side (compact JSON, keys in a fixed order)."""
+    config: dict[str, Any] = {
+        "kv_connector": _VLLM_CONNECTOR[pd.connector],
+        "kv_role": "kv_producer" if pd.kind == "prefill" else "kv_consumer",
+    }
+    if pd.connector == "nixl":
+        # A lease that expired or a block that cannot be read is an error, never a silent recompute.
+        config["kv_load_failure_policy"] = "fail"
+    elif pd.connector == "lmcache":
+        rpc = "producer1" if pd.kind == "prefill" else "consumer1"
+        config["kv_connector_extra_config"] = {"discard_partial_chunks": False, "lmcache_rpc_port": rpc}
+    else:
+        host, _, port = (pd.proxy or "").rpartition(":")
+        config["kv_buffer_size"] = "1e1" if pd.kind == "prefill" else "8e9"  # prefill only sends
+        config["kv_port"] = str(P2P_NCCL_PORT)
+        config["kv_connector_extra_config"] = {
+            "proxy_ip": host,
+            "proxy_port": port,
+            "http_port": str(HTTP_PORT),
+            "send_type": "PUT_ASYNC",
+        }
+    return json.dumps(config, separators=(",", ":"))
+
+
+def _env(name: str, value: str) -> dict[str, Any]:
+    return {"name": name, "value": value}
+
+
+def pod_ip_env(name: str) -> dict[str, Any]:
+    return {"name": name, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}
+
+
+def vllm_pd_env(pd: PdRole) -> list[dict[str, Any]]:
+    """The env a vLLM connector reads besides --kv-transfer-config."""
+    if pd.connector == "nixl":
+        return [
+            pod_ip_env("VLLM_NIXL_SIDE_CHANNEL_HOST"),
+            _env("VLLM_NIXL_SIDE_CHANNEL_PORT", str(NIXL_SIDE_CHANNEL_PORT)),
+        ]
+    if pd.connector != "lmcache":
+        return []
+    env = [
+        _env("PYTHONHASHSEED", PYTHON_HASH_SEED),
+        _env("LMCACHE_ENABLE_PD", "True"),
+        _env("LMCACHE_TRANSFER_CHANNEL", "nixl"),
+        _env("LMCACHE_PD_ROLE", "sender" if pd.kind == "prefill" else "receiver"),
+        _env("LMCACHE_PD_BUFFER_SIZE", str(LMCACHE_PD_BUFFER_BYTES)),
+        _env("LMCACHE_PD_BUFFER_DEVICE", "cuda"),
+        _env("LMCACHE_LOCAL_CPU", "False"),
+    ]
+    if pd.kind == "prefill":
+        # The router drives the flow over HTTP; LMCache's own ZMQ proxy is not there to notify.
+        return [*env, _env("LMCACHE_PD_SKIP_PROXY_NOTIFICATION", "True")]
+    return [
+        *env,
+        pod_ip_env("LMCACHE_PD_PEER_HOST"),
+        _env("LMCACHE_PD_PEER_INIT_PORT", str(LMCACHE_PEER_INIT_PORT)),
+        _env("LMCACHE_PD_PEER_ALLOC_PORT", str(LMCACHE_PEER_ALLOC_PORT)),
+    ]
+
+
+def vllm_pd_ports(pd: PdRole) -> list[dict[str, Any]]:
+    """Container ports the connector listens on (named, so Services and peers can find them)."""
+    if pd.connector == "nixl":
+        return [{"name": "nixl", "containerPort": NIXL_SIDE_CHANNEL_PORT}]
+    if pd.connector == "p2pnccl":
+        return [{"name": "p2p-nccl", "containerPort": P2P_NCCL_PORT}]
+    if pd.kind == "decode":
+        return [
+            {"name": "lmcache-init", "containerPort": LMCACHE_PEER_INIT_PORT},
+            {"name": "lmcache-alloc", "containerPort": LMCACHE_PEER_ALLOC_PORT},
+        ]
+    return []

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from phalanx.engines.recipe import EngineInputs, RoleRecipe, overridden_flags, pod_template
+from typing import Any
+
+from phalanx.engines.recipe import EngineInputs, PdRole, RoleRecipe, overridden_flags, pod_template
 
 DEFAULT_IMAGE = "lmsysorg/sglang:v0.5.23"
 DIST_INIT_PORT = 20000
@@ -18,7 +20,24 @@ _PLANNED_FLAGS = {
     "--mem-fraction-static",
     "--nnodes",
     "--node-rank",
+    "--disaggregation-mode",
+    "--disaggregation-transfer-backend",
+    "--disaggregation-bootstrap-port",
 }
+
+
+def pd_args(pd: PdRole) -> list[str]:
+    """SGLang's disaggregation flags; the prefill side serves the bootstrap its decode peers connect to."""
+    args = ["--disaggregation-mode", pd.kind, "--disaggregation-transfer-backend", pd.connector]
+    if pd.kind == "prefill":
+        args += ["--disaggregation-bootstrap-port", str(pd.bootstrap_port)]
+    return args
+
+
+def _bootstrap_port(pd: PdRole | None) -> list[dict[str, Any]]:
+    if pd is None or pd.kind != "prefill":
+        return []
+    return [{"name": "bootstrap", "containerPort": pd.bootstrap_port}]
 
 
 def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecipe:
@@ -50,11 +69,15 @@ def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecip
         args += ["--dtype", _DTYPE["bf16" if plan.dtype == "mxfp4" else plan.dtype]]
     if inputs.model_revision:
         args += ["--revision", inputs.model_revision]
+    if inputs.pd is not None:
+        args += pd_args(inputs.pd)
     if plan.nodes > 1:
         args += ["--nnodes", str(plan.nodes), "--dist-init-addr", f"$(ENTRY_ADDRESS):{DIST_INIT_PORT}"]
     command = ["python3", "-m", "sglang.launch_server"]
     entry_args = args + (["--node-rank", "0"] if plan.nodes > 1 else []) + list(inputs.engine_args)
-    entry = pod_template(inputs, command=command, args=entry_args, serves_http=True)
+    entry = pod_template(
+        inputs, command=command, args=entry_args, serves_http=True, extra_ports=_bootstrap_port(inputs.pd)
+    )
     worker = None
     if plan.nodes > 1:
         worker_args = [*args, "--node-rank", "$(WORKER_INDEX)", *inputs.engine_args]

@@ -6,7 +6,16 @@ GROUP_SIZE - 1 workers to join it at ENTRY_ADDRESS, as a multi-node vLLM head do
 
 from __future__ import annotations
 
-from phalanx.engines.recipe import EngineInputs, RoleRecipe, pod_template
+from typing import Any
+
+from phalanx.engines.recipe import (
+    EngineInputs,
+    RoleRecipe,
+    kv_transfer_config,
+    pod_template,
+    vllm_pd_env,
+    vllm_pd_ports,
+)
 
 DEFAULT_IMAGE = "phalanx:0.1.0"
 JOIN_PORT = 8001
@@ -30,24 +39,22 @@ def sim_args(inputs: EngineInputs) -> list[str]:
         "--pipeline-parallel-size",
         str(plan.pipeline_parallel_size),
         *(["--data-parallel-size", str(plan.data_parallel_size)] if plan.data_parallel_size > 1 else []),
+        # The simulator speaks vLLM's connector protocol, so a PD quickstart runs the real flow.
+        *(["--kv-transfer-config", kv_transfer_config(inputs.pd)] if inputs.pd is not None else []),
         *inputs.engine_args,
     ]
 
 
 def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecipe:
-    args = sim_args(inputs)
-    join_port = [{"name": "join", "containerPort": JOIN_PORT}]
-    entry = pod_template(
-        inputs,
-        command=["phalanx", "sim"],
-        args=args,
-        serves_http=True,
-        shared_memory=False,
-        extra_ports=join_port,
-    )
-    worker = None
-    if inputs.plan.nodes > 1:
-        worker = pod_template(
-            inputs, command=["phalanx", "sim"], args=args, serves_http=False, shared_memory=False
-        )
+    pd = inputs.pd
+    pod: dict[str, Any] = {
+        "command": ["phalanx", "sim"],
+        "args": sim_args(inputs),
+        "shared_memory": False,
+        "extra_env": vllm_pd_env(pd) if pd is not None else [],
+    }
+    join = [{"name": "join", "containerPort": JOIN_PORT}]
+    ports = join + (vllm_pd_ports(pd) if pd is not None else [])
+    entry = pod_template(inputs, serves_http=True, extra_ports=ports, **pod)
+    worker = pod_template(inputs, serves_http=False, **pod) if inputs.plan.nodes > 1 else None
     return RoleRecipe(entry=entry, worker=worker, worker_replicas=inputs.plan.nodes - 1)

@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import shlex
+from typing import Any
 
-from phalanx.engines.recipe import EngineInputs, RoleRecipe, overridden_flags, pod_template
+from phalanx.engines.recipe import (
+    EngineInputs,
+    RoleRecipe,
+    kv_transfer_config,
+    overridden_flags,
+    pod_template,
+    vllm_pd_env,
+    vllm_pd_ports,
+)
 
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
 RAY_PORT = 6379
@@ -23,6 +32,7 @@ _PLANNED_FLAGS = {
     "--distributed-executor-backend",
     "--nnodes",
     "--node-rank",
+    "--kv-transfer-config",
 }
 
 
@@ -54,7 +64,17 @@ def _serve_args(inputs: EngineInputs, native_dtype_fp8: bool) -> list[str]:
         args += _DTYPE_FLAGS["bf16" if plan.dtype == "mxfp4" else plan.dtype]
     if inputs.model_revision:
         args += ["--revision", inputs.model_revision]
+    if inputs.pd is not None:
+        args += ["--kv-transfer-config", kv_transfer_config(inputs.pd)]
     return args
+
+
+def _pod(inputs: EngineInputs, **kwargs: Any) -> dict[str, Any]:
+    """A pod template with the KV connector's env on every pod and its ports on the entry pod."""
+    if inputs.pd is None:
+        return pod_template(inputs, **kwargs)
+    ports = vllm_pd_ports(inputs.pd) if kwargs["serves_http"] else []
+    return pod_template(inputs, extra_env=vllm_pd_env(inputs.pd), extra_ports=ports, **kwargs)
 
 
 def _notes(inputs: EngineInputs) -> tuple[str, ...]:
@@ -94,7 +114,7 @@ def _ray(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
                 f"exec {serve_cmd}",
             ]
         )
-    entry = pod_template(inputs, command=["sh", "-c", entry_script], serves_http=True)
+    entry = _pod(inputs, command=["sh", "-c", entry_script], serves_http=True)
     worker = None
     if nodes > 1:
         worker_script = "\n".join(
@@ -111,7 +131,7 @@ def _ray(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
                 "done",
             ]
         )
-        worker = pod_template(inputs, command=["sh", "-c", worker_script], serves_http=False)
+        worker = _pod(inputs, command=["sh", "-c", worker_script], serves_http=False)
     return RoleRecipe(entry=entry, worker=worker, worker_replicas=nodes - 1, notes=_notes(inputs))
 
 
@@ -119,17 +139,15 @@ def _native(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
     nodes = inputs.plan.nodes
     multi = ["--nnodes", str(nodes), "--master-addr", "$(ENTRY_ADDRESS)", "--master-port", str(MASTER_PORT)]
     if nodes == 1:
-        entry = pod_template(
-            inputs, command=["vllm", "serve"], args=[*serve, *inputs.engine_args], serves_http=True
-        )
+        entry = _pod(inputs, command=["vllm", "serve"], args=[*serve, *inputs.engine_args], serves_http=True)
         return RoleRecipe(entry=entry, worker=None, worker_replicas=0, notes=_notes(inputs))
-    entry = pod_template(
+    entry = _pod(
         inputs,
         command=["vllm", "serve"],
         args=[*serve, *multi, "--node-rank", "0", *inputs.engine_args],
         serves_http=True,
     )
-    worker = pod_template(
+    worker = _pod(
         inputs,
         command=["vllm", "serve"],
         args=[*serve, *multi, "--node-rank", "$(WORKER_INDEX)", "--headless", *inputs.engine_args],

@@ -58,7 +58,7 @@ HOP_SECONDS_NVLINK: Final = 0.47e-6
 HOP_SECONDS_PCIE: Final = 1.0e-6
 # A GPU product the catalog does not know: an A100/H100-class part with NVLink.
 UNKNOWN_GPU: Final = GpuProduct(
-    "unknown", 80 * GiB, nvlink=True, memory_bandwidth=2.0e12, link_bandwidth=300e9
+    "unknown", 80 * GiB, nvlink=True, memory_bandwidth=2.0e12, link_bandwidth=300e9, dense_flops=312e12
 )
 
 
@@ -84,9 +84,10 @@ def max_num_seqs(shape: GpuShape) -> int:
     return MAX_NUM_SEQS_LARGE if shape.gpu_memory_bytes >= LARGE_GPU_BYTES else MAX_NUM_SEQS_SMALL
 
 
-def batch_size(replica: Replica, shape: GpuShape, max_model_len: int) -> int:
-    """Sequences one replica decodes together: the engine's cap, or what its KV cache holds."""
-    context = min(REFERENCE_CONTEXT, max_model_len)
+def batch_size(replica: Replica, shape: GpuShape, max_model_len: int, context: int | None = None) -> int:
+    """Sequences one replica decodes together: the engine's cap, or what its KV cache holds of sequences
+    of `context` tokens (default: REFERENCE_CONTEXT)."""
+    context = min(context or REFERENCE_CONTEXT, max_model_len)
     held = max(0, replica.budget.kv_cache) // sequence_kv_bytes(replica.budget, context)
     return max(1, min(max_num_seqs(shape), held))
 
@@ -109,16 +110,22 @@ def experts_touched(model: ModelArchitecture, tokens: float) -> float:
 
 
 def estimate(
-    model: ModelArchitecture, dtype: Dtype, shape: GpuShape, replica: Replica, max_model_len: int
+    model: ModelArchitecture,
+    dtype: Dtype,
+    shape: GpuShape,
+    replica: Replica,
+    max_model_len: int,
+    context: int | None = None,
 ) -> Throughput:
-    """Decode throughput of `replica`'s layout on `shape` (see the module docstring for the model)."""
+    """Decode throughput of `replica`'s layout on `shape` (see the module docstring for the model), with
+    sequences of `context` tokens in flight (default: REFERENCE_CONTEXT)."""
     gpu = gpu_of(shape)
     pp, tp = replica.pipeline_parallel_size, replica.tensor_parallel_size
-    batch = batch_size(replica, shape, max_model_len)
+    batch = batch_size(replica, shape, max_model_len, context)
     micro = batch / pp
     expert_share = float(stage_expert_fraction(model, dtype))
     weights = replica.weights * (1 - expert_share + expert_share * experts_touched(model, micro))
-    context = min(REFERENCE_CONTEXT, max_model_len)
+    context = min(context or REFERENCE_CONTEXT, max_model_len)
     kv = micro * sequence_kv_bytes(replica.budget, context)
     memory = (weights + kv) / gpu.memory_bandwidth
     layers = stage_layers(model.num_layers, pp)

@@ -98,6 +98,9 @@ class GpuProduct:
     nvlink: bool
     memory_bandwidth: float = 2.0e12  # bytes per second from the GPU's own memory (datasheet peak)
     link_bandwidth: float = 32e9  # bytes per second one way to another GPU of the node (NVLink or PCIe)
+    dense_flops: float = (
+        312e12  # bf16 tensor FLOP/s without sparsity (datasheet peak); prefill is bound by it
+    )
 
 
 @dataclass(frozen=True)

@@ -27,30 +27,49 @@ from phalanx.planner.units import parse_memory
 # 300 GB/s, NVLink 4 450 GB/s, NVLink 5 900 GB/s each way; the H100 NVL bridge joins pairs at 300 GB/s each
 # way; cards without NVLink talk over PCIe 4.0 x16, 32 GB/s each way.
 PCIE4 = 32e9
-A10: Final = GpuProduct("A10", 24 * GiB, nvlink=False, memory_bandwidth=600e9, link_bandwidth=PCIE4)
+# dense_flops: the datasheet's BF16 tensor-core peak without sparsity (half the "with sparsity" figure).
+# NVIDIA publishes none for the A10G (an AWS variant): it is taken as the A10's, which may overstate it.
+A10: Final = GpuProduct(
+    "A10", 24 * GiB, nvlink=False, memory_bandwidth=600e9, link_bandwidth=PCIE4, dense_flops=125e12
+)
 # AWS G5 variant of the A10
-A10G: Final = GpuProduct("A10G", 24 * GiB, nvlink=False, memory_bandwidth=600e9, link_bandwidth=PCIE4)
-L4: Final = GpuProduct("L4", 24 * GiB, nvlink=False, memory_bandwidth=300e9, link_bandwidth=PCIE4)
-L40S: Final = GpuProduct("L40S", 48 * GiB, nvlink=False, memory_bandwidth=864e9, link_bandwidth=PCIE4)
+A10G: Final = GpuProduct(
+    "A10G", 24 * GiB, nvlink=False, memory_bandwidth=600e9, link_bandwidth=PCIE4, dense_flops=125e12
+)
+L4: Final = GpuProduct(
+    "L4", 24 * GiB, nvlink=False, memory_bandwidth=300e9, link_bandwidth=PCIE4, dense_flops=121e12
+)
+L40S: Final = GpuProduct(
+    "L40S", 48 * GiB, nvlink=False, memory_bandwidth=864e9, link_bandwidth=PCIE4, dense_flops=362e12
+)
 A100_40GB: Final = GpuProduct(
-    "A100-40GB", 40 * GiB, nvlink=True, memory_bandwidth=1555e9, link_bandwidth=300e9
+    "A100-40GB", 40 * GiB, nvlink=True, memory_bandwidth=1555e9, link_bandwidth=300e9, dense_flops=312e12
 )
 A100_80GB: Final = GpuProduct(
-    "A100-80GB", 80 * GiB, nvlink=True, memory_bandwidth=2039e9, link_bandwidth=300e9
+    "A100-80GB", 80 * GiB, nvlink=True, memory_bandwidth=2039e9, link_bandwidth=300e9, dense_flops=312e12
 )
 # Azure's NC A100 v4 documents PCIe A100 cards and no NVLink between them.
 A100_80GB_PCIE: Final = GpuProduct(
-    "A100-80GB-PCIe", 80 * GiB, nvlink=False, memory_bandwidth=1935e9, link_bandwidth=PCIE4
+    "A100-80GB-PCIe",
+    80 * GiB,
+    nvlink=False,
+    memory_bandwidth=1935e9,
+    link_bandwidth=PCIE4,
+    dense_flops=312e12,
 )
 H100_80GB: Final = GpuProduct(
-    "H100-80GB", 80 * GiB, nvlink=True, memory_bandwidth=3350e9, link_bandwidth=450e9
+    "H100-80GB", 80 * GiB, nvlink=True, memory_bandwidth=3350e9, link_bandwidth=450e9, dense_flops=989e12
 )
 # PCIe cards joined in NVLink-bridged pairs
 H100_NVL: Final = GpuProduct(
-    "H100-NVL-94GB", 94 * GiB, nvlink=True, memory_bandwidth=3900e9, link_bandwidth=300e9
+    "H100-NVL-94GB", 94 * GiB, nvlink=True, memory_bandwidth=3900e9, link_bandwidth=300e9, dense_flops=835e12
 )
-H200: Final = GpuProduct("H200-141GB", 141 * GiB, nvlink=True, memory_bandwidth=4800e9, link_bandwidth=450e9)
-B200: Final = GpuProduct("B200-180GB", 180 * GiB, nvlink=True, memory_bandwidth=8000e9, link_bandwidth=900e9)
+H200: Final = GpuProduct(
+    "H200-141GB", 141 * GiB, nvlink=True, memory_bandwidth=4800e9, link_bandwidth=450e9, dense_flops=989e12
+)
+B200: Final = GpuProduct(
+    "B200-180GB", 180 * GiB, nvlink=True, memory_bandwidth=8000e9, link_bandwidth=900e9, dense_flops=2250e12
+)
 
 GPU_PRODUCTS: Final[tuple[GpuProduct, ...]] = (
     A10,
