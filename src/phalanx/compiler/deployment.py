@@ -61,7 +61,9 @@ def _recipe(
     return RECIPES[spec.engine](inputs, native_dtype_fp8=model.native_dtype == "fp8")
 
 
-def _role(md: ModelDeployment, name: str, replicas: int, recipe: RoleRecipe) -> dict[str, Any]:
+def _role(
+    md: ModelDeployment, name: str, replicas: int, recipe: RoleRecipe, pd: PdRole | None = None
+) -> dict[str, Any]:
     role: dict[str, Any] = {
         "name": name,
         "replicas": replicas,
@@ -70,7 +72,18 @@ def _role(md: ModelDeployment, name: str, replicas: int, recipe: RoleRecipe) -> 
     }
     if recipe.worker is not None:
         role["workerTemplate"] = _template(recipe.worker, md)
+    if pd is not None:
+        role["disaggregation"] = _role_disaggregation(md, pd)
     return role
+
+
+def _role_disaggregation(md: ModelDeployment, pd: PdRole) -> dict[str, Any]:
+    """The role's side, stated rather than left to be read from the engine flags (they agree)."""
+    sglang = md.spec.engine == "sglang"
+    declared: dict[str, Any] = {"kind": pd.kind, "protocol": "sglang" if sglang else "vllm"}
+    if sglang and pd.kind == "prefill":
+        declared["bootstrapPort"] = pd.bootstrap_port
+    return declared
 
 
 def _summary(plan: Plan) -> str:
@@ -101,8 +114,9 @@ def _roles(
         ("decode", plan.decode, plan.replicas[1]),
     ]
     for kind, side, replicas in sides:
-        recipe = _recipe(md, model, side, _pd_role(disaggregation, md.spec.engine, kind))
-        roles.append(_role(md, kind, replicas, recipe))
+        pd = _pd_role(disaggregation, md.spec.engine, kind)
+        recipe = _recipe(md, model, side, pd)
+        roles.append(_role(md, kind, replicas, recipe, pd))
         notes += [f"{kind} role: {note}" for note in recipe.notes]
     summary = (
         f"{plan.replicas[0]} prefill x ({_summary(plan.prefill)});"
@@ -117,6 +131,9 @@ def _serving(
     """The ModelServing of a plan, and the notes of its engine recipes (as warnings)."""
     spec = md.spec
     roles, summary, recipe_notes = _roles(md, model, plan)
+    template: dict[str, Any] = {"roles": roles}
+    if md.spec.disaggregation is not None:
+        template["disaggregation"] = {"pairing": md.spec.disaggregation.pairing}
     metadata: dict[str, Any] = {
         "name": md.name,
         "namespace": md.metadata.namespace,
@@ -127,7 +144,7 @@ def _serving(
         "replicas": spec.replicas,
         "schedulerName": spec.scheduler_name,
         "recoveryPolicy": spec.recovery_policy,
-        "template": {"roles": roles},
+        "template": template,
     }
     if spec.rollout_strategy is not None:
         serving_spec["rolloutStrategy"] = spec.rollout_strategy.to_dict()

@@ -11,6 +11,8 @@ import yaml
 
 from phalanx.api import FieldError, ModelDeployment, load_text
 from phalanx.api.deployment_validation import parse_ratio
+from phalanx.api.disaggregation import role_pd
+from phalanx.api.validation import validate_model_serving
 from phalanx.compiler import compile_deployment, deployment_problems
 
 ROOT = Path(__file__).parents[3]
@@ -182,3 +184,29 @@ def test_the_pd_quickstart_validates_and_plans() -> None:
     assert prefill.entry_template.spec["containers"][0]["command"] == ["phalanx", "sim"]
     assert "--kv-transfer-config" in prefill.entry_template.spec["containers"][0]["args"]
     assert (prefill.replicas, decode.replicas) == (1, 1)
+
+
+@pytest.mark.parametrize(
+    ("engine", "protocol", "bootstrap"),
+    [("vllm", "vllm", None), ("sim", "vllm", None), ("sglang", "sglang", 8998)],
+)
+def test_roles_state_their_side_and_agree_with_their_engine_flags(
+    engine: str, protocol: str, bootstrap: int | None
+) -> None:
+    compiled = compile_deployment(
+        deployment(engine=engine, disaggregation={"ratio": "1:2", "pairing": "ServingGroup"})
+    )
+    ms = compiled.model_serving
+    prefill, decode = ms.spec.template.roles
+    assert prefill.disaggregation is not None and decode.disaggregation is not None
+    assert (prefill.disaggregation.kind, decode.disaggregation.kind) == ("prefill", "decode")
+    assert prefill.disaggregation.protocol == decode.disaggregation.protocol == protocol
+    assert prefill.disaggregation.bootstrap_port == bootstrap
+    assert ms.spec.template.disaggregation is not None
+    assert ms.spec.template.disaggregation.pairing == "ServingGroup"
+    # what the engine flags say alone is the same side: the stated kind never contradicts them
+    for role in (prefill, decode):
+        assert role.disaggregation is not None
+        read = role_pd(role.model_copy(update={"disaggregation": None}))
+        assert read is not None and read.kind == role.disaggregation.kind
+    assert validate_model_serving(ms) == []
