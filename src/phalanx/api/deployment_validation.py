@@ -148,6 +148,8 @@ def _connector(md: ModelDeployment, pd: Disaggregation) -> Iterator[FieldError]:
             fix=f"use one of {', '.join(allowed)}",
         )
     connector = pd.connector or allowed[0]
+    if connector == "p2pnccl":
+        yield _p2pnccl_image(md)
     if connector == "p2pnccl" and not _host_port(pd.proxy):
         yield FieldError(
             (*_PD, "proxy"),
@@ -165,6 +167,24 @@ def _connector(md: ModelDeployment, pd: Disaggregation) -> Iterator[FieldError]:
             severity="warning",
             fix="remove it",
         )
+
+
+def _p2pnccl_image(md: ModelDeployment) -> FieldError:
+    """vLLM 0.33.0, the default image, no longer ships P2pNcclConnector: the engine would not start."""
+    if md.spec.image is None:
+        return FieldError(
+            (*_PD, "connector"),
+            "p2pnccl needs vLLM's P2pNcclConnector, which the default image (vLLM 0.33.0) does not ship",
+            value="p2pnccl",
+            fix="use nixl or lmcache, or set spec.image to a vLLM image that still has P2pNcclConnector",
+        )
+    return FieldError(
+        (*_PD, "connector"),
+        "p2pnccl needs an image whose vLLM ships P2pNcclConnector (vLLM 0.33.0 does not)",
+        value="p2pnccl",
+        severity="warning",
+        fix="check the image's vLLM version, or use nixl",
+    )
 
 
 def _host_port(text: str | None) -> bool:

@@ -170,8 +170,9 @@ def kv_transfer_config(pd: PdRole) -> str:
         config["kv_connector_extra_config"] = {"discard_partial_chunks": False, "lmcache_rpc_port": rpc}
     else:
         host, _, port = (pd.proxy or "").rpartition(":")
-        config["kv_buffer_size"] = "1e1" if pd.kind == "prefill" else "8e9"  # prefill only sends
-        config["kv_port"] = str(P2P_NCCL_PORT)
+        # Numbers, as KVTransferConfig types them; prefill only sends, so its buffer is token-sized.
+        config["kv_buffer_size"] = 1e1 if pd.kind == "prefill" else 8e9
+        config["kv_port"] = P2P_NCCL_PORT
         config["kv_connector_extra_config"] = {
             "proxy_ip": host,
             "proxy_port": port,

@@ -152,7 +152,9 @@ def _prefill_plan(req: PdRequest, peak: float) -> tuple[Plan, tuple[str, ...]]:
     if not plans:
         return _plan_side("prefill", req.prefill), ()  # raises the planner's own error for this shape
     prompt, target = req.workload.prompt_tokens, req.workload.ttft_seconds
-    timed = [(prefill_seconds(req.prefill.model, plan, prompt, peak), plan) for plan in plans]
+    timed = [
+        (prefill_seconds(req.prefill.model, _chosen(plan), prompt, peak), _chosen(plan)) for plan in plans
+    ]
     fastest = min(timed, key=lambda pair: (pair[0], -pair[1].tensor_parallel_size))
     if target is None:
         return fastest[1], ("prefill TP: the fastest prefill that fits (no TTFT target declared)",)
@@ -165,6 +167,13 @@ def _prefill_plan(req: PdRequest, peak: float) -> tuple[Plan, tuple[str, ...]]:
         f"prefill TP: none meets the TTFT target {_ms(target)}; the fastest, TP"
         f" {fastest[1].tensor_parallel_size}, takes {_ms(fastest[0])}",
     )
+
+
+def _chosen(plan: Plan) -> Plan:
+    """A plan the prefill search pinned to one TP: its lines say the TP was chosen, not pinned by the user."""
+    pinned = f"; tensor parallel size pinned to {plan.tensor_parallel_size}"
+    chosen = f"; tensor parallel size {plan.tensor_parallel_size}: the prefill TP (below)"
+    return replace(plan, arithmetic=tuple(line.replace(pinned, chosen) for line in plan.arithmetic))
 
 
 def _ms(seconds: float) -> str:

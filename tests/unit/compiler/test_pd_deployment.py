@@ -97,11 +97,18 @@ def test_parse_ratio(text: str, parsed: tuple[int, int] | None) -> None:
     assert parse_ratio(text) == parsed
 
 
-def test_p2pnccl_needs_its_proxy_and_other_connectors_do_not_take_one() -> None:
+def test_p2pnccl_needs_an_image_that_has_it_and_its_proxy() -> None:
     missing = problems(spec(*SHAPE, "disaggregation:", "  connector: p2pnccl"))
     assert missing["spec.disaggregation.proxy"].message == "is required with connector p2pnccl as host:port"
-    bad = problems(spec(*SHAPE, "disaggregation:", "  connector: p2pnccl", "  proxy: 'proxy:http'"))
+    # vLLM 0.33.0 (the default image) has no P2pNcclConnector: the engine would fail at start
+    default_image = missing["spec.disaggregation.connector"]
+    assert (default_image.severity, default_image.value) == ("error", "p2pnccl")
+    assert "vLLM 0.33.0" in default_image.message
+    bad = problems(
+        spec(*SHAPE, "image: my/vllm:old", "disaggregation:", "  connector: p2pnccl", "  proxy: 'proxy:http'")
+    )
     assert bad["spec.disaggregation.proxy"].value == "proxy:http"
+    assert bad["spec.disaggregation.connector"].severity == "warning"
     extra = problems(spec(*SHAPE, "disaggregation:", "  proxy: 'p:1'"))
     assert extra["spec.disaggregation.proxy"].severity == "warning"
 

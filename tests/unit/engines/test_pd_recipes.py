@@ -129,12 +129,12 @@ def test_vllm_p2pnccl_registers_with_the_proxy() -> None:
     assert container(recipe.entry)["args"] == [
         *VLLM_BASE,
         "--kv-transfer-config",
-        '{"kv_connector":"P2pNcclConnector","kv_role":"kv_consumer","kv_buffer_size":"8e9",'
-        '"kv_port":"21001","kv_connector_extra_config":{"proxy_ip":"pd-proxy.default",'
+        '{"kv_connector":"P2pNcclConnector","kv_role":"kv_consumer","kv_buffer_size":8000000000.0,'
+        '"kv_port":21001,"kv_connector_extra_config":{"proxy_ip":"pd-proxy.default",'
         '"proxy_port":"30001","http_port":"8000","send_type":"PUT_ASYNC"}}',
     ]
     prefill = json.loads(kv_transfer_config(PdRole(kind="prefill", connector="p2pnccl", proxy="h:1")))
-    assert prefill["kv_buffer_size"] == "1e1"  # prefill only sends
+    assert prefill["kv_buffer_size"] == 10.0  # prefill only sends
     assert ports(recipe.entry) == {"http": 8000, "p2p-nccl": 21001}
 
 

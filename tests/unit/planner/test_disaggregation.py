@@ -128,6 +128,11 @@ def test_ttft_target_picks_the_smallest_tensor_parallel_size_that_meets_it() -> 
     assert targeted.prefill.data_parallel_size == 2
     assert targeted.prefill_seconds <= target
     assert any("smallest that prefills one prompt within the TTFT target" in line for line in targeted.lines)
+    # the planner chose that TP, the user did not pin it: the side's own lines say so
+    assert not any("pinned" in line for line in targeted.prefill.arithmetic)
+    assert any(
+        "tensor parallel size 4: the prefill TP (below)" in line for line in targeted.prefill.arithmetic
+    )
     # the prompts a prefill instance serves stay the same: the node's compute is split, not lost
     assert targeted.prefill_per_second == pytest.approx(untargeted.prefill_per_second)
 
