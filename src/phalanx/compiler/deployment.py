@@ -13,7 +13,7 @@ from phalanx.api.errors import FieldError, SpecError, only_errors
 from phalanx.api.modeldeployment import CONNECTORS, Disaggregation, ModelDeployment
 from phalanx.api.modelserving import ModelServing
 from phalanx.api.validation import validate_model_serving
-from phalanx.compiler.planning import plan_deployment, plan_pd_deployment, plan_warnings
+from phalanx.compiler.planning import pd_warnings, plan_deployment, plan_pd_deployment, plan_warnings
 from phalanx.compiler.resolve import resolve_model, resolve_shape
 from phalanx.engines import DEFAULT_IMAGES, RECIPES, EngineInputs
 from phalanx.engines.recipe import PdKind, PdRole, RoleRecipe
@@ -196,7 +196,7 @@ def _compile(md: ModelDeployment) -> tuple[Compiled | None, list[FieldError]]:
     problems += plan_problems
     if plan is None:
         return None, problems
-    problems += plan_warnings(plan)
+    problems += pd_warnings(md, pd) if pd is not None else plan_warnings(plan)
     ms, notes = _serving(md, model, pd or plan)
     problems += notes + _generated_problems(ms)
     if any(p.severity == "error" for p in problems):

@@ -46,6 +46,40 @@ def plan_warnings(plan: Plan) -> list[FieldError]:
     ]
 
 
+def pd_warnings(md: ModelDeployment, pd: PdPlan) -> list[FieldError]:
+    """A disaggregated plan's warnings, each on the field it is about."""
+    sides = [
+        FieldError(
+            ("spec",),
+            f"{side} role: {reword(warning, SPEC_FIELDS)}",
+            severity="warning",
+            fix="check the plan",
+        )
+        for side, plan in (("prefill", pd.prefill), ("decode", pd.decode))
+        for warning in plan.warnings
+    ]
+    verdicts = [
+        FieldError(
+            ("spec", "disaggregation"),
+            warning,
+            severity="warning",
+            fix="serve aggregated (remove spec.disaggregation), or declare spec.workload's real lengths",
+        )
+        for warning in pd.warnings
+    ]
+    if not pd.workload.declared and md.spec.disaggregation is not None and pd.replicas == pd.proposed:
+        verdicts.append(
+            FieldError(
+                ("spec", "workload"),
+                f"is not declared: the prefill:decode ratio {pd.proposed[0]}:{pd.proposed[1]} assumes"
+                f" prompts of {pd.workload.prompt_tokens} and outputs of {pd.workload.output_tokens} tokens",
+                severity="warning",
+                fix="declare promptTokens and outputTokens, or give the ratio or both replicas",
+            )
+        )
+    return list(dict.fromkeys(sides)) + verdicts
+
+
 def planning_problem(md: ModelDeployment, exc: PlanningError) -> FieldError:
     fixes = "; or ".join(reword(fix, SPEC_FIELDS) for fix in exc.fixes)
     return FieldError(

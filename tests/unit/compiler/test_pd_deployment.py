@@ -169,8 +169,10 @@ def test_short_prompts_compile_with_a_warning_that_pd_does_not_pay() -> None:
     compiled = compile_deployment(
         deployment(disaggregation={"ratio": "1:1"}, workload={"promptTokens": 200, "outputTokens": 300})
     )
-    messages = [w.message for w in compiled.warnings if w.severity == "warning"]
-    assert any(m.startswith("disaggregation does not pay for prompts of 200 tokens") for m in messages)
+    (verdict,) = [w for w in compiled.warnings if w.field == "spec.disaggregation"]
+    assert verdict.severity == "warning"
+    assert verdict.message.startswith("disaggregation does not pay for prompts of 200 tokens")
+    assert not [w for w in compiled.warnings if w.field == "spec.workload"]  # declared
     assert [r.replicas for r in compiled.model_serving.spec.template.roles] == [1, 1]
 
 
@@ -217,3 +219,13 @@ def test_roles_state_their_side_and_agree_with_their_engine_flags(
         read = role_pd(role.model_copy(update={"disaggregation": None}))
         assert read is not None and read.kind == role.disaggregation.kind
     assert validate_model_serving(ms) == []
+
+
+def test_an_undeclared_workload_behind_a_proposed_ratio_is_a_warning_on_its_field() -> None:
+    found = problems(spec(*SHAPE, "disaggregation:", "  connector: nixl"))
+    workload = found["spec.workload"]
+    assert workload.severity == "warning"
+    assert workload.message.startswith("is not declared: the prefill:decode ratio ")
+    assert workload.message.endswith("assumes prompts of 1024 and outputs of 128 tokens")
+    pinned = problems(spec(*SHAPE, "disaggregation:", "  ratio: '1:2'"))
+    assert "spec.workload" not in pinned  # the user chose the sizes: nothing was assumed for them
