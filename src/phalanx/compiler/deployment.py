@@ -18,6 +18,7 @@ from phalanx.compiler.resolve import resolve_model, resolve_shape
 from phalanx.engines import DEFAULT_IMAGES, RECIPES, EngineInputs
 from phalanx.engines.recipe import PdKind, PdRole, RoleRecipe
 from phalanx.planner.disaggregation import PdPlan
+from phalanx.planner.memory import kv_bytes_per_token
 from phalanx.planner.types import ModelArchitecture, Plan
 
 ENGINE_ROLE = "engine"
@@ -94,9 +95,14 @@ def _summary(plan: Plan) -> str:
     )
 
 
-def _pd_role(disaggregation: Disaggregation, engine: str, kind: PdKind) -> PdRole:
+def _pd_role(disaggregation: Disaggregation, engine: str, kind: PdKind, model: ModelArchitecture) -> PdRole:
     connector = disaggregation.connector or CONNECTORS[engine][0]
-    return PdRole(kind=kind, connector=connector, proxy=disaggregation.proxy)
+    return PdRole(
+        kind=kind,
+        connector=connector,
+        proxy=disaggregation.proxy,
+        kv_bytes_per_token=kv_bytes_per_token(model, 1, 1),
+    )
 
 
 def _roles(
@@ -114,7 +120,7 @@ def _roles(
         ("decode", plan.decode, plan.replicas[1]),
     ]
     for kind, side, replicas in sides:
-        pd = _pd_role(disaggregation, md.spec.engine, kind)
+        pd = _pd_role(disaggregation, md.spec.engine, kind, model)
         recipe = _recipe(md, model, side, pd)
         roles.append(_role(md, kind, replicas, recipe, pd))
         notes += [f"{kind} role: {note}" for note in recipe.notes]

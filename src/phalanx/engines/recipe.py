@@ -42,6 +42,9 @@ class PdRole:
     connector: str  # nixl | lmcache | p2pnccl (vLLM, sim) or mooncake | nixl (SGLang)
     bootstrap_port: int = SGLANG_BOOTSTRAP_PORT
     proxy: str | None = None  # p2pnccl: host:port of the proxy the engines register with
+    # One prompt token's KV in the whole model (all layers and heads that attend to every token): what a
+    # transfer moves per token. Only the simulator is told; a real engine knows its own.
+    kv_bytes_per_token: int = 0
 
 
 @dataclass(frozen=True)

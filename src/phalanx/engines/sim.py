@@ -10,6 +10,7 @@ from typing import Any
 
 from phalanx.engines.recipe import (
     EngineInputs,
+    PdRole,
     RoleRecipe,
     kv_transfer_config,
     pod_template,
@@ -40,9 +41,16 @@ def sim_args(inputs: EngineInputs) -> list[str]:
         str(plan.pipeline_parallel_size),
         *(["--data-parallel-size", str(plan.data_parallel_size)] if plan.data_parallel_size > 1 else []),
         # The simulator speaks vLLM's connector protocol, so a PD quickstart runs the real flow.
-        *(["--kv-transfer-config", kv_transfer_config(inputs.pd)] if inputs.pd is not None else []),
+        *(_pd_args(inputs.pd) if inputs.pd is not None else []),
         *inputs.engine_args,
     ]
+
+
+def _pd_args(pd: PdRole) -> list[str]:
+    args = ["--kv-transfer-config", kv_transfer_config(pd)]
+    if pd.kv_bytes_per_token:
+        args += ["--kv-bytes-per-token", str(pd.kv_bytes_per_token)]  # transfers take the model's size
+    return args
 
 
 def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecipe:

@@ -14,6 +14,7 @@ from phalanx.api.deployment_validation import parse_ratio
 from phalanx.api.disaggregation import role_pd
 from phalanx.api.validation import validate_model_serving
 from phalanx.compiler import compile_deployment, deployment_problems
+from phalanx.planner import find_model
 
 ROOT = Path(__file__).parents[3]
 
@@ -191,7 +192,13 @@ def test_the_pd_quickstart_validates_and_plans() -> None:
     compiled = compile_deployment(md)
     prefill, decode = compiled.model_serving.spec.template.roles
     assert prefill.entry_template.spec["containers"][0]["command"] == ["phalanx", "sim"]
-    assert "--kv-transfer-config" in prefill.entry_template.spec["containers"][0]["args"]
+    args = prefill.entry_template.spec["containers"][0]["args"]
+    assert "--kv-transfer-config" in args
+    # the simulator moves the model's KV per token: every layer, every KV head, K and V, 2 bytes
+    tiny = find_model("tiny-test")
+    assert tiny is not None
+    per_token = 2 * tiny.num_layers * tiny.num_kv_heads * tiny.head_dim * 2
+    assert args[args.index("--kv-bytes-per-token") + 1] == str(per_token)
     assert (prefill.replicas, decode.replicas) == (1, 1)
 
 

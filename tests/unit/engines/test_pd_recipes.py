@@ -250,3 +250,11 @@ def test_aggregated_roles_get_no_pd_settings(engine: str) -> None:
     assert "kv-transfer-config" not in text
     assert "disaggregation" not in text
     assert "NIXL" not in text
+
+
+def test_sim_transfers_take_the_models_kv_size() -> None:
+    pd = PdRole(kind="decode", connector="nixl", kv_bytes_per_token=131072)
+    args = container(RECIPES["sim"](inputs(pd)).entry)["args"]
+    assert args[-4:] == ["--kv-transfer-config", NIXL_CONSUMER, "--kv-bytes-per-token", "131072"]
+    vllm_args = container(RECIPES["vllm"](inputs(pd)).entry)["args"]
+    assert "--kv-bytes-per-token" not in vllm_args  # a real engine knows its own
