@@ -236,3 +236,10 @@ def test_an_undeclared_workload_behind_a_proposed_ratio_is_a_warning_on_its_fiel
     assert workload.message.endswith("assumes prompts of 1024 and outputs of 128 tokens")
     pinned = problems(spec(*SHAPE, "disaggregation:", "  ratio: '1:2'"))
     assert "spec.workload" not in pinned  # the user chose the sizes: nothing was assumed for them
+
+
+def test_a_ttft_target_without_disaggregation_is_a_warning() -> None:
+    found = problems(spec(*SHAPE, "workload: {promptTokens: 4000, ttftSeconds: 0.5}"))
+    ttft = found["spec.workload.ttftSeconds"]
+    assert (ttft.severity, ttft.value) == ("warning", 0.5)
+    assert ttft.fix == "add spec.disaggregation, or remove ttftSeconds"
