@@ -109,11 +109,16 @@ def _roles(
     md: ModelDeployment, model: ModelArchitecture, plan: Plan | PdPlan
 ) -> tuple[list[dict[str, Any]], str, list[str]]:
     """The roles of the group template, the plan annotation and the recipes' notes."""
-    disaggregation = md.spec.disaggregation
-    if isinstance(plan, Plan) or disaggregation is None:
-        assert isinstance(plan, Plan)
-        recipe = _recipe(md, model, plan)
-        return [_role(md, ENGINE_ROLE, 1, recipe)], _summary(plan), list(recipe.notes)
+    if isinstance(plan, PdPlan) and md.spec.disaggregation is not None:
+        return _pd_roles(md, md.spec.disaggregation, model, plan)
+    assert isinstance(plan, Plan), "a PdPlan comes only from a deployment with disaggregation"
+    recipe = _recipe(md, model, plan)
+    return [_role(md, ENGINE_ROLE, 1, recipe)], _summary(plan), list(recipe.notes)
+
+
+def _pd_roles(
+    md: ModelDeployment, disaggregation: Disaggregation, model: ModelArchitecture, plan: PdPlan
+) -> tuple[list[dict[str, Any]], str, list[str]]:
     roles, notes = [], []
     sides: list[tuple[PdKind, Plan, int]] = [
         ("prefill", plan.prefill, plan.replicas[0]),
