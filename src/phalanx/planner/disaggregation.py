@@ -40,7 +40,7 @@ from phalanx.planner.pd_figures import (
     prefill_seconds,
 )
 from phalanx.planner.search import make_plan
-from phalanx.planner.throughput import Replica, estimate, gpu_of
+from phalanx.planner.throughput import UNKNOWN_GPU, Replica, estimate, gpu_of
 from phalanx.planner.types import Plan, PlanningError, PlanRequest
 
 __all__ = [
@@ -156,6 +156,7 @@ def plan_disaggregated(req: PdRequest) -> PdPlan:
         workload=work,
         prefill_flops=prefill_flops(model, prompt),
         peak_flops=peak,
+        peak_assumed=gpu.name == UNKNOWN_GPU.name,
         prefill_seconds=ttft,
         prefill_per_second=per_prefill,
         prefill_tp_reason=tp_reason,

@@ -28,7 +28,8 @@ def _prefill_lines(pd: PdPlan, model: ModelArchitecture) -> tuple[str, ...]:
         f" + 2 x {model.full_attention_layers} layers x {prompt:,}^2"
         f" x {model.num_attention_heads * model.head_dim} attention width = {flops:.3g}",
         f"prefill of one prompt on TP {tp} = {flops:.3g} / ({tp} x {pd.peak_flops / 1e12:,.0f} TFLOP/s"
-        f" x {PREFILL_EFFICIENCY}) = {ms(pd.prefill_seconds)}",
+        f" x {PREFILL_EFFICIENCY}) = {ms(pd.prefill_seconds)}"
+        + (" (GPU not in the catalog: its peak assumed)" if pd.peak_assumed else ""),
         f"prefill TP: {pd.prefill_tp_reason}",
         f"prefill role instance ({prefill.layout}, {prefill.nodes} node(s)) = {prefill.data_parallel_size}"
         f" replica(s) x {prefill.pipeline_parallel_size} stage(s) / {ms(pd.prefill_seconds)}"

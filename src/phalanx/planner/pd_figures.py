@@ -41,6 +41,7 @@ class PdPlan:
     workload: Workload
     prefill_flops: float  # of one prompt
     peak_flops: float  # dense bf16 FLOP/s of one prefill GPU
+    peak_assumed: bool  # the GPU is not in the catalog: its peak is a stand-in
     prefill_seconds: float  # one prompt on one prefill replica: the prefill part of TTFT
     prefill_per_second: float  # prompts one prefill role instance serves
     prefill_tp_reason: str  # why the prefill side has its tensor parallel size

@@ -200,6 +200,10 @@ def test_the_pd_quickstart_validates_and_plans() -> None:
     per_token = 2 * tiny.num_layers * tiny.num_kv_heads * tiny.head_dim * 2
     assert args[args.index("--kv-bytes-per-token") + 1] == str(per_token)
     assert (prefill.replicas, decode.replicas) == (1, 1)
+    # a simulated GPU is not in the catalog: the prefill figure says its peak is a stand-in
+    assert any(
+        line.endswith("(GPU not in the catalog: its peak assumed)") for line in compiled.plan.arithmetic
+    )
 
 
 @pytest.mark.parametrize(

@@ -101,6 +101,7 @@ def test_the_figures_behind_the_ratio_are_consistent() -> None:
     speed = pd.decode_speed
     assert pd.decode_per_second == pytest.approx(speed.tokens_per_second_per_node * pd.decode.nodes / 512)
     assert pd.replicas == pd.proposed
+    assert not pd.peak_assumed and not any("assumed" in line for line in pd.lines[1:])  # H100: in the catalog
     ratio = next(line for line in pd.lines if line.startswith("ratio prefill:decode"))
     assert ratio.endswith(
         f"-> {pd.proposed[0]}:{pd.proposed[1]} (the fewest role instances within 15%, at most 8 a side)"
