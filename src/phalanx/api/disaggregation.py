@@ -154,9 +154,14 @@ def _flag_key(container: Mapping[str, Any]) -> str:
 
 
 def engine_flags(template: PodTemplate) -> EngineFlags:
-    """The PD flags of a pod template's engine: its first container that starts an engine or carries
-    PD flags, the last such command in it (a script may set up before it starts the engine)."""
-    containers = template.spec.get("containers")
+    """The PD flags of a pod template's engine (see `pod_spec_engine_flags`)."""
+    return pod_spec_engine_flags(template.spec)
+
+
+def pod_spec_engine_flags(spec: Mapping[str, Any]) -> EngineFlags:
+    """The PD flags of a PodSpec's engine: its first container that starts an engine or carries PD
+    flags, the last such command in it (a script may set up before it starts the engine)."""
+    containers = spec.get("containers")
     for index, container in enumerate(containers if isinstance(containers, list) else []):
         if not isinstance(container, Mapping):
             continue
