@@ -377,6 +377,21 @@ def test_every_problem_at_once() -> None:
     ]
 
 
+def test_pd_keys_in_a_template_are_warned_about() -> None:
+    spec = pd_specs.named_only()
+    pd_specs.role(spec, 0)["entryTemplate"]["metadata"] = {
+        "labels": {"serving.phalanx.dev/pd-role": "prefill"},
+        "annotations": {"serving.phalanx.dev/pd-protocol": "vllm"},
+    }
+    _, problems = parse_resource(spec)
+    found = {p.field: p for p in problems if "is Phalanx's" in p.message}
+    assert set(found) == {
+        f"{ROLE0}.entryTemplate.metadata.labels['serving.phalanx.dev/pd-role']",
+        f"{ROLE0}.entryTemplate.metadata.annotations['serving.phalanx.dev/pd-protocol']",
+    }
+    assert all(p.severity == "warning" and "disaggregation.kind" in p.fix for p in found.values())
+
+
 def test_unknown_values_are_schema_errors() -> None:
     spec = pd_specs.vllm_nixl()
     role(spec, 0)["disaggregation"] = {"kind": "encode", "bootstrapPort": 70000, "side": "p"}
