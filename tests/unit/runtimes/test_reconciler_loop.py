@@ -105,6 +105,7 @@ async def test_the_loop_keeps_turning_while_a_steady_1000_group_pass_decides() -
     assert runtime.writes == 0 and not decision.actions  # steady: the pass only decides
     assert took > 0.1, f"the pass took {took:.2f}s: too short to tell"
     during = [t for t in ticks if t >= started]
-    # Blocked, the loop would not tick at all while the pass ran.
+    # Blocked, the loop would not tick at all while the pass ran (longest ~ took). The bound is loose
+    # because on a busy machine the pass's thread holds the GIL in long slices between ticks.
     longest = max((b - a for a, b in itertools.pairwise(during)), default=took)
-    assert longest < took / 4, f"the loop stood still for {longest:.2f}s of a {took:.2f}s pass"
+    assert longest < took * 0.75, f"the loop stood still for {longest:.2f}s of a {took:.2f}s pass"
