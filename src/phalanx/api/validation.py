@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from phalanx.api.base import scaled_value
+from phalanx.api.disaggregation_checks import disaggregation_problems
 from phalanx.api.errors import FieldError, Path
 from phalanx.api.labels import INJECTED_ENV, RESERVED_POD_LABELS
 from phalanx.api.modelserving import ModelServing, PodTemplate, Role
@@ -46,6 +47,7 @@ def validate_model_serving(ms: ModelServing) -> list[FieldError]:
         _network_topology,
         _pod_identity,
         _plugins,
+        disaggregation_problems,
     )
     problems: list[FieldError] = []
     for check in checks:
