@@ -4,7 +4,8 @@ prefill then decode.
 That the PD path was taken is read from both sides, not assumed: the router counts the request as
 disaggregated, the decode engines' own KV-transfer histograms count one pull per request (a real socket to
 the prefill pod's side channel), the prefill engine computed the prompt, and no KV block is leaked. A short
-prompt skips prefill: the prefill engine sees nothing of it.
+prompt skips prefill: the prefill engine sees nothing of it. A `phalanx apply` that changes the decode
+template only rolls decode under PD traffic without a failed request, and prefill keeps its processes.
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.component.embedded.harness import ROOT, Up, running_up
+from tests.component.embedded.test_up import Load
 
 pytestmark = pytest.mark.component
 
@@ -39,6 +42,18 @@ def scrape(url: str) -> dict[str, float]:
                 labelled = f"{sample.name}{{{key}={value}}}"
                 found[labelled] = found.get(labelled, 0.0) + sample.value
     return found
+
+
+def all_disaggregated(routed: dict[str, float], requests: int) -> None:
+    """The router's metrics say each of `requests` went prefill then decode: none skipped prefill or fell
+    back. The router files some streams whose client closed right after [DONE] as 499, without a PD mode
+    (the client got the whole answer), so those are left out of the disaggregated count."""
+    assert routed.get("phalanx_router_requests_total") == requests, routed
+    closed = routed.get("phalanx_router_requests_total{code=499}", 0.0)
+    disaggregated = routed.get("phalanx_router_pd_requests_total{mode=disaggregated}", 0.0)
+    assert routed.get("phalanx_router_pd_requests_total") == disaggregated >= requests - closed, routed
+    assert routed.get("phalanx_router_pd_prefill_skipped_total", 0.0) == 0, routed
+    assert routed.get("phalanx_router_pd_fallbacks_total", 0.0) == 0, routed
 
 
 def entries(up: Up, role: str) -> list[str]:
@@ -87,9 +102,7 @@ def test_quickstart_pd_serves_the_openai_client_through_prefill_then_decode(tmp_
         assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
         assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 10
 
-        routed = scrape(router)
-        assert routed.get("phalanx_router_pd_requests_total{mode=disaggregated}") == 2, routed
-        assert routed.get("phalanx_router_pd_fallbacks_total", 0.0) == 0
+        all_disaggregated(scrape(router), 2)
         # Each decode pulled its KV once from the prefill pod, and nothing failed or leaked.
         assert summed(decode, "vllm:nixl_xfer_time_seconds_count") == 2
         assert summed(decode + prefill, "vllm:nixl_num_failed_transfers_total") == 0
@@ -103,3 +116,67 @@ def test_quickstart_pd_serves_the_openai_client_through_prefill_then_decode(tmp_
         assert routed.get("phalanx_router_pd_prefill_skipped_total{reason=short-prompt}") == 1, routed
         assert summed(prefill, "vllm:prompt_tokens_total") == prompts_on_prefill
         assert summed(decode, "vllm:nixl_xfer_time_seconds_count") == 2
+
+
+class LongPromptLoad(Load):
+    """`test_up.Load`'s threads, streaming long prompts: each goes through prefill, then decode."""
+
+    def _run(self, worker: int) -> None:
+        api = openai.OpenAI(base_url=self.up.base_url, api_key="unused", max_retries=0, timeout=60)
+        while not self.stop.is_set():
+            try:
+                stream = api.chat.completions.create(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": long_prompt()}],
+                    max_tokens=48,
+                    stream=True,
+                )
+                finish = [c.choices[0].finish_reason for c in stream if c.choices]
+                assert finish[-1] == "length", (worker, finish)
+                with self.lock:
+                    self.ok += 1
+            except Exception as exc:  # every kind of failure counts
+                with self.lock:
+                    self.failures.append(f"{type(exc).__name__}: {exc}")
+
+
+def pods_by_role(up: Up, role: str) -> dict[str, tuple[list[int], int]]:
+    """Pod name -> (process ids, restarts) of the role's live pods."""
+    return {
+        p["name"]: (p["pids"], p["restarts"])
+        for p in up.status()["pods"]
+        if p["serving"] == NAME and p["role"] == role and not p["terminating"]
+    }
+
+
+def test_a_decode_rollout_under_pd_traffic_fails_nothing_and_leaves_prefill_running(tmp_path: Path) -> None:
+    spec = yaml.safe_load(QUICKSTART_PD.read_text())
+    with running_up(tmp_path, QUICKSTART_PD) as up:
+        up.wait_available(NAME, timeout=120)
+        prefill = pods_by_role(up, "prefill")
+        decode = pods_by_role(up, "decode")
+        old = up.serving(NAME)["status"]["updateRevision"]
+        [role] = [r for r in spec["spec"]["template"]["roles"] if r["name"] == "decode"]
+        role["entryTemplate"]["spec"]["containers"][0]["args"] += ["--seed", "1"]
+        with LongPromptLoad(up, workers=3) as load:
+            up.wait_for(lambda _: load.ok >= 3, "PD traffic flowing", timeout=30)
+            applied = up.phalanx("apply", "-f", str(up.write_spec(spec, "v2.yaml")))
+            assert applied.returncode == 0, applied.stderr
+
+            def rolled(_: dict[str, Any]) -> bool:
+                status = up.serving(NAME)["status"]
+                conditions = {c["type"]: c for c in status["conditions"]}
+                return (
+                    status["updateRevision"] != old
+                    and conditions["UpdateInProgress"]["reason"] == "UpdateComplete"
+                    and conditions["Available"]["status"] == "True"
+                )
+
+            up.wait_for(rolled, "decode rolled", timeout=120)
+            during = load.ok
+            up.wait_for(lambda _: load.ok >= during + 3, "PD traffic after", timeout=30)
+        assert load.failures == []
+        now = pods_by_role(up, "decode")
+        assert sorted(now) == sorted(decode) and all(now[n][0] != decode[n][0] for n in now)
+        assert pods_by_role(up, "prefill") == prefill  # same processes, no restart
+        all_disaggregated(scrape(f"http://127.0.0.1:{up.port}/metrics"), load.ok)
