@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+from phalanx.api import labels as L
 from phalanx.api.argv import container_commands, flag_values
 from phalanx.api.modelserving import (
     ModelServing,
@@ -35,6 +36,10 @@ KV_TRANSFER_FLAG = "--kv-transfer-config"
 KV_ROLE_FLAG = "--kv-transfer-config.kv-role"  # vLLM's dotted form of one JSON key
 SGLANG_MODE_FLAG = "--disaggregation-mode"
 SGLANG_BOOTSTRAP_FLAG = "--disaggregation-bootstrap-port"
+# The pod labels and annotations that say a pod is PD; only Phalanx writes them.
+PD_POD_LABELS = frozenset({L.PD_ROLE, L.PD_PAIR_KEY})
+PD_POD_ANNOTATIONS = frozenset({L.PD_PROTOCOL_ANNOTATION, L.PD_BOOTSTRAP_PORT_ANNOTATION})
+PD_POD_KEYS = PD_POD_LABELS | PD_POD_ANNOTATIONS
 _KV_ROLES: dict[str, PdKind | None] = {"kv_producer": "prefill", "kv_consumer": "decode", "kv_both": None}
 _SGLANG_MODES: dict[str, PdKind | None] = {"prefill": "prefill", "decode": "decode", "null": None}
 _ENGINE_PROTOCOL: dict[Engine, PdProtocol | None] = {"vllm": "vllm", "sglang": "sglang", "sim": None}
@@ -154,9 +159,14 @@ def _flag_key(container: Mapping[str, Any]) -> str:
 
 
 def engine_flags(template: PodTemplate) -> EngineFlags:
-    """The PD flags of a pod template's engine: its first container that starts an engine or carries
-    PD flags, the last such command in it (a script may set up before it starts the engine)."""
-    containers = template.spec.get("containers")
+    """The PD flags of a pod template's engine (see `pod_spec_engine_flags`)."""
+    return pod_spec_engine_flags(template.spec)
+
+
+def pod_spec_engine_flags(spec: Mapping[str, Any]) -> EngineFlags:
+    """The PD flags of a PodSpec's engine: its first container that starts an engine or carries PD
+    flags, the last such command in it (a script may set up before it starts the engine)."""
+    containers = spec.get("containers")
     for index, container in enumerate(containers if isinstance(containers, list) else []):
         if not isinstance(container, Mapping):
             continue

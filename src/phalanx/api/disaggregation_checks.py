@@ -105,13 +105,16 @@ def _role(
 def _flag_values(
     index: int, flags: EngineFlags, declared: RoleDisaggregation, serving_is_pd: bool, kind_field: str
 ) -> Iterator[FieldError]:
-    """The PD flags' own values: what the engine would refuse, and what says no side."""
+    """The PD flags' own values: what the engine would refuse, and what says no side.
+
+    What only the engine refuses is a warning: the API server (and Kthena) accept the pods, and
+    Kthena's own converter test data carries a --kv-transfer-config its shell quoting breaks."""
     flag_path = _flag_path(index, flags)
     if flags.problem is not None and (flags.engine_refuses or declared.kind is None):
         yield FieldError(
             flag_path,
             f"{KV_TRANSFER_FLAG} {flags.problem}",
-            severity="error" if flags.engine_refuses else "warning",
+            severity="warning",
             fix=f'write it as one JSON object such as \'{{"kv_connector":"NixlConnector",'
             f'"kv_role":"kv_producer"}}\', or set {kind_field}',
         )
@@ -120,6 +123,7 @@ def _flag_values(
             flag_path,
             f"{KV_TRANSFER_FLAG} has kv_role {flags.kv_role!r}, which vLLM refuses",
             value=flags.kv_role,
+            severity="warning",
             fix="use kv_role kv_producer (prefill), kv_consumer (decode) or kv_both",
         )
     if flags.flavour == "sglang" and flags.mode is not None and flags.mode not in _SGLANG_MODE_VALUES:
@@ -127,6 +131,7 @@ def _flag_values(
             flag_path,
             f"{SGLANG_MODE_FLAG} is {flags.mode!r}, which SGLang refuses",
             value=flags.mode,
+            severity="warning",
             fix=f"use {SGLANG_MODE_FLAG} prefill or decode",
         )
     if flags.flavour == "vllm" and flags.kv_role == "kv_both" and declared.kind is None:

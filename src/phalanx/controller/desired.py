@@ -11,7 +11,7 @@ import copy
 from typing import Any
 
 from phalanx.api import labels as L
-from phalanx.api.disaggregation import pair_key
+from phalanx.api.disaggregation import PD_POD_ANNOTATIONS, PD_POD_LABELS, pair_key
 from phalanx.api.modelserving import ModelServing, PodTemplate, Role
 from phalanx.api.names import (
     entry_address,
@@ -124,9 +124,10 @@ def pod(ms: ModelServing, group_index: int, role: Role, role_index: int, pod_ind
         L.ROLE_REVISION: revisions[1],
     }
     annotations = {**compat_pod_annotations(ms, group_index, role, role_index, pod_index), **user_annotations}
+    # Only Phalanx says a pod is PD: the router would pair a pod whose template claimed it.
     pd_labels, pd_annotations = pd_metadata(ms, group_index, role)
-    labels.update(pd_labels)
-    annotations.update(pd_annotations)
+    labels = {k: v for k, v in labels.items() if k not in PD_POD_LABELS} | pd_labels
+    annotations = {k: v for k, v in annotations.items() if k not in PD_POD_ANNOTATIONS} | pd_annotations
     gang = ms.gang_scheduler
     if gang == "volcano":
         annotations[L.VOLCANO_GROUP_ANNOTATION] = group_name(ms.name, group_index)

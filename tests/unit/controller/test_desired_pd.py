@@ -107,6 +107,19 @@ def test_our_labels_win_over_the_template() -> None:
     )
 
 
+def test_a_template_cannot_make_a_role_pd() -> None:
+    # The router pairs by these keys: a template that claims them on a role without a kind is ignored.
+    spec = pd_specs.named_only()
+    pd_specs.role(spec, 0)["entryTemplate"]["metadata"] = {
+        "labels": {L.PD_ROLE: "prefill", L.PD_PAIR_KEY: "mocked", "app": "mock"},
+        "annotations": {L.PD_PROTOCOL_ANNOTATION: "vllm", "note": "kept"},
+    }
+    prefill = next(pod for pod in pods(model(spec)) if pod["metadata"]["labels"][L.ROLE] == "prefill")
+    assert pd_view(prefill) == ({}, {})
+    assert prefill["metadata"]["labels"]["app"] == "mock"
+    assert prefill["metadata"]["annotations"]["note"] == "kept"
+
+
 def test_pd_podgroup_has_a_subgroup_per_side_each_multi_node() -> None:
     # prefill: 1 instance of 2 pods; decode: 2 instances of 2 pods. Volcano must place each role
     # instance whole (matchLabelKeys role-index), and the ServingGroup only with both sides.
