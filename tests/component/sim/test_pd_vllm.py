@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections.abc import Callable
 from typing import Any
 
 import aiohttp
 
-from tests.component.sim.conftest import FAST, HOST, SimProcess, free_port, wait_health
+from tests.component.sim.conftest import FAST, HOST, SimProcess, free_port, metric, wait_health
 
 PROMPT = " ".join(f"word{i}" for i in range(100))
 
@@ -71,14 +70,6 @@ async def prefill_step(
     status, answer = await post(session, sim, body)
     assert status == 200, answer
     return answer  # type: ignore[no-any-return]
-
-
-async def metric(session: aiohttp.ClientSession, sim: SimProcess, name: str) -> float:
-    async with session.get(f"{sim.base_url}/metrics") as r:
-        text = await r.text()
-    found = re.search(rf"^{re.escape(name)}{{[^}}]*}} (\S+)$", text, re.M)
-    assert found, f"{name} not in /metrics"
-    return float(found.group(1))
 
 
 async def test_prefill_leases_kv_and_decode_pulls_it(start_sim: Callable[..., SimProcess]) -> None:
