@@ -147,6 +147,14 @@ class RouterMetrics:
             ["reason"],
             registry=self.registry,
         )
+        self.pd_prefill_failures = Counter(
+            "phalanx_router_pd_prefill_failures",
+            "Prefill steps that failed, by protocol and reason (as pd_fallbacks). vLLM requests then "
+            "fall back to decode-only; SGLang ones, whose decode engine cannot compute a prompt, are "
+            "retried on another pair while nothing reached the client.",
+            ["protocol", "reason"],
+            registry=self.registry,
+        )
         self.pd_prefill_skipped = Counter(
             "phalanx_router_pd_prefill_skipped",
             "Requests sent to a decode engine without prefill, by reason (short-prompt, "

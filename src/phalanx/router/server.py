@@ -83,7 +83,7 @@ from phalanx.router.policies import (
     candidates,
     unknown_policy_message,
 )
-from phalanx.router.policies.pd import PdConfig, is_disaggregated, main_states, plan_prefill
+from phalanx.router.policies.pd import PdConfig, answering_states, plan_prefill
 from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
@@ -738,9 +738,8 @@ class Router:
                 # Runs now, or later when a slot frees: re-read the set each time.
                 now = time.monotonic()
                 states = self._states(model, saturated, now)
-                split = is_disaggregated(states, model)
                 # Decode first: prefill engines never answer the client themselves.
-                main = main_states(states) if split else states
+                main, split = answering_states(states, model)
                 found = candidates(main, model, frozenset(tried))
                 available = found.available or (() if found.saturated else found.ejected)  # fail open
                 if not available:
@@ -880,10 +879,13 @@ class Router:
             await asyncio.wait((prefilling, decoding), return_when=asyncio.FIRST_COMPLETED)
             failed = prefilling.result() if prefilling.done() and not prefilling.cancelled() else None
             if failed is not None and not answered.is_set():
-                # Decode would wait for KV that never comes; nothing reached the client yet.
+                # Decode would wait for KV that never comes, and an SGLang decode engine cannot
+                # compute the prompt itself: nothing reached the client yet, so another pair may
+                # take the request.
                 decoding.cancel()
                 await asyncio.gather(decoding, return_exceptions=True)
-                return await self._fall_back(pair, failed)
+                self._prefill_failed(pair, failed)
+                return _Abandoned("prefill_failed")
             result = await decoding
             if isinstance(result, _Abandoned) or pair.tally.error:
                 prefilling.cancel()  # decode failed: prefill's KV has nowhere to go
@@ -895,16 +897,19 @@ class Router:
             await asyncio.gather(prefilling, decoding, return_exceptions=True)
 
     async def _fall_back(self, pair: _Pair, reason: FallbackReason) -> web.StreamResponse | _Abandoned:
-        """Prefill failed: serve the client's own request on the decode engine, and count why."""
-        tally = pair.tally
+        """vLLM prefill failed: serve the client's own request on the decode engine, and count why."""
         logger.warning(
-            "prefill %s failed (%s); serving %s decode-only", pair.prefill.name, reason, tally.request_id
+            "prefill %s failed (%s); serving %s decode-only", pair.prefill.name, reason, pair.tally.request_id
         )
+        self._prefill_failed(pair, reason)
         self.metrics.pd_fallbacks.labels(reason).inc()
+        return await self._served(pair, pair.body, "decode_only")
+
+    def _prefill_failed(self, pair: _Pair, reason: FallbackReason) -> None:
+        self.metrics.pd_prefill_failures.labels(pair.prefill.pd_protocol, reason).inc()
         if reason in ("prefill-timeout", "prefill-unreachable"):
             kind = FailureKind.TIMEOUT if reason == "prefill-timeout" else FailureKind.DISCONNECT
-            self._failed(pair.prefill, kind, tally)
-        return await self._served(pair, pair.body, "decode_only")
+            self._failed(pair.prefill, kind, pair.tally)
 
     async def _served(
         self, leg: _Leg, body: bytes, mode: str, on_head: Callable[[], None] | None = None

@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from phalanx.router import Endpoint
+from phalanx.router.endpoints import PdRole
 from phalanx.router.policies.pd import PdConfig
 from phalanx.router.server import Router, RouterConfig, running
 from tests.component.sim.conftest import FAST, HOST, SimProcess, free_port, start_sim, wait_health
@@ -42,7 +43,7 @@ def side_channel() -> dict[str, str]:
     return {"VLLM_NIXL_SIDE_CHANNEL_HOST": HOST, "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_port())}
 
 
-def pd_endpoint(sim: SimProcess | str, role: str | None, name: str) -> Endpoint:
+def pd_endpoint(sim: SimProcess | str, role: PdRole | None, name: str) -> Endpoint:
     url = sim if isinstance(sim, str) else sim.base_url
     return Endpoint(
         name=name,
@@ -51,7 +52,7 @@ def pd_endpoint(sim: SimProcess | str, role: str | None, name: str) -> Endpoint:
         group_index=0,
         models=("tiny",),
         pd_role=role,
-        pd_pair_key="demo",  # type: ignore[arg-type]
+        pd_pair_key="demo",
     )
 
 
