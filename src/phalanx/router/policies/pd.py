@@ -47,13 +47,15 @@ class PdConfig:
     """When a request skips prefill, and how long prefill may take.
 
     `min_prefill_tokens`: prompts shorter than this (the router's estimate, characters / 4) are
-    prefilled on the decode engine. The default is where the simulator's prefill on a decode
-    engine and a KV transfer cost the same (docs/router.md, "Prefill/decode disaggregation").
+    prefilled on the decode engine. The default is where, on the simulator with a busy decode
+    engine, the prefill path's TTFT penalty falls to about 10% (docs/router.md, "The short-prompt
+    threshold, measured"); 0 sends every prompt through prefill.
     `max_cached_share`: a prompt whose share believed cached on the chosen decode engine is at
-    least this skips prefill (only the rest would be computed there). `max_prefill_waiting`: a
-    prefill engine with this many requests waiting (`vllm:num_requests_waiting`) plus in flight
-    from this router counts as saturated. `prefill_timeout_s`: the whole prefill step, after
-    which the request falls back to decode-only.
+    least this skips prefill (only the rest would be computed there; 0 turns this off).
+    `max_prefill_waiting`: a prefill engine with this many requests waiting
+    (`vllm:num_requests_waiting`) plus in flight from this router counts as saturated.
+    `prefill_timeout_s`: the whole prefill step, after which a vLLM request falls back to
+    decode-only (an SGLang one is retried on another pair).
     """
 
     min_prefill_tokens: int = 256
