@@ -143,7 +143,7 @@ class RouterMetrics:
         self.pd_fallbacks = Counter(
             "phalanx_router_pd_fallbacks",
             "Disaggregated requests whose prefill failed and that were served decode-only, by reason "
-            "(prefill-error, prefill-timeout, prefill-unreachable, no-kv-transfer-params).",
+            "(prefill-error, prefill-timeout, prefill-unreachable, no-kv-transfer-params, kv-load-failed).",
             ["reason"],
             registry=self.registry,
         )

@@ -69,7 +69,7 @@ from phalanx.router.pdbodies import (
     vllm_decode_body,
     vllm_prefill_body,
 )
-from phalanx.router.pdflow import FallbackReason, sglang_prefill, vllm_prefill
+from phalanx.router.pdflow import KV_LOAD_FAILED, FallbackReason, sglang_prefill, vllm_prefill
 from phalanx.router.policies import (
     DEFAULT_POLICY,
     POLICY_HEADER,
@@ -845,7 +845,14 @@ class Router:
         if isinstance(got, str):
             return await self._fall_back(pair, got)
         self.detector.record_success(prefill.name, time.monotonic())
-        return await self._served(pair, encode_json(vllm_decode_body(pair.payload, got)), "disaggregated")
+        decoded = await self._served(
+            pair, encode_json(vllm_decode_body(pair.payload, got)), "disaggregated", remote_kv=True
+        )
+        if isinstance(decoded, _Abandoned) and decoded.reason == "kv_load_failed":
+            # Nothing reached the client: the decode engine computes the prompt itself instead.
+            self.metrics.pd_fallbacks.labels(KV_LOAD_FAILED).inc()
+            return await self._served(pair, pair.body, "decode_only")
+        return decoded
 
     async def _sglang_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
         """Concurrent: both sides at once, paired by the bootstrap room; decode's answer is relayed."""
@@ -912,7 +919,12 @@ class Router:
             self._failed(pair.prefill, kind, pair.tally)
 
     async def _served(
-        self, leg: _Leg, body: bytes, mode: str, on_head: Callable[[], None] | None = None
+        self,
+        leg: _Leg,
+        body: bytes,
+        mode: str,
+        on_head: Callable[[], None] | None = None,
+        remote_kv: bool = False,
     ) -> web.StreamResponse | _Abandoned:
         """`_attempt` on the leg's decode endpoint with `body`: counts the mode, times decode's
         first byte and the request's true TTFT (from the router's receipt)."""
@@ -935,6 +947,7 @@ class Router:
             leg.started,
             on_head,
             first_byte,
+            remote_kv,
         )
         if not isinstance(result, _Abandoned):
             self.metrics.pd_requests.labels(model, mode).inc()
@@ -986,10 +999,13 @@ class Router:
         started: float,
         on_head: Callable[[], None] | None = None,
         on_first_byte: Callable[[float], None] | None = None,
+        remote_kv: bool = False,
     ) -> web.StreamResponse | _Abandoned:
         """Send the request to `ep` and relay its answer. `on_head` is called when the upstream's
         response head arrives (before anything reaches the client), `on_first_byte(now)` before
-        the first body bytes are written to the client."""
+        the first body bytes are written to the client. `remote_kv`: the body carries a prefill
+        engine's `kv_transfer_params`, so a 5xx is taken for a failed KV load (a lease that
+        expired, a refused pull) rather than ill health, and abandoned as `kv_load_failed`."""
         assert self._session is not None
         self._enter(ep.name)
         upstream: aiohttp.ClientResponse | None = None
@@ -1021,6 +1037,9 @@ class Router:
 
             if on_head is not None:
                 on_head()
+            if remote_kv and upstream.status >= 500 and upstream.status != 503:
+                logger.warning("endpoint %s could not use the prefilled KV (%d)", ep.name, upstream.status)
+                return _Abandoned("kv_load_failed")
             if upstream.status >= 500 and upstream.status != 503:
                 self._failed(ep, FailureKind.HTTP_5XX, tally)
             else:  # vLLM's 503 is "overloaded or starting", not ill health

@@ -212,6 +212,37 @@ async def test_a_prefill_without_kv_params_falls_back_to_decode_only(
         await no_leak(session, decode)
 
 
+@pytest.mark.parametrize("fault", ["--fault-drop-leases", "--fault-refuse-pulls"])
+async def test_a_kv_load_that_fails_falls_back_to_decode_only(
+    start_sim: Callable[..., SimProcess], fault: str
+) -> None:
+    # Prefill answers its kv_transfer_params, but the lease is gone or the pull refused: decode
+    # answers 500 before any byte reached the client, so it computes the prompt itself instead.
+    prefill, decode = start_prefill(start_sim, fault), start_decode(start_sim)
+    for sim in (prefill, decode):
+        wait_health(sim.port, 200)
+    endpoints = [pd_endpoint(prefill, "prefill", "p0"), pd_endpoint(decode, "decode", "d0")]
+    async with pd_router(endpoints) as (router, session):
+        status, answer = await completion(session, router, LONG)
+        assert status == 200 and answer["usage"]["completion_tokens"] == 5, answer
+        assert await metric(session, decode.base_url, "vllm:nixl_num_failed_transfers_total") == 1
+        reason = "kv-load-failed"
+        assert await metric(session, router.url, "phalanx_router_pd_fallbacks_total", reason=reason) == 1
+        assert await metric(session, router.url, "phalanx_router_pd_requests_total", mode="decode_only") == 1
+        assert (
+            await metric(session, router.url, "phalanx_router_pd_requests_total", mode="disaggregated") == 0
+        )
+        # A failed KV load is not ill health: the decode engine stays in rotation.
+        assert await metric(session, router.url, "phalanx_router_health_events_total") == 0
+        # A refused pull leaves the prefill's blocks leased until the lease (5 s) ends them.
+        deadline = time.monotonic() + 8
+        while await metric(session, prefill.base_url, "phalanx_sim_kv_leased_blocks") > 0:
+            assert await metric(session, prefill.base_url, "phalanx_sim_kv_leaked_blocks") == 0
+            assert time.monotonic() < deadline, "the lease never ended"
+            await asyncio.sleep(0.2)
+        await no_leak(session, prefill, decode)
+
+
 async def test_an_unreachable_prefill_falls_back(start_sim: Callable[..., SimProcess]) -> None:
     decode = start_decode(start_sim)
     wait_health(decode.port, 200)

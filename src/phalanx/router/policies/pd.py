@@ -34,12 +34,6 @@ SkipReason = Literal[
     "no-pairable-prefill",  # no routable prefill engine with the decode engine's pair key and protocol
     "prefill-saturated",  # every pairable prefill engine is at its cap, ejected or queued too deep
 ]
-SKIP_REASONS: tuple[SkipReason, ...] = (
-    "short-prompt",
-    "cached-on-decode",
-    "no-pairable-prefill",
-    "prefill-saturated",
-)
 
 
 @dataclass(frozen=True)
