@@ -69,7 +69,7 @@ from phalanx.router.pdbodies import (
     vllm_decode_body,
     vllm_prefill_body,
 )
-from phalanx.router.pdflow import FallbackReason, sglang_prefill, vllm_prefill
+from phalanx.router.pdflow import KV_LOAD_FAILED, FallbackReason, sglang_prefill, vllm_prefill
 from phalanx.router.policies import (
     DEFAULT_POLICY,
     POLICY_HEADER,
@@ -83,7 +83,7 @@ from phalanx.router.policies import (
     candidates,
     unknown_policy_message,
 )
-from phalanx.router.policies.pd import PdConfig, is_disaggregated, main_states, plan_prefill
+from phalanx.router.policies.pd import PdConfig, answering_states, plan_prefill
 from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
@@ -738,9 +738,8 @@ class Router:
                 # Runs now, or later when a slot frees: re-read the set each time.
                 now = time.monotonic()
                 states = self._states(model, saturated, now)
-                split = is_disaggregated(states, model)
                 # Decode first: prefill engines never answer the client themselves.
-                main = main_states(states) if split else states
+                main, split = answering_states(states, model)
                 found = candidates(main, model, frozenset(tried))
                 available = found.available or (() if found.saturated else found.ejected)  # fail open
                 if not available:
@@ -846,7 +845,14 @@ class Router:
         if isinstance(got, str):
             return await self._fall_back(pair, got)
         self.detector.record_success(prefill.name, time.monotonic())
-        return await self._served(pair, encode_json(vllm_decode_body(pair.payload, got)), "disaggregated")
+        decoded = await self._served(
+            pair, encode_json(vllm_decode_body(pair.payload, got)), "disaggregated", remote_kv=True
+        )
+        if isinstance(decoded, _Abandoned) and decoded.reason == "kv_load_failed":
+            # Nothing reached the client: the decode engine computes the prompt itself instead.
+            self.metrics.pd_fallbacks.labels(KV_LOAD_FAILED).inc()
+            return await self._served(pair, pair.body, "decode_only")
+        return decoded
 
     async def _sglang_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
         """Concurrent: both sides at once, paired by the bootstrap room; decode's answer is relayed."""
@@ -880,10 +886,13 @@ class Router:
             await asyncio.wait((prefilling, decoding), return_when=asyncio.FIRST_COMPLETED)
             failed = prefilling.result() if prefilling.done() and not prefilling.cancelled() else None
             if failed is not None and not answered.is_set():
-                # Decode would wait for KV that never comes; nothing reached the client yet.
+                # Decode would wait for KV that never comes, and an SGLang decode engine cannot
+                # compute the prompt itself: nothing reached the client yet, so another pair may
+                # take the request.
                 decoding.cancel()
                 await asyncio.gather(decoding, return_exceptions=True)
-                return await self._fall_back(pair, failed)
+                self._prefill_failed(pair, failed)
+                return _Abandoned("prefill_failed")
             result = await decoding
             if isinstance(result, _Abandoned) or pair.tally.error:
                 prefilling.cancel()  # decode failed: prefill's KV has nowhere to go
@@ -895,19 +904,27 @@ class Router:
             await asyncio.gather(prefilling, decoding, return_exceptions=True)
 
     async def _fall_back(self, pair: _Pair, reason: FallbackReason) -> web.StreamResponse | _Abandoned:
-        """Prefill failed: serve the client's own request on the decode engine, and count why."""
-        tally = pair.tally
+        """vLLM prefill failed: serve the client's own request on the decode engine, and count why."""
         logger.warning(
-            "prefill %s failed (%s); serving %s decode-only", pair.prefill.name, reason, tally.request_id
+            "prefill %s failed (%s); serving %s decode-only", pair.prefill.name, reason, pair.tally.request_id
         )
+        self._prefill_failed(pair, reason)
         self.metrics.pd_fallbacks.labels(reason).inc()
-        if reason in ("prefill-timeout", "prefill-unreachable"):
-            kind = FailureKind.TIMEOUT if reason == "prefill-timeout" else FailureKind.DISCONNECT
-            self._failed(pair.prefill, kind, tally)
         return await self._served(pair, pair.body, "decode_only")
 
+    def _prefill_failed(self, pair: _Pair, reason: FallbackReason) -> None:
+        self.metrics.pd_prefill_failures.labels(pair.prefill.pd_protocol, reason).inc()
+        if reason in ("prefill-timeout", "prefill-unreachable"):
+            kind = FailureKind.TIMEOUT if reason == "prefill-timeout" else FailureKind.DISCONNECT
+            self._failed(pair.prefill, kind, pair.tally)
+
     async def _served(
-        self, leg: _Leg, body: bytes, mode: str, on_head: Callable[[], None] | None = None
+        self,
+        leg: _Leg,
+        body: bytes,
+        mode: str,
+        on_head: Callable[[], None] | None = None,
+        remote_kv: bool = False,
     ) -> web.StreamResponse | _Abandoned:
         """`_attempt` on the leg's decode endpoint with `body`: counts the mode, times decode's
         first byte and the request's true TTFT (from the router's receipt)."""
@@ -930,6 +947,7 @@ class Router:
             leg.started,
             on_head,
             first_byte,
+            remote_kv,
         )
         if not isinstance(result, _Abandoned):
             self.metrics.pd_requests.labels(model, mode).inc()
@@ -981,10 +999,13 @@ class Router:
         started: float,
         on_head: Callable[[], None] | None = None,
         on_first_byte: Callable[[float], None] | None = None,
+        remote_kv: bool = False,
     ) -> web.StreamResponse | _Abandoned:
         """Send the request to `ep` and relay its answer. `on_head` is called when the upstream's
         response head arrives (before anything reaches the client), `on_first_byte(now)` before
-        the first body bytes are written to the client."""
+        the first body bytes are written to the client. `remote_kv`: the body carries a prefill
+        engine's `kv_transfer_params`, so a 5xx is taken for a failed KV load (a lease that
+        expired, a refused pull) rather than ill health, and abandoned as `kv_load_failed`."""
         assert self._session is not None
         self._enter(ep.name)
         upstream: aiohttp.ClientResponse | None = None
@@ -1016,6 +1037,9 @@ class Router:
 
             if on_head is not None:
                 on_head()
+            if remote_kv and upstream.status >= 500 and upstream.status != 503:
+                logger.warning("endpoint %s could not use the prefilled KV (%d)", ep.name, upstream.status)
+                return _Abandoned("kv_load_failed")
             if upstream.status >= 500 and upstream.status != 503:
                 self._failed(ep, FailureKind.HTTP_5XX, tally)
             else:  # vLLM's 503 is "overloaded or starting", not ill health
