@@ -6,6 +6,7 @@ disaggregated, the decode engines' own KV-transfer histograms count one pull per
 the prefill pod's side channel), the prefill engine computed the prompt, and no KV block is leaked. A short
 prompt skips prefill: the prefill engine sees nothing of it. A `phalanx apply` that changes the decode
 template only rolls decode under PD traffic without a failed request, and prefill keeps its processes.
+The same example with SGLang's flags instead is served by the concurrent bootstrap flow.
 """
 
 from __future__ import annotations
@@ -180,3 +181,35 @@ def test_a_decode_rollout_under_pd_traffic_fails_nothing_and_leaves_prefill_runn
         assert sorted(now) == sorted(decode) and all(now[n][0] != decode[n][0] for n in now)
         assert pods_by_role(up, "prefill") == prefill  # same processes, no restart
         all_disaggregated(scrape(f"http://127.0.0.1:{up.port}/metrics"), load.ok)
+
+
+def sglang_flavour() -> dict[str, Any]:
+    """The example with SGLang's flags instead of vLLM's: the concurrent bootstrap flow."""
+    spec: dict[str, Any] = yaml.safe_load(QUICKSTART_PD.read_text())
+    for role in spec["spec"]["template"]["roles"]:
+        container = role["entryTemplate"]["spec"]["containers"][0]
+        at = container["args"].index("--kv-transfer-config")
+        del container["args"][at : at + 2]
+        del container["env"]
+        mode = ["--disaggregation-mode", role["name"], "--disaggregation-transfer-backend", "mooncake"]
+        port = ["--disaggregation-bootstrap-port", "8998"] if role["name"] == "prefill" else []
+        container["args"] += mode + port
+    return spec
+
+
+def test_the_sglang_flavour_serves_through_prefill_and_decode_at_once(tmp_path: Path) -> None:
+    with running_up(tmp_path, sglang_flavour()) as up:
+        up.wait_available(NAME, timeout=120)
+        prefill, decode = entries(up, "prefill"), entries(up, "decode")
+        api = openai.OpenAI(base_url=up.base_url, api_key="unused", max_retries=0, timeout=60)
+        reply = chat(api, long_prompt(), max_tokens=12)
+        assert reply.usage is not None and reply.usage.completion_tokens == 12
+        stream = api.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": long_prompt()}], max_tokens=10, stream=True
+        )
+        assert [c.choices[0].finish_reason for c in stream if c.choices][-1] == "length"
+        all_disaggregated(scrape(f"http://127.0.0.1:{up.port}/metrics"), 2)
+        # The decode engines read each prompt's KV from the prefill engine's bootstrap room.
+        assert summed(decode, "vllm:nixl_xfer_time_seconds_count") == 2
+        assert summed(prefill, "vllm:prompt_tokens_total") > 2 * 256
+        assert summed(prefill, "phalanx_sim_kv_leaked_blocks") == 0
