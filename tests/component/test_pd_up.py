@@ -6,7 +6,8 @@ disaggregated, the decode engines' own KV-transfer histograms count one pull per
 the prefill pod's side channel), the prefill engine computed the prompt, and no KV block is leaked. A short
 prompt skips prefill: the prefill engine sees nothing of it. A `phalanx apply` that changes the decode
 template only rolls decode under PD traffic without a failed request, and prefill keeps its processes.
-The same example with SGLang's flags instead is served by the concurrent bootstrap flow.
+The same example with SGLang's flags instead is served by the concurrent bootstrap flow, and two groups
+paired by ServingGroup never hand a KV across groups.
 """
 
 from __future__ import annotations
@@ -213,3 +214,26 @@ def test_the_sglang_flavour_serves_through_prefill_and_decode_at_once(tmp_path: 
         assert summed(decode, "vllm:nixl_xfer_time_seconds_count") == 2
         assert summed(prefill, "vllm:prompt_tokens_total") > 2 * 256
         assert summed(prefill, "phalanx_sim_kv_leaked_blocks") == 0
+
+
+def test_pairing_by_serving_group_keeps_each_kv_inside_its_group(tmp_path: Path) -> None:
+    spec: dict[str, Any] = yaml.safe_load(QUICKSTART_PD.read_text())
+    spec["spec"]["replicas"] = 2
+    spec["spec"]["template"]["disaggregation"] = {"pairing": "ServingGroup"}
+    with running_up(tmp_path, spec) as up:
+        up.wait_available(NAME, timeout=120)
+        pods = [p for p in up.status()["pods"] if p["serving"] == NAME and p["entry"]]
+
+        def pages(role: str, group: int) -> list[str]:
+            return [
+                f"http://{p['ip']}:8000/metrics" for p in pods if p["role"] == role and p["group"] == group
+            ]
+
+        api = openai.OpenAI(base_url=up.base_url, api_key="unused", max_retries=0, timeout=60)
+        for _ in range(8):
+            chat(api, long_prompt(), max_tokens=4)
+        all_disaggregated(scrape(f"http://127.0.0.1:{up.port}/metrics"), 8)
+        # Each group's decode engines pulled exactly the prompts its own prefill engine computed.
+        pulled = [summed(pages("decode", g), "vllm:nixl_xfer_time_seconds_count") for g in (0, 1)]
+        prefilled = [summed(pages("prefill", g), "vllm:request_success_total") for g in (0, 1)]
+        assert pulled == prefilled and sum(pulled) == 8, (pulled, prefilled)
