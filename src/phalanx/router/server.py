@@ -17,7 +17,6 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -62,8 +61,8 @@ from phalanx.router.metrics import CLIENT_CLOSED, NO_ENDPOINT, UNKNOWN_MODEL, Re
 from phalanx.router.parsepool import Parser
 from phalanx.router.parsing import Question, Summary
 from phalanx.router.pdbodies import (
+    ClientBody,
     decode_json,
-    encode_json,
     new_bootstrap_room,
     sglang_bodies,
     vllm_decode_body,
@@ -230,10 +229,14 @@ class _Leg:
 
 @dataclass(frozen=True)
 class _Pair(_Leg):
-    """A leg with a prefill engine chosen; `payload` is the client's body, parsed."""
+    """A leg with a prefill engine chosen; `client` is the body the two requests are made of."""
 
     prefill: Endpoint
-    payload: dict[str, Any]
+    client: ClientBody
+
+    @property
+    def chat(self) -> bool:
+        return self.request.path.endswith("/chat/completions")
 
     @property
     def prefill_url(self) -> str:
@@ -811,18 +814,22 @@ class Router:
         leg = _Leg(request, ep, body, headers, tally, started)
         if ep.pd_role != "decode":
             return await self._served(leg, body, "aggregated")
+        if request.path == "/v1/embeddings":  # nothing to decode: the decode engine answers it
+            return await self._served(leg, body, "decode_only")
         plan = plan_prefill(ep, decision.prefix_match, summary.prompt_tokens, states, model, self.config.pd)
-        payload = decode_json(body) if plan.skip is None else None
         now = time.monotonic()
-        chosen = policy.choose(summary.routing, plan.candidates, now) if payload is not None else None
-        if chosen is None or payload is None:
+        chosen = policy.choose(summary.routing, plan.candidates, now)
+        if chosen is None:
             if plan.skip is not None:
                 self.metrics.pd_prefill_skipped.labels(plan.skip).inc()
             return await self._served(leg, body, "decode_only")
         prefill = chosen.endpoint
         self.policies.record(summary.routing, prefill, now)
         self.detector.record_attempt(prefill.name, now)
-        pair = _Pair(request, ep, body, headers, tally, started, prefill, payload)
+        # Parsed again only when small: a large body is edited as bytes (`ClientBody`).
+        small = len(body) <= self.config.parse_in_process_max_bytes
+        client = ClientBody(body, decode_json(body) if small else None)
+        pair = _Pair(request, ep, body, headers, tally, started, prefill, client)
         return await (self._vllm_flow(pair) if ep.pd_protocol == "vllm" else self._sglang_flow(pair))
 
     async def _vllm_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
@@ -835,7 +842,7 @@ class Router:
             got = await vllm_prefill(
                 self._session,
                 pair.prefill_url,
-                encode_json(vllm_prefill_body(pair.payload)),
+                vllm_prefill_body(pair.client, pair.chat),
                 pair.headers,
                 self.config.pd.prefill_timeout_s,
             )
@@ -846,7 +853,7 @@ class Router:
             return await self._fall_back(pair, got)
         self.detector.record_success(prefill.name, time.monotonic())
         decoded = await self._served(
-            pair, encode_json(vllm_decode_body(pair.payload, got)), "disaggregated", remote_kv=True
+            pair, vllm_decode_body(pair.client, got), "disaggregated", remote_kv=True
         )
         if isinstance(decoded, _Abandoned) and decoded.reason == "kv_load_failed":
             # Nothing reached the client: the decode engine computes the prompt itself instead.
@@ -858,7 +865,8 @@ class Router:
         """Concurrent: both sides at once, paired by the bootstrap room; decode's answer is relayed."""
         assert self._session is not None
         prefill = pair.prefill
-        prefill_body, decode_body = sglang_bodies(pair.payload, prefill, new_bootstrap_room(self._rooms))
+        room = new_bootstrap_room(self._rooms)
+        prefill_body, decode_body = sglang_bodies(pair.client, prefill, room, pair.chat)
         sent = time.monotonic()
         self._enter(prefill.name)
         loop = asyncio.get_running_loop()
@@ -866,7 +874,7 @@ class Router:
             sglang_prefill(
                 self._session,
                 pair.prefill_url,
-                encode_json(prefill_body),
+                prefill_body,
                 pair.headers,
                 self.config.pd.prefill_timeout_s,
             )
@@ -879,9 +887,7 @@ class Router:
 
         prefilling.add_done_callback(prefill_done)
         answered = asyncio.Event()
-        decoding = loop.create_task(
-            self._served(pair, encode_json(decode_body), "disaggregated", answered.set)
-        )
+        decoding = loop.create_task(self._served(pair, decode_body, "disaggregated", answered.set))
         try:
             await asyncio.wait((prefilling, decoding), return_when=asyncio.FIRST_COMPLETED)
             failed = prefilling.result() if prefilling.done() and not prefilling.cancelled() else None

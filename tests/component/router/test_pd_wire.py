@@ -15,7 +15,7 @@ import pytest
 from aiohttp import web
 
 from phalanx.router import Endpoint
-from phalanx.router.pdbodies import vllm_prefill_body
+from phalanx.router.pdbodies import ClientBody, vllm_prefill_body
 from phalanx.router.policies.pd import PdConfig
 from phalanx.router.server import Router, RouterConfig, running
 
@@ -113,7 +113,8 @@ async def test_vllm_prefill_then_decode_with_the_params_verbatim_and_one_request
         status, text = await send(router, CHAT)
         assert status == 200 and b"data: [DONE]" in text  # decode's stream, relayed
         ((prefill_body, prefill_id),) = prefill.received
-        assert prefill_body == json.loads(json.dumps(vllm_prefill_body(CHAT)))
+        assert prefill_body == json.loads(vllm_prefill_body(ClientBody(b"", CHAT), chat=True))
+        assert "stream_options" not in prefill_body and "min_tokens" not in prefill_body
         assert (
             prefill_body["stream"],
             prefill_body["max_tokens"],
@@ -151,3 +152,18 @@ async def test_sglang_prefill_is_cancelled_when_decode_fails() -> None:
         status, _ = await send(router, CHAT)
         assert status == 500  # decode's own answer: an engine error is relayed, not retried
         await eventually(lambda: prefill.cancelled == 1)
+
+
+async def test_a_large_body_is_edited_as_bytes_and_read_the_same() -> None:
+    big = CHAT | {"messages": [{"role": "user", "content": "y" * 100_000}]}  # past the in-process parse bound
+    async with pd_pair("vllm") as (router, prefill, decode):
+        status, _ = await send(router, big)
+        assert status == 200
+        ((prefill_body, _),) = prefill.received
+        assert (prefill_body["stream"], prefill_body["max_tokens"], prefill_body["stream_options"]) == (
+            False,
+            1,
+            None,
+        )
+        assert prefill_body["min_tokens"] == 0 and prefill_body["messages"] == big["messages"]
+        assert decode.received[0]["body"] == big | {"kv_transfer_params": KV}
