@@ -40,7 +40,15 @@ def kubeconfig(path: Path) -> Path:
 def test_help_names_every_option() -> None:
     result = phalanx_router("--help")
     assert result.returncode == 0
-    for option in ("--kubeconfig", "--namespace", "-n", "--host", "--port"):
+    for option in (
+        "--kubeconfig",
+        "--namespace",
+        "-n",
+        "--host",
+        "--port",
+        "--prefill-timeout",
+        "--prefill-from",
+    ):
         assert option in result.stdout
 
 
@@ -99,6 +107,17 @@ async def test_debug_endpoints_lists_what_discovery_pushed_in() -> None:
         [
             Endpoint("ns/a-0", "http://10.0.0.1:8000", "a", 0, models=("m",)),
             Endpoint("ns/a-1", "http://10.0.0.2:8000", "a", 1, ready=True, draining=True),
+            Endpoint(
+                "ns/b-0",
+                "http://10.0.0.3:8000",
+                "b",
+                0,
+                models=("m",),
+                pd_role="prefill",
+                pd_protocol="sglang",
+                pd_pair_key="b-0",
+                bootstrap_port=8998,
+            ),
         ]
     )
     async with TestClient(TestServer(router.build_app())) as client:
@@ -119,6 +138,10 @@ async def test_debug_endpoints_lists_what_discovery_pushed_in() -> None:
                 "draining": False,
                 "routable": True,
                 "in_flight": 0,
+                "pd_role": None,
+                "pd_protocol": None,
+                "pd_pair_key": None,
+                "bootstrap_port": None,
             },
             {
                 "name": "ns/a-1",
@@ -130,6 +153,25 @@ async def test_debug_endpoints_lists_what_discovery_pushed_in() -> None:
                 "draining": True,
                 "routable": False,
                 "in_flight": 0,
+                "pd_role": None,
+                "pd_protocol": None,
+                "pd_pair_key": None,
+                "bootstrap_port": None,
+            },
+            {
+                "name": "ns/b-0",
+                "url": "http://10.0.0.3:8000",
+                "serving": "b",
+                "group_index": 0,
+                "models": ["m"],
+                "ready": True,
+                "draining": False,
+                "routable": True,
+                "in_flight": 0,
+                "pd_role": "prefill",
+                "pd_protocol": "sglang",
+                "pd_pair_key": "b-0",
+                "bootstrap_port": 8998,
             },
         ]
     }
