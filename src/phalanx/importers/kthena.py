@@ -179,6 +179,8 @@ def convert_model_infer(obj: Mapping[str, Any], document: int, context: Context)
         raise InputError([FieldError(("spec", "template"), "is required", fix="add the InferGroup template")])
     spec = _model_infer_spec(spec, notes)
     _note_templates(spec, notes)
-    out: Object = {"apiVersion": GROUP_VERSION, "kind": "ModelServing", "metadata": clean_metadata(obj)}
+    metadata = clean_metadata(obj)
+    make_pd_explicit(spec, metadata["name"], metadata.get("namespace", "default"), context.documents, notes)
+    out: Object = {"apiVersion": GROUP_VERSION, "kind": "ModelServing", "metadata": metadata}
     out["spec"] = spec
     return Converted(source_name(obj), document, out, tuple(notes.items))

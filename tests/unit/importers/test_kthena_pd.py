@@ -180,3 +180,10 @@ def test_the_cli_exits_0_when_the_flags_say_everything(tmp_path: Path) -> None:
     done = phalanx_import(tmp_path, dump_yaml([kthena(pd_specs.vllm_nixl())]))
     assert done.returncode == 0, done.stderr
     assert "kind: prefill" in done.stdout
+
+
+def test_a_model_infer_gets_its_kinds_too() -> None:
+    infer = {**pd_specs.vllm_nixl(), "apiVersion": "workload.volcano.sh/v1alpha1", "kind": "ModelInfer"}
+    out, _ = run(infer)
+    assert out["kind"] == "ModelServing"
+    assert kinds(out) == [{"kind": "prefill"}, {"kind": "decode"}]
