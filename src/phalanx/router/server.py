@@ -17,6 +17,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -82,7 +83,7 @@ from phalanx.router.policies import (
     candidates,
     unknown_policy_message,
 )
-from phalanx.router.policies.pd import PdConfig, answering_states, plan_prefill
+from phalanx.router.policies.pd import PdConfig, answering_states, pairable, plan_prefill
 from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
@@ -212,6 +213,9 @@ class _Tally:
     attempts: int = 0
     usage: UsageTap | None = None  # set when the key's token budget needs the engine's count
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
+    # vLLM prefill/decode: the prefill engine and the kv_transfer_params it answered, kept while
+    # they may still be pulled, so a decode retry on another endpoint does not prefill again.
+    prefilled: tuple[Endpoint, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -816,6 +820,11 @@ class Router:
             return await self._served(leg, body, "aggregated")
         if request.path == "/v1/embeddings":  # nothing to decode: the decode engine answers it
             return await self._served(leg, body, "decode_only")
+        kept = tally.prefilled
+        if kept is not None and pairable(ep, kept[0]):
+            # A retry after a decode engine failed before answering: prefill's KV is still leased.
+            prefilled = _Pair(request, ep, body, headers, tally, started, kept[0], self._client_body(body))
+            return await self._vllm_decode(prefilled, kept[1])
         plan = plan_prefill(ep, decision.prefix_match, summary.prompt_tokens, states, model, self.config.pd)
         now = time.monotonic()
         chosen = policy.choose(summary.routing, plan.candidates, now)
@@ -826,10 +835,7 @@ class Router:
         prefill = chosen.endpoint
         self.policies.record(summary.routing, prefill, now)
         self.detector.record_attempt(prefill.name, now)
-        # Parsed again only when small: a large body is edited as bytes (`ClientBody`).
-        small = len(body) <= self.config.parse_in_process_max_bytes
-        client = ClientBody(body, decode_json(body) if small else None)
-        pair = _Pair(request, ep, body, headers, tally, started, prefill, client)
+        pair = _Pair(request, ep, body, headers, tally, started, prefill, self._client_body(body))
         return await (self._vllm_flow(pair) if ep.pd_protocol == "vllm" else self._sglang_flow(pair))
 
     async def _vllm_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
@@ -852,14 +858,25 @@ class Router:
         if isinstance(got, str):
             return await self._fall_back(pair, got)
         self.detector.record_success(prefill.name, time.monotonic())
+        return await self._vllm_decode(pair, got)
+
+    async def _vllm_decode(self, pair: _Pair, kv_params: dict[str, Any]) -> web.StreamResponse | _Abandoned:
+        """Decode with prefill's KV; decode-only when the decode engine cannot load it."""
+        pair.tally.prefilled = (pair.prefill, kv_params)
         decoded = await self._served(
-            pair, vllm_decode_body(pair.client, got), "disaggregated", remote_kv=True
+            pair, vllm_decode_body(pair.client, kv_params), "disaggregated", remote_kv=True
         )
         if isinstance(decoded, _Abandoned) and decoded.reason == "kv_load_failed":
             # Nothing reached the client: the decode engine computes the prompt itself instead.
+            pair.tally.prefilled = None
             self.metrics.pd_fallbacks.labels(KV_LOAD_FAILED).inc()
             return await self._served(pair, pair.body, "decode_only")
         return decoded
+
+    def _client_body(self, body: bytes) -> ClientBody:
+        """Parsed again only when small: a large body is edited as bytes."""
+        small = len(body) <= self.config.parse_in_process_max_bytes
+        return ClientBody(body, decode_json(body) if small else None)
 
     async def _sglang_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
         """Concurrent: both sides at once, paired by the bootstrap room; decode's answer is relayed."""

@@ -243,6 +243,28 @@ async def test_a_kv_load_that_fails_falls_back_to_decode_only(
         await no_leak(session, prefill, decode)
 
 
+async def test_a_decode_retry_reuses_the_prefilled_kv(start_sim: Callable[..., SimProcess]) -> None:
+    prefill, decode = start_prefill(start_sim), start_decode(start_sim)
+    for sim in (prefill, decode):
+        wait_health(sim.port, 200)
+    gone = f"http://{HOST}:{free_port()}"  # "d0" is tried first (round-robin by name) and refuses
+    endpoints = [
+        pd_endpoint(prefill, "prefill", "p0"),
+        pd_endpoint(gone, "decode", "d0"),
+        pd_endpoint(decode, "decode", "d1"),
+    ]
+    async with pd_router(endpoints) as (router, session):
+        status, answer = await completion(session, router, LONG)
+        assert status == 200, answer
+        assert await metric(session, router.url, "phalanx_router_retries_total", endpoint="d0") == 1
+        assert await metric(session, prefill.base_url, "vllm:prompt_tokens_total") == 400  # prefilled once
+        assert await metric(session, decode.base_url, "vllm:nixl_xfer_time_seconds_count") == 1
+        assert (
+            await metric(session, router.url, "phalanx_router_pd_requests_total", mode="disaggregated") == 1
+        )
+        await no_leak(session, prefill, decode)
+
+
 async def test_an_unreachable_prefill_falls_back(start_sim: Callable[..., SimProcess]) -> None:
     decode = start_decode(start_sim)
     wait_health(decode.port, 200)
