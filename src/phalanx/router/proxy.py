@@ -80,11 +80,17 @@ async def relay(
     request_id: str,
     on_data: Callable[[bytes, bool], None],
     extra_headers: Mapping[str, str] | None = None,
+    on_complete: Callable[[], None] | None = None,
 ) -> tuple[web.StreamResponse, Outcome]:
     """Stream `upstream` to the client. Once a byte went out the request is never retried; an
     upstream that fails before its first body bytes (while the head is held) is `NOTHING_SENT`.
 
     `on_data(data, is_event_stream)` sees every write before it goes out (for timing metrics).
+    `on_complete()` is called once, as the answer's final payload (an event stream's `[DONE]`, or
+    the last bytes of any body) is handed to the client's connection: from then on the answer is
+    `COMPLETE`, whatever happens to the connection while the body is ended. A client may close
+    as soon as it has read `[DONE]`, before the end-of-body marker: that cancels this relay (the
+    server's handler cancellation), so the caller must count the answer in `on_complete`.
     """
     response = _HeadWithBodyResponse(
         status=upstream.status,
@@ -105,6 +111,7 @@ async def relay(
             type(exc).__name__,
         )
         return response, Outcome.NOTHING_SENT
+    completion = _Completion(request, on_complete)
     try:
         await response.prepare(request)
         if pending is None:
@@ -114,6 +121,9 @@ async def relay(
                 try:
                     pending = await content.readany()
                 except (aiohttp.ClientError, TimeoutError) as exc:
+                    if completion.done:  # only the engine's tail after [DONE] was lost
+                        await response.write_eof()
+                        return response, Outcome.COMPLETE
                     return response, await _fail_stream(request, response, sse, upstream, exc)
             chunk, pending = pending, None
             data = framer.feed(chunk) if framer is not None else chunk
@@ -123,14 +133,44 @@ async def relay(
                     data += framer.flush()
                 if data:
                     on_data(data, sse)
+                completion.handing_over()
                 await response.write_eof(data)
                 return response, Outcome.COMPLETE
             if data:
                 on_data(data, sse)
+                if sse and _ends_with_done(data):
+                    completion.handing_over()
                 await response.write(data)
     except ConnectionResetError:
         # aiohttp's ClientConnectionResetError is one: the client went away while we wrote.
-        return response, Outcome.CLIENT_GONE
+        return response, Outcome.COMPLETE if completion.done else Outcome.CLIENT_GONE
+
+
+def _ends_with_done(data: bytes) -> bool:
+    """Whether framed SSE bytes end with the `[DONE]` event, the last one an OpenAI stream sends."""
+    return data.rstrip(b"\r\n").endswith(SSE_DONE.rstrip(b"\n"))
+
+
+class _Completion:
+    """Whether the final payload went to the client, told once to `on_complete`.
+
+    Handed over means given to a connection that was open at that moment: aiohttp's writes pass
+    their bytes to the transport before they first wait, so a write that then fails or is
+    cancelled (the client closing after reading them) still delivered them.
+    """
+
+    def __init__(self, request: web.Request, on_complete: Callable[[], None] | None) -> None:
+        self._request = request
+        self._on_complete = on_complete
+        self.done = False
+
+    def handing_over(self) -> None:
+        transport = self._request.transport
+        if self.done or transport is None or transport.is_closing():
+            return  # the write that follows raises ConnectionResetError: a hang-up
+        self.done = True
+        if self._on_complete is not None:
+            self._on_complete()
 
 
 async def _first_bytes(content: aiohttp.StreamReader) -> bytes | None:

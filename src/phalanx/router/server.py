@@ -960,6 +960,16 @@ class Router:
             if mode != "aggregated":
                 self.metrics.pd_phase.labels(model, "decode_first_byte").observe(now - sent)
 
+        counted = False
+
+        def count() -> None:
+            # Once: when the answer is complete (a client that closes right after `[DONE]` cancels
+            # this coroutine), else when an answer, whole or not, is returned.
+            nonlocal counted
+            if not counted:
+                counted = True
+                self.metrics.pd_requests.labels(model, mode).inc()
+
         result = await self._attempt(
             leg.request,
             leg.decode,
@@ -971,9 +981,10 @@ class Router:
             on_head,
             first_byte,
             remote_kv,
+            count,
         )
         if not isinstance(result, _Abandoned):
-            self.metrics.pd_requests.labels(model, mode).inc()
+            count()
         return result
 
     def _states(self, model: str, saturated: frozenset[str], now: float) -> list[BackendState]:
@@ -1023,10 +1034,12 @@ class Router:
         on_head: Callable[[], None] | None = None,
         on_first_byte: Callable[[float], None] | None = None,
         remote_kv: bool = False,
+        on_complete: Callable[[], None] | None = None,
     ) -> web.StreamResponse | _Abandoned:
         """Send the request to `ep` and relay its answer. `on_head` is called when the upstream's
         response head arrives (before anything reaches the client), `on_first_byte(now)` before
-        the first body bytes are written to the client. `remote_kv`: the body carries a prefill
+        the first body bytes are written to the client, `on_complete()` once its final payload
+        was (the request's status is settled then). `remote_kv`: the body carries a prefill
         engine's `kv_transfer_params`, so a 5xx is taken for a failed KV load (a lease that
         expired, a refused pull) rather than ill health, and abandoned as `kv_load_failed`."""
         assert self._session is not None
@@ -1088,7 +1101,15 @@ class Router:
                     if tap is not None:
                         tap(data)
 
-            response, outcome = await relay(request, upstream, rid, on_data, tally.response_headers)
+            status = upstream.status
+
+            def complete() -> None:
+                # Counted by its status even if the client closes before the relay returns.
+                tally.code = status
+                if on_complete is not None:
+                    on_complete()
+
+            response, outcome = await relay(request, upstream, rid, on_data, tally.response_headers, complete)
             if outcome is Outcome.NOTHING_SENT:
                 self._failed(ep, FailureKind.DISCONNECT, tally)
                 return _Abandoned("failed_before_body")

@@ -37,6 +37,7 @@ class FakeUpstream:
     models: tuple[str, ...] = ("m",)
     # "ok", "503", "500", "reset" (before any byte), "die-after-head" (the head, then nothing),
     # "die-mid-stream" (SSE), "die-mid-stream-with-length" (SSE that declares a Content-Length),
+    # "die-after-done" (SSE: every event, then the connection drops before the body's end),
     # "die-mid-body" (plain JSON)
     mode: str = "ok"
     # When set, completions wait for it (lets a test hold requests in flight).
@@ -47,6 +48,9 @@ class FakeUpstream:
     # Streams: the pause between the response head and the first event (a slow first token).
     first_event_delay_s: float = 0.0
     events: int = 8
+    # Streams: the pause between the last event (`[DONE]`) and the end of the body, as when an
+    # engine's final chunk and its chunked-encoding terminator leave in separate writes.
+    done_tail_s: float = 0.0
     # Keep request bodies as bytes (`received[i]["raw"]`): parsing a large one here would stall
     # the event loop the router under test shares.
     raw_bodies: bool = False
@@ -151,6 +155,12 @@ class FakeUpstream:
             await resp.write(event)
             if self.stream_pause_s:
                 await asyncio.sleep(self.stream_pause_s)
+        if self.done_tail_s:
+            await asyncio.sleep(self.done_tail_s)
+        if self.mode == "die-after-done":
+            assert request.transport is not None
+            request.transport.abort()
+            return resp
         await resp.write_eof()
         return resp
 
@@ -200,3 +210,62 @@ async def eventually(predicate: Any, timeout_s: float = 3.0) -> None:
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError("condition not reached in time")
         await asyncio.sleep(0.01)
+
+
+class HeldAfterDone:
+    """A TCP relay in front of an engine that holds back whatever follows `data: [DONE]` in its
+    answers for `delay_s`: the engine's last event and the end of its body then reach the router
+    separately, as they may when a loaded engine or network splits them."""
+
+    def __init__(self, target_url: str, delay_s: float = 0.05) -> None:
+        host, port = target_url.removeprefix("http://").rsplit(":", 1)
+        self._target = (host, int(port))
+        self._delay_s = delay_s
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+        self.url = ""
+
+    async def __aenter__(self) -> HeldAfterDone:
+        self._server = await asyncio.start_server(self._connected, "127.0.0.1", 0)
+        port = self._server.sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._pipes):
+            task.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+        await self._server.wait_closed()
+
+    async def _connected(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._pipes.add(task)
+        try:
+            engine_r, engine_w = await asyncio.open_connection(*self._target)
+            try:
+                asking = self._pipe(client_r, engine_w, hold=False)
+                await asyncio.gather(asking, self._pipe(engine_r, client_w))
+            finally:
+                engine_w.close()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            client_w.close()
+            self._pipes.discard(task)
+
+    async def _pipe(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter, hold: bool = True) -> None:
+        done = b"data: [DONE]\n\n"
+        while data := await src.read(65536):
+            at = data.find(done) if hold else -1
+            if at >= 0:
+                dst.write(data[: at + len(done)])
+                await dst.drain()
+                await asyncio.sleep(self._delay_s)
+                data = data[at + len(done) :]
+            if data:
+                dst.write(data)
+                await dst.drain()
+        dst.close()

@@ -234,6 +234,8 @@ def test_every_example_and_generated_recipe_names_its_model() -> None:
         ("quickstart-deployment.yaml", "engine"): ("tiny-test",),
         ("quickstart-pd-deployment.yaml", "prefill"): ("tiny-test",),
         ("quickstart-pd-deployment.yaml", "decode"): ("tiny-test",),
+        ("quickstart-pd.yaml", "prefill"): ("tiny-test",),
+        ("quickstart-pd.yaml", "decode"): ("tiny-test",),
         ("quickstart.yaml", "sim"): ("tiny-test",),
     }
 
