@@ -1,0 +1,291 @@
+#!/usr/bin/env python3
+"""Parse every engine command line Phalanx renders with the real engines' own argument parsers.
+
+A development check, run by hand (heavy: the engines are several GB each; never in the default tests):
+
+    bash hack/engines/install.sh                      # once: scratch venvs outside the repository
+    .venv/bin/python hack/engines/check_argv.py [--only SUBSTRING] [--json FILE]
+
+It compiles a set of ModelDeployments (aggregated and prefill/decode, every engine, both vLLM
+launchers, one and several nodes) with this checkout's compiler, takes each pod's engine argv and
+env from the compiled ModelServing, and hands them to hack/engines/parse_vllm.py and
+parse_sglang.py, which run inside the engines' venvs (no Phalanx there) and parse them the way
+`vllm serve` and `python -m sglang.launch_server` do at start-up. Prints a Markdown table; exits 1
+when any case fails to compile, any argv is rejected or any engine env name is unknown to the engine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from phalanx.api import ModelDeployment, parse_resource
+from phalanx.api.errors import SpecError
+from phalanx.compiler import compile_deployment
+
+HERE = Path(__file__).resolve().parent
+ENGINES_CACHE = Path(os.environ.get("PHALANX_ENGINES_CACHE", Path.home() / ".cache/phalanx/engines"))
+VERSIONS = {
+    "vllm": os.environ.get("VLLM_VERSION", "0.33.0"),
+    "sglang": os.environ.get("SGLANG_VERSION", "0.5.23"),
+}
+# What Kubernetes and the pod's shell would put in place of $(VAR) and $VAR: any plausible value.
+SAMPLE_VALUES = {
+    "POD_IP": "10.0.0.7",
+    "ENTRY_ADDRESS": "10.0.0.5",
+    "WORKER_INDEX": "1",
+    "GROUP_SIZE": "2",
+    "HF_TOKEN": "hf_placeholder",
+}
+_VAR = re.compile(r"\$\((\w+)\)|\$\{(\w+)\}|\$(\w+)")
+
+_PD = {"prefill": {"replicas": 1}, "decode": {"replicas": 1}}
+
+
+def _deployment(name: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.phalanx.dev/v1alpha1",
+        "kind": "ModelDeployment",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
+
+
+def _cases() -> list[dict[str, Any]]:
+    small = {"model": "llama-3.1-8b-instruct", "instanceType": "g6e.xlarge"}
+    big = {
+        "model": "llama-3.1-405b-instruct",
+        "instanceType": "p5.48xlarge",
+        "maxNodes": 2,
+        "maxModelLen": 8192,
+    }
+    cases = []
+    for engine, launchers in (("vllm", ("ray", "native")), ("sglang", ("ray",))):
+        for launcher in launchers:
+            tag = f"{engine}-{launcher}" if engine == "vllm" else engine
+            extra = {"launcher": launcher} if engine == "vllm" else {}
+            cases += [
+                _deployment(f"{tag}-1node", engine=engine, **extra, **small),
+                _deployment(
+                    f"{tag}-dp8",
+                    engine=engine,
+                    **extra,
+                    model="llama-3.1-8b-instruct",
+                    instanceType="p5.48xlarge",
+                    tensorParallelSize=1,
+                    dataParallelSize=8,
+                ),
+                _deployment(f"{tag}-2node", engine=engine, **extra, **big),
+                _deployment(
+                    f"{tag}-fp8-revision",
+                    engine=engine,
+                    **extra,
+                    model={"name": "llama-3.3-70b-instruct", "revision": "main"},
+                    instanceType="p5.48xlarge",
+                    dtype="fp8",
+                    maxModelLen=16384,
+                ),
+                _deployment(
+                    f"{tag}-native-fp8",
+                    engine=engine,
+                    **extra,
+                    model="deepseek-v3",
+                    instanceType="p5en.48xlarge",
+                    maxModelLen=32768,
+                ),
+            ]
+            connectors = {"vllm": ("nixl", "lmcache", "p2pnccl"), "sglang": ("mooncake", "nixl")}[engine]
+            for connector in connectors:
+                pd = {"connector": connector, **_PD}
+                cases.append(
+                    _deployment(f"{tag}-pd-{connector}", engine=engine, **extra, **small, disaggregation=pd)
+                )
+            cases.append(
+                _deployment(
+                    f"{tag}-pd-{connectors[0]}-2node",
+                    engine=engine,
+                    **extra,
+                    **big,
+                    disaggregation={"connector": connectors[0], **_PD},
+                )
+            )
+    cases.append(
+        _deployment(
+            "vllm-ray-mistral-format",
+            engine="vllm",
+            model="mistral-large-3-675b-instruct",
+            instanceType="p5en.48xlarge",
+            maxNodes=2,
+            maxModelLen=32768,
+        )
+    )
+    return cases
+
+
+@dataclass
+class Pod:
+    """One pod template's engine invocation, as the engine will see it after variable expansion."""
+
+    case: str
+    role: str
+    pod: str  # entry | worker
+    engine: str
+    argv: list[str] | None  # None: the pod runs no engine CLI (a Ray worker joining the head)
+    env: dict[str, str]
+    note: str = ""
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def _expand(text: str, env: dict[str, str]) -> str:
+    def value(match: re.Match[str]) -> str:
+        name = next(g for g in match.groups() if g)
+        if name in env:
+            return env[name]
+        if name in SAMPLE_VALUES:
+            return SAMPLE_VALUES[name]
+        raise ValueError(f"unresolved variable ${name} in {text!r}")
+
+    return _VAR.sub(value, text)
+
+
+def _env(container: dict[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in container.get("env", []):
+        if "value" in item:
+            env[item["name"]] = str(item["value"])
+        else:  # downward API, secrets: a sample stands in
+            env[item["name"]] = SAMPLE_VALUES.get(item["name"], "sample")
+    return env
+
+
+def _engine_argv(engine: str, container: dict[str, Any]) -> tuple[list[str] | None, str]:
+    """The arguments after the engine's own command word(s), or None with why."""
+    command, args = list(container.get("command", [])), list(container.get("args", []))
+    if command[:2] == ["sh", "-c"]:
+        lines = [line.strip() for line in command[2].splitlines()]
+        execs = [shlex.split(line)[1:] for line in lines if line.startswith("exec ")]
+        if not execs:
+            return None, "no exec line: " + (
+                "Ray worker joins the head" if "ray start" in command[2] else "?"
+            )
+        command, args = execs[-1], []
+    full = command + args
+    heads = {"vllm": ["vllm", "serve"], "sglang": ["python3", "-m", "sglang.launch_server"]}
+    head = heads[engine]
+    if full[: len(head)] != head:
+        raise ValueError(f"{engine} pod does not start with {shlex.join(head)}: {shlex.join(full[:4])}")
+    return full[len(head) :], ""
+
+
+def render(case: dict[str, Any]) -> list[Pod]:
+    md, problems = parse_resource(case)
+    errors = [p for p in problems if p.severity == "error"]
+    if errors or not isinstance(md, ModelDeployment):
+        raise SpecError(errors)
+    compiled = compile_deployment(md)
+    engine = md.spec.engine
+    pods: list[Pod] = []
+    serving = compiled.model_serving.to_dict()
+    for role in serving["spec"]["template"]["roles"]:
+        for pod, key in (("entry", "entryTemplate"), ("worker", "workerTemplate")):
+            template = role.get(key)
+            if not template:
+                continue
+            container = template["spec"]["containers"][0]
+            env = _env(container)
+            argv, note = _engine_argv(engine, container)
+            expanded = None if argv is None else [_expand(arg, env) for arg in argv]
+            pods.append(Pod(md.name, role["name"], pod, engine, expanded, env, note))
+    return pods
+
+
+def parse_all(engine: str, pods: list[Pod]) -> None:
+    """Runs parse_<engine>.py in the engine's venv over every pod that has an argv."""
+    todo = [p for p in pods if p.engine == engine and p.argv is not None]
+    if not todo:
+        return
+    python = ENGINES_CACHE / f"{engine}-{VERSIONS[engine]}" / "bin" / "python"
+    if not python.exists():
+        sys.exit(f"{python} is missing: run hack/engines/install.sh {engine}")
+    with tempfile.TemporaryDirectory() as tmp:
+        request, answer = Path(tmp, "in.json"), Path(tmp, "out.json")
+        request.write_text(json.dumps([{"argv": p.argv, "env": p.env} for p in todo]))
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        done = subprocess.run(
+            [str(python), str(HERE / f"parse_{engine}.py"), str(request), str(answer)],
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=1800,
+        )
+        if done.returncode != 0 or not answer.exists():
+            sys.exit(f"parse_{engine}.py failed ({done.returncode}):\n{done.stderr[-4000:]}")
+        for pod, result in zip(todo, json.loads(answer.read_text()), strict=True):
+            pod.result = result
+
+
+def _summary(pod: Pod) -> str:
+    shown = pod.result.get("shown", {})
+    return ", ".join(f"{k}={v}" for k, v in shown.items())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", default="", help="check only the cases whose name contains this")
+    parser.add_argument("--json", type=Path, help="also write every pod's argv and result here")
+    parser.add_argument("--argv", action="store_true", help="print each argv under the table")
+    opts = parser.parse_args()
+    pods: list[Pod] = []
+    failures: list[str] = []
+    for case in _cases():
+        name = case["metadata"]["name"]
+        if opts.only not in name:
+            continue
+        try:
+            pods += render(case)
+        except SpecError as error:
+            failures.append(
+                f"{name}: does not compile: " + "; ".join(f"{e.field}: {e.message}" for e in error.errors)
+            )
+    for engine in ("vllm", "sglang"):
+        parse_all(engine, pods)
+    versions = ", ".join(f"{e} {v}" for e, v in VERSIONS.items())
+    print(f"# Engine argv check ({versions})\n")
+    print("| case | role | pod | result | stage reached | what the engine read |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for pod in pods:
+        if pod.argv is None:
+            verdict, stage = "skipped", pod.note
+        else:
+            verdict = "ok" if pod.result.get("ok") else "REJECTED"
+            stage = pod.result.get("stage", "")
+            if not pod.result.get("ok"):
+                failures.append(f"{pod.case}/{pod.role}/{pod.pod}: {pod.result.get('error')}")
+        print(f"| {pod.case} | {pod.role} | {pod.pod} | {verdict} | {stage} | {_summary(pod)} |")
+    if opts.argv:
+        print()
+        for pod in pods:
+            if pod.argv is not None:
+                print(f"- {pod.case}/{pod.role}/{pod.pod}: `{shlex.join(pod.argv)}`")
+    if opts.json:
+        opts.json.write_text(json.dumps([pod.__dict__ for pod in pods], indent=2))
+    print(f"\n{len(pods)} pods, {len(failures)} problems")
+    for failure in failures:
+        print(f"- {failure}")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the real vLLM and SGLang packages into scratch venvs outside the repository, so that
+# hack/engines/check_argv.py can parse our rendered argv with their own argument parsers.
+# Idempotent: a venv whose stamp matches the pinned version is left as it is.
+# Heavy (several GB each): never part of the default test command.
+set -euo pipefail
+VLLM_VERSION="${VLLM_VERSION:-0.33.0}"
+SGLANG_VERSION="${SGLANG_VERSION:-0.5.23}"
+PYTHON="${PHALANX_PYTHON:-python3.11}"
+cache="${PHALANX_ENGINES_CACHE:-$HOME/.cache/phalanx/engines}"
+only="${1:-all}"   # all | vllm | sglang
+
+install_one() {
+  local name="$1" version="$2"
+  local venv="$cache/$name-$version"
+  local stamp="$venv/.installed"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$name==$version" ]; then
+    echo "==> $name $version already in $venv"
+    return
+  fi
+  echo "==> installing $name $version into $venv"
+  [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --upgrade pip
+  "$venv/bin/python" -m pip install --quiet "$name==$version"
+  "$venv/bin/python" -c "import importlib.metadata as m; print('$name', m.version('$name'))"
+  echo "$name==$version" > "$stamp"
+}
+
+mkdir -p "$cache"
+case "$only" in
+  all) install_one vllm "$VLLM_VERSION"; install_one sglang "$SGLANG_VERSION" ;;
+  vllm) install_one vllm "$VLLM_VERSION" ;;
+  sglang) install_one sglang "$SGLANG_VERSION" ;;
+  *) echo "usage: $0 [all|vllm|sglang]" >&2; exit 2 ;;
+esac

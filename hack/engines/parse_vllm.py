@@ -1,0 +1,91 @@
+"""Parse `vllm serve` argument lists the way vLLM itself does at start-up; runs inside the vLLM venv.
+
+Usage (check_argv.py calls it): python parse_vllm.py IN.json OUT.json (see engine_side.py); argv is
+what follows `vllm serve`. Stages, each as far as a CPU-only machine with no network gets:
+  parse      the `vllm serve` sub-parser (FlexibleArgumentParser + make_arg_parser), built as the `vllm`
+             command builds it, including --kv-transfer-config's JSON validation (KVTransferConfig)
+  validate   ServeSubcommand.validate (validate_parsed_serve_args)
+  engine     AsyncEngineArgs.from_cli_args
+  connector  the kv_connector name is one vLLM can build (its connector registry)
+  env        every VLLM_* env name is one vLLM reads (vllm.envs)
+  config     create_engine_config with the model replaced by a stand-in directory, so that the
+             cross-flag checks of the model, parallel and KV transfer configs run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from engine_side import check_item, require_known_env, run
+
+os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+
+_PARALLEL = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "nnodes", "node_rank")
+
+
+def _serve_parser() -> tuple[argparse.ArgumentParser, Any]:
+    from vllm.entrypoints.cli.serve import ServeSubcommand
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser(description="vLLM CLI")
+    subparsers = parser.add_subparsers(required=False, dest="subparser")
+    serve = ServeSubcommand()
+    serve.subparser_init(subparsers)
+    return parser, serve
+
+
+def _shown(args: argparse.Namespace) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    kv = getattr(args, "kv_transfer_config", None)
+    if kv is not None:
+        shown["kv_connector"] = kv.kv_connector
+        shown["kv_role"] = kv.kv_role
+        shown["kv_load_failure_policy"] = kv.kv_load_failure_policy
+        if kv.kv_connector_extra_config:
+            shown["extra"] = json.dumps(kv.kv_connector_extra_config, sort_keys=True)
+    for name in _PARALLEL:
+        value = getattr(args, name, None)
+        if value not in (None, 1, 0) or name == "tensor_parallel_size":
+            shown[name.replace("_parallel_size", "")] = value
+    if getattr(args, "headless", False):
+        shown["headless"] = True
+    return shown
+
+
+def check(item: dict[str, Any], model_dir: Path) -> dict[str, Any]:
+    parser, serve = _serve_parser()
+    env_names = list(item["env"])
+
+    def stages(args: argparse.Namespace) -> Iterator[str]:
+        from vllm import envs
+        from vllm.distributed.kv_transfer.kv_connector.factory import KVConnectorFactory
+        from vllm.engine.arg_utils import AsyncEngineArgs
+
+        yield "validate"
+        serve.validate(args)
+        if args.model_tag is not None:  # what ServeSubcommand.cmd does first
+            args.model = args.model_tag
+        yield "engine"
+        engine_args = AsyncEngineArgs.from_cli_args(args)
+        yield "connector"
+        kv = engine_args.kv_transfer_config
+        named = kv is not None and kv.kv_connector is not None and not kv.kv_connector_module_path
+        if named and kv.kv_connector not in KVConnectorFactory._registry:
+            raise ValueError(f"Unsupported connector type: {kv.kv_connector} (not registered in vLLM)")
+        yield "env"
+        require_known_env(env_names, "VLLM_", envs.environment_variables, "vLLM")
+        yield "config"
+        engine_args.model = engine_args.tokenizer = str(model_dir)
+        engine_args.revision = None  # the stand-in directory has no revisions
+        engine_args.create_engine_config()
+
+    return check_item(item, lambda argv: parser.parse_args(["serve", *argv]), _shown, stages)
+
+
+if __name__ == "__main__":
+    run(check)
