@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from controls import CONTROLS  # this script's folder comes first on sys.path
+
 from phalanx.api import ModelDeployment, parse_resource
 from phalanx.api.errors import SpecError
 from phalanx.compiler import compile_deployment
@@ -142,6 +144,7 @@ class Pod:
     argv: list[str] | None  # None: the pod runs no engine CLI (a Ray worker joining the head)
     env: dict[str, str]
     note: str = ""
+    expect_ok: bool = True  # False only for the controls that must be rejected
     result: dict[str, Any] = field(default_factory=dict)
 
 
@@ -239,13 +242,34 @@ def _summary(pod: Pod) -> str:
     return ", ".join(f"{k}={v}" for k, v in shown.items())
 
 
+def _verdict(pod: Pod, failures: list[str]) -> tuple[str, str]:
+    if pod.argv is None:
+        return "skipped", pod.note
+    ok = bool(pod.result.get("ok"))
+    stage = pod.result.get("stage", "")
+    if ok != pod.expect_ok:
+        failures.append(f"{pod.case}/{pod.role}/{pod.pod}: {pod.result.get('error') or 'accepted'}")
+        return ("accepted, expected a rejection" if ok else "REJECTED"), stage
+    return ("ok" if ok else "rejected as expected"), stage
+
+
+def _table(title: str, pods: list[Pod], failures: list[str], last: str) -> None:
+    print(f"\n## {title}\n")
+    print(f"| case | role | pod | result | stage reached | {last} |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for pod in pods:
+        verdict, stage = _verdict(pod, failures)
+        detail = _summary(pod) if pod.expect_ok else f"{pod.note}: {pod.result.get('error', '')}"
+        print(f"| {pod.case} | {pod.role} | {pod.pod} | {verdict} | {stage} | {detail.replace('|', '/')} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--only", default="", help="check only the cases whose name contains this")
     parser.add_argument("--json", type=Path, help="also write every pod's argv and result here")
-    parser.add_argument("--argv", action="store_true", help="print each argv under the table")
+    parser.add_argument("--argv", action="store_true", help="print each argv under the tables")
     opts = parser.parse_args()
     pods: list[Pod] = []
     failures: list[str] = []
@@ -259,29 +283,27 @@ def main() -> int:
             failures.append(
                 f"{name}: does not compile: " + "; ".join(f"{e.field}: {e.message}" for e in error.errors)
             )
+    controls = [
+        Pod(c.name, "-", "-", c.engine, c.argv, c.env, c.why, expect_ok=c.expect_ok)
+        for c in CONTROLS
+        if opts.only in c.name
+    ]
     for engine in ("vllm", "sglang"):
-        parse_all(engine, pods)
+        parse_all(engine, pods + controls)
     versions = ", ".join(f"{e} {v}" for e, v in VERSIONS.items())
-    print(f"# Engine argv check ({versions})\n")
-    print("| case | role | pod | result | stage reached | what the engine read |")
-    print("| --- | --- | --- | --- | --- | --- |")
-    for pod in pods:
-        if pod.argv is None:
-            verdict, stage = "skipped", pod.note
-        else:
-            verdict = "ok" if pod.result.get("ok") else "REJECTED"
-            stage = pod.result.get("stage", "")
-            if not pod.result.get("ok"):
-                failures.append(f"{pod.case}/{pod.role}/{pod.pod}: {pod.result.get('error')}")
-        print(f"| {pod.case} | {pod.role} | {pod.pod} | {verdict} | {stage} | {_summary(pod)} |")
+    print(f"# Engine argv check ({versions})")
+    _table("Rendered by this checkout", pods, failures, "what the engine read")
+    _table(
+        "Controls (hand-written, known verdict)", controls, failures, "what the engine read / why rejected"
+    )
     if opts.argv:
         print()
         for pod in pods:
             if pod.argv is not None:
                 print(f"- {pod.case}/{pod.role}/{pod.pod}: `{shlex.join(pod.argv)}`")
     if opts.json:
-        opts.json.write_text(json.dumps([pod.__dict__ for pod in pods], indent=2))
-    print(f"\n{len(pods)} pods, {len(failures)} problems")
+        opts.json.write_text(json.dumps([pod.__dict__ for pod in pods + controls], indent=2))
+    print(f"\n{len(pods)} rendered pods, {len(controls)} controls, {len(failures)} problems")
     for failure in failures:
         print(f"- {failure}")
     return 1 if failures else 0

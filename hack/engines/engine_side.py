@@ -38,6 +38,20 @@ STAND_IN_CONFIG = {
     "rope_theta": 500000.0,
 }
 
+# The same model in Mistral's own format (params.json), for --config-format mistral.
+STAND_IN_PARAMS = {
+    "dim": 1024,
+    "hidden_dim": 4096,
+    "n_heads": 16,
+    "n_kv_heads": 8,
+    "n_layers": 16,
+    "head_dim": 64,
+    "norm_eps": 1e-5,
+    "vocab_size": 32000,
+    "rope_theta": 500000.0,
+    "max_position_embeddings": 131072,
+}
+
 Result = dict[str, Any]
 
 
@@ -65,7 +79,11 @@ def parse_or_usage_error(parse: Callable[[], Any], result: Result) -> Any:
             return parse()
     except SystemExit:
         lines = err.getvalue().strip().splitlines()
-        result["error"] = lines[-1] if lines else "argparse exit"
+        start = next((i for i, line in enumerate(lines) if ": error:" in line), max(len(lines) - 1, 0))
+        kept = [
+            line.strip() for line in lines[start:] if not line.strip().startswith("For further information")
+        ]
+        result["error"] = " ".join(kept)[:400] or "argparse exit"
         return None
 
 
@@ -108,5 +126,6 @@ def run(check: Callable[[dict[str, Any], Path], Result]) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = Path(tmp)
         (model_dir / "config.json").write_text(json.dumps(STAND_IN_CONFIG))
+        (model_dir / "params.json").write_text(json.dumps(STAND_IN_PARAMS))
         results = [check(item, model_dir) for item in items]
     answer.write_text(json.dumps(results))

@@ -6,30 +6,35 @@
 set -euo pipefail
 VLLM_VERSION="${VLLM_VERSION:-0.33.0}"
 SGLANG_VERSION="${SGLANG_VERSION:-0.5.23}"
+# The vllm-openai image ships Ray, our Ray launcher needs it, and vLLM's ParallelConfig refuses
+# --distributed-executor-backend ray when it cannot import it; the PyPI package does not pull it in.
+RAY_VERSION="${RAY_VERSION:-2.60.0}"
 PYTHON="${PHALANX_PYTHON:-python3.11}"
 cache="${PHALANX_ENGINES_CACHE:-$HOME/.cache/phalanx/engines}"
 only="${1:-all}"   # all | vllm | sglang
 
 install_one() {
-  local name="$1" version="$2"
+  local name="$1" version="$2"; shift 2
+  local extra=("$@")
   local venv="$cache/$name-$version"
   local stamp="$venv/.installed"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$name==$version" ]; then
+  local want="$name==$version ${extra[*]}"
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "==> $name $version already in $venv"
     return
   fi
   echo "==> installing $name $version into $venv"
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
-  "$venv/bin/python" -m pip install --quiet "$name==$version"
+  "$venv/bin/python" -m pip install --quiet "$name==$version" "${extra[@]}"
   "$venv/bin/python" -c "import importlib.metadata as m; print('$name', m.version('$name'))"
-  echo "$name==$version" > "$stamp"
+  echo "$want" > "$stamp"
 }
 
 mkdir -p "$cache"
 case "$only" in
-  all) install_one vllm "$VLLM_VERSION"; install_one sglang "$SGLANG_VERSION" ;;
-  vllm) install_one vllm "$VLLM_VERSION" ;;
+  all) install_one vllm "$VLLM_VERSION" "ray==$RAY_VERSION"; install_one sglang "$SGLANG_VERSION" ;;
+  vllm) install_one vllm "$VLLM_VERSION" "ray==$RAY_VERSION" ;;
   sglang) install_one sglang "$SGLANG_VERSION" ;;
   *) echo "usage: $0 [all|vllm|sglang]" >&2; exit 2 ;;
 esac

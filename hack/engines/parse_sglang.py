@@ -36,10 +36,12 @@ def _declared_env() -> set[str]:
 
 
 def _shown(server_args: Any) -> dict[str, Any]:
+    pd = server_args.disaggregation_mode != "null"
     return {
         name.replace("disaggregation_", "pd_"): getattr(server_args, name)
         for name in _SHOWN
-        if getattr(server_args, name, None) not in (None, "null", 1, 0) or name == "tp_size"
+        if (pd or not name.startswith("disaggregation_"))
+        and (getattr(server_args, name, None) not in (None, 1, 0) or name == "tp_size")
     }
 
 
@@ -54,6 +56,8 @@ def check(item: dict[str, Any], model_dir: Path) -> dict[str, Any]:
         yield "resolve"
         server_args.model_path = server_args.tokenizer_path = str(model_dir)
         server_args.revision = None  # the stand-in directory has no revisions
+        if server_args.device is None:  # no accelerator here: resolve for the CPU device
+            server_args.device = "cpu"
         server_args.resolve_once()
 
     return check_item(item, prepare_server_args, _shown, stages)

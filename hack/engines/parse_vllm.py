@@ -8,8 +8,9 @@ what follows `vllm serve`. Stages, each as far as a CPU-only machine with no net
   engine     AsyncEngineArgs.from_cli_args
   connector  the kv_connector name is one vLLM can build (its connector registry)
   env        every VLLM_* env name is one vLLM reads (vllm.envs)
-  config     create_engine_config with the model replaced by a stand-in directory, so that the
-             cross-flag checks of the model, parallel and KV transfer configs run
+  config     create_engine_config, so that the cross-flag checks of the model, parallel and KV
+             transfer configs run
+From `engine` on, the model is a stand-in directory (a small Llama config.json): no hub here.
 """
 
 from __future__ import annotations
@@ -28,7 +29,20 @@ os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
 _PARALLEL = ("tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "nnodes", "node_rank")
 
 
+def _use_cpu_platform_when_no_gpu() -> None:
+    """With no GPU (no libcuda) vLLM cannot tell its platform and refuses to build its parser; its own
+    `vllm bench` then switches to the CPU platform, and so do we. Device-dependent defaults
+    (kv_buffer_device, the device type) are then the CPU's, not CUDA's."""
+    from vllm import platforms
+
+    if platforms.current_platform.is_unspecified():
+        from vllm.platforms.cpu import CpuPlatform
+
+        platforms.current_platform = CpuPlatform()
+
+
 def _serve_parser() -> tuple[argparse.ArgumentParser, Any]:
+    _use_cpu_platform_when_no_gpu()
     from vllm.entrypoints.cli.serve import ServeSubcommand
     from vllm.utils.argparse_utils import FlexibleArgumentParser
 
@@ -68,8 +82,10 @@ def check(item: dict[str, Any], model_dir: Path) -> dict[str, Any]:
 
         yield "validate"
         serve.validate(args)
-        if args.model_tag is not None:  # what ServeSubcommand.cmd does first
-            args.model = args.model_tag
+        # ServeSubcommand.cmd would now take the positional model; a stand-in directory replaces it,
+        # as EngineArgs resolves the model at once and there is no hub to ask here.
+        args.model = args.model_tag = args.tokenizer = str(model_dir)
+        args.revision = None
         yield "engine"
         engine_args = AsyncEngineArgs.from_cli_args(args)
         yield "connector"
@@ -80,8 +96,6 @@ def check(item: dict[str, Any], model_dir: Path) -> dict[str, Any]:
         yield "env"
         require_known_env(env_names, "VLLM_", envs.environment_variables, "vLLM")
         yield "config"
-        engine_args.model = engine_args.tokenizer = str(model_dir)
-        engine_args.revision = None  # the stand-in directory has no revisions
         engine_args.create_engine_config()
 
     return check_item(item, lambda argv: parser.parse_args(["serve", *argv]), _shown, stages)
