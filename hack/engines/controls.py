@@ -63,6 +63,22 @@ CONTROLS = (
         "LMCacheConnectorV1: extra config is free-form",
     ),
     Control(
+        "lmcache-decode-env",
+        "vllm",
+        _kv(kv_connector="LMCacheConnectorV1", kv_role="kv_consumer"),
+        True,
+        "LMCache PD receiver configured by LMCACHE_* env",
+        {"LMCACHE_ENABLE_PD": "True", "LMCACHE_PD_ROLE": "receiver", "LMCACHE_PD_PEER_INIT_PORT": "7300"},
+    ),
+    Control(
+        "lmcache-misspelt-env",
+        "vllm",
+        _kv(kv_connector="LMCacheConnectorV1", kv_role="kv_producer"),
+        False,
+        "LMCACHE_PD_BUFER_SIZE is not an env name LMCache reads",
+        {"LMCACHE_ENABLE_PD": "True", "LMCACHE_PD_BUFER_SIZE": "1073741824"},
+    ),
+    Control(
         "mooncake-vllm-both",
         "vllm",
         _kv(kv_connector="MooncakeConnector", kv_role="kv_both"),

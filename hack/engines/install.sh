@@ -9,6 +9,9 @@ SGLANG_VERSION="${SGLANG_VERSION:-0.5.23}"
 # The vllm-openai image ships Ray, our Ray launcher needs it, and vLLM's ParallelConfig refuses
 # --distributed-executor-backend ray when it cannot import it; the PyPI package does not pull it in.
 RAY_VERSION="${RAY_VERSION:-2.60.0}"
+# LMCache is not a vLLM dependency; parse_vllm.py reads its config keys to check LMCACHE_* env names.
+# Without its own dependencies: only its config module is imported, and vLLM's must stay as resolved.
+LMCACHE_VERSION="${LMCACHE_VERSION:-0.5.6}"
 PYTHON="${PHALANX_PYTHON:-python3.11}"
 cache="${PHALANX_ENGINES_CACHE:-$HOME/.cache/phalanx/engines}"
 only="${1:-all}"   # all | vllm | sglang
@@ -19,6 +22,7 @@ install_one() {
   local venv="$cache/$name-$version"
   local stamp="$venv/.installed"
   local want="$name==$version ${extra[*]}"
+  [ "$name" = vllm ] && want="$want lmcache==$LMCACHE_VERSION"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "==> $name $version already in $venv"
     return
@@ -27,6 +31,9 @@ install_one() {
   [ -x "$venv/bin/python" ] || "$PYTHON" -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --upgrade pip
   "$venv/bin/python" -m pip install --quiet "$name==$version" "${extra[@]}"
+  if [ "$name" = vllm ]; then
+    "$venv/bin/python" -m pip install --quiet --no-deps "lmcache==$LMCACHE_VERSION"
+  fi
   "$venv/bin/python" -c "import importlib.metadata as m; print('$name', m.version('$name'))"
   echo "$want" > "$stamp"
 }

@@ -7,7 +7,7 @@ what follows `vllm serve`. Stages, each as far as a CPU-only machine with no net
   validate   ServeSubcommand.validate (validate_parsed_serve_args)
   engine     AsyncEngineArgs.from_cli_args
   connector  the kv_connector name is one vLLM can build (its connector registry)
-  env        every VLLM_* env name is one vLLM reads (vllm.envs)
+  env        every VLLM_* env name is one vLLM reads (vllm.envs), every LMCACHE_* one LMCache reads
   config     create_engine_config, so that the cross-flag checks of the model, parallel and KV
              transfer configs run
 From `engine` on, the model is a stand-in directory (a small Llama config.json): no hub here.
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,23 @@ def _shown(args: argparse.Namespace) -> dict[str, Any]:
     return shown
 
 
+def _lmcache_env_names() -> set[str]:
+    """The LMCACHE_* names LMCache reads: one per config key (and deprecated alias), plus the names its
+    code and vLLM's LMCache integration spell out. Empty when lmcache is not installed."""
+    try:
+        import lmcache
+        from lmcache.v1 import config
+    except ImportError:
+        return set()
+    from vllm.distributed import kv_transfer
+
+    names = {f"LMCACHE_{key.upper()}" for key in (*config._CONFIG_DEFINITIONS, *config._CONFIG_ALIASES)}
+    for package in (lmcache, kv_transfer):
+        for source in Path(package.__path__[0]).rglob("*.py"):
+            names.update(re.findall(r"LMCACHE_[A-Z0-9_]*[A-Z0-9]", source.read_text(errors="replace")))
+    return names
+
+
 def check(item: dict[str, Any], model_dir: Path) -> dict[str, Any]:
     parser, serve = _serve_parser()
     env_names = list(item["env"])
@@ -95,6 +113,11 @@ def check(item: dict[str, Any], model_dir: Path) -> dict[str, Any]:
             raise ValueError(f"Unsupported connector type: {kv.kv_connector} (not registered in vLLM)")
         yield "env"
         require_known_env(env_names, "VLLM_", envs.environment_variables, "vLLM")
+        if any(name.startswith("LMCACHE_") for name in env_names):
+            lmcache_names = _lmcache_env_names()
+            if not lmcache_names:
+                raise ValueError("LMCACHE_* env set but lmcache is not installed here to check them")
+            require_known_env(env_names, "LMCACHE_", lmcache_names, "LMCache")
         yield "config"
         engine_args.create_engine_config()
 
