@@ -17,6 +17,7 @@ when any case fails to compile, any argv is rejected or any engine env name is u
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import re
@@ -25,6 +26,7 @@ import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +128,17 @@ def _cases() -> list[dict[str, Any]]:
                     disaggregation={"connector": connectors[0], **_PD},
                 )
             )
+    sim = {
+        "engine": "sim",
+        "model": "tiny-test",
+        "gpusPerNode": 1,
+        "gpuMemory": "24Gi",
+        "gpuProduct": "simulated",
+    }
+    cases += [
+        _deployment("sim-1node", **sim),
+        _deployment("sim-pd-nixl", **sim, disaggregation={"connector": "nixl", **_PD}),
+    ]
     cases.append(
         _deployment(
             "vllm-ray-mistral-format",
@@ -178,6 +191,28 @@ def _env(container: dict[str, Any]) -> dict[str, str]:
     return env
 
 
+# The simulator's flags that vLLM also has and that must mean the same to both: the simulator's PD
+# quickstarts are only faithful if these would start a real vLLM. Sim-only flags are left out.
+_SIM_SHARED_FLAGS = (
+    "--served-model-name",
+    "--port",
+    "--max-model-len",
+    "--tensor-parallel-size",
+    "--pipeline-parallel-size",
+    "--data-parallel-size",
+    "--kv-transfer-config",
+)
+SIM_MODEL = "sim/stand-in"
+
+
+def _sim_as_vllm(args: list[str]) -> list[str]:
+    shared = [SIM_MODEL]
+    for flag, value in itertools.pairwise(args):
+        if flag in _SIM_SHARED_FLAGS:
+            shared += [flag, value]
+    return shared
+
+
 def _engine_argv(engine: str, container: dict[str, Any]) -> tuple[list[str] | None, str]:
     """The arguments after the engine's own command word(s), or None with why."""
     command, args = list(container.get("command", [])), list(container.get("args", []))
@@ -190,10 +225,16 @@ def _engine_argv(engine: str, container: dict[str, Any]) -> tuple[list[str] | No
             )
         command, args = execs[-1], []
     full = command + args
-    heads = {"vllm": ["vllm", "serve"], "sglang": ["python3", "-m", "sglang.launch_server"]}
+    heads = {
+        "vllm": ["vllm", "serve"],
+        "sglang": ["python3", "-m", "sglang.launch_server"],
+        "sim": ["phalanx", "sim"],
+    }
     head = heads[engine]
     if full[: len(head)] != head:
         raise ValueError(f"{engine} pod does not start with {shlex.join(head)}: {shlex.join(full[:4])}")
+    if engine == "sim":
+        return _sim_as_vllm(full[len(head) :]), "the flags vLLM shares with the simulator"
     return full[len(head) :], ""
 
 
@@ -215,7 +256,8 @@ def render(case: dict[str, Any]) -> list[Pod]:
             env = _env(container)
             argv, note = _engine_argv(engine, container)
             expanded = None if argv is None else [_expand(arg, env) for arg in argv]
-            pods.append(Pod(md.name, role["name"], pod, engine, expanded, env, note))
+            parser = "vllm" if engine == "sim" else engine  # the simulator speaks vLLM's flags
+            pods.append(Pod(md.name, role["name"], pod, parser, expanded, env, note))
     return pods
 
 
@@ -243,6 +285,27 @@ def parse_all(engine: str, pods: list[Pod]) -> None:
             sys.exit(f"parse_{engine}.py failed ({done.returncode}):\n{done.stderr[-4000:]}")
         for pod, result in zip(todo, json.loads(answer.read_text()), strict=True):
             pod.result = result
+
+
+def _installed(engine: str, packages: tuple[str, ...]) -> str:
+    python = ENGINES_CACHE / f"{engine}-{VERSIONS[engine]}" / "bin" / "python"
+    code = "import importlib.metadata as m, sys\nfor p in sys.argv[1:]:\n    print(p, m.version(p))"
+    done = subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, check=False)
+    return ", ".join(done.stdout.split("\n")[:-1]) if done.returncode == 0 else f"{engine}: ?"
+
+
+def _header() -> str:
+    import phalanx
+
+    source = Path(phalanx.__file__).resolve().parents[2]
+    rev = subprocess.run(
+        ["git", "-C", str(source), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
+    ).stdout.strip()
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    engines = "; ".join(
+        [_installed("vllm", ("vllm", "ray", "lmcache", "torch")), _installed("sglang", ("sglang", "torch"))]
+    )
+    return f"Run {when}; Phalanx from {source} at `{rev}`; {engines}."
 
 
 def _summary(pod: Pod) -> str:
@@ -302,7 +365,8 @@ def main() -> int:
     for engine in ("vllm", "sglang"):
         parse_all(engine, pods + controls)
     versions = ", ".join(f"{e} {v}" for e, v in VERSIONS.items())
-    print(f"# Engine argv check ({versions})")
+    print(f"# Engine argv check ({versions})\n")
+    print(_header())
     _table("Rendered by this checkout", pods, failures, "what the engine read")
     _table(
         "Controls (hand-written, known verdict)", controls, failures, "what the engine read / why rejected"
