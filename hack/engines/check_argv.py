@@ -139,6 +139,42 @@ def _cases() -> list[dict[str, Any]]:
         _deployment("sim-1node", **sim),
         _deployment("sim-pd-nixl", **sim, disaggregation={"connector": "nixl", **_PD}),
     ]
+    dp8 = {"model": "llama-3.1-8b-instruct", "instanceType": "p5.48xlarge", "tensorParallelSize": 1}
+    cases += [
+        # Data parallel under PD: NIXL's side channel listens on its port + the DP rank.
+        _deployment(
+            "vllm-native-pd-nixl-dp8",
+            engine="vllm",
+            launcher="native",
+            **dp8,
+            dataParallelSize=8,
+            disaggregation={"connector": "nixl", **_PD},
+        ),
+        _deployment(
+            "sglang-pd-nixl-dp8",
+            engine="sglang",
+            **dp8,
+            dataParallelSize=8,
+            disaggregation={"connector": "nixl", **_PD},
+        ),
+        # A ratio, pairing inside each ServingGroup, a workload, and user engine args after ours.
+        _deployment(
+            "vllm-ray-pd-nixl-ratio-engineargs",
+            engine="vllm",
+            **small,
+            disaggregation={"connector": "nixl", "ratio": "1:2", "pairing": "ServingGroup"},
+            workload={"promptTokens": 4096, "outputTokens": 256},
+            engineArgs=["--enable-prefix-caching", "--max-num-seqs", "128"],
+        ),
+        _deployment(
+            "sglang-pd-mooncake-ratio-engineargs",
+            engine="sglang",
+            **small,
+            disaggregation={"connector": "mooncake", "ratio": "1:2"},
+            workload={"promptTokens": 4096, "outputTokens": 256},
+            engineArgs=["--max-running-requests", "128"],
+        ),
+    ]
     cases.append(
         _deployment(
             "vllm-ray-mistral-format",
