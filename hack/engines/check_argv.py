@@ -58,6 +58,11 @@ _PD = {"prefill": {"replicas": 1}, "decode": {"replicas": 1}}
 EXPECTED_REFUSALS = {
     "vllm-ray-pd-p2pnccl": "P2pNcclConnector",
     "vllm-native-pd-p2pnccl": "P2pNcclConnector",
+    # Both engines' parsers take a unique prefix of a flag (argparse's allow_abbrev): an abbreviated PD
+    # flag in engineArgs changes the side or the port the engine runs with. Either the compiler refuses
+    # it, naming the flag, or the labels must still agree with what the engine runs as.
+    "vllm-ray-pd-nixl-abbreviated-engineargs": "--kv-transfer",
+    "sglang-pd-mooncake-abbreviated-engineargs": "--disaggregation-bootstrap",
 }
 
 
@@ -175,6 +180,22 @@ def _cases() -> list[dict[str, Any]]:
             engineArgs=["--max-running-requests", "128"],
         ),
     ]
+    cases += [
+        _deployment(
+            "vllm-ray-pd-nixl-abbreviated-engineargs",
+            engine="vllm",
+            **small,
+            disaggregation={"connector": "nixl", **_PD},
+            engineArgs=["--kv-transfer", '{"kv_connector":"NixlConnector","kv_role":"kv_consumer"}'],
+        ),
+        _deployment(
+            "sglang-pd-mooncake-abbreviated-engineargs",
+            engine="sglang",
+            **small,
+            disaggregation={"connector": "mooncake", **_PD},
+            engineArgs=["--disaggregation-bootstrap", "9000"],
+        ),
+    ]
     cases.append(
         _deployment(
             "vllm-ray-mistral-format",
@@ -200,6 +221,10 @@ class Pod:
     env: dict[str, str]
     note: str = ""
     expect_ok: bool = True  # False only for the controls that must be rejected
+    # What Phalanx labels the role as (kind, protocol, bootstrap port), from role_pd; None: the checkout
+    # has no PD roles to compare with.
+    labelled: tuple[str | None, str | None, int | None] | None = None
+    mismatch: str = ""  # set when the labels differ from what the engine runs as
     result: dict[str, Any] = field(default_factory=dict)
 
 
@@ -283,7 +308,9 @@ def render(case: dict[str, Any]) -> list[Pod]:
     engine = md.spec.engine
     pods: list[Pod] = []
     serving = compiled.model_serving.to_dict()
-    for role in serving["spec"]["template"]["roles"]:
+    typed_roles = compiled.model_serving.spec.template.roles
+    for typed, role in zip(typed_roles, serving["spec"]["template"]["roles"], strict=True):
+        labelled = _labelled(typed)
         for pod, key in (("entry", "entryTemplate"), ("worker", "workerTemplate")):
             template = role.get(key)
             if not template:
@@ -293,8 +320,49 @@ def render(case: dict[str, Any]) -> list[Pod]:
             argv, note = _engine_argv(engine, container)
             expanded = None if argv is None else [_expand(arg, env) for arg in argv]
             parser = "vllm" if engine == "sim" else engine  # the simulator speaks vLLM's flags
-            pods.append(Pod(md.name, role["name"], pod, parser, expanded, env, note))
+            pods.append(Pod(md.name, role["name"], pod, parser, expanded, env, note, labelled=labelled))
     return pods
+
+
+def _labelled(role: Any) -> tuple[str | None, str | None, int | None] | None:
+    """The PD side Phalanx's controller and router take the role for (its pod labels/annotations)."""
+    try:
+        from phalanx.api.disaggregation import role_pd
+    except ImportError:  # a checkout from before PD roles
+        return None
+    pd = role_pd(role)
+    if pd is None:
+        return (None, None, None)
+    port = pd.bootstrap_port if (pd.kind, pd.protocol) == ("prefill", "sglang") else None
+    return (pd.kind, pd.protocol, port)
+
+
+def _engine_side(pod: Pod) -> tuple[str | None, str | None, int | None] | None:
+    """The PD side the engine itself runs as, from what its parser read; None: it does not say
+    (vLLM kv_both serves either side)."""
+    shown = pod.result.get("shown", {})
+    if pod.engine == "vllm":
+        if shown.get("kv_role") == "kv_both":
+            return None
+        kind = {"kv_producer": "prefill", "kv_consumer": "decode"}.get(shown.get("kv_role", ""))
+        return (kind, "vllm" if kind else None, None)
+    kind = shown.get("pd_mode") if shown.get("pd_mode") in ("prefill", "decode") else None
+    port = shown.get("pd_bootstrap_port") if kind == "prefill" else None
+    return (kind, "sglang" if kind else None, port)
+
+
+def check_labels(pods: list[Pod], failures: list[str]) -> None:
+    """The router pairs pods and speaks to them by their labels: a side or bootstrap port that differs
+    from what the engine runs as breaks requests (or falls back to decode-only in silence)."""
+    for pod in pods:
+        if pod.labelled is None or pod.argv is None or not pod.result.get("ok"):
+            continue
+        engine = _engine_side(pod)
+        if engine is not None and engine != pod.labelled:
+            pod.mismatch = (
+                f"labelled (kind, protocol, bootstrap port) {pod.labelled}, engine runs as {engine}"
+            )
+            failures.append(f"{pod.case}/{pod.role}/{pod.pod}: {pod.mismatch}")
 
 
 def parse_all(engine: str, pods: list[Pod]) -> None:
@@ -354,6 +422,8 @@ def _verdict(pod: Pod, failures: list[str]) -> tuple[str, str]:
         return ("refused as expected" if pod.pod == "-" else "skipped"), pod.note
     ok = bool(pod.result.get("ok"))
     stage = pod.result.get("stage", "")
+    if pod.mismatch:
+        return "LABELS DIFFER", stage
     if ok != pod.expect_ok:
         failures.append(f"{pod.case}/{pod.role}/{pod.pod}: {pod.result.get('error') or 'accepted'}")
         return ("accepted, expected a rejection" if ok else "REJECTED"), stage
@@ -400,6 +470,7 @@ def main() -> int:
     ]
     for engine in ("vllm", "sglang"):
         parse_all(engine, pods + controls)
+    check_labels(pods, failures)
     versions = ", ".join(f"{e} {v}" for e, v in VERSIONS.items())
     print(f"# Engine argv check ({versions})\n")
     print(_header())

@@ -142,6 +142,13 @@ CONTROLS = (
         {"VLLM_NIXL_SIDE_CHANEL_PORT": "5600"},
     ),
     Control(
+        "abbreviated-kv-flag",
+        "vllm",
+        [*_MODEL, "--kv-transfer", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_producer"})],
+        True,
+        "argparse takes a unique prefix: --kv-transfer sets --kv-transfer-config",
+    ),
+    Control(
         "unknown-flag",
         "vllm",
         [*_MODEL, "--kv-role", "kv_producer"],
@@ -176,6 +183,13 @@ CONTROLS = (
         [*_SGLANG, "--disaggregation-mode", "prefill", "--disaggregation-transfer-backend", "mooncake_tcp"],
         True,
         "mooncake over TCP (no RDMA)",
+    ),
+    Control(
+        "sglang-abbreviated-flag",
+        "sglang",
+        [*_SGLANG, "--disaggregation-mode", "prefill", "--disaggregation-bootstrap", "9000"],
+        True,
+        "argparse takes a unique prefix: --disaggregation-bootstrap sets the bootstrap port",
     ),
     Control(
         "sglang-bad-mode",
