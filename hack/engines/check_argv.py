@@ -30,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import yaml
 from controls import CONTROLS  # this script's folder comes first on sys.path
 
 from phalanx.api import ModelDeployment, parse_resource
@@ -274,42 +275,61 @@ def _sim_as_vllm(args: list[str]) -> list[str]:
     return shared
 
 
-def _engine_argv(engine: str, container: dict[str, Any]) -> tuple[list[str] | None, str]:
-    """The arguments after the engine's own command word(s), or None with why."""
+_HEADS = {
+    "vllm": ["vllm", "serve"],
+    "sglang": ["python3", "-m", "sglang.launch_server"],
+    "sim": ["phalanx", "sim"],
+}
+
+
+def _engine_argv(engine: str | None, container: dict[str, Any]) -> tuple[str | None, list[str] | None, str]:
+    """The engine and the arguments after its own command word(s), or no argv with why. `engine`
+    None (a hand-written ModelServing): whichever engine command the container runs."""
     command, args = list(container.get("command", [])), list(container.get("args", []))
     if command[:2] == ["sh", "-c"]:
-        lines = [line.strip() for line in command[2].splitlines()]
-        execs = [shlex.split(line)[1:] for line in lines if line.startswith("exec ")]
+        script = command[2] if len(command) > 2 else " ".join(args)
+        execs = [
+            shlex.split(line.strip())[1:] for line in script.splitlines() if line.strip().startswith("exec ")
+        ]
         if not execs:
-            return None, "no exec line: " + (
-                "Ray worker joins the head" if "ray start" in command[2] else "?"
+            return (
+                engine,
+                None,
+                "no exec line: " + ("Ray worker joins the head" if "ray start" in script else "?"),
             )
         command, args = execs[-1], []
     full = command + args
-    heads = {
-        "vllm": ["vllm", "serve"],
-        "sglang": ["python3", "-m", "sglang.launch_server"],
-        "sim": ["phalanx", "sim"],
-    }
-    head = heads[engine]
-    if full[: len(head)] != head:
-        raise ValueError(f"{engine} pod does not start with {shlex.join(head)}: {shlex.join(full[:4])}")
+    found = next((name for name, head in _HEADS.items() if full[: len(head)] == head), None)
+    if engine is None:
+        if found is None:
+            return None, None, f"not an engine command this check reads: {shlex.join(full[:3])}"
+        engine = found
+    elif found != engine:
+        raise ValueError(
+            f"{engine} pod does not start with {shlex.join(_HEADS[engine])}: {shlex.join(full[:4])}"
+        )
+    rest = full[len(_HEADS[engine]) :]
     if engine == "sim":
-        return _sim_as_vllm(full[len(head) :]), "the flags vLLM shares with the simulator"
-    return full[len(head) :], ""
+        return engine, _sim_as_vllm(rest), "the flags vLLM shares with the simulator"
+    return engine, rest, ""
 
 
 def render(case: dict[str, Any]) -> list[Pod]:
-    md, problems = parse_resource(case)
+    """The pods of a ModelDeployment (compiled by this checkout) or of a hand-written ModelServing."""
+    resource, problems = parse_resource({k: v for k, v in case.items() if k != "_label"})
     errors = [p for p in problems if p.severity == "error"]
-    if errors or not isinstance(md, ModelDeployment):
+    if errors or resource is None:
         raise SpecError(errors)
-    compiled = compile_deployment(md)
-    engine = md.spec.engine
+    engine: str | None = None
+    if isinstance(resource, ModelDeployment):
+        serving = compile_deployment(resource).model_serving
+        engine = resource.spec.engine
+    else:
+        serving = resource
+    name = _label(case)
     pods: list[Pod] = []
-    serving = compiled.model_serving.to_dict()
-    typed_roles = compiled.model_serving.spec.template.roles
-    for typed, role in zip(typed_roles, serving["spec"]["template"]["roles"], strict=True):
+    roles = serving.to_dict()["spec"]["template"]["roles"]
+    for typed, role in zip(serving.spec.template.roles, roles, strict=True):
         labelled = _labelled(typed)
         for pod, key in (("entry", "entryTemplate"), ("worker", "workerTemplate")):
             template = role.get(key)
@@ -317,11 +337,33 @@ def render(case: dict[str, Any]) -> list[Pod]:
                 continue
             container = template["spec"]["containers"][0]
             env = _env(container)
-            argv, note = _engine_argv(engine, container)
+            found, argv, note = _engine_argv(engine, container)
             expanded = None if argv is None else [_expand(arg, env) for arg in argv]
-            parser = "vllm" if engine == "sim" else engine  # the simulator speaks vLLM's flags
-            pods.append(Pod(md.name, role["name"], pod, parser, expanded, env, note, labelled=labelled))
+            parser = "vllm" if found in ("sim", None) else found  # the simulator speaks vLLM's flags
+            pods.append(Pod(name, role["name"], pod, parser, expanded, env, note, labelled=labelled))
     return pods
+
+
+def _label(case: dict[str, Any]) -> str:
+    return str(case.get("_label") or case["metadata"]["name"])
+
+
+def _checkout() -> Path:
+    """The checkout whose `phalanx` is imported (PYTHONPATH can point at another one's src)."""
+    import phalanx
+
+    return Path(phalanx.__file__).resolve().parents[2]
+
+
+def example_cases(root: Path) -> list[dict[str, Any]]:
+    """Every ModelDeployment and ModelServing in the checkout's examples/, as the user would apply it."""
+    cases = []
+    for path in sorted(root.glob("examples/*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if isinstance(document, dict) and document.get("kind") in ("ModelDeployment", "ModelServing"):
+                name = (document.get("metadata") or {}).get("name", "?")
+                cases.append({**document, "_label": f"examples/{path.name}:{name}"})
+    return cases
 
 
 def _labelled(role: Any) -> tuple[str | None, str | None, int | None] | None:
@@ -399,9 +441,7 @@ def _installed(engine: str, packages: tuple[str, ...]) -> str:
 
 
 def _header() -> str:
-    import phalanx
-
-    source = Path(phalanx.__file__).resolve().parents[2]
+    source = _checkout()
     rev = subprocess.run(
         ["git", "-C", str(source), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
     ).stdout.strip()
@@ -450,8 +490,8 @@ def main() -> int:
     opts = parser.parse_args()
     pods: list[Pod] = []
     failures: list[str] = []
-    for case in _cases():
-        name = case["metadata"]["name"]
+    for case in _cases() + example_cases(_checkout()):
+        name = _label(case)
         if opts.only not in name:
             continue
         try:
