@@ -12,6 +12,7 @@ from typing import Any
 
 _MODEL = ["meta-llama/Llama-3.1-8B-Instruct", "--port", "8000"]
 _SGLANG = ["--model-path", "meta-llama/Llama-3.1-8B-Instruct", "--port", "8000"]
+_DOTTED = ["--kv-transfer-config.kv_connector", "NixlConnector"]
 _NIXL_ENV = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "10.0.0.7", "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600"}
 
 
@@ -142,6 +143,41 @@ CONTROLS = (
         {"VLLM_NIXL_SIDE_CHANEL_PORT": "5600"},
     ),
     Control(
+        "dotted-kv-flags",
+        "vllm",
+        [*_MODEL, *_DOTTED, "--kv-transfer-config.kv_role", "kv_producer"],
+        True,
+        "one JSON key per flag, dotted, the key spelt as in the JSON",
+    ),
+    Control(
+        "dotted-kv-flag-hyphen-key",
+        "vllm",
+        [*_MODEL, *_DOTTED, "--kv-transfer-config.kv-role", "kv_producer"],
+        False,
+        "a dotted key is taken as written: kv-role is no KVTransferConfig field",
+    ),
+    Control(
+        "underscored-kv-flag",
+        "vllm",
+        [
+            *_MODEL,
+            "--kv_transfer_config",
+            json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_producer"}),
+        ],
+        True,
+        "vLLM's parser turns _ into - in flag names",
+    ),
+    Control(
+        "equals-kv-flag",
+        "vllm",
+        [
+            *_MODEL,
+            "--kv-transfer-config=" + json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_consumer"}),
+        ],
+        True,
+        "--flag=value form",
+    ),
+    Control(
         "abbreviated-kv-flag",
         "vllm",
         [*_MODEL, "--kv-transfer", json.dumps({"kv_connector": "NixlConnector", "kv_role": "kv_producer"})],
@@ -190,6 +226,13 @@ CONTROLS = (
         [*_SGLANG, "--disaggregation-mode", "prefill", "--disaggregation-bootstrap", "9000"],
         True,
         "argparse takes a unique prefix: --disaggregation-bootstrap sets the bootstrap port",
+    ),
+    Control(
+        "sglang-underscored-flag",
+        "sglang",
+        [*_SGLANG, "--disaggregation_mode", "prefill"],
+        False,
+        "SGLang's parser knows flags with - only",
     ),
     Control(
         "sglang-bad-mode",
