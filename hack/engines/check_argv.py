@@ -435,6 +435,8 @@ def parse_all(engine: str, pods: list[Pod]) -> None:
 
 def _installed(engine: str, packages: tuple[str, ...]) -> str:
     python = ENGINES_CACHE / f"{engine}-{VERSIONS[engine]}" / "bin" / "python"
+    if not python.exists():
+        return f"{engine} not installed"
     code = "import importlib.metadata as m, sys\nfor p in sys.argv[1:]:\n    print(p, m.version(p))"
     done = subprocess.run([str(python), "-c", code, *packages], capture_output=True, text=True, check=False)
     return ", ".join(done.stdout.split("\n")[:-1]) if done.returncode == 0 else f"{engine}: ?"
