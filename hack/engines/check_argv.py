@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
 """Parse every engine command line Phalanx renders with the real engines' own argument parsers.
 
-A development check, run by hand (heavy: the engines are several GB each; never in the default tests):
+A development check, run by hand (heavy: the engines are ~10 GB each; never in the default tests);
+bench/engines/README.md says how to run it and what it covers:
 
     bash hack/engines/install.sh                      # once: scratch venvs outside the repository
-    .venv/bin/python hack/engines/check_argv.py [--only SUBSTRING] [--json FILE]
+    .venv/bin/python hack/engines/check_argv.py [--only=SUBSTRING] [--json FILE] [--argv]
 
 It compiles a set of ModelDeployments (aggregated and prefill/decode, every engine, both vLLM
-launchers, one and several nodes) with this checkout's compiler, takes each pod's engine argv and
-env from the compiled ModelServing, and hands them to hack/engines/parse_vllm.py and
-parse_sglang.py, which run inside the engines' venvs (no Phalanx there) and parse them the way
-`vllm serve` and `python -m sglang.launch_server` do at start-up. Prints a Markdown table; exits 1
-when any case fails to compile, any argv is rejected or any engine env name is unknown to the engine.
+launchers, one and several nodes) with the imported checkout's compiler, adds the checkout's
+examples/, takes each pod's engine argv and env, and hands them to parse_vllm.py and parse_sglang.py,
+which run inside the engines' venvs (no Phalanx there) and parse them the way `vllm serve` and
+`python -m sglang.launch_server` do at start-up. For PD roles it compares the side Phalanx labels the
+role with against the side the engine runs as. Controls (controls.py) with known verdicts run beside.
+Prints Markdown; exits 1 when a case fails to compile (unless the refusal is expected), an argv is
+rejected, an engine env name is unknown to the engine, or a role's labels differ from its engine.
 """
 
 from __future__ import annotations
