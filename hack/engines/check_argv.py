@@ -67,6 +67,10 @@ EXPECTED_REFUSALS = {
     # it, naming the flag, or the labels must still agree with what the engine runs as.
     "vllm-ray-pd-nixl-abbreviated-engineargs": "--kv-transfer",
     "sglang-pd-mooncake-abbreviated-engineargs": "--disaggregation-bootstrap",
+    # engineArgs win over our flags; a --port of theirs moves the engine off the port named http that
+    # the probes and the router use, so such a pod would never be ready.
+    "vllm-native-engineargs-port": "--port",
+    "sglang-engineargs-port": "--port",
 }
 
 
@@ -186,6 +190,14 @@ def _cases() -> list[dict[str, Any]]:
     ]
     cases += [
         _deployment(
+            "vllm-native-engineargs-port",
+            engine="vllm",
+            launcher="native",
+            **small,
+            engineArgs=["--port", "9000"],
+        ),
+        _deployment("sglang-engineargs-port", engine="sglang", **small, engineArgs=["--port", "9000"]),
+        _deployment(
             "vllm-ray-pd-nixl-abbreviated-engineargs",
             engine="vllm",
             **small,
@@ -228,7 +240,8 @@ class Pod:
     # What Phalanx labels the role as (kind, protocol, bootstrap port), from role_pd; None: the checkout
     # has no PD roles to compare with.
     labelled: tuple[str | None, str | None, int | None] | None = None
-    mismatch: str = ""  # set when the labels differ from what the engine runs as
+    http_port: int | None = None  # the containerPort named http (probes and Services use the name)
+    mismatch: str = ""  # set when the pod's labels or ports differ from what the engine runs with
     result: dict[str, Any] = field(default_factory=dict)
 
 
@@ -343,7 +356,12 @@ def render(case: dict[str, Any]) -> list[Pod]:
             found, argv, note = _engine_argv(engine, container)
             expanded = None if argv is None else [_expand(arg, env) for arg in argv]
             parser = "vllm" if found in ("sim", None) else found  # the simulator speaks vLLM's flags
-            pods.append(Pod(name, role["name"], pod, parser, expanded, env, note, labelled=labelled))
+            http = next(
+                (p["containerPort"] for p in container.get("ports", []) if p.get("name") == "http"), None
+            )
+            pods.append(
+                Pod(name, role["name"], pod, parser, expanded, env, note, labelled=labelled, http_port=http)
+            )
     return pods
 
 
@@ -396,17 +414,25 @@ def _engine_side(pod: Pod) -> tuple[str | None, str | None, int | None] | None:
     return (kind, "sglang" if kind else None, port)
 
 
-def check_labels(pods: list[Pod], failures: list[str]) -> None:
-    """The router pairs pods and speaks to them by their labels: a side or bootstrap port that differs
-    from what the engine runs as breaks requests (or falls back to decode-only in silence)."""
+def _mismatch(pod: Pod) -> str:
+    """How the pod's labels or declared HTTP port differ from what the engine runs with; "" if not."""
+    engine = _engine_side(pod)
+    if pod.labelled is not None and engine is not None and engine != pod.labelled:
+        # The router pairs and dials by the labels: a wrong side or bootstrap port breaks requests,
+        # or makes them fall back to decode-only in silence.
+        return f"labelled (kind, protocol, bootstrap port) {pod.labelled}, engine runs as {engine}"
+    port = pod.result.get("shown", {}).get("port")
+    if pod.pod == "entry" and pod.http_port is not None and port != pod.http_port:
+        return f"the port named http is {pod.http_port}, the engine listens on {port}"  # probes miss it
+    return ""
+
+
+def check_consistency(pods: list[Pod], failures: list[str]) -> None:
     for pod in pods:
-        if pod.labelled is None or pod.argv is None or not pod.result.get("ok"):
+        if pod.argv is None or not pod.result.get("ok"):
             continue
-        engine = _engine_side(pod)
-        if engine is not None and engine != pod.labelled:
-            pod.mismatch = (
-                f"labelled (kind, protocol, bootstrap port) {pod.labelled}, engine runs as {engine}"
-            )
+        pod.mismatch = _mismatch(pod)
+        if pod.mismatch:
             failures.append(f"{pod.case}/{pod.role}/{pod.pod}: {pod.mismatch}")
 
 
@@ -468,7 +494,7 @@ def _verdict(pod: Pod, failures: list[str]) -> tuple[str, str]:
     ok = bool(pod.result.get("ok"))
     stage = pod.result.get("stage", "")
     if pod.mismatch:
-        return "LABELS DIFFER", stage
+        return "INCONSISTENT", stage
     if ok != pod.expect_ok:
         failures.append(f"{pod.case}/{pod.role}/{pod.pod}: {pod.result.get('error') or 'accepted'}")
         return ("accepted, expected a rejection" if ok else "REJECTED"), stage
@@ -515,7 +541,7 @@ def main() -> int:
     ]
     for engine in ("vllm", "sglang"):
         parse_all(engine, pods + controls)
-    check_labels(pods, failures)
+    check_consistency(pods, failures)
     versions = ", ".join(f"{e} {v}" for e, v in VERSIONS.items())
     print(f"# Engine argv check ({versions})\n")
     print(_header())

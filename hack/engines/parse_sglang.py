@@ -26,6 +26,7 @@ _SHOWN = (
     "dp_size",
     "nnodes",
     "node_rank",
+    "port",
 )
 
 

@@ -69,6 +69,7 @@ def _shown(args: argparse.Namespace) -> dict[str, Any]:
             shown[name.replace("_parallel_size", "")] = value
     if getattr(args, "headless", False):
         shown["headless"] = True
+    shown["port"] = args.port
     return shown
 
 
