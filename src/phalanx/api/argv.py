@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # `sh -c SCRIPT` and friends: the engine command is inside the script.
@@ -65,23 +65,71 @@ def script_commands(script: str) -> list[list[str]]:
     return [command for command in commands if command]
 
 
+def option_name(token: str) -> str | None:
+    """The flag a `--flag` or `--flag=value` token names as vLLM reads it, None for a value.
+
+    vLLM turns underscores into hyphens up to the first `.` only: the key of a dotted JSON field
+    (`--kv-transfer-config.kv_role`) is taken verbatim. SGLang takes no underscores at all
+    (see `underscored_options`).
+    """
+    if not token.startswith("--") or token == "--":
+        return None
+    head, dot, key = token.partition("=")[0].partition(".")
+    return head.replace("_", "-") + dot + key
+
+
 def flag_values(command: Sequence[str], flag: str) -> list[str] | None:
     """The values of the last `flag` in `command` (`--flag a b` or `--flag=a`), None when absent.
 
-    vLLM and SGLang also accept a flag with underscores; a value list ends at the next option.
+    A value list ends at the next option.
     """
     values: list[str] | None = None
     i = 0
     while i < len(command):
-        option, eq, value = command[i].partition("=")
+        token = command[i]
         i += 1
-        if not option.startswith("--") or option.replace("_", "-") != flag:
+        if option_name(token) != flag:
             continue
-        if eq:
-            values = [value]
+        if "=" in token:
+            values = [token.partition("=")[2]]
             continue
         values = []
         while i < len(command) and not command[i].startswith("-"):
             values.append(command[i])
             i += 1
     return values
+
+
+def flag_named(token: str, flags: Iterable[str]) -> str | None:
+    """The flag of `flags` a token names: in full, or abbreviated to a prefix of that flag alone."""
+    name = option_name(token)
+    if name is None:
+        return None
+    head = name.partition(".")[0]
+    matches = [flag for flag in flags if flag == head or flag.startswith(head)]
+    exact = [flag for flag in matches if flag == head]
+    return (exact or matches)[0] if len(exact or matches) == 1 else None
+
+
+def abbreviations(command: Sequence[str], flags: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """(token, the flags it abbreviates) for each option of `command` that is a strict prefix of `flags`.
+
+    Both engines' parsers take any unique prefix of a flag as that flag (argparse's allow_abbrev), so
+    `--kv-transfer` is `--kv-transfer-config` to vLLM. No exact flag of vLLM 0.33.0 or SGLang 0.5.23
+    is a prefix of a flag Phalanx reads, so such a token is always an abbreviation (or ambiguous).
+    """
+    found: list[tuple[str, list[str]]] = []
+    for token in command:
+        name = option_name(token)
+        if name is None or name in flags:
+            continue
+        head = name.partition(".")[0]
+        full = [flag for flag in flags if flag != head and flag.startswith(head)]
+        if full:
+            found.append((token, full))
+    return found
+
+
+def underscored_options(command: Sequence[str]) -> list[str]:
+    """Options spelled with an underscore in the flag's name (`--disaggregation_mode`)."""
+    return [token for token in command if token.startswith("--") and "_" in token.partition("=")[0]]

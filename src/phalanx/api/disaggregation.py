@@ -33,7 +33,7 @@ DEFAULT_BOOTSTRAP_PORT = 8998  # SGLang's --disaggregation-bootstrap-port defaul
 DEFAULT_PROTOCOL: PdProtocol = "vllm"  # when neither declared nor readable from the engine flags
 
 KV_TRANSFER_FLAG = "--kv-transfer-config"
-KV_ROLE_FLAG = "--kv-transfer-config.kv-role"  # vLLM's dotted form of one JSON key
+KV_ROLE_FLAG = "--kv-transfer-config.kv_role"  # vLLM's dotted form of one JSON key: taken verbatim
 SGLANG_MODE_FLAG = "--disaggregation-mode"
 SGLANG_BOOTSTRAP_FLAG = "--disaggregation-bootstrap-port"
 # The pod labels and annotations that say a pod is PD; only Phalanx writes them.

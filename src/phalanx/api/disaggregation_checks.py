@@ -16,6 +16,7 @@ from phalanx.api.disaggregation import (
     engine_flags,
     resolve,
 )
+from phalanx.api.disaggregation_argv import engine_flag_problems
 from phalanx.api.errors import FieldError, Path, format_path
 from phalanx.api.modelserving import ModelServing, Role, RoleDisaggregation
 
@@ -42,6 +43,7 @@ def disaggregation_problems(ms: ModelServing) -> list[FieldError]:
     for index, (role, role_flags, pd) in enumerate(zip(roles, flags, pds, strict=True)):
         problems.extend(_role(index, role, role_flags, pd, serving_is_pd, looks_pd))
     problems.extend(_sides(ms, pds))
+    problems.extend(engine_flag_problems(ms))
     return problems
 
 

@@ -16,7 +16,7 @@ from phalanx.api.validation import validate_model_serving
 from phalanx.compiler.planning import pd_warnings, plan_deployment, plan_pd_deployment, plan_warnings
 from phalanx.compiler.resolve import resolve_model, resolve_shape
 from phalanx.engines import DEFAULT_IMAGES, RECIPES, EngineInputs
-from phalanx.engines.recipe import PdKind, PdRole, RoleRecipe
+from phalanx.engines.recipe import ArgProblem, PdKind, PdRole, RoleRecipe
 from phalanx.planner.disaggregation import PdPlan
 from phalanx.planner.memory import kv_bytes_per_token
 from phalanx.planner.types import ModelArchitecture, Plan
@@ -107,19 +107,21 @@ def _pd_role(disaggregation: Disaggregation, engine: str, kind: PdKind, model: M
 
 def _roles(
     md: ModelDeployment, model: ModelArchitecture, plan: Plan | PdPlan
-) -> tuple[list[dict[str, Any]], str, list[str]]:
-    """The roles of the group template, the plan annotation and the recipes' notes."""
+) -> tuple[list[dict[str, Any]], str, list[str], list[ArgProblem]]:
+    """The roles of the group template, the plan annotation, the recipes' notes and refusals."""
     if isinstance(plan, PdPlan) and md.spec.disaggregation is not None:
         return _pd_roles(md, md.spec.disaggregation, model, plan)
     assert isinstance(plan, Plan), "a PdPlan comes only from a deployment with disaggregation"
     recipe = _recipe(md, model, plan)
-    return [_role(md, ENGINE_ROLE, 1, recipe)], _summary(plan), list(recipe.notes)
+    return [_role(md, ENGINE_ROLE, 1, recipe)], _summary(plan), list(recipe.notes), list(recipe.refused)
 
 
 def _pd_roles(
     md: ModelDeployment, disaggregation: Disaggregation, model: ModelArchitecture, plan: PdPlan
-) -> tuple[list[dict[str, Any]], str, list[str]]:
-    roles, notes = [], []
+) -> tuple[list[dict[str, Any]], str, list[str], list[ArgProblem]]:
+    roles: list[dict[str, Any]] = []
+    notes: list[str] = []
+    refused: list[ArgProblem] = []
     sides: list[tuple[PdKind, Plan, int]] = [
         ("prefill", plan.prefill, plan.replicas[0]),
         ("decode", plan.decode, plan.replicas[1]),
@@ -129,19 +131,20 @@ def _pd_roles(
         recipe = _recipe(md, model, side, pd)
         roles.append(_role(md, kind, replicas, recipe, pd))
         notes += [f"{kind} role: {note}" for note in recipe.notes]
+        refused += recipe.refused  # both sides get the same engineArgs
     summary = (
         f"{plan.replicas[0]} prefill x ({_summary(plan.prefill)});"
         f" {plan.replicas[1]} decode x ({_summary(plan.decode)})"
     )
-    return roles, summary, list(dict.fromkeys(notes))
+    return roles, summary, list(dict.fromkeys(notes)), list(dict.fromkeys(refused))
 
 
 def _serving(
     md: ModelDeployment, model: ModelArchitecture, plan: Plan | PdPlan
-) -> tuple[ModelServing, list[FieldError]]:
-    """The ModelServing of a plan, and the notes of its engine recipes (as warnings)."""
+) -> tuple[ModelServing, list[FieldError], list[FieldError]]:
+    """The ModelServing of a plan, the engineArgs its recipes refuse (errors) and their notes (warnings)."""
     spec = md.spec
-    roles, summary, recipe_notes = _roles(md, model, plan)
+    roles, summary, recipe_notes, refused = _roles(md, model, plan)
     template: dict[str, Any] = {"roles": roles}
     if md.spec.disaggregation is not None:
         template["disaggregation"] = {"pairing": md.spec.disaggregation.pairing}
@@ -161,7 +164,10 @@ def _serving(
         serving_spec["rolloutStrategy"] = spec.rollout_strategy.to_dict()
     ms = ModelServing.model_validate({"metadata": metadata, "spec": serving_spec})
     notes = [FieldError(("spec",), note, severity="warning", fix="check the plan") for note in recipe_notes]
-    return ms, notes
+    errors = [
+        FieldError(("spec", "engineArgs", p.index), p.message, value=p.token, fix=p.fix) for p in refused
+    ]
+    return ms, errors, notes
 
 
 def combined_plan(pd: PdPlan) -> Plan:
@@ -208,8 +214,9 @@ def _compile(md: ModelDeployment) -> tuple[Compiled | None, list[FieldError]]:
     if plan is None:
         return None, problems
     problems += pd_warnings(md, pd) if pd is not None else plan_warnings(plan)
-    ms, notes = _serving(md, model, pd or plan)
-    problems += notes + _generated_problems(ms)
+    ms, refused, notes = _serving(md, model, pd or plan)
+    # A refused engineArg also shows in the generated pods' flags: say it once, on the item.
+    problems += notes + (refused or _generated_problems(ms))
     if any(p.severity == "error" for p in problems):
         return None, problems
     return Compiled(model_serving=ms, plan=plan, warnings=problems, pd=pd), problems

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from phalanx.api.argv import flag_named, option_name
 from phalanx.planner.types import GiB, Plan
 
 HTTP_PORT = 8000
@@ -63,6 +64,16 @@ class EngineInputs:
 
 
 @dataclass(frozen=True)
+class ArgProblem:
+    """A user engine argument that would undo how the recipe wires the pod."""
+
+    index: int  # in engineArgs
+    token: str
+    message: str
+    fix: str
+
+
+@dataclass(frozen=True)
 class RoleRecipe:
     """The pod templates of one role instance plus what a reader of the plan should know."""
 
@@ -71,6 +82,7 @@ class RoleRecipe:
     worker_replicas: int
     port: int = HTTP_PORT
     notes: tuple[str, ...] = field(default=())
+    refused: tuple[ArgProblem, ...] = field(default=())  # engineArgs that would break the wiring
 
 
 def load_timeout_seconds(plan: Plan) -> int:
@@ -151,9 +163,77 @@ def pod_template(
 
 
 def overridden_flags(engine_args: tuple[str, ...], generated: set[str]) -> list[str]:
-    """Generated flags that user engine arguments override (the last value wins in argparse)."""
-    given = {arg.split("=", 1)[0] for arg in engine_args if arg.startswith("-")}
-    return sorted(given & generated)
+    """Generated flags that user engine arguments override (the last value wins in argparse), also
+    when abbreviated: the engines' parsers take a unique prefix of a flag as that flag."""
+    named = (flag_named(arg, generated) or _short_flag(arg, generated) for arg in engine_args)
+    return sorted({flag for flag in named if flag is not None})
+
+
+def _short_flag(arg: str, flags: set[str]) -> str | None:
+    """`-tp 4`: short flags are matched as written (argparse does not abbreviate them)."""
+    name = arg.split("=", 1)[0]
+    return name if name.startswith("-") and name in flags else None
+
+
+# What relies on each flag a recipe wires a pod by.
+WIRED_BY: dict[str, str] = {
+    "--port": f"the probes and the router use the container port named http ({HTTP_PORT})",
+    "--host": "the probes and the router reach the engine on the pod's IP",
+    "--served-model-name": "the router sends a model's requests to the pods that serve its name",
+    "--nnodes": "Phalanx starts one engine process per node of a role instance and joins them",
+    "--node-rank": "each pod of a role instance is given its node rank",
+    "--master-addr": "the worker pods join the entry pod at its address",
+    "--master-port": "the worker pods join the entry pod on this port",
+    "--dist-init-addr": "the worker pods join the entry pod at this address",
+    "--headless": "only the worker pods run without an API server",
+    "--join-port": "the worker pods join the entry pod on this port",
+    "--kv-transfer-config": "it sets the role's prefill or decode side and the KV connector, which "
+    "the role's labels and its peers rely on (set them in spec.disaggregation)",
+    "--disaggregation-mode": "it sets the role's prefill or decode side, which the role's labels and "
+    "its peers rely on",
+    "--disaggregation-transfer-backend": "prefill and decode must use the same backend (spec.disaggregation"
+    ".connector)",
+    "--disaggregation-bootstrap-port": "decode pods fetch the KV cache from the bootstrap port the "
+    "prefill pods are labelled with",
+}
+# Values that keep the wiring: restating the port, binding every interface.
+_KEEPS_WIRING: dict[str, frozenset[str]] = {
+    "--port": frozenset({str(HTTP_PORT)}),
+    "--host": frozenset({"0.0.0.0", "::"}),
+}
+_WIRED_FIX = {
+    "--port": f"remove it: the engine serves on port {HTTP_PORT} (container port http)",
+    "--host": "remove it: the engine listens on every interface of the pod",
+    "--served-model-name": "remove it and set spec.model.servedName",
+}
+
+
+def wiring_overrides(engine_args: tuple[str, ...], wired: tuple[str, ...]) -> list[ArgProblem]:
+    """engineArgs that set a flag of `wired` (see WIRED_BY), in full or abbreviated."""
+    problems: list[ArgProblem] = []
+    for index, token in enumerate(engine_args):
+        flag = flag_named(token, wired)
+        if flag is None:
+            continue
+        value = _value(engine_args, index)
+        if value in _KEEPS_WIRING.get(flag, frozenset()):
+            continue
+        shown = token if "=" in token or value is None else f"{token} {value}"
+        fix = _WIRED_FIX.get(flag, "remove it from engineArgs")
+        if flag != (option_name(token) or "").partition(".")[0]:
+            shown = f"{shown}, an abbreviation the engine takes as {flag}"
+        problems.append(
+            ArgProblem(index, token, f"sets {flag} ({shown}), which Phalanx wires: {WIRED_BY[flag]}", fix)
+        )
+    return problems
+
+
+def _value(engine_args: tuple[str, ...], index: int) -> str | None:
+    token = engine_args[index]
+    if "=" in token:
+        return token.partition("=")[2]
+    following = engine_args[index + 1] if index + 1 < len(engine_args) else None
+    return following if following is not None and not following.startswith("-") else None
 
 
 _VLLM_CONNECTOR = {"nixl": "NixlConnector", "lmcache": "LMCacheConnectorV1", "p2pnccl": "P2pNcclConnector"}

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from phalanx.engines.recipe import EngineInputs, PdRole, RoleRecipe, overridden_flags, pod_template
+from phalanx.engines.recipe import (
+    EngineInputs,
+    PdRole,
+    RoleRecipe,
+    overridden_flags,
+    pod_template,
+    wiring_overrides,
+)
 
 DEFAULT_IMAGE = "lmsysorg/sglang:v0.5.23"
 DIST_INIT_PORT = 20000
@@ -24,6 +31,10 @@ _PLANNED_FLAGS = {
     "--disaggregation-transfer-backend",
     "--disaggregation-bootstrap-port",
 }
+
+# Flags the pods are wired by (recipe.WIRED_BY): engineArgs may not change them.
+_WIRED = ("--port", "--host", "--served-model-name", "--nnodes", "--node-rank", "--dist-init-addr")
+_PD_WIRED = ("--disaggregation-mode", "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port")
 
 
 def pd_args(pd: PdRole) -> list[str]:
@@ -82,7 +93,8 @@ def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecip
     if plan.nodes > 1:
         worker_args = [*args, "--node-rank", "$(WORKER_INDEX)", *inputs.engine_args]
         worker = pod_template(inputs, command=command, args=worker_args, serves_http=False)
-    overridden = overridden_flags(inputs.engine_args, _PLANNED_FLAGS)
+    wired = _WIRED + (_PD_WIRED if inputs.pd is not None else ())
+    overridden = overridden_flags(inputs.engine_args, _PLANNED_FLAGS - set(wired))
     notes: tuple[str, ...] = (
         (f"engineArgs override planned flags {', '.join(overridden)}",) if overridden else ()
     )
@@ -91,4 +103,7 @@ def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecip
             f"{inputs.model_id} ships in Mistral's own format (params.json); Phalanx passes SGLang no loader"
             " flags for it: use engine vllm, or add the flags your SGLang version needs to engineArgs",
         )
-    return RoleRecipe(entry=entry, worker=worker, worker_replicas=plan.nodes - 1, notes=notes)
+    refused = tuple(wiring_overrides(inputs.engine_args, wired))
+    return RoleRecipe(
+        entry=entry, worker=worker, worker_replicas=plan.nodes - 1, notes=notes, refused=refused
+    )

@@ -16,10 +16,14 @@ from phalanx.engines.recipe import (
     pod_template,
     vllm_pd_env,
     vllm_pd_ports,
+    wiring_overrides,
 )
 
 DEFAULT_IMAGE = "phalanx:0.1.0"
 JOIN_PORT = 8001
+# Flags the pods are wired by (recipe.WIRED_BY): engineArgs may not change them.
+_WIRED = ("--port", "--host", "--served-model-name", "--join-port")
+_PD_WIRED = ("--kv-transfer-config",)
 
 
 def sim_args(inputs: EngineInputs) -> list[str]:
@@ -65,4 +69,6 @@ def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecip
     ports = join + (vllm_pd_ports(pd) if pd is not None else [])
     entry = pod_template(inputs, serves_http=True, extra_ports=ports, **pod)
     worker = pod_template(inputs, serves_http=False, **pod) if inputs.plan.nodes > 1 else None
-    return RoleRecipe(entry=entry, worker=worker, worker_replicas=inputs.plan.nodes - 1)
+    wired = _WIRED + (_PD_WIRED if pd is not None else ())
+    refused = tuple(wiring_overrides(inputs.engine_args, wired))
+    return RoleRecipe(entry=entry, worker=worker, worker_replicas=inputs.plan.nodes - 1, refused=refused)

@@ -6,6 +6,7 @@ import shlex
 from typing import Any
 
 from phalanx.engines.recipe import (
+    ArgProblem,
     EngineInputs,
     RoleRecipe,
     kv_transfer_config,
@@ -13,6 +14,7 @@ from phalanx.engines.recipe import (
     pod_template,
     vllm_pd_env,
     vllm_pd_ports,
+    wiring_overrides,
 )
 
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
@@ -34,6 +36,25 @@ _PLANNED_FLAGS = {
     "--node-rank",
     "--kv-transfer-config",
 }
+
+
+# Flags the pods are wired by (recipe.WIRED_BY): engineArgs may not change them.
+_WIRED = (
+    "--port",
+    "--host",
+    "--served-model-name",
+    "--nnodes",
+    "--node-rank",
+    "--master-addr",
+    "--master-port",
+)
+_WIRED_HEADLESS = ("--headless",)
+_PD_WIRED = ("--kv-transfer-config",)
+
+
+def _refused(inputs: EngineInputs) -> tuple[ArgProblem, ...]:
+    wired = _WIRED + _WIRED_HEADLESS + (_PD_WIRED if inputs.pd is not None else ())
+    return tuple(wiring_overrides(inputs.engine_args, wired))
 
 
 def _serve_args(inputs: EngineInputs, native_dtype_fp8: bool) -> list[str]:
@@ -78,7 +99,8 @@ def _pod(inputs: EngineInputs, **kwargs: Any) -> dict[str, Any]:
 
 
 def _notes(inputs: EngineInputs) -> tuple[str, ...]:
-    overridden = overridden_flags(inputs.engine_args, _PLANNED_FLAGS)
+    planned = _PLANNED_FLAGS - set(_PD_WIRED if inputs.pd is not None else ()) - set(_WIRED)
+    overridden = overridden_flags(inputs.engine_args, planned)
     if not overridden:
         return ()
     return (
@@ -132,7 +154,9 @@ def _ray(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
             ]
         )
         worker = _pod(inputs, command=["sh", "-c", worker_script], serves_http=False)
-    return RoleRecipe(entry=entry, worker=worker, worker_replicas=nodes - 1, notes=_notes(inputs))
+    return RoleRecipe(
+        entry=entry, worker=worker, worker_replicas=nodes - 1, notes=_notes(inputs), refused=_refused(inputs)
+    )
 
 
 def _native(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
@@ -140,7 +164,9 @@ def _native(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
     multi = ["--nnodes", str(nodes), "--master-addr", "$(ENTRY_ADDRESS)", "--master-port", str(MASTER_PORT)]
     if nodes == 1:
         entry = _pod(inputs, command=["vllm", "serve"], args=[*serve, *inputs.engine_args], serves_http=True)
-        return RoleRecipe(entry=entry, worker=None, worker_replicas=0, notes=_notes(inputs))
+        return RoleRecipe(
+            entry=entry, worker=None, worker_replicas=0, notes=_notes(inputs), refused=_refused(inputs)
+        )
     entry = _pod(
         inputs,
         command=["vllm", "serve"],
@@ -153,7 +179,9 @@ def _native(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
         args=[*serve, *multi, "--node-rank", "$(WORKER_INDEX)", "--headless", *inputs.engine_args],
         serves_http=False,
     )
-    return RoleRecipe(entry=entry, worker=worker, worker_replicas=nodes - 1, notes=_notes(inputs))
+    return RoleRecipe(
+        entry=entry, worker=worker, worker_replicas=nodes - 1, notes=_notes(inputs), refused=_refused(inputs)
+    )
 
 
 def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecipe:

@@ -155,10 +155,12 @@ def test_vllm_pd_env_reaches_worker_pods_of_a_multi_node_role() -> None:
     assert args[args.index("--kv-transfer-config") + 1] == NIXL_CONSUMER
 
 
-def test_user_engine_args_overriding_the_kv_transfer_config_are_noted() -> None:
+def test_user_engine_args_overriding_the_kv_transfer_config_of_a_pd_role_are_refused() -> None:
+    # It would change the side or connector the role is labelled and wired for.
     pd = PdRole(kind="prefill", connector="nixl")
     recipe = RECIPES["vllm"](inputs(pd, engine_args=("--kv-transfer-config", "{}")))
-    assert any("--kv-transfer-config" in note for note in recipe.notes)
+    assert [(p.index, p.token) for p in recipe.refused] == [(0, "--kv-transfer-config")]
+    assert not any("--kv-transfer-config" in note for note in recipe.notes)
 
 
 SGLANG_BASE = [
