@@ -205,6 +205,12 @@ _WIRED_FIX = {
     "--port": f"remove it: the engine serves on port {HTTP_PORT} (container port http)",
     "--host": "remove it: the engine listens on every interface of the pod",
     "--served-model-name": "remove it and set spec.model.servedName",
+    "--kv-transfer-config": "remove it: spec.disaggregation.connector picks the connector, each role's side "
+    "is set for it",
+    "--disaggregation-mode": "remove it: spec.disaggregation gives each role its side",
+    "--disaggregation-transfer-backend": "remove it and set spec.disaggregation.connector",
+    "--disaggregation-bootstrap-port": "remove it: prefill pods serve the bootstrap on "
+    f"{SGLANG_BOOTSTRAP_PORT} and are labelled with it",
 }
 
 
@@ -219,7 +225,7 @@ def wiring_overrides(engine_args: tuple[str, ...], wired: tuple[str, ...]) -> li
         if value in _KEEPS_WIRING.get(flag, frozenset()):
             continue
         shown = token if "=" in token or value is None else f"{token} {value}"
-        fix = _WIRED_FIX.get(flag, "remove it from engineArgs")
+        fix = _WIRED_FIX.get(flag, "remove it: Phalanx sets it from the plan's nodes")
         if flag != (option_name(token) or "").partition(".")[0]:
             shown = f"{shown}, an abbreviation the engine takes as {flag}"
         problems.append(

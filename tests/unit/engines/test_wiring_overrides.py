@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from phalanx.engines import RECIPES
-from phalanx.engines.recipe import PdRole, overridden_flags, wiring_overrides
+from phalanx.engines import RECIPES, sglang, sim, vllm
+from phalanx.engines.recipe import WIRED_BY, PdRole, overridden_flags, wiring_overrides
 from tests.unit.engines.test_pd_recipes import inputs as pd_inputs
 from tests.unit.engines.test_recipes import inputs
 
@@ -94,3 +94,13 @@ def test_overridden_planned_flags_are_found_abbreviated_too(
 ) -> None:
     planned = {"--tensor-parallel-size", "-tp", "--gpu-memory-utilization", "--max-model-len"}
     assert overridden_flags(engine_args, planned) == noted
+
+
+@pytest.mark.parametrize("engine", ["vllm", "sglang", "sim"])
+def test_every_wired_flag_says_what_relies_on_it_and_is_refused_with_a_fix(engine: str) -> None:
+    module = {"vllm": vllm, "sglang": sglang, "sim": sim}[engine]
+    for flag in module._WIRED + module._PD_WIRED:
+        assert flag in WIRED_BY
+        pd = PdRole(kind="prefill", connector="mooncake" if engine == "sglang" else "nixl")
+        (problem,) = RECIPES[engine](pd_inputs(pd, engine_args=(flag, "x"))).refused
+        assert problem.fix.startswith("remove it")
