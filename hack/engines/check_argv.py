@@ -476,11 +476,18 @@ def _header() -> str:
     rev = subprocess.run(
         ["git", "-C", str(source), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
     ).stdout.strip()
+    # The branch, not the path: results.md is committed and may not name a place on this machine.
+    branch = subprocess.run(
+        ["git", "-C", str(source), "rev-parse", "--abbrev-ref", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     engines = "; ".join(
         [_installed("vllm", ("vllm", "ray", "lmcache", "torch")), _installed("sglang", ("sglang", "torch"))]
     )
-    return f"Run {when}; Phalanx from {source} at `{rev}`; {engines}."
+    return f"Run {when}; Phalanx from branch {branch or '?'} at `{rev}`; {engines}."
 
 
 def _summary(pod: Pod) -> str:
