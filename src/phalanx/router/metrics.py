@@ -115,6 +115,46 @@ class RouterMetrics:
             registry=self.registry,
         )
 
+        # Prefill/decode disaggregation (docs/router.md).
+        self.pd_requests = Counter(
+            "phalanx_router_pd_requests",
+            "Requests for disaggregated models, by how they were served: disaggregated (prefill then "
+            "decode), decode_only (prefill skipped or failed) or aggregated (an engine without a PD role).",
+            ["model", "mode"],
+            registry=self.registry,
+        )
+        self.pd_phase = Histogram(
+            "phalanx_router_pd_phase_seconds",
+            "Time per phase of a disaggregated request: prefill (request to prefill's answer; SGLang: "
+            "runs beside decode), decode_first_byte (decode request to its first byte: the KV "
+            "transfer or bootstrap wait plus the first token).",
+            ["model", "phase"],
+            buckets=_TTFB_BUCKETS,
+            registry=self.registry,
+        )
+        self.pd_ttft = Histogram(
+            "phalanx_router_pd_time_to_first_token_seconds",
+            "True TTFT of requests for disaggregated models: from the router's receipt of the request "
+            "to the first byte of the decode engine's answer relayed to the client, prefill included.",
+            ["model", "mode"],
+            buckets=_TTFB_BUCKETS,
+            registry=self.registry,
+        )
+        self.pd_fallbacks = Counter(
+            "phalanx_router_pd_fallbacks",
+            "Disaggregated requests whose prefill failed and that were served decode-only, by reason "
+            "(prefill-error, prefill-timeout, prefill-unreachable, no-kv-transfer-params).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.pd_prefill_skipped = Counter(
+            "phalanx_router_pd_prefill_skipped",
+            "Requests sent to a decode engine without prefill, by reason (short-prompt, "
+            "cached-on-decode, no-pairable-prefill, prefill-saturated).",
+            ["reason"],
+            registry=self.registry,
+        )
+
     def forget_endpoint(self, name: str) -> None:
         """Drop the gauge series of an endpoint that is gone and idle."""
         with contextlib.suppress(KeyError):

@@ -19,7 +19,7 @@ from typing import Any
 
 from phalanx.router.messages import RequestError, parse_request
 from phalanx.router.policies import RoutingRequest, routing_request
-from phalanx.router.ratelimit import estimate_tokens
+from phalanx.router.ratelimit import estimate_prompt_tokens, estimate_tokens
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +29,7 @@ class Summary:
     model: str
     routing: RoutingRequest
     tokens: int  # the rate limiter's estimate; 0 when not asked for
+    prompt_tokens: int = 0  # the prompt alone, estimated (prefill/decode: short prompts skip prefill)
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ def summarize(body: bytes, question: Question) -> Summary | RequestError:
             parsed.payload, question.headers, question.session_header, max_chars=question.prefix_chars
         )
         tokens = estimate_tokens(parsed.payload) if question.want_tokens else 0
+        prompt_tokens = estimate_prompt_tokens(parsed.payload)
     except RecursionError:  # a prompt list or tool nested deeper than the stack allows
         return RequestError(400, "The request body is not valid JSON: it is nested too deeply.")
     except MemoryError:  # in a worker, whose address space is capped
@@ -59,7 +61,7 @@ def summarize(body: bytes, question: Question) -> Summary | RequestError:
             "The request body holds too many JSON values to parse within the router's memory "
             "limit; send a simpler request, or raise RouterConfig.parse_memory_bytes.",
         )
-    return Summary(parsed.model, routing, tokens)
+    return Summary(parsed.model, routing, tokens, prompt_tokens)
 
 
 # -- between processes -----------------------------------------------------------------------
@@ -92,11 +94,13 @@ def to_wire(answer: Summary | RequestError) -> bytes:
         "policy": answer.routing.policy,
         "cache_salt": answer.routing.cache_salt,
     }
-    return json.dumps({"model": answer.model, "routing": routing, "tokens": answer.tokens}).encode()
+    found = {"model": answer.model, "routing": routing, "tokens": answer.tokens}
+    return json.dumps(found | {"prompt_tokens": answer.prompt_tokens}).encode()
 
 
 def from_wire(data: bytes) -> Summary | RequestError:
     found: dict[str, Any] = json.loads(data)
     if "error" in found:
         return RequestError(**found["error"])
-    return Summary(found["model"], RoutingRequest(**found["routing"]), found["tokens"])
+    routing = RoutingRequest(**found["routing"])
+    return Summary(found["model"], routing, found["tokens"], found["prompt_tokens"])

@@ -17,7 +17,13 @@ from typing import Any
 
 from phalanx.api import labels as L
 from phalanx.controller.observed import DRAINING_ANNOTATION
-from phalanx.router.endpoints import Endpoint
+from phalanx.router.endpoints import (
+    DEFAULT_BOOTSTRAP_PORT,
+    PD_ROLES,
+    Endpoint,
+    PdProtocol,
+    PdRole,
+)
 
 Object = Mapping[str, Any]
 
@@ -175,6 +181,30 @@ def _int(value: Any) -> int:
         return 0
 
 
+def pd_fields(pod: Object) -> dict[str, Any]:
+    """The prefill/decode part of an entry pod's endpoint, from the controller's labels and
+    annotations. A pod without a known PD role is aggregated (none of these fields); a role without
+    a pair key pairs within its ModelServing, the controller's default scope."""
+    labels = _labels(pod)
+    role = labels.get(L.PD_ROLE)
+    if role not in PD_ROLES:
+        return {}
+    annotations = _metadata(pod).get("annotations")
+    notes = annotations if isinstance(annotations, Mapping) else {}
+    protocol = notes.get(L.PD_PROTOCOL_ANNOTATION)
+    pd_role: PdRole = "prefill" if role == "prefill" else "decode"
+    pd_protocol: PdProtocol = "sglang" if protocol == "sglang" else "vllm"
+    fields: dict[str, Any] = {
+        "pd_role": pd_role,
+        "pd_protocol": pd_protocol,
+        "pd_pair_key": str(labels.get(L.PD_PAIR_KEY) or labels.get(L.NAME) or ""),
+    }
+    if pd_protocol == "sglang" and pd_role == "prefill":
+        port = _int(notes.get(L.PD_BOOTSTRAP_PORT_ANNOTATION))
+        fields["bootstrap_port"] = port if 0 < port < 65536 else DEFAULT_BOOTSTRAP_PORT
+    return fields
+
+
 def endpoint_from_pod(pod: Object) -> Endpoint | None:
     """The endpoint of an entry pod that has an address; None for workers and unscheduled pods."""
     metadata = _metadata(pod)
@@ -198,6 +228,7 @@ def endpoint_from_pod(pod: Object) -> Endpoint | None:
         models=served_model_names(container) if container is not None else (),
         ready=pod_ready(pod) and not terminating,
         draining=marked or terminating,
+        **pd_fields(pod),
     )
 
 

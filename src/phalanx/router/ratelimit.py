@@ -57,20 +57,27 @@ def _message_chars(messages: object) -> int:
     return total
 
 
+def estimate_prompt_tokens(payload: object) -> int:
+    """The prompt's tokens as the router guesses them: characters / 4 (rounded up), token ids one
+    each; of `input` for an embedding request."""
+    if not isinstance(payload, dict):
+        return 0
+    chars, ids = _text_chars(payload.get("prompt"))
+    chars += _message_chars(payload.get("messages"))
+    if "input" in payload and "prompt" not in payload and "messages" not in payload:
+        chars, ids = _text_chars(payload.get("input"))
+    return math.ceil(chars / CHARS_PER_TOKEN) + ids
+
+
 def estimate_tokens(payload: object, default_max_tokens: int = DEFAULT_MAX_TOKENS) -> int:
     """What a request is charged at admission: prompt characters / 4 (rounded up; token ids count
     one each) plus the output it may produce, `max_completion_tokens` or else `max_tokens` (else
     `default_max_tokens`), times `n`. Embeddings (`input`, no `messages` or `prompt`) produce none."""
     if not isinstance(payload, dict):
         return 0
-    chars, ids = _text_chars(payload.get("prompt"))
-    chars += _message_chars(payload.get("messages"))
-    is_embedding = "input" in payload and "prompt" not in payload and "messages" not in payload
-    if is_embedding:
-        chars, ids = _text_chars(payload.get("input"))
-    prompt = math.ceil(chars / CHARS_PER_TOKEN) + ids
-    if is_embedding:
-        return prompt
+    prompt = estimate_prompt_tokens(payload)
+    if "input" in payload and "prompt" not in payload and "messages" not in payload:
+        return prompt  # an embedding
     output = default_max_tokens
     for name in ("max_completion_tokens", "max_tokens"):
         value = payload.get(name)

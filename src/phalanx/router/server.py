@@ -12,10 +12,12 @@ import contextlib
 import io
 import json
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -58,7 +60,16 @@ from phalanx.router.messages import (
 )
 from phalanx.router.metrics import CLIENT_CLOSED, NO_ENDPOINT, UNKNOWN_MODEL, RelayTimer, RouterMetrics
 from phalanx.router.parsepool import Parser
-from phalanx.router.parsing import Question
+from phalanx.router.parsing import Question, Summary
+from phalanx.router.pdbodies import (
+    decode_json,
+    encode_json,
+    new_bootstrap_room,
+    sglang_bodies,
+    vllm_decode_body,
+    vllm_prefill_body,
+)
+from phalanx.router.pdflow import FallbackReason, sglang_prefill, vllm_prefill
 from phalanx.router.policies import (
     DEFAULT_POLICY,
     POLICY_HEADER,
@@ -69,10 +80,10 @@ from phalanx.router.policies import (
     Policy,
     PolicyConfig,
     PolicySet,
-    RoutingRequest,
     candidates,
     unknown_policy_message,
 )
+from phalanx.router.policies.pd import PdConfig, is_disaggregated, main_states, plan_prefill
 from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
@@ -131,6 +142,8 @@ class RouterConfig:
     # Routing: the policy unless a request names another in `x-routing-policy` (docs/router.md).
     policy: str = DEFAULT_POLICY
     policy_config: PolicyConfig = field(default_factory=PolicyConfig)
+    # Prefill/decode disaggregation: when prefill is skipped, its timeout (docs/router.md).
+    pd: PdConfig = field(default_factory=PdConfig)
     session_header: str = SESSION_HEADER
     # Per-endpoint concurrency caps and the priority queue in front of them.
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
@@ -202,6 +215,31 @@ class _Tally:
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
 
 
+@dataclass(frozen=True)
+class _Leg:
+    """One attempt at a request for a disaggregated model, sent to its decode (or aggregated)
+    endpoint; `body` is the client's own."""
+
+    request: web.Request
+    decode: Endpoint
+    body: bytes
+    headers: list[tuple[str, str]]
+    tally: _Tally
+    started: float
+
+
+@dataclass(frozen=True)
+class _Pair(_Leg):
+    """A leg with a prefill engine chosen; `payload` is the client's body, parsed."""
+
+    prefill: Endpoint
+    payload: dict[str, Any]
+
+    @property
+    def prefill_url(self) -> str:
+        return self.prefill.url + self.request.rel_url.raw_path_qs
+
+
 _ModelKey = tuple[str, str]
 
 
@@ -246,6 +284,8 @@ class Router:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
+        # SGLang bootstrap rooms: unpredictable, so two routers never pick the same one.
+        self._rooms = random.SystemRandom()
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -542,6 +582,10 @@ class Router:
                         "draining": ep.draining,
                         "routable": ep.routable,
                         "in_flight": self._in_flight.get(ep.name, 0),
+                        "pd_role": ep.pd_role,
+                        "pd_protocol": ep.pd_protocol if ep.pd_role else None,
+                        "pd_pair_key": ep.pd_pair_key if ep.pd_role else None,
+                        "bootstrap_port": ep.bootstrap_port,
                     }
                     for ep in self.endpoints()
                 ]
@@ -639,7 +683,7 @@ class Router:
         answered: web.StreamResponse | None = None
         try:
             response = answered = await self._admitted(
-                request, body, summary.model, routing, policy, priority, queue_timeout, tally, started
+                request, body, summary, policy, priority, queue_timeout, tally, started
             )
         finally:
             if grant is not None:
@@ -653,14 +697,14 @@ class Router:
         self,
         request: web.Request,
         body: bytes,
-        model: str,
-        routing: RoutingRequest,
+        summary: Summary,
         policy: Policy,
         priority: Priority,
         queue_timeout: float,
         tally: _Tally,
         started: float,
     ) -> web.StreamResponse:
+        model, routing = summary.model, summary.routing
         await self._resolve_models()
         endpoints = self.endpoints()
         match availability(endpoints, model):
@@ -684,14 +728,20 @@ class Router:
         headers = upstream_request_headers(request.headers.items(), rid, drop=drop)
         tried: set[str] = set()
         last: _Abandoned | None = None
-        decided: list[Decision] = []  # what `pick` chose, for the attempt it is granted for
+        # What `pick` chose, for the attempt it is granted for, with the states it chose among
+        # and whether the model is served disaggregated.
+        decided: list[tuple[Decision, list[BackendState], bool]] = []
         for _ in range(self.config.max_attempts):
             decided.clear()
 
             def pick(saturated: frozenset[str]) -> str | None:
                 # Runs now, or later when a slot frees: re-read the set each time.
                 now = time.monotonic()
-                found = candidates(self._states(model, saturated, now), model, frozenset(tried))
+                states = self._states(model, saturated, now)
+                split = is_disaggregated(states, model)
+                # Decode first: prefill engines never answer the client themselves.
+                main = main_states(states) if split else states
+                found = candidates(main, model, frozenset(tried))
                 available = found.available or (() if found.saturated else found.ejected)  # fail open
                 if not available:
                     if found.saturated:
@@ -700,7 +750,7 @@ class Router:
                 decision = policy.choose(routing, available, now)
                 if decision is None:
                     raise _NothingLeft()
-                decided.append(decision)
+                decided.append((decision, states, split))
                 chosen: str = decision.endpoint.name
                 return chosen
 
@@ -712,7 +762,7 @@ class Router:
                 tally.error = _rejection_kind(rejection)
                 return rejection.response()
             try:
-                decision = decided[-1]
+                decision, states, split = decided[-1]
                 ep = decision.endpoint
                 now = time.monotonic()
                 self.policies.record(routing, ep, now)
@@ -721,7 +771,12 @@ class Router:
                 tried.add(ep.name)
                 tally.endpoint = ep.name
                 tally.attempts += 1
-                result = await self._attempt(request, ep, body, headers, rid, tally, started)
+                if split:
+                    result = await self._disaggregated(
+                        request, decision, states, summary, policy, body, headers, tally, started
+                    )
+                else:
+                    result = await self._attempt(request, ep, body, headers, rid, tally, started)
             finally:
                 self.admission.release(name)
             if not isinstance(result, _Abandoned):
@@ -737,6 +792,148 @@ class Router:
         self.metrics.no_endpoint.labels(model).inc()
         tally.error = "no_endpoint"
         return _error(no_endpoint(model, self.config.retry_after_s))
+
+    async def _disaggregated(
+        self,
+        request: web.Request,
+        decision: Decision,
+        states: list[BackendState],
+        summary: Summary,
+        policy: Policy,
+        body: bytes,
+        headers: list[tuple[str, str]],
+        tally: _Tally,
+        started: float,
+    ) -> web.StreamResponse | _Abandoned:
+        """One attempt at a request for a disaggregated model, `decision` being its decode (or
+        aggregated) endpoint: prefill first when the plan says so, else decode-only."""
+        ep = decision.endpoint
+        model = tally.model
+        leg = _Leg(request, ep, body, headers, tally, started)
+        if ep.pd_role != "decode":
+            return await self._served(leg, body, "aggregated")
+        plan = plan_prefill(ep, decision.prefix_match, summary.prompt_tokens, states, model, self.config.pd)
+        payload = decode_json(body) if plan.skip is None else None
+        now = time.monotonic()
+        chosen = policy.choose(summary.routing, plan.candidates, now) if payload is not None else None
+        if chosen is None or payload is None:
+            if plan.skip is not None:
+                self.metrics.pd_prefill_skipped.labels(plan.skip).inc()
+            return await self._served(leg, body, "decode_only")
+        prefill = chosen.endpoint
+        self.policies.record(summary.routing, prefill, now)
+        self.detector.record_attempt(prefill.name, now)
+        pair = _Pair(request, ep, body, headers, tally, started, prefill, payload)
+        return await (self._vllm_flow(pair) if ep.pd_protocol == "vllm" else self._sglang_flow(pair))
+
+    async def _vllm_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
+        """Sequential: prefill's answer says where its KV blocks are; decode pulls them."""
+        assert self._session is not None
+        prefill = pair.prefill
+        sent = time.monotonic()
+        self._enter(prefill.name)
+        try:
+            got = await vllm_prefill(
+                self._session,
+                pair.prefill_url,
+                encode_json(vllm_prefill_body(pair.payload)),
+                pair.headers,
+                self.config.pd.prefill_timeout_s,
+            )
+        finally:
+            self._leave(prefill.name)
+        self.metrics.pd_phase.labels(pair.tally.model, "prefill").observe(time.monotonic() - sent)
+        if isinstance(got, str):
+            return await self._fall_back(pair, got)
+        self.detector.record_success(prefill.name, time.monotonic())
+        return await self._served(pair, encode_json(vllm_decode_body(pair.payload, got)), "disaggregated")
+
+    async def _sglang_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
+        """Concurrent: both sides at once, paired by the bootstrap room; decode's answer is relayed."""
+        assert self._session is not None
+        prefill = pair.prefill
+        prefill_body, decode_body = sglang_bodies(pair.payload, prefill, new_bootstrap_room(self._rooms))
+        sent = time.monotonic()
+        self._enter(prefill.name)
+        loop = asyncio.get_running_loop()
+        prefilling = loop.create_task(
+            sglang_prefill(
+                self._session,
+                pair.prefill_url,
+                encode_json(prefill_body),
+                pair.headers,
+                self.config.pd.prefill_timeout_s,
+            )
+        )
+
+        def prefill_done(task: asyncio.Task[FallbackReason | None]) -> None:
+            self._leave(prefill.name)
+            if not task.cancelled():
+                self.metrics.pd_phase.labels(pair.tally.model, "prefill").observe(time.monotonic() - sent)
+
+        prefilling.add_done_callback(prefill_done)
+        answered = asyncio.Event()
+        decoding = loop.create_task(
+            self._served(pair, encode_json(decode_body), "disaggregated", answered.set)
+        )
+        try:
+            await asyncio.wait((prefilling, decoding), return_when=asyncio.FIRST_COMPLETED)
+            failed = prefilling.result() if prefilling.done() and not prefilling.cancelled() else None
+            if failed is not None and not answered.is_set():
+                # Decode would wait for KV that never comes; nothing reached the client yet.
+                decoding.cancel()
+                await asyncio.gather(decoding, return_exceptions=True)
+                return await self._fall_back(pair, failed)
+            result = await decoding
+            if isinstance(result, _Abandoned) or pair.tally.error:
+                prefilling.cancel()  # decode failed: prefill's KV has nowhere to go
+            return result
+        finally:
+            # A client that hung up cancels this task: both sides are aborted.
+            for task in (prefilling, decoding):
+                task.cancel()
+            await asyncio.gather(prefilling, decoding, return_exceptions=True)
+
+    async def _fall_back(self, pair: _Pair, reason: FallbackReason) -> web.StreamResponse | _Abandoned:
+        """Prefill failed: serve the client's own request on the decode engine, and count why."""
+        tally = pair.tally
+        logger.warning(
+            "prefill %s failed (%s); serving %s decode-only", pair.prefill.name, reason, tally.request_id
+        )
+        self.metrics.pd_fallbacks.labels(reason).inc()
+        if reason in ("prefill-timeout", "prefill-unreachable"):
+            kind = FailureKind.TIMEOUT if reason == "prefill-timeout" else FailureKind.DISCONNECT
+            self._failed(pair.prefill, kind, tally)
+        return await self._served(pair, pair.body, "decode_only")
+
+    async def _served(
+        self, leg: _Leg, body: bytes, mode: str, on_head: Callable[[], None] | None = None
+    ) -> web.StreamResponse | _Abandoned:
+        """`_attempt` on the leg's decode endpoint with `body`: counts the mode, times decode's
+        first byte and the request's true TTFT (from the router's receipt)."""
+        tally = leg.tally
+        model = tally.model
+        sent = time.monotonic()
+
+        def first_byte(now: float) -> None:
+            self.metrics.pd_ttft.labels(model, mode).observe(now - leg.started)
+            if mode != "aggregated":
+                self.metrics.pd_phase.labels(model, "decode_first_byte").observe(now - sent)
+
+        result = await self._attempt(
+            leg.request,
+            leg.decode,
+            body,
+            leg.headers,
+            tally.request_id,
+            tally,
+            leg.started,
+            on_head,
+            first_byte,
+        )
+        if not isinstance(result, _Abandoned):
+            self.metrics.pd_requests.labels(model, mode).inc()
+        return result
 
     def _states(self, model: str, saturated: frozenset[str], now: float) -> list[BackendState]:
         """What the policies see of the endpoints serving `model` (per decision: on the request path)."""
@@ -782,7 +979,12 @@ class Router:
         rid: str,
         tally: _Tally,
         started: float,
+        on_head: Callable[[], None] | None = None,
+        on_first_byte: Callable[[float], None] | None = None,
     ) -> web.StreamResponse | _Abandoned:
+        """Send the request to `ep` and relay its answer. `on_head` is called when the upstream's
+        response head arrives (before anything reaches the client), `on_first_byte(now)` before
+        the first body bytes are written to the client."""
         assert self._session is not None
         self._enter(ep.name)
         upstream: aiohttp.ClientResponse | None = None
@@ -812,6 +1014,8 @@ class Router:
                 tally.error = "upstream_error"
                 return error_response(502, f"Endpoint {ep.name} failed: {type(exc).__name__}.")
 
+            if on_head is not None:
+                on_head()
             if upstream.status >= 500 and upstream.status != 503:
                 self._failed(ep, FailureKind.HTTP_5XX, tally)
             else:  # vLLM's 503 is "overloaded or starting", not ill health
@@ -823,13 +1027,19 @@ class Router:
 
             timer = RelayTimer(self.metrics, tally.model, ep.name, started)
             tap = tally.usage
-            if tap is None:
+            first = on_first_byte
+            if tap is None and first is None:
                 on_data: Callable[[bytes, bool], None] = timer
             else:
 
                 def on_data(data: bytes, event_stream: bool) -> None:
+                    nonlocal first
+                    if first is not None:
+                        first(time.monotonic())
+                        first = None
                     timer(data, event_stream)
-                    tap(data)
+                    if tap is not None:
+                        tap(data)
 
             response, outcome = await relay(request, upstream, rid, on_data, tally.response_headers)
             if outcome is Outcome.NOTHING_SENT:

@@ -58,6 +58,11 @@ class BlockManager:
     def block_table(self, seq_id: str) -> list[int]:
         return list(self._tables.get(seq_id, ()))
 
+    @property
+    def owners(self) -> set[str]:
+        """Every key that holds blocks: live sequences and leases (see leases.py)."""
+        return set(self._tables)
+
     def ref_count(self, block_id: int) -> int:
         return self._blocks[block_id].ref_count
 
@@ -122,6 +127,16 @@ class BlockManager:
             table.append(self._take(self._evict()))
         self._register_full_blocks(seq_id, tokens)
         return True
+
+    def rename(self, seq_id: str, owner: str) -> list[int]:
+        """Hand `seq_id`'s blocks to `owner` unchanged (a finished prefill keeps its KV under a
+        lease); returns the block ids."""
+        if owner in self._tables:
+            raise ValueError(f"{owner} already holds blocks")
+        table = self._tables.pop(seq_id)
+        self._tables[owner] = table
+        self._hashes[owner] = self._hashes.pop(seq_id)
+        return list(table)
 
     def free(self, seq_id: str) -> None:
         table = self._tables.pop(seq_id, None)

@@ -7,6 +7,16 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from phalanx.sim.pdconfig import (
+    DEFAULT_BOOTSTRAP_PORT,
+    SGLANG_BACKENDS,
+    SGLANG_MODES,
+    KvTransfer,
+    SglangDisaggregation,
+    parse_kv_transfer_config,
+    parse_sglang,
+)
+
 VERSION = "0.33.0"
 """The vLLM version the simulator's HTTP surface follows; `/version` reports it."""
 
@@ -40,6 +50,13 @@ class SimConfig:
     worker_index: int
     group_size: int
     entry_address: str | None
+    kv_transfer: KvTransfer | None = None
+    sglang: SglangDisaggregation | None = None
+    kv_bandwidth_gb_s: float = 25.0
+    kv_bytes_per_token: int = 131072
+    fault_drop_leases: bool = False
+    fault_refuse_pulls: bool = False
+    fault_bootstrap_delay: float = 0.0
 
     @property
     def is_entry(self) -> bool:
@@ -232,6 +249,62 @@ def build_parser() -> argparse.ArgumentParser:
         default=256,
         help="max_tokens when a request omits it, capped by the context left; 0 = the whole context (vLLM).",
     )
+    pd = parser.add_argument_group("prefill/decode disaggregation")
+    pd.add_argument(
+        "--kv-transfer-config",
+        default=None,
+        metavar="JSON",
+        help="vLLM's KV connector config (kv_connector, kv_role, kv_load_failure_policy, "
+        "kv_connector_extra_config.kv_lease_duration); the side channel listens on "
+        "$VLLM_NIXL_SIDE_CHANNEL_HOST:$VLLM_NIXL_SIDE_CHANNEL_PORT.",
+    )
+    pd.add_argument(
+        "--disaggregation-mode",
+        choices=SGLANG_MODES,
+        default="null",
+        help="SGLang: which side of a disaggregated pair this engine serves.",
+    )
+    pd.add_argument(
+        "--disaggregation-transfer-backend",
+        choices=SGLANG_BACKENDS,
+        default="mooncake",
+        help="SGLang: the KV transfer backend (recorded; both behave the same here).",
+    )
+    pd.add_argument(
+        "--disaggregation-bootstrap-port",
+        type=_port,
+        default=DEFAULT_BOOTSTRAP_PORT,
+        help="SGLang: the prefill engine's bootstrap server port.",
+    )
+    pd.add_argument(
+        "--kv-transfer-bandwidth",
+        type=_non_negative_float,
+        default=25.0,
+        help="Simulator: GB/s of the decode engine's link for KV pulls (transfers queue on it); 0 = instant.",
+    )
+    pd.add_argument(
+        "--kv-bytes-per-token",
+        type=_positive_int,
+        default=131072,
+        help="Simulator: KV bytes per prompt token a transfer moves (an 8B model in bf16: 128 KiB).",
+    )
+    faults = parser.add_argument_group("fault injection (for routers' fallback paths)")
+    faults.add_argument(
+        "--fault-drop-leases",
+        action="store_true",
+        help="Prefill answers kv_transfer_params but frees the KV at once: every pull finds it expired.",
+    )
+    faults.add_argument(
+        "--fault-refuse-pulls",
+        action="store_true",
+        help="The side channel / bootstrap server answers every pull or room with an error.",
+    )
+    faults.add_argument(
+        "--fault-bootstrap-delay",
+        type=_non_negative_float,
+        default=0.0,
+        help="Seconds the side channel / bootstrap server waits before answering a decode engine.",
+    )
     return parser
 
 
@@ -272,6 +345,23 @@ def parse_config(argv: list[str], env: Mapping[str, str]) -> SimConfig:
             f"the KV cache ({num_blocks} blocks of {block_size} = {num_blocks * block_size} tokens) "
             f"cannot hold one request of --max-model-len {max_model_len}"
         )
+    kv_transfer: KvTransfer | None = None
+    sglang: SglangDisaggregation | None = None
+    try:
+        if args.kv_transfer_config is not None:
+            kv_transfer = parse_kv_transfer_config(args.kv_transfer_config, env)
+        sglang = parse_sglang(
+            args.disaggregation_mode,
+            args.disaggregation_transfer_backend,
+            args.disaggregation_bootstrap_port,
+            env,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    if kv_transfer is not None and sglang is not None:
+        parser.error(
+            "--kv-transfer-config (vLLM) and --disaggregation-mode (SGLang) exclude each other; pick one"
+        )
     zero = bool(args.zero_latency)
     names = tuple(args.served_model_name)
     max_body: float | None = args.max_body_mib
@@ -303,4 +393,11 @@ def parse_config(argv: list[str], env: Mapping[str, str]) -> SimConfig:
         worker_index=worker_index,
         group_size=group_size,
         entry_address=entry_address,
+        kv_transfer=kv_transfer,
+        sglang=sglang,
+        kv_bandwidth_gb_s=0.0 if zero else args.kv_transfer_bandwidth,
+        kv_bytes_per_token=args.kv_bytes_per_token,
+        fault_drop_leases=args.fault_drop_leases,
+        fault_refuse_pulls=args.fault_refuse_pulls,
+        fault_bootstrap_delay=args.fault_bootstrap_delay,
     )

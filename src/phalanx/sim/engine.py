@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
+from phalanx.sim.leases import Lease, LeaseTable
 from phalanx.sim.metrics import SimMetrics
 from phalanx.sim.protocol import GenerationRequest
 from phalanx.sim.scheduler import Scheduler, Sequence, TokenOutput
@@ -37,6 +38,7 @@ class RequestHandle:
     def __init__(self, request_id: str, sequences: list[Sequence]) -> None:
         self.request_id = request_id
         self.sequences = sequences
+        self.leased_blocks: list[int] | None = None  # the KV kept for a remote decode, once finished
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._unfinished = len(sequences)
 
@@ -67,6 +69,8 @@ class Engine:
         seed: int,
         barrier: Callable[[], Awaitable[None]] | None = None,
         on_fatal: Callable[[str], None] | None = None,
+        lease_seconds: float = 30.0,
+        drop_leases: bool = False,
     ) -> None:
         self.scheduler = scheduler
         self.metrics = metrics
@@ -78,6 +82,11 @@ class Engine:
         self._idle = asyncio.Event()
         self._idle.set()
         self.failure: str | None = None
+        self.leases = LeaseTable()
+        self._lease_seconds = lease_seconds
+        self._drop_leases = drop_leases  # fault injection: a lease is gone as soon as it is made
+        self._lease_timers: dict[str, asyncio.TimerHandle] = {}
+        self._lease_gone: dict[str, asyncio.Event] = {}
 
     @property
     def in_flight(self) -> int:
@@ -86,7 +95,14 @@ class Engine:
     def _clock(self) -> float:
         return asyncio.get_running_loop().time()
 
-    def submit(self, request: GenerationRequest, request_id: str) -> RequestHandle:
+    def submit(
+        self,
+        request: GenerationRequest,
+        request_id: str,
+        *,
+        hold_kv: str | None = None,
+        remote_kv: bool = False,
+    ) -> RequestHandle:
         if self.failure is not None:
             raise ClusterFailure(self.failure)
         now = self._clock()
@@ -105,6 +121,8 @@ class Engine:
                         source=TokenSource(seed),
                         stop=StopMatcher(request.stop),
                         arrival=now,
+                        hold_kv=hold_kv,
+                        remote_kv=remote_kv,
                     )
                 )
         handle = RequestHandle(request_id, sequences)
@@ -113,7 +131,7 @@ class Engine:
         for seq in sequences:
             self.scheduler.add(seq)
             self.metrics.observe_new_request(len(seq.prompt))
-        self.metrics.update_gauges(self.scheduler)
+        self._update_gauges()
         self._wake.set()
         return handle
 
@@ -123,7 +141,78 @@ class Engine:
             if self.scheduler.abort(seq.seq_id):
                 self.metrics.observe_abort()
         self._forget(handle.request_id)
+        self._update_gauges()
+
+    # -- leases: KV kept for a remote decode ---------------------------------------------------
+
+    def begin_pull(self, lease_id: str) -> Lease | str:
+        """The decode side starts reading a lease: the lease, or why there is none."""
+        lease = self.leases.get(lease_id)
+        if lease is None:
+            return self.leases.why_missing(lease_id)
+        lease.pulling = True
+        return lease
+
+    def end_pull(self, lease_id: str) -> bool:
+        """The decode side read the blocks: free them. False when the lease expired meanwhile,
+        so what was read is not the KV any more."""
+        return self.release_lease(lease_id)
+
+    def release_lease(self, lease_id: str) -> bool:
+        lease = self.leases.pop(lease_id)
+        if lease is None:
+            return False
+        self._free_lease(lease)
+        return True
+
+    async def wait_lease_gone(self, lease_id: str) -> None:
+        event = self._lease_gone.get(lease_id)
+        if event is not None:
+            await event.wait()
+
+    @property
+    def leaked_blocks(self) -> int:
+        """Blocks held by no live sequence and no live lease: must stay 0."""
+        blocks = self.scheduler.blocks
+        stray = blocks.owners - self.scheduler.live_ids - self.leases.owners
+        return sum(len(blocks.block_table(owner)) for owner in stray)
+
+    def _add_lease(self, request_id: str, owner: str, block_ids: list[int], tokens: int) -> None:
+        now = self._clock()
+        lease = Lease(request_id, owner, block_ids, tokens, now + self._lease_seconds)
+        self.leases.add(lease)
+        self._lease_gone[request_id] = asyncio.Event()
+        if self._drop_leases:
+            lease.expires = now
+            self._expire(request_id)
+            return
+        loop = asyncio.get_running_loop()
+        self._lease_timers[request_id] = loop.call_at(lease.expires, self._expire, request_id)
+
+    def _expire(self, lease_id: str) -> None:
+        lease = self.leases.expire(lease_id, self._clock())
+        if lease is None:
+            return
+        log.warning(
+            "KV lease %s expired before decode read it; freeing %d blocks", lease_id, len(lease.block_ids)
+        )
+        self.metrics.observe_expired_lease()
+        self._free_lease(lease)
+
+    def _free_lease(self, lease: Lease) -> None:
+        timer = self._lease_timers.pop(lease.lease_id, None)
+        if timer is not None:
+            timer.cancel()
+        self.scheduler.blocks.free(lease.owner)
+        gone = self._lease_gone.pop(lease.lease_id, None)
+        if gone is not None:
+            gone.set()
+        self._update_gauges()
+        self._wake.set()  # freed blocks may admit a waiting request
+
+    def _update_gauges(self) -> None:
         self.metrics.update_gauges(self.scheduler)
+        self.metrics.update_kv(self.leases.num_blocks, self.leaked_blocks)
 
     def fail_all(self, status: int, message: str) -> None:
         for handle in list(self._handles.values()):
@@ -131,7 +220,7 @@ class Engine:
             for seq in handle.sequences:
                 self.scheduler.abort(seq.seq_id)
             self._forget(handle.request_id)
-        self.metrics.update_gauges(self.scheduler)
+        self._update_gauges()
 
     async def wait_idle(self, timeout: float) -> bool:
         try:
@@ -139,6 +228,16 @@ class Engine:
         except TimeoutError:
             return False
         return True
+
+    def _on_leased(self, seq_id: str, leased: tuple[str, list[int]], tokens: int) -> None:
+        request_id = seq_id.rsplit("-", 1)[0]
+        handle = self._handles.get(request_id)
+        owner, block_ids = leased
+        if handle is None:
+            self.scheduler.blocks.free(owner)  # nobody left to hand the KV to
+            return
+        handle.leased_blocks = block_ids
+        self._add_lease(request_id, owner, block_ids, tokens)
 
     def _forget(self, request_id: str) -> None:
         self._handles.pop(request_id, None)
@@ -177,7 +276,10 @@ class Engine:
             await asyncio.sleep(max(0.0, plan.started + plan.duration - self._clock()))
             result = scheduler.complete_step(plan, self._clock())
             self.metrics.observe_result(result)
-            self.metrics.update_gauges(scheduler)
+            for done in result.finished:
+                if done.leased is not None:
+                    self._on_leased(done.seq_id, done.leased, done.prompt_tokens)
+            self._update_gauges()
             for output in result.outputs:
                 handle = self._handles.get(output.request_id)
                 if handle is not None:

@@ -16,8 +16,11 @@ from phalanx.sim.cluster import EntryCluster, run_worker
 from phalanx.sim.config import SimConfig, build_parser, parse_config
 from phalanx.sim.engine import Engine
 from phalanx.sim.metrics import SimMetrics
+from phalanx.sim.pdconfig import DEFAULT_LEASE_SECONDS
+from phalanx.sim.pdflow import PdFlows
 from phalanx.sim.scheduler import LatencyModel, Scheduler
 from phalanx.sim.server import ServerState, SimServer
+from phalanx.sim.sidechannel import Faults, KvListener
 
 log = logging.getLogger("phalanx.sim")
 
@@ -88,9 +91,12 @@ async def _run_entry(config: SimConfig) -> int:
         seed=config.seed,
         barrier=cluster.barrier if cluster is not None else None,
         on_fatal=on_fatal,
+        lease_seconds=_lease_seconds(config),
+        drop_leases=config.fault_drop_leases,
     )
+    listener = _kv_listener(config, engine)
     runner = web.AppRunner(
-        SimServer(config, engine, state).app(),
+        SimServer(config, engine, state, PdFlows(config, engine, listener)).app(),
         access_log=None,
         shutdown_timeout=FLUSH_TIMEOUT,
         # A client that hangs up aborts its request, as in vLLM: it frees batch slots and KV blocks.
@@ -103,6 +109,8 @@ async def _run_entry(config: SimConfig) -> int:
             await web.TCPSite(runner, config.host, config.port).start()
             if cluster is not None:
                 await cluster.start()
+            if listener is not None:
+                await listener.start()
         except OSError as exc:
             log.error("cannot listen: %s", exc)
             return 1
@@ -145,7 +153,32 @@ async def _run_entry(config: SimConfig) -> int:
         await asyncio.gather(*tasks, return_exceptions=True)
         if cluster is not None:
             await cluster.close()
+        if listener is not None:
+            await listener.close()
         await runner.cleanup()
+
+
+def _lease_seconds(config: SimConfig) -> float:
+    """How long a finished prefill keeps its KV for the decode side."""
+    if config.kv_transfer is not None:
+        return config.kv_transfer.lease_seconds
+    if config.sglang is not None:
+        return config.sglang.waiting_timeout
+    return DEFAULT_LEASE_SECONDS
+
+
+def _kv_listener(config: SimConfig, engine: Engine) -> KvListener | None:
+    """The prefill side's listener: vLLM's side channel (every connector-enabled engine, as the
+    role is only a hint to NixlConnector) or SGLang's bootstrap server (prefill mode)."""
+    faults = Faults(refuse_pulls=config.fault_refuse_pulls, bootstrap_delay=config.fault_bootstrap_delay)
+    kv, sglang = config.kv_transfer, config.sglang
+    if kv is not None:
+        host, port = kv.side_channel_host, kv.side_channel_port
+    elif sglang is not None and sglang.mode == "prefill":
+        host, port = config.host, sglang.bootstrap_port
+    else:
+        return None
+    return KvListener(engine, host, port, config.kv_bytes_per_token, faults)
 
 
 def _done_event(task: asyncio.Task[bool]) -> asyncio.Event:

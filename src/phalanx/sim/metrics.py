@@ -10,6 +10,8 @@ _TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.7
                  10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0)  # fmt: skip
 _ITL_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
                 20.0, 40.0, 80.0)  # fmt: skip
+# vLLM's NixlConnector buckets for transfer time (seconds).
+_XFER_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 5.0)
 _REQUEST_BUCKETS = (0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0,
                     120.0, 240.0, 480.0, 960.0, 1920.0, 7680.0)  # fmt: skip
 
@@ -91,6 +93,36 @@ class SimMetrics:
         self.preemptions.labels(**self._labels)
         for h in (self.ttft, self.itl, self.e2e, self.queue, self.request_prompt, self.request_generation):
             h.labels(**self._labels)
+        # KV handed between prefill and decode engines: vLLM NixlConnector's names where it has
+        # one, phalanx_sim_* for what vLLM does not export.
+        self.xfer_time = histogram(
+            "vllm:nixl_xfer_time_seconds",
+            "Histogram of transfer duration for NIXL KV Cache transfers.",
+            _XFER_BUCKETS,
+        )
+        self.xfer_bytes = histogram(
+            "vllm:nixl_bytes_transferred",
+            "Histogram of bytes transferred per NIXL KV Cache transfers.",
+            tuple(float(2**k) for k in range(10, 36, 2)),
+        )
+        self.failed_transfers = counter(
+            "vllm:nixl_num_failed_transfers", "Number of failed NIXL KV Cache transfers."
+        )
+        self.expired_leases = counter(
+            "vllm:nixl_num_kv_expired_reqs", "Number of requests that had their KV expire (prefill side)."
+        )
+        self.leased_blocks = gauge(
+            "phalanx_sim_kv_leased_blocks", "KV blocks held for a remote decode under a lease."
+        )
+        self.leaked_blocks = gauge(
+            "phalanx_sim_kv_leaked_blocks", "KV blocks held by no live request and no live lease (must be 0)."
+        )
+        for metric in (self.leased_blocks, self.leaked_blocks):
+            metric.labels(**self._labels).set(0)
+        for c in (self.failed_transfers, self.expired_leases):
+            c.labels(**self._labels)
+        for h in (self.xfer_time, self.xfer_bytes):
+            h.labels(**self._labels)
 
     def observe_schedule(self, plan: StepPlan) -> None:
         lab = self._labels
@@ -124,6 +156,20 @@ class SimMetrics:
         self.running.labels(**lab).set(len(scheduler.running))
         self.waiting.labels(**lab).set(len(scheduler.waiting))
         self.kv_usage.labels(**lab).set(scheduler.blocks.usage)
+
+    def update_kv(self, leased_blocks: int, leaked_blocks: int) -> None:
+        self.leased_blocks.labels(**self._labels).set(leased_blocks)
+        self.leaked_blocks.labels(**self._labels).set(leaked_blocks)
+
+    def observe_expired_lease(self) -> None:
+        self.expired_leases.labels(**self._labels).inc()
+
+    def observe_transfer(self, seconds: float, num_bytes: int) -> None:
+        self.xfer_time.labels(**self._labels).observe(seconds)
+        self.xfer_bytes.labels(**self._labels).observe(num_bytes)
+
+    def observe_failed_transfer(self) -> None:
+        self.failed_transfers.labels(**self._labels).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

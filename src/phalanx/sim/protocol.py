@@ -46,6 +46,16 @@ class Limits:
 
 
 @dataclass(frozen=True)
+class Bootstrap:
+    """SGLang's disaggregation fields: where the prefill engine's bootstrap server listens and the
+    room both requests of a pair name."""
+
+    host: str
+    port: int
+    room: int
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     chat: bool
     model: str
@@ -57,6 +67,8 @@ class GenerationRequest:
     stream: bool
     include_usage: bool
     continuous_usage: bool
+    kv_transfer_params: dict[str, Any] | None = None  # vLLM's disaggregation field, as sent
+    bootstrap: Bootstrap | None = None
 
 
 def _bad(message: str, param: str) -> RequestError:
@@ -253,6 +265,29 @@ def _chat_prompt(body: dict[str, Any], context: _Context) -> tuple[int, ...]:
     return _text_tokens(render_chat(messages), "messages", "messages", context)
 
 
+def _kv_transfer_params(body: dict[str, Any]) -> dict[str, Any] | None:
+    value = body.get("kv_transfer_params")
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise _bad(f"kv_transfer_params must be an object, got {show(value)}", "kv_transfer_params")
+    return value
+
+
+def _bootstrap(body: dict[str, Any]) -> Bootstrap | None:
+    names = ("bootstrap_host", "bootstrap_port", "bootstrap_room")
+    if all(body.get(name) is None for name in names):
+        return None
+    host, port, room = (body.get(name) for name in names)
+    if not isinstance(host, str) or not host:
+        raise _bad(f"bootstrap_host must be a host name or address, got {show(host)}", "bootstrap_host")
+    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+        raise _bad(f"bootstrap_port must be a TCP port (1..65535), got {show(port)}", "bootstrap_port")
+    if isinstance(room, bool) or not isinstance(room, int) or not 0 <= room < 2**63:
+        raise _bad(f"bootstrap_room must be an integer in [0, 2^63), got {show(room)}", "bootstrap_room")
+    return Bootstrap(host, port, room)
+
+
 def parse_request(body: Any, *, chat: bool, limits: Limits) -> GenerationRequest:
     if not isinstance(body, dict):
         raise _bad("The request body must be a JSON object.", "body")
@@ -286,6 +321,14 @@ def parse_request(body: Any, *, chat: bool, limits: Limits) -> GenerationRequest
     if options and not stream:
         raise _bad("Stream options can only be defined when `stream=True`.", "stream_options")
     options = options or {}
+    kv_transfer_params = _kv_transfer_params(body)
+    bootstrap = _bootstrap(body)
+    if (kv_transfer_params is not None or bootstrap is not None) and (n > 1 or len(batch) > 1):
+        raise _bad(
+            "a disaggregated request (kv_transfer_params or bootstrap_*) takes one prompt and n=1; "
+            "send each prompt and choice as its own request.",
+            "n" if n > 1 else "prompt",
+        )
 
     # Every other field is checked first, so an over-long prompt is refused before it is tokenized.
     context = _Context(limits.max_model_len, requested)
@@ -310,6 +353,8 @@ def parse_request(body: Any, *, chat: bool, limits: Limits) -> GenerationRequest
         stream=stream,
         include_usage=_optional_bool(options, "include_usage"),
         continuous_usage=_optional_bool(options, "continuous_usage_stats"),
+        kv_transfer_params=kv_transfer_params,
+        bootstrap=bootstrap,
     )
 
 

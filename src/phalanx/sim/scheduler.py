@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from phalanx.sim.blocks import BlockManager
+from phalanx.sim.leases import lease_owner
 from phalanx.sim.textgen import StopMatcher, TokenSource
 
 
@@ -62,6 +63,12 @@ class Sequence:
     last_token_time: float | None = None
     finish_reason: str | None = None
     num_preemptions: int = 0
+    # Prefill for a remote decode: keep the KV under a lease when the sequence ends, on the length
+    # cap only ("length", vLLM's rule) or however it ends ("any", SGLang's).
+    hold_kv: str | None = None
+    # Decode of a remotely prefilled prompt: its KV arrived, so the first step only computes the
+    # last prompt token (vLLM recomputes it for the logits), as a decode step.
+    remote_kv: bool = False
 
     @property
     def tokens(self) -> list[int]:
@@ -93,6 +100,7 @@ class FinishedStats:
     generation_tokens: int
     e2e: float
     queue_time: float
+    leased: tuple[str, list[int]] | None = None  # (block owner, block ids) kept for a remote decode
 
 
 @dataclass
@@ -132,6 +140,10 @@ class Scheduler:
         self.waiting: deque[Sequence] = deque()
         self.running: list[Sequence] = []
         self._seqs: dict[str, Sequence] = {}
+
+    @property
+    def live_ids(self) -> set[str]:
+        return set(self._seqs)
 
     @property
     def has_work(self) -> bool:
@@ -190,7 +202,7 @@ class Scheduler:
                 break  # FCFS: nobody overtakes the head of the queue
             self.waiting.popleft()
             seq.status = Status.RUNNING
-            seq.num_computed = cached
+            seq.num_computed = max(cached, len(seq.prompt) - 1) if seq.remote_kv else cached
             if seq.cached_tokens is None:
                 seq.cached_tokens = cached
             if seq.first_scheduled is None:
@@ -236,13 +248,14 @@ class Scheduler:
 
     @staticmethod
     def _is_decode(seq: Sequence, chunk: int) -> bool:
-        return chunk == 1 and bool(seq.output) and seq.num_computed == seq.num_tokens - 1
+        return chunk == 1 and (bool(seq.output) or seq.remote_kv) and seq.num_computed == seq.num_tokens - 1
 
     def _preempt(self, seq: Sequence) -> None:
         self.running.remove(seq)
         self.blocks.free(seq.seq_id)
         seq.status = Status.WAITING
         seq.num_computed = 0
+        seq.remote_kv = False  # the KV it pulled is gone: recomputed here, as vLLM does
         seq.num_preemptions += 1
         self.waiting.appendleft(seq)
 
@@ -274,7 +287,12 @@ class Scheduler:
 
     def _finish(self, seq: Sequence, reason: str, now: float) -> FinishedStats:
         self.running.remove(seq)
-        self.blocks.free(seq.seq_id)
+        leased: tuple[str, list[int]] | None = None
+        if seq.hold_kv == "any" or (seq.hold_kv == "length" and reason == "length"):
+            owner = lease_owner(seq.request_id)
+            leased = (owner, self.blocks.rename(seq.seq_id, owner))
+        else:
+            self.blocks.free(seq.seq_id)
         del self._seqs[seq.seq_id]
         seq.status = Status.FINISHED
         seq.finish_reason = reason
@@ -286,4 +304,5 @@ class Scheduler:
             generation_tokens=len(seq.output),
             e2e=now - seq.arrival,
             queue_time=scheduled - seq.arrival,
+            leased=leased,
         )

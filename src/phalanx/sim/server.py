@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import time
@@ -17,6 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from phalanx.http.errors import SSE_DONE, error_response, json_errors, sse_error_event
 from phalanx.sim.config import VERSION, SimConfig
 from phalanx.sim.engine import ClusterFailure, Engine, EngineFailure, RequestHandle
+from phalanx.sim.pdflow import PdFlows
+from phalanx.sim.pdrequest import Plan, plan_request
 from phalanx.sim.protocol import GenerationRequest, Limits, RequestError, decode_request
 from phalanx.sim.responses import ChoiceResult, StreamEncoder, chat_response, completion_response, usage
 
@@ -59,10 +62,11 @@ async def _echo_request_id(request: web.Request, response: web.StreamResponse) -
 
 
 class SimServer:
-    def __init__(self, config: SimConfig, engine: Engine, state: ServerState) -> None:
+    def __init__(self, config: SimConfig, engine: Engine, state: ServerState, pd: PdFlows) -> None:
         self._config = config
         self._engine = engine
         self._state = state
+        self._pd = pd
         self._limits = Limits(
             served_model_names=config.served_model_names,
             max_model_len=config.max_model_len,
@@ -131,23 +135,45 @@ class SimServer:
             return error_response(503, reason)
         try:
             parsed = await self._read(request, chat=chat)
+            plan = plan_request(parsed, self._config.kv_transfer, self._config.sglang)
         except RequestError as exc:
             if exc.unforeseen is not None:
                 log.warning("answered 400 to a body no check saw: %s", exc.message, exc_info=exc.unforeseen)
             return error_response(exc.status, exc.message, param=exc.param)
         request_id = ("chatcmpl-" if chat else "cmpl-") + uuid.uuid4().hex
-        try:
-            handle = self._engine.submit(parsed, request_id)
-        except ClusterFailure as exc:
-            return error_response(503, f"The engine is dead: {exc}")
         self._state.active_handlers += 1
         try:
-            if parsed.stream:
-                return await self._stream(request, parsed, handle)
-            return await self._collect(parsed, handle)
+            return await self._serve(request, parsed, plan, request_id)
         finally:
-            self._engine.release(handle)
             self._state.active_handlers -= 1
+
+    async def _serve(
+        self, request: web.Request, parsed: GenerationRequest, plan: Plan, request_id: str
+    ) -> web.StreamResponse:
+        handle: RequestHandle | None = None
+        prepared = None
+        try:
+            prepared = await self._pd.prepare(plan, parsed)
+            if prepared.only_first_token:
+                parsed = dataclasses.replace(parsed, max_tokens=1)
+            handle = self._engine.submit(
+                parsed, request_id, hold_kv=prepared.hold_kv, remote_kv=prepared.remote_kv
+            )
+            if parsed.stream:
+                response = await self._stream(request, parsed, handle)
+            else:
+                response = await self._collect(parsed, handle, plan)
+            await self._pd.finish(plan, prepared, handle)
+            return response
+        except RequestError as exc:
+            return error_response(exc.status, exc.message, param=exc.param)
+        except ClusterFailure as exc:
+            return error_response(503, f"The engine is dead: {exc}")
+        finally:
+            if handle is not None:
+                self._engine.release(handle)
+            if prepared is not None and prepared.room is not None:
+                await self._pd.finish(plan, prepared, None)  # closes the room if still open
 
     async def _read(self, request: web.Request, *, chat: bool) -> GenerationRequest:
         try:
@@ -168,7 +194,7 @@ class SimServer:
     async def _stop_parser(self, app: web.Application) -> None:
         self._parser.shutdown(wait=False, cancel_futures=True)
 
-    async def _collect(self, req: GenerationRequest, handle: RequestHandle) -> web.Response:
+    async def _collect(self, req: GenerationRequest, handle: RequestHandle, plan: Plan) -> web.Response:
         choices = [ChoiceResult(index=seq.choice) for seq in handle.sequences]
         completion_tokens = 0
         async for event in handle.events():
@@ -182,7 +208,9 @@ class SimServer:
                 choice.stop_reason = event.stop_reason
         body = usage(self._prompt_tokens(req), completion_tokens, handle.cached_tokens(req.n))
         build = chat_response if req.chat else completion_response
-        return web.json_response(build(handle.request_id, int(time.time()), req.model, choices, body))
+        answer = build(handle.request_id, int(time.time()), req.model, choices, body)
+        answer["kv_transfer_params"] = self._pd.response_params(plan, handle)
+        return web.json_response(answer)
 
     async def _stream(
         self, request: web.Request, req: GenerationRequest, handle: RequestHandle

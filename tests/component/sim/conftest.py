@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 HOST = "127.0.0.1"
@@ -77,6 +79,15 @@ def wait_health(port: int, status: int, timeout: float = 15.0) -> None:
                 return
         time.sleep(0.05)
     raise AssertionError(f"/health on {port} never returned {status} (last: {last})")
+
+
+async def metric(session: aiohttp.ClientSession, sim: SimProcess, name: str) -> float:
+    """One sample of `/metrics` (the first series of `name`)."""
+    async with session.get(f"{sim.base_url}/metrics") as r:
+        text = await r.text()
+    found = re.search(rf"^{re.escape(name)}{{[^}}]*}} (\S+)$", text, re.M)
+    assert found, f"{name} not in /metrics"
+    return float(found.group(1))
 
 
 @pytest.fixture

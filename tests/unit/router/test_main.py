@@ -99,6 +99,17 @@ async def test_debug_endpoints_lists_what_discovery_pushed_in() -> None:
         [
             Endpoint("ns/a-0", "http://10.0.0.1:8000", "a", 0, models=("m",)),
             Endpoint("ns/a-1", "http://10.0.0.2:8000", "a", 1, ready=True, draining=True),
+            Endpoint(
+                "ns/b-0",
+                "http://10.0.0.3:8000",
+                "b",
+                0,
+                models=("m",),
+                pd_role="prefill",
+                pd_protocol="sglang",
+                pd_pair_key="b-0",
+                bootstrap_port=8998,
+            ),
         ]
     )
     async with TestClient(TestServer(router.build_app())) as client:
@@ -119,6 +130,10 @@ async def test_debug_endpoints_lists_what_discovery_pushed_in() -> None:
                 "draining": False,
                 "routable": True,
                 "in_flight": 0,
+                "pd_role": None,
+                "pd_protocol": None,
+                "pd_pair_key": None,
+                "bootstrap_port": None,
             },
             {
                 "name": "ns/a-1",
@@ -130,6 +145,25 @@ async def test_debug_endpoints_lists_what_discovery_pushed_in() -> None:
                 "draining": True,
                 "routable": False,
                 "in_flight": 0,
+                "pd_role": None,
+                "pd_protocol": None,
+                "pd_pair_key": None,
+                "bootstrap_port": None,
+            },
+            {
+                "name": "ns/b-0",
+                "url": "http://10.0.0.3:8000",
+                "serving": "b",
+                "group_index": 0,
+                "models": ["m"],
+                "ready": True,
+                "draining": False,
+                "routable": True,
+                "in_flight": 0,
+                "pd_role": "prefill",
+                "pd_protocol": "sglang",
+                "pd_pair_key": "b-0",
+                "bootstrap_port": 8998,
             },
         ]
     }

@@ -25,13 +25,17 @@ def test_a_body_is_summed_up_as_model_routing_and_token_estimate() -> None:
     body = {"model": "m", "prompt": "abcdefgh", "max_tokens": 10, "cache_salt": "s"}
     summary = summarize(json.dumps(body).encode(), ASK)
     assert summary == Summary(
-        "m", RoutingRequest("m", prefix_text="abcdefgh", session="conv-1", cache_salt="s"), tokens=12
+        "m",
+        RoutingRequest("m", prefix_text="abcdefgh", session="conv-1", cache_salt="s"),
+        tokens=12,
+        prompt_tokens=2,
     )
 
 
 def test_the_estimate_is_only_made_when_asked_for() -> None:
     summary = summarize(b'{"model": "m", "prompt": "abcdefgh"}', Question({}, "x-session-id", 100, False))
     assert isinstance(summary, Summary) and summary.tokens == 0
+    assert summary.prompt_tokens == 2  # always: prefill/decode routing skips prefill for short prompts
 
 
 @pytest.mark.parametrize(
@@ -46,7 +50,7 @@ def test_what_cannot_be_routed_is_a_request_error(body: bytes, status: int) -> N
 @pytest.mark.parametrize(
     "answer",
     [
-        Summary("m", RoutingRequest("m", "prompt \ud800 text", "s\udcff", "auto", None), 7),
+        Summary("m", RoutingRequest("m", "prompt \ud800 text", "s\udcff", "auto", None), 7, 3),
         Summary("m", RoutingRequest("m"), 0),
         RequestError(400, "The `model` field is required.", param="model"),
         RequestError(503, "retry", headers={"Retry-After": "1"}),

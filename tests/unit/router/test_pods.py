@@ -314,3 +314,59 @@ def test_the_rules_of_one_pod_hold_for_the_pods_of_a_model_serving() -> None:
         "draining": False,
         "terminating": False,
     }
+
+
+# -- prefill/decode --------------------------------------------------------------------------
+
+
+def pd_pod(role: str | None, *, key: str | None = "demo", **notes: str) -> dict[str, Any]:
+    pod = entry_pod(annotations=dict(notes))
+    if role is not None:
+        pod["metadata"]["labels"][L.PD_ROLE] = role
+    if key is not None:
+        pod["metadata"]["labels"][L.PD_PAIR_KEY] = key
+    return pod
+
+
+def test_pd_labels_and_annotations_become_the_endpoints_pd_fields() -> None:
+    ep = endpoint_from_pod(pd_pod("decode", key="demo-3"))
+    assert ep is not None
+    assert (ep.pd_role, ep.pd_protocol, ep.pd_pair_key, ep.bootstrap_port) == (
+        "decode",
+        "vllm",
+        "demo-3",
+        None,
+    )
+    ep = endpoint_from_pod(
+        pd_pod("prefill", **{L.PD_PROTOCOL_ANNOTATION: "sglang", L.PD_BOOTSTRAP_PORT_ANNOTATION: "9100"})
+    )
+    assert ep is not None
+    assert (ep.pd_role, ep.pd_protocol, ep.bootstrap_port) == ("prefill", "sglang", 9100)
+
+
+@pytest.mark.parametrize("port", [None, "", "x", "0", "70000"])
+def test_an_sglang_prefill_pod_without_a_usable_port_gets_sglangs_default(port: str | None) -> None:
+    notes = {L.PD_PROTOCOL_ANNOTATION: "sglang"}
+    if port is not None:
+        notes[L.PD_BOOTSTRAP_PORT_ANNOTATION] = port
+    ep = endpoint_from_pod(pd_pod("prefill", **notes))
+    assert ep is not None and ep.bootstrap_port == 8998
+
+
+def test_sglang_decode_pods_have_no_bootstrap_port_and_unknown_protocols_read_as_vllm() -> None:
+    ep = endpoint_from_pod(pd_pod("decode", **{L.PD_PROTOCOL_ANNOTATION: "sglang"}))
+    assert ep is not None and (ep.pd_protocol, ep.bootstrap_port) == ("sglang", None)
+    ep = endpoint_from_pod(pd_pod("decode", **{L.PD_PROTOCOL_ANNOTATION: "trt"}))
+    assert ep is not None and ep.pd_protocol == "vllm"
+
+
+def test_a_pd_pod_without_a_pair_key_pairs_within_its_model_serving() -> None:
+    ep = endpoint_from_pod(pd_pod("prefill", key=None))
+    assert ep is not None and ep.pd_pair_key == "demo"
+
+
+@pytest.mark.parametrize("role", [None, "", "combined", "Prefill"])
+def test_pods_without_a_known_pd_role_are_aggregated(role: str | None) -> None:
+    ep = endpoint_from_pod(pd_pod(role))
+    assert ep is not None
+    assert (ep.pd_role, ep.bootstrap_port) == (None, None)
