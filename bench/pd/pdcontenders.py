@@ -2,7 +2,8 @@
 
 A contender is `ROUTER:LAYOUT`:
 
-    ROUTER   ours            `phalanx router` (aggregated: --backend per engine; PD: its PD options)
+    ROUTER   ours[@N]        `phalanx router`, static --backend endpoints marked with their PD role;
+                             N: its prefill threshold in tokens (default MIN_PREFILL_TOKENS)
              ours-sglang     the same, the simulators in their SGLang flavour
              vllm-router     vllm-router (PyPI, Rust) in --vllm-pd-disaggregation mode, kv connector nixl
              sglang-router   sglang-router (PyPI, Rust) in --pd-disaggregation mode
@@ -17,18 +18,23 @@ and a bootstrap port on prefill engines).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from contenders import Unavailable, _help  # bench/router's: "not run, because ..." and a CLI's --help
-from procs import HOST, MODEL, VENVS, Child, Processes, StartError, free_port, wait_serving
+from contenders import Unavailable  # bench/router's: "not run, because ..."
+from procs import HOST, MODEL, VENVS, Child, Processes, StartError, free_port, get, wait_serving
 from workload import MAX_MODEL_LEN
 
 VLLM_ROUTER = VENVS / "vllm-router-pd" / "bin" / "vllm-router"
 SGLANG_PYTHON = VENVS / "sglang-router-pd" / "bin" / "python"
-PHALANX_BIN = Path(sys.executable).parent / "phalanx"
+# Our router's PD skip threshold here (its estimate: prompt characters / 4). The workload's short
+# prompts (at most 1024 tokens, about 1300 by that estimate) stay under it, its long ones (8192
+# tokens and up) far over it: short prompts must never reach prefill. `ours@N:...` sets another.
+MIN_PREFILL_TOKENS = 2048
 ROUTERS = ("ours", "ours-sglang", "vllm-router", "sglang-router")
 LAYOUTS = {"agg4": (0, 0), "1p3d": (1, 3), "2p2d": (2, 2)}  # (prefill, decode); agg4: 4 plain
 AGGREGATED = 4
@@ -45,21 +51,26 @@ class Engine:
 class Contender:
     router: str
     layout: str
+    min_prefill_tokens: int = MIN_PREFILL_TOKENS  # ours only
 
     @classmethod
     def parse(cls, spec: str) -> Contender:
         router, _, layout = spec.partition(":")
+        router, at, threshold = router.partition("@")
+        if at and (router not in ("ours", "ours-sglang") or not threshold.isdigit()):
+            raise ValueError(f"{spec!r}: only ours and ours-sglang take @N (a prefill threshold in tokens)")
         if router not in ROUTERS:
             raise ValueError(f"{spec!r}: router must be one of {', '.join(ROUTERS)}")
         if layout not in LAYOUTS:
             raise ValueError(f"{spec!r}: layout must be one of {', '.join(LAYOUTS)}")
         if layout == "agg4" and router != "ours":
             raise ValueError(f"{spec!r}: only `ours` serves the aggregated layout here")
-        return cls(router, layout)
+        return cls(router, layout, int(threshold) if at else MIN_PREFILL_TOKENS)
 
     @property
     def name(self) -> str:
-        return f"{self.router}:{self.layout}"
+        threshold = "" if self.min_prefill_tokens == MIN_PREFILL_TOKENS else f"@{self.min_prefill_tokens}"
+        return f"{self.router}{threshold}:{self.layout}"
 
     @property
     def flavour(self) -> str:
@@ -78,7 +89,10 @@ class Contender:
             child = procs.spawn(f"sim-{i}-{role}", argv + extra, env)
             started.append((child, Engine(role, f"http://{HOST}:{port}", bootstrap)))
         for child, engine in started:
-            wait_serving(child, engine.url)
+            if engine.role == "agg":
+                wait_serving(child, engine.url)
+            else:  # a PD engine answers only requests a PD router prepared: its health, then the router's
+                wait_healthy(child, engine.url)
         return [engine for _, engine in started]
 
     def start_router(self, procs: Processes, engines: list[Engine]) -> tuple[Child, str]:
@@ -97,10 +111,9 @@ class Contender:
         prefills = [e for e in engines if e.role == "prefill"]
         decodes = [e for e in engines if e.role == "decode"]
         if self.router in ("ours", "ours-sglang"):
-            argv = [str(PHALANX_BIN), "router", "--host", HOST, "--port", str(port), "--no-access-log"]
-            if self.layout == "agg4":
-                return argv + [w for e in engines for w in ("--backend", e.url)]
-            return argv + _ours_pd_flags(prefills, decodes)
+            argv = [sys.executable, str(Path(__file__).with_name("serve_ours.py")), "--port", str(port)]
+            argv += ["--min-prefill-tokens", str(self.min_prefill_tokens)]
+            return argv + [w for e in engines for w in ("--backend", _static_url(e, self.flavour))]
         if self.router == "vllm-router":
             if not VLLM_ROUTER.exists():
                 raise Unavailable(f"{VLLM_ROUTER} missing: run `run.py setup`")
@@ -123,6 +136,18 @@ class Contender:
         return [*argv, "--worker-startup-check-interval", "1", "--log-level", "warn"]
 
 
+def wait_healthy(child: Child, url: str, timeout_s: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if child.process.poll() is not None:
+            raise StartError(f"{child.name} exited with {child.process.returncode}:\n{child.tail()}")
+        with contextlib.suppress(OSError):
+            if get(f"{url}/health", timeout=2)[0] == 200:
+                return
+        time.sleep(0.1)
+    raise StartError(f"{child.name} not healthy after {timeout_s:.0f} s:\n{child.tail()}")
+
+
 def _role_flags(role: str, flavour: str) -> tuple[list[str], dict[str, str], int | None]:
     """(extra argv, environment, bootstrap port) that make a simulator this role in this flavour."""
     if role == "agg":
@@ -139,14 +164,11 @@ def _role_flags(role: str, flavour: str) -> tuple[list[str], dict[str, str], int
     return [*argv, "--disaggregation-bootstrap-port", str(bootstrap)], {}, bootstrap
 
 
-def _ours_pd_flags(prefills: list[Engine], decodes: list[Engine]) -> list[str]:
-    """Our router's static PD endpoints, in the form its --help documents."""
-    help_text = _help([str(PHALANX_BIN), "router", "--help"])
-    if "--prefill" not in help_text or "--decode" not in help_text:
-        raise Unavailable("`phalanx router` has no --prefill/--decode options (static PD endpoints) yet")
-    argv: list[str] = []
-    for e in prefills:
-        argv += ["--prefill", e.url if e.bootstrap_port is None else f"{e.url}#{e.bootstrap_port}"]
-    for e in decodes:
-        argv += ["--decode", e.url]
-    return argv
+def _static_url(engine: Engine, flavour: str) -> str:
+    """Our router's static endpoint: the PD role, protocol and bootstrap port in the query."""
+    if engine.role == "agg":
+        return engine.url
+    query = f"pd-role={engine.role}&pd-protocol={flavour}"
+    if engine.bootstrap_port is not None:
+        query += f"&bootstrap-port={engine.bootstrap_port}"
+    return f"{engine.url}?{query}"

@@ -24,7 +24,7 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "router"))  # its proc
 
 import simmetrics
 from openloop import run_open_loop, run_sequential
-from pdcontenders import PHALANX_BIN, SGLANG_PYTHON, VLLM_ROUTER, Contender, Unavailable
+from pdcontenders import MIN_PREFILL_TOKENS, SGLANG_PYTHON, VLLM_ROUTER, Contender, Unavailable
 from procs import HOST, MODEL, VENVS, Processes, StartError, free_port, machine_info, wait_serving
 from stats import Objectives, percentile, summarize
 from tables import render
@@ -36,7 +36,7 @@ DEFAULT_CONTENDERS = [
     "ours:2p2d",
     "vllm-router:2p2d",
     "sglang-router:2p2d",
-]
+]  # ours-sglang is left out: skipping prefill cannot work with SGLang decode engines (results.md)
 PEER_PACKAGES = {"vllm-router-pd": "vllm-router==0.1.17", "sglang-router-pd": "sglang-router==0.3.2"}
 PROBE = [Request(i, 0.0, 512, 32) for i in range(8)] + [Request(8 + i, 0.0, 8192, 32) for i in range(2)]
 
@@ -184,7 +184,7 @@ def main() -> None:
         "machine": machine_info(),
         "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "objectives": objectives.__dict__,
-        "phalanx_router": str(PHALANX_BIN),
+        "ours_min_prefill_tokens": MIN_PREFILL_TOKENS,
         "contenders": [],
     }
     print(f"writing to {out_dir}", flush=True)
