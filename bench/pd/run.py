@@ -115,6 +115,7 @@ def run_contender(
             wait_idle(urls)
             requests = make_workload(rate, args.duration, args.seed)
             before = [simmetrics.scrape(u) for u in urls]
+            router_before = simmetrics.scrape(url) if contender.router.startswith("ours") else {}
             cpu_before = {c.name: c.cpu_seconds() for c in procs.children}
             busy0, total0 = cpu_busy()
             own0 = time.process_time()
@@ -128,6 +129,7 @@ def run_contender(
             time.sleep(args.settle)  # leases of aborted requests expire; the leak gauge must be 0 after
             after = [simmetrics.scrape(u) for u in urls]
             deltas = [simmetrics.delta(b, a) for b, a in zip(before, after, strict=True)]
+            router_delta = simmetrics.delta(router_before, simmetrics.scrape(url)) if router_before else {}
             summary = summarize(outcomes, args.duration, objectives)
             prefill_idx = [i for i, e in enumerate(engines) if e.role == "prefill"]
             summary.update(
@@ -140,6 +142,9 @@ def run_contender(
                 leaked_blocks=sum(simmetrics.matching(a, "leak") for a in after),
                 leak_metric_names=sorted({n for a in after for n in simmetrics.names_matching(a, "leak")}),
                 expired_leases=sum(simmetrics.matching(d, "expired") for d in deltas),
+                router_prefill_skipped=simmetrics.matching(router_delta, "pd_prefill_skipped_total"),
+                router_pd_fallbacks=simmetrics.matching(router_delta, "pd_fallbacks_total"),
+                router_disaggregated=simmetrics.labelled(router_delta, "pd_requests_total", "disaggregated"),
                 preemptions=sum(d.get("vllm:num_preemptions_total", 0.0) for d in deltas),
                 machine_cpu_busy=(busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan"),
                 cpu_s={"loadgen": own, **cpu},
@@ -160,9 +165,9 @@ def main() -> None:
     sub.add_parser("setup", help="install vllm-router and sglang-router into their own venvs")
     run = sub.add_parser("run", help="run the benchmark")
     run.add_argument("--contenders", nargs="+", default=DEFAULT_CONTENDERS)
-    run.add_argument("--rates", nargs="+", type=float, default=[0.4, 0.8, 1.2])
-    run.add_argument("--duration", type=float, default=45.0, help="seconds of arrivals per rate")
-    run.add_argument("--drain", type=float, default=45.0, help="seconds after the last arrival")
+    run.add_argument("--rates", nargs="+", type=float, default=[0.5, 1.0, 1.5])
+    run.add_argument("--duration", type=float, default=40.0, help="seconds of arrivals per rate")
+    run.add_argument("--drain", type=float, default=30.0, help="seconds after the last arrival")
     run.add_argument("--settle", type=float, default=2.0, help="seconds before the after-run scrape")
     run.add_argument("--seed", type=int, default=1)
     run.add_argument("--no-probe", action="store_true", help="skip the added-latency probe")

@@ -12,7 +12,8 @@ SHORT_BUCKET = "2000"
 
 
 def scrape(url: str) -> dict[str, float]:
-    """Every sample summed over its labels, except `le` (histogram buckets stay apart as `name{le}`)."""
+    """Every sample summed over its labels, except `le` (histogram buckets stay apart as `name{le}`);
+    also each series under `name|labels` for the few read by label value."""
     status, body = get(f"{url}/metrics", timeout=10)
     out: dict[str, float] = defaultdict(float)
     if status != 200:
@@ -29,6 +30,8 @@ def scrape(url: str) -> dict[str, float]:
             out[key] += float(value)
         except ValueError:
             continue
+        if le is None and labels:
+            out[f"{name}|{labels}"] += float(value)
     return out
 
 
@@ -39,11 +42,16 @@ def delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
 def matching(sample: dict[str, float], *words: str) -> float:
     """Sum of the series whose name holds every one of `words` (the PD metric names are the
     simulator's own; the benchmark finds them by meaning, and reports which names it read)."""
-    return sum(v for k, v in sample.items() if "{" not in k and all(w in k for w in words))
+    return sum(v for k, v in sample.items() if "{" not in k and "|" not in k and all(w in k for w in words))
+
+
+def labelled(sample: dict[str, float], word: str, value: str) -> float:
+    """Sum of the series of a name holding `word` with a label equal to `value`."""
+    return sum(v for k, v in sample.items() if "|" in k and word in k and f'="{value}"' in k)
 
 
 def names_matching(sample: dict[str, float], *words: str) -> list[str]:
-    return sorted(k for k in sample if "{" not in k and all(w in k for w in words))
+    return sorted(k for k in sample if "{" not in k and "|" not in k and all(w in k for w in words))
 
 
 def short_prompts(d: dict[str, float]) -> float:

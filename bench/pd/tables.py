@@ -33,19 +33,33 @@ def render(results: dict[str, Any]) -> str:
     }
     lines.append(
         "| rate/s | contender | done/sent | goodput | TTFT p50 ms | TTFT p90 ms | ITL p50 ms | ITL p99 ms "
-        "| ITL p99 vs agg | TTFT p50 vs agg | short→prefill | leaked | errors | our CPU | machine CPU |"
+        "| ITL p99 vs agg | TTFT p50 vs agg | errors |"
     )
-    lines.append("|---:|---|" + "---:|" * 13)
+    lines.append("|---:|---|" + "---:|" * 9)
     rows = [(run["rate"], c["contender"], run) for c in results["contenders"] for run in c.get("runs", [])]
-    for rate, name, run in sorted(rows, key=lambda r: r[0]):
+    rows.sort(key=lambda r: r[0])
+    for rate, name, run in rows:
         base = agg.get(rate)
         lines.append(
             f"| {rate:g} | {name} | {run['completed']}/{run['requests']} | {run['goodput_share']:.0%} "
             f"| {_f(run['ttft_p50_ms'])} | {_f(run['ttft_p90_ms'])} | {_f(run['itl_p50_ms'], 1)} "
             f"| {_f(run['itl_p99_ms'])} | {_ratio(run['itl_p99_ms'], base and base['itl_p99_ms'])} "
-            f"| {_ratio(run['ttft_p50_ms'], base and base['ttft_p50_ms'])} "
-            f"| {_f(run['short_at_prefill'])} | {_f(run['leaked_blocks'])} | {run['errors'] or 0} "
-            f"| {sum(run['cpu_s'].values()) / run['elapsed_s'] / 2:.0%} | {run['machine_cpu_busy']:.0%} |"
+            f"| {_ratio(run['ttft_p50_ms'], base and base['ttft_p50_ms'])} | {run['errors'] or 0} |"
+        )
+    lines.append(
+        "\n| rate/s | contender | ITL p99.9 ms | gaps > ITL objective | at prefill | short at prefill "
+        "| router skipped prefill | fallbacks | expired leases | leaked blocks | our CPU | machine CPU |"
+    )
+    lines.append("|---:|---|" + "---:|" * 10)
+    for rate, name, run in rows:
+        ours = name.startswith("ours")
+        lines.append(
+            f"| {rate:g} | {name} | {_f(run['itl_p999_ms'])} | {run['gaps_over_objective']} "
+            f"| {_f(run['requests_at_prefill'])} | {_f(run['short_at_prefill'])} "
+            f"| {_f(run['router_prefill_skipped']) if ours else '—'} "
+            f"| {_f(run['router_pd_fallbacks']) if ours else '—'} | {_f(run['expired_leases'])} "
+            f"| {_f(run['leaked_blocks'])} | {sum(run['cpu_s'].values()) / run['elapsed_s'] / 2:.0%} "
+            f"| {run['machine_cpu_busy']:.0%} |"
         )
     skipped = [c for c in results["contenders"] if "unavailable" in c]
     for c in skipped:
