@@ -34,6 +34,7 @@ DEFAULT_CONTENDERS = [
     "ours:agg4",
     "ours:1p3d",
     "ours:2p2d",
+    "ours@256:2p2d",  # the router's default threshold: short prompts go through prefill too
     "vllm-router:2p2d",
     "sglang-router:2p2d",
 ]  # ours-sglang is left out: skipping prefill cannot work with SGLang decode engines (results.md)
@@ -142,6 +143,9 @@ def run_contender(
                 leaked_blocks=sum(simmetrics.matching(a, "leak") for a in after),
                 leak_metric_names=sorted({n for a in after for n in simmetrics.names_matching(a, "leak")}),
                 expired_leases=sum(simmetrics.matching(d, "expired") for d in deltas),
+                kv_transfers=sum(d.get("vllm:nixl_xfer_time_seconds_count", 0.0) for d in deltas),
+                kv_transfer_s=sum(d.get("vllm:nixl_xfer_time_seconds_sum", 0.0) for d in deltas),
+                failed_transfers=sum(d.get("vllm:nixl_num_failed_transfers_total", 0.0) for d in deltas),
                 router_prefill_skipped=simmetrics.matching(router_delta, "pd_prefill_skipped_total"),
                 router_pd_fallbacks=simmetrics.matching(router_delta, "pd_fallbacks_total"),
                 router_disaggregated=simmetrics.labelled(router_delta, "pd_requests_total", "disaggregated"),

@@ -18,6 +18,11 @@ def _ratio(value: float, base: float | None) -> str:
     return f"{value / base:.2f}×"
 
 
+def _transfers(run: dict[str, Any]) -> str:
+    count = run.get("kv_transfers") or 0
+    return f"{count:.0f} ({run['kv_transfer_s'] / count * 1000:.0f})" if count else "0"
+
+
 def render(results: dict[str, Any]) -> str:
     lines: list[str] = []
     objectives = results["objectives"]
@@ -48,16 +53,18 @@ def render(results: dict[str, Any]) -> str:
         )
     lines.append(
         "\n| rate/s | contender | ITL p99.9 ms | gaps > ITL objective | at prefill | short at prefill "
-        "| router skipped prefill | fallbacks | expired leases | leaked blocks | our CPU | machine CPU |"
+        "| router skipped prefill | fallbacks | KV transfers (mean ms) | failed transfers | expired leases "
+        "| leaked blocks | our CPU | machine CPU |"
     )
-    lines.append("|---:|---|" + "---:|" * 10)
+    lines.append("|---:|---|" + "---:|" * 12)
     for rate, name, run in rows:
         ours = name.startswith("ours")
         lines.append(
             f"| {rate:g} | {name} | {_f(run['itl_p999_ms'])} | {run['gaps_over_objective']} "
             f"| {_f(run['requests_at_prefill'])} | {_f(run['short_at_prefill'])} "
             f"| {_f(run['router_prefill_skipped']) if ours else '—'} "
-            f"| {_f(run['router_pd_fallbacks']) if ours else '—'} | {_f(run['expired_leases'])} "
+            f"| {_f(run['router_pd_fallbacks']) if ours else '—'} | {_transfers(run)} "
+            f"| {_f(run.get('failed_transfers'))} | {_f(run['expired_leases'])} "
             f"| {_f(run['leaked_blocks'])} | {sum(run['cpu_s'].values()) / run['elapsed_s'] / 2:.0%} "
             f"| {run['machine_cpu_busy']:.0%} |"
         )
