@@ -96,6 +96,9 @@ class Contender:
         return [engine for _, engine in started]
 
     def start_router(self, procs: Processes, engines: list[Engine]) -> tuple[Child, str]:
+        binary = {"vllm-router": VLLM_ROUTER, "sglang-router": SGLANG_PYTHON}.get(self.router)
+        if binary is not None and not binary.exists():
+            raise Unavailable(f"{binary} missing: run `run.py setup`")
         port = free_port()
         url = f"http://{HOST}:{port}"
         argv = self.router_argv(port, engines)
@@ -115,8 +118,6 @@ class Contender:
             argv += ["--min-prefill-tokens", str(self.min_prefill_tokens)]
             return argv + [w for e in engines for w in ("--backend", _static_url(e, self.flavour))]
         if self.router == "vllm-router":
-            if not VLLM_ROUTER.exists():
-                raise Unavailable(f"{VLLM_ROUTER} missing: run `run.py setup`")
             argv = [str(VLLM_ROUTER), "--host", HOST, "--port", str(port), "--vllm-pd-disaggregation"]
             for e in prefills:
                 argv += ["--prefill", e.url]
@@ -124,8 +125,6 @@ class Contender:
                 argv += ["--decode", e.url]
             argv += ["--kv-connector", "nixl", "--prometheus-port", str(free_port())]
             return [*argv, "--worker-startup-check-interval", "1", "--log-level", "warning"]
-        if not SGLANG_PYTHON.exists():
-            raise Unavailable(f"{SGLANG_PYTHON} missing: run `run.py setup`")
         argv = [str(SGLANG_PYTHON), "-m", "sglang_router.launch_router", "--pd-disaggregation"]
         argv += ["--host", HOST, "--port", str(port)]
         for e in prefills:

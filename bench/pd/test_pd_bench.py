@@ -91,3 +91,31 @@ def test_metric_deltas_find_pd_series_by_meaning_and_count_short_prompts() -> No
     d = delta(before, after)
     assert short_prompts(d) == 3.0
     assert matching(after, "leak") == 2.0  # histogram buckets are not summed in
+
+
+def test_contender_names_layouts_and_thresholds() -> None:
+    from pdcontenders import MIN_PREFILL_TOKENS, Contender
+
+    c = Contender.parse("ours@256:2p2d")
+    assert (c.router, c.layout, c.min_prefill_tokens, c.name) == ("ours", "2p2d", 256, "ours@256:2p2d")
+    assert Contender.parse("ours:1p3d").min_prefill_tokens == MIN_PREFILL_TOKENS
+    assert Contender.parse("sglang-router:2p2d").flavour == "sglang"
+    for bad in ("vllm-router:agg4", "vllm-router@5:2p2d", "ours:3p1d", "nginx:2p2d", "ours@x:2p2d"):
+        with pytest.raises(ValueError):
+            Contender.parse(bad)
+
+
+def test_router_argv_marks_each_engine_in_the_routers_own_syntax() -> None:
+    from pdcontenders import Contender, Engine
+
+    engines = [
+        Engine("prefill", "http://127.0.0.1:1", 7001),
+        Engine("decode", "http://127.0.0.1:2"),
+    ]
+    ours = Contender.parse("ours-sglang:1p3d").router_argv(9000, engines)
+    assert "http://127.0.0.1:1?pd-role=prefill&pd-protocol=sglang&bootstrap-port=7001" in ours
+    assert "http://127.0.0.1:2?pd-role=decode&pd-protocol=sglang" in ours
+    sglang = Contender.parse("sglang-router:1p3d").router_argv(9000, engines)
+    at = sglang.index("--prefill")
+    assert sglang[at : at + 3] == ["--prefill", "http://127.0.0.1:1", "7001"]
+    assert sglang[sglang.index("--decode") + 1] == "http://127.0.0.1:2"
