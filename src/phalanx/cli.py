@@ -705,7 +705,8 @@ def router(
         typer.Option(
             "--backend",
             "-b",
-            help="Route to this OpenAI server (http://host:port), not discovered ones; repeatable.",
+            help="Route to this OpenAI server (http://host:port), not discovered ones; repeatable. "
+            "?pd-role=prefill|decode marks a prefill/decode engine.",
         ),
     ] = None,
     access_log: Annotated[
@@ -768,12 +769,29 @@ def router(
             show_default="half the open-file limit, at most 10000",
         ),
     ] = None,
+    prefill_timeout: Annotated[
+        float,
+        typer.Option(
+            "--prefill-timeout",
+            min=0.001,
+            help="Seconds a prefill step may take (prefill/decode disaggregation); then decode-only.",
+        ),
+    ] = 30.0,
+    min_prefill_tokens: Annotated[
+        int,
+        typer.Option(
+            "--prefill-from",
+            min=0,
+            help="Prompts of fewer tokens skip the prefill engines (vLLM); 0: none do.",
+        ),
+    ] = 256,
 ) -> None:
     """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
 
     from phalanx.router.admission import AdmissionConfig
     from phalanx.router.main import RouterOptions, RouterStartError, run_router
+    from phalanx.router.policies.pd import PdConfig
     from phalanx.router.server import RouterConfig
 
     options = RouterOptions(
@@ -797,6 +815,7 @@ def router(
             admission=AdmissionConfig(
                 default_cap=max_concurrency, max_queue=max_queue, queue_timeout_s=queue_timeout
             ),
+            pd=PdConfig(min_prefill_tokens=min_prefill_tokens, prefill_timeout_s=prefill_timeout),
         )
     except ValueError as exc:  # an unknown policy: the message lists the valid ones
         err.print(f"[red]error:[/red] --policy: {escape(str(exc))}")

@@ -584,6 +584,17 @@ _DESCRIPTIONS: dict[tuple[str, str], str] = {
     ("Role", "workerTemplate"): "Pod template of the workers; required when workerReplicas > 0.",
     ("Role", "maxUnavailable"): "Role-level rollout budget (only with RoleRollingUpdate).",
     ("Role", "partition"): "Role-level partition (only with RoleRollingUpdate).",
+    ("Role", "disaggregation"): "Phalanx only: the role's prefill/decode side; what is left out is read "
+    "from the entry container's engine flags.",
+    ("RoleDisaggregation", "kind"): "prefill or decode; else read from vLLM's --kv-transfer-config kv_role "
+    "or SGLang's --disaggregation-mode (never from the role name).",
+    ("RoleDisaggregation", "protocol"): "How the router hands a request from prefill to decode: vllm "
+    "(kv_transfer_params) or sglang (bootstrap); else read from the engine flags, else vllm.",
+    ("RoleDisaggregation", "bootstrapPort"): "SGLang prefill roles: the bootstrap server's port (else "
+    "--disaggregation-bootstrap-port, else 8998).",
+    ("ServingGroupTemplate", "disaggregation"): "Phalanx only: which prefill and decode pods may pair.",
+    ("TemplateDisaggregation", "pairing"): "ModelServing: any prefill pod with any decode pod of the "
+    "serving; ServingGroup: only pods of the same ServingGroup.",
     ("PodTemplate", "metadata"): "Labels and annotations of the pods.",
     ("ModelServingStatus", "replicas"): "ServingGroups that exist, surge and deleting ones included.",
     ("ModelServingStatus", "currentReplicas"): "Groups at currentRevision.",

@@ -8,6 +8,8 @@ Differences, each on purpose:
 - Pod templates are validated against the Kubernetes PodSpec schema here, not only on the cluster.
 - `plugins` (Kthena's pod plugin chain) is accepted so Kthena's objects read back, but Phalanx runs
   no plugins: validation says what each one would have done.
+- `disaggregation` (on a role and on the group template) is ours: it declares a role's
+  prefill/decode kind where the engine flags do not, and which prefill and decode pods pair.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ RecoveryPolicy = Literal["ServingGroupRecreate", "RoleRecreate", "None"]
 RolloutType = Literal["ServingGroupRollingUpdate", "RoleRollingUpdate"]
 TopologyMode = Literal["hard", "soft"]
 GangScheduler = Literal["volcano", "coscheduling", "none"]
+PdKind = Literal["prefill", "decode"]
+PdProtocol = Literal["vllm", "sglang"]
+PdPairing = Literal["ModelServing", "ServingGroup"]
 
 VOLCANO_SCHEDULER = "volcano"
 COSCHEDULING_SCHEDULER = "scheduler-plugins-scheduler"
@@ -65,6 +70,20 @@ class GangPolicy(ApiModel):
     min_role_replicas: dict[str, int] = Field(default_factory=dict)
 
 
+class RoleDisaggregation(ApiModel):
+    """Which side of prefill/decode disaggregation a role serves (Phalanx only)."""
+
+    kind: PdKind | None = None
+    protocol: PdProtocol | None = None  # how the router hands a request from prefill to decode
+    bootstrap_port: int | None = Field(default=None, ge=1, le=65535)  # SGLang prefill only
+
+
+class TemplateDisaggregation(ApiModel):
+    """Which prefill and decode pods may pair (Phalanx only)."""
+
+    pairing: PdPairing = "ModelServing"
+
+
 class Role(ApiModel):
     name: str
     replicas: int = Field(default=1, ge=0)
@@ -74,6 +93,7 @@ class Role(ApiModel):
     # Kthena inlines the role-level rolling settings; used only with RoleRollingUpdate.
     max_unavailable: IntOrPercent | None = None
     partition: IntOrPercent | None = None
+    disaggregation: RoleDisaggregation | None = None
 
     @property
     def group_size(self) -> int:
@@ -101,6 +121,7 @@ class ServingGroupTemplate(ApiModel):
     restart_grace_period_seconds: int = Field(default=0, ge=0)
     gang_policy: GangPolicy | None = None
     network_topology: NetworkTopology | None = None
+    disaggregation: TemplateDisaggregation | None = None
     roles: list[Role] = Field(min_length=1)
 
     def role(self, name: str) -> Role | None:

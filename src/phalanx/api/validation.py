@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from phalanx.api.base import scaled_value
+from phalanx.api.disaggregation import PD_POD_KEYS
+from phalanx.api.disaggregation_checks import disaggregation_problems
 from phalanx.api.errors import FieldError, Path
 from phalanx.api.labels import INJECTED_ENV, RESERVED_POD_LABELS
 from phalanx.api.modelserving import ModelServing, PodTemplate, Role
@@ -46,6 +48,7 @@ def validate_model_serving(ms: ModelServing) -> list[FieldError]:
         _network_topology,
         _pod_identity,
         _plugins,
+        disaggregation_problems,
     )
     problems: list[FieldError] = []
     for check in checks:
@@ -343,7 +346,9 @@ def _pod_template(
     if template.metadata is not None:
         for key, value in template.metadata.labels.items():
             label_path: Path = (*path, "metadata", "labels", key)
-            if key in RESERVED_POD_LABELS:
+            if key in PD_POD_KEYS:
+                yield _pd_key_warning(label_path)
+            elif key in RESERVED_POD_LABELS:
                 yield FieldError(
                     label_path,
                     "is set by Phalanx on every pod and would be overwritten",
@@ -364,6 +369,9 @@ def _pod_template(
                     value=value,
                     fix="shorten or simplify the value",
                 )
+        for key in template.metadata.annotations:
+            if key in PD_POD_KEYS:
+                yield _pd_key_warning((*path, "metadata", "annotations", key))
     spec = template.spec
     if spec.get("schedulerName") not in (None, ms.spec.scheduler_name):
         yield FieldError(
@@ -380,6 +388,15 @@ def _pod_template(
         for index, container in enumerate(containers):
             if isinstance(container, dict):
                 yield from _container((*path, "spec", kind, index), container)
+
+
+def _pd_key_warning(path: Path) -> FieldError:
+    return FieldError(
+        path,
+        "is Phalanx's: it is set from the role's prefill/decode kind, and removed from a role that has none",
+        severity="warning",
+        fix="remove it; set the role's disaggregation.kind (and protocol) instead",
+    )
 
 
 def _container(path: Path, container: dict[str, Any]) -> Iterator[FieldError]:

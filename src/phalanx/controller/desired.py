@@ -11,6 +11,7 @@ import copy
 from typing import Any
 
 from phalanx.api import labels as L
+from phalanx.api.disaggregation import PD_POD_ANNOTATIONS, PD_POD_LABELS, pair_key
 from phalanx.api.modelserving import ModelServing, PodTemplate, Role
 from phalanx.api.names import (
     entry_address,
@@ -31,7 +32,7 @@ from phalanx.controller.identity import (
 )
 from phalanx.controller.memo import per_object
 from phalanx.controller.ownership import controlled_by
-from phalanx.controller.revision import group_revision, role_revision
+from phalanx.controller.revision import group_revision, pd_of, role_revision
 
 DEFAULT_SCHEDULE_TIMEOUT_SECONDS = 600
 
@@ -86,6 +87,19 @@ def _with_env(containers: list[Object], env: list[Object]) -> list[Object]:
     return out
 
 
+def pd_metadata(ms: ModelServing, group_index: int, role: Role) -> tuple[dict[str, str], dict[str, str]]:
+    """(labels, annotations) that tell the router a pod's PD side, pairing and handover protocol;
+    none for a role served aggregated. On every pod of the role, workers included."""
+    pd = pd_of(role)
+    if pd is None:
+        return {}, {}
+    labels = {L.PD_ROLE: pd.kind, L.PD_PAIR_KEY: pair_key(ms, group_index)}
+    annotations: dict[str, str] = {L.PD_PROTOCOL_ANNOTATION: pd.protocol}
+    if pd.bootstrap_port is not None:
+        annotations[L.PD_BOOTSTRAP_PORT_ANNOTATION] = str(pd.bootstrap_port)
+    return labels, annotations
+
+
 def pod_template_for(role: Role, pod_index: int) -> PodTemplate:
     if pod_index == 0:
         return role.entry_template
@@ -110,6 +124,10 @@ def pod(ms: ModelServing, group_index: int, role: Role, role_index: int, pod_ind
         L.ROLE_REVISION: revisions[1],
     }
     annotations = {**compat_pod_annotations(ms, group_index, role, role_index, pod_index), **user_annotations}
+    # Only Phalanx says a pod is PD: the router would pair a pod whose template claimed it.
+    pd_labels, pd_annotations = pd_metadata(ms, group_index, role)
+    labels = {k: v for k, v in labels.items() if k not in PD_POD_LABELS} | pd_labels
+    annotations = {k: v for k, v in annotations.items() if k not in PD_POD_ANNOTATIONS} | pd_annotations
     gang = ms.gang_scheduler
     if gang == "volcano":
         annotations[L.VOLCANO_GROUP_ANNOTATION] = group_name(ms.name, group_index)

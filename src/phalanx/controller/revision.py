@@ -4,22 +4,32 @@ A revision covers everything that changes a pod (the role templates, worker coun
 scheduler, the gang scheduler and network topology) and nothing that does not (replica counts,
 rollout and recovery settings, minRoleReplicas). Changing a covered field rolls the groups;
 scaling never does. Kthena's hash covers only the roles (its issue #690); ours does not miss.
+
+A prefill/decode role's pods carry its PD labels and annotations, which are written only when a pod
+is created: the hash covers what they say (kind, protocol, bootstrap port, pairing scope) as
+resolved, not the `disaggregation` fields as written. Declaring the kind the engine flags already
+give, or a pairing scope on a serving without PD roles, changes no pod and rolls nothing; a role
+without a PD kind hashes as it did before PD existed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pydantic import ValidationError
 
 from phalanx.api import labels as L
+from phalanx.api.disaggregation import RolePd, pairing, role_pd
 from phalanx.api.modelserving import ModelServing, Role
 from phalanx.controller.memo import per_object
 from phalanx.controller.ownership import controlled_by
 
-_ROLE_FIELDS_NOT_IN_PODS = {"replicas", "max_unavailable", "partition"}
+_ROLE_FIELDS_NOT_IN_PODS = {"replicas", "max_unavailable", "partition", "disaggregation"}
+
+pd_of: Callable[[Role], RolePd | None] = per_object(role_pd)  # read once per role object
 
 
 def _digest(payload: Any) -> str:
@@ -41,7 +51,11 @@ def role_revision(ms: ModelServing, role: Role) -> str:
     role_fields = role.model_dump(
         by_alias=True, exclude=_ROLE_FIELDS_NOT_IN_PODS, exclude_none=True, mode="json"
     )
-    return _digest({"role": role_fields, "group": _group_pod_fields(ms)})
+    payload: dict[str, Any] = {"role": role_fields, "group": _group_pod_fields(ms)}
+    pd = pd_of(role)
+    if pd is not None:  # only then: other roles keep the hash they had before PD existed
+        payload["pd"] = [pd.kind, pd.protocol, pd.bootstrap_port, pairing(ms)]
+    return _digest(payload)
 
 
 @per_object

@@ -6,6 +6,8 @@ A ModelServing keeps Kthena's field names, so most of it is copied as written; w
   needed because Phalanx puts LeaderWorkerSet's labels on every pod itself.
 - Role-level `maxUnavailable`/`partition` act only with `RoleRollingUpdate`; Kthena's CRD defaults
   `maxUnavailable: 1` onto every role, so exported objects carry it: it is dropped where it has no effect.
+- Prefill/decode roles get `disaggregation.kind` written out, from the engine flags or from a
+  ModelServer's `pdGroup` in the same file (`kthena_pd`).
 ModelInfer (before Kthena renamed it) also differs in names: `InferGroup*` values, `gangSchedule`, and
 the `modelinfer.*` label keys, which are renamed to the `modelserving.volcano.sh/*` keys Phalanx's pods
 carry.
@@ -30,6 +32,7 @@ from phalanx.importers.base import (
     require_mapping,
     source_name,
 )
+from phalanx.importers.kthena_pd import make_pd_explicit
 
 GROUPS = ("workload.serving.volcano.sh", "workload.volcano.sh", "workload.matrixinfer.ai")
 _OLD_LABEL_PREFIXES = ("modelinfer.volcano.sh/", "modelinfer.matrixinfer.ai/")
@@ -99,7 +102,9 @@ def convert_model_serving(obj: Mapping[str, Any], document: int, context: Contex
     _drop_plugins(spec, notes)
     _drop_inert_role_rollout(spec, notes)
     _note_templates(spec, notes)
-    out: Object = {"apiVersion": GROUP_VERSION, "kind": "ModelServing", "metadata": clean_metadata(obj)}
+    metadata = clean_metadata(obj)
+    make_pd_explicit(spec, metadata["name"], metadata.get("namespace", "default"), context.documents, notes)
+    out: Object = {"apiVersion": GROUP_VERSION, "kind": "ModelServing", "metadata": metadata}
     out["spec"] = spec
     return Converted(source_name(obj), document, out, tuple(notes.items))
 
@@ -174,6 +179,8 @@ def convert_model_infer(obj: Mapping[str, Any], document: int, context: Context)
         raise InputError([FieldError(("spec", "template"), "is required", fix="add the InferGroup template")])
     spec = _model_infer_spec(spec, notes)
     _note_templates(spec, notes)
-    out: Object = {"apiVersion": GROUP_VERSION, "kind": "ModelServing", "metadata": clean_metadata(obj)}
+    metadata = clean_metadata(obj)
+    make_pd_explicit(spec, metadata["name"], metadata.get("namespace", "default"), context.documents, notes)
+    out: Object = {"apiVersion": GROUP_VERSION, "kind": "ModelServing", "metadata": metadata}
     out["spec"] = spec
     return Converted(source_name(obj), document, out, tuple(notes.items))

@@ -143,8 +143,16 @@ class RouterMetrics:
         self.pd_fallbacks = Counter(
             "phalanx_router_pd_fallbacks",
             "Disaggregated requests whose prefill failed and that were served decode-only, by reason "
-            "(prefill-error, prefill-timeout, prefill-unreachable, no-kv-transfer-params).",
+            "(prefill-error, prefill-timeout, prefill-unreachable, no-kv-transfer-params, kv-load-failed).",
             ["reason"],
+            registry=self.registry,
+        )
+        self.pd_prefill_failures = Counter(
+            "phalanx_router_pd_prefill_failures",
+            "Prefill steps that failed, by protocol and reason (as pd_fallbacks). vLLM requests then "
+            "fall back to decode-only; SGLang ones, whose decode engine cannot compute a prompt, are "
+            "retried on another pair while nothing reached the client.",
+            ["protocol", "reason"],
             registry=self.registry,
         )
         self.pd_prefill_skipped = Counter(

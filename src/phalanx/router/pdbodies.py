@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from phalanx.router.endpoints import DEFAULT_BOOTSTRAP_PORT, Endpoint
@@ -40,26 +41,52 @@ def decode_json(body: bytes) -> dict[str, Any] | None:
     return payload if isinstance(payload, dict) else None
 
 
-def encode_json(payload: Mapping[str, Any]) -> bytes:
+def encode_json(payload: object) -> bytes:
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
-def _one_token(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """The client's request reduced to its prefill: one token, not streamed."""
-    out = dict(payload)
-    out["stream"] = False
-    out.pop("stream_options", None)  # only valid with stream true
-    out.pop("min_tokens", None)  # would contradict max_tokens 1
-    out["max_tokens"] = 1
-    if "max_completion_tokens" in out or "messages" in out:  # a chat field; vLLM reads it first
-        out["max_completion_tokens"] = 1
-    return out
+# What a removed field is replaced by when the body is edited without parsing it: the value that
+# means "not given" to vLLM and SGLang.
+_NEUTRAL: Mapping[str, Any] = {"stream_options": None, "min_tokens": 0}
 
 
-def vllm_prefill_body(payload: Mapping[str, Any]) -> dict[str, Any]:
-    out = _one_token(payload)
-    out["kv_transfer_params"] = dict(_PREFILL_KV_PARAMS)
-    return out
+@dataclass(frozen=True)
+class ClientBody:
+    """The client's request body, a JSON object the router already checked.
+
+    `payload` is it parsed, when it was small enough to parse on the event loop; a larger one is
+    edited without parsing (a request of megabytes must not stall every other request): the new
+    members are appended, which the engines' JSON parsers (Python's, last name wins) read over the
+    client's, and a removed field is set to the value that means "not given"."""
+
+    raw: bytes
+    payload: dict[str, Any] | None = None
+
+    def edited(self, changes: Mapping[str, Any], drop: tuple[str, ...] = ()) -> bytes:
+        if self.payload is not None:
+            out = {k: v for k, v in self.payload.items() if k not in drop}
+            return encode_json(out | dict(changes))
+        members = {name: _NEUTRAL[name] for name in drop} | dict(changes)
+        head = self.raw.rstrip()
+        if not head.endswith(b"}"):
+            raise ValueError("the body is not a JSON object")
+        head = head[:-1].rstrip()
+        appended = b",".join(encode_json(k) + b":" + encode_json(v) for k, v in members.items())
+        return head + (b"" if head.endswith(b"{") else b",") + appended + b"}"
+
+
+def _one_token(chat: bool) -> dict[str, Any]:
+    """What reduces a request to its prefill: one token, not streamed (`max_completion_tokens`
+    is chat's name for the cap, and vLLM reads it first)."""
+    return {"stream": False, "max_tokens": 1} | ({"max_completion_tokens": 1} if chat else {})
+
+
+# `stream_options` is only valid with stream true; `min_tokens` would contradict max_tokens 1.
+_PREFILL_DROPS = ("stream_options", "min_tokens")
+
+
+def vllm_prefill_body(body: ClientBody, chat: bool) -> bytes:
+    return body.edited(_one_token(chat) | {"kv_transfer_params": dict(_PREFILL_KV_PARAMS)}, _PREFILL_DROPS)
 
 
 def vllm_kv_params(answer: object) -> dict[str, Any] | None:
@@ -71,10 +98,9 @@ def vllm_kv_params(answer: object) -> dict[str, Any] | None:
     return params if isinstance(params, dict) and params else None
 
 
-def vllm_decode_body(payload: Mapping[str, Any], kv_params: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(payload)
-    out["kv_transfer_params"] = dict(kv_params)
-    return out
+def vllm_decode_body(body: ClientBody, kv_params: Mapping[str, Any]) -> bytes:
+    """The client's request with prefill's `kv_transfer_params`, verbatim."""
+    return body.edited({"kv_transfer_params": dict(kv_params)})
 
 
 def new_bootstrap_room(rng: random.Random) -> int:
@@ -90,13 +116,11 @@ def bootstrap_host(prefill: Endpoint) -> str:
     return rest.rsplit(":", 1)[0]
 
 
-def sglang_bodies(
-    payload: Mapping[str, Any], prefill: Endpoint, room: int
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def sglang_bodies(body: ClientBody, prefill: Endpoint, room: int, chat: bool) -> tuple[bytes, bytes]:
     """(prefill body, decode body) of one SGLang disaggregated request."""
     bootstrap = {
         "bootstrap_host": bootstrap_host(prefill),
         "bootstrap_port": prefill.bootstrap_port or DEFAULT_BOOTSTRAP_PORT,
         "bootstrap_room": room,
     }
-    return _one_token(payload) | bootstrap, dict(payload) | bootstrap
+    return body.edited(_one_token(chat) | bootstrap, _PREFILL_DROPS), body.edited(bootstrap)

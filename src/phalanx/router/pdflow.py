@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import aiohttp
 
@@ -25,12 +25,9 @@ FallbackReason = Literal[
     "prefill-unreachable",  # no connection, or it dropped before the answer
     "no-kv-transfer-params",  # vLLM prefill answered without kv_transfer_params
 ]
-FALLBACK_REASONS: tuple[FallbackReason, ...] = (
-    "prefill-error",
-    "prefill-timeout",
-    "prefill-unreachable",
-    "no-kv-transfer-params",
-)
+# vLLM only, after prefill succeeded: decode answered 5xx to the request carrying prefill's
+# kv_transfer_params (the lease expired, the pull was refused) before any byte reached the client.
+KV_LOAD_FAILED: Final = "kv-load-failed"
 
 Headers = Sequence[tuple[str, str]]
 

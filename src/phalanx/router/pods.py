@@ -9,13 +9,12 @@ router asks the endpoint's `GET /v1/models` instead.
 
 from __future__ import annotations
 
-import posixpath
-import shlex
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
 from phalanx.api import labels as L
+from phalanx.api.argv import container_commands, flag_values
 from phalanx.controller.observed import DRAINING_ANNOTATION
 from phalanx.router.endpoints import (
     DEFAULT_BOOTSTRAP_PORT,
@@ -29,9 +28,6 @@ Object = Mapping[str, Any]
 
 DEFAULT_HTTP_PORT = 8000
 MODEL_NAME_FLAG = "--served-model-name"
-# `sh -c SCRIPT` and friends: the engine command is inside the script (vLLM's Ray launcher).
-_SHELLS = frozenset({"sh", "bash", "dash", "ash", "ksh", "zsh"})
-_SHELL_OPERATOR_CHARS = "();<>|&\n"
 
 
 def _metadata(obj: Object) -> Mapping[str, Any]:
@@ -100,75 +96,14 @@ def served_model_names(container: Mapping[str, Any]) -> tuple[str, ...]:
     Empty when the flag is absent or the names are not known before the pod runs (they use `$`
     expansion, or the shell script cannot be read): the router then asks the endpoint.
     """
-    argv = [*_strings(container.get("command")), *_strings(container.get("args"))]
-    script = _shell_script(argv)
-    commands = [argv] if script is None else _script_commands(script)
     names: list[str] | None = None
-    for command in commands:
-        found = _flag_values(command, MODEL_NAME_FLAG)
+    for command in container_commands(container):
+        found = flag_values(command, MODEL_NAME_FLAG)
         if found is not None:
             names = found  # the last one wins, as in argparse
     if not names or any("$" in name or not name for name in names):
         return ()
     return tuple(dict.fromkeys(names))
-
-
-def _strings(value: Any) -> list[str]:
-    return [item for item in value if isinstance(item, str)] if isinstance(value, list) else []
-
-
-def _shell_script(argv: Sequence[str]) -> str | None:
-    """SCRIPT of `sh [options] -c SCRIPT` (also `-lc`, `-ec`, `bash --login -c`...), else None."""
-    if not argv or posixpath.basename(argv[0]) not in _SHELLS:
-        return None
-    args = iter(argv[1:])
-    for arg in args:
-        if arg in ("-o", "+o"):
-            next(args, None)  # its option name
-        elif arg.startswith("-") and not arg.startswith("--") and "c" in arg[1:]:
-            return next(args, None)
-        elif not arg.startswith(("-", "+")):
-            return None  # a script file: what it runs is not in the pod
-    return None
-
-
-def _script_commands(script: str) -> list[list[str]]:
-    """Simple commands of a shell script, split on newlines and operators (`;`, `&&`, `|`, ...)."""
-    lexer = shlex.shlex(script.replace("\\\n", " "), posix=True, punctuation_chars=_SHELL_OPERATOR_CHARS)
-    lexer.whitespace = " \t\r"
-    lexer.whitespace_split = True
-    commands: list[list[str]] = [[]]
-    try:
-        for token in lexer:
-            if token and all(ch in _SHELL_OPERATOR_CHARS for ch in token):
-                commands.append([])
-            else:
-                commands[-1].append(token)
-    except ValueError:  # unbalanced quotes: nothing in it can be trusted
-        return []
-    return [command for command in commands if command]
-
-
-def _flag_values(command: Sequence[str], flag: str) -> list[str] | None:
-    """The values of the last `flag` in `command` (`--flag a b` or `--flag=a`), None when absent.
-
-    vLLM also accepts the flag with underscores; a value list ends at the next option.
-    """
-    values: list[str] | None = None
-    i = 0
-    while i < len(command):
-        option, eq, value = command[i].partition("=")
-        i += 1
-        if not option.startswith("--") or option.replace("_", "-") != flag:
-            continue
-        if eq:
-            values = [value]
-            continue
-        values = []
-        while i < len(command) and not command[i].startswith("-"):
-            values.append(command[i])
-            i += 1
-    return values
 
 
 # -- endpoints -----------------------------------------------------------------------------------

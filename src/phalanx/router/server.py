@@ -62,14 +62,14 @@ from phalanx.router.metrics import CLIENT_CLOSED, NO_ENDPOINT, UNKNOWN_MODEL, Re
 from phalanx.router.parsepool import Parser
 from phalanx.router.parsing import Question, Summary
 from phalanx.router.pdbodies import (
+    ClientBody,
     decode_json,
-    encode_json,
     new_bootstrap_room,
     sglang_bodies,
     vllm_decode_body,
     vllm_prefill_body,
 )
-from phalanx.router.pdflow import FallbackReason, sglang_prefill, vllm_prefill
+from phalanx.router.pdflow import KV_LOAD_FAILED, FallbackReason, sglang_prefill, vllm_prefill
 from phalanx.router.policies import (
     DEFAULT_POLICY,
     POLICY_HEADER,
@@ -83,7 +83,7 @@ from phalanx.router.policies import (
     candidates,
     unknown_policy_message,
 )
-from phalanx.router.policies.pd import PdConfig, is_disaggregated, main_states, plan_prefill
+from phalanx.router.policies.pd import PdConfig, answering_states, pairable, plan_prefill
 from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
@@ -213,6 +213,9 @@ class _Tally:
     attempts: int = 0
     usage: UsageTap | None = None  # set when the key's token budget needs the engine's count
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
+    # vLLM prefill/decode: the prefill engine and the kv_transfer_params it answered, kept while
+    # they may still be pulled, so a decode retry on another endpoint does not prefill again.
+    prefilled: tuple[Endpoint, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -230,10 +233,14 @@ class _Leg:
 
 @dataclass(frozen=True)
 class _Pair(_Leg):
-    """A leg with a prefill engine chosen; `payload` is the client's body, parsed."""
+    """A leg with a prefill engine chosen; `client` is the body the two requests are made of."""
 
     prefill: Endpoint
-    payload: dict[str, Any]
+    client: ClientBody
+
+    @property
+    def chat(self) -> bool:
+        return self.request.path.endswith("/chat/completions")
 
     @property
     def prefill_url(self) -> str:
@@ -738,9 +745,8 @@ class Router:
                 # Runs now, or later when a slot frees: re-read the set each time.
                 now = time.monotonic()
                 states = self._states(model, saturated, now)
-                split = is_disaggregated(states, model)
                 # Decode first: prefill engines never answer the client themselves.
-                main = main_states(states) if split else states
+                main, split = answering_states(states, model)
                 found = candidates(main, model, frozenset(tried))
                 available = found.available or (() if found.saturated else found.ejected)  # fail open
                 if not available:
@@ -812,18 +818,24 @@ class Router:
         leg = _Leg(request, ep, body, headers, tally, started)
         if ep.pd_role != "decode":
             return await self._served(leg, body, "aggregated")
+        if request.path == "/v1/embeddings":  # nothing to decode: the decode engine answers it
+            return await self._served(leg, body, "decode_only")
+        kept = tally.prefilled
+        if kept is not None and pairable(ep, kept[0]):
+            # A retry after a decode engine failed before answering: prefill's KV is still leased.
+            prefilled = _Pair(request, ep, body, headers, tally, started, kept[0], self._client_body(body))
+            return await self._vllm_decode(prefilled, kept[1])
         plan = plan_prefill(ep, decision.prefix_match, summary.prompt_tokens, states, model, self.config.pd)
-        payload = decode_json(body) if plan.skip is None else None
         now = time.monotonic()
-        chosen = policy.choose(summary.routing, plan.candidates, now) if payload is not None else None
-        if chosen is None or payload is None:
+        chosen = policy.choose(summary.routing, plan.candidates, now)
+        if chosen is None:
             if plan.skip is not None:
                 self.metrics.pd_prefill_skipped.labels(plan.skip).inc()
             return await self._served(leg, body, "decode_only")
         prefill = chosen.endpoint
         self.policies.record(summary.routing, prefill, now)
         self.detector.record_attempt(prefill.name, now)
-        pair = _Pair(request, ep, body, headers, tally, started, prefill, payload)
+        pair = _Pair(request, ep, body, headers, tally, started, prefill, self._client_body(body))
         return await (self._vllm_flow(pair) if ep.pd_protocol == "vllm" else self._sglang_flow(pair))
 
     async def _vllm_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
@@ -836,7 +848,7 @@ class Router:
             got = await vllm_prefill(
                 self._session,
                 pair.prefill_url,
-                encode_json(vllm_prefill_body(pair.payload)),
+                vllm_prefill_body(pair.client, pair.chat),
                 pair.headers,
                 self.config.pd.prefill_timeout_s,
             )
@@ -846,13 +858,32 @@ class Router:
         if isinstance(got, str):
             return await self._fall_back(pair, got)
         self.detector.record_success(prefill.name, time.monotonic())
-        return await self._served(pair, encode_json(vllm_decode_body(pair.payload, got)), "disaggregated")
+        return await self._vllm_decode(pair, got)
+
+    async def _vllm_decode(self, pair: _Pair, kv_params: dict[str, Any]) -> web.StreamResponse | _Abandoned:
+        """Decode with prefill's KV; decode-only when the decode engine cannot load it."""
+        pair.tally.prefilled = (pair.prefill, kv_params)
+        decoded = await self._served(
+            pair, vllm_decode_body(pair.client, kv_params), "disaggregated", remote_kv=True
+        )
+        if isinstance(decoded, _Abandoned) and decoded.reason == "kv_load_failed":
+            # Nothing reached the client: the decode engine computes the prompt itself instead.
+            pair.tally.prefilled = None
+            self.metrics.pd_fallbacks.labels(KV_LOAD_FAILED).inc()
+            return await self._served(pair, pair.body, "decode_only")
+        return decoded
+
+    def _client_body(self, body: bytes) -> ClientBody:
+        """Parsed again only when small: a large body is edited as bytes."""
+        small = len(body) <= self.config.parse_in_process_max_bytes
+        return ClientBody(body, decode_json(body) if small else None)
 
     async def _sglang_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
         """Concurrent: both sides at once, paired by the bootstrap room; decode's answer is relayed."""
         assert self._session is not None
         prefill = pair.prefill
-        prefill_body, decode_body = sglang_bodies(pair.payload, prefill, new_bootstrap_room(self._rooms))
+        room = new_bootstrap_room(self._rooms)
+        prefill_body, decode_body = sglang_bodies(pair.client, prefill, room, pair.chat)
         sent = time.monotonic()
         self._enter(prefill.name)
         loop = asyncio.get_running_loop()
@@ -860,7 +891,7 @@ class Router:
             sglang_prefill(
                 self._session,
                 pair.prefill_url,
-                encode_json(prefill_body),
+                prefill_body,
                 pair.headers,
                 self.config.pd.prefill_timeout_s,
             )
@@ -873,17 +904,18 @@ class Router:
 
         prefilling.add_done_callback(prefill_done)
         answered = asyncio.Event()
-        decoding = loop.create_task(
-            self._served(pair, encode_json(decode_body), "disaggregated", answered.set)
-        )
+        decoding = loop.create_task(self._served(pair, decode_body, "disaggregated", answered.set))
         try:
             await asyncio.wait((prefilling, decoding), return_when=asyncio.FIRST_COMPLETED)
             failed = prefilling.result() if prefilling.done() and not prefilling.cancelled() else None
             if failed is not None and not answered.is_set():
-                # Decode would wait for KV that never comes; nothing reached the client yet.
+                # Decode would wait for KV that never comes, and an SGLang decode engine cannot
+                # compute the prompt itself: nothing reached the client yet, so another pair may
+                # take the request.
                 decoding.cancel()
                 await asyncio.gather(decoding, return_exceptions=True)
-                return await self._fall_back(pair, failed)
+                self._prefill_failed(pair, failed)
+                return _Abandoned("prefill_failed")
             result = await decoding
             if isinstance(result, _Abandoned) or pair.tally.error:
                 prefilling.cancel()  # decode failed: prefill's KV has nowhere to go
@@ -895,19 +927,27 @@ class Router:
             await asyncio.gather(prefilling, decoding, return_exceptions=True)
 
     async def _fall_back(self, pair: _Pair, reason: FallbackReason) -> web.StreamResponse | _Abandoned:
-        """Prefill failed: serve the client's own request on the decode engine, and count why."""
-        tally = pair.tally
+        """vLLM prefill failed: serve the client's own request on the decode engine, and count why."""
         logger.warning(
-            "prefill %s failed (%s); serving %s decode-only", pair.prefill.name, reason, tally.request_id
+            "prefill %s failed (%s); serving %s decode-only", pair.prefill.name, reason, pair.tally.request_id
         )
+        self._prefill_failed(pair, reason)
         self.metrics.pd_fallbacks.labels(reason).inc()
-        if reason in ("prefill-timeout", "prefill-unreachable"):
-            kind = FailureKind.TIMEOUT if reason == "prefill-timeout" else FailureKind.DISCONNECT
-            self._failed(pair.prefill, kind, tally)
         return await self._served(pair, pair.body, "decode_only")
 
+    def _prefill_failed(self, pair: _Pair, reason: FallbackReason) -> None:
+        self.metrics.pd_prefill_failures.labels(pair.prefill.pd_protocol, reason).inc()
+        if reason in ("prefill-timeout", "prefill-unreachable"):
+            kind = FailureKind.TIMEOUT if reason == "prefill-timeout" else FailureKind.DISCONNECT
+            self._failed(pair.prefill, kind, pair.tally)
+
     async def _served(
-        self, leg: _Leg, body: bytes, mode: str, on_head: Callable[[], None] | None = None
+        self,
+        leg: _Leg,
+        body: bytes,
+        mode: str,
+        on_head: Callable[[], None] | None = None,
+        remote_kv: bool = False,
     ) -> web.StreamResponse | _Abandoned:
         """`_attempt` on the leg's decode endpoint with `body`: counts the mode, times decode's
         first byte and the request's true TTFT (from the router's receipt)."""
@@ -930,6 +970,7 @@ class Router:
             leg.started,
             on_head,
             first_byte,
+            remote_kv,
         )
         if not isinstance(result, _Abandoned):
             self.metrics.pd_requests.labels(model, mode).inc()
@@ -981,10 +1022,13 @@ class Router:
         started: float,
         on_head: Callable[[], None] | None = None,
         on_first_byte: Callable[[float], None] | None = None,
+        remote_kv: bool = False,
     ) -> web.StreamResponse | _Abandoned:
         """Send the request to `ep` and relay its answer. `on_head` is called when the upstream's
         response head arrives (before anything reaches the client), `on_first_byte(now)` before
-        the first body bytes are written to the client."""
+        the first body bytes are written to the client. `remote_kv`: the body carries a prefill
+        engine's `kv_transfer_params`, so a 5xx is taken for a failed KV load (a lease that
+        expired, a refused pull) rather than ill health, and abandoned as `kv_load_failed`."""
         assert self._session is not None
         self._enter(ep.name)
         upstream: aiohttp.ClientResponse | None = None
@@ -1016,6 +1060,9 @@ class Router:
 
             if on_head is not None:
                 on_head()
+            if remote_kv and upstream.status >= 500 and upstream.status != 503:
+                logger.warning("endpoint %s could not use the prefilled KV (%d)", ep.name, upstream.status)
+                return _Abandoned("kv_load_failed")
             if upstream.status >= 500 and upstream.status != 503:
                 self._failed(ep, FailureKind.HTTP_5XX, tally)
             else:  # vLLM's 503 is "overloaded or starting", not ill health

@@ -102,10 +102,13 @@ class Engine:
         *,
         hold_kv: str | None = None,
         remote_kv: bool = False,
+        arrival: float | None = None,
     ) -> RequestHandle:
+        """`arrival`: when the request came in, if before now (a decode request that waited for
+        its KV counts that wait in its TTFT and queue time, as in vLLM)."""
         if self.failure is not None:
             raise ClusterFailure(self.failure)
-        now = self._clock()
+        now = self._clock() if arrival is None else arrival
         sequences: list[Sequence] = []
         for p, prompt in enumerate(request.prompts):
             for i in range(request.n):
@@ -229,8 +232,7 @@ class Engine:
             return False
         return True
 
-    def _on_leased(self, seq_id: str, leased: tuple[str, list[int]], tokens: int) -> None:
-        request_id = seq_id.rsplit("-", 1)[0]
+    def _on_leased(self, request_id: str, leased: tuple[str, list[int]], tokens: int) -> None:
         handle = self._handles.get(request_id)
         owner, block_ids = leased
         if handle is None:
@@ -278,7 +280,7 @@ class Engine:
             self.metrics.observe_result(result)
             for done in result.finished:
                 if done.leased is not None:
-                    self._on_leased(done.seq_id, done.leased, done.prompt_tokens)
+                    self._on_leased(done.request_id, done.leased, done.prompt_tokens)
             self._update_gauges()
             for output in result.outputs:
                 handle = self._handles.get(output.request_id)

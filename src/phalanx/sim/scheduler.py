@@ -95,6 +95,7 @@ class TokenOutput:
 @dataclass(frozen=True)
 class FinishedStats:
     seq_id: str
+    request_id: str
     finish_reason: str
     prompt_tokens: int
     generation_tokens: int
@@ -299,6 +300,7 @@ class Scheduler:
         scheduled = seq.first_scheduled if seq.first_scheduled is not None else now
         return FinishedStats(
             seq_id=seq.seq_id,
+            request_id=seq.request_id,
             finish_reason=reason,
             prompt_tokens=len(seq.prompt),
             generation_tokens=len(seq.output),

@@ -152,12 +152,13 @@ class SimServer:
     ) -> web.StreamResponse:
         handle: RequestHandle | None = None
         prepared = None
+        arrival = asyncio.get_running_loop().time()
         try:
             prepared = await self._pd.prepare(plan, parsed)
             if prepared.only_first_token:
                 parsed = dataclasses.replace(parsed, max_tokens=1)
             handle = self._engine.submit(
-                parsed, request_id, hold_kv=prepared.hold_kv, remote_kv=prepared.remote_kv
+                parsed, request_id, hold_kv=prepared.hold_kv, remote_kv=prepared.remote_kv, arrival=arrival
             )
             if parsed.stream:
                 response = await self._stream(request, parsed, handle)

@@ -144,8 +144,7 @@ class KvListener:
             await asyncio.wait({kv, gone}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             gone.cancel()
-            with contextlib.suppress(asyncio.CancelledError, OSError):
-                await gone  # the read must be over before the hand-over reads again
+            await asyncio.wait({gone})  # the read must be over before the hand-over reads again
             if not entry.prefill_owned and self.rooms.get(room) is entry and not entry.kv.done():
                 del self.rooms[room]
         return entry.kv.result() if entry.kv.done() else None

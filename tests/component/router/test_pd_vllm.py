@@ -15,6 +15,7 @@ import aiohttp
 import pytest
 
 from phalanx.router import Endpoint
+from phalanx.router.endpoints import PdRole
 from phalanx.router.policies.pd import PdConfig
 from phalanx.router.server import Router, RouterConfig, running
 from tests.component.sim.conftest import FAST, HOST, SimProcess, free_port, start_sim, wait_health
@@ -42,7 +43,7 @@ def side_channel() -> dict[str, str]:
     return {"VLLM_NIXL_SIDE_CHANNEL_HOST": HOST, "VLLM_NIXL_SIDE_CHANNEL_PORT": str(free_port())}
 
 
-def pd_endpoint(sim: SimProcess | str, role: str | None, name: str) -> Endpoint:
+def pd_endpoint(sim: SimProcess | str, role: PdRole | None, name: str) -> Endpoint:
     url = sim if isinstance(sim, str) else sim.base_url
     return Endpoint(
         name=name,
@@ -51,7 +52,7 @@ def pd_endpoint(sim: SimProcess | str, role: str | None, name: str) -> Endpoint:
         group_index=0,
         models=("tiny",),
         pd_role=role,
-        pd_pair_key="demo",  # type: ignore[arg-type]
+        pd_pair_key="demo",
     )
 
 
@@ -209,6 +210,59 @@ async def test_a_prefill_without_kv_params_falls_back_to_decode_only(
         assert await metric(session, router.url, "phalanx_router_pd_requests_total", mode="decode_only") == 1
         assert await metric(session, decode.base_url, "vllm:prompt_tokens_total") == 400  # computed there
         await no_leak(session, decode)
+
+
+@pytest.mark.parametrize("fault", ["--fault-drop-leases", "--fault-refuse-pulls"])
+async def test_a_kv_load_that_fails_falls_back_to_decode_only(
+    start_sim: Callable[..., SimProcess], fault: str
+) -> None:
+    # Prefill answers its kv_transfer_params, but the lease is gone or the pull refused: decode
+    # answers 500 before any byte reached the client, so it computes the prompt itself instead.
+    prefill, decode = start_prefill(start_sim, fault), start_decode(start_sim)
+    for sim in (prefill, decode):
+        wait_health(sim.port, 200)
+    endpoints = [pd_endpoint(prefill, "prefill", "p0"), pd_endpoint(decode, "decode", "d0")]
+    async with pd_router(endpoints) as (router, session):
+        status, answer = await completion(session, router, LONG)
+        assert status == 200 and answer["usage"]["completion_tokens"] == 5, answer
+        assert await metric(session, decode.base_url, "vllm:nixl_num_failed_transfers_total") == 1
+        reason = "kv-load-failed"
+        assert await metric(session, router.url, "phalanx_router_pd_fallbacks_total", reason=reason) == 1
+        assert await metric(session, router.url, "phalanx_router_pd_requests_total", mode="decode_only") == 1
+        assert (
+            await metric(session, router.url, "phalanx_router_pd_requests_total", mode="disaggregated") == 0
+        )
+        # A failed KV load is not ill health: the decode engine stays in rotation.
+        assert await metric(session, router.url, "phalanx_router_health_events_total") == 0
+        # A refused pull leaves the prefill's blocks leased until the lease (5 s) ends them.
+        deadline = time.monotonic() + 8
+        while await metric(session, prefill.base_url, "phalanx_sim_kv_leased_blocks") > 0:
+            assert await metric(session, prefill.base_url, "phalanx_sim_kv_leaked_blocks") == 0
+            assert time.monotonic() < deadline, "the lease never ended"
+            await asyncio.sleep(0.2)
+        await no_leak(session, prefill, decode)
+
+
+async def test_a_decode_retry_reuses_the_prefilled_kv(start_sim: Callable[..., SimProcess]) -> None:
+    prefill, decode = start_prefill(start_sim), start_decode(start_sim)
+    for sim in (prefill, decode):
+        wait_health(sim.port, 200)
+    gone = f"http://{HOST}:{free_port()}"  # "d0" is tried first (round-robin by name) and refuses
+    endpoints = [
+        pd_endpoint(prefill, "prefill", "p0"),
+        pd_endpoint(gone, "decode", "d0"),
+        pd_endpoint(decode, "decode", "d1"),
+    ]
+    async with pd_router(endpoints) as (router, session):
+        status, answer = await completion(session, router, LONG)
+        assert status == 200, answer
+        assert await metric(session, router.url, "phalanx_router_retries_total", endpoint="d0") == 1
+        assert await metric(session, prefill.base_url, "vllm:prompt_tokens_total") == 400  # prefilled once
+        assert await metric(session, decode.base_url, "vllm:nixl_xfer_time_seconds_count") == 1
+        assert (
+            await metric(session, router.url, "phalanx_router_pd_requests_total", mode="disaggregated") == 1
+        )
+        await no_leak(session, prefill, decode)
 
 
 async def test_an_unreachable_prefill_falls_back(start_sim: Callable[..., SimProcess]) -> None:

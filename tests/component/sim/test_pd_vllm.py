@@ -98,12 +98,22 @@ async def test_prefill_leases_kv_and_decode_pulls_it(start_sim: Callable[..., Si
         # Decode did not prefill the prompt: its first step computed one token only.
         assert await metric(session, decode_sim, "vllm:time_to_first_token_seconds_sum") < 0.5
 
+        # A streamed decode, as routers send it: the events come after the pull.
+        params_2 = (await prefill_step(session, prefill))["kv_transfer_params"]
+        stream_body = {"prompt": PROMPT, "max_tokens": 4, "stream": True, "kv_transfer_params": params_2}
+        async with session.post(f"{decode_sim.base_url}/v1/completions", json=stream_body) as r:
+            assert r.status == 200
+            events = [line for line in (await r.text()).split("\n\n") if line]
+        assert events[-1] == "data: [DONE]" and len(events) == 5
+        assert await metric(session, prefill, "phalanx_sim_kv_leased_blocks") == 0
+
         # The same lease a second time: it is gone, so the pull fails (policy "fail").
         status, out = await post(
             session, decode_sim, {"prompt": PROMPT, "max_tokens": 5, "kv_transfer_params": params}
         )
         assert status == 500 and "KV load failed" in out["error"]["message"]
         assert await metric(session, decode_sim, "vllm:nixl_num_failed_transfers_total") == 1
+        assert await metric(session, decode_sim, "vllm:nixl_xfer_time_seconds_count") == 2
 
 
 async def test_no_lease_when_prefill_ends_before_the_length_cap(start_sim: Callable[..., SimProcess]) -> None:

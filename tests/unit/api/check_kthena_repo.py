@@ -6,6 +6,8 @@
 2. Every ModelServing manifest in the repository (YAML files, and YAML blocks in Markdown) is validated
    as written and after a round trip through Kthena's API server (`kthena.round_trip`), each with only
    its apiVersion changed. It prints the counts and every error, grouped by message.
+3. For every manifest with a role named prefill or decode (or one the engine flags make one), the
+   PD kind and protocol each role gets (`role_pd`).
 Exit status 1 when the defaults differ or a round trip turns a valid manifest invalid.
 """
 
@@ -18,8 +20,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from phalanx.api.disaggregation import role_pd
 from phalanx.api.errors import SpecError, only_errors
 from phalanx.api.load import parse_resource
+from phalanx.api.modelserving import ModelServing
 from phalanx.api.yamlfile import parse_yaml
 from tests.unit.api.kthena import KTHENA_DEFAULTS, as_phalanx, round_trip
 
@@ -75,6 +79,23 @@ def _errors(data: dict[str, Any]) -> list[str]:
     return [f"{p.field}: {p.message}" for p in only_errors(problems)]
 
 
+def _pd_kinds(where: str, data: dict[str, Any], counts: Counter[str]) -> None:
+    ms, _ = parse_resource(as_phalanx(data))
+    if not isinstance(ms, ModelServing):
+        return
+    kinds = {role.name: role_pd(role) for role in ms.spec.template.roles}
+    if not any(pd is not None or name.startswith(("prefill", "decode")) for name, pd in kinds.items()):
+        return
+    counts["PD-looking manifests"] += 1
+    counts["  ... whose every prefill/decode role gets its kind"] += all(
+        pd is not None for name, pd in kinds.items() if name.startswith(("prefill", "decode"))
+    )
+    shown = ", ".join(
+        f"{name}: {pd.kind + '/' + pd.protocol if pd else 'aggregated'}" for name, pd in kinds.items()
+    )
+    print(f"  PD {where}: {shown}")
+
+
 def check_manifests(repo: Path) -> bool:
     counts: Counter[str] = Counter()
     messages: Counter[str] = Counter()
@@ -92,6 +113,7 @@ def check_manifests(repo: Path) -> bool:
             if not str(data.get("apiVersion", "")).startswith("workload.serving.volcano.sh/"):
                 continue
             counts["ModelServing manifests"] += 1
+            _pd_kinds(where, data, counts)
             as_written = _errors(as_phalanx(data))
             exported = _errors(as_phalanx(round_trip(data)))
             counts["valid as written"] += not as_written

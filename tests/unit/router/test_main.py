@@ -40,7 +40,15 @@ def kubeconfig(path: Path) -> Path:
 def test_help_names_every_option() -> None:
     result = phalanx_router("--help")
     assert result.returncode == 0
-    for option in ("--kubeconfig", "--namespace", "-n", "--host", "--port"):
+    for option in (
+        "--kubeconfig",
+        "--namespace",
+        "-n",
+        "--host",
+        "--port",
+        "--prefill-timeout",
+        "--prefill-from",
+    ):
         assert option in result.stdout
 
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import random
+from typing import Any
 
 import pytest
 
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.pdbodies import (
+    ClientBody,
     bootstrap_host,
     decode_json,
     encode_json,
@@ -54,12 +56,30 @@ def prefill_ep(url: str = "http://10.1.2.3:30000", port: int | None = 9000) -> E
     )
 
 
-def test_vllm_prefill_is_one_unstreamed_token_asking_for_remote_decode() -> None:
-    body = vllm_prefill_body(CHAT)
-    assert body["stream"] is False
-    assert body["max_tokens"] == 1 and body["max_completion_tokens"] == 1
-    assert "stream_options" not in body and "min_tokens" not in body
-    assert body["kv_transfer_params"] == {
+def both(payload: dict[str, Any]) -> list[ClientBody]:
+    """The same body parsed (small) and as bytes only (large), with whitespace a client may add."""
+    raw = json.dumps(payload, indent=1).encode() + b"\n"
+    return [ClientBody(raw, json.loads(raw)), ClientBody(raw)]
+
+
+def read(body: bytes) -> dict[str, Any]:
+    """As vLLM and SGLang read it: Python's JSON parser, the last of duplicate names wins."""
+    payload: dict[str, Any] = json.loads(body)
+    return payload
+
+
+# What the engines read for a removed field in a body edited without parsing it.
+ABSENT = {"stream_options": None, "min_tokens": 0}
+
+
+@pytest.mark.parametrize("body", both(CHAT), ids=["parsed", "bytes"])
+def test_vllm_prefill_is_one_unstreamed_token_asking_for_remote_decode(body: ClientBody) -> None:
+    sent = read(vllm_prefill_body(body, chat=True))
+    assert sent["stream"] is False
+    assert sent["max_tokens"] == 1 and sent["max_completion_tokens"] == 1
+    for name, absent in ABSENT.items():
+        assert sent.get(name, absent) == absent
+    assert sent["kv_transfer_params"] == {
         "do_remote_decode": True,
         "do_remote_prefill": False,
         "remote_engine_id": None,
@@ -67,19 +87,38 @@ def test_vllm_prefill_is_one_unstreamed_token_asking_for_remote_decode() -> None
         "remote_host": None,
         "remote_port": None,
     }
-    assert (body["messages"], body["temperature"]) == (CHAT["messages"], 0.3)
+    assert (sent["messages"], sent["temperature"]) == (CHAT["messages"], 0.3)
     assert CHAT["stream"] is True and "kv_transfer_params" not in CHAT  # the client's body is untouched
 
 
-def test_a_completion_prefill_gets_max_tokens_only() -> None:
-    body = vllm_prefill_body(COMPLETION)
-    assert (body["max_tokens"], "max_completion_tokens" in body, body["prompt"]) == (1, False, "hi")
+def test_a_parsed_body_loses_the_dropped_fields_and_keeps_one_of_each_name() -> None:
+    sent = vllm_prefill_body(ClientBody(b"", CHAT), chat=True)
+    assert "stream_options" not in read(sent) and "min_tokens" not in read(sent)
+    assert sent.count(b'"stream"') == 1
 
 
-def test_vllm_decode_keeps_the_clients_fields_and_prefills_params_verbatim() -> None:
-    body = vllm_decode_body(CHAT, RETURNED)
-    assert body["kv_transfer_params"] == RETURNED
-    assert {k: v for k, v in body.items() if k != "kv_transfer_params"} == CHAT
+@pytest.mark.parametrize("body", both(COMPLETION), ids=["parsed", "bytes"])
+def test_a_completion_prefill_gets_max_tokens_only(body: ClientBody) -> None:
+    sent = read(vllm_prefill_body(body, chat=False))
+    assert (sent["max_tokens"], "max_completion_tokens" in sent, sent["prompt"]) == (1, False, "hi")
+
+
+@pytest.mark.parametrize("body", both(CHAT), ids=["parsed", "bytes"])
+def test_vllm_decode_keeps_the_clients_fields_and_prefills_params_verbatim(body: ClientBody) -> None:
+    sent = read(vllm_decode_body(body, RETURNED))
+    assert sent["kv_transfer_params"] == RETURNED
+    assert {k: v for k, v in sent.items() if k != "kv_transfer_params"} == CHAT
+
+
+def test_a_client_kv_transfer_params_is_replaced_in_a_large_body() -> None:
+    raw = encode_json({"model": "m", "prompt": "p", "kv_transfer_params": {"do_remote_prefill": True}})
+    assert read(vllm_decode_body(ClientBody(raw), RETURNED))["kv_transfer_params"] == RETURNED
+
+
+def test_an_edited_body_must_be_a_json_object() -> None:
+    assert read(ClientBody(b" {} ").edited({"a": 1})) == {"a": 1}
+    with pytest.raises(ValueError, match="not a JSON object"):
+        ClientBody(b"[1]").edited({"a": 1})
 
 
 @pytest.mark.parametrize(
@@ -98,8 +137,10 @@ def test_prefills_kv_params_are_read_only_when_present(answer: object, params: o
     assert vllm_kv_params(answer) == params
 
 
-def test_sglang_bodies_share_one_bootstrap_and_only_prefill_is_cut_short() -> None:
-    prefill, decode = sglang_bodies(CHAT, prefill_ep(), 12345)
+@pytest.mark.parametrize("body", both(CHAT), ids=["parsed", "bytes"])
+def test_sglang_bodies_share_one_bootstrap_and_only_prefill_is_cut_short(body: ClientBody) -> None:
+    prefill_raw, decode_raw = sglang_bodies(body, prefill_ep(), 12345, chat=True)
+    prefill, decode = read(prefill_raw), read(decode_raw)
     bootstrap = {"bootstrap_host": "10.1.2.3", "bootstrap_port": 9000, "bootstrap_room": 12345}
     assert {k: decode[k] for k in bootstrap} == bootstrap == {k: prefill[k] for k in bootstrap}
     assert {k: v for k, v in decode.items() if k not in bootstrap} == CHAT
@@ -108,8 +149,10 @@ def test_sglang_bodies_share_one_bootstrap_and_only_prefill_is_cut_short() -> No
 
 
 def test_sglangs_default_bootstrap_port_and_ipv6_hosts() -> None:
-    _, decode = sglang_bodies(COMPLETION, prefill_ep("http://[fd00::7]:8000", None), 1)
-    assert (decode["bootstrap_host"], decode["bootstrap_port"]) == ("fd00::7", 8998)
+    _, decode = sglang_bodies(
+        ClientBody(encode_json(COMPLETION)), prefill_ep("http://[fd00::7]:8000", None), 1, False
+    )
+    assert (read(decode)["bootstrap_host"], read(decode)["bootstrap_port"]) == ("fd00::7", 8998)
     assert bootstrap_host(prefill_ep("http://pod-a.ns:8000")) == "pod-a.ns"
 
 

@@ -10,6 +10,7 @@ from phalanx.router.auth import ApiKey
 from phalanx.router.ratelimit import (
     Bucket,
     RateLimiter,
+    estimate_prompt_tokens,
     estimate_tokens,
     format_duration,
     limit_headers,
@@ -51,6 +52,21 @@ from phalanx.router.rejection import Rejection
 )
 def test_estimate_tokens(payload: object, expected: int) -> None:
     assert estimate_tokens(payload) == expected
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"prompt": "0123456789", "max_tokens": 500}, 3),  # the output does not count
+        ({"prompt": [1, 2, 3], "n": 4}, 3),
+        ({"messages": [{"role": "user", "content": "12345678"}], "max_completion_tokens": 9}, 2),
+        ({"input": ["abcdefgh", "ab"]}, 3),
+        ({"prompt": ""}, 0),
+        ("not an object", 0),
+    ],
+)
+def test_the_prompt_alone_is_estimated_for_prefill_decode_routing(payload: object, expected: int) -> None:
+    assert estimate_prompt_tokens(payload) == expected
 
 
 def test_estimate_default_output_is_configurable() -> None:

@@ -11,6 +11,10 @@ endpoints include both a prefill and a decode engine. Then, per request:
    no pairable or no unsaturated prefill engine leaves decode-only), and among which prefill
    endpoints (same pair key and protocol as the decode one), where the policy chooses again
    (prefix cache, queue).
+
+An SGLang decode engine cannot compute a prompt itself (a request without a bootstrap room is
+refused), so it is never decode-only: it is a candidate only while a pairable prefill engine is
+routable, and its requests always go through one, saturated or not.
 """
 
 from __future__ import annotations
@@ -30,12 +34,6 @@ SkipReason = Literal[
     "no-pairable-prefill",  # no routable prefill engine with the decode engine's pair key and protocol
     "prefill-saturated",  # every pairable prefill engine is at its cap, ejected or queued too deep
 ]
-SKIP_REASONS: tuple[SkipReason, ...] = (
-    "short-prompt",
-    "cached-on-decode",
-    "no-pairable-prefill",
-    "prefill-saturated",
-)
 
 
 @dataclass(frozen=True)
@@ -43,13 +41,15 @@ class PdConfig:
     """When a request skips prefill, and how long prefill may take.
 
     `min_prefill_tokens`: prompts shorter than this (the router's estimate, characters / 4) are
-    prefilled on the decode engine. The default is where the simulator's prefill on a decode
-    engine and a KV transfer cost the same (docs/router.md, "Prefill/decode disaggregation").
+    prefilled on the decode engine. The default is where, on the simulator with a busy decode
+    engine, the prefill path's TTFT penalty falls to about 10% (docs/router.md, "The short-prompt
+    threshold, measured"); 0 sends every prompt through prefill.
     `max_cached_share`: a prompt whose share believed cached on the chosen decode engine is at
-    least this skips prefill (only the rest would be computed there). `max_prefill_waiting`: a
-    prefill engine with this many requests waiting (`vllm:num_requests_waiting`) plus in flight
-    from this router counts as saturated. `prefill_timeout_s`: the whole prefill step, after
-    which the request falls back to decode-only.
+    least this skips prefill (only the rest would be computed there; 0 turns this off).
+    `max_prefill_waiting`: a prefill engine with this many requests waiting
+    (`vllm:num_requests_waiting`) plus in flight from this router counts as saturated.
+    `prefill_timeout_s`: the whole prefill step, after which a vLLM request falls back to
+    decode-only (an SGLang one is retried on another pair).
     """
 
     min_prefill_tokens: int = 256
@@ -74,9 +74,31 @@ def is_disaggregated(states: Sequence[BackendState], model: str) -> bool:
     return "prefill" in roles and "decode" in roles
 
 
-def main_states(states: Sequence[BackendState]) -> list[BackendState]:
-    """The endpoints a client's request may be answered by: decode and aggregated engines."""
-    return [s for s in states if s.endpoint.pd_role != "prefill"]
+def main_states(states: Sequence[BackendState], model: str) -> list[BackendState]:
+    """The endpoints a client's request may be answered by: decode and aggregated engines, less
+    SGLang decode engines that no routable prefill engine of the model pairs with."""
+    prefills = [s.endpoint for s in states if s.endpoint.pd_role == "prefill" and s.endpoint.routable]
+    return [
+        s
+        for s in states
+        if s.endpoint.pd_role != "prefill"
+        and not (
+            s.endpoint.pd_role == "decode"
+            and s.endpoint.pd_protocol == "sglang"
+            and not any(model in p.models and pairable(s.endpoint, p) for p in prefills)
+        )
+    ]
+
+
+def answering_states(states: Sequence[BackendState], model: str) -> tuple[list[BackendState], bool]:
+    """The endpoints that may answer a request for `model`, and whether it is disaggregated.
+
+    Disaggregated: `main_states`. Otherwise every endpoint serves whole requests (a vLLM prefill
+    or decode engine computes a prompt as any engine does) except SGLang PD engines, which refuse
+    a request without a bootstrap room."""
+    if is_disaggregated(states, model):
+        return main_states(states, model), True
+    return [s for s in states if s.endpoint.pd_role is None or s.endpoint.pd_protocol != "sglang"], False
 
 
 def pairable(decode: Endpoint, prefill: Endpoint) -> bool:
@@ -122,9 +144,10 @@ def plan_prefill(
     """
     if decode.pd_role != "decode":
         raise ValueError(f"{decode.name} is not a decode endpoint")
-    if prompt_tokens < config.min_prefill_tokens:
+    must = decode.pd_protocol == "sglang"  # no decode-only with SGLang
+    if prompt_tokens < config.min_prefill_tokens and not must:
         return PrefillPlan(skip="short-prompt")
-    if cached_share >= config.max_cached_share > 0:
+    if cached_share >= config.max_cached_share > 0 and not must:
         return PrefillPlan(skip="cached-on-decode")
     pairs = [
         s
@@ -138,5 +161,5 @@ def plan_prefill(
         return PrefillPlan(skip="no-pairable-prefill")
     free = tuple(s for s in pairs if not _saturated(s, config))
     if not free:
-        return PrefillPlan(skip="prefill-saturated")
+        return PrefillPlan(candidates=tuple(pairs)) if must else PrefillPlan(skip="prefill-saturated")
     return PrefillPlan(candidates=free)

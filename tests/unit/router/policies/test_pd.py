@@ -10,6 +10,7 @@ from phalanx.router.endpoints import Endpoint
 from phalanx.router.policies import BackendState
 from phalanx.router.policies.pd import (
     PdConfig,
+    answering_states,
     is_disaggregated,
     main_states,
     pairable,
@@ -60,7 +61,22 @@ def test_a_model_is_disaggregated_only_with_a_routable_prefill_and_decode_servin
 
 def test_prefill_engines_never_answer_clients_while_aggregated_ones_still_do() -> None:
     p, d, a = st(ep("p", "prefill")), st(ep("d", "decode")), st(ep("a", None))
-    assert main_states([p, d, a]) == [d, a]
+    assert main_states([p, d, a], "m") == [d, a]
+    # A vLLM decode engine can compute a prompt itself: it stays without any prefill engine.
+    assert main_states([d, a], "m") == [d, a]
+
+
+def test_sglang_decode_engines_answer_only_while_a_prefill_engine_pairs_with_them() -> None:
+    d = st(ep("d", "decode", protocol="sglang"))
+    a = st(ep("a", None))
+    assert main_states([st(ep("p", "prefill", protocol="sglang")), d, a], "m") == [d, a]
+    for unpaired in (
+        ep("p", "prefill", protocol="sglang", key="other"),
+        ep("p", "prefill", protocol="vllm"),
+        ep("p", "prefill", protocol="sglang", draining=True),
+        ep("p", "prefill", protocol="sglang", models=("other",)),
+    ):
+        assert main_states([st(unpaired), d, a], "m") == [a]
 
 
 @pytest.mark.parametrize(
@@ -170,3 +186,30 @@ def test_bad_settings_are_refused_with_their_name(field: str, value: float, says
     with pytest.raises(ValueError, match=says) as info:
         PdConfig(**{field: value})  # type: ignore[arg-type]
     assert field in str(info.value)
+
+
+SGLANG_DECODE = ep("d1", "decode", protocol="sglang")
+
+
+def test_sglang_requests_are_never_decode_only_while_a_prefill_pairs() -> None:
+    # Its decode engine refuses a request without a bootstrap room: short, cached and saturated
+    # prompts still go through prefill.
+    p = st(ep("p", "prefill", protocol="sglang"))
+    busy = st(ep("q", "prefill", protocol="sglang"), at_capacity=True)
+    for tokens, cached in ((1, 0.0), (LONG, 1.0)):
+        found = plan_prefill(SGLANG_DECODE, cached, tokens, [p, busy], "m", PdConfig())
+        assert (found.skip, found.candidates) == (None, (p,))
+    found = plan_prefill(SGLANG_DECODE, 0.0, LONG, [busy], "m", PdConfig())
+    assert (found.skip, found.candidates) == (None, (busy,))
+    found = plan_prefill(SGLANG_DECODE, 0.0, LONG, [st(ep("p", "prefill"))], "m", PdConfig())
+    assert found.skip == "no-pairable-prefill"
+
+
+def test_without_both_roles_every_engine_answers_but_sglang_pd_engines() -> None:
+    vp, vd, a = st(ep("vp", "prefill")), st(ep("vd", "decode")), st(ep("a", None))
+    sp, sd = st(ep("sp", "prefill", protocol="sglang")), st(ep("sd", "decode", protocol="sglang"))
+    assert answering_states([vp, a], "m") == ([vp, a], False)  # a vLLM prefill engine computes whole requests
+    assert answering_states([vd, sd, a], "m") == ([vd, a], False)
+    assert answering_states([sp, a], "m") == ([a], False)
+    assert answering_states([sp, sd, a], "m") == ([sd, a], True)
+    assert answering_states([vp, sd, a], "m") == ([a], True)  # split, but the SGLang decode cannot pair
