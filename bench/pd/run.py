@@ -169,7 +169,7 @@ def main() -> None:
     sub.add_parser("setup", help="install vllm-router and sglang-router into their own venvs")
     run = sub.add_parser("run", help="run the benchmark")
     run.add_argument("--contenders", nargs="+", default=DEFAULT_CONTENDERS)
-    run.add_argument("--rates", nargs="+", type=float, default=[0.5, 1.0, 1.5])
+    run.add_argument("--rates", nargs="+", type=float, default=[1.0, 1.5])
     run.add_argument("--duration", type=float, default=40.0, help="seconds of arrivals per rate")
     run.add_argument("--drain", type=float, default=30.0, help="seconds after the last arrival")
     run.add_argument("--settle", type=float, default=2.0, help="seconds before the after-run scrape")
