@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 import aiohttp
+from loadgen import sse_data
 from workload import Request, prompt_text
 
 
@@ -43,11 +44,7 @@ async def _stream(session: aiohttp.ClientSession, url: str, body: bytes, out: Ou
             out.error = f"http_{resp.status}"
             return
         done = False
-        async for raw in resp.content:
-            line = raw.strip()
-            if not line.startswith(b"data:"):
-                continue
-            data = line[5:].strip()
+        async for data in sse_data(resp):
             if data == b"[DONE]":
                 done = True
                 break

@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -106,11 +106,7 @@ async def _one(
             usage = (await resp.json(content_type=None)).get("usage")
         else:
             done = False
-            async for raw in resp.content:
-                line = raw.strip()
-                if not line.startswith(b"data:"):
-                    continue
-                data = line[5:].strip()
+            async for data in sse_data(resp):
                 if data == b"[DONE]":
                     done = True
                     break
@@ -128,6 +124,14 @@ async def _one(
     usage = usage or {}
     details = usage.get("prompt_tokens_details") or {}
     return ttft, int(usage.get("prompt_tokens") or 0), int(details.get("cached_tokens") or 0)
+
+
+async def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The payload of each `data:` line of a server-sent event stream, `[DONE]` included."""
+    async for raw in resp.content:
+        line = raw.strip()
+        if line.startswith(b"data:"):
+            yield line[5:].strip()
 
 
 class _Failed(Exception):
