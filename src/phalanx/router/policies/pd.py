@@ -57,11 +57,11 @@ class PdConfig:
     `max_cached_share`: a prompt whose share believed cached on the chosen decode engine is at
     least this skips prefill (only the rest would be computed there; 0 turns this off).
     `max_prefill_wait_s`: a prompt skips prefill when the least estimated wait at a pairable
-    prefill engine (`pdbacklog.estimated_wait`) is more than this plus the prompt's own prefill
-    time at that engine's rate. Prefilled on a decode engine, the prompt stalls the sequences
-    decoding there for about its own prefill time, so a long prompt is worth more queueing than a
-    short one. The default, 1 s, is the time to first token a person notices waiting for; a
-    short prompt queued behind long ones waits longer than that (docs/router.md).
+    prefill engine (`pdbacklog.estimated_wait`) is more than this plus its own prefill time (at
+    that engine's rate) once for itself and once for every sequence decoding at the decode
+    engine: prefilled there, it stalls each of them for about that long. So a short prompt skips
+    a long queue, a long prompt almost never lands on a busy decode engine. The default, 1 s, is
+    about when a person notices the wait for a first token (docs/router.md).
     `prefill_rate_prior`: tokens per second assumed for a prefill engine until one of its steps
     is answered. The default, 4000, is the simulator's default latency model (0.25 ms per
     token); engines on real accelerators are faster, and a low guess only skips prefill sooner
@@ -189,13 +189,15 @@ def plan_prefill(
         waits.append((estimated_wait(backlog, s.waiting, now, config.prefill_rate_prior, prompt_tokens), s))
     least = min(wait for wait, _ in waits)
     if not must:
-        # The bound is the prompt's own prefill time, at the rate of an engine that waits least.
+        # Prefilled here, the prompt's own prefill time is spent by this request and again, as a
+        # stall, by every sequence decoding here: the wait saved must outweigh all of it.
         rate = min(
             rate_or(backlogs.get(s.endpoint.name, PrefillBacklog()), config.prefill_rate_prior)
             for wait, s in waits
             if wait == least
         )
-        if least > config.max_prefill_wait_s + prompt_tokens / rate:
+        here = next((sequences(s) for s in states if s.endpoint.name == decode.name), 0.0)
+        if least > config.max_prefill_wait_s + prompt_tokens / rate * (1 + here):
             return PrefillPlan(skip="prefill-backlog")
     return PrefillPlan(candidates=tuple(s for wait, s in waits if wait == least))
 

@@ -202,6 +202,22 @@ def test_a_prompt_skips_prefill_when_the_wait_exceeds_the_bound_plus_its_own_pre
     assert plan_prefill(DECODE, 0.0, 2000, [p], "m", config, backlogs={"p": owing(8000)}).skip is None
 
 
+def test_each_sequence_decoding_there_adds_the_stall_to_the_bound() -> None:
+    p = st(ep("p", "prefill"))
+    backlogs = {"p": owing(8000)}  # 2 s; a 2000-token prompt is 0.5 s of prefill
+
+    def skip(decode: BackendState) -> str | None:
+        return plan_prefill(DECODE, 0.0, 2000, [p, decode], "m", PdConfig(), backlogs=backlogs).skip
+
+    assert skip(st(DECODE)) == "prefill-backlog"  # 1 s + 0.5 s: nobody else to stall
+    assert skip(st(DECODE, in_flight=1)) is None  # 1 s + 0.5 s x 2
+    assert skip(st(DECODE, running=3.0)) is None  # another router's sequences count too
+    # A long prompt almost never lands on a busy decode engine: 32k tokens there stall 8 s each.
+    busy = {"p": owing(90000)}  # 22.5 s
+    found = plan_prefill(DECODE, 0.0, 32768, [p, st(DECODE, in_flight=2)], "m", PdConfig(), backlogs=busy)
+    assert found.candidates == (p,)
+
+
 def test_time_passing_works_the_oldest_prompt_off() -> None:
     p = st(ep("p", "prefill"))
     backlogs = {"p": owing(8000)}
