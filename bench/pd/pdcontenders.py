@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -35,7 +36,10 @@ SGLANG_PYTHON = VENVS / "sglang-router-pd" / "bin" / "python"
 # prompts (at most 1024 tokens, about 1300 by that estimate) stay under it, its long ones (8192
 # tokens and up) far over it: short prompts must never reach prefill. `ours@N:...` sets another.
 MIN_PREFILL_TOKENS = 2048
-ROUTERS = ("ours", "ours-sglang", "vllm-router", "sglang-router")
+ROUTERS = ("ours", "ours-before", "ours-sglang", "vllm-router", "sglang-router")
+# `ours-before`: our router from another source tree (PYTHONPATH=this variable's value), to compare
+# a routing change before and after in one run on the same machine; the engines are this tree's.
+BEFORE_SRC = "PHALANX_BENCH_BEFORE_SRC"
 LAYOUTS = {"agg4": (0, 0), "1p3d": (1, 3), "2p2d": (2, 2)}  # (prefill, decode); agg4: 4 plain
 AGGREGATED = 4
 
@@ -57,8 +61,8 @@ class Contender:
     def parse(cls, spec: str) -> Contender:
         router, _, layout = spec.partition(":")
         router, at, threshold = router.partition("@")
-        if at and (router not in ("ours", "ours-sglang") or not threshold.isdigit()):
-            raise ValueError(f"{spec!r}: only ours and ours-sglang take @N (a prefill threshold in tokens)")
+        if at and (not router.startswith("ours") or not threshold.isdigit()):
+            raise ValueError(f"{spec!r}: only our router takes @N (a prefill threshold in tokens)")
         if router not in ROUTERS:
             raise ValueError(f"{spec!r}: router must be one of {', '.join(ROUTERS)}")
         if layout not in LAYOUTS:
@@ -99,10 +103,16 @@ class Contender:
         binary = {"vllm-router": VLLM_ROUTER, "sglang-router": SGLANG_PYTHON}.get(self.router)
         if binary is not None and not binary.exists():
             raise Unavailable(f"{binary} missing: run `run.py setup`")
+        env = None
+        if self.router == "ours-before":
+            before = os.environ.get(BEFORE_SRC, "")
+            if not (Path(before) / "phalanx" / "router").is_dir():
+                raise Unavailable(f"{BEFORE_SRC} must name another tree's src/ directory, got {before!r}")
+            env = {"PYTHONPATH": before}
         port = free_port()
         url = f"http://{HOST}:{port}"
         argv = self.router_argv(port, engines)
-        child = procs.spawn(f"router-{self.router}", argv)
+        child = procs.spawn(f"router-{self.router}", argv, env)
         try:
             wait_serving(child, url, timeout_s=90)
         except StartError as exc:
@@ -113,7 +123,7 @@ class Contender:
     def router_argv(self, port: int, engines: list[Engine]) -> list[str]:
         prefills = [e for e in engines if e.role == "prefill"]
         decodes = [e for e in engines if e.role == "decode"]
-        if self.router in ("ours", "ours-sglang"):
+        if self.router.startswith("ours"):
             argv = [sys.executable, str(Path(__file__).with_name("serve_ours.py")), "--port", str(port)]
             argv += ["--min-prefill-tokens", str(self.min_prefill_tokens)]
             return argv + [w for e in engines for w in ("--backend", _static_url(e, self.flavour))]

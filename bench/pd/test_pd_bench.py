@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from openloop import Outcome
 from simmetrics import delta, matching, short_prompts
@@ -119,3 +121,18 @@ def test_router_argv_marks_each_engine_in_the_routers_own_syntax() -> None:
     at = sglang.index("--prefill")
     assert sglang[at : at + 3] == ["--prefill", "http://127.0.0.1:1", "7001"]
     assert sglang[sglang.index("--decode") + 1] == "http://127.0.0.1:2"
+
+
+def test_ours_before_runs_our_router_from_the_named_tree(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from contenders import Unavailable
+    from pdcontenders import BEFORE_SRC, Contender, Engine
+
+    c = Contender.parse("ours-before@256:1p3d")
+    assert (c.router, c.flavour, c.name) == ("ours-before", "vllm", "ours-before@256:1p3d")
+    argv = c.router_argv(9000, [Engine("prefill", "http://127.0.0.1:1")])
+    assert argv[1].endswith("serve_ours.py") and "http://127.0.0.1:1?pd-role=prefill&pd-protocol=vllm" in argv
+    monkeypatch.setenv(BEFORE_SRC, str(tmp_path))  # no phalanx/router under it
+    with pytest.raises(Unavailable, match=BEFORE_SRC):
+        c.start_router(None, [])  # type: ignore[arg-type]

@@ -785,6 +785,23 @@ def router(
             help="Prompts of fewer tokens skip the prefill engines (vLLM); 0: none do.",
         ),
     ] = 256,
+    max_prefill_wait: Annotated[
+        float,
+        typer.Option(
+            "--max-prefill-wait",
+            min=0,
+            help="Seconds a prompt may queue at a prefill engine beyond its own prefill time; "
+            "longer: prefilled on the decode engine (vLLM).",
+        ),
+    ] = 1.0,
+    prefill_rate_prior: Annotated[
+        float,
+        typer.Option(
+            "--prefill-rate-prior",
+            min=0.001,
+            help="Prompt tokens per second assumed for a prefill engine until it has answered one.",
+        ),
+    ] = 4000.0,
 ) -> None:
     """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
@@ -815,7 +832,12 @@ def router(
             admission=AdmissionConfig(
                 default_cap=max_concurrency, max_queue=max_queue, queue_timeout_s=queue_timeout
             ),
-            pd=PdConfig(min_prefill_tokens=min_prefill_tokens, prefill_timeout_s=prefill_timeout),
+            pd=PdConfig(
+                min_prefill_tokens=min_prefill_tokens,
+                max_prefill_wait_s=max_prefill_wait,
+                prefill_rate_prior=prefill_rate_prior,
+                prefill_timeout_s=prefill_timeout,
+            ),
         )
     except ValueError as exc:  # an unknown policy: the message lists the valid ones
         err.print(f"[red]error:[/red] --policy: {escape(str(exc))}")

@@ -158,7 +158,7 @@ class RouterMetrics:
         self.pd_prefill_skipped = Counter(
             "phalanx_router_pd_prefill_skipped",
             "Requests sent to a decode engine without prefill, by reason (short-prompt, "
-            "cached-on-decode, no-pairable-prefill, prefill-saturated).",
+            "cached-on-decode, no-pairable-prefill, prefill-saturated, prefill-backlog).",
             ["reason"],
             registry=self.registry,
         )

@@ -83,7 +83,8 @@ from phalanx.router.policies import (
     candidates,
     unknown_policy_message,
 )
-from phalanx.router.policies.pd import PdConfig, answering_states, pairable, plan_prefill
+from phalanx.router.policies.pd import PdConfig, answering_states, decode_candidates, pairable, plan_prefill
+from phalanx.router.prefillledger import PrefillLedger
 from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
@@ -237,6 +238,7 @@ class _Pair(_Leg):
 
     prefill: Endpoint
     client: ClientBody
+    prompt_tokens: int
 
     @property
     def chat(self) -> bool:
@@ -260,6 +262,7 @@ class Router:
         self.metrics = RouterMetrics()
         self._endpoints: tuple[Endpoint, ...] = ()
         self._in_flight: dict[str, int] = {}
+        self._prefills = PrefillLedger()
         self.policies = PolicySet(self.config.policy_config, default=self.config.policy)
         self.admission = Admission(self.config.admission)
         # KeyFileError here (a broken key source at start) is the caller's to report.
@@ -319,6 +322,7 @@ class Router:
         for ep in self._endpoints:
             if urls.get(ep.name) != ep.url:  # gone, or a new pod under the same name
                 self.policies.forget(ep.name, now)
+                self._prefills.forget(ep.name)
         self._endpoints = new
         self._resolved = None
         self._backends_changed()
@@ -753,6 +757,12 @@ class Router:
                     if found.saturated:
                         return None  # wait for a slot
                     raise _NothingLeft()
+                if split:  # a prompt prefilled where it decodes stalls the fewest sequences
+                    tokens, backlogs = summary.prompt_tokens, self._prefills.backlogs
+                    pd = self.config.pd
+                    available = decode_candidates(
+                        available, tokens, states, model, pd, backlogs=backlogs, now=now
+                    )
                 decision = policy.choose(routing, available, now)
                 if decision is None:
                     raise _NothingLeft()
@@ -823,10 +833,16 @@ class Router:
         kept = tally.prefilled
         if kept is not None and pairable(ep, kept[0]):
             # A retry after a decode engine failed before answering: prefill's KV is still leased.
-            prefilled = _Pair(request, ep, body, headers, tally, started, kept[0], self._client_body(body))
+            client = self._client_body(body)
+            prefilled = _Pair(
+                request, ep, body, headers, tally, started, kept[0], client, summary.prompt_tokens
+            )
             return await self._vllm_decode(prefilled, kept[1])
-        plan = plan_prefill(ep, decision.prefix_match, summary.prompt_tokens, states, model, self.config.pd)
         now = time.monotonic()
+        backlogs, cached = self._prefills.backlogs, decision.prefix_match
+        plan = plan_prefill(
+            ep, cached, summary.prompt_tokens, states, model, self.config.pd, backlogs=backlogs, now=now
+        )
         chosen = policy.choose(summary.routing, plan.candidates, now)
         if chosen is None:
             if plan.skip is not None:
@@ -835,7 +851,8 @@ class Router:
         prefill = chosen.endpoint
         self.policies.record(summary.routing, prefill, now)
         self.detector.record_attempt(prefill.name, now)
-        pair = _Pair(request, ep, body, headers, tally, started, prefill, self._client_body(body))
+        client = self._client_body(body)
+        pair = _Pair(request, ep, body, headers, tally, started, prefill, client, summary.prompt_tokens)
         return await (self._vllm_flow(pair) if ep.pd_protocol == "vllm" else self._sglang_flow(pair))
 
     async def _vllm_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
@@ -844,6 +861,8 @@ class Router:
         prefill = pair.prefill
         sent = time.monotonic()
         self._enter(prefill.name)
+        step = self._prefills.begin(prefill.name, pair.prompt_tokens)
+        got: dict[str, Any] | FallbackReason = "prefill-unreachable"  # until answered
         try:
             got = await vllm_prefill(
                 self._session,
@@ -853,6 +872,7 @@ class Router:
                 self.config.pd.prefill_timeout_s,
             )
         finally:
+            self._prefills.end(prefill.name, step, ok=not isinstance(got, str))
             self._leave(prefill.name)
         self.metrics.pd_phase.labels(pair.tally.model, "prefill").observe(time.monotonic() - sent)
         if isinstance(got, str):
@@ -886,6 +906,7 @@ class Router:
         prefill_body, decode_body = sglang_bodies(pair.client, prefill, room, pair.chat)
         sent = time.monotonic()
         self._enter(prefill.name)
+        step = self._prefills.begin(prefill.name, pair.prompt_tokens)
         loop = asyncio.get_running_loop()
         prefilling = loop.create_task(
             sglang_prefill(
@@ -898,6 +919,8 @@ class Router:
         )
 
         def prefill_done(task: asyncio.Task[FallbackReason | None]) -> None:
+            ok = not task.cancelled() and task.exception() is None and task.result() is None
+            self._prefills.end(prefill.name, step, ok)
             self._leave(prefill.name)
             if not task.cancelled():
                 self.metrics.pd_phase.labels(pair.tally.model, "prefill").observe(time.monotonic() - sent)

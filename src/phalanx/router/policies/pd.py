@@ -8,9 +8,14 @@ endpoints include both a prefill and a decode engine. Then, per request:
    prefix the chosen one is believed to hold; an aggregated one serves the request whole;
 2. `plan_prefill` decides whether the prompt goes through a prefill engine at all (short
    prompts and prompts mostly cached on the chosen decode engine are cheaper computed there;
-   no pairable or no unsaturated prefill engine leaves decode-only), and among which prefill
-   endpoints (same pair key and protocol as the decode one), where the policy chooses again
-   (prefix cache, queue).
+   no pairable prefill engine, or only ones whose backlog would make the prompt wait too long,
+   leaves decode-only), and among which prefill endpoints: those with the least estimated wait
+   (`pdbacklog`) among the ones with the decode engine's pair key and protocol, where the policy
+   chooses again (prefix cache, queue).
+
+A prompt prefilled on a decode engine stalls every sequence decoding there for its prefill step,
+so when every decode candidate would prefill it itself, `decode_candidates` narrows the first
+choice to the ones running the fewest sequences.
 
 An SGLang decode engine cannot compute a prompt itself (a request without a bootstrap room is
 refused), so it is never decode-only: it is a candidate only while a pairable prefill engine is
@@ -20,11 +25,13 @@ routable, and its requests always go through one, saturated or not.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
-from typing import Literal
+from types import MappingProxyType
+from typing import Final, Literal
 
 from phalanx.router.endpoints import Endpoint
+from phalanx.router.policies.pdbacklog import PrefillBacklog, estimated_wait, rate_or
 from phalanx.router.policies.state import BackendState
 
 # Why a request skipped prefill; a fixed vocabulary, safe as a metric label.
@@ -32,8 +39,11 @@ SkipReason = Literal[
     "short-prompt",  # fewer prompt tokens than the threshold: computing them on decode is cheaper
     "cached-on-decode",  # the chosen decode engine is believed to hold most of the prompt
     "no-pairable-prefill",  # no routable prefill engine with the decode engine's pair key and protocol
-    "prefill-saturated",  # every pairable prefill engine is at its cap, ejected or queued too deep
+    "prefill-saturated",  # every pairable prefill engine is at its admission cap or ejected
+    "prefill-backlog",  # every pairable prefill engine's estimated wait is over the bound
 ]
+
+NO_BACKLOGS: Final[Mapping[str, PrefillBacklog]] = MappingProxyType({})
 
 
 @dataclass(frozen=True)
@@ -46,15 +56,24 @@ class PdConfig:
     threshold, measured"); 0 sends every prompt through prefill.
     `max_cached_share`: a prompt whose share believed cached on the chosen decode engine is at
     least this skips prefill (only the rest would be computed there; 0 turns this off).
-    `max_prefill_waiting`: a prefill engine with this many requests waiting
-    (`vllm:num_requests_waiting`) plus in flight from this router counts as saturated.
+    `max_prefill_wait_s`: a prompt skips prefill when the least estimated wait at a pairable
+    prefill engine (`pdbacklog.estimated_wait`) is more than this plus its own prefill time (at
+    that engine's rate) once for itself and once for every sequence decoding at the decode
+    engine: prefilled there, it stalls each of them for about that long. So a short prompt skips
+    a long queue, a long prompt almost never lands on a busy decode engine. The default, 1 s, is
+    about when a person notices the wait for a first token (docs/router.md).
+    `prefill_rate_prior`: tokens per second assumed for a prefill engine until one of its steps
+    is answered. The default, 4000, is the simulator's default latency model (0.25 ms per
+    token); engines on real accelerators are faster, and a low guess only skips prefill sooner
+    until the first answer replaces it.
     `prefill_timeout_s`: the whole prefill step, after which a vLLM request falls back to
     decode-only (an SGLang one is retried on another pair).
     """
 
     min_prefill_tokens: int = 256
     max_cached_share: float = 0.8
-    max_prefill_waiting: float = 32.0
+    max_prefill_wait_s: float = 1.0
+    prefill_rate_prior: float = 4000.0
     prefill_timeout_s: float = 30.0
 
     def __post_init__(self) -> None:
@@ -64,8 +83,9 @@ class PdConfig:
                 raise ValueError(f"PdConfig.{f.name} must be a finite number >= 0, got {value!r}")
         if self.max_cached_share > 1:
             raise ValueError(f"PdConfig.max_cached_share must be at most 1, got {self.max_cached_share!r}")
-        if self.prefill_timeout_s <= 0:
-            raise ValueError(f"PdConfig.prefill_timeout_s must be > 0, got {self.prefill_timeout_s!r}")
+        for name in ("prefill_timeout_s", "prefill_rate_prior"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"PdConfig.{name} must be > 0, got {getattr(self, name)!r}")
 
 
 def is_disaggregated(states: Sequence[BackendState], model: str) -> bool:
@@ -119,11 +139,8 @@ class PrefillPlan:
     skip: SkipReason | None = None
 
 
-def _saturated(state: BackendState, config: PdConfig) -> bool:
-    if not state.healthy or state.at_capacity:
-        return True
-    waiting = state.waiting if state.waiting is not None and math.isfinite(state.waiting) else 0.0
-    return waiting + state.in_flight >= config.max_prefill_waiting
+def _free(state: BackendState) -> bool:
+    return state.healthy and not state.at_capacity
 
 
 def plan_prefill(
@@ -134,13 +151,17 @@ def plan_prefill(
     model: str,
     config: PdConfig,
     excluded: frozenset[str] = frozenset(),
+    *,
+    backlogs: Mapping[str, PrefillBacklog] = NO_BACKLOGS,
+    now: float = 0.0,
 ) -> PrefillPlan:
     """Whether a request going to `decode` is prefilled elsewhere, and where it may be.
 
     `cached_share` is the share of the prompt the policy believes `decode` holds (its decision's
     prefix match); `states` every endpoint of the model; `excluded` prefill endpoints that
-    already failed this request. The cheap reasons come first, so a short prompt is counted as
-    short even when no prefill engine is up.
+    already failed this request; `backlogs` what each prefill endpoint owes this router (absent:
+    nothing, at the prior rate) at time `now`. The cheap reasons come first, so a short prompt
+    is counted as short even when no prefill engine is up.
     """
     if decode.pd_role != "decode":
         raise ValueError(f"{decode.name} is not a decode endpoint")
@@ -159,7 +180,61 @@ def plan_prefill(
     ]
     if not pairs:
         return PrefillPlan(skip="no-pairable-prefill")
-    free = tuple(s for s in pairs if not _saturated(s, config))
-    if not free:
-        return PrefillPlan(candidates=tuple(pairs)) if must else PrefillPlan(skip="prefill-saturated")
-    return PrefillPlan(candidates=free)
+    free = [s for s in pairs if _free(s)]
+    if not free and not must:
+        return PrefillPlan(skip="prefill-saturated")
+    waits: list[tuple[float, BackendState]] = []
+    for s in free or pairs:
+        backlog = backlogs.get(s.endpoint.name, PrefillBacklog())
+        waits.append((estimated_wait(backlog, s.waiting, now, config.prefill_rate_prior, prompt_tokens), s))
+    least = min(wait for wait, _ in waits)
+    if not must:
+        # Prefilled here, the prompt's own prefill time is spent by this request and again, as a
+        # stall, by every sequence decoding here: the wait saved must outweigh all of it.
+        rate = min(
+            rate_or(backlogs.get(s.endpoint.name, PrefillBacklog()), config.prefill_rate_prior)
+            for wait, s in waits
+            if wait == least
+        )
+        here = next((sequences(s) for s in states if s.endpoint.name == decode.name), 0.0)
+        if least > config.max_prefill_wait_s + prompt_tokens / rate * (1 + here):
+            return PrefillPlan(skip="prefill-backlog")
+    return PrefillPlan(candidates=tuple(s for wait, s in waits if wait == least))
+
+
+def sequences(state: BackendState) -> float:
+    """Sequences at an engine: this router's in-flight requests there, or the engine's running
+    count when that is higher (another router's requests; unknown or broken: not counted)."""
+    running = state.running
+    known = running is not None and math.isfinite(running) and running > 0
+    return max(float(state.in_flight), running if known and running is not None else 0.0)
+
+
+def decode_candidates(
+    available: Sequence[BackendState],
+    prompt_tokens: int,
+    states: Sequence[BackendState],
+    model: str,
+    config: PdConfig,
+    *,
+    backlogs: Mapping[str, PrefillBacklog] = NO_BACKLOGS,
+    now: float = 0.0,
+) -> list[BackendState]:
+    """The decode-first choice's candidates for a disaggregated model's request.
+
+    When every one of `available` would compute the prompt itself (an aggregated engine, or a
+    decode engine for which `plan_prefill` skips prefill; the prefix cache is not known before
+    the choice and counts as none), the prefill step stalls whatever decodes there: only those
+    running the fewest sequences are kept. Otherwise all of them."""
+
+    def local(state: BackendState) -> bool:
+        ep = state.endpoint
+        if ep.pd_role != "decode":
+            return True
+        found = plan_prefill(ep, 0.0, prompt_tokens, states, model, config, backlogs=backlogs, now=now)
+        return found.skip is not None
+
+    if not available or not all(local(s) for s in available):
+        return list(available)
+    fewest = min(sequences(s) for s in available)
+    return [s for s in available if sequences(s) == fewest]
