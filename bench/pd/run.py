@@ -25,7 +25,17 @@ sys.path.append(str(Path(__file__).resolve().parents[1] / "router"))  # its proc
 import simmetrics
 from openloop import run_open_loop, run_sequential
 from pdcontenders import MIN_PREFILL_TOKENS, SGLANG_PYTHON, VLLM_ROUTER, Contender, Unavailable
-from procs import HOST, MODEL, VENVS, Processes, StartError, free_port, machine_info, wait_serving
+from procs import (
+    HOST,
+    MODEL,
+    VENVS,
+    Processes,
+    StartError,
+    exit_on_sigterm,
+    free_port,
+    machine_info,
+    wait_serving,
+)
 from stats import Objectives, percentile, summarize
 from tables import render
 from workload import MAX_MODEL_LEN, Request, make_workload
@@ -164,6 +174,7 @@ def run_contender(
 
 
 def main() -> None:
+    exit_on_sigterm()
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="install vllm-router and sglang-router into their own venvs")

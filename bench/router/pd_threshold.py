@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
+from procs import exit_on_sigterm
 
 from phalanx.router import Endpoint
 from phalanx.router.policies.pd import PdConfig
@@ -163,4 +164,5 @@ if __name__ == "__main__":
     parser.add_argument("--streams", type=int, default=8)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--tokens", type=int, nargs="+", default=[16, 64, 128, 256, 512, 1024, 2048, 4096])
+    exit_on_sigterm()
     asyncio.run(main(parser.parse_args()))

@@ -29,6 +29,12 @@ VENVS = Path.home() / ".cache" / "phalanx" / "bench-venvs"
 MODEL = "bench-model"
 
 
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into SystemExit, so every `finally` (and so every process group) is cleaned up
+    when a benchmark is stopped the ordinary way, not only on Ctrl-C."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind((HOST, 0))

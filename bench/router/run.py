@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,7 +27,7 @@ import external
 import overhead
 import quality
 from contenders import ROUTER_CPUS_ENV, Contender, vllm_router_version
-from procs import export_src, machine_info, src_first
+from procs import exit_on_sigterm, export_src, machine_info, src_first
 
 # `phalanx` is the router's default policy, whatever it is at the commit measured (least-in-flight
 # before policies existed); `phalanx:NAME` rows are reported as not run where the router has no
@@ -125,8 +124,7 @@ def use_git_ref(ref: str, directory: Path) -> str:
 
 def main() -> None:
     args = parser().parse_args()
-    # SIGTERM becomes an exception so every `finally` (and so every process group) is cleaned up.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    exit_on_sigterm()
     out = args.out or Path.home() / ".cache/phalanx/bench-router" / time.strftime(
         "%Y%m%dT%H%M%SZ", time.gmtime()
     )
