@@ -37,7 +37,7 @@ from procs import (
     wait_serving,
 )
 from stats import Objectives, percentile, summarize
-from tables import render
+from tables import render, render_across
 from workload import MAX_MODEL_LEN, Request, make_workload
 
 DEFAULT_CONTENDERS = [
@@ -178,6 +178,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("setup", help="install vllm-router and sglang-router into their own venvs")
+    across = sub.add_parser("summarize", help="several runs' results.json side by side (median and range)")
+    across.add_argument("results", nargs="+", type=Path)
     run = sub.add_parser("run", help="run the benchmark")
     run.add_argument("--contenders", nargs="+", default=DEFAULT_CONTENDERS)
     run.add_argument("--rates", nargs="+", type=float, default=[1.0, 1.5])
@@ -194,6 +196,9 @@ def main() -> None:
     args = parser.parse_args()
     if args.command == "setup":
         setup()
+        return
+    if args.command == "summarize":
+        print(render_across([json.loads(path.read_text()) for path in args.results]))
         return
     contenders = [Contender.parse(c) for c in args.contenders]
     objectives = Objectives(args.ttft_base, args.ttft_per_token, args.itl_p99)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 from typing import Any
 
 
@@ -92,4 +93,58 @@ def render(results: dict[str, Any]) -> str:
                 f"| {_f(p['short_itl_ms'], 2)} | {_f(p['short_itl_ms'] - direct['short_itl_ms'], 2)} "
                 f"| {p['short_errors'] + p['long_errors']:g} |"
             )
+    return "\n".join(lines) + "\n"
+
+
+def _ratios(results: dict[str, Any]) -> dict[tuple[float, str], dict[str, float]]:
+    """Per (rate, contender) of one run: goodput and the ratios to that run's aggregated figures."""
+    agg = {
+        run["rate"]: run
+        for c in results["contenders"]
+        if c["contender"].endswith(":agg4")
+        for run in c.get("runs", [])
+    }
+    out: dict[tuple[float, str], dict[str, float]] = {}
+    for c in results["contenders"]:
+        for run in c.get("runs", []):
+            base = agg.get(run["rate"])
+            row = {"goodput": run["goodput_share"], "itl_p99_ms": run["itl_p99_ms"]}
+            if base is not None and base["itl_p99_ms"] and base["ttft_p50_ms"]:
+                row["itl_p99_ratio"] = run["itl_p99_ms"] / base["itl_p99_ms"]
+                row["itl_p999_ratio"] = run["itl_p999_ms"] / base["itl_p999_ms"]
+                row["ttft_p50_ratio"] = run["ttft_p50_ms"] / base["ttft_p50_ms"]
+            out[(run["rate"], c["contender"])] = row
+    return out
+
+
+def _spread(values: list[float], fmt: str) -> str:
+    if not values:
+        return "—"
+    middle = statistics.median(values)
+    return f"{fmt.format(middle)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+
+
+def render_across(runs: list[dict[str, Any]]) -> str:
+    """Several runs (seeds) side by side: each figure's median and range over the runs, every
+    ratio taken within its own run (the machine's noise differs between runs, not within one)."""
+    per_run = [_ratios(r) for r in runs]
+    keys = sorted({k for ratios in per_run for k in ratios})
+    lines = [
+        f"{len(runs)} runs (seeds {', '.join(str(r['args'].get('seed')) for r in runs)}); median "
+        "(min–max) over the runs; ratios are to the aggregated contender of the same run.\n",
+        "| rate/s | contender | runs | goodput | ITL p99 ms | ITL p99 vs agg | ITL p99.9 vs agg "
+        "| TTFT p50 vs agg |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for rate, name in keys:
+        rows = [ratios[(rate, name)] for ratios in per_run if (rate, name) in ratios]
+
+        def pick(key: str, rows: list[dict[str, float]] = rows) -> list[float]:
+            return [row[key] for row in rows if key in row and not math.isnan(row[key])]
+
+        lines.append(
+            f"| {rate:g} | {name} | {len(rows)} | {_spread(pick('goodput'), '{:.0%}')} "
+            f"| {_spread(pick('itl_p99_ms'), '{:.0f}')} | {_spread(pick('itl_p99_ratio'), '{:.2f}×')} "
+            f"| {_spread(pick('itl_p999_ratio'), '{:.2f}×')} | {_spread(pick('ttft_p50_ratio'), '{:.2f}×')} |"
+        )
     return "\n".join(lines) + "\n"

@@ -8,6 +8,7 @@ import pytest
 from openloop import Outcome
 from simmetrics import delta, matching, short_prompts
 from stats import Objectives, percentile, summarize
+from tables import render_across
 from workload import LONG_TOKENS, OUTPUT_TOKENS, SHORT_TOKENS, Request, make_workload, prompt_text
 
 from phalanx.sim.tokenizer import tokenize
@@ -136,3 +137,41 @@ def test_ours_before_runs_our_router_from_the_named_tree(
     monkeypatch.setenv(BEFORE_SRC, str(tmp_path))  # no phalanx/router under it
     with pytest.raises(Unavailable, match=BEFORE_SRC):
         c.start_router(None, [])  # type: ignore[arg-type]
+
+
+def _run(seed: int, agg: tuple[float, float, float], pd: tuple[float, float, float]) -> dict[str, object]:
+    def figures(itl_p99: float, itl_p999: float, ttft_p50: float) -> dict[str, float]:
+        return {
+            "rate": 1.5,
+            "goodput_share": 0.5,
+            "itl_p99_ms": itl_p99,
+            "itl_p999_ms": itl_p999,
+            "ttft_p50_ms": ttft_p50,
+        }
+
+    return {
+        "args": {"seed": seed},
+        "contenders": [
+            {"contender": "ours:agg4", "runs": [figures(*agg)]},
+            {"contender": "ours:1p3d", "runs": [figures(*pd)]},
+            {"contender": "gone:2p2d", "unavailable": "not installed"},
+        ],
+    }
+
+
+def test_across_runs_takes_each_ratio_within_its_own_run_then_the_median() -> None:
+    runs = [
+        _run(1, (20, 2000, 250), (10, 200, 250)),  # 0.50x, 0.10x, 1.00x
+        _run(2, (40, 1000, 200), (30, 300, 220)),  # 0.75x, 0.30x, 1.10x
+        _run(3, (10, 500, 100), (9, 100, 90)),  # 0.90x, 0.20x, 0.90x
+    ]
+    table = render_across(runs)
+    row = next(line for line in table.splitlines() if "| ours:1p3d |" in line)
+    cells = [cell.strip() for cell in row.strip("|").split("|")]
+    assert cells[2] == "3"
+    assert cells[4] == "10 (9–30)"  # the absolute p99 in ms, for reading the noise floor
+    assert cells[5] == "0.75× (0.50×–0.90×)"  # not 20/23.3 from pooled absolute figures
+    assert cells[6] == "0.20× (0.10×–0.30×)"
+    assert cells[7] == "1.00× (0.90×–1.10×)"
+    assert "seeds 1, 2, 3" in table
+    assert "gone:2p2d" not in table
