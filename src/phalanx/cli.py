@@ -774,7 +774,8 @@ def router(
         typer.Option(
             "--prefill-timeout",
             min=0.001,
-            help="Seconds a prefill step may take (prefill/decode disaggregation); then decode-only.",
+            help="Seconds a prefill step may run past its expected queue and prefill time "
+            "(prefill/decode disaggregation); then decode-only.",
         ),
     ] = 30.0,
     min_prefill_tokens: Annotated[

@@ -239,6 +239,8 @@ class _Pair(_Leg):
     prefill: Endpoint
     client: ClientBody
     prompt_tokens: int
+    # Give up on the prefill step after this long: the timeout past its expected queue and time.
+    prefill_budget_s: float
 
     @property
     def chat(self) -> bool:
@@ -834,8 +836,9 @@ class Router:
         if kept is not None and pairable(ep, kept[0]):
             # A retry after a decode engine failed before answering: prefill's KV is still leased.
             client = self._client_body(body)
+            budget = self.config.pd.prefill_timeout_s  # not used: its prefill is done
             prefilled = _Pair(
-                request, ep, body, headers, tally, started, kept[0], client, summary.prompt_tokens
+                request, ep, body, headers, tally, started, kept[0], client, summary.prompt_tokens, budget
             )
             return await self._vllm_decode(prefilled, kept[1])
         now = time.monotonic()
@@ -852,7 +855,9 @@ class Router:
         self.policies.record(summary.routing, prefill, now)
         self.detector.record_attempt(prefill.name, now)
         client = self._client_body(body)
-        pair = _Pair(request, ep, body, headers, tally, started, prefill, client, summary.prompt_tokens)
+        budget = self.config.pd.prefill_timeout_s + plan.expected_s
+        tokens = summary.prompt_tokens
+        pair = _Pair(request, ep, body, headers, tally, started, prefill, client, tokens, budget)
         return await (self._vllm_flow(pair) if ep.pd_protocol == "vllm" else self._sglang_flow(pair))
 
     async def _vllm_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
@@ -869,7 +874,7 @@ class Router:
                 pair.prefill_url,
                 vllm_prefill_body(pair.client, pair.chat),
                 pair.headers,
-                self.config.pd.prefill_timeout_s,
+                pair.prefill_budget_s,
             )
         finally:
             self._prefills.end(prefill.name, step, ok=not isinstance(got, str))
@@ -914,7 +919,7 @@ class Router:
                 pair.prefill_url,
                 prefill_body,
                 pair.headers,
-                self.config.pd.prefill_timeout_s,
+                pair.prefill_budget_s,
             )
         )
 

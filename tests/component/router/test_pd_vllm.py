@@ -302,6 +302,38 @@ async def test_a_slow_prefill_times_out_is_aborted_and_falls_back(
         await no_leak(session, prefill, decode)
 
 
+async def test_a_prefill_queued_behind_known_work_is_not_timed_out(
+    start_sim: Callable[..., SimProcess],
+) -> None:
+    # One prompt per step, 2 ms a token: each LONG prompt (400 tokens) takes about 0.83 s, the
+    # second waits for the first. The router estimates 300 tokens at 375 tokens/s: 0.8 s each.
+    prefill = start_prefill(start_sim, "--prefill-time-per-token", "0.002", "--max-num-batched-tokens", "400")
+    decode = start_decode(start_sim)
+    for sim in (prefill, decode):
+        wait_health(sim.port, 200)
+    endpoints = [pd_endpoint(prefill, "prefill", "p0"), pd_endpoint(decode, "decode", "d0")]
+    pd = PdConfig(prefill_timeout_s=0.3, prefill_rate_prior=375.0)
+    async with pd_router(endpoints, pd) as (router, session):
+
+        async def one(request_id: str) -> tuple[int, dict[str, Any]]:
+            body = {"model": "tiny", "prompt": LONG, "max_tokens": 5}
+            headers = {"X-Request-Id": request_id}
+            async with session.post(f"{router.url}/v1/completions", json=body, headers=headers) as r:
+                return r.status, await r.json()
+
+        first = asyncio.create_task(one("queued-1"))
+        await asyncio.sleep(0.05)  # the first is on its way: the second is planned behind it
+        answers = [await one("queued-2"), await first]
+        assert [status for status, _ in answers] == [200, 200], answers
+        # Each ran past the bare 0.3 s timeout, yet within its expected queue and time plus it.
+        fallbacks = await metric(
+            session, router.url, "phalanx_router_pd_fallbacks_total", reason="prefill-timeout"
+        )
+        assert fallbacks == 0
+        assert await metric(session, prefill.base_url, "vllm:prompt_tokens_total") >= 800
+        await no_leak(session, prefill, decode)
+
+
 async def test_a_client_hang_up_during_decode_aborts_it(start_sim: Callable[..., SimProcess]) -> None:
     prefill = start_prefill(start_sim)
     decode = start_decode(start_sim, "--inter-token-latency", "0.1")

@@ -66,8 +66,9 @@ class PdConfig:
     is answered. The default, 4000, is the simulator's default latency model (0.25 ms per
     token); engines on real accelerators are faster, and a low guess only skips prefill sooner
     until the first answer replaces it.
-    `prefill_timeout_s`: the whole prefill step, after which a vLLM request falls back to
-    decode-only (an SGLang one is retried on another pair).
+    `prefill_timeout_s`: how long a prefill step may run past its expected time (the estimated
+    queue at that engine plus the prompt's own prefill time, `PrefillPlan.expected_s`) before a
+    vLLM request falls back to decode-only (an SGLang one is retried on another pair).
     """
 
     min_prefill_tokens: int = 256
@@ -133,10 +134,16 @@ def pairable(decode: Endpoint, prefill: Endpoint) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class PrefillPlan:
-    """`skip` None: choose a prefill engine among `candidates` (never empty then)."""
+    """`skip` None: choose a prefill engine among `candidates` (never empty then).
+
+    `expected_s`: how long the prefill step is expected to take there (the estimated queue plus
+    the prompt's own prefill time at the engine's rate). The prefill timeout runs beyond it, so
+    a step that is merely queued behind known work is not given up on (its KV would then be
+    computed on the decode engine after all, having waited for nothing)."""
 
     candidates: tuple[BackendState, ...] = ()
     skip: SkipReason | None = None
+    expected_s: float = 0.0
 
 
 def _free(state: BackendState) -> bool:
@@ -188,18 +195,19 @@ def plan_prefill(
         backlog = backlogs.get(s.endpoint.name, PrefillBacklog())
         waits.append((estimated_wait(backlog, s.waiting, now, config.prefill_rate_prior, prompt_tokens), s))
     least = min(wait for wait, _ in waits)
+    rate = min(
+        rate_or(backlogs.get(s.endpoint.name, PrefillBacklog()), config.prefill_rate_prior)
+        for wait, s in waits
+        if wait == least
+    )
+    own = prompt_tokens / rate
     if not must:
         # Prefilled here, the prompt's own prefill time is spent by this request and again, as a
         # stall, by every sequence decoding here: the wait saved must outweigh all of it.
-        rate = min(
-            rate_or(backlogs.get(s.endpoint.name, PrefillBacklog()), config.prefill_rate_prior)
-            for wait, s in waits
-            if wait == least
-        )
         here = next((sequences(s) for s in states if s.endpoint.name == decode.name), 0.0)
-        if least > config.max_prefill_wait_s + prompt_tokens / rate * (1 + here):
+        if least > config.max_prefill_wait_s + own * (1 + here):
             return PrefillPlan(skip="prefill-backlog")
-    return PrefillPlan(candidates=tuple(s for wait, s in waits if wait == least))
+    return PrefillPlan(candidates=tuple(s for wait, s in waits if wait == least), expected_s=least + own)
 
 
 def sequences(state: BackendState) -> float:

@@ -259,6 +259,21 @@ def test_a_saturated_or_backlogged_engine_leaves_the_choice_to_the_others() -> N
     assert found.skip == "prefill-backlog"
 
 
+def test_the_plan_expects_the_queue_plus_the_prompts_own_prefill_time() -> None:
+    # At the prior 4000 tokens/s: 8000 owed (2 s) plus the 4096-token prompt (1.024 s).
+    p = st(ep("p", "prefill"))
+    found = plan_prefill(DECODE, 0.0, LONG, [p], "m", PdConfig(), backlogs={"p": owing(8000)})
+    assert found.skip is None
+    assert found.expected_s == pytest.approx(2.0 + 1.024)
+    # A learned rate of 8000 tokens/s halves both; an idle engine expects only the prompt.
+    fast = replace(owing(8000), rate=8000.0)
+    found = plan_prefill(DECODE, 0.0, LONG, [p], "m", PdConfig(), backlogs={"p": fast})
+    assert found.expected_s == pytest.approx(1.0 + 0.512)
+    assert plan_prefill(DECODE, 0.0, LONG, [p], "m", PdConfig()).expected_s == pytest.approx(1.024)
+    # Skipped: nothing is expected of a prefill engine.
+    assert plan_prefill(DECODE, 0.0, 100, [p], "m", PdConfig()).expected_s == 0.0
+
+
 def test_sglang_never_skips_on_backlog_and_queues_where_the_wait_is_least() -> None:
     p = st(ep("p", "prefill", protocol="sglang"))
     q = st(ep("q", "prefill", protocol="sglang"), at_capacity=True)
