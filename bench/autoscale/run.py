@@ -1,0 +1,192 @@
+"""Autoscaler benchmark: every scaler on every trace, in the virtual-clock replayer.
+
+    .venv/bin/python bench/autoscale/run.py                      # all traces, all scalers
+    .venv/bin/python bench/autoscale/run.py --traces step sine --scalers hpa kpa
+
+Writes `results.json` beside this file (or `--out`) and prints the tables of results.md.
+Deterministic: the same code gives the same figures on any machine; only the run times differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from clones import HPA, KEDA, KPA, inflight
+from oracle import oracle
+
+from phalanx.autoscale.replay import traces
+from phalanx.autoscale.replay.capacity import CapacityModel
+from phalanx.autoscale.replay.metrics import (
+    capacity_back,
+    decision_time,
+    summarize,
+    timeline,
+)
+from phalanx.autoscale.replay.replayer import Scaler, replay
+from phalanx.autoscale.replay.trace import Trace
+from phalanx.autoscale.types import Signals
+
+HERE = Path(__file__).resolve().parent
+OBJECTIVE = 2.0  # seconds to first token
+CAPACITY = CapacityModel()
+STEP_AT = 300.0  # when the step trace's load goes up
+SINE_CYCLES = 2
+# Every clone aims at the same load per unit: 70% of a unit's batch slots in flight (Knative's
+# default target utilisation, applied to the batch size as its container concurrency), and KEDA
+# at 2 waiting requests per engine (a queue beyond that already costs more than the objective).
+TARGET_CONCURRENCY = 0.7 * CAPACITY.slots
+KEDA_WAITING = 2.0
+MAX_UNITS = 32  # every scaler's maximum (HPA maxReplicas, KEDA maxReplicaCount, Knative max-scale)
+WARM_UP = 60.0  # seconds in which scalers watch but do not act (see Warm)
+
+TRACES: dict[str, Callable[[], Trace]] = {
+    "step": lambda: traces.step(at=STEP_AT),
+    "sine": lambda: traces.sine(cycles=SINE_CYCLES),
+    "steady": traces.steady,
+    "azure": lambda: traces.read_azure_llm((HERE / "traces" / "azure_conv_20min.csv").read_text()),
+}
+
+
+def _kpa_aibrix() -> KPA:
+    kpa = KPA.aibrix(TARGET_CONCURRENCY)
+    kpa.max_replicas = MAX_UNITS
+    return kpa
+
+
+SCALERS: dict[str, Callable[[], Scaler]] = {
+    "hpa": lambda: HPA(metric=inflight, target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
+    "kpa": lambda: KPA(target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
+    "kpa-aibrix": _kpa_aibrix,
+    "keda": lambda: KEDA(threshold=KEDA_WAITING, min_replica_count=1, max_replica_count=MAX_UNITS),
+    # KEDA's default minReplicaCount (0): the waiting metric does not exist at zero replicas.
+    "keda-min0": lambda: KEDA(threshold=KEDA_WAITING, max_replica_count=MAX_UNITS),
+}
+
+
+@dataclass
+class Warm:
+    """Every scaler is taken to have been running before the trace starts: for the first
+    `until` seconds it sees every pass (filling its windows) but the count stays as it is."""
+
+    inner: Scaler
+    until: float = WARM_UP
+
+    @property
+    def period(self) -> float:
+        return self.inner.period
+
+    def decide(self, signals: Signals, now: float) -> int:
+        desired = self.inner.decide(signals, now)
+        return desired if now >= self.until else sum(1 for u in signals.units if not u.draining)
+
+
+def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
+    trace = TRACES[name]()
+    started = time.perf_counter()
+    best = oracle(trace, CAPACITY, OBJECTIVE)
+    oracle_seconds = time.perf_counter() - started
+    reference = summarize(best.result, OBJECTIVE)
+    initial = max(1, best.units[0])
+    out: dict[str, Any] = {
+        "requests": len(trace.requests),
+        "duration_s": trace.duration,
+        "initial_units": initial,
+        "oracle": {
+            "units_per_minute": list(best.units),
+            "metrics": dataclasses.asdict(reference),
+            "seconds": round(oracle_seconds, 2),
+        },
+        "scalers": {},
+    }
+    for scaler_name in scalers:
+        started = time.perf_counter()
+        result = replay(trace, CAPACITY, Warm(SCALERS[scaler_name]()), initial_units=initial)
+        seconds = time.perf_counter() - started
+        metrics = summarize(result, OBJECTIVE)
+        extra: dict[str, Any] = {"gpu_hours_vs_oracle": metrics.gpu_hours / reference.gpu_hours}
+        extra["peak_above_oracle"] = metrics.peak_units - reference.peak_units
+        if name == "step":
+            need = best.units[int(STEP_AT // 60)]
+            extra["decision_s"] = decision_time(result, STEP_AT)
+            extra["capacity_back_s"] = capacity_back(result, STEP_AT, need)
+            extra["capacity_needed"] = need
+        if name == "sine":
+            extra["actions_per_cycle"] = metrics.actions / SINE_CYCLES
+        out["scalers"][scaler_name] = {
+            "metrics": dataclasses.asdict(metrics),
+            **extra,
+            "seconds": round(seconds, 2),
+            "timeline": [dataclasses.asdict(m) for m in timeline(result, OBJECTIVE)],
+        }
+    return out
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def tables(results: dict[str, Any]) -> str:
+    lines = []
+    for name, data in results["traces"].items():
+        o = data["oracle"]["metrics"]
+        lines += [
+            f"### {name} ({data['requests']} requests, {data['duration_s']:.0f} s)",
+            "",
+            "| scaler | within TTFT objective | GPU-hours | × oracle | peak units | actions"
+            " | direction changes | unserved | dropped | extra |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| oracle | {o['slo_attainment']:.1%} | {o['gpu_hours']:.2f} | 1.00 | {o['peak_units']} | "
+            f"{o['actions']} | {o['direction_changes']} | {o['unserved']} | {o['dropped']} | |",
+        ]
+        for scaler, row in data["scalers"].items():
+            m = row["metrics"]
+            extra = ""
+            if "decision_s" in row:
+                extra = (
+                    f"decision {_num(row['decision_s'], 0)} s, {row['capacity_needed']} units ready after "
+                    f"{_num(row['capacity_back_s'], 0)} s"
+                )
+            if "actions_per_cycle" in row:
+                extra = f"{row['actions_per_cycle']:.1f} actions per cycle"
+            lines.append(
+                f"| {scaler} | {m['slo_attainment']:.1%} | {m['gpu_hours']:.2f} | "
+                f"{row['gpu_hours_vs_oracle']:.2f} | "
+                f"{m['peak_units']} | {m['actions']} | {m['direction_changes']} | {m['unserved']} | "
+                f"{m['dropped']} | {extra} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--traces", nargs="+", default=list(TRACES), choices=list(TRACES))
+    parser.add_argument("--scalers", nargs="+", default=list(SCALERS), choices=list(SCALERS))
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    results = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
+        "objective_ttft_s": OBJECTIVE,
+        "capacity": dataclasses.asdict(CAPACITY),
+        "target_concurrency": TARGET_CONCURRENCY,
+        "keda_waiting": KEDA_WAITING,
+        "traces": {name: run_trace(name, args.scalers) for name in args.traces},
+    }
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(tables(results))
+
+
+if __name__ == "__main__":
+    main()
