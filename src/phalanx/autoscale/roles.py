@@ -75,7 +75,8 @@ def enforce_band(
         unreachable = policies[bottom].max_replicas + 1
         need = math.ceil(n / band.max_ratio - EPSILON) if band.max_ratio > 0 else unreachable
         fit = math.floor(band.max_ratio * policies[bottom].max_replicas + EPSILON)
-    within = f"{top}:{bottom} within {band.min_ratio:g}-{band.max_ratio:g}"
+    edges = f"{band.min_ratio:g}-{band.max_ratio:g}"
+    within = f"{top}:{bottom} within {edges}"
     if need <= policies[lagging].max_replicas:
         result[lagging] = max(need, policies[lagging].min_replicas)
         note = f"{lagging} raised to {result[lagging]} to keep {within}"
@@ -85,7 +86,7 @@ def enforce_band(
         note = f"{lagging} is at its maximum {result[lagging]}, so {other} lowered to {result[other]}"
         note += f" to keep {within}"
     if not in_band(result[top], result[bottom], band):
-        note = f"{top}:{bottom} stays outside the band: the roles' min and max allow no count {within}"
+        note = f"{top}:{bottom} stays outside {edges}: the roles' min and max allow no count inside it"
     return result, note
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from phalanx.autoscale.core import autoscale
@@ -14,7 +16,8 @@ LOADS: list[SignalName] = ["queue", "inflight", "waiting", "running", "prefill_q
 
 @pytest.mark.parametrize("signal", LOADS)
 def test_a_load_signal_asks_for_the_sum_over_units_divided_by_the_target(signal: SignalName) -> None:
-    signals = Signals(units=units(4, **{signal: 9.5}))  # 38 in all
+    values: dict[str, Any] = {signal: 9.5}
+    signals = Signals(units=units(4, **values))  # 38 in all
     decision = autoscale(policy(MetricTarget(signal, 5.0)), signals, 0.0, History())
     assert decision.recommendations == {signal: 8}
     assert decision.desired == 8
