@@ -74,6 +74,7 @@ class Policy:
     capacity_floor: bool = True  # never fewer units than demand / learned tokens per second per unit
     observe_only: bool = False  # decide and report, change nothing
     history_limit: int = 32  # decision records kept (and shown in status)
+    unit: str = "group"  # what one unit is called in reasons, e.g. "prefill instance"
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,10 @@ class History:
     last_scale_down: float | None = None
     # Tokens per second one unit sustains, learned from units that were saturated.
     capacity_per_unit: float | None = None
+    # When a unit stayed Pending and the platform cannot say what it can place: the count that
+    # was placed, kept as a ceiling until `placement_retry_at`, then scale-up is tried again.
+    placement_limit: int | None = None
+    placement_retry_at: float | None = None
 
 
 @dataclass(frozen=True)
