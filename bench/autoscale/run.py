@@ -17,7 +17,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from typing import Any
 from clones import HPA, KEDA, KPA, inflight
 from oracle import oracle
 
+from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.replay import traces
 from phalanx.autoscale.replay.capacity import CapacityModel
 from phalanx.autoscale.replay.metrics import (
@@ -35,7 +36,7 @@ from phalanx.autoscale.replay.metrics import (
 )
 from phalanx.autoscale.replay.replayer import Scaler, replay
 from phalanx.autoscale.replay.trace import Trace
-from phalanx.autoscale.types import Signals
+from phalanx.autoscale.types import History, MetricTarget, Policy, Signals
 
 HERE = Path(__file__).resolve().parent
 OBJECTIVE = 2.0  # seconds to first token
@@ -64,7 +65,33 @@ def _kpa_aibrix() -> KPA:
     return kpa
 
 
+@dataclass
+class Ours:
+    """Phalanx's core, `autoscale()`, keeping its history between passes as the shell does."""
+
+    policy: Policy
+    history: History = field(default_factory=History)
+
+    @property
+    def period(self) -> float:
+        return self.policy.period
+
+    def decide(self, signals: Signals, now: float) -> int:
+        decision = autoscale(self.policy, signals, now, self.history)
+        self.history = decision.history
+        return decision.desired
+
+
+# Ours with the Policy's defaults; its load target is the clones' (requests in flight per unit),
+# plus the TTFT objective as a guard.
+OURS = Policy(
+    min_replicas=1,
+    max_replicas=MAX_UNITS,
+    metrics=(MetricTarget("inflight", TARGET_CONCURRENCY), MetricTarget("ttft_p95", OBJECTIVE)),
+)
+
 SCALERS: dict[str, Callable[[], Scaler]] = {
+    "ours": lambda: Ours(OURS),
     "hpa": lambda: HPA(metric=inflight, target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
     "kpa": lambda: KPA(target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
     "kpa-aibrix": _kpa_aibrix,
