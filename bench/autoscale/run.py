@@ -196,6 +196,65 @@ def tables(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def goals(results: dict[str, Any], name: str = "ours") -> str:
+    """Issue 15's goals for one scaler, each with the measured figure and whether it is met."""
+    rows = []
+    traces_ = results["traces"]
+
+    def add(goal: str, figure: str, met: bool) -> None:
+        rows.append(f"| {goal} | {figure} | {'yes' if met else 'no'} |")
+
+    if "step" in traces_ and name in traces_["step"]["scalers"]:
+        step = traces_["step"]["scalers"][name]
+        decided, back = step["decision_s"], step["capacity_back_s"]
+        period = OURS.period if name == "ours" else 15.0
+        add(
+            "step: decision within one period",
+            f"{_num(decided, 0)} s",
+            decided is not None and decided <= period,
+        )
+        tc = CAPACITY.startup
+        add(
+            f"step: capacity back within decision + Tc ({tc:.0f} s)",
+            f"{_num(back, 0)} s",
+            back is not None and decided is not None and back <= decided + tc,
+        )
+    for trace, data in traces_.items():
+        if name not in data["scalers"]:
+            continue
+        row = data["scalers"][name]
+        m, o = row["metrics"], data["oracle"]["metrics"]
+        add(
+            f"{trace}: peak at most oracle + 1",
+            f"{m['peak_units']} vs {o['peak_units']}",
+            row["peak_above_oracle"] <= 1,
+        )
+        cheap = row["gpu_hours_vs_oracle"] <= 1.15 and m["slo_attainment"] >= 0.95
+        add(
+            f"{trace}: GPU-hours <= 1.15 x oracle at >= 95% within objective",
+            f"{row['gpu_hours_vs_oracle']:.2f} x, {m['slo_attainment']:.1%}",
+            cheap,
+        )
+        others = [r for n, r in data["scalers"].items() if n != name]
+        # Better: no more GPU-hours and no less within the objective, and strictly better on one.
+        mine = (row["gpu_hours_vs_oracle"], m["slo_attainment"])
+        better = all(
+            mine[0] <= r["gpu_hours_vs_oracle"]
+            and mine[1] >= r["metrics"]["slo_attainment"]
+            and mine != (r["gpu_hours_vs_oracle"], r["metrics"]["slo_attainment"])
+            for r in others
+        )
+        add(f"{trace}: better than every clone (cheaper and as good, or as cheap and better)", "", better)
+        add(f"{trace}: 0 dropped", str(m["dropped"]), m["dropped"] == 0)
+    if "steady" in traces_ and name in traces_["steady"]["scalers"]:
+        changes = traces_["steady"]["scalers"][name]["metrics"]["direction_changes"]
+        add("steady: at most 1 change of direction in 30 min", str(changes), changes <= 1)
+    if "sine" in traces_ and name in traces_["sine"]["scalers"]:
+        per_cycle = traces_["sine"]["scalers"][name]["actions_per_cycle"]
+        add("sine: at most 2 actions per cycle", f"{per_cycle:.1f}", per_cycle <= 2)
+    return "\n".join(["| goal | measured | met |", "|---|---|---|", *rows])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--traces", nargs="+", default=list(TRACES), choices=list(TRACES))
@@ -213,6 +272,8 @@ def main() -> None:
     }
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(tables(results))
+    if "ours" in args.scalers:
+        print(goals(results))
 
 
 if __name__ == "__main__":
