@@ -10,6 +10,7 @@ import pytest
 
 from phalanx.autoscale.replay import traces
 from phalanx.autoscale.replay.capacity import CapacityModel
+from phalanx.autoscale.replay.metrics import unplaced_seconds
 from phalanx.autoscale.replay.replayer import Replayer, UnitCount, replay
 from phalanx.autoscale.replay.trace import Request, Trace
 from phalanx.autoscale.types import Signals
@@ -100,9 +101,11 @@ def test_a_pending_unit_is_placed_when_a_draining_unit_gives_its_gpus_back() -> 
     assert result.counts == (
         UnitCount(0.0, 1, 1, 1),
         UnitCount(1.0, 0, 0, 1),
-        UnitCount(2.0, 1, 0, 1),
-        UnitCount(50.5, 1, 1, 1),  # placed at 20.5, ready 30 s later
+        UnitCount(2.0, 1, 0, 1, unplaced=1),
+        UnitCount(20.5, 1, 0, 1),  # placed when the draining unit is gone...
+        UnitCount(50.5, 1, 1, 1),  # ...and ready 30 s later
     )
+    assert unplaced_seconds(result) == 18.5
 
 
 def test_scale_down_drains_a_unit_without_losing_its_requests() -> None:

@@ -29,6 +29,16 @@ def _integral(counts: tuple[UnitCount, ...], start: float, end: float, what: str
     return total
 
 
+def unplaced_seconds(result: RunResult, until: float | None = None) -> float:
+    """Seconds in which the scaler asked for units the platform could not place."""
+    end = result.trace.duration if until is None else until
+    total = 0.0
+    for entry, following in zip(result.counts, [*result.counts[1:], None], strict=True):
+        if entry.unplaced:
+            total += max(0.0, min(following.time if following else end, end) - entry.time)
+    return total
+
+
 def gpu_hours(result: RunResult, until: float | None = None) -> float:
     """GPUs held (starting, ready and draining units) times hours, from 0 to the trace's end."""
     end = result.trace.duration if until is None else until

@@ -15,6 +15,7 @@ scaler's pass), so a run depends on nothing but its inputs.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import heapq
 import math
 from collections import deque
@@ -54,6 +55,7 @@ class UnitCount:
     current: int  # not draining (pending, starting or ready)
     ready: int  # ready and not draining
     held: int  # holding GPUs: placed and not yet removed (starting, ready or draining)
+    unplaced: int = 0  # asked for, but the platform has no room for them: Pending, holding nothing
 
 
 @dataclass(frozen=True)
@@ -380,14 +382,11 @@ class Replayer:
     def _log_counts(self) -> None:
         current = sum(1 for u in self.units if u.alive and not u.draining)
         ready = sum(1 for u in self.units if u.alive and u.ready and not u.draining)
-        entry = UnitCount(self.now, current, ready, self._held())
+        unplaced = sum(1 for u in self.units if u.alive and u.placed is None)
+        entry = UnitCount(self.now, current, ready, self._held(), unplaced)
         if self.counts and self.counts[-1].time == self.now:
             self.counts[-1] = entry
-        elif not self.counts or (self.counts[-1].current, self.counts[-1].ready, self.counts[-1].held) != (
-            current,
-            ready,
-            entry.held,
-        ):
+        elif not self.counts or dataclasses.replace(self.counts[-1], time=self.now) != entry:
             self.counts.append(entry)
 
 

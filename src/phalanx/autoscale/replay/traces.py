@@ -65,6 +65,15 @@ def steady(
     return poisson("steady", lambda t: rate * scale[int(t // every)], rate * (1 + noise), duration, seed)
 
 
+def bursts(
+    *, rate: float = 3.0, idle: float = 600.0, busy: float = 300.0, cycles: int = 2, seed: int = 4
+) -> Trace:
+    """`idle` seconds with no request, then `busy` seconds at `rate` requests/s, `cycles` times:
+    long enough idle for a scaler allowed to reach zero to get there, then load to come back to."""
+    period = idle + busy
+    return poisson("bursts", lambda t: rate if t % period >= idle else 0.0, rate, period * cycles, seed)
+
+
 def read_azure_llm(text: str, name: str = "azure-conv") -> Trace:
     """Read a slice of the Azure LLM inference trace as stored in this repository:
     a header, then `seconds,context_tokens,generated_tokens` per line (seconds from the slice's
