@@ -33,6 +33,8 @@ from phalanx.autoscale.replay.metrics import (
     decision_time,
     summarize,
     timeline,
+    unplaced_seconds,
+    zero_seconds,
 )
 from phalanx.autoscale.replay.replayer import Scaler, replay
 from phalanx.autoscale.replay.trace import Trace
@@ -51,11 +53,18 @@ KEDA_WAITING = 2.0
 MAX_UNITS = 32  # every scaler's maximum (HPA maxReplicas, KEDA maxReplicaCount, Knative max-scale)
 WARM_UP = 60.0  # seconds in which scalers watch but do not act (see Warm)
 
-TRACES: dict[str, Callable[[], Trace]] = {
-    "step": lambda: traces.step(at=STEP_AT),
-    "sine": lambda: traces.sine(cycles=SINE_CYCLES),
-    "steady": traces.steady,
-    "azure": lambda: traces.read_azure_llm((HERE / "traces" / "azure_conv_20min.csv").read_text()),
+AZURE = HERE / "traces" / "azure_conv_20min.csv"
+CAPPED = dataclasses.replace(CAPACITY, max_units=4)  # fewer than the 6 units the step needs
+SCENARIOS: dict[str, tuple[Callable[[], Trace], CapacityModel]] = {
+    "step": (lambda: traces.step(at=STEP_AT), CAPACITY),
+    "sine": (lambda: traces.sine(cycles=SINE_CYCLES), CAPACITY),
+    "steady": (traces.steady, CAPACITY),
+    "azure": (
+        lambda: traces.read_azure_llm((HERE / "traces" / "azure_conv_20min.csv").read_text()),
+        CAPACITY,
+    ),
+    "bursts": (traces.bursts, CAPACITY),
+    "step-capped": (lambda: traces.step(at=STEP_AT), CAPPED),
 }
 
 
@@ -89,9 +98,14 @@ OURS = Policy(
     max_replicas=MAX_UNITS,
     metrics=(MetricTarget("inflight", TARGET_CONCURRENCY), MetricTarget("ttft_p95", OBJECTIVE)),
 )
+# The same, also counting requests the router holds (its queue, and the admission queue) at the
+# same target per unit.
+OURS_QUEUE = dataclasses.replace(OURS, metrics=(*OURS.metrics, MetricTarget("queue", TARGET_CONCURRENCY)))
 
 SCALERS: dict[str, Callable[[], Scaler]] = {
     "ours": lambda: Ours(OURS),
+    "ours-queue": lambda: Ours(OURS_QUEUE),
+    "ours-min0": lambda: Ours(dataclasses.replace(OURS, min_replicas=0)),  # may scale to zero
     "hpa": lambda: HPA(metric=inflight, target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
     "kpa": lambda: KPA(target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
     "kpa-aibrix": _kpa_aibrix,
@@ -119,9 +133,10 @@ class Warm:
 
 
 def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
-    trace = TRACES[name]()
+    make, capacity = SCENARIOS[name]
+    trace = make()
     started = time.perf_counter()
-    best = oracle(trace, CAPACITY, OBJECTIVE)
+    best = oracle(trace, capacity, OBJECTIVE, max_units=capacity.max_units or MAX_UNITS)
     oracle_seconds = time.perf_counter() - started
     reference = summarize(best.result, OBJECTIVE)
     initial = max(1, best.units[0])
@@ -138,7 +153,7 @@ def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
     }
     for scaler_name in scalers:
         started = time.perf_counter()
-        result = replay(trace, CAPACITY, Warm(SCALERS[scaler_name]()), initial_units=initial)
+        result = replay(trace, capacity, Warm(SCALERS[scaler_name]()), initial_units=initial)
         seconds = time.perf_counter() - started
         metrics = summarize(result, OBJECTIVE)
         extra: dict[str, Any] = {"gpu_hours_vs_oracle": metrics.gpu_hours / reference.gpu_hours}
@@ -150,6 +165,9 @@ def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
             extra["capacity_needed"] = need
         if name == "sine":
             extra["actions_per_cycle"] = metrics.actions / SINE_CYCLES
+        if capacity.max_units is not None:
+            extra["unplaced_s"] = unplaced_seconds(result)
+        extra["zero_s"] = zero_seconds(result)
         out["scalers"][scaler_name] = {
             "metrics": dataclasses.asdict(metrics),
             **extra,
@@ -178,14 +196,19 @@ def tables(results: dict[str, Any]) -> str:
         ]
         for scaler, row in data["scalers"].items():
             m = row["metrics"]
-            extra = ""
+            notes = []
             if "decision_s" in row:
-                extra = (
+                notes.append(
                     f"decision {_num(row['decision_s'], 0)} s, {row['capacity_needed']} units ready after "
                     f"{_num(row['capacity_back_s'], 0)} s"
                 )
             if "actions_per_cycle" in row:
-                extra = f"{row['actions_per_cycle']:.1f} actions per cycle"
+                notes.append(f"{row['actions_per_cycle']:.1f} actions per cycle")
+            if "unplaced_s" in row:
+                notes.append(f"asked for unplaceable units for {row['unplaced_s']:.0f} s")
+            if row["zero_s"]:
+                notes.append(f"at zero units for {row['zero_s']:.0f} s")
+            extra = "; ".join(notes)
             lines.append(
                 f"| {scaler} | {m['slo_attainment']:.1%} | {m['gpu_hours']:.2f} | "
                 f"{row['gpu_hours_vs_oracle']:.2f} | "
@@ -252,12 +275,30 @@ def goals(results: dict[str, Any], name: str = "ours") -> str:
     if "sine" in traces_ and name in traces_["sine"]["scalers"]:
         per_cycle = traces_["sine"]["scalers"][name]["actions_per_cycle"]
         add("sine: at most 2 actions per cycle", f"{per_cycle:.1f}", per_cycle <= 2)
+    if "step-capped" in traces_ and name in traces_["step-capped"]["scalers"]:
+        stuck = traces_["step-capped"]["scalers"][name]["unplaced_s"]
+        bound = OURS.pending_timeout + 2 * OURS.period
+        add(
+            f"step-capped: asks for unplaceable units no longer than the pending timeout + 2 periods"
+            f" ({bound:.0f} s)",
+            f"{stuck:.0f} s",
+            stuck <= bound,
+        )
+    through_zero = f"{name}-min0"
+    if "bursts" in traces_ and through_zero in traces_["bursts"]["scalers"]:
+        row = traces_["bursts"]["scalers"][through_zero]
+        lost = row["metrics"]["unserved"] + row["metrics"]["dropped"]
+        add(
+            f"bursts ({through_zero}): 0 requests lost going through zero",
+            f"{lost}, after {row['zero_s']:.0f} s at zero",
+            lost == 0 and row["zero_s"] > 0,
+        )
     return "\n".join(["| goal | measured | met |", "|---|---|---|", *rows])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--traces", nargs="+", default=list(TRACES), choices=list(TRACES))
+    parser.add_argument("--traces", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
     parser.add_argument("--scalers", nargs="+", default=list(SCALERS), choices=list(SCALERS))
     parser.add_argument("--out", type=Path, default=HERE / "results.json")
     args = parser.parse_args()

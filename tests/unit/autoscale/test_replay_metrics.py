@@ -16,6 +16,7 @@ from phalanx.autoscale.replay.metrics import (
     summarize,
     timeline,
     unplaced_seconds,
+    zero_seconds,
 )
 from phalanx.autoscale.replay.replayer import Pass, RunResult, UnitCount
 from phalanx.autoscale.replay.trace import Request, Trace
@@ -46,6 +47,9 @@ def test_units_that_could_not_be_placed_hold_no_gpu() -> None:
     result = run((UnitCount(0.0, 1, 1, 1), UnitCount(600.0, 4, 1, 2, unplaced=2), UnitCount(900.0, 1, 1, 1)))
     assert gpu_hours(result) == pytest.approx((3600 + 300) * 8 / 3600)
     assert unplaced_seconds(result) == 300.0
+    assert zero_seconds(result) == 0.0
+    idle = run((UnitCount(0.0, 1, 1, 1), UnitCount(600.0, 0, 0, 0), UnitCount(1000.0, 1, 0, 1)))
+    assert zero_seconds(idle) == 400.0
     assert peak_units(result) == 4
 
 

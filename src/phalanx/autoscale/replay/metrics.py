@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from phalanx.autoscale.replay.replayer import Pass, RunResult, UnitCount, p95
@@ -29,14 +30,24 @@ def _integral(counts: tuple[UnitCount, ...], start: float, end: float, what: str
     return total
 
 
-def unplaced_seconds(result: RunResult, until: float | None = None) -> float:
-    """Seconds in which the scaler asked for units the platform could not place."""
+def seconds_where(result: RunResult, test: Callable[[UnitCount], bool], until: float | None = None) -> float:
+    """Seconds of the trace in which the unit counts passed `test`."""
     end = result.trace.duration if until is None else until
     total = 0.0
     for entry, following in zip(result.counts, [*result.counts[1:], None], strict=True):
-        if entry.unplaced:
+        if test(entry):
             total += max(0.0, min(following.time if following else end, end) - entry.time)
     return total
+
+
+def unplaced_seconds(result: RunResult, until: float | None = None) -> float:
+    """Seconds in which the scaler asked for units the platform could not place."""
+    return seconds_where(result, lambda c: c.unplaced > 0, until)
+
+
+def zero_seconds(result: RunResult, until: float | None = None) -> float:
+    """Seconds with no unit at all (scaled to zero)."""
+    return seconds_where(result, lambda c: c.current == 0 and c.held == 0, until)
 
 
 def gpu_hours(result: RunResult, until: float | None = None) -> float:
