@@ -166,3 +166,10 @@ def test_a_band_edge_counts_as_inside() -> None:
     assert not in_band(1, 4, band)
     assert not in_band(1, 0, band)
     assert in_band(0, 0, band)
+
+
+def test_lowering_for_the_band_never_takes_a_role_to_zero_while_the_other_runs() -> None:
+    policies = {"p": policy(max_replicas=10), "d": policy(max_replicas=1)}
+    result, note = enforce_band({"p": 3, "d": 1}, policies, RatioBand("p", "d", 0.25, 0.5))
+    assert result == {"p": 1, "d": 1}  # 0.5 x 1 decode would allow no prefill at all
+    assert note == "p:d stays outside 0.25-0.5: the roles' min and max allow no count inside it"
