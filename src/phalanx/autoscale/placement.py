@@ -49,7 +49,9 @@ def placement(
         and history.placement_retry_at is not None
         and now < history.placement_retry_at
     ):
-        return Placement(history.placement_limit, stuck, history.placement_limit, history.placement_retry_at)
+        # Units placed since then prove room for them: the ceiling never removes a placed unit.
+        limit = max(history.placement_limit, current)
+        return Placement(limit, stuck, limit, history.placement_retry_at)
     return Placement(None, stuck, None, None)
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from phalanx.autoscale.types import MetricTarget, SignalName, Signals, UnitSignals
 
 GUARDS: frozenset[SignalName] = frozenset({"ttft_p95", "itl_p95"})
+BOUND = 1e9  # a ratio past any real count (a tiny learned capacity, a huge queue) stays an integer
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,7 @@ def ratio_rule(raw_up: float, raw_down: float, current: int, tolerance: float) -
     """The count a ratio asks for, and whether it was held by the tolerance band. `raw_up` reads
     unknown values as 0 (the most a scale-up can claim), `raw_down` reads them at target (the
     least a scale-down can claim); between the two the count stays."""
+    raw_up, raw_down = min(raw_up, BOUND), min(raw_down, BOUND)
     if current == 0:
         return math.ceil(raw_up), False
     up, down = math.ceil(raw_up), math.ceil(raw_down)

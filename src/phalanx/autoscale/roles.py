@@ -7,7 +7,7 @@ signals, then held together.
 - The ratio band: when numerator/denominator leaves [min_ratio, max_ratio], the lagging role is
   raised (capacity the metrics asked for is never given up for the ratio's sake). When its max
   prevents that, it goes to its max and the other role is lowered to the band's edge, not below
-  its min; if the bounds leave no count inside the band, the counts stay out of it, the reason
+  its min nor to zero; if the bounds leave no count inside the band, the counts stay out of it, the reason
   says so and a Warning `RatioOutOfBand` is raised.
 """
 
@@ -82,7 +82,8 @@ def enforce_band(
         note = f"{lagging} raised to {result[lagging]} to keep {within}"
     else:
         result[lagging] = policies[lagging].max_replicas
-        result[other] = max(min(fit, counts[other]), policies[other].min_replicas)
+        # Never below its min, nor to zero while the lagging role runs: that would serve nothing.
+        result[other] = max(min(fit, counts[other]), policies[other].min_replicas, 1)
         note = f"{lagging} is at its maximum {result[lagging]}, so {other} lowered to {result[other]}"
         note += f" to keep {within}"
     if not in_band(result[top], result[bottom], band):

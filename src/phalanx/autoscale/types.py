@@ -14,7 +14,7 @@ from typing import Literal
 
 # What a metric target can name. Per-unit averages except where noted.
 SignalName = Literal[
-    "queue",  # requests the router holds for the unit (plus its share of the admission queue)
+    "queue",  # requests the router holds for the unit (the core adds Signals.admission_queue once)
     "inflight",  # requests the router has sent to the unit and not finished
     "waiting",  # the engine's waiting requests (vllm:num_requests_waiting, sglang:num_queue_reqs)
     "running",  # the engine's running requests

@@ -68,3 +68,12 @@ def test_capacity_is_learned_in_the_pass_and_kept_in_the_history() -> None:
     decision = autoscale(policy(), signals, 0.0, History())
     assert decision.history.capacity_per_unit == 800.0
     assert decision.recommendations["capacity"] == 5
+
+
+def test_a_vanishing_capacity_asks_for_max_not_for_infinity() -> None:
+    history = History(capacity_per_unit=5e-324)
+    decision = autoscale(
+        policy(max_replicas=7), Signals(units=units(1), demand_tokens_per_second=10.0), 0.0, history
+    )
+    assert decision.recommendations["capacity"] == 1_000_000_000
+    assert decision.desired == 7

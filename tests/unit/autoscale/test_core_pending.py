@@ -70,3 +70,15 @@ def test_nothing_placeable_at_zero_starts_nothing() -> None:
     decision = autoscale(policy(), Signals(units=(), admission_queue=5, placeable=0), 0.0, History())
     assert decision.desired == 0
     assert "capped at 0: what the platform can place" in decision.reason
+
+
+def test_the_remembered_ceiling_never_removes_a_unit_that_was_placed_since() -> None:
+    # The stuck unit got placed after all: the ceiling of 2 must not take it away again.
+    chosen = policy(pending_timeout=300.0)
+    passes = [
+        (301.0, Signals(units=(*BUSY, *pending(1, since=0.0)))),
+        (315.0, Signals(units=units(3, queue=14.0))),
+    ]
+    decisions = run(chosen, passes)
+    assert [d.desired for d in decisions] == [2, 3]
+    assert decisions[1].history.placement_limit == 3

@@ -87,3 +87,11 @@ def test_idle_for() -> None:
     assert not idle_for((Recommendation(0.0, 1), *recs[1:]), 60.0, 60.0)
     assert idle_for((Recommendation(0.0, 1), *recs[1:]), 60.0, 30.0)
     assert not idle_for((), 0.0, 0.0)
+
+
+def test_a_max_of_zero_switches_the_target_off_at_once() -> None:
+    decision = autoscale(
+        policy(max_replicas=0, scale_down=DOWN), Signals(units=units(2, queue=9.0)), 0.0, History()
+    )
+    assert decision.desired == 0
+    assert decision.reason.endswith("; capped at the maximum 0.")

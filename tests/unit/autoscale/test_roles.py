@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 
 import pytest
@@ -11,7 +12,6 @@ from phalanx.autoscale.types import (
     Decision,
     History,
     MetricTarget,
-    Policy,
     RatioBand,
     RolePolicies,
     Signals,
@@ -29,7 +29,7 @@ BAND = RatioBand("prefill", "decode", 0.25, 1.0)
 def roles(band: RatioBand | None = BAND, **bounds: tuple[int, int]) -> RolePolicies:
     chosen = {"prefill": PREFILL, "decode": DECODE}
     for role, (low, high) in bounds.items():
-        chosen[role] = Policy(**{**chosen[role].__dict__, "min_replicas": low, "max_replicas": high})
+        chosen[role] = dataclasses.replace(chosen[role], min_replicas=low, max_replicas=high)
     return RolePolicies(roles=chosen, ratio=band)
 
 
@@ -166,3 +166,21 @@ def test_a_band_edge_counts_as_inside() -> None:
     assert not in_band(1, 4, band)
     assert not in_band(1, 0, band)
     assert in_band(0, 0, band)
+
+
+def test_lowering_for_the_band_never_takes_a_role_to_zero_while_the_other_runs() -> None:
+    policies = {"p": policy(max_replicas=10), "d": policy(max_replicas=1)}
+    result, note = enforce_band({"p": 3, "d": 1}, policies, RatioBand("p", "d", 0.25, 0.5))
+    assert result == {"p": 1, "d": 1}  # 0.5 x 1 decode would allow no prefill at all
+    assert note == "p:d stays outside 0.25-0.5: the roles' min and max allow no count inside it"
+
+
+def test_an_observe_only_role_keeps_saying_so_after_the_band_moved_it() -> None:
+    observed = RolePolicies(
+        roles={"prefill": dataclasses.replace(PREFILL, observe_only=True), "decode": DECODE}, ratio=BAND
+    )
+    given = signals(Signals(units=units(1, prefill_queued_tokens=0.0)), Signals(units=units(4, kv_usage=1.4)))
+    reason = autoscale_roles(observed, given, 0.0, {})["prefill"].reason
+    assert reason.endswith(
+        "; prefill raised to 2 to keep prefill:decode within 0.25-1 (observe only: not applied)."
+    )
