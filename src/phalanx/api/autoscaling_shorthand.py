@@ -25,6 +25,12 @@ def validate_deployment_autoscaling(md: ModelDeployment) -> Iterator[FieldError]
     auto = md.spec.autoscaling
     if auto is None:
         return
+    if not _targets(auto):
+        yield FieldError(
+            _PATH,
+            "has no target to scale on",
+            fix="give at least one of queuePerGroup (e.g. 4), kvUsage (e.g. 0.8), ttftSeconds, itlSeconds",
+        )
     if auto.min_replicas > auto.max_replicas:
         yield FieldError(
             (*_PATH, "minReplicas"),
@@ -32,13 +38,7 @@ def validate_deployment_autoscaling(md: ModelDeployment) -> Iterator[FieldError]
             value=auto.min_replicas,
             fix=f"lower minReplicas to at most {auto.max_replicas}, or raise maxReplicas",
         )
-    if not _targets(auto):
-        yield FieldError(
-            _PATH,
-            "has no target to scale on",
-            fix="give at least one of queuePerGroup (e.g. 4), kvUsage (e.g. 0.8), ttftSeconds, itlSeconds",
-        )
-    if not auto.min_replicas <= md.spec.replicas <= auto.max_replicas:
+    elif not auto.min_replicas <= md.spec.replicas <= auto.max_replicas:
         yield FieldError(
             ("spec", "replicas"),
             f"is outside autoscaling's {auto.min_replicas}..{auto.max_replicas}: the autoscaler moves it "
