@@ -3,6 +3,10 @@ handing that policy out with the ModelServing."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -135,4 +139,97 @@ spec:
         ("spec.autoscaling.maxReplicas", 11),
         ("spec.autoscaling.kvUsage", 12),
         ("spec.autoscaling.queuePerGroup", 13),
+    ]
+
+
+# -------------------------------------------------------------------------- files: phalanx validate/render
+
+SERVING_AND_POLICY = """apiVersion: serving.phalanx.dev/v1alpha1
+kind: ModelServing
+metadata:
+  name: pd-serving
+spec:
+  template:
+    roles:
+    - name: prefill
+      entryTemplate:
+        spec:
+          containers: [{name: engine, image: x}]
+    - name: generate
+      entryTemplate:
+        spec:
+          containers: [{name: engine, image: x}]
+---
+"""
+
+
+def test_a_file_with_a_policy_checks_it_against_the_serving_beside_it() -> None:
+    from tests.unit.api.test_autoscalingpolicy import PREFILL_DECODE
+
+    text = SERVING_AND_POLICY + PREFILL_DECODE.lstrip().replace(
+        "workload.serving.volcano.sh/v1alpha1\nkind: AutoscalingPolicy",
+        "serving.phalanx.dev/v1alpha1\nkind: AutoscalingPolicy",
+    )
+    loaded = load_text(text, source="pd.yaml")
+    assert [p.render("pd.yaml") for p in loaded.errors] == [
+        "pd.yaml:37:7: error: spec.disaggregatedTarget.roles.decode: "
+        "is not a role of ModelServing pd-serving (got 'decode'); "
+        "fix: use one of its roles: prefill, generate"
+    ]
+    assert [p.name for p in loaded.policies] == ["pd"]
+
+
+def test_a_kthena_policy_in_a_file_is_refused_for_its_api_version_with_the_line() -> None:
+    from tests.unit.api.test_autoscalingpolicy import WAITING_ON_PODS
+
+    loaded = load_text(WAITING_ON_PODS.lstrip(), source="k.yaml")
+    assert [(p.field, p.line) for p in loaded.errors] == [("apiVersion", 1)]
+    assert loaded.policies == []
+
+
+def test_validate_and_render_read_policies(tmp_path: Path) -> None:
+    from tests.unit.api.test_autoscalingpolicy import WAITING_ON_PODS
+
+    path = tmp_path / "policy.yaml"
+    path.write_text(WAITING_ON_PODS.replace("workload.serving.volcano.sh", "serving.phalanx.dev"))
+    result = subprocess.run(
+        [sys.executable, "-m", "phalanx", "validate", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "valid (AutoscalingPolicy/chat-autoscaler)" in result.stderr
+    md = tmp_path / "md.yaml"
+    md.write_text(
+        "apiVersion: serving.phalanx.dev/v1alpha1\nkind: ModelDeployment\nmetadata: {name: tiny}\n"
+        "spec: {model: tiny-test, engine: sim, gpusPerNode: 1, gpuMemory: 24Gi, gpuProduct: simulated,\n"
+        "  autoscaling: {maxReplicas: 3, queuePerGroup: 4}}\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "phalanx", "render", "-f", str(md), "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    items = json.loads(result.stdout)["items"]
+    policies = [item for item in items if item["kind"] == "AutoscalingPolicy"]
+    assert [p["spec"]["homogeneousTarget"]["target"]["targetRef"]["name"] for p in policies] == ["tiny"]
+
+
+def test_phalanx_up_says_it_does_not_apply_policies() -> None:
+    from phalanx.embedded.specs import servings_from_text
+
+    text = SERVING_AND_POLICY + (
+        "apiVersion: serving.phalanx.dev/v1alpha1\nkind: AutoscalingPolicy\nmetadata: {name: whole}\n"
+        "spec:\n  metrics: [{name: queue, targetValue: 4}]\n"
+        "  homogeneousTarget: {minReplicas: 1, maxReplicas: 2, target: {targetRef: {name: pd-serving}}}\n"
+    )
+    loaded = servings_from_text(text, "f.yaml")
+    assert loaded.errors == []
+    assert [s.metadata.name for s in loaded.servings] == ["pd-serving"]
+    assert loaded.warnings == [
+        "f.yaml: AutoscalingPolicy/whole is checked but not applied: "
+        "this version of phalanx up does not autoscale"
     ]
