@@ -96,7 +96,7 @@ def _load_or_exit(path: Path) -> Loaded:
 def validate(file: FileOption) -> None:
     """Check a spec; print every problem with its line, field, value and fix. Exit 1 on errors."""
     loaded = _load_or_exit(file)
-    names = ", ".join(f"{r.kind}/{r.metadata.name}" for r in loaded.resources)
+    names = ", ".join(f"{r.kind}/{r.metadata.name}" for r in [*loaded.resources, *loaded.policies])
     err.print(f"{loaded.source}: valid ({names})")
 
 
@@ -114,7 +114,8 @@ def _render_objects(
         f"  {line}" for line in compiled.plan.arithmetic
     ]
     ms = compiled.model_serving
-    return [ms.to_dict(), *steady_state(ms)], comments
+    policy = [compiled.autoscaling_policy.to_dict()] if compiled.autoscaling_policy is not None else []
+    return [ms.to_dict(), *steady_state(ms), *policy], comments
 
 
 @app.command()
@@ -130,6 +131,7 @@ def render(
         rendered, notes = _render_objects(resource, loaded.source)
         objects += rendered
         comments += notes
+    objects += [policy.to_dict() for policy in loaded.policies]
     if output == "json":
         print(json.dumps({"apiVersion": "v1", "kind": "List", "items": objects}, indent=2))
         return

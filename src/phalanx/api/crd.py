@@ -15,6 +15,7 @@ which reports them in the `Valid` status condition.
 from __future__ import annotations
 
 import copy
+import json
 import typing
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from phalanx.api.autoscalingpolicy import AutoscalingPolicy
 from phalanx.api.modeldeployment import ModelDeployment
 from phalanx.api.modelserving import ModelServing
 from phalanx.api.names import DNS_LABEL_MAX
@@ -49,6 +51,7 @@ _LIST_KEY_DEFAULTS = {
     ("io.k8s.api.core.v1.ContainerPort", "protocol"): "TCP",
     ("io.k8s.api.core.v1.LocalObjectReference", "name"): "",
 }
+_QUANTITY_KEYS = ("description", "anyOf", "pattern", "x-kubernetes-int-or-string")
 _DROPPED_K8S_KEYS = frozenset(
     {
         "x-kubernetes-patch-strategy",
@@ -421,6 +424,9 @@ class _Converter:
 
     def node(self, schema: Schema, *, def_name: str | None = None) -> Schema:
         schema = dict(schema)
+        if schema.get("x-kubernetes-int-or-string") and "pattern" in schema:
+            # A quantity (resource.Quantity) whose model writes its own schema.
+            return {k: schema[k] for k in _QUANTITY_KEYS if k in schema}
         if "$ref" in schema:
             name = schema.pop("$ref").rsplit("/", 1)[-1]
             target = self.node(self.defs[name], def_name=name)
@@ -709,6 +715,7 @@ def _types(schema: Schema) -> list[str]:
 _KIND_DESCRIPTIONS = {
     "ModelServing": "ServingGroups of gang-scheduled pods serving one model across several nodes.",
     "ModelDeployment": "A model, an engine and a GPU shape; Phalanx plans and owns a ModelServing for it.",
+    "AutoscalingPolicy": "Scales a ModelServing, or the roles of one, on queue, engine and latency signals.",
 }
 
 
@@ -797,7 +804,8 @@ def _crd(
                     "name": VERSION,
                     "served": True,
                     "storage": True,
-                    "schema": {"openAPIV3Schema": _resource_schema(model, kind)},
+                    # A JSON round trip: nodes shared between fields would be YAML anchors.
+                    "schema": {"openAPIV3Schema": json.loads(json.dumps(_resource_schema(model, kind)))},
                     "subresources": subresources,
                     "additionalPrinterColumns": columns,
                 }
@@ -864,14 +872,44 @@ def crd_for_model_deployment() -> dict[str, Any]:
     )
 
 
+def crd_for_autoscaling_policy() -> dict[str, Any]:
+    return _crd(
+        AutoscalingPolicy,
+        kind="AutoscalingPolicy",
+        plural="autoscalingpolicies",
+        short_names=["asp"],
+        scale=False,
+        columns=[
+            _column(
+                "Ready",
+                "string",
+                '.status.conditions[?(@.type=="Ready")].status',
+                "Status of the Ready condition.",
+            ),
+            _column(
+                "Desired", "integer", ".status.homogeneousStatus.desiredReplicas", "Desired ServingGroups."
+            ),
+            _column("Mode", "string", ".status.homogeneousStatus.mode", "Stable or Panic."),
+            _AGE,
+        ],
+    )
+
+
 def crds() -> list[dict[str, Any]]:
-    return [crd_for_model_serving(), crd_for_model_deployment()]
+    return [crd_for_model_serving(), crd_for_model_deployment(), crd_for_autoscaling_policy()]
+
+
+_CRD_OF_KIND = {
+    "ModelServing": crd_for_model_serving,
+    "ModelDeployment": crd_for_model_deployment,
+    "AutoscalingPolicy": crd_for_autoscaling_policy,
+}
 
 
 @cache
 def openapi_schema(kind: str) -> Schema:
     """The openAPIV3Schema the API server checks objects of `kind` against."""
-    crd = crd_for_model_serving() if kind == "ModelServing" else crd_for_model_deployment()
+    crd = _CRD_OF_KIND.get(kind, crd_for_model_deployment)()
     schema: Schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     return schema
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from phalanx.api.autoscaling_shorthand import validate_deployment_autoscaling
 from phalanx.api.errors import UNSET, FieldError
 from phalanx.api.modeldeployment import CONNECTORS, Disaggregation, ModelDeployment
 from phalanx.api.names import DNS_LABEL_MAX, is_dns1035_label
@@ -13,7 +14,14 @@ _SHAPE_FIX = "give either instanceType (e.g. Standard_ND96isr_H100_v5) or gpusPe
 
 
 def validate_model_deployment(md: ModelDeployment) -> list[FieldError]:
-    return [*_metadata(md), *_model(md), *_shape(md), *_engine(md), *_disaggregation(md)]
+    return [
+        *_metadata(md),
+        *_model(md),
+        *_shape(md),
+        *_engine(md),
+        *_disaggregation(md),
+        *validate_deployment_autoscaling(md),
+    ]
 
 
 def _model(md: ModelDeployment) -> Iterator[FieldError]:

@@ -9,6 +9,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from phalanx.api.autoscaling_validation import check_target, parse_autoscaling_policy
+from phalanx.api.autoscalingpolicy import AutoscalingPolicy
 from phalanx.api.crd import openapi_schema
 from phalanx.api.deployment_validation import validate_model_deployment
 from phalanx.api.errors import FieldError, Path, SpecError
@@ -36,6 +38,8 @@ class Loaded:
     resources: list[Resource] = field(default_factory=list)
     problems: list[FieldError] = field(default_factory=list)
     source: str | None = None
+    # Read and checked; nothing acts on them yet (they are not resources a runtime serves).
+    policies: list[AutoscalingPolicy] = field(default_factory=list)
 
     @property
     def errors(self) -> list[FieldError]:
@@ -245,12 +249,36 @@ def load_text(text: str, source: str | None = None, check: Check | None = None) 
         )
     resources: list[Resource] = []
     problems: list[FieldError] = []
+    policies: list[tuple[Document, AutoscalingPolicy]] = []
     for document in documents:
         problems += document.problems
+        if isinstance(document.data, dict) and document.data.get("kind") == "AutoscalingPolicy":
+            policy, parsed = parse_autoscaling_policy(document.data)
+            problems += _located(document, parsed)
+            if policy is not None:
+                policies.append((document, policy))
+            continue
         data, found = _read_from_a_cluster(document.data)
         resource, parsed = parse_resource(data, check)
         problems += _located(document, found + parsed)
         if resource is not None:
             resources.append(resource)
+    problems += _policy_targets(policies, resources)
     problems.sort(key=lambda p: (p.document, p.line or 0, p.column or 0))
-    return Loaded(resources=resources, problems=problems, source=source)
+    return Loaded(resources=resources, problems=problems, source=source, policies=[p for _, p in policies])
+
+
+def _policy_targets(
+    policies: list[tuple[Document, AutoscalingPolicy]], resources: list[Resource]
+) -> list[FieldError]:
+    """A policy checked against a ModelServing of the same file that it names (its roles)."""
+    servings = {(r.metadata.namespace, r.metadata.name): r for r in resources if isinstance(r, ModelServing)}
+    problems: list[FieldError] = []
+    for document, policy in policies:
+        spec = policy.spec
+        ref = spec.homogeneous_target.target.target_ref if spec.homogeneous_target else None
+        ref = spec.disaggregated_target.target_ref if spec.disaggregated_target else ref
+        serving = servings.get((policy.metadata.namespace, ref.name)) if ref is not None else None
+        if serving is not None:
+            problems += _located(document, check_target(policy, serving))
+    return problems

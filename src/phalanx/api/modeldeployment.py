@@ -89,6 +89,19 @@ class Workload(ApiModel):
     ttft_seconds: float | None = Field(default=None, gt=0)  # target for one prompt's prefill
 
 
+class DeploymentAutoscaling(ApiModel):
+    """Scale the ServingGroups between minReplicas and maxReplicas on the targets given: Phalanx
+    writes an AutoscalingPolicy (named after the deployment) for the ModelServing it compiles to."""
+
+    min_replicas: int = Field(default=1, ge=0)
+    max_replicas: int = Field(ge=1)
+    queue_per_group: float | None = Field(default=None, gt=0)  # requests the router holds per group
+    kv_usage: float | None = Field(default=None, gt=0, le=1)  # engine KV-cache usage per group, 0..1
+    ttft_seconds: float | None = Field(default=None, gt=0)  # time to first token, p95: an objective
+    itl_seconds: float | None = Field(default=None, gt=0)  # inter-token latency, p95: an objective
+    observe_only: bool = False  # decide and report, change nothing
+
+
 class ModelDeploymentSpec(ApiModel):
     model: Annotated[ModelRef, BeforeValidator(_model_shorthand)]
     engine: Engine = "vllm"
@@ -117,6 +130,7 @@ class ModelDeploymentSpec(ApiModel):
     tolerations: list[dict[str, Any]] = Field(default_factory=list)
     disaggregation: Disaggregation | None = None
     workload: Workload | None = None
+    autoscaling: DeploymentAutoscaling | None = None
 
 
 class ModelDeploymentStatus(ApiModel):

@@ -97,9 +97,14 @@ def translate(error: ValidationError, model: type[BaseModel], prefix: Path = ())
                 value=value,
                 fix=f"use one of {expected}",
             )
-        elif kind in ("greater_than_equal", "greater_than"):
-            bound = ctx.get("ge", ctx.get("gt"))
-            word = "at least" if kind == "greater_than_equal" else "more than"
+        elif kind in ("greater_than_equal", "greater_than", "less_than_equal", "less_than"):
+            bound = ctx.get("ge", ctx.get("gt", ctx.get("le", ctx.get("lt"))))
+            word = {
+                "greater_than_equal": "at least",
+                "greater_than": "more than",
+                "less_than_equal": "at most",
+                "less_than": "less than",
+            }[kind]
             problem = FieldError(
                 path=prefix + path,
                 message=f"must be {word} {bound}",

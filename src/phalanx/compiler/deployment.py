@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from phalanx.api import labels as L
+from phalanx.api.autoscaling_shorthand import autoscaling_policy_for
+from phalanx.api.autoscalingpolicy import AutoscalingPolicy
 from phalanx.api.deployment_validation import validate_model_deployment
 from phalanx.api.errors import FieldError, SpecError, only_errors
 from phalanx.api.modeldeployment import CONNECTORS, Disaggregation, ModelDeployment
@@ -32,6 +34,8 @@ class Compiled:
     plan: Plan  # disaggregated: the decode side's, its arithmetic and warnings covering both sides
     warnings: list[FieldError] = field(default_factory=list)
     pd: PdPlan | None = None
+    # spec.autoscaling's AutoscalingPolicy for model_serving; None without autoscaling.
+    autoscaling_policy: AutoscalingPolicy | None = None
 
 
 def _template(pod_template: dict[str, Any], md: ModelDeployment) -> dict[str, Any]:
@@ -219,7 +223,10 @@ def _compile(md: ModelDeployment) -> tuple[Compiled | None, list[FieldError]]:
     problems += notes + (refused or _generated_problems(ms))
     if any(p.severity == "error" for p in problems):
         return None, problems
-    return Compiled(model_serving=ms, plan=plan, warnings=problems, pd=pd), problems
+    policy = autoscaling_policy_for(md, ms.name)
+    return Compiled(
+        model_serving=ms, plan=plan, warnings=problems, pd=pd, autoscaling_policy=policy
+    ), problems
 
 
 def deployment_problems(resource: ModelServing | ModelDeployment) -> list[FieldError]:

@@ -33,6 +33,11 @@ def servings_from_text(text: str, source: str) -> LoadedServings:
                 _add(result, list(exc.errors), source)
                 continue
             result.servings.append(compiled.model_serving)
+    for policy in loaded.policies:
+        result.warnings.append(
+            f"{source}: AutoscalingPolicy/{policy.name} is checked but not applied: this version of "
+            "phalanx up does not autoscale"
+        )
     if not result.servings and not result.errors:
         result.errors.append(f"{source}: no ModelServing or ModelDeployment in the file")
     return result

@@ -146,7 +146,11 @@ def test_committed_files_are_the_generators_output(crd: dict[str, Any]) -> None:
 
 def test_only_generated_files_in_deploy_crds() -> None:
     names = {crd_file_name(crd) for crd in crds()}
-    assert names == {"serving.phalanx.dev_modelservings.yaml", "serving.phalanx.dev_modeldeployments.yaml"}
+    assert names == {
+        "serving.phalanx.dev_modelservings.yaml",
+        "serving.phalanx.dev_modeldeployments.yaml",
+        "serving.phalanx.dev_autoscalingpolicies.yaml",
+    }
     assert {p.name for p in (ROOT / "deploy" / "crds").glob("*.yaml")} == names
 
 

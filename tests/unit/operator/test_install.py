@@ -70,6 +70,7 @@ def test_default_objects_in_an_order_kubectl_can_create_them_in() -> None:
         ("Namespace", "phalanx-system"),
         ("CustomResourceDefinition", "modelservings.serving.phalanx.dev"),
         ("CustomResourceDefinition", "modeldeployments.serving.phalanx.dev"),
+        ("CustomResourceDefinition", "autoscalingpolicies.serving.phalanx.dev"),
         ("ServiceAccount", "phalanx-operator"),
         ("ServiceAccount", "phalanx-router"),
         ("ClusterRole", "phalanx-operator"),

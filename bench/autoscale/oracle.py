@@ -1,0 +1,85 @@
+"""The oracle: the fewest units each minute that meet the TTFT objective, found offline.
+
+It sees the whole trace and runs the same capacity model, with two powers no real autoscaler has:
+units are ready the moment it asks (no Pending delay, no cold start), and it picks each minute's
+count by trying every count, smallest first, on a copy of the replay, keeping the first whose
+requests arriving in that minute get their first token within the objective (at least
+`attainment` of them). Minutes are chosen in order, each from the state the earlier ones left.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+from phalanx.autoscale.replay.capacity import CapacityModel
+from phalanx.autoscale.replay.replayer import Replayer, RunResult
+from phalanx.autoscale.replay.trace import Trace
+from phalanx.autoscale.types import Signals
+
+
+@dataclass
+class Fixed:
+    """A scaler that asks for whatever count it is set to."""
+
+    units: int
+    period: float = 60.0
+
+    def decide(self, signals: Signals, now: float) -> int:
+        return self.units
+
+
+@dataclass(frozen=True)
+class Oracle:
+    units: tuple[int, ...]  # per minute
+    result: RunResult
+
+
+def _met(replayer: Replayer, first: int, last: int, objective: float) -> tuple[int, int]:
+    """Of requests first..last-1: how many got a first token within the objective, and how many."""
+    requests = replayer.trace.requests
+    met = 0
+    for index in range(first, last):
+        token = replayer.first_token[index]
+        if token is not None and token - requests[index].arrival <= objective:
+            met += 1
+    return met, last - first
+
+
+def oracle(
+    trace: Trace,
+    capacity: CapacityModel,
+    objective: float,
+    *,
+    attainment: float = 0.95,
+    step: float = 60.0,
+    max_units: int = 64,
+    tail: float = 900.0,
+) -> Oracle:
+    instant = dataclasses.replace(capacity, pending_delay=0.0, cold_start=0.0)
+    scaler = Fixed(0, period=step)
+    replayer = Replayer(trace, instant, scaler, initial_units=0)
+    arrivals = [r.arrival for r in trace.requests]
+    chosen: list[int] = []
+    first = 0
+    for minute in range(math.ceil(trace.duration / step)):
+        end = (minute + 1) * step
+        last = first
+        while last < len(arrivals) and arrivals[last] < end:
+            last += 1
+        busy = last > first or replayer.queue or any(u.inflight for u in replayer.units if u.alive)
+        units = max_units
+        for candidate in range(1 if busy else 0, max_units + 1):
+            twin = replayer.fork(Fixed(candidate, period=step))
+            twin.advance(end + objective + 1e-6)
+            met, count = _met(twin, first, last, objective)
+            if count == 0 or met >= attainment * count:
+                units = candidate
+                break
+        scaler.units = units
+        replayer.advance(end)
+        chosen.append(units)
+        first = last
+    replayer.advance(trace.duration + tail, stop_when_done=True)
+    return Oracle(tuple(chosen), replayer.result())

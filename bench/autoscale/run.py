@@ -1,0 +1,321 @@
+"""Autoscaler benchmark: every scaler on every trace, in the virtual-clock replayer.
+
+    .venv/bin/python bench/autoscale/run.py                      # all traces, all scalers
+    .venv/bin/python bench/autoscale/run.py --traces step sine --scalers hpa kpa
+
+Writes `results.json` beside this file (or `--out`) and prints the tables of results.md.
+Deterministic: the same code gives the same figures on any machine; only the run times differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from clones import HPA, KEDA, KPA, inflight
+from oracle import oracle
+
+from phalanx.autoscale.core import autoscale
+from phalanx.autoscale.replay import traces
+from phalanx.autoscale.replay.capacity import CapacityModel
+from phalanx.autoscale.replay.metrics import (
+    capacity_back,
+    decision_time,
+    summarize,
+    timeline,
+    unplaced_seconds,
+    zero_seconds,
+)
+from phalanx.autoscale.replay.replayer import Scaler, replay
+from phalanx.autoscale.replay.trace import Trace
+from phalanx.autoscale.types import History, MetricTarget, Policy, Signals
+
+HERE = Path(__file__).resolve().parent
+OBJECTIVE = 2.0  # seconds to first token
+CAPACITY = CapacityModel()
+STEP_AT = 300.0  # when the step trace's load goes up
+SINE_CYCLES = 2
+# Every clone aims at the same load per unit: 70% of a unit's batch slots in flight (Knative's
+# default target utilisation, applied to the batch size as its container concurrency), and KEDA
+# at 2 waiting requests per engine (a queue beyond that already costs more than the objective).
+TARGET_CONCURRENCY = 0.7 * CAPACITY.slots
+KEDA_WAITING = 2.0
+MAX_UNITS = 32  # every scaler's maximum (HPA maxReplicas, KEDA maxReplicaCount, Knative max-scale)
+WARM_UP = 60.0  # seconds in which scalers watch but do not act (see Warm)
+
+AZURE = HERE / "traces" / "azure_conv_20min.csv"
+CAPPED = dataclasses.replace(CAPACITY, max_units=4)  # fewer than the 6 units the step needs
+SCENARIOS: dict[str, tuple[Callable[[], Trace], CapacityModel]] = {
+    "step": (lambda: traces.step(at=STEP_AT), CAPACITY),
+    "sine": (lambda: traces.sine(cycles=SINE_CYCLES), CAPACITY),
+    "steady": (traces.steady, CAPACITY),
+    "azure": (
+        lambda: traces.read_azure_llm((HERE / "traces" / "azure_conv_20min.csv").read_text()),
+        CAPACITY,
+    ),
+    "bursts": (traces.bursts, CAPACITY),
+    "step-capped": (lambda: traces.step(at=STEP_AT), CAPPED),
+}
+
+
+def _kpa_aibrix() -> KPA:
+    kpa = KPA.aibrix(TARGET_CONCURRENCY)
+    kpa.max_replicas = MAX_UNITS
+    return kpa
+
+
+@dataclass
+class Ours:
+    """Phalanx's core, `autoscale()`, keeping its history between passes as the shell does."""
+
+    policy: Policy
+    history: History = field(default_factory=History)
+
+    @property
+    def period(self) -> float:
+        return self.policy.period
+
+    def decide(self, signals: Signals, now: float) -> int:
+        decision = autoscale(self.policy, signals, now, self.history)
+        self.history = decision.history
+        return decision.desired
+
+
+# Ours with the Policy's defaults; its load target is the clones' (requests in flight per unit),
+# plus the TTFT objective as a guard.
+OURS = Policy(
+    min_replicas=1,
+    max_replicas=MAX_UNITS,
+    metrics=(MetricTarget("inflight", TARGET_CONCURRENCY), MetricTarget("ttft_p95", OBJECTIVE)),
+)
+# The same, also counting requests the router holds (its queue, and the admission queue) at the
+# same target per unit.
+OURS_QUEUE = dataclasses.replace(OURS, metrics=(*OURS.metrics, MetricTarget("queue", TARGET_CONCURRENCY)))
+
+SCALERS: dict[str, Callable[[], Scaler]] = {
+    "ours": lambda: Ours(OURS),
+    "ours-queue": lambda: Ours(OURS_QUEUE),
+    "ours-min0": lambda: Ours(dataclasses.replace(OURS, min_replicas=0)),  # may scale to zero
+    "hpa": lambda: HPA(metric=inflight, target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
+    "kpa": lambda: KPA(target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
+    "kpa-aibrix": _kpa_aibrix,
+    "keda": lambda: KEDA(threshold=KEDA_WAITING, min_replica_count=1, max_replica_count=MAX_UNITS),
+    # KEDA's default minReplicaCount (0): the waiting metric does not exist at zero replicas.
+    "keda-min0": lambda: KEDA(threshold=KEDA_WAITING, max_replica_count=MAX_UNITS),
+}
+
+
+@dataclass
+class Warm:
+    """Every scaler is taken to have been running before the trace starts: for the first
+    `until` seconds it sees every pass (filling its windows) but the count stays as it is."""
+
+    inner: Scaler
+    until: float = WARM_UP
+
+    @property
+    def period(self) -> float:
+        return self.inner.period
+
+    def decide(self, signals: Signals, now: float) -> int:
+        desired = self.inner.decide(signals, now)
+        return desired if now >= self.until else sum(1 for u in signals.units if not u.draining)
+
+
+def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
+    make, capacity = SCENARIOS[name]
+    trace = make()
+    started = time.perf_counter()
+    best = oracle(trace, capacity, OBJECTIVE, max_units=capacity.max_units or MAX_UNITS)
+    oracle_seconds = time.perf_counter() - started
+    reference = summarize(best.result, OBJECTIVE)
+    initial = max(1, best.units[0])
+    out: dict[str, Any] = {
+        "requests": len(trace.requests),
+        "duration_s": trace.duration,
+        "initial_units": initial,
+        "oracle": {
+            "units_per_minute": list(best.units),
+            "metrics": dataclasses.asdict(reference),
+            "seconds": round(oracle_seconds, 2),
+        },
+        "scalers": {},
+    }
+    for scaler_name in scalers:
+        started = time.perf_counter()
+        result = replay(trace, capacity, Warm(SCALERS[scaler_name]()), initial_units=initial)
+        seconds = time.perf_counter() - started
+        metrics = summarize(result, OBJECTIVE)
+        extra: dict[str, Any] = {"gpu_hours_vs_oracle": metrics.gpu_hours / reference.gpu_hours}
+        extra["peak_above_oracle"] = metrics.peak_units - reference.peak_units
+        if name == "step":
+            need = best.units[int(STEP_AT // 60)]
+            extra["decision_s"] = decision_time(result, STEP_AT)
+            extra["capacity_back_s"] = capacity_back(result, STEP_AT, need)
+            extra["capacity_needed"] = need
+        if name == "sine":
+            extra["actions_per_cycle"] = metrics.actions / SINE_CYCLES
+        if capacity.max_units is not None:
+            extra["unplaced_s"] = unplaced_seconds(result)
+        extra["zero_s"] = zero_seconds(result)
+        out["scalers"][scaler_name] = {
+            "metrics": dataclasses.asdict(metrics),
+            **extra,
+            "seconds": round(seconds, 2),
+            "timeline": [dataclasses.asdict(m) for m in timeline(result, OBJECTIVE)],
+        }
+    return out
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def tables(results: dict[str, Any]) -> str:
+    lines = []
+    for name, data in results["traces"].items():
+        o = data["oracle"]["metrics"]
+        lines += [
+            f"### {name} ({data['requests']} requests, {data['duration_s']:.0f} s)",
+            "",
+            "| scaler | within TTFT objective | GPU-hours | × oracle | peak units | actions"
+            " | direction changes | unserved | dropped | extra |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+            f"| oracle | {o['slo_attainment']:.1%} | {o['gpu_hours']:.2f} | 1.00 | {o['peak_units']} | "
+            f"{o['actions']} | {o['direction_changes']} | {o['unserved']} | {o['dropped']} | |",
+        ]
+        for scaler, row in data["scalers"].items():
+            m = row["metrics"]
+            notes = []
+            if "decision_s" in row:
+                notes.append(
+                    f"decision {_num(row['decision_s'], 0)} s, {row['capacity_needed']} units ready after "
+                    f"{_num(row['capacity_back_s'], 0)} s"
+                )
+            if "actions_per_cycle" in row:
+                notes.append(f"{row['actions_per_cycle']:.1f} actions per cycle")
+            if "unplaced_s" in row:
+                notes.append(f"asked for unplaceable units for {row['unplaced_s']:.0f} s")
+            if row["zero_s"]:
+                notes.append(f"at zero units for {row['zero_s']:.0f} s")
+            extra = "; ".join(notes)
+            lines.append(
+                f"| {scaler} | {m['slo_attainment']:.1%} | {m['gpu_hours']:.2f} | "
+                f"{row['gpu_hours_vs_oracle']:.2f} | "
+                f"{m['peak_units']} | {m['actions']} | {m['direction_changes']} | {m['unserved']} | "
+                f"{m['dropped']} | {extra} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def goals(results: dict[str, Any], name: str = "ours") -> str:
+    """Issue 15's goals for one scaler, each with the measured figure and whether it is met."""
+    rows = []
+    traces_ = results["traces"]
+
+    def add(goal: str, figure: str, met: bool) -> None:
+        rows.append(f"| {goal} | {figure} | {'yes' if met else 'no'} |")
+
+    if "step" in traces_ and name in traces_["step"]["scalers"]:
+        step = traces_["step"]["scalers"][name]
+        decided, back = step["decision_s"], step["capacity_back_s"]
+        period = OURS.period if name == "ours" else 15.0
+        add(
+            "step: decision within one period",
+            f"{_num(decided, 0)} s",
+            decided is not None and decided <= period,
+        )
+        tc = CAPACITY.startup
+        add(
+            f"step: capacity back within decision + Tc ({tc:.0f} s)",
+            f"{_num(back, 0)} s",
+            back is not None and decided is not None and back <= decided + tc,
+        )
+    for trace, data in traces_.items():
+        if name not in data["scalers"]:
+            continue
+        row = data["scalers"][name]
+        m, o = row["metrics"], data["oracle"]["metrics"]
+        add(
+            f"{trace}: peak at most oracle + 1",
+            f"{m['peak_units']} vs {o['peak_units']}",
+            row["peak_above_oracle"] <= 1,
+        )
+        cheap = row["gpu_hours_vs_oracle"] <= 1.15 and m["slo_attainment"] >= 0.95
+        add(
+            f"{trace}: GPU-hours <= 1.15 x oracle at >= 95% within objective",
+            f"{row['gpu_hours_vs_oracle']:.2f} x, {m['slo_attainment']:.1%}",
+            cheap,
+        )
+        others = [r for n, r in data["scalers"].items() if n != name]
+        # Better: no more GPU-hours and no less within the objective, and strictly better on one.
+        mine = (row["gpu_hours_vs_oracle"], m["slo_attainment"])
+        better = all(
+            mine[0] <= r["gpu_hours_vs_oracle"]
+            and mine[1] >= r["metrics"]["slo_attainment"]
+            and mine != (r["gpu_hours_vs_oracle"], r["metrics"]["slo_attainment"])
+            for r in others
+        )
+        add(f"{trace}: better than every clone (cheaper and as good, or as cheap and better)", "", better)
+        add(f"{trace}: 0 dropped", str(m["dropped"]), m["dropped"] == 0)
+    if "steady" in traces_ and name in traces_["steady"]["scalers"]:
+        changes = traces_["steady"]["scalers"][name]["metrics"]["direction_changes"]
+        add("steady: at most 1 change of direction in 30 min", str(changes), changes <= 1)
+    if "sine" in traces_ and name in traces_["sine"]["scalers"]:
+        per_cycle = traces_["sine"]["scalers"][name]["actions_per_cycle"]
+        add("sine: at most 2 actions per cycle", f"{per_cycle:.1f}", per_cycle <= 2)
+    if "step-capped" in traces_ and name in traces_["step-capped"]["scalers"]:
+        stuck = traces_["step-capped"]["scalers"][name]["unplaced_s"]
+        bound = OURS.pending_timeout + 2 * OURS.period
+        add(
+            f"step-capped: asks for unplaceable units no longer than the pending timeout + 2 periods"
+            f" ({bound:.0f} s)",
+            f"{stuck:.0f} s",
+            stuck <= bound,
+        )
+    through_zero = f"{name}-min0"
+    if "bursts" in traces_ and through_zero in traces_["bursts"]["scalers"]:
+        row = traces_["bursts"]["scalers"][through_zero]
+        lost = row["metrics"]["unserved"] + row["metrics"]["dropped"]
+        add(
+            f"bursts ({through_zero}): 0 requests lost going through zero",
+            f"{lost}, after {row['zero_s']:.0f} s at zero",
+            lost == 0 and row["zero_s"] > 0,
+        )
+    return "\n".join(["| goal | measured | met |", "|---|---|---|", *rows])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--traces", nargs="+", default=list(SCENARIOS), choices=list(SCENARIOS))
+    parser.add_argument("--scalers", nargs="+", default=list(SCALERS), choices=list(SCALERS))
+    parser.add_argument("--out", type=Path, default=HERE / "results.json")
+    args = parser.parse_args()
+    results = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {sys.version.split()[0]}",
+        "objective_ttft_s": OBJECTIVE,
+        "capacity": dataclasses.asdict(CAPACITY),
+        "target_concurrency": TARGET_CONCURRENCY,
+        "keda_waiting": KEDA_WAITING,
+        "traces": {name: run_trace(name, args.scalers) for name in args.traces},
+    }
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(tables(results))
+    if "ours" in args.scalers:
+        print(goals(results))
+
+
+if __name__ == "__main__":
+    main()

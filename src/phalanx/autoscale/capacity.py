@@ -1,0 +1,59 @@
+"""The capacity floor: tokens per second one unit sustains, learned while units run, and the count
+the demand needs at that rate.
+
+Only a saturated unit (requests waiting in its engine) shows its capacity: an unsaturated unit's
+tokens per second is just the demand it was given. The estimate is a smoothed maximum: it rises at
+once to the mean of this pass's saturated units when that is higher (a unit proved it can serve
+that much) and falls by a tenth of the gap when it is lower, so one slow pass does not raise the
+floor, while a lasting change of the request mix (longer prompts, fewer tokens per second) is
+followed within a few minutes. A floor that is too low only weakens the floor; one that is too
+high would keep idle units, so the estimate leans high.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from phalanx.autoscale.recommend import Figure, number, ratio_rule
+from phalanx.autoscale.types import UnitSignals
+
+FALL = 0.1  # share of the gap the estimate moves down per pass with lower saturated samples
+
+
+def saturated_rate(live: Sequence[UnitSignals]) -> float | None:
+    """Mean tokens per second of the ready units that had requests waiting; None when none had."""
+    rates = [
+        u.tokens_per_second
+        for u in live
+        if u.ready
+        and u.waiting is not None
+        and u.waiting > 0
+        and u.tokens_per_second is not None
+        and u.tokens_per_second > 0
+    ]
+    return sum(rates) / len(rates) if rates else None
+
+
+def learn_capacity(previous: float | None, live: Sequence[UnitSignals]) -> float | None:
+    sample = saturated_rate(live)
+    if sample is None:
+        return previous
+    if previous is None or sample >= previous:
+        return sample
+    return previous + FALL * (sample - previous)
+
+
+def capacity_figure(
+    demand: float | None, capacity: float | None, current: int, tolerance: float, unit: str
+) -> Figure | None:
+    """ceil(demand / capacity per unit), held inside the tolerance band like any ratio."""
+    if demand is None or capacity is None or capacity <= 0:
+        return None
+    raw = max(demand, 0.0) / capacity
+    replicas, held = ratio_rule(raw, raw, current, tolerance)
+    verdict = f"is within the {tolerance:.0%} tolerance: {replicas}" if held else f"asks for {replicas}"
+    return Figure(
+        "capacity",
+        replicas,
+        f"demand {number(demand)} tokens/s at the learned {number(capacity)} tokens/s per {unit} {verdict}",
+    )

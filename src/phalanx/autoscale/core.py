@@ -1,0 +1,146 @@
+"""`autoscale`: one pass of the autoscaler for one target, a pure function.
+
+recommend each signal -> highest wins -> clamp -> (from zero: start at once) | panic | windows and
+step limits -> clamp -> to zero only after a whole idle window -> placement cap -> record.
+"""
+
+from __future__ import annotations
+
+from phalanx.autoscale.capacity import capacity_figure, learn_capacity
+from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
+from phalanx.autoscale.recommend import Figure, plural, recommend
+from phalanx.autoscale.record import append_record, prune_recommendations
+from phalanx.autoscale.stabilize import Step, panic_step, seconds, stable_step
+from phalanx.autoscale.types import (
+    Decision,
+    DecisionRecord,
+    History,
+    Mode,
+    Policy,
+    Recommendation,
+    Signals,
+    UnitSignals,
+)
+from phalanx.autoscale.zero import idle_for
+
+
+def clamp(value: int, policy: Policy) -> tuple[int, str | None]:
+    if value < policy.min_replicas:
+        return policy.min_replicas, f"raised to the minimum {policy.min_replicas}"
+    if value > policy.max_replicas:
+        return policy.max_replicas, f"capped at the maximum {policy.max_replicas}"
+    return value, None
+
+
+def gather(
+    policy: Policy, live: tuple[UnitSignals, ...], signals: Signals, capacity: float | None
+) -> list[Figure]:
+    """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's."""
+    figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
+    if policy.capacity_floor:
+        demand = signals.demand_tokens_per_second
+        floor = capacity_figure(demand, capacity, len(live), policy.tolerance, policy.unit)
+        figures += [floor] if floor is not None else []
+    if not live and signals.admission_queue > 0:
+        waiting = plural(signals.admission_queue, "request")
+        text = f"{waiting} wait in the admission queue with no {policy.unit} to serve them"
+        figures.append(Figure("admission-queue", 1, text))
+    return figures
+
+
+def move(
+    policy: Policy,
+    recommended: int,
+    current: int,
+    now: float,
+    recommendations: tuple[Recommendation, ...],
+    history: History,
+) -> tuple[Step, float | None]:
+    """The count panic mode or the stable windows and limits allow, and when panic ends."""
+    panic_until = history.panic_until
+    threshold = recommended * 100 >= current * policy.panic.threshold_percent
+    if current > 0 and policy.panic.hold > 0 and threshold:
+        panic_until = now + policy.panic.hold
+    if panic_until is not None and now <= panic_until:
+        step = panic_step(recommended, current, now, history.records, policy.panic, policy.unit)
+        why = (
+            f"panic mode for {seconds(policy.panic.hold)}: {recommended} is at least "
+            f"{policy.panic.threshold_percent:g}% of {current}"
+            if threshold
+            else f"panic mode for {seconds(panic_until - now)} more"
+        )
+        return Step(step.desired, (why, *step.clauses)), panic_until
+    if recommended == current:
+        return Step(current), None
+    limit = policy.scale_up if recommended > current else policy.scale_down
+    return stable_step(recommended, current, now, recommendations, history.records, limit, policy.unit), None
+
+
+def autoscale(policy: Policy, signals: Signals, now: float, history: History) -> Decision:
+    unit = policy.unit
+    live = tuple(u for u in signals.units if not u.draining)  # draining units are already leaving
+    current = len(live)
+    capacity = learn_capacity(history.capacity_per_unit, live)
+    figures = gather(policy, live, signals, capacity)
+
+    top = max(figures, key=lambda f: f.replicas) if figures else None
+    clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]
+    recommended, clamped = clamp(top.replicas if top is not None else current, policy)
+    clauses += [clamped] if clamped else []
+    longest = max(policy.scale_up.stabilization_window, policy.scale_down.stabilization_window)
+    recommendations = prune_recommendations(
+        (*history.recommendations, Recommendation(now, recommended)), now, longest
+    )
+
+    if current == 0 and signals.admission_queue > 0:
+        step, panic_until = (
+            Step(recommended, (f"started at once: no window or limit holds back the first {unit}",)),
+            None,
+        )
+    else:
+        step, panic_until = move(policy, recommended, current, now, recommendations, history)
+    mode: Mode = "Stable" if panic_until is None else "Panic"
+    clauses += step.clauses
+    desired, clamped = clamp(step.desired, policy)
+    clauses += [clamped] if clamped else []
+    window = policy.scale_down.stabilization_window
+    if (
+        desired == 0
+        and current > 0
+        and policy.max_replicas > 0
+        and not idle_for(recommendations, now, window)
+    ):
+        desired = 1
+        clauses.append(
+            f"kept at 1: the load has not been 0 for the whole {seconds(window)} scale-down window"
+        )
+
+    where = placement(live, signals, now, history, policy.pending_timeout)
+    before = desired
+    if where.cap is not None and desired > max(where.cap, policy.min_replicas):
+        desired = max(where.cap, policy.min_replicas)
+        clauses.append(blocked_clause(where, desired, unit))
+    events = blocked_events(where, before, desired, policy.pending_timeout, unit) if where.stuck else ()
+
+    reason = "; ".join(clauses) + (" (observe only: not applied)." if policy.observe_only else ".")
+    record = DecisionRecord(now, current, desired, mode, reason)
+    kept = History(
+        recommendations=recommendations,
+        records=append_record(history.records, record, policy.history_limit),
+        panic_until=panic_until,
+        last_scale_up=now if desired > current else history.last_scale_up,
+        last_scale_down=now if desired < current else history.last_scale_down,
+        capacity_per_unit=capacity,
+        placement_limit=where.limit,
+        placement_retry_at=where.retry_at,
+    )
+    return Decision(
+        desired=desired,
+        current=current,
+        ready=sum(1 for u in live if u.ready),
+        mode=mode,
+        reason=reason,
+        history=kept,
+        recommendations={f.source: f.replicas for f in figures},
+        events=events,
+    )

@@ -1,0 +1,119 @@
+"""From the recommendation to the next count: stabilisation windows, step limits and panic mode,
+with Kthena's semantics.
+
+- Scale-up uses the lowest recommendation of its window, scale-down the highest of its.
+- A step limit counts from the count in force over the last `period` (the lowest of them for
+  scale-up, the highest for scale-down, the current count included): up to base + instances or
+  base + floor(base * percent / 100), the looser of the two with select "Or", the tighter with
+  "And"; down to base - instances or base - floor(base * percent / 100) likewise.
+- In panic the stable limits and windows do not apply: growth is capped at base + floor(base *
+  percent / 100) from the lowest count of the panic period, and nothing scales down.
+
+The counts in force come from the decision records alone (each holds the count before and after
+a change), so a restarted controller that rebuilt its history from status decides the same.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from phalanx.autoscale.recommend import plural
+from phalanx.autoscale.types import DecisionRecord, PanicRule, Recommendation, StepLimit
+
+
+@dataclass(frozen=True)
+class Step:
+    """The count after this stage, and what the stage did, in words (none when it changed nothing)."""
+
+    desired: int
+    clauses: tuple[str, ...] = ()
+
+
+def seconds(value: float) -> str:
+    return f"{value:g} s"
+
+
+def window_values(recommendations: Sequence[Recommendation], now: float, window: float) -> list[int]:
+    """Recommendations made within the last `window` seconds (this pass's always is)."""
+    return [r.replicas for r in recommendations if r.time >= now - window]
+
+
+def counts_in_force(records: Sequence[DecisionRecord], current: int, now: float, period: float) -> list[int]:
+    """Every count that was in force at some moment of the last `period`, its start included."""
+    counts = [current]
+    for record in records:
+        if record.time >= now - period:
+            counts += [record.previous, record.desired]
+    return counts
+
+
+def up_limit(base: int, limit: StepLimit) -> int:
+    absolute = base + limit.instances
+    relative = base + math.floor(base * limit.percent / 100)
+    return max(absolute, relative) if limit.select == "Or" else min(absolute, relative)
+
+
+def down_floor(base: int, limit: StepLimit) -> int:
+    absolute = base - limit.instances
+    relative = base - math.floor(base * limit.percent / 100)
+    return min(absolute, relative) if limit.select == "Or" else max(absolute, relative)
+
+
+def describe(limit: StepLimit, moved: int, direction: str, unit: str) -> str:
+    which = "looser" if limit.select == "Or" else "tighter"
+    return (
+        f"the {direction} limit of {plural(moved, unit)} per {seconds(limit.period)} "
+        f"({limit.instances} or {limit.percent:g}%, the {which})"
+    )
+
+
+def stable_step(
+    recommended: int,
+    current: int,
+    now: float,
+    recommendations: Sequence[Recommendation],
+    records: Sequence[DecisionRecord],
+    limit: StepLimit,
+    unit: str,
+) -> Step:
+    """Scale-up when the recommendation is above the current count, scale-down when below."""
+    up = recommended > current
+    direction, extreme, which = ("scale-up", min, "lowest") if up else ("scale-down", max, "highest")
+    inner = extreme(window_values(recommendations, now, limit.stabilization_window))
+    desired = max(min(recommended, inner), current) if up else min(max(recommended, inner), current)
+    clauses: list[str] = []
+    if desired != recommended:
+        clauses.append(
+            f"held at {desired} by the {direction} window ({which} recommendation in the last "
+            f"{seconds(limit.stabilization_window)}: {inner})"
+        )
+    if limit.period > 0:
+        base = extreme(counts_in_force(records, current, now, limit.period))
+        bound = max(up_limit(base, limit), current) if up else min(down_floor(base, limit), current)
+        if (desired > bound) if up else (desired < bound):
+            desired = bound
+            verb = "capped" if up else "held"
+            clauses.append(f"{verb} at {bound} by {describe(limit, abs(bound - base), direction, unit)}")
+    return Step(desired, tuple(clauses))
+
+
+def panic_step(
+    recommended: int, current: int, now: float, records: Sequence[DecisionRecord], rule: PanicRule, unit: str
+) -> Step:
+    clauses: list[str] = []
+    desired = recommended
+    base = min(counts_in_force(records, current, now, rule.period))
+    if base > 0:
+        ceiling = base + math.floor(base * rule.percent / 100)
+        if desired > ceiling:
+            desired = ceiling
+            clauses.append(
+                f"capped at {ceiling} by the panic limit of {rule.percent:g}% per {seconds(rule.period)} "
+                f"from {plural(base, unit)}"
+            )
+    if desired < current:
+        desired = current
+        clauses.append(f"kept at {current}: no scale-down in panic mode")
+    return Step(desired, tuple(clauses))

@@ -1,0 +1,79 @@
+"""The capacity floor learned from saturated units."""
+
+from __future__ import annotations
+
+import pytest
+
+from phalanx.autoscale.capacity import capacity_figure, learn_capacity, saturated_rate
+from phalanx.autoscale.core import autoscale
+from phalanx.autoscale.types import History, Signals, UnitSignals
+from tests.unit.autoscale.core_builders import policy, units
+
+
+def test_only_saturated_ready_units_show_their_capacity() -> None:
+    live = (
+        UnitSignals("a", True, waiting=3.0, tokens_per_second=1200.0),
+        UnitSignals("b", True, waiting=1.0, tokens_per_second=1400.0),
+        UnitSignals("c", True, waiting=0.0, tokens_per_second=300.0),  # not saturated: just its demand
+        UnitSignals("d", True, waiting=None, tokens_per_second=900.0),  # unknown: not known saturated
+        UnitSignals("e", False, waiting=5.0, tokens_per_second=50.0),  # not ready
+    )
+    assert saturated_rate(live) == 1300.0
+
+
+def test_no_saturated_unit_teaches_nothing() -> None:
+    assert saturated_rate(units(3, waiting=0.0, tokens_per_second=500.0)) is None
+    assert learn_capacity(800.0, units(3, waiting=0.0, tokens_per_second=500.0)) == 800.0
+    assert learn_capacity(None, ()) is None
+
+
+@pytest.mark.parametrize(
+    ("previous", "sample", "learned"),
+    [(None, 1000.0, 1000.0), (1000.0, 1500.0, 1500.0), (1000.0, 500.0, 950.0), (1000.0, 1000.0, 1000.0)],
+)
+def test_the_estimate_rises_at_once_and_falls_by_a_tenth_of_the_gap(
+    previous: float | None, sample: float, learned: float
+) -> None:
+    assert learn_capacity(previous, units(2, waiting=1.0, tokens_per_second=sample)) == pytest.approx(learned)
+
+
+def test_the_floor_is_demand_over_capacity() -> None:
+    figure = capacity_figure(5200.0, 1300.0, 2, 0.1, "group")
+    assert figure is not None
+    assert (figure.source, figure.replicas) == ("capacity", 4)
+    assert figure.text == "demand 5200 tokens/s at the learned 1300 tokens/s per group asks for 4"
+    assert capacity_figure(None, 1300.0, 2, 0.1, "group") is None
+    assert capacity_figure(5200.0, None, 2, 0.1, "group") is None
+
+
+def test_the_floor_raises_the_count_above_the_load_signals() -> None:
+    history = History(capacity_per_unit=1000.0)
+    signals = Signals(units=units(2, queue=2.0, waiting=0.0), demand_tokens_per_second=3900.0)
+    decision = autoscale(policy(), signals, 0.0, history)
+    assert decision.recommendations == {"queue": 1, "capacity": 4}
+    assert decision.desired == 4
+    assert decision.history.capacity_per_unit == 1000.0
+
+
+def test_the_floor_can_be_turned_off() -> None:
+    signals = Signals(units=units(2, queue=2.0), demand_tokens_per_second=3900.0)
+    decision = autoscale(policy(capacity_floor=False), signals, 0.0, History(capacity_per_unit=1000.0))
+    assert decision.recommendations == {"queue": 1}
+
+
+def test_capacity_is_learned_in_the_pass_and_kept_in_the_history() -> None:
+    signals = Signals(
+        units=units(2, queue=10.0, waiting=4.0, tokens_per_second=800.0), demand_tokens_per_second=4000.0
+    )
+    decision = autoscale(policy(), signals, 0.0, History())
+    assert decision.history.capacity_per_unit == 800.0
+    assert decision.recommendations["capacity"] == 5
+
+
+def test_a_vanishing_capacity_asks_for_max_not_for_infinity() -> None:
+    history = History(capacity_per_unit=5e-324)
+    decision = autoscale(
+        policy(max_replicas=7), Signals(units=units(1), demand_tokens_per_second=10.0), 0.0, history
+    )
+    assert decision.recommendations["capacity"] == 1_000_000_000
+    assert decision.desired == 7
