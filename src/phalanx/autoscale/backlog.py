@@ -1,0 +1,62 @@
+"""What the demand needs, from the arrival rate and the learned capacity (Little's law in rates),
+and how many more units drain a backlog within the policy's horizon.
+
+A backlog (requests the router holds, requests waiting in engines) is work that arrived while the
+units could not take it: it is done once, not every second. Read through the ratio rule it looks
+like steady load (800 requests at 11 per unit asks for 72 units); here it asks for the units that
+finish it within `backlog_horizon` seconds on top of what the steady demand needs, at the rate one
+unit completes requests (its learned tokens per second over the tokens per request).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from phalanx.autoscale.recommend import number
+from phalanx.autoscale.types import Signals, UnitSignals
+
+
+@dataclass(frozen=True)
+class Need:
+    steady: float  # units the arrival rate needs at the planned utilization
+    backlog: float  # requests held at the router or waiting in engines
+    drain: float  # units more that finish the backlog within the horizon
+    horizon: float
+
+    @property
+    def units(self) -> int:
+        return math.ceil(self.steady + self.drain - 1e-9)
+
+    def text(self, unit: str) -> str:
+        return (
+            f"the demand needs {number(self.steady)} and the backlog of {number(self.backlog)} "
+            f"requests {number(self.drain)} more to drain in {number(self.horizon)} s: {self.units}"
+        )
+
+
+def backlog_requests(live: Sequence[UnitSignals], signals: Signals) -> float:
+    """Requests not being served: held at the router (admission queue included) or waiting in an
+    engine. Unknown values count 0: the backlog only ever raises a cap, never lowers a count."""
+    held = sum(u.queue or 0.0 for u in live if u.ready) + signals.admission_queue
+    return held + sum(u.waiting or 0.0 for u in live if u.ready)
+
+
+def need(
+    live: Sequence[UnitSignals],
+    signals: Signals,
+    capacity: float | None,
+    utilization: float,
+    horizon: float,
+) -> Need | None:
+    """None unless the arrival rate (tokens and requests) and a unit's capacity are all known."""
+    tokens, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
+    if tokens is None or requests is None or capacity is None:
+        return None
+    if tokens <= 0 or requests <= 0 or capacity <= 0 or utilization <= 0 or horizon <= 0:
+        return None
+    steady = tokens / (capacity * utilization)
+    per_unit = capacity * requests / tokens  # requests one unit completes per second
+    backlog = backlog_requests(live, signals)
+    return Need(steady, backlog, backlog / (per_unit * horizon), horizon)

@@ -1,0 +1,144 @@
+"""A backlog asks for the units that drain it, not for a unit per target; a short queue and the
+guards only raise the count; the capacity floor plans units below their full capacity."""
+
+from __future__ import annotations
+
+import pytest
+
+from phalanx.autoscale.backlog import backlog_requests, need
+from phalanx.autoscale.capacity import capacity_figure
+from phalanx.autoscale.core import autoscale
+from phalanx.autoscale.types import History, MetricTarget, Signals, UnitSignals
+from tests.unit.autoscale.core_builders import pending, policy, units
+
+INFLIGHT = MetricTarget("inflight", 5.0)
+QUEUE = MetricTarget("queue", 4.0)
+TTFT = MetricTarget("ttft_p95", 2.0)
+
+
+def demand(*unit_signals: UnitSignals, admission_queue: int = 0) -> Signals:
+    """6000 tokens/s in 4 requests/s: 1500 tokens per request."""
+    return Signals(
+        units=unit_signals,
+        admission_queue=admission_queue,
+        demand_tokens_per_second=6000.0,
+        demand_requests_per_second=4.0,
+    )
+
+
+def test_the_need_is_the_steady_demand_plus_what_drains_the_backlog_within_the_horizon() -> None:
+    # 6000 / (2000 x 0.75) = 4 units; a unit completes 2000 x 4 / 6000 = 4/3 requests/s;
+    # 2 x (30 held + 10 waiting) = 80 requests / (4/3 x 120 s) = 0.5 more: 5.
+    signals = demand(*units(2, queue=30.0, waiting=10.0))
+    found = need(signals.units, signals, 2000.0, 0.75, 120.0)
+    assert found is not None
+    assert (found.steady, found.backlog, found.drain, found.units) == pytest.approx((4.0, 80.0, 0.5, 5))
+    assert (
+        found.text("group")
+        == "the demand needs 4 and the backlog of 80 requests 0.5 more to drain in 120 s: 5"
+    )
+
+
+def test_the_backlog_counts_the_admission_queue_and_unknowns_as_zero() -> None:
+    live = (*units(1, queue=3.0, waiting=None), UnitSignals("g9", True), *pending(1, since=0.0))
+    assert backlog_requests(live, Signals(units=live, admission_queue=7)) == 10.0
+
+
+@pytest.mark.parametrize(
+    ("tokens", "requests", "capacity"),
+    [(None, 4.0, 2000.0), (6000.0, None, 2000.0), (6000.0, 4.0, None), (0.0, 0.0, 2000.0)],
+)
+def test_no_need_without_the_arrival_rate_and_a_capacity(
+    tokens: float | None, requests: float | None, capacity: float | None
+) -> None:
+    signals = Signals(units=units(2), demand_tokens_per_second=tokens, demand_requests_per_second=requests)
+    assert need(signals.units, signals, capacity, 0.9, 120.0) is None
+
+
+def test_a_backlog_read_as_load_is_capped_at_what_drains_it() -> None:
+    # 2 units with 40 in flight each (30 of them waiting) at target 5 asks for 16; the need is
+    # 6000 / 2000 = 3 units and 60 waiting / (4/3 x 120) = 0.375 more: 4.
+    chosen = policy(INFLIGHT, capacity_utilization=1.0, capacity_floor=False)
+    signals = demand(*units(2, inflight=40.0, waiting=30.0))
+    decision = autoscale(chosen, signals, 0.0, History(capacity_per_unit=2000.0))
+    assert decision.recommendations == {"inflight": 4}
+    assert decision.desired == 4
+    assert decision.reason == (
+        "inflight 80 over 2 groups at target 5 per group asks for 16, but the demand needs 3 and the "
+        "backlog of 60 requests 0.375 more to drain in 120 s: 4."
+    )
+
+
+def test_the_drain_cap_never_lowers_the_count() -> None:
+    chosen = policy(INFLIGHT, capacity_utilization=1.0, capacity_floor=False)
+    signals = demand(*units(6, inflight=40.0, waiting=0.0))
+    decision = autoscale(chosen, signals, 0.0, History(capacity_per_unit=2000.0))
+    assert decision.recommendations == {"inflight": 6}
+
+
+def test_without_a_learned_capacity_the_ratio_stands() -> None:
+    decision = autoscale(policy(INFLIGHT), demand(*units(2, inflight=40.0, waiting=30.0)), 0.0, History())
+    assert decision.recommendations == {"inflight": 16}
+
+
+def test_units_starting_count_toward_the_drain_need() -> None:
+    # 4 units already (2 of them starting): the need of 4 asks for nothing more.
+    chosen = policy(INFLIGHT, capacity_utilization=1.0, capacity_floor=False)
+    signals = demand(*units(2, inflight=40.0, waiting=30.0), *pending(2, since=0.0))
+    decision = autoscale(chosen, signals, 10.0, History(capacity_per_unit=2000.0))
+    assert (decision.recommendations, decision.desired) == ({"inflight": 4}, 4)
+
+
+def test_a_queue_within_its_target_only_keeps_units_while_requests_wait() -> None:
+    waiting = autoscale(policy(QUEUE), Signals(units=units(3, queue=1.0)), 0.0, History())
+    assert (waiting.recommendations, waiting.desired) == ({"queue": 3}, 3)
+    assert waiting.reason.startswith(
+        "queue 3 over 3 groups at target 4 per group keeps 3 while requests wait"
+    )
+    empty = autoscale(policy(QUEUE), Signals(units=units(3, queue=0.0)), 0.0, History())
+    assert (empty.recommendations, empty.desired) == ({"queue": 0}, 3)
+    assert empty.reason == (
+        "queue 0 over 3 groups at target 4 per group asks for no more groups; "
+        "nothing measures how busy the groups are, keeping 3 groups."
+    )
+
+
+def test_a_queue_within_its_target_lets_the_capacity_floor_scale_down() -> None:
+    # 3000 tokens/s at 1000 per unit planned at 100%: 3 units; the queue is empty.
+    chosen = policy(QUEUE, capacity_utilization=1.0)
+    signals = Signals(units=units(5, queue=0.0), demand_tokens_per_second=3000.0)
+    decision = autoscale(chosen, signals, 0.0, History(capacity_per_unit=1000.0))
+    assert (decision.recommendations, decision.desired) == ({"queue": 0, "capacity": 3}, 3)
+
+
+def test_a_queue_above_its_target_still_asks_through_the_ratio_rule() -> None:
+    decision = autoscale(policy(QUEUE), Signals(units=units(2, queue=10.0)), 0.0, History())
+    assert decision.recommendations == {"queue": 5}
+
+
+def test_guards_within_their_objective_never_lower_the_count() -> None:
+    decision = autoscale(policy(TTFT), Signals(units=units(4, ttft_p95=0.5)), 0.0, History())
+    assert (decision.recommendations, decision.desired) == ({"ttft_p95": 0}, 4)
+
+
+def test_the_floor_plans_units_at_the_policy_utilization() -> None:
+    # 5400 / (1000 x 0.9) = 6.
+    figure = capacity_figure(5400.0, 1000.0, 2, 0.1, "group", 0.9)
+    assert figure is not None
+    assert (figure.replicas, figure.text) == (
+        6,
+        "demand 5400 tokens/s at 90% of the learned 1000 tokens/s per group asks for 6",
+    )
+
+
+def test_no_demand_needs_no_unit_even_before_a_capacity_is_learned() -> None:
+    figure = capacity_figure(0.0, None, 2, 0.1, "group")
+    assert figure is not None
+    assert (figure.replicas, figure.text) == (0, "no demand (0 tokens/s) needs no group")
+
+
+def test_a_remembered_placement_limit_of_zero_still_starts_one_unit_for_held_requests() -> None:
+    history = History(placement_limit=0, placement_retry_at=100.0)
+    signals = Signals(units=(), admission_queue=3)
+    decision = autoscale(policy(QUEUE), signals, 50.0, history)
+    assert decision.desired == 1
