@@ -21,7 +21,9 @@ from phalanx.autoscale.types import Signals, UnitSignals
 @dataclass(frozen=True)
 class Need:
     steady: float  # units the arrival rate needs at the planned utilization
-    backlog: float  # requests held at the router or waiting in engines
+    backlog: (
+        float  # requests held at the router or waiting in engines, now and until starting units are ready
+    )
     drain: float  # units more that finish the backlog within the horizon
     horizon: float
 
@@ -43,14 +45,36 @@ def backlog_requests(live: Sequence[UnitSignals], signals: Signals) -> float:
     return held + sum(u.waiting or 0.0 for u in live if u.ready)
 
 
+def still_starting(live: Sequence[UnitSignals], now: float, startup: float | None) -> float:
+    """Seconds until the last unit now starting is ready, by the learned startup time (0 when
+    none is starting or no startup was seen yet)."""
+    ages = [now - u.pending_since for u in live if not u.ready and u.pending_since is not None]
+    if startup is None or not ages:
+        return 0.0
+    return max(0.0, startup - min(ages))
+
+
+def learn_startup(
+    previous: float | None, starting: Sequence[tuple[str, float]], live: Sequence[UnitSignals], now: float
+) -> float | None:
+    """The latest startup seen: a unit that was starting at the last pass and is ready now took
+    at most `now - pending_since` (the longest of this pass's, so the estimate leans long)."""
+    ready = {u.name for u in live if u.ready}
+    samples = [now - since for name, since in starting if name in ready]
+    return max(samples) if samples else previous
+
+
 def need(
     live: Sequence[UnitSignals],
     signals: Signals,
     capacity: float | None,
     utilization: float,
     horizon: float,
+    remaining: float = 0.0,
 ) -> Need | None:
-    """None unless the arrival rate (tokens and requests) and a unit's capacity are all known."""
+    """None unless the arrival rate (tokens and requests) and a unit's capacity are all known.
+    While units start (`remaining` seconds more), the backlog grows by what arrives beyond the
+    ready units' capacity: that growth is counted now, so one step asks for it."""
     tokens, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
     if tokens is None or requests is None or capacity is None:
         return None
@@ -58,5 +82,7 @@ def need(
         return None
     steady = tokens / (capacity * utilization)
     per_unit = capacity * requests / tokens  # requests one unit completes per second
-    backlog = backlog_requests(live, signals)
+    ready = sum(1 for u in live if u.ready)
+    growth = max(0.0, requests - ready * per_unit) * remaining
+    backlog = backlog_requests(live, signals) + growth
     return Need(steady, backlog, backlog / (per_unit * horizon), horizon)

@@ -7,7 +7,7 @@ start at once) | panic | windows and step limits -> clamp -> to zero only after 
 
 from __future__ import annotations
 
-from phalanx.autoscale.backlog import Need, need
+from phalanx.autoscale.backlog import Need, learn_startup, need, still_starting
 from phalanx.autoscale.capacity import capacity_figure, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
 from phalanx.autoscale.recommend import Figure, plural, recommend
@@ -49,12 +49,16 @@ def drain_cap(figure: Figure, current: int, needed: Need | None, unit: str) -> F
 
 
 def gather(
-    policy: Policy, live: tuple[UnitSignals, ...], signals: Signals, capacity: float | None
+    policy: Policy,
+    live: tuple[UnitSignals, ...],
+    signals: Signals,
+    capacity: float | None,
+    remaining: float = 0.0,
 ) -> list[Figure]:
     """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's."""
     figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
     utilization = policy.capacity_utilization
-    needed = need(live, signals, capacity, utilization, policy.backlog_horizon)
+    needed = need(live, signals, capacity, utilization, policy.backlog_horizon, remaining)
     figures = [drain_cap(f, len(live), needed, policy.unit) for f in figures]
     if policy.capacity_floor:
         demand = signals.demand_tokens_per_second
@@ -100,7 +104,8 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     live = tuple(u for u in signals.units if not u.draining)  # draining units are already leaving
     current = len(live)
     capacity = learn_capacity(history.capacity_per_unit, live)
-    figures = gather(policy, live, signals, capacity)
+    startup = learn_startup(history.startup, history.starting, live, now)
+    figures = gather(policy, live, signals, capacity, still_starting(live, now, startup))
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]
@@ -157,6 +162,10 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
         capacity_per_unit=capacity,
         placement_limit=where.limit,
         placement_retry_at=where.retry_at,
+        starting=tuple(
+            (u.name, u.pending_since) for u in live if not u.ready and u.pending_since is not None
+        ),
+        startup=startup,
     )
     return Decision(
         desired=desired,

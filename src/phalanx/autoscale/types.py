@@ -148,6 +148,11 @@ class History:
     # was placed, kept as a ceiling until `placement_retry_at`, then scale-up is tried again.
     placement_limit: int | None = None
     placement_retry_at: float | None = None
+    # Units not ready at the last pass, (name, pending_since): one found ready now shows how long
+    # a unit takes from creation to ready.
+    starting: tuple[tuple[str, float], ...] = ()
+    # Seconds from creation to ready, learned from the units seen starting; None: not seen yet.
+    startup: float | None = None
 
 
 @dataclass(frozen=True)

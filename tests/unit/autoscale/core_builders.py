@@ -67,6 +67,7 @@ def round_trip(history: History) -> History:
     return History(
         recommendations=tuple(Recommendation(**r) for r in data.pop("recommendations")),
         records=tuple(DecisionRecord(**r) for r in data.pop("records")),
+        starting=tuple((name, since) for name, since in data.pop("starting")),
         **data,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from phalanx.autoscale.backlog import backlog_requests, need
+from phalanx.autoscale.backlog import backlog_requests, learn_startup, need, still_starting
 from phalanx.autoscale.capacity import capacity_figure
 from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.types import History, MetricTarget, Signals, UnitSignals
@@ -142,3 +142,33 @@ def test_a_remembered_placement_limit_of_zero_still_starts_one_unit_for_held_req
     signals = Signals(units=(), admission_queue=3)
     decision = autoscale(policy(QUEUE), signals, 50.0, history)
     assert decision.desired == 1
+
+
+def test_the_startup_is_learned_from_a_unit_seen_starting_and_now_ready() -> None:
+    live = (*units(1, start=5), *pending(1, since=150.0))
+    assert learn_startup(None, (("g5", 10.0), ("g7", 20.0)), live, 160.0) == 150.0
+    assert learn_startup(90.0, (("g100", 150.0),), live, 160.0) == 90.0  # still starting: kept
+
+
+def test_the_time_until_the_units_starting_are_ready() -> None:
+    live = (*units(1), *pending(1, since=100.0), *pending(1, since=130.0, start=101))
+    assert still_starting(live, 160.0, 150.0) == 120.0  # the youngest is 30 s old
+    assert still_starting(live, 160.0, None) == 0.0
+    assert still_starting(units(2), 160.0, 150.0) == 0.0
+
+
+def test_the_backlog_that_grows_while_units_start_is_asked_for_at_once() -> None:
+    # 4 requests/s arrive, 1 ready unit completes 4/3: 8/3 a second pile up for the 60 s until the
+    # starting units are ready, 160 requests: 160 / (4/3 x 120 s) = 1 unit more than the 3 needed.
+    signals = demand(*units(1, waiting=0.0), *pending(2, since=0.0))
+    found = need(signals.units, signals, 2000.0, 1.0, 120.0, remaining=60.0)
+    assert found is not None
+    assert (found.steady, found.backlog, found.drain, found.units) == pytest.approx((3.0, 160.0, 1.0, 4))
+
+
+def test_the_core_keeps_the_units_starting_and_the_startup_in_the_history() -> None:
+    history = History(starting=(("g0", 0.0),), startup=None)
+    signals = Signals(units=(*units(1), *pending(1, since=30.0)))
+    decision = autoscale(policy(INFLIGHT), signals, 135.0, history)
+    assert decision.history.startup == 135.0
+    assert decision.history.starting == (("g100", 30.0),)
