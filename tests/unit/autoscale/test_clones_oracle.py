@@ -65,3 +65,9 @@ def test_the_planned_oracle_has_units_ready_when_the_minute_begins() -> None:
     first = result.first_token[0]
     assert first == pytest.approx(150.1)  # prefill only: no wait for a unit
     assert [c.held for c in result.counts][:2] == [0, 1] and result.counts[1].time == 30.0
+
+
+def test_the_late_oracle_asks_for_the_count_of_the_minute_a_delay_ago() -> None:
+    behind = oracle.Behind((1, 4, 2), delay=15.0)
+    assert [behind.decide(Signals(units=()), t) for t in (0.0, 60.0, 75.0, 135.0, 600.0)] == [1, 1, 4, 2, 2]
+    assert oracle.Behind((), delay=15.0).decide(Signals(units=()), 0.0) == 0
