@@ -64,6 +64,28 @@ def learn_startup(
     return max(samples) if samples else previous
 
 
+TREND = 60.0  # seconds between the two arrival rates whose difference is the demand's rise
+
+
+def keep_demand(
+    samples: Sequence[tuple[float, float]], now: float, requests: float | None
+) -> tuple[tuple[float, float], ...]:
+    """This pass's arrival rate added; those of the last TREND seconds kept, and the newest older."""
+    every = [*samples, (now, requests)] if requests is not None else list(samples)
+    older = [s for s in every if s[0] < now - TREND]
+    return tuple(older[-1:] + [s for s in every if s[0] >= now - TREND])
+
+
+def rise(samples: Sequence[tuple[float, float]], now: float, requests: float) -> float:
+    """Requests per second the arrival rate gains per second, from the rate at least TREND seconds
+    ago; 0 when it falls or no rate that old is known (a falling demand is the windows' business)."""
+    then = [s for s in samples if s[0] <= now - TREND]
+    if not then:
+        return 0.0
+    time, rate = then[-1]
+    return max(0.0, (requests - rate) / (now - time))
+
+
 def need(
     live: Sequence[UnitSignals],
     signals: Signals,
@@ -71,16 +93,18 @@ def need(
     utilization: float,
     horizon: float,
     remaining: float = 0.0,
+    ahead: float = 0.0,
 ) -> Need | None:
     """None unless the arrival rate (tokens and requests) and a unit's capacity are all known.
     While units start (`remaining` seconds more), the backlog grows by what arrives beyond the
-    ready units' capacity: that growth is counted now, so one step asks for it."""
+    ready units' capacity: that growth is counted now, so one step asks for it. `ahead` is the
+    rise of the arrival rate over a unit's startup: a unit asked for now serves that demand."""
     tokens, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
     if tokens is None or requests is None or capacity is None:
         return None
     if tokens <= 0 or requests <= 0 or capacity <= 0 or utilization <= 0 or horizon <= 0:
         return None
-    steady = tokens / (capacity * utilization)
+    steady = tokens * (requests + ahead) / requests / (capacity * utilization)
     per_unit = capacity * requests / tokens  # requests one unit completes per second
     ready = sum(1 for u in live if u.ready)
     growth = max(0.0, requests - ready * per_unit) * remaining

@@ -7,7 +7,7 @@ start at once) | panic | windows and step limits -> clamp -> to zero only after 
 
 from __future__ import annotations
 
-from phalanx.autoscale.backlog import Need, learn_startup, need, still_starting
+from phalanx.autoscale.backlog import Need, keep_demand, learn_startup, need, rise, still_starting
 from phalanx.autoscale.capacity import capacity_figure, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
 from phalanx.autoscale.recommend import Figure, plural, recommend
@@ -54,11 +54,12 @@ def gather(
     signals: Signals,
     capacity: float | None,
     remaining: float = 0.0,
+    ahead: float = 0.0,
 ) -> list[Figure]:
     """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's."""
     figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
     utilization = policy.capacity_utilization
-    needed = need(live, signals, capacity, utilization, policy.backlog_horizon, remaining)
+    needed = need(live, signals, capacity, utilization, policy.backlog_horizon, remaining, ahead)
     figures = [drain_cap(f, len(live), needed, policy.unit) for f in figures]
     if policy.capacity_floor:
         demand = signals.demand_tokens_per_second
@@ -105,7 +106,9 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     current = len(live)
     capacity = learn_capacity(history.capacity_per_unit, live)
     startup = learn_startup(history.startup, history.starting, live, now)
-    figures = gather(policy, live, signals, capacity, still_starting(live, now, startup))
+    arrivals = signals.demand_requests_per_second
+    ahead = rise(history.demand, now, arrivals) * (startup or 0.0) if arrivals is not None else 0.0
+    figures = gather(policy, live, signals, capacity, still_starting(live, now, startup), ahead)
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]
@@ -166,6 +169,7 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
             (u.name, u.pending_since) for u in live if not u.ready and u.pending_since is not None
         ),
         startup=startup,
+        demand=keep_demand(history.demand, now, arrivals),
     )
     return Decision(
         desired=desired,

@@ -153,6 +153,9 @@ class History:
     starting: tuple[tuple[str, float], ...] = ()
     # Seconds from creation to ready, learned from the units seen starting; None: not seen yet.
     startup: float | None = None
+    # (time, requests per second arriving) of the passes of the last minute, and the newest older
+    # one: how fast the demand rises.
+    demand: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

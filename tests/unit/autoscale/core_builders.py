@@ -68,6 +68,7 @@ def round_trip(history: History) -> History:
         recommendations=tuple(Recommendation(**r) for r in data.pop("recommendations")),
         records=tuple(DecisionRecord(**r) for r in data.pop("records")),
         starting=tuple((name, since) for name, since in data.pop("starting")),
+        demand=tuple((time, rate) for time, rate in data.pop("demand")),
         **data,
     )
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from phalanx.autoscale.backlog import backlog_requests, learn_startup, need, still_starting
+from phalanx.autoscale.backlog import backlog_requests, keep_demand, learn_startup, need, rise, still_starting
 from phalanx.autoscale.capacity import capacity_figure
 from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.types import History, MetricTarget, Signals, UnitSignals
@@ -172,3 +172,35 @@ def test_the_core_keeps_the_units_starting_and_the_startup_in_the_history() -> N
     decision = autoscale(policy(INFLIGHT), signals, 135.0, history)
     assert decision.history.startup == 135.0
     assert decision.history.starting == (("g100", 30.0),)
+
+
+def test_the_demand_samples_keep_the_last_minute_and_the_newest_older_one() -> None:
+    samples = ((0.0, 1.0), (15.0, 2.0), (30.0, 3.0))
+    assert keep_demand(samples, 90.0, 5.0) == ((15.0, 2.0), (30.0, 3.0), (90.0, 5.0))
+    assert keep_demand(samples, 30.0, None) == samples  # no rate this pass: nothing added
+
+
+def test_the_rise_is_measured_against_the_rate_a_minute_ago() -> None:
+    samples = ((0.0, 2.0), (30.0, 3.0), (45.0, 3.5))
+    assert rise(samples, 60.0, 5.0) == pytest.approx(0.05)  # (5 - 2) / 60
+    assert rise(samples, 60.0, 1.0) == 0.0  # falling: no rise
+    assert rise(samples, 50.0, 5.0) == 0.0  # no rate a minute old yet
+
+
+def test_a_rising_demand_is_asked_for_a_startup_ahead() -> None:
+    # 4 requests/s rising by 2 over the startup: 6 requests/s at 1500 tokens each is 9000 tokens/s,
+    # 4.5 units of 2000.
+    signals = demand(*units(2, waiting=0.0))
+    found = need(signals.units, signals, 2000.0, 1.0, 120.0, ahead=2.0)
+    assert found is not None
+    assert (found.steady, found.units) == pytest.approx((4.5, 5))
+
+
+def test_the_core_projects_the_rise_over_the_learned_startup() -> None:
+    # The arrival rate rose from 2 to 4 requests/s in 60 s (1/30 per s); over a 60 s startup that
+    # is 2 more: 6000 x 6 / 4 / 2000 = 4.5 units, and no backlog: 5.
+    chosen = policy(INFLIGHT, capacity_utilization=1.0, capacity_floor=False)
+    history = History(capacity_per_unit=2000.0, startup=60.0, demand=((0.0, 2.0),))
+    decision = autoscale(chosen, demand(*units(2, inflight=40.0, waiting=0.0)), 60.0, history)
+    assert decision.recommendations == {"inflight": 5}
+    assert decision.history.demand == ((0.0, 2.0), (60.0, 4.0))
