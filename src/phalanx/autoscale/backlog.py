@@ -76,14 +76,18 @@ def keep_demand(
     return tuple(older[-1:] + [s for s in every if s[0] >= now - TREND])
 
 
-def rise(samples: Sequence[tuple[float, float]], now: float, requests: float) -> float:
-    """Requests per second the arrival rate gains per second, from the rate at least TREND seconds
-    ago; 0 when it falls or no rate that old is known (a falling demand is the windows' business)."""
+def rise(samples: Sequence[tuple[float, float]], now: float, requests: float, over: float) -> float:
+    """How much the arrival rate (requests per second) gains in the next `over` seconds, at the
+    pace it gained since the rate at least TREND seconds ago, and never more than it gained then:
+    a step seen through a rate window looks like a ramp for a window's length, and must not be
+    extrapolated as one. 0 when it falls or no rate that old is known (a falling demand is the
+    windows' business)."""
     then = [s for s in samples if s[0] <= now - TREND]
     if not then:
         return 0.0
     time, rate = then[-1]
-    return max(0.0, (requests - rate) / (now - time))
+    gained = max(0.0, requests - rate)
+    return min(gained, gained / (now - time) * over)
 
 
 def need(

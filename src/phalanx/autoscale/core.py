@@ -107,7 +107,7 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     capacity = learn_capacity(history.capacity_per_unit, live)
     startup = learn_startup(history.startup, history.starting, live, now)
     arrivals = signals.demand_requests_per_second
-    ahead = rise(history.demand, now, arrivals) * (startup or 0.0) if arrivals is not None else 0.0
+    ahead = rise(history.demand, now, arrivals, startup or 0.0) if arrivals is not None else 0.0
     figures = gather(policy, live, signals, capacity, still_starting(live, now, startup), ahead)
 
     top = max(figures, key=lambda f: f.replicas) if figures else None

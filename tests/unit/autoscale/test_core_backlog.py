@@ -180,11 +180,12 @@ def test_the_demand_samples_keep_the_last_minute_and_the_newest_older_one() -> N
     assert keep_demand(samples, 30.0, None) == samples  # no rate this pass: nothing added
 
 
-def test_the_rise_is_measured_against_the_rate_a_minute_ago() -> None:
+def test_the_rise_is_measured_against_the_rate_a_minute_ago_and_never_more_than_it() -> None:
     samples = ((0.0, 2.0), (30.0, 3.0), (45.0, 3.5))
-    assert rise(samples, 60.0, 5.0) == pytest.approx(0.05)  # (5 - 2) / 60
-    assert rise(samples, 60.0, 1.0) == 0.0  # falling: no rise
-    assert rise(samples, 50.0, 5.0) == 0.0  # no rate a minute old yet
+    assert rise(samples, 60.0, 5.0, 30.0) == pytest.approx(1.5)  # 3 gained in 60 s: 1.5 in 30 s
+    assert rise(samples, 60.0, 5.0, 150.0) == pytest.approx(3.0)  # 7.5 at that pace: held at 3
+    assert rise(samples, 60.0, 1.0, 30.0) == 0.0  # falling: no rise
+    assert rise(samples, 50.0, 5.0, 30.0) == 0.0  # no rate a minute old yet
 
 
 def test_a_rising_demand_is_asked_for_a_startup_ahead() -> None:
