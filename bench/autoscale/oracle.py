@@ -83,3 +83,56 @@ def oracle(
         first = last
     replayer.advance(trace.duration + tail, stop_when_done=True)
     return Oracle(tuple(chosen), replayer.result())
+
+
+@dataclass
+class Ahead:
+    """Asks, at each pass, for the most units any minute of the next `lead` seconds needs:
+    a unit that minute m needs is asked for `lead` seconds before m begins, so it is ready then."""
+
+    units: tuple[int, ...]  # per step
+    lead: float
+    step: float = 60.0
+    period: float = 15.0
+
+    def decide(self, signals: Signals, now: float) -> int:
+        first = int(now // self.step)
+        last = min(int((now + self.lead) // self.step), len(self.units) - 1)
+        return max(self.units[min(first, len(self.units) - 1) : last + 1], default=0)
+
+
+def planned(trace: Trace, capacity: CapacityModel, best: Oracle, *, step: float = 60.0) -> RunResult:
+    """The oracle's minute-by-minute counts, started early on the real platform: it knows the
+    future but obeys the Pending delay and cold start (Tc), and pays the GPU time of units while
+    they start. Scale-down is at once (drained, as for every scaler)."""
+    scaler = Ahead(best.units, capacity.startup, step)
+    replayer = Replayer(trace, capacity, scaler, initial_units=scaler.decide(Signals(units=()), 0.0))
+    replayer.advance(trace.duration)
+    replayer.advance(trace.duration + 900.0, stop_when_done=True)
+    return replayer.result()
+
+
+@dataclass
+class Behind:
+    """Asks for the count the oracle chose for the minute `delay` seconds ago: the oracle's
+    counts, known only once the load that needs them has arrived (as any online scaler)."""
+
+    units: tuple[int, ...]  # per step
+    delay: float
+    step: float = 60.0
+    period: float = 15.0
+
+    def decide(self, signals: Signals, now: float) -> int:
+        if not self.units:
+            return 0
+        return self.units[min(int(max(0.0, now - self.delay) // self.step), len(self.units) - 1)]
+
+
+def late(trace: Trace, capacity: CapacityModel, best: Oracle, *, delay: float = 15.0) -> RunResult:
+    """The oracle's counts applied `delay` seconds late on the real platform (Pending + Tc): what
+    a scaler that knew the exact count the load needs, but not the future, would reach."""
+    scaler = Behind(best.units, delay)
+    replayer = Replayer(trace, capacity, scaler, initial_units=best.units[0] if best.units else 0)
+    replayer.advance(trace.duration)
+    replayer.advance(trace.duration + 900.0, stop_when_done=True)
+    return replayer.result()

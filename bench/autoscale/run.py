@@ -23,9 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from clones import HPA, KEDA, KPA, inflight
-from oracle import oracle
+from oracle import late, oracle, planned
 
+from phalanx.api.autoscaling_shorthand import autoscaling_policy_for
+from phalanx.api.labels import API_GROUP, API_VERSION
+from phalanx.api.modeldeployment import ModelDeployment
 from phalanx.autoscale.core import autoscale
+from phalanx.autoscale.from_api import core_policy
 from phalanx.autoscale.replay import traces
 from phalanx.autoscale.replay.capacity import CapacityModel
 from phalanx.autoscale.replay.metrics import (
@@ -91,21 +95,47 @@ class Ours:
         return decision.desired
 
 
-# Ours with the Policy's defaults; its load target is the clones' (requests in flight per unit),
-# plus the TTFT objective as a guard.
-OURS = Policy(
-    min_replicas=1,
-    max_replicas=MAX_UNITS,
-    metrics=(MetricTarget("inflight", TARGET_CONCURRENCY), MetricTarget("ttft_p95", OBJECTIVE)),
+QUEUE_PER_GROUP = 4.0  # the shorthand's example target for requests the router holds per group
+
+
+def shorthand(min_replicas: int) -> Policy:
+    """The policy a user gets from `ModelDeployment.spec.autoscaling` with only the bounds, a
+    queue target and the TTFT objective written: every other field is the API's default."""
+    md = ModelDeployment.model_validate(
+        {
+            "apiVersion": f"{API_GROUP}/{API_VERSION}",
+            "kind": "ModelDeployment",
+            "metadata": {"name": "bench"},
+            "spec": {
+                "model": "bench/model",
+                "autoscaling": {
+                    "minReplicas": min_replicas,
+                    "maxReplicas": MAX_UNITS,
+                    "queuePerGroup": QUEUE_PER_GROUP,
+                    "ttftSeconds": OBJECTIVE,
+                },
+            },
+        }
+    )
+    api = autoscaling_policy_for(md, "bench")
+    assert api is not None
+    policy = core_policy(api)
+    assert isinstance(policy, Policy)
+    return policy
+
+
+# Ours as a user gets it from the shorthand (see `shorthand`).
+OURS = shorthand(1)
+# The same policy with the clones' load target instead of the queue target: requests in flight
+# per unit (an AutoscalingPolicy can name it; the shorthand cannot).
+OURS_INFLIGHT = dataclasses.replace(
+    OURS, metrics=(MetricTarget("inflight", TARGET_CONCURRENCY), MetricTarget("ttft_p95", OBJECTIVE))
 )
-# The same, also counting requests the router holds (its queue, and the admission queue) at the
-# same target per unit.
-OURS_QUEUE = dataclasses.replace(OURS, metrics=(*OURS.metrics, MetricTarget("queue", TARGET_CONCURRENCY)))
 
 SCALERS: dict[str, Callable[[], Scaler]] = {
     "ours": lambda: Ours(OURS),
-    "ours-queue": lambda: Ours(OURS_QUEUE),
-    "ours-min0": lambda: Ours(dataclasses.replace(OURS, min_replicas=0)),  # may scale to zero
+    "ours-inflight": lambda: Ours(OURS_INFLIGHT),
+    "ours-min0": lambda: Ours(shorthand(0)),  # may scale to zero
     "hpa": lambda: HPA(metric=inflight, target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
     "kpa": lambda: KPA(target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
     "kpa-aibrix": _kpa_aibrix,
@@ -132,6 +162,25 @@ class Warm:
         return desired if now >= self.until else sum(1 for u in signals.units if not u.draining)
 
 
+@dataclass
+class AllAt:
+    """Keeps the count it starts with until `at`, then asks for every unit there is."""
+
+    at: float
+    units: int = MAX_UNITS
+    period: float = 15.0
+
+    def decide(self, signals: Signals, now: float) -> int:
+        return self.units if now >= self.at else sum(1 for u in signals.units if not u.draining)
+
+
+def step_bound(trace: Trace, capacity: CapacityModel, initial: int) -> float:
+    """Within the objective when all MAX_UNITS units are asked for at the first pass after the
+    step: no scaler that decides then can do better, so it bounds every online scaler's figure."""
+    result = replay(trace, capacity, AllAt(STEP_AT + OURS.period), initial_units=initial)
+    return summarize(result, OBJECTIVE).slo_attainment
+
+
 def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
     make, capacity = SCENARIOS[name]
     trace = make()
@@ -139,6 +188,8 @@ def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
     best = oracle(trace, capacity, OBJECTIVE, max_units=capacity.max_units or MAX_UNITS)
     oracle_seconds = time.perf_counter() - started
     reference = summarize(best.result, OBJECTIVE)
+    ahead = summarize(planned(trace, capacity, best), OBJECTIVE)
+    behind = summarize(late(trace, capacity, best, delay=OURS.period), OBJECTIVE)
     initial = max(1, best.units[0])
     out: dict[str, Any] = {
         "requests": len(trace.requests),
@@ -149,14 +200,19 @@ def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
             "metrics": dataclasses.asdict(reference),
             "seconds": round(oracle_seconds, 2),
         },
+        "oracle_tc": {"metrics": dataclasses.asdict(ahead)},
+        "oracle_late": {"metrics": dataclasses.asdict(behind)},
         "scalers": {},
     }
+    if name == "step":
+        out["online_bound"] = step_bound(trace, capacity, initial)
     for scaler_name in scalers:
         started = time.perf_counter()
         result = replay(trace, capacity, Warm(SCALERS[scaler_name]()), initial_units=initial)
         seconds = time.perf_counter() - started
         metrics = summarize(result, OBJECTIVE)
         extra: dict[str, Any] = {"gpu_hours_vs_oracle": metrics.gpu_hours / reference.gpu_hours}
+        extra["gpu_hours_vs_oracle_tc"] = metrics.gpu_hours / ahead.gpu_hours
         extra["peak_above_oracle"] = metrics.peak_units - reference.peak_units
         if name == "step":
             need = best.units[int(STEP_AT // 60)]
@@ -184,15 +240,23 @@ def _num(value: float | None, digits: int = 1) -> str:
 def tables(results: dict[str, Any]) -> str:
     lines = []
     for name, data in results["traces"].items():
-        o = data["oracle"]["metrics"]
+        o, t, b = data["oracle"]["metrics"], data["oracle_tc"]["metrics"], data["oracle_late"]["metrics"]
         lines += [
             f"### {name} ({data['requests']} requests, {data['duration_s']:.0f} s)",
             "",
-            "| scaler | within TTFT objective | GPU-hours | × oracle | peak units | actions"
+            "| scaler | within TTFT objective | GPU-hours | × oracle | × oracle-Tc | peak units | actions"
             " | direction changes | unserved | dropped | extra |",
-            "|---|---|---|---|---|---|---|---|---|---|",
-            f"| oracle | {o['slo_attainment']:.1%} | {o['gpu_hours']:.2f} | 1.00 | {o['peak_units']} | "
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+            f"| oracle | {o['slo_attainment']:.1%} | {o['gpu_hours']:.2f} | 1.00 | "
+            f"{o['gpu_hours'] / t['gpu_hours']:.2f} | {o['peak_units']} | "
             f"{o['actions']} | {o['direction_changes']} | {o['unserved']} | {o['dropped']} | |",
+            f"| oracle-Tc | {t['slo_attainment']:.1%} | {t['gpu_hours']:.2f} | "
+            f"{t['gpu_hours'] / o['gpu_hours']:.2f} | 1.00 | {t['peak_units']} | "
+            f"{t['actions']} | {t['direction_changes']} | {t['unserved']} | {t['dropped']} | |",
+            f"| oracle-late | {b['slo_attainment']:.1%} | {b['gpu_hours']:.2f} | "
+            f"{b['gpu_hours'] / o['gpu_hours']:.2f} | {b['gpu_hours'] / t['gpu_hours']:.2f} | "
+            f"{b['peak_units']} | "
+            f"{b['actions']} | {b['direction_changes']} | {b['unserved']} | {b['dropped']} | |",
         ]
         for scaler, row in data["scalers"].items():
             m = row["metrics"]
@@ -211,7 +275,7 @@ def tables(results: dict[str, Any]) -> str:
             extra = "; ".join(notes)
             lines.append(
                 f"| {scaler} | {m['slo_attainment']:.1%} | {m['gpu_hours']:.2f} | "
-                f"{row['gpu_hours_vs_oracle']:.2f} | "
+                f"{row['gpu_hours_vs_oracle']:.2f} | {row['gpu_hours_vs_oracle_tc']:.2f} | "
                 f"{m['peak_units']} | {m['actions']} | {m['direction_changes']} | {m['unserved']} | "
                 f"{m['dropped']} | {extra} |"
             )
@@ -252,13 +316,15 @@ def goals(results: dict[str, Any], name: str = "ours") -> str:
             f"{m['peak_units']} vs {o['peak_units']}",
             row["peak_above_oracle"] <= 1,
         )
-        cheap = row["gpu_hours_vs_oracle"] <= 1.15 and m["slo_attainment"] >= 0.95
+        # Judged against the oracle that obeys the same Pending delay and Tc (oracle-Tc).
+        cheap = row["gpu_hours_vs_oracle_tc"] <= 1.15 and m["slo_attainment"] >= 0.95
         add(
-            f"{trace}: GPU-hours <= 1.15 x oracle at >= 95% within objective",
-            f"{row['gpu_hours_vs_oracle']:.2f} x, {m['slo_attainment']:.1%}",
+            f"{trace}: GPU-hours <= 1.15 x oracle-Tc at >= 95% within objective",
+            f"{row['gpu_hours_vs_oracle_tc']:.2f} x, {m['slo_attainment']:.1%}"
+            f" (oracle-Tc: {data['oracle_tc']['metrics']['slo_attainment']:.1%})",
             cheap,
         )
-        others = [r for n, r in data["scalers"].items() if n != name]
+        others = [r for n, r in data["scalers"].items() if not n.startswith("ours")]  # the clones
         # Better: no more GPU-hours and no less within the objective, and strictly better on one.
         mine = (row["gpu_hours_vs_oracle"], m["slo_attainment"])
         better = all(
@@ -293,7 +359,15 @@ def goals(results: dict[str, Any], name: str = "ours") -> str:
             f"{lost}, after {row['zero_s']:.0f} s at zero",
             lost == 0 and row["zero_s"] > 0,
         )
-    return "\n".join(["| goal | measured | met |", "|---|---|---|", *rows])
+    table = "\n".join(["| goal | measured | met |", "|---|---|---|", *rows])
+    bound = traces_.get("step", {}).get("online_bound")
+    if bound is not None:
+        table += (
+            f"\n\nOn the step, asking for all {MAX_UNITS} units at the first pass after it "
+            f"({STEP_AT + OURS.period:.0f} s) gets {bound:.1%} of requests within the objective: "
+            "no scaler that learns of the step then can do better."
+        )
+    return table
 
 
 def main() -> None:

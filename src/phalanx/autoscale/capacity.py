@@ -44,16 +44,26 @@ def learn_capacity(previous: float | None, live: Sequence[UnitSignals]) -> float
 
 
 def capacity_figure(
-    demand: float | None, capacity: float | None, current: int, tolerance: float, unit: str
+    demand: float | None,
+    capacity: float | None,
+    current: int,
+    tolerance: float,
+    unit: str,
+    utilization: float = 1.0,
 ) -> Figure | None:
-    """ceil(demand / capacity per unit), held inside the tolerance band like any ratio."""
+    """ceil(demand / (capacity per unit x utilization)), held inside the tolerance band like any
+    ratio. No demand needs no unit, whatever the capacity (known or not)."""
+    if demand is not None and demand <= 0:
+        return Figure("capacity", 0, f"no demand (0 tokens/s) needs no {unit}")
     if demand is None or capacity is None or capacity <= 0:
         return None
-    raw = max(demand, 0.0) / capacity
+    planned = capacity * utilization
+    raw = demand / planned
     replicas, held = ratio_rule(raw, raw, current, tolerance)
     verdict = f"is within the {tolerance:.0%} tolerance: {replicas}" if held else f"asks for {replicas}"
+    at = f" at {utilization:.0%} of" if utilization != 1.0 else " at"
     return Figure(
         "capacity",
         replicas,
-        f"demand {number(demand)} tokens/s at the learned {number(capacity)} tokens/s per {unit} {verdict}",
+        f"demand {number(demand)} tokens/s{at} the learned {number(capacity)} tokens/s per {unit} {verdict}",
     )

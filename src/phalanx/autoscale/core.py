@@ -1,11 +1,13 @@
 """`autoscale`: one pass of the autoscaler for one target, a pure function.
 
-recommend each signal -> highest wins -> clamp -> (from zero: start at once) | panic | windows and
-step limits -> clamp -> to zero only after a whole idle window -> placement cap -> record.
+recommend each signal -> a backlog asks for what drains it -> highest wins -> clamp -> (from zero:
+start at once) | panic | windows and step limits -> clamp -> to zero only after a whole idle window
+-> placement cap -> record.
 """
 
 from __future__ import annotations
 
+from phalanx.autoscale.backlog import Need, keep_demand, learn_startup, need, rise, still_starting
 from phalanx.autoscale.capacity import capacity_figure, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
 from phalanx.autoscale.recommend import Figure, plural, recommend
@@ -18,10 +20,13 @@ from phalanx.autoscale.types import (
     Mode,
     Policy,
     Recommendation,
+    SignalName,
     Signals,
     UnitSignals,
 )
 from phalanx.autoscale.zero import idle_for
+
+BACKLOG_SIGNALS: frozenset[SignalName] = frozenset({"queue", "inflight", "waiting"})
 
 
 def clamp(value: int, policy: Policy) -> tuple[int, str | None]:
@@ -32,14 +37,33 @@ def clamp(value: int, policy: Policy) -> tuple[int, str | None]:
     return value, None
 
 
+def drain_cap(figure: Figure, current: int, needed: Need | None, unit: str) -> Figure:
+    """A queue-like signal read through the ratio rule counts a backlog as steady load; above the
+    current count it asks for no more than the demand and the backlog's drain need."""
+    if needed is None or figure.source not in BACKLOG_SIGNALS or figure.replicas <= current:
+        return figure
+    cap = max(current, needed.units)
+    if figure.replicas <= cap:
+        return figure
+    return Figure(figure.source, cap, f"{figure.text}, but {needed.text(unit)}", figure.raise_only)
+
+
 def gather(
-    policy: Policy, live: tuple[UnitSignals, ...], signals: Signals, capacity: float | None
+    policy: Policy,
+    live: tuple[UnitSignals, ...],
+    signals: Signals,
+    capacity: float | None,
+    remaining: float = 0.0,
+    ahead: float = 0.0,
 ) -> list[Figure]:
     """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's."""
     figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
+    utilization = policy.capacity_utilization
+    needed = need(live, signals, capacity, utilization, policy.backlog_horizon, remaining, ahead)
+    figures = [drain_cap(f, len(live), needed, policy.unit) for f in figures]
     if policy.capacity_floor:
         demand = signals.demand_tokens_per_second
-        floor = capacity_figure(demand, capacity, len(live), policy.tolerance, policy.unit)
+        floor = capacity_figure(demand, capacity, len(live), policy.tolerance, policy.unit, utilization)
         figures += [floor] if floor is not None else []
     if not live and signals.admission_queue > 0:
         waiting = plural(signals.admission_queue, "request")
@@ -81,11 +105,19 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     live = tuple(u for u in signals.units if not u.draining)  # draining units are already leaving
     current = len(live)
     capacity = learn_capacity(history.capacity_per_unit, live)
-    figures = gather(policy, live, signals, capacity)
+    startup = learn_startup(history.startup, history.starting, live, now)
+    arrivals = signals.demand_requests_per_second
+    ahead = rise(history.demand, now, arrivals, startup or 0.0) if arrivals is not None else 0.0
+    figures = gather(policy, live, signals, capacity, still_starting(live, now, startup), ahead)
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]
-    recommended, clamped = clamp(top.replicas if top is not None else current, policy)
+    wanted = top.replicas if top is not None else current
+    if figures and all(f.raise_only for f in figures) and wanted < current:
+        # Guards and a short queue can raise the count; with nothing that measures load, keep it.
+        wanted = current
+        clauses.append(f"nothing measures how busy the {unit}s are, keeping {plural(current, unit)}")
+    recommended, clamped = clamp(wanted, policy)
     clauses += [clamped] if clamped else []
     longest = max(policy.scale_up.stabilization_window, policy.scale_down.stabilization_window)
     recommendations = prune_recommendations(
@@ -133,6 +165,11 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
         capacity_per_unit=capacity,
         placement_limit=where.limit,
         placement_retry_at=where.retry_at,
+        starting=tuple(
+            (u.name, u.pending_since) for u in live if not u.ready and u.pending_since is not None
+        ),
+        startup=startup,
+        demand=keep_demand(history.demand, now, arrivals),
     )
     return Decision(
         desired=desired,

@@ -50,7 +50,8 @@ def placement(
         and now < history.placement_retry_at
     ):
         # Units placed since then prove room for them: the ceiling never removes a placed unit.
-        limit = max(history.placement_limit, current)
+        # Requests held with no unit at all always get their one unit tried (the start from zero).
+        limit = max(history.placement_limit, current, 1 if signals.admission_queue > 0 and not current else 0)
         return Placement(limit, stuck, limit, history.placement_retry_at)
     return Placement(None, stuck, None, None)
 

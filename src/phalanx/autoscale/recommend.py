@@ -5,7 +5,9 @@ absolute count, so units still starting are already part of it and a scale-up is
 one that is on its way. A unit that is not ready, or a ready unit whose value is unknown, counts as
 0 toward scale-up and as exactly at target toward scale-down: missing data never scales down.
 The p95 signals are guards: above the objective they ask for one more than the ready units, under
-it they ask for nothing (0), so they can raise the count and never lower it.
+it they ask for nothing (0), so they can raise the count and never lower it. The router's queue is
+read the same way below its target: a short queue says the units keep up, not how many fewer would
+(a queue of 0 does not mean 0 units), so only the load signals and the capacity floor scale down.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ class Figure:
     source: str
     replicas: int
     text: str
+    # A figure that can only raise the count (a guard, a queue within its target): it says nothing
+    # about how many fewer units would do.
+    raise_only: bool = False
 
 
 def plural(count: int, unit: str) -> str:
@@ -70,6 +75,12 @@ def load_figure(
         if metric.signal == "queue" and signals.admission_queue:
             seen += f" (admission queue {signals.admission_queue} included)"
     text = f"{seen} at target {number(metric.target)} per {unit}"
+    if metric.signal == "queue" and live and replicas <= len(live):
+        # A queue within its target says the units keep up, not how many fewer would; while
+        # requests are held, none of the units is spare.
+        if total > 0:
+            return Figure("queue", len(live), f"{text} keeps {len(live)} while requests wait", True)
+        return Figure("queue", 0, f"{text} asks for no more {unit}s", True)
     if missing:
         text += f", {plural(missing, unit)} not reporting counted at target for scale-down"
     verdict = f"is within the {tolerance:.0%} tolerance: {replicas}" if held else f"asks for {replicas}"
@@ -84,13 +95,14 @@ def guard_figure(metric: MetricTarget, live: Sequence[UnitSignals], unit: str) -
     mean = sum(known) / len(known)
     seen = f"{metric.signal} {number(mean)} s"
     if mean <= metric.target:
-        return Figure(metric.signal, 0, f"{seen} is within the objective {number(metric.target)} s")
+        return Figure(metric.signal, 0, f"{seen} is within the objective {number(metric.target)} s", True)
     ready = sum(u.ready for u in live)
     return Figure(
         metric.signal,
         ready + 1,
         f"{seen} is over the objective {number(metric.target)} s: one more than the "
         f"{plural(ready, 'ready ' + unit)} asks for {ready + 1}",
+        True,
     )
 
 

@@ -72,6 +72,11 @@ class Policy:
     panic: PanicRule = PanicRule()
     pending_timeout: float = 300.0  # a unit not ready after this lowers the target to what fits
     capacity_floor: bool = True  # never fewer units than demand / learned tokens per second per unit
+    # Share of a unit's learned capacity the floor plans for: a unit run at 100% queues requests.
+    capacity_utilization: float = 0.9
+    # A backlog (requests held at the router or waiting in engines) asks for enough units beyond the
+    # steady demand to drain it within this many seconds, not for a unit per `target` requests.
+    backlog_horizon: float = 120.0
     observe_only: bool = False  # decide and report, change nothing
     history_limit: int = 32  # decision records kept (and shown in status)
     unit: str = "group"  # what one unit is called in reasons, e.g. "prefill instance"
@@ -104,6 +109,8 @@ class Signals:
     admission_queue: int = 0
     # Tokens per second arriving at the router for this target (prompt + expected output).
     demand_tokens_per_second: float | None = None
+    # Requests per second arriving at the router for this target (with the tokens: tokens per request).
+    demand_requests_per_second: float | None = None
     # How many more units the platform can place now (local GPU inventory); None: unknown.
     placeable: int | None = None
 
@@ -141,6 +148,14 @@ class History:
     # was placed, kept as a ceiling until `placement_retry_at`, then scale-up is tried again.
     placement_limit: int | None = None
     placement_retry_at: float | None = None
+    # Units not ready at the last pass, (name, pending_since): one found ready now shows how long
+    # a unit takes from creation to ready.
+    starting: tuple[tuple[str, float], ...] = ()
+    # Seconds from creation to ready, learned from the units seen starting; None: not seen yet.
+    startup: float | None = None
+    # (time, requests per second arriving) of the passes of the last minute, and the newest older
+    # one: how fast the demand rises.
+    demand: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -35,11 +35,11 @@ def pending(count: int, since: float, start: int = 100) -> tuple[UnitSignals, ..
 
 
 def policy(*metrics: MetricTarget, **fields: Any) -> Policy:
-    """A policy on queue (target 5) by default, 0..20 units, free to move unless told otherwise."""
+    """A policy on inflight (target 5) by default, 0..20 units, free to move unless told otherwise."""
     settings: dict[str, Any] = {
         "min_replicas": 0,
         "max_replicas": 20,
-        "metrics": metrics or (MetricTarget("queue", 5.0),),
+        "metrics": metrics or (MetricTarget("inflight", 5.0),),
         "scale_up": FREE,
         "scale_down": FREE,
         "panic": CALM,
@@ -67,6 +67,8 @@ def round_trip(history: History) -> History:
     return History(
         recommendations=tuple(Recommendation(**r) for r in data.pop("recommendations")),
         records=tuple(DecisionRecord(**r) for r in data.pop("records")),
+        starting=tuple((name, since) for name, since in data.pop("starting")),
+        demand=tuple((time, rate) for time, rate in data.pop("demand")),
         **data,
     )
 

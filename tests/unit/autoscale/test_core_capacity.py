@@ -48,24 +48,24 @@ def test_the_floor_is_demand_over_capacity() -> None:
 
 def test_the_floor_raises_the_count_above_the_load_signals() -> None:
     history = History(capacity_per_unit=1000.0)
-    signals = Signals(units=units(2, queue=2.0, waiting=0.0), demand_tokens_per_second=3900.0)
-    decision = autoscale(policy(), signals, 0.0, history)
-    assert decision.recommendations == {"queue": 1, "capacity": 4}
+    signals = Signals(units=units(2, inflight=2.0, waiting=0.0), demand_tokens_per_second=3900.0)
+    decision = autoscale(policy(capacity_utilization=1.0), signals, 0.0, history)
+    assert decision.recommendations == {"inflight": 1, "capacity": 4}
     assert decision.desired == 4
     assert decision.history.capacity_per_unit == 1000.0
 
 
 def test_the_floor_can_be_turned_off() -> None:
-    signals = Signals(units=units(2, queue=2.0), demand_tokens_per_second=3900.0)
+    signals = Signals(units=units(2, inflight=2.0), demand_tokens_per_second=3900.0)
     decision = autoscale(policy(capacity_floor=False), signals, 0.0, History(capacity_per_unit=1000.0))
-    assert decision.recommendations == {"queue": 1}
+    assert decision.recommendations == {"inflight": 1}
 
 
 def test_capacity_is_learned_in_the_pass_and_kept_in_the_history() -> None:
     signals = Signals(
-        units=units(2, queue=10.0, waiting=4.0, tokens_per_second=800.0), demand_tokens_per_second=4000.0
+        units=units(2, inflight=10.0, waiting=4.0, tokens_per_second=800.0), demand_tokens_per_second=4000.0
     )
-    decision = autoscale(policy(), signals, 0.0, History())
+    decision = autoscale(policy(capacity_utilization=1.0), signals, 0.0, History())
     assert decision.history.capacity_per_unit == 800.0
     assert decision.recommendations["capacity"] == 5
 

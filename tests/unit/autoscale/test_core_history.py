@@ -18,7 +18,7 @@ def noisy_trace(passes: int) -> list[Signals]:
         total = 30 + 25 * math.sin(i / 6) + (7 * i) % 11
         ready = units(
             max(1, round(total / 6)),
-            queue=total / max(1, round(total / 6)),
+            inflight=total / max(1, round(total / 6)),
             waiting=1.0,
             tokens_per_second=900.0,
         )
@@ -57,7 +57,7 @@ def test_records_are_bounded_and_only_kept_for_changes() -> None:
 
 
 def test_a_steady_target_adds_no_records() -> None:
-    decisions = run(policy(), every(15.0, 5, Signals(units=units(2, queue=5.0))))
+    decisions = run(policy(), every(15.0, 5, Signals(units=units(2, inflight=5.0))))
     assert [d.history.records for d in decisions] == [()] * 5
 
 
@@ -94,12 +94,12 @@ def test_the_decision_keeps_only_what_the_windows_need() -> None:
 def test_scale_times_are_kept() -> None:
     chosen = policy(scale_down=StepLimit(instances=100, period=0.0))
     decisions = run(
-        chosen, [(0.0, Signals(units=units(1, queue=20.0))), (15.0, Signals(units=units(4, queue=1.0)))]
+        chosen, [(0.0, Signals(units=units(1, inflight=20.0))), (15.0, Signals(units=units(4, inflight=1.0)))]
     )
     assert (decisions[1].history.last_scale_up, decisions[1].history.last_scale_down) == (0.0, 15.0)
 
 
 def test_observe_only_decides_and_says_it_changed_nothing() -> None:
-    decision = autoscale(policy(observe_only=True), Signals(units=units(1, queue=20.0)), 0.0, History())
+    decision = autoscale(policy(observe_only=True), Signals(units=units(1, inflight=20.0)), 0.0, History())
     assert decision.desired == 4
     assert decision.reason.endswith("asks for 4 (observe only: not applied).")

@@ -6,7 +6,7 @@ from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.types import AutoscaleEvent, History, Signals
 from tests.unit.autoscale.core_builders import pending, policy, run, units
 
-BUSY = units(2, queue=20.0)  # 40 queued at target 5: asks for 8
+BUSY = units(2, inflight=20.0)  # 40 queued at target 5: asks for 8
 
 
 def test_a_unit_pending_past_the_timeout_lowers_the_count_with_a_warning() -> None:
@@ -62,7 +62,7 @@ def test_a_stuck_unit_recovers_once_room_appears() -> None:
 
 
 def test_min_replicas_is_kept_even_when_units_are_stuck() -> None:
-    signals = Signals(units=(*units(1, queue=20.0), *pending(2, since=0.0)))
+    signals = Signals(units=(*units(1, inflight=20.0), *pending(2, since=0.0)))
     assert autoscale(policy(min_replicas=3, pending_timeout=60.0), signals, 100.0, History()).desired == 3
 
 
@@ -77,7 +77,7 @@ def test_the_remembered_ceiling_never_removes_a_unit_that_was_placed_since() -> 
     chosen = policy(pending_timeout=300.0)
     passes = [
         (301.0, Signals(units=(*BUSY, *pending(1, since=0.0)))),
-        (315.0, Signals(units=units(3, queue=14.0))),
+        (315.0, Signals(units=units(3, inflight=14.0))),
     ]
     decisions = run(chosen, passes)
     assert [d.desired for d in decisions] == [2, 3]

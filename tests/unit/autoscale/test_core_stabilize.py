@@ -11,7 +11,7 @@ from tests.unit.autoscale.core_builders import every, policy, run, units
 
 
 def queue(count: int, total: float) -> Signals:
-    return Signals(units=units(count, queue=total / count))
+    return Signals(units=units(count, inflight=total / count))
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_the_scale_up_limit_caps_the_step_and_the_reason_says_so() -> None:
     decision = autoscale(chosen, queue(4, 38), 0.0, History())
     assert decision.desired == 6
     assert decision.reason == (
-        "queue 38 over 4 groups at target 5 per group asks for 8; capped at 6 by the scale-up limit of "
+        "inflight 38 over 4 groups at target 5 per group asks for 8; capped at 6 by the scale-up limit of "
         "2 groups per 15 s (2 or 0%, the looser)."
     )
 
@@ -74,7 +74,7 @@ def test_the_limit_counts_from_the_lowest_count_in_force_during_the_period() -> 
 def test_the_scale_up_window_uses_its_lowest_recommendation() -> None:
     chosen = policy(scale_up=StepLimit(instances=100, period=0.0, stabilization_window=60.0))
     decisions = run(chosen, [(0.0, queue(2, 30)), (15.0, queue(2, 50)), (75.0, queue(2, 50))])
-    assert [d.recommendations["queue"] for d in decisions] == [6, 10, 10]
+    assert [d.recommendations["inflight"] for d in decisions] == [6, 10, 10]
     assert [d.desired for d in decisions] == [6, 6, 10]
     assert (
         "held at 6 by the scale-up window (lowest recommendation in the last 60 s: 6)" in decisions[1].reason

@@ -325,6 +325,7 @@ class Replayer:
             self.arrived_tokens.popleft()
         span = min(self.window, now)
         demand = sum(t for _, t in self.arrived_tokens) / span if span > 0 else None
+        arrivals = len(self.arrived_tokens) / span if span > 0 else None
         units = []
         for unit in self.units:
             if not unit.alive:
@@ -360,6 +361,7 @@ class Replayer:
             units=tuple(units),
             admission_queue=0 if open_units else len(self.queue),
             demand_tokens_per_second=demand,
+            demand_requests_per_second=arrivals,
             placeable=None if cap is None else max(0, cap - held),
         )
 

@@ -1,0 +1,116 @@
+"""What the demand needs, from the arrival rate and the learned capacity (Little's law in rates),
+and how many more units drain a backlog within the policy's horizon.
+
+A backlog (requests the router holds, requests waiting in engines) is work that arrived while the
+units could not take it: it is done once, not every second. Read through the ratio rule it looks
+like steady load (800 requests at 11 per unit asks for 72 units); here it asks for the units that
+finish it within `backlog_horizon` seconds on top of what the steady demand needs, at the rate one
+unit completes requests (its learned tokens per second over the tokens per request).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from phalanx.autoscale.recommend import number
+from phalanx.autoscale.types import Signals, UnitSignals
+
+
+@dataclass(frozen=True)
+class Need:
+    steady: float  # units the arrival rate needs at the planned utilization
+    backlog: (
+        float  # requests held at the router or waiting in engines, now and until starting units are ready
+    )
+    drain: float  # units more that finish the backlog within the horizon
+    horizon: float
+
+    @property
+    def units(self) -> int:
+        return math.ceil(self.steady + self.drain - 1e-9)
+
+    def text(self, unit: str) -> str:
+        return (
+            f"the demand needs {number(self.steady)} and the backlog of {number(self.backlog)} "
+            f"requests {number(self.drain)} more to drain in {number(self.horizon)} s: {self.units}"
+        )
+
+
+def backlog_requests(live: Sequence[UnitSignals], signals: Signals) -> float:
+    """Requests not being served: held at the router (admission queue included) or waiting in an
+    engine. Unknown values count 0: the backlog only ever raises a cap, never lowers a count."""
+    held = sum(u.queue or 0.0 for u in live if u.ready) + signals.admission_queue
+    return held + sum(u.waiting or 0.0 for u in live if u.ready)
+
+
+def still_starting(live: Sequence[UnitSignals], now: float, startup: float | None) -> float:
+    """Seconds until the last unit now starting is ready, by the learned startup time (0 when
+    none is starting or no startup was seen yet)."""
+    ages = [now - u.pending_since for u in live if not u.ready and u.pending_since is not None]
+    if startup is None or not ages:
+        return 0.0
+    return max(0.0, startup - min(ages))
+
+
+def learn_startup(
+    previous: float | None, starting: Sequence[tuple[str, float]], live: Sequence[UnitSignals], now: float
+) -> float | None:
+    """The latest startup seen: a unit that was starting at the last pass and is ready now took
+    at most `now - pending_since` (the longest of this pass's, so the estimate leans long)."""
+    ready = {u.name for u in live if u.ready}
+    samples = [now - since for name, since in starting if name in ready]
+    return max(samples) if samples else previous
+
+
+TREND = 60.0  # seconds between the two arrival rates whose difference is the demand's rise
+
+
+def keep_demand(
+    samples: Sequence[tuple[float, float]], now: float, requests: float | None
+) -> tuple[tuple[float, float], ...]:
+    """This pass's arrival rate added; those of the last TREND seconds kept, and the newest older."""
+    every = [*samples, (now, requests)] if requests is not None else list(samples)
+    older = [s for s in every if s[0] < now - TREND]
+    return tuple(older[-1:] + [s for s in every if s[0] >= now - TREND])
+
+
+def rise(samples: Sequence[tuple[float, float]], now: float, requests: float, over: float) -> float:
+    """How much the arrival rate (requests per second) gains in the next `over` seconds, at the
+    pace it gained since the rate at least TREND seconds ago, and never more than it gained then:
+    a step seen through a rate window looks like a ramp for a window's length, and must not be
+    extrapolated as one. 0 when it falls or no rate that old is known (a falling demand is the
+    windows' business)."""
+    then = [s for s in samples if s[0] <= now - TREND]
+    if not then:
+        return 0.0
+    time, rate = then[-1]
+    gained = max(0.0, requests - rate)
+    return min(gained, gained / (now - time) * over)
+
+
+def need(
+    live: Sequence[UnitSignals],
+    signals: Signals,
+    capacity: float | None,
+    utilization: float,
+    horizon: float,
+    remaining: float = 0.0,
+    ahead: float = 0.0,
+) -> Need | None:
+    """None unless the arrival rate (tokens and requests) and a unit's capacity are all known.
+    While units start (`remaining` seconds more), the backlog grows by what arrives beyond the
+    ready units' capacity: that growth is counted now, so one step asks for it. `ahead` is the
+    rise of the arrival rate over a unit's startup: a unit asked for now serves that demand."""
+    tokens, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
+    if tokens is None or requests is None or capacity is None:
+        return None
+    if tokens <= 0 or requests <= 0 or capacity <= 0 or utilization <= 0 or horizon <= 0:
+        return None
+    steady = tokens * (requests + ahead) / requests / (capacity * utilization)
+    per_unit = capacity * requests / tokens  # requests one unit completes per second
+    ready = sum(1 for u in live if u.ready)
+    growth = max(0.0, requests - ready * per_unit) * remaining
+    backlog = backlog_requests(live, signals) + growth
+    return Need(steady, backlog, backlog / (per_unit * horizon), horizon)
