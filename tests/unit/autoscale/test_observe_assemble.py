@@ -10,24 +10,23 @@ from phalanx.autoscale.observe.engine import UnitFields
 from phalanx.autoscale.observe.router import RouterFigures
 from phalanx.autoscale.types import History, MetricTarget, Policy, UnitSignals
 
-BUSY = UnitFields(waiting=2, running=8, kv_usage=0.6, ttft_p95=0.4, itl_p95=0.03, tokens_per_second=900)
+ENGINE = {
+    "waiting": 2,
+    "running": 8,
+    "kv_usage": 0.6,
+    "ttft_p95": 0.4,
+    "itl_p95": 0.03,
+    "tokens_per_second": 900,
+}
+BUSY = UnitFields(**ENGINE, prompt_tokens_per_second=200)
 
 
 def test_units_carry_the_runtime_s_state_and_their_engine_s_fields() -> None:
     units = [UnitState("g-0", ready=True), UnitState("g-1", ready=False, pending_since=40.0)]
     router = RouterFigures(inflight={"g-0": 7, "g-1": 0}, queue=None)
     signals = build_signals(units, {"g-0": BUSY}, router, placeable=3)
-    assert signals.units[0] == UnitSignals(
-        name="g-0",
-        ready=True,
-        inflight=7,
-        waiting=2,
-        running=8,
-        kv_usage=0.6,
-        ttft_p95=0.4,
-        itl_p95=0.03,
-        tokens_per_second=900,
-    )
+    # Every engine field but the prompt rate, which only serves the demand.
+    assert signals.units[0] == UnitSignals(name="g-0", ready=True, inflight=7, **ENGINE)
     assert signals.units[1] == UnitSignals(name="g-1", ready=False, pending_since=40.0, inflight=0)
     assert (signals.admission_queue, signals.placeable) == (0, 3)
 
@@ -76,12 +75,34 @@ def test_unknown_router_figures_add_nothing() -> None:
     assert build_signals([], {}, None).admission_queue == 0
 
 
-def test_demand_is_what_the_units_served_unless_the_caller_knows_it() -> None:
+def test_demand_is_the_router_s_arriving_prompt_tokens_times_the_served_mix() -> None:
+    units = [UnitState("g-0", ready=True), UnitState("g-1", ready=True), UnitState("g-2", ready=True)]
+    engines = {
+        "g-0": UnitFields(tokens_per_second=900, prompt_tokens_per_second=300),
+        "g-1": UnitFields(tokens_per_second=300, prompt_tokens_per_second=100),
+        "g-2": UnitFields(tokens_per_second=500),  # no prompt figure: left out of the mix
+    }
+    router = RouterFigures(arrival_prompt_tokens_per_second=800)
+    # 1200 tokens served per 400 prompt tokens: 3 tokens per arriving prompt token.
+    assert build_signals(units, engines, router).demand_tokens_per_second == pytest.approx(2400)
+
+
+def test_with_nothing_served_the_demand_is_the_prompt_tokens_alone() -> None:
+    signals = build_signals([], {}, RouterFigures(held=2, arrival_prompt_tokens_per_second=150))
+    assert signals.demand_tokens_per_second == 150
+
+
+def test_without_the_router_s_figure_the_demand_is_what_the_units_served() -> None:
     units = [UnitState("g-0", ready=True), UnitState("g-1", ready=True), UnitState("g-2", ready=True)]
     engines = {"g-0": BUSY, "g-1": UnitFields(tokens_per_second=300), "g-2": UnitFields()}
-    assert build_signals(units, engines, None).demand_tokens_per_second == 1200
-    known = build_signals(units, engines, None, demand_tokens_per_second=2000.0)
-    assert known.demand_tokens_per_second == 2000.0
+    assert build_signals(units, engines, RouterFigures()).demand_tokens_per_second == 1200
+    assert build_signals(units, {}, None).demand_tokens_per_second is None
+
+
+def test_the_caller_s_demand_wins() -> None:
+    router = RouterFigures(arrival_prompt_tokens_per_second=800)
+    signals = build_signals([], {}, router, demand_tokens_per_second=2000.0)
+    assert signals.demand_tokens_per_second == 2000.0
 
 
 def test_the_core_starts_a_unit_for_requests_held_at_zero() -> None:

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from phalanx.autoscale.observe.engine import UNKNOWN, EngineMetricNames, UnitFields, observe_unit
-from phalanx.autoscale.observe.snapshot import EngineSnapshot
+from phalanx.autoscale.observe.snapshot import PageSnapshot
 from tests.unit.autoscale.observe_pages import sglang_page, vllm_page
 
 # Lifetime: 100 fast first tokens. Window: 20 more, all in (0.5, 1.0].
@@ -26,7 +26,7 @@ PAGE_2 = vllm_page(
 )
 
 
-def two_pages(first: str, second: str, gap: float = 15.0) -> tuple[UnitFields, EngineSnapshot | None]:
+def two_pages(first: str, second: str, gap: float = 15.0) -> tuple[UnitFields, PageSnapshot | None]:
     _, snapshot = observe_unit(first, None, 100.0)
     return observe_unit(second, snapshot, 100.0 + gap)
 
@@ -47,6 +47,7 @@ def test_the_second_page_measures_the_window_only() -> None:
     assert (fields.waiting, fields.running, fields.kv_usage) == (5, 9, 0.5)
     # (600 prompt + 900 generation tokens) / 15 s.
     assert fields.tokens_per_second == pytest.approx(100.0)
+    assert fields.prompt_tokens_per_second == pytest.approx(40.0)  # 600 / 15 s
     # Window: 20 observations in (0.5, 1.0]; rank 19 -> 0.5 + 0.5 * 19/20. The lifetime p95 would
     # be 0.85 (rank 114 of 120), and the old fast requests must not hide the slow window.
     assert fields.ttft_p95 == pytest.approx(0.975)
@@ -198,7 +199,7 @@ def test_another_quantile() -> None:
 def test_the_snapshot_survives_json() -> None:
     _, snapshot = observe_unit(PAGE_1, None, 100.0)
     assert snapshot is not None
-    restored = EngineSnapshot.from_json(json.loads(json.dumps(snapshot.to_json())))
+    restored = PageSnapshot.from_json(json.loads(json.dumps(snapshot.to_json())))
     assert restored == snapshot
     assert observe_unit(PAGE_2, restored, 115.0)[0] == two_pages(PAGE_1, PAGE_2)[0]
 
@@ -220,10 +221,10 @@ def test_the_snapshot_survives_json() -> None:
     ],
 )
 def test_a_damaged_snapshot_is_no_snapshot(data: object) -> None:
-    assert EngineSnapshot.from_json(data) is None
+    assert PageSnapshot.from_json(data) is None
     # ...which costs one window and is never read as zeros.
     assert observe_unit(PAGE_2, None, 115.0)[0].tokens_per_second is None
 
 
 def test_integer_times_and_values_are_accepted() -> None:
-    assert EngineSnapshot.from_json({"time": 3, "series": {"a": 2}}) == EngineSnapshot(3.0, {"a": 2.0})
+    assert PageSnapshot.from_json({"time": 3, "series": {"a": 2}}) == PageSnapshot(3.0, {"a": 2.0})

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 import pytest
 
 from phalanx.autoscale.observe.engine import UnitFields, observe_unit
-from phalanx.autoscale.observe.snapshot import EngineSnapshot
+from phalanx.autoscale.observe.snapshot import PageSnapshot
 from phalanx.sim.blocks import BlockManager
 from phalanx.sim.engine import Engine
 from phalanx.sim.metrics import SimMetrics
@@ -48,6 +48,7 @@ def test_known_observations_on_a_simulator_page() -> None:
     fields, _ = observe_unit(metrics.render().decode(), snapshot, 60.0)
     assert (fields.waiting, fields.running, fields.kv_usage) == (2, 3, 0.25)
     assert fields.tokens_per_second == pytest.approx((300 + 60) / 10)
+    assert fields.prompt_tokens_per_second == pytest.approx(300 / 10)
     # 21 in the window; rank 19.95 is in (0.25, 0.5], which holds the first 20: 0.25 + 0.25 * 19.95/20.
     assert fields.ttft_p95 == pytest.approx(0.499375)
     # One observation in (0.01, 0.025]: rank 0.95 -> 0.01 + 0.015 * 0.95.
@@ -161,7 +162,7 @@ def test_a_simulator_process_scraped_over_loopback(sim_port: int) -> None:
         assert _request(sim_port, "POST", "/v1/completions", body)[0] == 200
     _, page = _request(sim_port, "GET", "/metrics")
     now = time.monotonic()
-    fields, _ = observe_unit(page.decode(), EngineSnapshot.from_json(json.loads(stored)), now)
+    fields, _ = observe_unit(page.decode(), PageSnapshot.from_json(json.loads(stored)), now)
     assert (fields.waiting, fields.running, fields.kv_usage) == (0, 0, 0)
     assert fields.tokens_per_second is not None and fields.tokens_per_second > 0
     assert fields.ttft_p95 is not None and fields.itl_p95 is not None

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from phalanx.autoscale.observe.prom import Sample, first_present, parse_page, series_key
 from phalanx.autoscale.observe.quantile import histogram_quantile
-from phalanx.autoscale.observe.snapshot import EngineSnapshot
+from phalanx.autoscale.observe.snapshot import PageSnapshot, growth
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,10 @@ class UnitFields:
     ttft_p95: float | None = None
     itl_p95: float | None = None
     prefill_queued_tokens: float | None = None
-    tokens_per_second: float | None = None
+    tokens_per_second: float | None = None  # prompt and generation tokens
+    # The prompt part alone: with the router's prompt tokens arriving, it gives the output
+    # tokens to expect per prompt token (`assemble`).
+    prompt_tokens_per_second: float | None = None
 
 
 UNKNOWN = UnitFields()
@@ -74,11 +77,11 @@ UNKNOWN = UnitFields()
 
 def observe_unit(
     text: str,
-    previous: EngineSnapshot | None,
+    previous: PageSnapshot | None,
     now: float,
     names: EngineMetricNames = DEFAULT_NAMES,
     quantile: float = 0.95,
-) -> tuple[UnitFields, EngineSnapshot | None]:
+) -> tuple[UnitFields, PageSnapshot | None]:
     """The unit's fields from its entry pod's page read at `now`, and the snapshot to pass next
     time. A page that is unreadable or has none of the engine's metrics (an error page, another
     program) gives no fields and keeps `previous`, so the next good page still has a window."""
@@ -87,8 +90,8 @@ def observe_unit(
     known = kept | names.gauges()
     if samples is None or not any(s.name in known for s in samples):
         return UNKNOWN, previous
-    snapshot = EngineSnapshot(now, {series_key(s): s.value for s in samples if s.name in kept})
-    deltas = _deltas(previous, snapshot)
+    snapshot = PageSnapshot(now, {series_key(s): s.value for s in samples if s.name in kept})
+    deltas = growth(previous, snapshot)
     fields = UnitFields(
         waiting=_gauge(samples, names.waiting, sum),
         running=_gauge(samples, names.running, sum),
@@ -99,28 +102,15 @@ def observe_unit(
         return fields, snapshot
     window = now - previous.time
     return (
-        UnitFields(
-            waiting=fields.waiting,
-            running=fields.running,
-            kv_usage=fields.kv_usage,
-            prefill_queued_tokens=fields.prefill_queued_tokens,
+        replace(
+            fields,
             ttft_p95=_p95(samples, deltas, names.ttft, quantile),
             itl_p95=_p95(samples, deltas, names.itl, quantile),
             tokens_per_second=_rate(samples, deltas, (names.prompt_tokens, names.generation_tokens), window),
+            prompt_tokens_per_second=_rate(samples, deltas, (names.prompt_tokens,), window),
         ),
         snapshot,
     )
-
-
-def _deltas(previous: EngineSnapshot | None, current: EngineSnapshot) -> dict[str, float] | None:
-    """How much each kept series grew since `previous`; None when there is no usable window: no
-    previous page, time did not advance, or a series went down or vanished (a restart)."""
-    if previous is None or current.time <= previous.time:
-        return None
-    if any(key not in current.series for key in previous.series):
-        return None
-    deltas = {key: value - previous.series.get(key, 0.0) for key, value in current.series.items()}
-    return None if any(delta < 0 for delta in deltas.values()) else deltas
 
 
 def _gauge(

@@ -1,11 +1,13 @@
 """The router's `/metrics` page into what it knows of one target (a model): requests in flight per
-unit, requests waiting for an endpoint slot, and requests held while the target has no unit.
+unit, requests waiting for an endpoint slot, requests held while the target has no unit, and the
+prompt tokens arriving per second.
 
 Endpoints are the router's names for entry pods; the caller maps them to units (a unit is one
-endpoint, or several when it has more than one entry). The slot queue
+endpoint, or several when it has more than one entry). The queue depth
 (`phalanx_router_queue_depth`) is labelled by priority, not by model: it belongs to this target
 only when the page labels it by model or the caller says the router serves this target alone;
-otherwise it is unknown, never guessed from other models' requests.
+otherwise it is unknown, never guessed from other models' requests. Held requests wait in the same
+queue, so they are taken out of it and reported on their own.
 """
 
 from __future__ import annotations
@@ -13,13 +15,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from phalanx.autoscale.observe.prom import Sample, parse_page
+from phalanx.autoscale.observe.prom import Sample, parse_page, series_key
+from phalanx.autoscale.observe.snapshot import PageSnapshot, growth
 
 IN_FLIGHT = "phalanx_router_in_flight_requests"
 QUEUE_DEPTH = "phalanx_router_queue_depth"
-# Requests held with no endpoint (zero units): the router's name for it was not settled when this
-# was written, so callers may pass another.
+# Requests waiting for a model that no routable endpoint serves (zero units, or the first starting).
 HELD = "phalanx_router_held_requests"
+# Prompt tokens (the router's estimate) of the requests for a model, counted on arrival.
+ARRIVAL_PROMPT_TOKENS = "phalanx_router_arrival_prompt_tokens_total"
 
 
 @dataclass(frozen=True)
@@ -29,35 +33,60 @@ class RouterFigures:
     # Unit name -> requests proxied to its endpoints; a unit with none of its endpoints on the
     # page (the router has not discovered it yet) is absent.
     inflight: Mapping[str, float] = field(default_factory=dict)
-    # Requests waiting for a slot on one of the target's endpoints.
+    # Requests waiting for a slot on one of the target's endpoints (held ones not included).
     queue: float | None = None
-    # Requests held while the target has no endpoint at all.
+    # Requests waiting while no routable endpoint serves the target.
     held: float | None = None
+    # Prompt tokens arriving per second over the window since the previous page.
+    arrival_prompt_tokens_per_second: float | None = None
+
+
+@dataclass(frozen=True)
+class RouterMetricNames:
+    in_flight: str = IN_FLIGHT
+    queue_depth: str = QUEUE_DEPTH
+    held: str = HELD
+    arrival_prompt_tokens: str = ARRIVAL_PROMPT_TOKENS
+
+
+DEFAULT_ROUTER_NAMES = RouterMetricNames()
 
 
 def read_router(
     text: str,
+    previous: PageSnapshot | None,
+    now: float,
     *,
     model: str,
     endpoints: Mapping[str, str],
     sole_target: bool = False,
-    held_metric: str = HELD,
-) -> RouterFigures | None:
-    """The router's figures for `model`; `endpoints` maps endpoint name -> unit name, and
-    `sole_target` says this router serves no other model. None when the page is unreadable."""
+    names: RouterMetricNames = DEFAULT_ROUTER_NAMES,
+) -> tuple[RouterFigures | None, PageSnapshot | None]:
+    """The router's figures for `model` read at `now`, and the snapshot to pass next time;
+    `endpoints` maps endpoint name -> unit name, `sole_target` says this router serves no other
+    model. An unreadable page gives None and keeps `previous`."""
     samples = parse_page(text)
     if samples is None:
-        return None
+        return None, previous
     inflight: dict[str, float] = {}
     for sample in samples:
         unit = endpoints.get(sample.labels.get("endpoint", ""))
-        if sample.name == IN_FLIGHT and unit is not None:
+        if sample.name == names.in_flight and unit is not None:
             inflight[unit] = inflight.get(unit, 0.0) + max(sample.value, 0.0)
-    return RouterFigures(
-        inflight=inflight,
-        queue=_for_model(samples, QUEUE_DEPTH, model, sole_target),
-        held=_for_model(samples, held_metric, model, sole_target),
-    )
+    held = _for_model(samples, names.held, model, sole_target)
+    queue = _for_model(samples, names.queue_depth, model, sole_target)
+    if queue is not None and held is not None:
+        queue = max(queue - held, 0.0)
+    arrivals = [
+        s for s in samples if s.name == names.arrival_prompt_tokens and s.labels.get("model") == model
+    ]
+    snapshot = PageSnapshot(now, {series_key(s): s.value for s in arrivals}) if arrivals else None
+    deltas = growth(previous, snapshot) if snapshot is not None else None
+    rate = None
+    if previous is not None and deltas is not None:
+        rate = sum(deltas.values()) / (now - previous.time)
+    figures = RouterFigures(inflight=inflight, queue=queue, held=held, arrival_prompt_tokens_per_second=rate)
+    return figures, snapshot
 
 
 def _for_model(samples: Sequence[Sample], name: str, model: str, sole_target: bool) -> float | None:
