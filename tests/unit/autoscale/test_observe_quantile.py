@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phalanx.autoscale.observe.quantile import histogram_quantile
 
@@ -50,3 +53,19 @@ def test_no_quantile_without_a_usable_histogram(buckets: dict[float, float]) -> 
 
 def test_a_bound_at_or_below_zero_is_returned_as_is() -> None:
     assert histogram_quantile(0.5, {0.0: 4, 1.0: 4, INF: 4}) == 0.0
+
+
+@given(
+    counts=st.lists(st.integers(min_value=0, max_value=50), min_size=2, max_size=8),
+    q=st.floats(min_value=0.01, max_value=0.99),
+)
+def test_quantiles_grow_with_q_and_stay_within_the_bounds(counts: list[int], q: float) -> None:
+    bounds = [0.01 * 2**i for i in range(len(counts) - 1)]
+    cumulative = list(itertools.accumulate(counts))
+    buckets = dict(zip([*bounds, INF], cumulative, strict=True))
+    low, high = histogram_quantile(q, buckets), histogram_quantile(min(q + 0.01, 1.0), buckets)
+    if cumulative[-1] == 0:
+        assert low is None
+        return
+    assert low is not None and high is not None
+    assert 0.0 <= low <= high <= bounds[-1]
