@@ -104,8 +104,8 @@ def observe_unit(
     return (
         replace(
             fields,
-            ttft_p95=_p95(samples, deltas, names.ttft, quantile),
-            itl_p95=_p95(samples, deltas, names.itl, quantile),
+            ttft_p95=_quantile(samples, deltas, names.ttft, quantile),
+            itl_p95=_quantile(samples, deltas, names.itl, quantile),
             tokens_per_second=_rate(samples, deltas, (names.prompt_tokens, names.generation_tokens), window),
             prompt_tokens_per_second=_rate(samples, deltas, (names.prompt_tokens,), window),
         ),
@@ -127,7 +127,7 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _p95(
+def _quantile(
     samples: Sequence[Sample], deltas: dict[str, float], families: tuple[str, ...], quantile: float
 ) -> float | None:
     name = first_present(samples, tuple(f"{family}_bucket" for family in families))
