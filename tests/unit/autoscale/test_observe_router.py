@@ -24,6 +24,7 @@ def router_page(
     queue: dict[str, float] | None = None,
     held: dict[str, float] | None = None,
     arrival_tokens: dict[str, float] | None = None,
+    arrivals: dict[str, float] | None = None,
     held_name: str = "phalanx_router_held_requests",
 ) -> str:
     metrics = RouterMetrics()
@@ -38,6 +39,9 @@ def router_page(
     tokens = Counter("phalanx_router_arrival_prompt_tokens", "Prompt tokens.", ["model"], registry=extra)
     for model, count in (arrival_tokens or {}).items():
         tokens.labels(model).inc(count)
+    requests = Counter("phalanx_router_arrivals", "Requests.", ["model"], registry=extra)
+    for model, count in (arrivals or {}).items():
+        requests.labels(model).inc(count)
     return (metrics.exposition() + generate_latest(extra)).decode()
 
 
@@ -111,6 +115,14 @@ def test_arriving_prompt_tokens_per_second_over_the_window() -> None:
     assert figures is not None and figures.arrival_prompt_tokens_per_second is None  # no window yet
     second = router_page({}, arrival_tokens={"demo": 4000, "other": 999})
     assert read(second, snapshot, 25.0).arrival_prompt_tokens_per_second == pytest.approx(200.0)
+
+
+def test_arriving_requests_per_second_over_the_same_window() -> None:
+    first = router_page({}, arrival_tokens={"demo": 1000}, arrivals={"demo": 10, "other": 3})
+    _, snapshot = read_router(first, None, 10.0, model="demo", endpoints=ENDPOINTS)
+    second = router_page({}, arrival_tokens={"demo": 4000}, arrivals={"demo": 40, "other": 50})
+    figures = read(second, snapshot, 25.0)
+    assert (figures.arrivals_per_second, figures.arrival_prompt_tokens_per_second) == (2.0, 200.0)
 
 
 def test_a_restarted_router_voids_the_arrival_window() -> None:

@@ -1,6 +1,6 @@
 """The router's `/metrics` page into what it knows of one target (a model): requests in flight per
 unit, requests waiting for an endpoint slot, requests held while the target has no unit, and the
-prompt tokens arriving per second.
+requests and prompt tokens arriving per second.
 
 Endpoints are the router's names for entry pods; the caller maps them to units (a unit is one
 endpoint, or several when it has more than one entry). The queue depth
@@ -22,7 +22,8 @@ IN_FLIGHT = "phalanx_router_in_flight_requests"
 QUEUE_DEPTH = "phalanx_router_queue_depth"
 # Requests waiting for a model that no routable endpoint serves (zero units, or the first starting).
 HELD = "phalanx_router_held_requests"
-# Prompt tokens (the router's estimate) of the requests for a model, counted on arrival.
+# Requests for a model and their prompt tokens (the router's estimate), counted on arrival.
+ARRIVALS = "phalanx_router_arrivals_total"
 ARRIVAL_PROMPT_TOKENS = "phalanx_router_arrival_prompt_tokens_total"
 
 
@@ -37,7 +38,8 @@ class RouterFigures:
     queue: float | None = None
     # Requests waiting while no routable endpoint serves the target.
     held: float | None = None
-    # Prompt tokens arriving per second over the window since the previous page.
+    # Requests and prompt tokens arriving per second over the window since the previous page.
+    arrivals_per_second: float | None = None
     arrival_prompt_tokens_per_second: float | None = None
 
 
@@ -46,6 +48,7 @@ class RouterMetricNames:
     in_flight: str = IN_FLIGHT
     queue_depth: str = QUEUE_DEPTH
     held: str = HELD
+    arrivals: str = ARRIVALS
     arrival_prompt_tokens: str = ARRIVAL_PROMPT_TOKENS
 
 
@@ -77,15 +80,23 @@ def read_router(
     queue = _for_model(samples, names.queue_depth, model, sole_target)
     if queue is not None and held is not None:
         queue = max(queue - held, 0.0)
-    arrivals = [
-        s for s in samples if s.name == names.arrival_prompt_tokens and s.labels.get("model") == model
-    ]
+    counters = (names.arrivals, names.arrival_prompt_tokens)
+    arrivals = [s for s in samples if s.name in counters and s.labels.get("model") == model]
     snapshot = PageSnapshot(now, {series_key(s): s.value for s in arrivals}) if arrivals else None
     deltas = growth(previous, snapshot) if snapshot is not None else None
-    rate = None
-    if previous is not None and deltas is not None:
-        rate = sum(deltas.values()) / (now - previous.time)
-    figures = RouterFigures(inflight=inflight, queue=queue, held=held, arrival_prompt_tokens_per_second=rate)
+
+    def per_second(name: str) -> float | None:
+        if previous is None or deltas is None or not any(s.name == name for s in arrivals):
+            return None
+        return sum(deltas[series_key(s)] for s in arrivals if s.name == name) / (now - previous.time)
+
+    figures = RouterFigures(
+        inflight=inflight,
+        queue=queue,
+        held=held,
+        arrivals_per_second=per_second(names.arrivals),
+        arrival_prompt_tokens_per_second=per_second(names.arrival_prompt_tokens),
+    )
     return figures, snapshot
 
 
