@@ -787,6 +787,14 @@ def router(
             help="Prompts of fewer tokens skip the prefill engines (vLLM); 0: none do.",
         ),
     ] = 256,
+    hold_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hold-model",
+            help="While no endpoint serves this model, its requests wait in the queue (up to "
+            "--queue-timeout) instead of a 503; repeatable. ModelServings' models always do.",
+        ),
+    ] = None,
 ) -> None:
     """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
@@ -796,6 +804,9 @@ def router(
     from phalanx.router.policies.pd import PdConfig
     from phalanx.router.server import RouterConfig
 
+    if any(not name.strip() for name in hold_model or ()):
+        err.print("[red]error:[/red] --hold-model: a model name may not be empty")
+        raise typer.Exit(2)
     options = RouterOptions(
         host=host,
         port=port,
@@ -818,6 +829,7 @@ def router(
                 default_cap=max_concurrency, max_queue=max_queue, queue_timeout_s=queue_timeout
             ),
             pd=PdConfig(min_prefill_tokens=min_prefill_tokens, prefill_timeout_s=prefill_timeout),
+            hold_models=tuple(hold_model or ()),
         )
     except ValueError as exc:  # an unknown policy: the message lists the valid ones
         err.print(f"[red]error:[/red] --policy: {escape(str(exc))}")

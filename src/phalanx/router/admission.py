@@ -303,6 +303,14 @@ class Admission:
                 depth[waiter.priority.label] += 1
         return depth
 
+    def waiting_by_model(self) -> dict[str, int]:
+        """Waiters per model (only models with at least one)."""
+        waiting: dict[str, int] = {}
+        for waiter, fut in self._queue.items():
+            if not fut.done():
+                waiting[waiter.model] = waiting.get(waiter.model, 0) + 1
+        return waiting
+
     # -- changes from outside ------------------------------------------------------------
 
     def set_caps(

@@ -47,6 +47,7 @@ from phalanx.router.backends import (
 )
 from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.bodies import BodyBudget, BodyLimits, Held, read_body
+from phalanx.router.declared import Declared
 from phalanx.router.endpoints import Endpoint, check_unique
 from phalanx.router.logs import failure, server_logger
 from phalanx.router.messages import (
@@ -147,6 +148,9 @@ class RouterConfig:
     session_header: str = SESSION_HEADER
     # Per-endpoint concurrency caps and the priority queue in front of them.
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    # Models whose requests wait in that queue while no endpoint serves them (scale from zero),
+    # besides those the ModelServings declare (`set_declared`).
+    hold_models: tuple[str, ...] = ()
     # API keys: a key file or a mounted Secret directory; None is no authentication.
     api_keys: Path | str | None = None
     api_keys_reload_s: float = 5.0
@@ -167,6 +171,8 @@ class RouterConfig:
                 raise ValueError(f"{name} must be positive")
         if self.body_timeout_s is not None and self.body_timeout_s <= 0:
             raise ValueError("body_timeout_s must be positive or None")
+        if any(not name.strip() for name in self.hold_models):
+            raise ValueError("hold_models: a model name may not be empty")
 
 
 class _NothingLeft(Exception):
@@ -260,6 +266,9 @@ class Router:
         self.metrics = RouterMetrics()
         self._endpoints: tuple[Endpoint, ...] = ()
         self._in_flight: dict[str, int] = {}
+        self._declared = Declared(frozenset(self.config.hold_models))
+        # Models with a `phalanx_router_held_requests` series, so it reads 0 once they are served.
+        self._held_labels: set[str] = set()
         self.policies = PolicySet(self.config.policy_config, default=self.config.policy)
         self.admission = Admission(self.config.admission)
         # KeyFileError here (a broken key source at start) is the caller's to report.
@@ -324,6 +333,27 @@ class Router:
         self._backends_changed()
         if self._session is not None:
             self._start_learning()
+
+    def set_declared(self, declared: Declared) -> None:
+        """Replace what the ModelServings declare (`hold_models` stay). Waiters for a model no
+        longer declared or served get their 503 now."""
+        declared = declared.with_models(self.config.hold_models)
+        if declared != self._declared:
+            self._declared = declared
+            self.admission.wake()
+
+    @property
+    def declared(self) -> Declared:
+        return self._declared
+
+    def held(self) -> dict[str, int]:
+        """Requests waiting per declared model that nothing routable serves (only models with some)."""
+        endpoints = self.endpoints()
+        return {
+            model: count
+            for model, count in self.admission.waiting_by_model().items()
+            if availability(endpoints, model, self._declared) is Availability.HELD
+        }
 
     def _backends_changed(self) -> None:
         """Tell the parts that follow the endpoint set (with models resolved) about a change."""
@@ -559,6 +589,10 @@ class Router:
     async def _metrics(self, request: web.Request) -> web.Response:
         for priority, depth in self.admission.queue_depth().items():
             self.metrics.queue_depth.labels(priority).set(depth)
+        held = self.held()
+        self._held_labels |= held.keys() | self._declared.models
+        for model in self._held_labels:
+            self.metrics.held.labels(model).set(held.get(model, 0))
         body = self.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -714,7 +748,7 @@ class Router:
         model, routing = summary.model, summary.routing
         await self._resolve_models()
         endpoints = self.endpoints()
-        match availability(endpoints, model):
+        match availability(endpoints, model, self._declared):
             case Availability.UNKNOWN:
                 tally.model = UNKNOWN_MODEL
                 tally.error = "unknown_model"
@@ -727,8 +761,10 @@ class Router:
                 self.metrics.no_endpoint.labels(tally.model).inc()
                 tally.error = "no_endpoint"
                 return _error(no_endpoint(model, self.config.retry_after_s))
-            case Availability.ROUTABLE:
+            case Availability.ROUTABLE | Availability.HELD:
                 tally.model = model
+        self.metrics.arrivals.labels(model).inc()
+        self.metrics.arrival_prompt_tokens.labels(model).inc(summary.prompt_tokens)
 
         rid = tally.request_id
         drop = ("authorization",) if self.keys.enabled else ()  # the router's key is not the engine's
@@ -752,6 +788,8 @@ class Router:
                 if not available:
                     if found.saturated:
                         return None  # wait for a slot
+                    if availability(self.endpoints(), model, self._declared) is Availability.HELD:
+                        return None  # wait for the model's first endpoint
                     raise _NothingLeft()
                 decision = policy.choose(routing, available, now)
                 if decision is None:
