@@ -393,6 +393,7 @@ class Router:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/debug/endpoints", self._debug_endpoints)
+        app.router.add_get("/debug/demand", self._debug_demand)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -630,6 +631,32 @@ class Router:
                     }
                     for ep in self.endpoints()
                 ]
+            }
+        )
+
+    async def _debug_demand(self, request: web.Request) -> web.Response:
+        """Per declared or waited-for model: what waits, and for how many routable endpoints."""
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
+        waiting = self.admission.waiting_by_model()
+        held = self.held()
+        endpoints = self.endpoints()
+        models = sorted(self._declared.models | waiting.keys())
+        return web.json_response(
+            {
+                "complete": self._declared.complete,
+                "models": [
+                    {
+                        "model": model,
+                        "declared": model in self._declared.models,
+                        "routable_endpoints": sum(
+                            1 for ep in endpoints if ep.routable and model in ep.models
+                        ),
+                        "waiting": waiting.get(model, 0),
+                        "held": held.get(model, 0),
+                    }
+                    for model in models
+                ],
             }
         )
 

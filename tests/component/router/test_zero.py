@@ -83,6 +83,13 @@ async def test_held_requests_are_served_when_the_first_engine_registers(
         await eventually(lambda: router.held() == {MODEL: 1})
         assert await metric(http, router, "phalanx_router_held_requests") == 1.0
         assert await metric(http, router, "phalanx_router_arrivals_total") == 1.0
+        async with http.get(f"{router.url}/debug/demand") as resp:
+            assert await resp.json() == {
+                "complete": True,
+                "models": [
+                    {"model": MODEL, "declared": True, "routable_endpoints": 0, "waiting": 1, "held": 1}
+                ],
+            }
         assert (await metric(http, router, "phalanx_router_arrival_prompt_tokens_total") or 0) > 0
 
         # The group's entry pod is created (not ready: the engine is loading), then becomes ready.
@@ -95,6 +102,9 @@ async def test_held_requests_are_served_when_the_first_engine_registers(
         assert status == 200 and answer["choices"][0]["text"]
         assert router.held() == {}
         assert await metric(http, router, "phalanx_router_held_requests") == 0.0
+        async with http.get(f"{router.url}/debug/demand") as resp:
+            (demand,) = (await resp.json())["models"]
+            assert (demand["routable_endpoints"], demand["waiting"], demand["held"]) == (1, 0, 0)
 
         # Back to zero: a stream waits, and is relayed whole when the engine is back.
         router.set_endpoints([])
