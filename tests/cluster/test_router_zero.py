@@ -5,13 +5,11 @@ operator has started the first group after a scale-up. Real engines on process n
 from __future__ import annotations
 
 import json
-import threading
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 
 from phalanx.kube.resources import ModelServingResource
@@ -19,6 +17,7 @@ from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds,
 from tests.cluster.procpods import ProcessKubelet, process_kubelet
 from tests.cluster.routers import router_process
 from tests.cluster.servings import MODEL, merge_patch, sim_serving
+from tests.component.router.held import ChatInBackground
 
 pytestmark = pytest.mark.cluster
 
@@ -48,27 +47,9 @@ def test_a_request_at_zero_groups_waits_for_the_first_group_the_operator_starts(
         operator_process(cp, namespace, tmp_path),
     ):
         wait_for("the model declared", lambda: demand(url).get("declared") is True, timeout=30)
-        answers: list[str | BaseException] = []
-
-        def ask() -> None:
-            client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=150)
-            try:
-                reply = client.chat.completions.create(
-                    model=MODEL,
-                    messages=[{"role": "user", "content": "Hello there"}],
-                    max_tokens=8,
-                    extra_headers={"x-queue-timeout": "150"},
-                )
-                answers.append(reply.choices[0].message.content or "")
-            except BaseException as exc:  # reported by the assertion below
-                answers.append(exc)
-
-        asking = threading.Thread(target=ask)
-        asking.start()
+        chat = ChatInBackground(f"{url}/v1", MODEL, timeout_s=150)
         wait_for("the request held", lambda: demand(url).get("held") == 1, timeout=30)
         merge_patch(cp, namespace, "chat", {"spec": {"replicas": 1}})
-        asking.join(180)
-        assert not asking.is_alive()
-        assert len(answers) == 1 and isinstance(answers[0], str) and answers[0], answers
+        assert chat.answer()
         after = demand(url)
         assert (after["held"], after["waiting"], after["routable_endpoints"]) == (0, 0, 1)

@@ -4,16 +4,16 @@ and serves it once a scale-up's first group is ready. Real processes end to end.
 from __future__ import annotations
 
 import re
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import openai
 import pytest
 
 from tests.component.embedded.harness import Up, quickstart, running_up
+
+from .held import ChatInBackground
 
 pytestmark = pytest.mark.component
 
@@ -54,26 +54,8 @@ def test_a_request_at_zero_groups_is_served_by_the_first_group_a_scale_up_starts
         up.wait_for(lambda s: bool(s["servings"]), "the ModelServing applied")
         wait_held(up, 0.0)  # the router knows the model: it has a series, and no pod runs
         assert up.status()["pods"] == []
-        answers: list[str | BaseException] = []
-
-        def ask() -> None:
-            client = openai.OpenAI(base_url=up.base_url, api_key="unused", max_retries=0, timeout=120)
-            try:
-                reply = client.chat.completions.create(
-                    model=MODEL,
-                    messages=[{"role": "user", "content": "Hello there"}],
-                    max_tokens=8,
-                    extra_headers={"x-queue-timeout": "120"},
-                )
-                answers.append(reply.choices[0].message.content or "")
-            except BaseException as exc:  # reported by the assertion below
-                answers.append(exc)
-
-        asking = threading.Thread(target=ask)
-        asking.start()
+        chat = ChatInBackground(up.base_url, MODEL, timeout_s=120)
         wait_held(up, 1.0)
         assert up.phalanx("scale", "quickstart", "--replicas", "1").returncode == 0
-        asking.join(150)
-        assert not asking.is_alive()
-        assert len(answers) == 1 and isinstance(answers[0], str) and answers[0], answers
+        assert chat.answer()
         wait_held(up, 0.0)
