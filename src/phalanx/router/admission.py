@@ -272,7 +272,8 @@ def queue_full(retry_after: int, waiting: int) -> Rejection:
 def queue_timeout(model: str, timeout_s: float) -> Rejection:
     return Rejection(
         504,
-        f"Timed out waiting in the queue after {timeout_s:g} s: no endpoint serving `{model}` had room.",
+        f"Timed out waiting in the queue after {timeout_s:g} s: "
+        f"no endpoint serving `{model}` was ready with room.",
         code="queue_timeout",
     )
 

@@ -431,6 +431,7 @@ class Router:
         if runner is None:
             return
         self._stopping = True
+        self.admission.wake()  # requests held for a model at zero get their 503 now, not at the bound
         for site in list(runner.sites):
             await site.stop()
         bound = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
@@ -815,7 +816,8 @@ class Router:
                 if not available:
                     if found.saturated:
                         return None  # wait for a slot
-                    if availability(self.endpoints(), model, self._declared) is Availability.HELD:
+                    held = availability(self.endpoints(), model, self._declared) is Availability.HELD
+                    if held and not self._stopping:
                         return None  # wait for the model's first endpoint
                     raise _NothingLeft()
                 decision = policy.choose(routing, available, now)

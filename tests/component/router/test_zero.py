@@ -190,3 +190,14 @@ async def test_a_model_no_longer_declared_ends_the_wait_with_503(http: aiohttp.C
         assert router.held() == {}
     finally:
         await router.stop()
+
+
+async def test_stopping_the_router_answers_held_requests_at_once(http: aiohttp.ClientSession) -> None:
+    router = await started(RouterConfig(hold_models=(MODEL,), drain_timeout_s=20.0))
+    waiting = asyncio.create_task(complete(http, router))
+    await eventually(lambda: router.held() == {MODEL: 1})
+    began = time.monotonic()
+    await router.stop()
+    assert time.monotonic() - began < 5  # not the 20 s drain bound, nor the 30 s queue timeout
+    status, _ = await asyncio.wait_for(waiting, 5)
+    assert status == 503
