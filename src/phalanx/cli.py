@@ -805,6 +805,14 @@ def router(
             help="Prompt tokens per second assumed for a prefill engine until it has answered one.",
         ),
     ] = 4000.0,
+    hold_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hold-model",
+            help="While no endpoint serves this model, its requests wait in the queue (up to "
+            "--queue-timeout) instead of a 503; repeatable. ModelServings' models always do.",
+        ),
+    ] = None,
 ) -> None:
     """Run the router alone: in front of the cluster's ModelServings, or of --backend servers."""
     from rich.markup import escape
@@ -814,6 +822,9 @@ def router(
     from phalanx.router.policies.pd import PdConfig
     from phalanx.router.server import RouterConfig
 
+    if any(not name.strip() for name in hold_model or ()):
+        err.print("[red]error:[/red] --hold-model: a model name may not be empty")
+        raise typer.Exit(2)
     options = RouterOptions(
         host=host,
         port=port,
@@ -841,6 +852,7 @@ def router(
                 prefill_rate_prior=prefill_rate_prior,
                 prefill_timeout_s=prefill_timeout,
             ),
+            hold_models=tuple(hold_model or ()),
         )
     except ValueError as exc:  # an unknown policy: the message lists the valid ones
         err.print(f"[red]error:[/red] --policy: {escape(str(exc))}")

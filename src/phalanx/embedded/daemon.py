@@ -27,6 +27,7 @@ from phalanx.controller.observed import pod_state
 from phalanx.controller.recovery import Settings
 from phalanx.embedded.control import ControlApi
 from phalanx.embedded.peers import same_user_only
+from phalanx.router.declared import declared_by_servings
 from phalanx.router.pods import endpoints_from_pods
 from phalanx.router.server import Router, RouterConfig
 from phalanx.runtimes.local.runtime import LocalRuntime
@@ -161,6 +162,9 @@ class Daemon:
             try:
                 wait = await self.reconciler.reconcile_all()
                 self.router.set_endpoints(endpoints_from_pods(await self.all_pods()))
+                # A ModelServing at zero replicas, or starting: its requests wait for its first group.
+                servings = await self.runtime.list_servings()
+                self.router.set_declared(declared_by_servings(ms.to_dict() for ms in servings))
             except Exception:
                 log.exception("controller pass failed; retrying")
                 wait = 1.0

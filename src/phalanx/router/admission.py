@@ -272,7 +272,8 @@ def queue_full(retry_after: int, waiting: int) -> Rejection:
 def queue_timeout(model: str, timeout_s: float) -> Rejection:
     return Rejection(
         504,
-        f"Timed out waiting in the queue after {timeout_s:g} s: no endpoint serving `{model}` had room.",
+        f"Timed out waiting in the queue after {timeout_s:g} s: "
+        f"no endpoint serving `{model}` was ready with room.",
         code="queue_timeout",
     )
 
@@ -302,6 +303,14 @@ class Admission:
             if not fut.done():
                 depth[waiter.priority.label] += 1
         return depth
+
+    def waiting_by_model(self) -> dict[str, int]:
+        """Waiters per model (only models with at least one)."""
+        waiting: dict[str, int] = {}
+        for waiter, fut in self._queue.items():
+            if not fut.done():
+                waiting[waiter.model] = waiting.get(waiter.model, 0) + 1
+        return waiting
 
     # -- changes from outside ------------------------------------------------------------
 

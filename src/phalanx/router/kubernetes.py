@@ -20,6 +20,7 @@ from phalanx.api import labels as L
 from phalanx.kube.errors import Backoff
 from phalanx.kube.informer import Informer
 from phalanx.kube.resources import ModelServingResource
+from phalanx.router.declared import Declared, declared_by_servings
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.pods import serving_endpoints
 
@@ -29,10 +30,12 @@ ENTRY_SELECTOR: dict[str, Any] = {L.ENTRY: "true"}
 
 Object = dict[str, Any]
 OnEndpoints = Callable[[list[Endpoint]], None]
+OnDeclared = Callable[[Declared], None]
 
 
 class KubernetesDiscovery:
-    """Entry pods and ModelServings in the given namespaces (none: all) -> `on_endpoints(list)`.
+    """Entry pods and ModelServings in the given namespaces (none: all) -> `on_endpoints(list)`,
+    and the models the ModelServings declare -> `on_declared(Declared)`.
 
     Nothing is published until every mirror has listed once, so a partial view never replaces
     the router's endpoints; after that, every change that alters the endpoint set is published.
@@ -46,8 +49,10 @@ class KubernetesDiscovery:
         *,
         backoff: tuple[float, float] = (0.5, 10.0),
         server_timeout_s: int = 300,
+        on_declared: OnDeclared | None = None,
     ) -> None:
         self.on_endpoints = on_endpoints
+        self.on_declared = on_declared
         scopes: list[str | None] = list(dict.fromkeys(namespaces)) or [None]
         options: dict[str, Any] = {
             # no jitter: one router's few watches do not flood the API server
@@ -62,6 +67,7 @@ class KubernetesDiscovery:
             Informer(client, ModelServingResource, ns, self._changed, **options) for ns in scopes
         ]
         self.published: list[Endpoint] | None = None
+        self.declared: Declared | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     def endpoints(self) -> list[Endpoint]:
@@ -70,6 +76,7 @@ class KubernetesDiscovery:
     def _changed(self, _objects: list[Object]) -> None:
         if not all(m.synced for m in [*self.pods, *self.servings]):
             return
+        self._declare()
         try:
             endpoints = self.endpoints()
             if endpoints == self.published:
@@ -80,6 +87,20 @@ class KubernetesDiscovery:
             return
         self.published = endpoints
         log.info("endpoints: %d, %d routable", len(endpoints), sum(1 for ep in endpoints if ep.routable))
+
+    def _declare(self) -> None:
+        if self.on_declared is None:
+            return
+        try:
+            declared = declared_by_servings(_values(self.servings))
+            if declared != self.declared:
+                self.on_declared(declared)
+        except Exception:  # a malformed object must not stop discovery
+            log.exception("could not publish the declared models; keeping the last set")
+            return
+        if declared != self.declared:
+            log.info("declared models: %s", ", ".join(sorted(declared.models)) or "none")
+        self.declared = declared
 
     async def start(self) -> None:
         if self._tasks:

@@ -81,7 +81,9 @@ async def serve(
                 client = AsyncClient(kubeconfig, field_manager="phalanx-router")
             except (ConfigError, OSError, ValueError) as exc:  # no current context, certificate files missing
                 raise RouterStartError(f"unusable cluster configuration: {exc}") from None
-            discovery = KubernetesDiscovery(client, router.set_endpoints, options.namespaces)
+            discovery = KubernetesDiscovery(
+                client, router.set_endpoints, options.namespaces, on_declared=router.set_declared
+            )
         try:
             await router.start(options.host, options.port)
         except OSError as exc:

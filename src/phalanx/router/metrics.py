@@ -114,6 +114,25 @@ class RouterMetrics:
             ["model"],
             registry=self.registry,
         )
+        # Demand, readable with no group running (docs/router.md, "The router at zero").
+        self.arrivals = Counter(
+            "phalanx_router_arrivals",
+            "Requests for a served or declared model, counted when they arrive (before any queueing).",
+            ["model"],
+            registry=self.registry,
+        )
+        self.arrival_prompt_tokens = Counter(
+            "phalanx_router_arrival_prompt_tokens",
+            "Prompt tokens (the router's estimate) of the requests counted in phalanx_router_arrivals.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.held = Gauge(
+            "phalanx_router_held_requests",
+            "Requests waiting in the queue for a declared model that no endpoint can serve yet.",
+            ["model"],
+            registry=self.registry,
+        )
 
         # Prefill/decode disaggregation (docs/router.md).
         self.pd_requests = Counter(

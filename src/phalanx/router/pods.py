@@ -106,6 +106,12 @@ def served_model_names(container: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(names))
 
 
+def entry_model_names(template: Object) -> tuple[str, ...]:
+    """`served_model_names` of the serving container of an entry pod, or of its pod template."""
+    container = _serving_container(template)[0]
+    return served_model_names(container) if container is not None else ()
+
+
 # -- endpoints -----------------------------------------------------------------------------------
 
 
@@ -152,7 +158,7 @@ def endpoint_from_pod(pod: Object) -> Endpoint | None:
     terminating = bool(metadata.get("deletionTimestamp"))
     annotations = metadata.get("annotations")
     marked = isinstance(annotations, Mapping) and DRAINING_ANNOTATION in annotations
-    container, port = _serving_container(pod)
+    port = http_port(pod)
     host = f"[{ip}]" if ":" in ip else ip
     return Endpoint(
         # Pod names repeat across namespaces (same ModelServing name): qualify them.
@@ -160,7 +166,7 @@ def endpoint_from_pod(pod: Object) -> Endpoint | None:
         url=f"http://{host}:{port}",
         serving=str(labels.get(L.NAME, "")),
         group_index=_int(labels.get(L.GROUP_INDEX)),
-        models=served_model_names(container) if container is not None else (),
+        models=entry_model_names(pod),
         ready=pod_ready(pod) and not terminating,
         draining=marked or terminating,
         **pd_fields(pod),

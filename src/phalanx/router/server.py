@@ -47,6 +47,7 @@ from phalanx.router.backends import (
 )
 from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.bodies import BodyBudget, BodyLimits, Held, read_body
+from phalanx.router.declared import Declared
 from phalanx.router.endpoints import Endpoint, check_unique
 from phalanx.router.logs import failure, server_logger
 from phalanx.router.messages import (
@@ -148,6 +149,9 @@ class RouterConfig:
     session_header: str = SESSION_HEADER
     # Per-endpoint concurrency caps and the priority queue in front of them.
     admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    # Models whose requests wait in that queue while no endpoint serves them (scale from zero),
+    # besides those the ModelServings declare (`set_declared`).
+    hold_models: tuple[str, ...] = ()
     # API keys: a key file or a mounted Secret directory; None is no authentication.
     api_keys: Path | str | None = None
     api_keys_reload_s: float = 5.0
@@ -168,6 +172,8 @@ class RouterConfig:
                 raise ValueError(f"{name} must be positive")
         if self.body_timeout_s is not None and self.body_timeout_s <= 0:
             raise ValueError("body_timeout_s must be positive or None")
+        if any(not name.strip() for name in self.hold_models):
+            raise ValueError("hold_models: a model name may not be empty")
 
 
 class _NothingLeft(Exception):
@@ -265,6 +271,9 @@ class Router:
         self._endpoints: tuple[Endpoint, ...] = ()
         self._in_flight: dict[str, int] = {}
         self._prefills = PrefillLedger()
+        self._declared = Declared(frozenset(self.config.hold_models))
+        # Models with a `phalanx_router_held_requests` series, so it reads 0 once they are served.
+        self._held_labels: set[str] = set()
         self.policies = PolicySet(self.config.policy_config, default=self.config.policy)
         self.admission = Admission(self.config.admission)
         # KeyFileError here (a broken key source at start) is the caller's to report.
@@ -331,6 +340,27 @@ class Router:
         if self._session is not None:
             self._start_learning()
 
+    def set_declared(self, declared: Declared) -> None:
+        """Replace what the ModelServings declare (`hold_models` stay). Waiters for a model no
+        longer declared or served get their 503 now."""
+        declared = declared.with_models(self.config.hold_models)
+        if declared != self._declared:
+            self._declared = declared
+            self.admission.wake()
+
+    @property
+    def declared(self) -> Declared:
+        return self._declared
+
+    def held(self) -> dict[str, int]:
+        """Requests waiting per declared model that nothing routable serves (only models with some)."""
+        endpoints = self.endpoints()
+        return {
+            model: count
+            for model, count in self.admission.waiting_by_model().items()
+            if availability(endpoints, model, self._declared) is Availability.HELD
+        }
+
     def _backends_changed(self) -> None:
         """Tell the parts that follow the endpoint set (with models resolved) about a change."""
         resolved = self.endpoints()
@@ -369,6 +399,7 @@ class Router:
         app.router.add_get("/health", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/debug/endpoints", self._debug_endpoints)
+        app.router.add_get("/debug/demand", self._debug_demand)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -406,6 +437,7 @@ class Router:
         if runner is None:
             return
         self._stopping = True
+        self.admission.wake()  # requests held for a model at zero get their 503 now, not at the bound
         for site in list(runner.sites):
             await site.stop()
         bound = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
@@ -565,6 +597,10 @@ class Router:
     async def _metrics(self, request: web.Request) -> web.Response:
         for priority, depth in self.admission.queue_depth().items():
             self.metrics.queue_depth.labels(priority).set(depth)
+        held = self.held()
+        self._held_labels |= held.keys() | self._declared.models
+        for model in self._held_labels:
+            self.metrics.held.labels(model).set(held.get(model, 0))
         body = self.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -602,6 +638,32 @@ class Router:
                     }
                     for ep in self.endpoints()
                 ]
+            }
+        )
+
+    async def _debug_demand(self, request: web.Request) -> web.Response:
+        """Per declared or waited-for model: what waits, and for how many routable endpoints."""
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
+        waiting = self.admission.waiting_by_model()
+        held = self.held()
+        endpoints = self.endpoints()
+        models = sorted(self._declared.models | waiting.keys())
+        return web.json_response(
+            {
+                "complete": self._declared.complete,
+                "models": [
+                    {
+                        "model": model,
+                        "declared": model in self._declared.models,
+                        "routable_endpoints": sum(
+                            1 for ep in endpoints if ep.routable and model in ep.models
+                        ),
+                        "waiting": waiting.get(model, 0),
+                        "held": held.get(model, 0),
+                    }
+                    for model in models
+                ],
             }
         )
 
@@ -720,7 +782,7 @@ class Router:
         model, routing = summary.model, summary.routing
         await self._resolve_models()
         endpoints = self.endpoints()
-        match availability(endpoints, model):
+        match availability(endpoints, model, self._declared):
             case Availability.UNKNOWN:
                 tally.model = UNKNOWN_MODEL
                 tally.error = "unknown_model"
@@ -733,8 +795,10 @@ class Router:
                 self.metrics.no_endpoint.labels(tally.model).inc()
                 tally.error = "no_endpoint"
                 return _error(no_endpoint(model, self.config.retry_after_s))
-            case Availability.ROUTABLE:
+            case Availability.ROUTABLE | Availability.HELD:
                 tally.model = model
+        self.metrics.arrivals.labels(model).inc()
+        self.metrics.arrival_prompt_tokens.labels(model).inc(summary.prompt_tokens)
 
         rid = tally.request_id
         drop = ("authorization",) if self.keys.enabled else ()  # the router's key is not the engine's
@@ -758,6 +822,9 @@ class Router:
                 if not available:
                     if found.saturated:
                         return None  # wait for a slot
+                    held = availability(self.endpoints(), model, self._declared) is Availability.HELD
+                    if held and not self._stopping:
+                        return None  # wait for the model's first endpoint
                     raise _NothingLeft()
                 if split:  # a prompt prefilled where it decodes stalls the fewest sequences
                     tokens, backlogs = summary.prompt_tokens, self._prefills.backlogs

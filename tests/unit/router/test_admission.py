@@ -566,3 +566,19 @@ async def _random_traffic(ops: list[tuple[object, ...]], cap: int, max_queue: in
     assert adm.in_use() == {}
     assert sum(adm.queue_depth().values()) == 0
     assert all(n == 0 for n in holding.values())
+
+
+async def test_waiting_by_model_counts_the_queue_per_model_and_forgets_the_served() -> None:
+    adm = Admission(AdmissionConfig(default_cap=None))
+    pool = Pool({})  # nothing serves either model yet: both wait
+    tasks = [asyncio.create_task(adm.acquire(m, NORMAL, 5.0, pool.pick(m))) for m in ("m", "m", "n")]
+    await settle()
+    assert adm.waiting_by_model() == {"m": 2, "n": 1}
+    pool.serving["a"] = {"m"}
+    adm.wake()  # what the router does when the endpoint set changes
+    assert adm.waiting_by_model() == {"n": 1}
+    assert await asyncio.gather(*tasks[:2]) == ["a", "a"]
+    tasks[2].cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await tasks[2]
+    assert adm.waiting_by_model() == {}

@@ -15,6 +15,7 @@ from lightkube import AsyncClient, KubeConfig
 
 from phalanx.api import labels as L
 from phalanx.controller.observed import DRAINING_ANNOTATION
+from phalanx.router.declared import Declared
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.kubernetes import KubernetesDiscovery
 
@@ -435,3 +436,28 @@ async def test_a_failing_consumer_is_logged_and_discovery_goes_on(
     finally:
         await discovery.close()
     assert any("could not publish" in r.getMessage() for r in caplog.records)
+
+
+async def test_the_models_model_servings_declare_are_published_even_with_no_pod(
+    api: FakeApi, client: AsyncClient, published: Published
+) -> None:
+    declared: list[Declared] = []
+    zero = serving()
+    entry = {"spec": {"containers": [pod("x")["spec"]["containers"][0]]}}
+    zero["spec"] = {"replicas": 0, "template": {"roles": [{"name": "r", "entryTemplate": entry}]}}
+    api.put(zero)
+    discovery = KubernetesDiscovery(client, published, backoff=(0.01, 0.05), on_declared=declared.append)
+    await discovery.start()
+    try:
+        await eventually("the first declaration", lambda: bool(declared))
+        assert declared == [Declared(frozenset({"tiny"}), complete=True)]
+        assert published.sets == [[]]  # no pod: no endpoint, but the model is known
+        await eventually("both watches", lambda: len(api.watches) == 2)
+        api.put(pod("demo-0-sim-0-0", ready=False))  # an endpoint change declares nothing new
+        await eventually("the pod", lambda: bool(published.last))
+        assert len(declared) == 1
+        api.delete("modelservings", "team-a", "demo")
+        await eventually("the ModelServing gone", lambda: len(declared) == 2)
+        assert declared[-1] == Declared(frozenset(), complete=True)
+    finally:
+        await discovery.close()

@@ -93,6 +93,13 @@ def test_a_missing_api_keys_file_is_one_line_naming_it(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr + result.stdout
 
 
+def test_an_empty_hold_model_is_one_line_naming_the_option() -> None:
+    result = phalanx_router("--hold-model", " ", "--backend", "http://127.0.0.1:1", "--port", "0")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: --hold-model: a model name may not be empty"
+    assert "--hold-model" in phalanx_router("--help").stdout
+
+
 def test_it_listens_on_loopback_unless_told_otherwise() -> None:
     # Nothing but this machine can reach a router started without --host; the Kubernetes manifests
     # pass --host 0.0.0.0 (tests/unit/operator/test_install.py).

@@ -3,6 +3,7 @@ from __future__ import annotations
 import pytest
 
 from phalanx.router import Endpoint, Router, RouterConfig
+from phalanx.router.declared import Declared
 
 
 def ep(name: str, **kw: object) -> Endpoint:
@@ -34,5 +35,16 @@ def test_duplicate_names_are_rejected() -> None:
 def test_config_validation_and_url_before_start() -> None:
     with pytest.raises(ValueError, match="max_attempts"):
         RouterConfig(max_attempts=0)
+    with pytest.raises(ValueError, match="hold_models"):
+        RouterConfig(hold_models=("m", ""))
     with pytest.raises(RuntimeError, match="not started"):
         _ = Router().url
+
+
+def test_hold_models_stay_declared_whatever_discovery_says() -> None:
+    router = Router(RouterConfig(hold_models=("held",)))
+    assert router.declared == Declared(frozenset({"held"}))
+    router.set_declared(Declared(frozenset({"served"}), complete=True))
+    assert router.declared == Declared(frozenset({"held", "served"}), complete=True)
+    router.set_declared(Declared())
+    assert router.declared == Declared(frozenset({"held"}))
