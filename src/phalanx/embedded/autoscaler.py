@@ -1,0 +1,263 @@
+"""The autoscaler under `phalanx up` (the I/O around the pure core): every `period`, for each
+AutoscalingPolicy it scrapes the target's entry pods and the in-process router on loopback, asks
+`phalanx.autoscale.core.autoscale`, writes the policy's status, and (unless observeOnly) sets the
+ModelServing's replicas the way `phalanx scale` does, so a scale-down drains through the
+controller's drain rule.
+
+Scraping is bounded: a timeout per page and a few pages at a time. A page that cannot be read is
+unknown (None) for that pass, never 0. The History lives in memory between passes and is written
+to the policy's status each pass; a policy re-applied without it is rebuilt from that status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+import aiohttp
+
+from phalanx.api.autoscalingpolicy import (
+    CONDITION_CONFLICT,
+    CONDITION_READY,
+    CONDITION_TARGET_FOUND,
+    AutoscalingPolicy,
+    AutoscalingPolicyStatus,
+)
+from phalanx.api.base import Condition
+from phalanx.api.errors import SpecError
+from phalanx.api.modelserving import ModelServing
+from phalanx.autoscale.conflicts import claim_of, resolve
+from phalanx.autoscale.core import autoscale
+from phalanx.autoscale.from_api import core_policy, format_time, history_from_status, status_from_decision
+from phalanx.autoscale.observe.assemble import build_signals
+from phalanx.autoscale.observe.engine import UNKNOWN, UnitFields, observe_unit
+from phalanx.autoscale.observe.router import read_router
+from phalanx.autoscale.observe.snapshot import PageSnapshot
+from phalanx.autoscale.types import Decision, EventType, History, Policy
+from phalanx.controller.actions import Event
+from phalanx.embedded.autoscale_units import GroupUnit, gpus_per_group, group_units, placeable
+from phalanx.embedded.scaling import ScaleRefused, scaled
+from phalanx.router.declared import declared_by_servings, serving_models
+from phalanx.runtimes.local.runtime import LocalRuntime
+
+log = logging.getLogger("phalanx.up")
+
+Key = tuple[str, str]  # the policy's namespace, name
+TICK_SECONDS = 0.25  # how often due policies are looked for
+
+
+@dataclass
+class Held:
+    """One policy as `up` holds it: the resource with its status, the history and the last pages."""
+
+    policy: AutoscalingPolicy
+    history: History | None = None  # None: rebuild from the status
+    due: float = 0.0
+    engines: dict[str, PageSnapshot] = field(default_factory=dict)  # entry endpoint -> last page
+    router: PageSnapshot | None = None
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        runtime: LocalRuntime,
+        router_url: str,
+        *,
+        scrape_timeout: float = 2.0,
+        concurrency: int = 8,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.runtime = runtime
+        self.router_url = router_url
+        self.scrape_timeout = scrape_timeout
+        self._scrapes = asyncio.Semaphore(concurrency)
+        self.clock = clock
+        self._held: dict[Key, Held] = {}
+
+    def apply(self, policy: AutoscalingPolicy) -> str:
+        """Takes a policy (created, configured or unchanged); its status and history are kept."""
+        key = (policy.metadata.namespace, policy.metadata.name)
+        held = self._held.get(key)
+        if held is not None and held.policy.spec == policy.spec:
+            return "unchanged"
+        # The first apply is the policy's creation: with two on one target, the older one acts.
+        created = held.policy.metadata.creation_timestamp if held is not None else format_time(self.clock())
+        meta = policy.metadata.model_copy(update={"creation_timestamp": created})
+        stamped = policy.model_copy(update={"metadata": meta, "status": held.policy.status if held else None})
+        if held is None:
+            self._held[key] = Held(stamped)
+            return "created"
+        held.policy, held.due = stamped, 0.0
+        return "configured"
+
+    def policies(self) -> list[AutoscalingPolicy]:
+        return [self._held[key].policy for key in sorted(self._held)]
+
+    async def run(self, stopping: asyncio.Event) -> None:
+        timeout = aiohttp.ClientTimeout(total=self.scrape_timeout)
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while not stopping.is_set():
+                try:
+                    await self.tick(session)
+                except Exception:
+                    log.exception("autoscaler pass failed; retrying")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), TICK_SECONDS)
+
+    async def tick(self, session: aiohttp.ClientSession) -> None:
+        """One pass for every policy whose period is up; a policy refused for a conflict only says so."""
+        now = self.clock()
+        claims = [c for c in (claim_of(h.policy) for h in self._held.values()) if c is not None]
+        refusals = resolve(claims)
+        for key, held in sorted(self._held.items()):
+            if now < held.due:
+                continue
+            refusal = refusals.get(key)
+            if refusal is not None:
+                self._conditions(held, refusal.condition)
+                held.due = now + 1.0
+                continue
+            try:
+                policy = core_policy(held.policy)
+            except SpecError as exc:
+                self._conditions(
+                    held, _false(CONDITION_READY, "InvalidPolicy", "; ".join(map(str, exc.errors)))
+                )
+                held.due = now + 5.0
+                continue
+            if not isinstance(policy, Policy):
+                message = "phalanx up autoscales whole ModelServings only (spec.homogeneousTarget)"
+                self._conditions(held, _false(CONDITION_READY, "NotSupported", message))
+                held.due = now + 60.0
+                continue
+            held.due = now + policy.period
+            await self._pass(session, held, policy, now)
+
+    async def _pass(self, session: aiohttp.ClientSession, held: Held, policy: Policy, now: float) -> None:
+        spec = held.policy.spec
+        assert spec.homogeneous_target is not None
+        namespace = held.policy.metadata.namespace
+        name = spec.homogeneous_target.target.target_ref.name
+        ms = await self.runtime.get_serving(namespace, name)
+        if ms is None:
+            message = f"no ModelServing {namespace}/{name}; the policy waits for it"
+            self._conditions(held, _false(CONDITION_TARGET_FOUND, "TargetNotFound", message))
+            return
+        pods = await self.runtime.list_objects("Pod", namespace, {})
+        units = group_units(pods, name)
+        engines = await self.scrape_engines(session, held, units, now)
+        servings = [s.to_dict() for s in await self.runtime.list_servings()]
+        models = serving_models(ms.to_dict()) or ()
+        router = None
+        if models:
+            page = await self._get(session, self.router_url + "/metrics")
+            if page is not None:
+                endpoints = {u.endpoint: u.state.name for u in units if u.endpoint is not None}
+                sole = declared_by_servings(servings).models == set(models)
+                router, held.router = read_router(
+                    page, held.router, now, model=models[0], endpoints=endpoints, sole_target=sole
+                )
+        inventory = self.runtime.gpu_inventory()
+        signals = build_signals(
+            [u.state for u in units],
+            engines,
+            router,
+            placeable=placeable(gpus_per_group(ms.to_dict()), inventory.free, units),
+        )
+        if router is not None and router.arrivals_per_second is not None:
+            signals = replace(signals, demand_requests_per_second=router.arrivals_per_second)
+        history = held.history
+        if history is None:
+            status = held.policy.status
+            history = history_from_status(status.homogeneous_status if status is not None else None)
+        decision = autoscale(policy, signals, now, history)
+        held.history = decision.history
+        await self._act(held, policy, decision, ms)
+        self._write(held, decision)
+
+    async def _act(self, held: Held, policy: Policy, decision: Decision, ms: ModelServing) -> None:
+        """The core's events, then the replica count (unless observeOnly), with an event saying why."""
+        who = f"AutoscalingPolicy {held.policy.name}"
+        for event in decision.events:
+            await self._event(ms, event.type, event.reason, f"{who}: {event.message}")
+        if decision.desired == ms.spec.replicas:
+            return
+        change = f"replicas {ms.spec.replicas} -> {decision.desired}: {decision.reason}"
+        if policy.observe_only:
+            if decision.changed:
+                await self._event(ms, "Normal", "AutoscaleObserved", f"{who} would set {change}")
+            return
+        updated = scaled(ms, decision.desired)
+        if isinstance(updated, ScaleRefused):
+            await self._event(
+                ms, "Warning", "AutoscaleFailed", f"{who} cannot set {change}: {updated.message}"
+            )
+            return
+        await self.runtime.apply_serving(updated)
+        await self._event(ms, "Normal", "Autoscaled", f"{who} set {change}")
+
+    async def _event(self, ms: ModelServing, type_: EventType, reason: str, message: str) -> None:
+        await self.runtime.record_event(ms.namespace, ms.name, Event(type_, reason, message))
+
+    async def scrape_engines(
+        self, session: aiohttp.ClientSession, held: Held, units: list[GroupUnit], now: float
+    ) -> dict[str, UnitFields]:
+        """Each ready entry pod's page, at most `concurrency` at a time; a failure is unknown."""
+        live = [u for u in units if u.state.ready and u.url is not None and u.endpoint is not None]
+        pages = await asyncio.gather(*(self._get(session, f"{u.url}/metrics") for u in live))
+        fields: dict[str, UnitFields] = {}
+        kept: dict[str, PageSnapshot] = {}
+        for unit, page in zip(live, pages, strict=True):
+            assert unit.endpoint is not None
+            previous = held.engines.get(unit.endpoint)
+            if page is None:
+                fields[unit.state.name] = UNKNOWN
+                if previous is not None:
+                    kept[unit.endpoint] = previous
+                continue
+            fields[unit.state.name], snapshot = observe_unit(page, previous, now)
+            if snapshot is not None:
+                kept[unit.endpoint] = snapshot
+        held.engines = kept  # a pod that is gone takes its window with it
+        return fields
+
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> str | None:
+        async with self._scrapes:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status != 200:
+                        return None
+                    return await resp.text()
+            except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
+                return None
+
+    def _write(self, held: Held, decision: Decision) -> None:
+        status = (held.policy.status or AutoscalingPolicyStatus()).model_copy(
+            update={"homogeneous_status": status_from_decision(decision)}
+        )
+        held.policy = held.policy.model_copy(update={"status": status})
+        self._conditions(
+            held,
+            Condition(type=CONDITION_TARGET_FOUND, status="True", reason="TargetFound"),
+            Condition(type=CONDITION_CONFLICT, status="False", reason="SoleAutoscaler"),
+            Condition(type=CONDITION_READY, status="True", reason="Decided", message=decision.reason),
+        )
+
+    def _conditions(self, held: Held, *conditions: Condition) -> None:
+        status = held.policy.status or AutoscalingPolicyStatus()
+        now = format_time(self.clock())
+        kept = {c.type: c for c in status.conditions}
+        for condition in conditions:
+            old = kept.get(condition.type)
+            stamp = old.last_transition_time if old is not None and old.status == condition.status else now
+            kept[condition.type] = condition.model_copy(update={"last_transition_time": stamp})
+        status = status.model_copy(update={"conditions": [kept[t] for t in sorted(kept)]})
+        held.policy = held.policy.model_copy(update={"status": status})
+
+
+def _false(type_: str, reason: str, message: str) -> Condition:
+    return Condition(type=type_, status="False", reason=reason, message=message)
