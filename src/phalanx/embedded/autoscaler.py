@@ -76,12 +76,12 @@ class Autoscaler:
         self.scrape_timeout = scrape_timeout
         self._scrapes = asyncio.Semaphore(concurrency)
         self.clock = clock
-        self._held: dict[Key, Held] = {}
+        self.held: dict[Key, Held] = {}
 
     def apply(self, policy: AutoscalingPolicy) -> str:
         """Takes a policy (created, configured or unchanged); its status and history are kept."""
         key = (policy.metadata.namespace, policy.metadata.name)
-        held = self._held.get(key)
+        held = self.held.get(key)
         if held is not None and held.policy.spec == policy.spec:
             return "unchanged"
         # The first apply is the policy's creation: with two on one target, the older one acts.
@@ -89,13 +89,13 @@ class Autoscaler:
         meta = policy.metadata.model_copy(update={"creation_timestamp": created})
         stamped = policy.model_copy(update={"metadata": meta, "status": held.policy.status if held else None})
         if held is None:
-            self._held[key] = Held(stamped)
+            self.held[key] = Held(stamped)
             return "created"
         held.policy, held.due = stamped, 0.0
         return "configured"
 
     def policies(self) -> list[AutoscalingPolicy]:
-        return [self._held[key].policy for key in sorted(self._held)]
+        return [self.held[key].policy for key in sorted(self.held)]
 
     async def run(self, stopping: asyncio.Event) -> None:
         timeout = aiohttp.ClientTimeout(total=self.scrape_timeout)
@@ -111,9 +111,9 @@ class Autoscaler:
     async def tick(self, session: aiohttp.ClientSession) -> None:
         """One pass for every policy whose period is up; a policy refused for a conflict only says so."""
         now = self.clock()
-        claims = [c for c in (claim_of(h.policy) for h in self._held.values()) if c is not None]
+        claims = [c for c in (claim_of(h.policy) for h in self.held.values()) if c is not None]
         refusals = resolve(claims)
-        for key, held in sorted(self._held.items()):
+        for key, held in sorted(self.held.items()):
             if now < held.due:
                 continue
             refusal = refusals.get(key)

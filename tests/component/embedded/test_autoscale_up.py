@@ -188,11 +188,14 @@ def test_observe_only_reports_the_decision_and_changes_nothing(tmp_path: Path) -
         assert any(e.get("reason") == "AutoscaleObserved" for e in up.status()["events"])
 
 
-def test_a_second_policy_on_the_same_target_is_refused_and_shown(tmp_path: Path) -> None:
+def test_a_second_policy_applied_on_the_same_target_is_refused_and_shown(tmp_path: Path) -> None:
     second = policy(1, 3)
     second["metadata"]["name"] = "quickstart-second"
-    spec = spec_file(tmp_path, serving(1), policy(1, 2), second)
-    with running_up(tmp_path, spec) as up:
+    with running_up(tmp_path, spec_file(tmp_path, serving(1), policy(1, 2))) as up:
+        up.wait_for(lambda s: bool(s["policies"]), "the first policy applied")
+        applied = up.phalanx("apply", "-f", str(up.write_spec(second, "second.yaml")))
+        assert applied.returncode == 0, applied.stderr
+        assert "autoscalingpolicy/quickstart-second created" in applied.stdout
         found = up.wait_for(
             lambda s: any(
                 c["type"] == "ConflictingAutoscaler" and c["status"] == "True"
@@ -205,3 +208,5 @@ def test_a_second_policy_on_the_same_target_is_refused_and_shown(tmp_path: Path)
         (condition,) = [c for c in refused["status"]["conditions"] if c["type"] == "ConflictingAutoscaler"]
         assert "quickstart-load" in condition["message"]
         assert "homogeneousStatus" not in refused["status"]
+        shown = up.phalanx("status")
+        assert "already scaled by AutoscalingPolicy quickstart-load" in " ".join(shown.stdout.split())
