@@ -24,18 +24,20 @@ class GroupUnit:
     placed: bool = True  # every pod of the group was given its GPUs (scheduled)
 
 
-def group_units(pods: Iterable[Mapping[str, Any]], serving: str) -> list[GroupUnit]:
-    """One unit per ServingGroup of `serving` that has pods, by group index. A group is ready when
-    every pod of it is; draining when any pod is draining or being deleted (the scale-down rule
-    drains and removes a group as a whole); pending since its oldest pod's creation until ready."""
-    groups: dict[int, list[Mapping[str, Any]]] = {}
+def group_units(pods: Iterable[Mapping[str, Any]], serving: str, role: str | None = None) -> list[GroupUnit]:
+    """One unit per ServingGroup of `serving` that has pods, by group index (with `role`: one per
+    instance of that role, by group and role index). A unit is ready when every pod of it is;
+    draining when any pod is draining or being deleted (the scale-down rule drains and removes it
+    as a whole); pending since its oldest pod's creation until ready."""
+    groups: dict[tuple[int, int], list[Mapping[str, Any]]] = {}
     for pod in pods:
         labels = (pod.get("metadata") or {}).get("labels") or {}
-        if labels.get(L.NAME) != serving:
+        if labels.get(L.NAME) != serving or (role is not None and labels.get(L.ROLE) != role):
             continue
         state = pod_state(pod)  # type: ignore[arg-type]
         if state is not None and state.group_index >= 0:
-            groups.setdefault(state.group_index, []).append(pod)
+            key = (state.group_index, state.role_index if role is not None else 0)
+            groups.setdefault(key, []).append(pod)
     units = []
     for index in sorted(groups):
         states = [s for s in map(pod_state, groups[index]) if s is not None]  # type: ignore[arg-type]
@@ -46,7 +48,9 @@ def group_units(pods: Iterable[Mapping[str, Any]], serving: str) -> list[GroupUn
         units.append(
             GroupUnit(
                 state=UnitState(
-                    name=f"{serving}-{index}",
+                    name=f"{serving}-{index[0]}"
+                    if role is None
+                    else f"{serving}-{index[0]}-{role}-{index[1]}",
                     ready=ready,
                     draining=draining,
                     pending_since=None if ready else created,
@@ -59,14 +63,18 @@ def group_units(pods: Iterable[Mapping[str, Any]], serving: str) -> list[GroupUn
     return units
 
 
-def gpus_per_group(serving: Mapping[str, Any]) -> int:
-    """GPUs one ServingGroup of the ModelServing (its `to_dict()`) asks for, all roles together."""
+def gpus_per_unit(serving: Mapping[str, Any], role: str | None = None) -> int:
+    """GPUs one ServingGroup of the ModelServing (its `to_dict()`) asks for, all roles together;
+    with `role`, one instance of that role."""
     roles = ((serving.get("spec") or {}).get("template") or {}).get("roles") or []
     total = 0
-    for role in roles:
-        entry = gpu_need((role.get("entryTemplate") or {}).get("spec") or {})
-        worker = gpu_need((role.get("workerTemplate") or {}).get("spec") or {})
-        total += int(role.get("replicas", 1)) * (entry + int(role.get("workerReplicas", 0)) * worker)
+    for spec in roles:
+        if role is not None and spec.get("name") != role:
+            continue
+        entry = gpu_need((spec.get("entryTemplate") or {}).get("spec") or {})
+        worker = gpu_need((spec.get("workerTemplate") or {}).get("spec") or {})
+        instances = 1 if role is not None else int(spec.get("replicas", 1))
+        total += instances * (entry + int(spec.get("workerReplicas", 0)) * worker)
     return total
 
 

@@ -32,14 +32,22 @@ from phalanx.api.errors import SpecError
 from phalanx.api.modelserving import ModelServing
 from phalanx.autoscale.conflicts import claim_of, resolve
 from phalanx.autoscale.core import autoscale
-from phalanx.autoscale.from_api import core_policy, format_time, history_from_status, status_from_decision
+from phalanx.autoscale.from_api import (
+    core_policy,
+    disaggregated_status,
+    format_time,
+    history_from_status,
+    role_histories,
+    status_from_decision,
+)
 from phalanx.autoscale.observe.assemble import build_signals
 from phalanx.autoscale.observe.engine import UNKNOWN, UnitFields, observe_unit
-from phalanx.autoscale.observe.router import read_router
+from phalanx.autoscale.observe.router import RouterFigures, read_router
 from phalanx.autoscale.observe.snapshot import PageSnapshot
-from phalanx.autoscale.types import Decision, EventType, History, Policy
+from phalanx.autoscale.roles import autoscale_roles
+from phalanx.autoscale.types import Decision, EventType, History, Policy, RolePolicies, Signals
 from phalanx.controller.actions import Event
-from phalanx.embedded.autoscale_units import GroupUnit, gpus_per_group, group_units, placeable
+from phalanx.embedded.autoscale_units import GroupUnit, gpus_per_unit, group_units, placeable
 from phalanx.embedded.scaling import ScaleRefused, scaled
 from phalanx.router.declared import declared_by_servings, serving_models
 from phalanx.runtimes.local.runtime import LocalRuntime
@@ -56,6 +64,7 @@ class Held:
 
     policy: AutoscalingPolicy
     history: History | None = None  # None: rebuild from the status
+    roles: dict[str, History] | None = None  # per role, for a policy on roles; None: from the status
     due: float = 0.0
     engines: dict[str, PageSnapshot] = field(default_factory=dict)  # entry endpoint -> last page
     router: PageSnapshot | None = None
@@ -110,10 +119,10 @@ class Autoscaler:
 
     async def tick(self, session: aiohttp.ClientSession) -> None:
         """One pass for every policy whose period is up; a policy refused for a conflict only says so."""
-        now = self.clock()
         claims = [c for c in (claim_of(h.policy) for h in self.held.values()) if c is not None]
         refusals = resolve(claims)
         for key, held in sorted(self.held.items()):
+            now = self.clock()  # each pass's own: the passes before it took time
             if now < held.due:
                 continue
             refusal = refusals.get(key)
@@ -125,73 +134,111 @@ class Autoscaler:
                 policy = core_policy(held.policy)
             except SpecError as exc:
                 self._conditions(
-                    held, _false(CONDITION_READY, "InvalidPolicy", "; ".join(map(str, exc.errors)))
+                    held, _false(CONDITION_READY, "InvalidPolicy", "; ".join(e.render() for e in exc.errors))
                 )
                 held.due = now + 5.0
                 continue
-            if not isinstance(policy, Policy):
-                message = "phalanx up autoscales whole ModelServings only (spec.homogeneousTarget)"
-                self._conditions(held, _false(CONDITION_READY, "NotSupported", message))
-                held.due = now + 60.0
-                continue
-            held.due = now + policy.period
+            held.due = now + (policy.period if isinstance(policy, Policy) else _period(policy))
             await self._pass(session, held, policy, now)
 
-    async def _pass(self, session: aiohttp.ClientSession, held: Held, policy: Policy, now: float) -> None:
-        spec = held.policy.spec
-        assert spec.homogeneous_target is not None
-        namespace = held.policy.metadata.namespace
-        name = spec.homogeneous_target.target.target_ref.name
+    async def _pass(
+        self, session: aiohttp.ClientSession, held: Held, policy: Policy | RolePolicies, now: float
+    ) -> None:
+        namespace, name = held.policy.metadata.namespace, _target(held.policy)
         ms = await self.runtime.get_serving(namespace, name)
         if ms is None:
             message = f"no ModelServing {namespace}/{name}; the policy waits for it"
             self._conditions(held, _false(CONDITION_TARGET_FOUND, "TargetNotFound", message))
             return
+        roles: list[str | None] = list(policy.roles) if isinstance(policy, RolePolicies) else [None]
+        if isinstance(policy, RolePolicies) and ms.spec.replicas != 1:
+            message = (
+                f"scaling roles needs ModelServing {name} at spec.replicas 1 (it has {ms.spec.replicas}): "
+                "roles[].replicas counts instances per group"
+            )
+            self._conditions(held, _false(CONDITION_READY, "NotSupported", message))
+            return
         pods = await self.runtime.list_objects("Pod", namespace, {})
-        units = group_units(pods, name)
-        engines = await self.scrape_engines(session, held, units, now)
-        servings = [s.to_dict() for s in await self.runtime.list_servings()]
-        models = serving_models(ms.to_dict()) or ()
-        router = None
-        if models:
-            page = await self._get(session, self.router_url + "/metrics")
-            if page is not None:
-                endpoints = {u.endpoint: u.state.name for u in units if u.endpoint is not None}
-                sole = declared_by_servings(servings).models == set(models)
-                router, held.router = read_router(
-                    page, held.router, now, model=models[0], endpoints=endpoints, sole_target=sole
-                )
-        inventory = self.runtime.gpu_inventory()
-        signals = build_signals(
-            [u.state for u in units],
-            engines,
-            router,
-            placeable=placeable(gpus_per_group(ms.to_dict()), inventory.free, units),
+        units = {role: group_units(pods, name, role) for role in roles}
+        every = [u for found in units.values() for u in found]
+        engines = await self.scrape_engines(session, held, every, now)
+        router = await self._router(session, held, ms, every, now)
+        free = self.runtime.gpu_inventory().free
+        signals: dict[str | None, Signals] = {}
+        for role, found in units.items():
+            names = {u.state.name for u in found}
+            mine = (
+                replace(router, inflight={k: v for k, v in router.inflight.items() if k in names})
+                if router
+                else None
+            )
+            room = placeable(gpus_per_unit(ms.to_dict(), role), free, found)
+            one = build_signals([u.state for u in found], engines, mine, placeable=room)
+            if router is not None and router.arrivals_per_second is not None:
+                one = replace(one, demand_requests_per_second=router.arrivals_per_second)
+            signals[role] = one
+        status = held.policy.status or AutoscalingPolicyStatus()
+        if isinstance(policy, Policy):
+            history = (
+                held.history if held.history is not None else history_from_status(status.homogeneous_status)
+            )
+            decision = autoscale(policy, signals[None], now, history)
+            held.history = decision.history
+            await self._act(held, policy, decision, ms, None)
+            status = status.model_copy(update={"homogeneous_status": status_from_decision(decision)})
+        else:
+            histories = held.roles if held.roles is not None else role_histories(status.disaggregated_status)
+            by_role = {role: s for role, s in signals.items() if role is not None}
+            decisions = autoscale_roles(policy, by_role, now, histories)
+            held.roles = {role: d.history for role, d in decisions.items()}
+            for role, decision in sorted(decisions.items()):
+                current = await self.runtime.get_serving(namespace, name)
+                if current is not None:
+                    await self._act(held, policy.roles[role], decision, current, role)
+            status = status.model_copy(
+                update={"disaggregated_status": disaggregated_status(decisions, policy.ratio)}
+            )
+        self._write(
+            held,
+            status,
+            [d.reason for d in ([decision] if isinstance(policy, Policy) else decisions.values())],
         )
-        if router is not None and router.arrivals_per_second is not None:
-            signals = replace(signals, demand_requests_per_second=router.arrivals_per_second)
-        history = held.history
-        if history is None:
-            status = held.policy.status
-            history = history_from_status(status.homogeneous_status if status is not None else None)
-        decision = autoscale(policy, signals, now, history)
-        held.history = decision.history
-        await self._act(held, policy, decision, ms)
-        self._write(held, decision)
 
-    async def _act(self, held: Held, policy: Policy, decision: Decision, ms: ModelServing) -> None:
+    async def _router(
+        self, session: aiohttp.ClientSession, held: Held, ms: ModelServing, units: list[GroupUnit], now: float
+    ) -> RouterFigures | None:
+        """The router's figures for the target's model; None when its page or model is unknown."""
+        models = serving_models(ms.to_dict()) or ()
+        if not models:
+            return None
+        page = await self._get(session, self.router_url + "/metrics")
+        if page is None:
+            return None
+        servings = [s.to_dict() for s in await self.runtime.list_servings()]
+        endpoints = {u.endpoint: u.state.name for u in units if u.endpoint is not None}
+        sole = declared_by_servings(servings).models == set(models)
+        figures, held.router = read_router(
+            page, held.router, now, model=models[0], endpoints=endpoints, sole_target=sole
+        )
+        return figures
+
+    async def _act(
+        self, held: Held, policy: Policy, decision: Decision, ms: ModelServing, role: str | None
+    ) -> None:
         """The core's events, then the replica count (unless observeOnly), with an event saying why."""
         who = f"AutoscalingPolicy {held.policy.name}"
         for event in decision.events:
             await self._event(ms, event.type, event.reason, f"{who}: {event.message}")
-        if decision.desired == ms.spec.replicas:
+        replicas = ms.spec.replicas if role is None else _role_replicas(ms, role)
+        if decision.desired == replicas:
             return
-        change = f"replicas {ms.spec.replicas} -> {decision.desired}: {decision.reason}"
+        what = "replicas" if role is None else f"role {role} replicas"
+        change = f"{what} {replicas} -> {decision.desired}: {decision.reason}"
         if policy.observe_only:
             if decision.changed:
                 await self._event(ms, "Normal", "AutoscaleObserved", f"{who} would set {change}")
             return
-        updated = scaled(ms, decision.desired)
+        updated = scaled(ms, decision.desired, role)
         if isinstance(updated, ScaleRefused):
             await self._event(
                 ms, "Warning", "AutoscaleFailed", f"{who} cannot set {change}: {updated.message}"
@@ -235,16 +282,13 @@ class Autoscaler:
             except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
                 return None
 
-    def _write(self, held: Held, decision: Decision) -> None:
-        status = (held.policy.status or AutoscalingPolicyStatus()).model_copy(
-            update={"homogeneous_status": status_from_decision(decision)}
-        )
+    def _write(self, held: Held, status: AutoscalingPolicyStatus, reasons: list[str]) -> None:
         held.policy = held.policy.model_copy(update={"status": status})
         self._conditions(
             held,
             Condition(type=CONDITION_TARGET_FOUND, status="True", reason="TargetFound"),
             Condition(type=CONDITION_CONFLICT, status="False", reason="SoleAutoscaler"),
-            Condition(type=CONDITION_READY, status="True", reason="Decided", message=decision.reason),
+            Condition(type=CONDITION_READY, status="True", reason="Decided", message=" ".join(reasons)),
         )
 
     def _conditions(self, held: Held, *conditions: Condition) -> None:
@@ -257,6 +301,23 @@ class Autoscaler:
             kept[condition.type] = condition.model_copy(update={"last_transition_time": stamp})
         status = status.model_copy(update={"conditions": [kept[t] for t in sorted(kept)]})
         held.policy = held.policy.model_copy(update={"status": status})
+
+
+def _target(policy: AutoscalingPolicy) -> str:
+    spec = policy.spec
+    if spec.homogeneous_target is not None:
+        return spec.homogeneous_target.target.target_ref.name
+    assert spec.disaggregated_target is not None
+    return spec.disaggregated_target.target_ref.name
+
+
+def _period(policies: RolePolicies) -> float:
+    """One pass for all roles, at the shortest of their periods (the policy has one `period`)."""
+    return min(p.period for p in policies.roles.values())
+
+
+def _role_replicas(ms: ModelServing, role: str) -> int:
+    return next((r.replicas for r in ms.spec.template.roles if r.name == role), 0)
 
 
 def _false(type_: str, reason: str, message: str) -> Condition:

@@ -39,13 +39,7 @@ def servings_from_text(text: str, source: str) -> LoadedServings:
             result.servings.append(compiled.model_serving)
             if compiled.autoscaling_policy is not None:
                 result.policies.append(compiled.autoscaling_policy)
-    for policy in loaded.policies:
-        result.policies.append(policy)
-        if policy.spec.homogeneous_target is None:
-            result.warnings.append(
-                f"{source}: AutoscalingPolicy/{policy.name} scales roles: it is checked but not applied, "
-                "this version of phalanx up autoscales whole ModelServings (spec.homogeneousTarget) only"
-            )
+    result.policies += loaded.policies
     if not result.servings and not result.policies and not result.errors:
         result.errors.append(f"{source}: no ModelServing, ModelDeployment or AutoscalingPolicy in the file")
     return result

@@ -200,24 +200,28 @@ def _policies_table(policies: list[dict[str, Any]]) -> Table:
         status = policy.get("status") or {}
         target = ((spec.get("homogeneousTarget") or {}).get("target") or {}).get("targetRef") or {}
         target = target or (spec.get("disaggregatedTarget") or {}).get("targetRef") or {}
-        scaling = status.get("homogeneousStatus")
+        name = policy["metadata"]["name"]
+        scalings = [("", status["homogeneousStatus"])] if status.get("homogeneousStatus") else []
+        scalings += [
+            (f" ({r.get('name', '')})", r)
+            for r in (status.get("disaggregatedStatus") or {}).get("roles") or []
+        ]
         blocked = [c for c in status.get("conditions") or [] if _blocks(c)]
-        if blocked or scaling is None:
+        if blocked or not scalings:
             why = blocked[0].get("message", "") if blocked else "no decision yet"
-            table.add_row(
-                policy["metadata"]["name"], target.get("name", ""), "-", "-", "-", "-", Text(why, "yellow")
-            )
+            table.add_row(name, target.get("name", ""), "-", "-", "-", "-", Text(why, "yellow"))
             continue
         observe = " (observe only)" if spec.get("observeOnly") else ""
-        table.add_row(
-            policy["metadata"]["name"],
-            target.get("name", ""),
-            str(scaling.get("desiredReplicas", 0)),
-            str(scaling.get("currentReplicas", 0)),
-            str(scaling.get("readyReplicas", 0)),
-            str(scaling.get("mode") or "") + observe,
-            scaling.get("reason", ""),
-        )
+        for role, scaling in scalings:
+            table.add_row(
+                name + role,
+                target.get("name", ""),
+                str(scaling.get("desiredReplicas", 0)),
+                str(scaling.get("currentReplicas", 0)),
+                str(scaling.get("readyReplicas", 0)),
+                str(scaling.get("mode") or "") + observe,
+                scaling.get("reason", ""),
+            )
     return table
 
 

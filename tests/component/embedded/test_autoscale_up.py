@@ -12,7 +12,7 @@ import openai
 import pytest
 import yaml
 
-from tests.component.embedded.harness import Up, quickstart, running_up
+from tests.component.embedded.harness import ROOT, Up, quickstart, running_up
 from tests.component.router.held import ChatInBackground
 
 pytestmark = pytest.mark.component
@@ -210,3 +210,43 @@ def test_a_second_policy_applied_on_the_same_target_is_refused_and_shown(tmp_pat
         assert "homogeneousStatus" not in refused["status"]
         shown = up.phalanx("status")
         assert "already scaled by AutoscalingPolicy quickstart-load" in " ".join(shown.stdout.split())
+
+
+def test_a_policy_on_roles_scales_the_decode_role_under_load(tmp_path: Path) -> None:
+    pd: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "quickstart-pd.yaml").read_text())
+    pd["spec"]["template"]["restartGracePeriodSeconds"] = 0
+    for role in pd["spec"]["template"]["roles"]:
+        container = role["entryTemplate"]["spec"]["containers"][0]
+        container["readinessProbe"]["periodSeconds"] = 1
+        if role["name"] == "decode":
+            role["replicas"] = 1
+            container["args"] += ["--inter-token-latency", "0.05", "--itl-batch-factor", "0"]
+    roles = policy(1, 1)
+    roles["metadata"]["name"] = "pd-load"
+    del roles["spec"]["homogeneousTarget"]
+    roles["spec"]["disaggregatedTarget"] = {
+        "targetRef": {"name": "quickstart-pd"},
+        "roles": {
+            "prefill": {"minReplicas": 1, "maxReplicas": 1},
+            "decode": {"minReplicas": 1, "maxReplicas": 2},
+        },
+    }
+    with running_up(tmp_path, spec_file(tmp_path, pd, roles)) as up:
+        up.wait_available("quickstart-pd")
+        load = Load(up.base_url, clients=6, max_tokens=60)
+        try:
+            found = up.wait_for(
+                lambda s: (
+                    {r["name"]: r["replicas"] for r in s["servings"][0]["spec"]["template"]["roles"]}
+                    == {"prefill": 1, "decode": 2}
+                ),
+                "decode scaled to 2",
+                timeout=30,
+            )
+        finally:
+            load.stop()
+        (shown,) = found["policies"]
+        decode = {r["name"]: r for r in shown["status"]["disaggregatedStatus"]["roles"]}["decode"]
+        assert decode["desiredReplicas"] == 2
+        events = [e["message"] for e in found["events"] if e.get("reason") == "Autoscaled"]
+        assert any("role decode replicas 1 -> 2" in m for m in events), events

@@ -30,17 +30,14 @@ def test_a_deployments_autoscaling_and_a_policy_of_its_own_are_both_taken() -> N
     assert (alone.errors, alone.servings, [p.name for p in alone.policies]) == ([], [], ["tiny-load"])
 
 
-def test_a_policy_on_roles_is_taken_with_a_warning_that_up_does_not_apply_it() -> None:
+def test_a_policy_on_roles_is_taken() -> None:
     text = POLICY.replace(
         "homogeneousTarget: {minReplicas: 0, maxReplicas: 3, target: {targetRef: {name: tiny}}}",
         "disaggregatedTarget: {targetRef: {name: tiny}, roles: {prefill: {minReplicas: 1, maxReplicas: 2}}}",
     )
     loaded = servings_from_text(text, "p.yaml")
-    assert loaded.errors == []
-    assert loaded.warnings == [
-        "p.yaml: AutoscalingPolicy/tiny-load scales roles: it is checked but not applied, this version of "
-        "phalanx up autoscales whole ModelServings (spec.homogeneousTarget) only"
-    ]
+    assert (loaded.errors, loaded.warnings) == ([], [])
+    assert [p.name for p in loaded.policies] == ["tiny-load"]
 
 
 def policy(name: str, status: dict[str, Any], observe_only: bool = False) -> dict[str, Any]:
@@ -99,3 +96,13 @@ def test_the_view_shows_each_policys_counts_mode_and_reason_or_why_it_does_not_a
     assert cells[6].endswith("asks for 4")
     assert "already scaled by AutoscalingPolicy demo-load" in text
     assert "no decision yet" in text
+
+
+def test_a_policy_on_roles_shows_one_row_per_role() -> None:
+    roles = [
+        {"name": "decode", "desiredReplicas": 2, "currentReplicas": 1, "readyReplicas": 1, "mode": "Stable"},
+        {"name": "prefill", "desiredReplicas": 1, "currentReplicas": 1, "readyReplicas": 1, "mode": "Stable"},
+    ]
+    text = rendered(policy("pd", {"disaggregatedStatus": {"roles": roles}}))
+    rows = [[c.strip() for c in line.split("│")[1:6]] for line in text.splitlines() if "pd (" in line]
+    assert rows == [["pd (decode)", "demo", "2", "1", "1"], ["pd (prefill)", "demo", "1", "1", "1"]]

@@ -7,7 +7,7 @@ from typing import Any
 from phalanx.api import labels as L
 from phalanx.autoscale.observe.assemble import UnitState
 from phalanx.controller.observed import DRAINING_ANNOTATION
-from phalanx.embedded.autoscale_units import GroupUnit, gpus_per_group, group_units, placeable
+from phalanx.embedded.autoscale_units import GroupUnit, gpus_per_unit, group_units, placeable
 
 CREATED = "2026-12-07T00:00:00Z"
 EPOCH = 1796601600.0  # CREATED in seconds
@@ -18,6 +18,8 @@ def pod(
     index: int = 0,
     *,
     serving: str = "demo",
+    role: str = "sim",
+    role_index: int = 0,
     ready: bool = True,
     scheduled: bool = True,
     ip: str = "127.0.0.5",
@@ -28,14 +30,14 @@ def pod(
     labels = {
         L.NAME: serving,
         L.GROUP_INDEX: str(group),
-        L.ROLE: "sim",
-        L.ROLE_INDEX: "0",
+        L.ROLE: role,
+        L.ROLE_INDEX: str(role_index),
         L.POD_INDEX: str(index),
     }
     if index == 0:
         labels[L.ENTRY] = "true"
     metadata: dict[str, Any] = {
-        "name": f"{serving}-{group}-sim-0-{index}",
+        "name": f"{serving}-{group}-{role}-{role_index}-{index}",
         "namespace": "default",
         "labels": labels,
         "creationTimestamp": created,
@@ -80,6 +82,22 @@ def test_a_group_being_drained_or_deleted_is_draining() -> None:
     assert units[1].state.ready is False  # a pod being deleted serves nothing
 
 
+def test_with_a_role_each_instance_of_it_is_one_unit_and_other_roles_are_left_out() -> None:
+    pods = [
+        pod(0, role="prefill"),
+        pod(0, role="decode", role_index=1, ready=False),
+        pod(0, role="decode"),
+        pod(1, role="decode"),
+    ]
+    units = group_units(pods, "demo", "decode")
+    assert [(u.state.name, u.state.ready) for u in units] == [
+        ("demo-0-decode-0", True),
+        ("demo-0-decode-1", False),
+        ("demo-1-decode-0", True),
+    ]
+    assert units[0].endpoint == "default/demo-0-decode-0-0"
+
+
 def test_pods_of_other_servings_and_unlabelled_pods_are_not_units() -> None:
     stray = pod(0)
     del stray["metadata"]["labels"][L.GROUP_INDEX]
@@ -91,19 +109,26 @@ def test_an_entry_pod_without_an_address_has_no_endpoint_and_is_not_placed() -> 
     assert (unit.endpoint, unit.url, unit.placed) == (None, None, False)
 
 
-def serving_with(entry_gpus: int, worker_gpus: int, workers: int = 1, roles: int = 1) -> dict[str, Any]:
+def serving_with(
+    entry_gpus: int, worker_gpus: int, workers: int = 1, roles: int = 1, name: str = "sim"
+) -> dict[str, Any]:
     def template(gpus: int) -> dict[str, Any]:
         resources = {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}
         return {"spec": {"containers": [{"name": "engine", "resources": resources}]}}
 
-    role = {"replicas": roles, "workerReplicas": workers, "entryTemplate": template(entry_gpus)}
+    role = {"name": name, "replicas": roles, "workerReplicas": workers, "entryTemplate": template(entry_gpus)}
     role["workerTemplate"] = template(worker_gpus)
     return {"spec": {"template": {"roles": [role]}}}
 
 
-def test_gpus_per_group_count_every_pod_of_every_role_instance() -> None:
-    assert gpus_per_group(serving_with(2, 2, workers=3, roles=2)) == 16
-    assert gpus_per_group(serving_with(0, 0)) == 0
+def test_gpus_per_unit_count_every_pod_of_every_role_instance() -> None:
+    assert gpus_per_unit(serving_with(2, 2, workers=3, roles=2)) == 16
+    assert gpus_per_unit(serving_with(0, 0)) == 0
+
+
+def test_gpus_per_role_instance_count_its_entry_and_workers_once() -> None:
+    assert gpus_per_unit(serving_with(2, 2, workers=3, roles=2), "sim") == 8
+    assert gpus_per_unit(serving_with(2, 2), "other") == 0
 
 
 def test_placeable_groups_are_the_free_gpus_after_the_groups_still_waiting_for_theirs() -> None:
