@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,9 @@ class Load:
         while not self.stopped.is_set():
             try:
                 client.chat.completions.create(
-                    model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=self.max_tokens
+                    model=MODEL,
+                    messages=[{"role": "user", "content": f"hi {uuid.uuid4().hex}"}],
+                    max_tokens=self.max_tokens,
                 )
                 with self._lock:
                     self.answered += 1
@@ -147,16 +150,31 @@ def test_load_scales_up_to_the_maximum_and_back_down_draining_in_flight_requests
                 lambda s: s["servings"][0]["spec"]["replicas"] == 3, "scale-up to the maximum", timeout=20
             )
             up.wait_available(groups=3, timeout=30)
+            # Three long requests (10 s; unique prompts, so spread over the groups) outlast the
+            # load: alone they ask for 2 groups, and the group that leaves drains under one.
+            tail = Load(up.base_url, clients=3, max_tokens=200, once=True)
         finally:
             load.stop()
         assert load.answered > 0
-        # Three long requests (10 s) still in flight ask for 2 groups: one group drains under them.
-        tail = Load(up.base_url, clients=3, max_tokens=200, once=True)
-        up.wait_for(lambda s: s["servings"][0]["spec"]["replicas"] < 3, "scale-down under load", timeout=20)
+        drained: list[str] = []
+
+        def scaled_down(payload: dict[str, Any]) -> bool:
+            busy = payload["router"]["inFlight"]
+            drained.extend(
+                p["name"]
+                for p in payload["pods"]
+                if p["draining"] and busy.get(f"default/{p['name']}", 0) > 0
+            )
+            return int(payload["servings"][0]["spec"]["replicas"]) < 3
+
+        up.wait_for(scaled_down, "scale-down under load", timeout=20)
         assert tail.answered == 0, "the long requests ended before the scale-down: nothing was drained"
         up.wait_for(
-            lambda s: s["servings"][0]["spec"]["replicas"] == 1, "scale-down to the minimum", timeout=40
+            lambda s: scaled_down(s) and s["servings"][0]["spec"]["replicas"] == 1,
+            "scale-down to the minimum",
+            timeout=40,
         )
+        assert drained, "no group was drained while a request was in flight on it"
         tail.stop()
         assert tail.answered == 3
         downs = [h for h in policy_status(up)["homogeneousStatus"]["history"] if h["desired"] < h["previous"]]
