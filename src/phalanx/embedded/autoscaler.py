@@ -96,10 +96,16 @@ class Autoscaler:
         # The first apply is the policy's creation: with two on one target, the older one acts.
         created = held.policy.metadata.creation_timestamp if held is not None else format_time(self.clock())
         meta = policy.metadata.model_copy(update={"creation_timestamp": created})
-        stamped = policy.model_copy(update={"metadata": meta, "status": held.policy.status if held else None})
+        # A policy pointed at another target starts over: the old history is another target's.
+        same = held is not None and _target(held.policy) == _target(policy)
+        status = held.policy.status if held is not None and same else None
+        stamped = policy.model_copy(update={"metadata": meta, "status": status})
         if held is None:
             self.held[key] = Held(stamped)
             return "created"
+        if not same:
+            held.history = held.roles = None
+            held.engines, held.router = {}, None
         held.policy, held.due = stamped, 0.0
         return "configured"
 
@@ -186,6 +192,7 @@ class Autoscaler:
             held.history = decision.history
             await self._act(held, policy, decision, ms, None)
             status = status.model_copy(update={"homogeneous_status": status_from_decision(decision)})
+            reasons = [decision.reason]
         else:
             histories = held.roles if held.roles is not None else role_histories(status.disaggregated_status)
             by_role = {role: s for role, s in signals.items() if role is not None}
@@ -198,11 +205,8 @@ class Autoscaler:
             status = status.model_copy(
                 update={"disaggregated_status": disaggregated_status(decisions, policy.ratio)}
             )
-        self._write(
-            held,
-            status,
-            [d.reason for d in ([decision] if isinstance(policy, Policy) else decisions.values())],
-        )
+            reasons = [f"{role}: {decisions[role].reason}" for role in sorted(decisions)]
+        self._write(held, status, reasons)
 
     async def _router(
         self, session: aiohttp.ClientSession, held: Held, ms: ModelServing, units: list[GroupUnit], now: float

@@ -9,7 +9,7 @@ from phalanx.api.autoscalingpolicy import AutoscalingPolicy, AutoscalingPolicySt
 from phalanx.embedded.autoscaler import Autoscaler
 
 
-def policy(name: str = "demo-load", high: int = 3) -> AutoscalingPolicy:
+def policy(name: str = "demo-load", high: int = 3, target: str = "demo") -> AutoscalingPolicy:
     data: dict[str, Any] = {
         "metadata": {"name": name},
         "spec": {
@@ -17,7 +17,7 @@ def policy(name: str = "demo-load", high: int = 3) -> AutoscalingPolicy:
             "homogeneousTarget": {
                 "minReplicas": 0,
                 "maxReplicas": high,
-                "target": {"targetRef": {"name": "demo"}},
+                "target": {"targetRef": {"name": target}},
             },
         },
     }
@@ -55,3 +55,21 @@ def test_a_changed_spec_is_configured_keeping_its_creation_time_and_status() -> 
     assert found["demo-load"].metadata.creation_timestamp == "2026-12-07T00:00:00.000000Z"
     assert found["demo-load"].status == AutoscalingPolicyStatus(observed_generation=4)
     assert [p.name for p in autoscaler.policies()] == ["demo-load", "newer"]
+
+
+def test_a_policy_pointed_at_another_target_starts_over() -> None:
+    autoscaler = scaler([1796601600.0])
+    autoscaler.apply(policy())
+    held = autoscaler.held[("default", "demo-load")]
+    held.policy = held.policy.model_copy(update={"status": AutoscalingPolicyStatus(observed_generation=4)})
+    moved = policy()
+    assert moved.spec.homogeneous_target is not None
+    ref = moved.spec.homogeneous_target.target.target_ref.model_copy(update={"name": "other"})
+    target = moved.spec.homogeneous_target.target.model_copy(update={"target_ref": ref})
+    homogeneous = moved.spec.homogeneous_target.model_copy(update={"target": target})
+    moved = moved.model_copy(
+        update={"spec": moved.spec.model_copy(update={"homogeneous_target": homogeneous})}
+    )
+    assert autoscaler.apply(moved) == "configured"
+    (shown,) = autoscaler.policies()
+    assert shown.status is None and held.history is None
