@@ -377,7 +377,7 @@ def up(
     """Run the controller, the local runtime and the router in the foreground (Ctrl-C stops all)."""
     from phalanx.embedded.up import run_up
 
-    servings = []
+    servings, policies = [], []
     if file is not None:
         from phalanx.embedded.specs import servings_from_text
 
@@ -390,8 +390,16 @@ def up(
         if result.errors:
             err.print(f"{file}: {len(result.errors)} error{'s' if len(result.errors) != 1 else ''}")
             raise typer.Exit(1)
-        servings = result.servings
-    code = run_up(servings, state_dir=_state_dir(state_dir), host=host, port=port, gpus=gpus, console=out)
+        servings, policies = result.servings, result.policies
+    code = run_up(
+        servings,
+        state_dir=_state_dir(state_dir),
+        host=host,
+        port=port,
+        gpus=gpus,
+        console=out,
+        policies=policies,
+    )
     raise typer.Exit(code)
 
 
@@ -476,7 +484,8 @@ def apply(file: FileOption, state_dir: StateDirOption = None) -> None:
     if result.get("errors"):
         raise typer.Exit(1)
     for item in result.get("applied", []):
-        out.print(f"modelserving/{item['name']} {item['change']}")
+        kind = str(item.get("kind", "ModelServing")).lower()
+        out.print(f"{kind}/{item['name']} {item['change']}")
 
 
 @app.command()

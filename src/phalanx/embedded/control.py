@@ -14,11 +14,10 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from phalanx.api.modelserving import ModelServing
-from phalanx.api.validation import validate_model_serving
 from phalanx.api.yamlfile import MAX_FILE_BYTES
+from phalanx.embedded.scaling import ScaleRefused, scaled
 from phalanx.embedded.specs import servings_from_text
 from phalanx.http.errors import error_response, json_errors
 from phalanx.runtimes.local.logs import BadLogRequest
@@ -94,6 +93,17 @@ class ControlApi:
             else:
                 change = "unchanged"
             applied.append({"name": ms.name, "namespace": ms.namespace, "change": change})
+        assert self.daemon.autoscaler is not None
+        for policy in loaded.policies:
+            change = self.daemon.autoscaler.apply(policy)
+            applied.append(
+                {
+                    "name": policy.name,
+                    "namespace": policy.metadata.namespace,
+                    "change": change,
+                    "kind": policy.kind,
+                }
+            )
         return web.json_response({"applied": applied, "errors": [], "warnings": loaded.warnings})
 
     async def scale(self, request: web.Request) -> web.Response:
@@ -113,28 +123,9 @@ class ControlApi:
         if ms is None:
             known = ", ".join(s.name for s in await self.runtime.list_servings()) or "none"
             return error_response(404, f"no ModelServing {namespace}/{name} (running: {known})", param="name")
-        data = ms.model_dump(by_alias=True, exclude_none=True, mode="json")
-        data.pop("status", None)
-        if role_name is None:
-            data["spec"]["replicas"] = replicas
-        else:
-            roles = data["spec"]["template"]["roles"]
-            role = next((r for r in roles if r["name"] == role_name), None)
-            if role is None:
-                names = ", ".join(r["name"] for r in roles)
-                return error_response(
-                    404, f"ModelServing {name} has no role {role_name!r} (roles: {names})", param="role"
-                )
-            role["replicas"] = replicas
-        try:
-            updated = ModelServing.model_validate(data)
-        except ValidationError as exc:
-            return error_response(
-                422, f"the scaled spec is invalid: {exc.errors()[0]['msg']}", param="replicas"
-            )
-        problems = [p for p in validate_model_serving(updated) if p.severity == "error"]
-        if problems:
-            return error_response(422, "; ".join(p.render() for p in problems), param="replicas")
+        updated = scaled(ms, replicas, role_name)
+        if isinstance(updated, ScaleRefused):
+            return error_response(updated.status, updated.message, param=updated.param)
         stored = await self.runtime.apply_serving(updated)
         return web.json_response({"name": stored.name, "replicas": replicas, "role": role_name})
 

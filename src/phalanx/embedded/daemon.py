@@ -22,9 +22,11 @@ from typing import Any
 from aiohttp import web
 
 from phalanx.api import labels as L
+from phalanx.api.autoscalingpolicy import AutoscalingPolicy
 from phalanx.api.modelserving import ModelServing
 from phalanx.controller.observed import pod_state
 from phalanx.controller.recovery import Settings
+from phalanx.embedded.autoscaler import Autoscaler
 from phalanx.embedded.control import ControlApi
 from phalanx.embedded.peers import same_user_only
 from phalanx.router.declared import declared_by_servings
@@ -71,6 +73,7 @@ class Daemon:
         self.runtime: LocalRuntime | None = None
         self.router: Router | None = None
         self.reconciler: Reconciler | None = None
+        self.autoscaler: Autoscaler | None = None
         self._control_runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._owns_socket = False  # never remove a socket another `up` is answering on
@@ -81,7 +84,9 @@ class Daemon:
     def socket_path(self) -> Path:
         return self.options.state_dir / CONTROL_SOCKET
 
-    async def start(self, servings: list[ModelServing]) -> None:
+    async def start(
+        self, servings: list[ModelServing], policies: list[AutoscalingPolicy] | None = None
+    ) -> None:
         options = self.options
         try:
             ensure_private_dir(options.state_dir)
@@ -111,6 +116,9 @@ class Daemon:
         self.reconciler = Reconciler(runtime, settings=options.settings, in_flight=self._in_flight)
         for ms in servings:
             await runtime.apply_serving(ms)
+        self.autoscaler = Autoscaler(runtime, router.url)
+        for policy in policies or []:
+            self.autoscaler.apply(policy)
         app = ControlApi(self).build_app()
         app.middlewares.insert(0, same_user_only(os.geteuid()))
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
@@ -118,6 +126,7 @@ class Daemon:
         self._control_runner = runner
         await web.SockSite(runner, self._bind_socket()).start()
         self._tasks.append(asyncio.create_task(self._control_loop(), name="controller"))
+        self._tasks.append(asyncio.create_task(self.autoscaler.run(self.stopping), name="autoscaler"))
 
     def _bind_socket(self) -> socket.socket:
         """The control socket, 0600 before it listens (whatever the umask; the directory is 0700 too)."""
@@ -230,6 +239,10 @@ class Daemon:
             "router": {"url": self.router.url, "inFlight": self.router.in_flight()},
             "gpus": {"total": inventory.total, "free": inventory.free},
             "servings": [ms.model_dump(by_alias=True, exclude_none=True, mode="json") for ms in servings],
+            "policies": [
+                p.model_dump(by_alias=True, exclude_none=True, mode="json")
+                for p in (self.autoscaler.policies() if self.autoscaler is not None else [])
+            ],
             "pods": sorted(pods, key=lambda p: p["name"]),
             "events": [e.to_dict() for e in events[-50:]],
             "eventCount": self.runtime.store.events_recorded,

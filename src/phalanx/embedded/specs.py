@@ -5,19 +5,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from phalanx.api import FieldError, ModelDeployment, ModelServing, SpecError, load_text
+from phalanx.api.autoscalingpolicy import AutoscalingPolicy
 from phalanx.compiler import compile_deployment, deployment_problems
 
 
 @dataclass
 class LoadedServings:
     servings: list[ModelServing] = field(default_factory=list)
+    # The file's AutoscalingPolicies and those ModelDeployment.spec.autoscaling renders.
+    policies: list[AutoscalingPolicy] = field(default_factory=list)
     # Every problem, rendered with its file, line, field, value and fix.
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
 
 def servings_from_text(text: str, source: str) -> LoadedServings:
-    """Every ModelServing a file stands for; a ModelDeployment is planned and compiled first."""
+    """Every ModelServing and AutoscalingPolicy a file stands for; a ModelDeployment is planned and
+    compiled first."""
     loaded = load_text(text, source, check=deployment_problems)  # planning problems too, with lines
     result = LoadedServings()
     _add(result, loaded.problems, source)
@@ -33,13 +37,11 @@ def servings_from_text(text: str, source: str) -> LoadedServings:
                 _add(result, list(exc.errors), source)
                 continue
             result.servings.append(compiled.model_serving)
-    for policy in loaded.policies:
-        result.warnings.append(
-            f"{source}: AutoscalingPolicy/{policy.name} is checked but not applied: this version of "
-            "phalanx up does not autoscale"
-        )
-    if not result.servings and not result.errors:
-        result.errors.append(f"{source}: no ModelServing or ModelDeployment in the file")
+            if compiled.autoscaling_policy is not None:
+                result.policies.append(compiled.autoscaling_policy)
+    result.policies += loaded.policies
+    if not result.servings and not result.policies and not result.errors:
+        result.errors.append(f"{source}: no ModelServing, ModelDeployment or AutoscalingPolicy in the file")
     return result
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.live import Live
 
+from phalanx.api.autoscalingpolicy import AutoscalingPolicy
 from phalanx.api.modelserving import ModelServing
 from phalanx.embedded.daemon import Daemon, StartError, UpOptions
 from phalanx.embedded.view import describe_event, render_status
@@ -26,15 +27,21 @@ def run_up(
     port: int,
     gpus: int | None,
     console: Console,
+    policies: list[AutoscalingPolicy] | None = None,
 ) -> int:
     options = UpOptions(state_dir=state_dir, host=host, port=port, gpus=gpus)
     try:
-        return event_loop.run(_run(Daemon(options), servings, console))
+        return event_loop.run(_run(Daemon(options), servings, console, policies or []))
     except KeyboardInterrupt:  # a second Ctrl-C while stopping: the reaper still kills every pod
         return 130
 
 
-async def _run(daemon: Daemon, servings: list[ModelServing], console: Console) -> int:
+async def _run(
+    daemon: Daemon,
+    servings: list[ModelServing],
+    console: Console,
+    policies: list[AutoscalingPolicy] | None = None,
+) -> int:
     loop = asyncio.get_running_loop()
 
     def stop_requested() -> None:
@@ -45,7 +52,7 @@ async def _run(daemon: Daemon, servings: list[ModelServing], console: Console) -
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop_requested)
     try:
-        await daemon.start(servings)
+        await daemon.start(servings, policies)
     except StartError as exc:
         console.print(f"[red]error:[/red] {exc}")
         await daemon.stop()

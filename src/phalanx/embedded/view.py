@@ -96,10 +96,16 @@ def _counts(counts: tuple[RoleCount, ...]) -> str:
     return ", ".join(f"{c.role} {c.ready}/{c.desired}" for c in counts)
 
 
-def _servings_table(servings: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Table:
-    table = Table(title="ModelServings", title_justify="left", expand=False)
-    for column in ("name", "groups", "serving", "instances ready", "updated", "revision", "conditions"):
+def _table(title: str, *columns: str) -> Table:
+    table = Table(title=title, title_justify="left", expand=False)
+    for column in columns:
         table.add_column(column)
+    return table
+
+
+def _servings_table(servings: list[dict[str, Any]], pods: list[dict[str, Any]]) -> Table:
+    columns = ("name", "groups", "serving", "instances ready", "updated", "revision", "conditions")
+    table = _table("ModelServings", *columns)
     for ms in servings:
         status = ms.get("status") or {}
         spec = ms.get("spec") or {}
@@ -185,6 +191,48 @@ def describe_event(event: dict[str, Any]) -> str:
     return f"{subject}{event.get('reason', '')}: {event.get('message', '')}"
 
 
+def _policies_table(policies: list[dict[str, Any]]) -> Table:
+    """Each AutoscalingPolicy: its target's counts, mode and the last decision's reason; a policy
+    that does not act (refused, target missing, not supported) shows why instead."""
+    table = _table("AutoscalingPolicies", "name", "target", "desired", "current", "ready", "mode", "reason")
+    for policy in policies:
+        spec = policy.get("spec") or {}
+        status = policy.get("status") or {}
+        target = ((spec.get("homogeneousTarget") or {}).get("target") or {}).get("targetRef") or {}
+        target = target or (spec.get("disaggregatedTarget") or {}).get("targetRef") or {}
+        name = policy["metadata"]["name"]
+        scalings = [("", status["homogeneousStatus"])] if status.get("homogeneousStatus") else []
+        scalings += [
+            (f" ({r.get('name', '')})", r)
+            for r in (status.get("disaggregatedStatus") or {}).get("roles") or []
+        ]
+        blocked = [c for c in status.get("conditions") or [] if _blocks(c)]
+        if blocked or not scalings:
+            why = blocked[0].get("message", "") if blocked else "no decision yet"
+            table.add_row(name, target.get("name", ""), "-", "-", "-", "-", Text(why, "yellow"))
+            continue
+        observe = " (observe only)" if spec.get("observeOnly") else ""
+        for role, scaling in scalings:
+            table.add_row(
+                name + role,
+                target.get("name", ""),
+                str(scaling.get("desiredReplicas", 0)),
+                str(scaling.get("currentReplicas", 0)),
+                str(scaling.get("readyReplicas", 0)),
+                str(scaling.get("mode") or "") + observe,
+                scaling.get("reason", ""),
+            )
+    return table
+
+
+def _blocks(condition: dict[str, Any]) -> bool:
+    """A condition that says the policy does not act."""
+    kind, state = condition.get("type"), condition.get("status")
+    return (kind == "ConflictingAutoscaler" and state == "True") or (
+        kind in ("Ready", "TargetFound") and state == "False"
+    )
+
+
 def render_status(payload: dict[str, Any], *, events: int = 8) -> RenderableType:
     router = payload.get("router") or {}
     gpus = payload.get("gpus") or {}
@@ -201,6 +249,9 @@ def render_status(payload: dict[str, Any], *, events: int = 8) -> RenderableType
         parts += [_servings_table(servings, pods), _groups_table(servings, pods), _pods_table(pods)]
     else:
         parts.append(Text("no ModelServing yet: phalanx apply -f FILE", style="dim"))
+    policies = payload.get("policies") or []
+    if policies:
+        parts.append(_policies_table(policies))
     recent = (payload.get("events") or [])[-events:]
     if recent:
         lines = Text()

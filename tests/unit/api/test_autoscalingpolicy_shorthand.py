@@ -218,7 +218,7 @@ def test_validate_and_render_read_policies(tmp_path: Path) -> None:
     assert [p["spec"]["homogeneousTarget"]["target"]["targetRef"]["name"] for p in policies] == ["tiny"]
 
 
-def test_phalanx_up_says_it_does_not_apply_policies() -> None:
+def test_phalanx_up_takes_the_policies_of_a_file() -> None:
     from phalanx.embedded.specs import servings_from_text
 
     text = SERVING_AND_POLICY + (
@@ -229,7 +229,5 @@ def test_phalanx_up_says_it_does_not_apply_policies() -> None:
     loaded = servings_from_text(text, "f.yaml")
     assert loaded.errors == []
     assert [s.metadata.name for s in loaded.servings] == ["pd-serving"]
-    assert loaded.warnings == [
-        "f.yaml: AutoscalingPolicy/whole is checked but not applied: "
-        "this version of phalanx up does not autoscale"
-    ]
+    assert [p.name for p in loaded.policies] == ["whole"]
+    assert loaded.warnings == []
