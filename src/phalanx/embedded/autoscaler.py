@@ -21,7 +21,6 @@ from dataclasses import dataclass, field, replace
 import aiohttp
 
 from phalanx.api.autoscalingpolicy import (
-    CONDITION_CONFLICT,
     CONDITION_READY,
     CONDITION_TARGET_FOUND,
     AutoscalingPolicy,
@@ -44,11 +43,19 @@ from phalanx.autoscale.observe.assemble import build_signals
 from phalanx.autoscale.observe.engine import UNKNOWN, UnitFields, observe_unit
 from phalanx.autoscale.observe.router import RouterFigures, read_router
 from phalanx.autoscale.observe.snapshot import PageSnapshot
+from phalanx.autoscale.policy_status import (
+    decided,
+    false_condition,
+    role_pass_period,
+    target_name,
+    with_conditions,
+)
 from phalanx.autoscale.roles import autoscale_roles
 from phalanx.autoscale.types import Decision, EventType, History, Policy, RolePolicies, Signals
 from phalanx.controller.actions import Event
 from phalanx.embedded.autoscale_units import GroupUnit, gpus_per_unit, group_units, placeable
 from phalanx.embedded.scaling import ScaleRefused, scaled
+from phalanx.http.pages import PageReader
 from phalanx.router.declared import declared_by_servings, serving_models
 from phalanx.runtimes.local.runtime import LocalRuntime
 
@@ -82,8 +89,7 @@ class Autoscaler:
     ) -> None:
         self.runtime = runtime
         self.router_url = router_url
-        self.scrape_timeout = scrape_timeout
-        self._scrapes = asyncio.Semaphore(concurrency)
+        self.pages = PageReader(timeout=scrape_timeout, concurrency=concurrency)
         self.clock = clock
         self.held: dict[Key, Held] = {}
 
@@ -97,7 +103,7 @@ class Autoscaler:
         created = held.policy.metadata.creation_timestamp if held is not None else format_time(self.clock())
         meta = policy.metadata.model_copy(update={"creation_timestamp": created})
         # A policy pointed at another target starts over: the old history is another target's.
-        same = held is not None and _target(held.policy) == _target(policy)
+        same = held is not None and target_name(held.policy) == target_name(policy)
         status = held.policy.status if held is not None and same else None
         stamped = policy.model_copy(update={"metadata": meta, "status": status})
         if held is None:
@@ -113,8 +119,7 @@ class Autoscaler:
         return [self.held[key].policy for key in sorted(self.held)]
 
     async def run(self, stopping: asyncio.Event) -> None:
-        timeout = aiohttp.ClientTimeout(total=self.scrape_timeout)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
+        async with self.pages.session() as session:
             while not stopping.is_set():
                 try:
                     await self.tick(session)
@@ -139,22 +144,21 @@ class Autoscaler:
             try:
                 policy = core_policy(held.policy)
             except SpecError as exc:
-                self._conditions(
-                    held, _false(CONDITION_READY, "InvalidPolicy", "; ".join(e.render() for e in exc.errors))
-                )
+                message = "; ".join(e.render() for e in exc.errors)
+                self._conditions(held, false_condition(CONDITION_READY, "InvalidPolicy", message))
                 held.due = now + 5.0
                 continue
-            held.due = now + (policy.period if isinstance(policy, Policy) else _period(policy))
+            held.due = now + (policy.period if isinstance(policy, Policy) else role_pass_period(policy))
             await self._pass(session, held, policy, now)
 
     async def _pass(
         self, session: aiohttp.ClientSession, held: Held, policy: Policy | RolePolicies, now: float
     ) -> None:
-        namespace, name = held.policy.metadata.namespace, _target(held.policy)
+        namespace, name = held.policy.metadata.namespace, target_name(held.policy)
         ms = await self.runtime.get_serving(namespace, name)
         if ms is None:
             message = f"no ModelServing {namespace}/{name}; the policy waits for it"
-            self._conditions(held, _false(CONDITION_TARGET_FOUND, "TargetNotFound", message))
+            self._conditions(held, false_condition(CONDITION_TARGET_FOUND, "TargetNotFound", message))
             return
         roles: list[str | None] = list(policy.roles) if isinstance(policy, RolePolicies) else [None]
         if isinstance(policy, RolePolicies) and ms.spec.replicas != 1:
@@ -162,7 +166,7 @@ class Autoscaler:
                 f"scaling roles needs ModelServing {name} at spec.replicas 1 (it has {ms.spec.replicas}): "
                 "roles[].replicas counts instances per group"
             )
-            self._conditions(held, _false(CONDITION_READY, "NotSupported", message))
+            self._conditions(held, false_condition(CONDITION_READY, "NotSupported", message))
             return
         pods = await self.runtime.list_objects("Pod", namespace, {})
         units = {role: group_units(pods, name, role) for role in roles}
@@ -215,7 +219,7 @@ class Autoscaler:
         models = serving_models(ms.to_dict()) or ()
         if not models:
             return None
-        page = await self._get(session, self.router_url + "/metrics")
+        page = await self.pages.read(session, self.router_url + "/metrics")
         if page is None:
             return None
         servings = [s.to_dict() for s in await self.runtime.list_servings()]
@@ -259,7 +263,7 @@ class Autoscaler:
     ) -> dict[str, UnitFields]:
         """Each ready entry pod's page, at most `concurrency` at a time; a failure is unknown."""
         live = [u for u in units if u.state.ready and u.url is not None and u.endpoint is not None]
-        pages = await asyncio.gather(*(self._get(session, f"{u.url}/metrics") for u in live))
+        pages = await asyncio.gather(*(self.pages.read(session, f"{u.url}/metrics") for u in live))
         fields: dict[str, UnitFields] = {}
         kept: dict[str, PageSnapshot] = {}
         for unit, page in zip(live, pages, strict=True):
@@ -276,53 +280,14 @@ class Autoscaler:
         held.engines = kept  # a pod that is gone takes its window with it
         return fields
 
-    async def _get(self, session: aiohttp.ClientSession, url: str) -> str | None:
-        async with self._scrapes:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status != 200:
-                        return None
-                    return await resp.text()
-            except (aiohttp.ClientError, TimeoutError, UnicodeDecodeError):
-                return None
-
     def _write(self, held: Held, status: AutoscalingPolicyStatus, reasons: list[str]) -> None:
         held.policy = held.policy.model_copy(update={"status": status})
-        self._conditions(
-            held,
-            Condition(type=CONDITION_TARGET_FOUND, status="True", reason="TargetFound"),
-            Condition(type=CONDITION_CONFLICT, status="False", reason="SoleAutoscaler"),
-            Condition(type=CONDITION_READY, status="True", reason="Decided", message=" ".join(reasons)),
-        )
+        self._conditions(held, *decided(reasons))
 
     def _conditions(self, held: Held, *conditions: Condition) -> None:
-        status = held.policy.status or AutoscalingPolicyStatus()
-        now = format_time(self.clock())
-        kept = {c.type: c for c in status.conditions}
-        for condition in conditions:
-            old = kept.get(condition.type)
-            stamp = old.last_transition_time if old is not None and old.status == condition.status else now
-            kept[condition.type] = condition.model_copy(update={"last_transition_time": stamp})
-        status = status.model_copy(update={"conditions": [kept[t] for t in sorted(kept)]})
+        status = with_conditions(held.policy.status, conditions, format_time(self.clock()))
         held.policy = held.policy.model_copy(update={"status": status})
-
-
-def _target(policy: AutoscalingPolicy) -> str:
-    spec = policy.spec
-    if spec.homogeneous_target is not None:
-        return spec.homogeneous_target.target.target_ref.name
-    assert spec.disaggregated_target is not None
-    return spec.disaggregated_target.target_ref.name
-
-
-def _period(policies: RolePolicies) -> float:
-    """One pass for all roles, at the shortest of their periods (the policy has one `period`)."""
-    return min(p.period for p in policies.roles.values())
 
 
 def _role_replicas(ms: ModelServing, role: str) -> int:
     return next((r.replicas for r in ms.spec.template.roles if r.name == role), 0)
-
-
-def _false(type_: str, reason: str, message: str) -> Condition:
-    return Condition(type=type_, status="False", reason=reason, message=message)

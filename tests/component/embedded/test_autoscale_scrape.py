@@ -16,7 +16,7 @@ from phalanx.autoscale.observe.assemble import UnitState
 from phalanx.autoscale.observe.engine import UNKNOWN
 from phalanx.embedded.autoscale_units import GroupUnit
 from phalanx.embedded.autoscaler import Autoscaler, Held
-from tests.component.embedded.harness import free_port
+from tests.component.embedded.harness import free_port, served
 from tests.unit.autoscale.observe_pages import vllm_page
 
 pytestmark = pytest.mark.component
@@ -43,12 +43,8 @@ async def pages() -> AsyncIterator[str]:
     app.router.add_get("/ok/metrics", ok)
     app.router.add_get("/error/metrics", error)
     app.router.add_get("/hang/metrics", hang)
-    runner = web.AppRunner(app, shutdown_timeout=0.1)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    yield f"http://127.0.0.1:{port}"
-    await runner.cleanup()
+    async with served(app) as url:
+        yield url
 
 
 def unit(name: str, url: str, ready: bool = True) -> GroupUnit:
