@@ -40,7 +40,7 @@ from phalanx.autoscale.from_api import (
     status_from_decision,
 )
 from phalanx.autoscale.observe.assemble import build_signals
-from phalanx.autoscale.observe.engine import UNKNOWN, UnitFields, observe_unit
+from phalanx.autoscale.observe.engine import UnitFields, observe_units
 from phalanx.autoscale.observe.router import RouterFigures, read_router
 from phalanx.autoscale.observe.snapshot import PageSnapshot
 from phalanx.autoscale.policy_status import (
@@ -53,10 +53,12 @@ from phalanx.autoscale.policy_status import (
 from phalanx.autoscale.roles import autoscale_roles
 from phalanx.autoscale.types import Decision, EventType, History, Policy, RolePolicies, Signals
 from phalanx.controller.actions import Event
-from phalanx.embedded.autoscale_units import GroupUnit, gpus_per_unit, group_units, placeable
+from phalanx.embedded.autoscale_units import gpus_per_unit, placeable
 from phalanx.embedded.scaling import ScaleRefused, scaled
 from phalanx.http.pages import PageReader
 from phalanx.router.declared import declared_by_servings, serving_models
+from phalanx.router.pods import endpoint_from_pod
+from phalanx.runtimes.group_units import GroupUnit, group_units
 from phalanx.runtimes.local.runtime import LocalRuntime
 
 log = logging.getLogger("phalanx.up")
@@ -169,7 +171,7 @@ class Autoscaler:
             self._conditions(held, false_condition(CONDITION_READY, "NotSupported", message))
             return
         pods = await self.runtime.list_objects("Pod", namespace, {})
-        units = {role: group_units(pods, name, role) for role in roles}
+        units = {role: group_units(pods, name, endpoint_from_pod, role) for role in roles}
         every = [u for found in units.values() for u in found]
         engines = await self.scrape_engines(session, held, every, now)
         router = await self._router(session, held, ms, every, now)
@@ -264,19 +266,8 @@ class Autoscaler:
         """Each ready entry pod's page, at most `concurrency` at a time; a failure is unknown."""
         live = [u for u in units if u.state.ready and u.url is not None and u.endpoint is not None]
         pages = await asyncio.gather(*(self.pages.read(session, f"{u.url}/metrics") for u in live))
-        fields: dict[str, UnitFields] = {}
-        kept: dict[str, PageSnapshot] = {}
-        for unit, page in zip(live, pages, strict=True):
-            assert unit.endpoint is not None
-            previous = held.engines.get(unit.endpoint)
-            if page is None:
-                fields[unit.state.name] = UNKNOWN
-                if previous is not None:
-                    kept[unit.endpoint] = previous
-                continue
-            fields[unit.state.name], snapshot = observe_unit(page, previous, now)
-            if snapshot is not None:
-                kept[unit.endpoint] = snapshot
+        read = {u.state.name: (u.endpoint or "", page) for u, page in zip(live, pages, strict=True)}
+        fields, kept = observe_units(read, held.engines, now)
         held.engines = kept  # a pod that is gone takes its window with it
         return fields
 

@@ -14,8 +14,8 @@ from aiohttp import web
 
 from phalanx.autoscale.observe.assemble import UnitState
 from phalanx.autoscale.observe.engine import UNKNOWN
-from phalanx.embedded.autoscale_units import GroupUnit
 from phalanx.embedded.autoscaler import Autoscaler, Held
+from phalanx.runtimes.group_units import GroupUnit
 from tests.component.embedded.harness import free_port, served
 from tests.unit.autoscale.observe_pages import vllm_page
 

@@ -1,112 +1,15 @@
-"""What `phalanx up`'s autoscaler reads of a ModelServing's groups from the local runtime's pods."""
+"""What `phalanx up`'s autoscaler adds to the group units: GPUs per group and what the local GPU
+inventory can still place."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from phalanx.api import labels as L
 from phalanx.autoscale.observe.assemble import UnitState
-from phalanx.controller.observed import DRAINING_ANNOTATION
-from phalanx.embedded.autoscale_units import GroupUnit, gpus_per_unit, group_units, placeable
+from phalanx.embedded.autoscale_units import gpus_per_unit, placeable
+from phalanx.runtimes.group_units import GroupUnit
 
-CREATED = "2026-12-07T00:00:00Z"
-EPOCH = 1796601600.0  # CREATED in seconds
-
-
-def pod(
-    group: int,
-    index: int = 0,
-    *,
-    serving: str = "demo",
-    role: str = "sim",
-    role_index: int = 0,
-    ready: bool = True,
-    scheduled: bool = True,
-    ip: str = "127.0.0.5",
-    created: str = CREATED,
-    annotations: dict[str, str] | None = None,
-    deleting: bool = False,
-) -> dict[str, Any]:
-    labels = {
-        L.NAME: serving,
-        L.GROUP_INDEX: str(group),
-        L.ROLE: role,
-        L.ROLE_INDEX: str(role_index),
-        L.POD_INDEX: str(index),
-    }
-    if index == 0:
-        labels[L.ENTRY] = "true"
-    metadata: dict[str, Any] = {
-        "name": f"{serving}-{group}-{role}-{role_index}-{index}",
-        "namespace": "default",
-        "labels": labels,
-        "creationTimestamp": created,
-        "annotations": annotations or {},
-    }
-    if deleting:
-        metadata["deletionTimestamp"] = CREATED
-    conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
-    if scheduled:
-        conditions.append({"type": "PodScheduled", "status": "True"})
-    return {
-        "metadata": metadata,
-        "spec": {"containers": [{"name": "engine", "ports": [{"name": "http", "containerPort": 8000}]}]},
-        "status": {
-            "phase": "Running" if ready else "Pending",
-            "podIP": ip if scheduled else "",
-            "conditions": conditions,
-        },
-    }
-
-
-def test_each_group_is_one_unit_named_after_its_index_with_its_entry_pods_address() -> None:
-    units = group_units([pod(1), pod(1, 1), pod(0), pod(0, 1, ip="127.0.0.6")], "demo")
-    assert [u.state for u in units] == [UnitState("demo-0", ready=True), UnitState("demo-1", ready=True)]
-    assert units[0].endpoint == "default/demo-0-sim-0-0"
-    assert units[0].url == "http://127.0.0.5:8000"
-
-
-def test_a_group_with_a_worker_not_ready_is_starting_since_its_oldest_pod() -> None:
-    (unit,) = group_units([pod(0), pod(0, 1, ready=False, created="2026-12-07T00:00:10Z")], "demo")
-    assert unit.state == UnitState("demo-0", ready=False, pending_since=EPOCH)
-
-
-def test_a_group_being_drained_or_deleted_is_draining() -> None:
-    drained = pod(0, annotations={DRAINING_ANNOTATION: CREATED})
-    units = group_units([drained, pod(0, 1), pod(1, 1, deleting=True), pod(2)], "demo")
-    assert [(u.state.name, u.state.draining) for u in units] == [
-        ("demo-0", True),
-        ("demo-1", True),
-        ("demo-2", False),
-    ]
-    assert units[1].state.ready is False  # a pod being deleted serves nothing
-
-
-def test_with_a_role_each_instance_of_it_is_one_unit_and_other_roles_are_left_out() -> None:
-    pods = [
-        pod(0, role="prefill"),
-        pod(0, role="decode", role_index=1, ready=False),
-        pod(0, role="decode"),
-        pod(1, role="decode"),
-    ]
-    units = group_units(pods, "demo", "decode")
-    assert [(u.state.name, u.state.ready) for u in units] == [
-        ("demo-0-decode-0", True),
-        ("demo-0-decode-1", False),
-        ("demo-1-decode-0", True),
-    ]
-    assert units[0].endpoint == "default/demo-0-decode-0-0"
-
-
-def test_pods_of_other_servings_and_unlabelled_pods_are_not_units() -> None:
-    stray = pod(0)
-    del stray["metadata"]["labels"][L.GROUP_INDEX]
-    assert group_units([pod(0, serving="other"), stray], "demo") == []
-
-
-def test_an_entry_pod_without_an_address_has_no_endpoint_and_is_not_placed() -> None:
-    (unit,) = group_units([pod(0, ready=False, scheduled=False)], "demo")
-    assert (unit.endpoint, unit.url, unit.placed) == (None, None, False)
+EPOCH = 1796601600.0
 
 
 def serving_with(

@@ -11,7 +11,7 @@ its fields are unknown and this page becomes the new start. Unknown is None, nev
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from phalanx.autoscale.observe.prom import Sample, first_present, parse_page, series_key
@@ -152,3 +152,27 @@ def _rate(
             return None
         total += sum(deltas.get(series_key(s), 0.0) for s in samples if s.name == name)
     return total / window
+
+
+def observe_units(
+    pages: Mapping[str, tuple[str, str | None]],
+    previous: Mapping[str, PageSnapshot],
+    now: float,
+    names: EngineMetricNames = DEFAULT_NAMES,
+) -> tuple[dict[str, UnitFields], dict[str, PageSnapshot]]:
+    """Every unit's fields from its entry pod's page (`pages`: unit name -> (entry endpoint, page,
+    None when it could not be read)), and the snapshots to pass next time, by endpoint. A page not
+    read is unknown and keeps the endpoint's last snapshot; an endpoint not in `pages` (its pod is
+    gone) takes its window with it."""
+    fields: dict[str, UnitFields] = {}
+    kept: dict[str, PageSnapshot] = {}
+    for unit, (endpoint, page) in pages.items():
+        before = previous.get(endpoint)
+        if page is None:
+            fields[unit] = UNKNOWN
+            snapshot = before
+        else:
+            fields[unit], snapshot = observe_unit(page, before, now, names)
+        if snapshot is not None:
+            kept[endpoint] = snapshot
+    return fields, kept

@@ -1,0 +1,78 @@
+"""What an autoscaler sees of one ModelServing's ServingGroups in its pods (pure), the same for the
+local runtime's pods and the API server's: each group as a unit (ready, draining, pending since),
+where its entry pod answers, and whether every pod of it was placed."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from phalanx.api import labels as L
+from phalanx.autoscale.observe.assemble import UnitState
+from phalanx.controller.observed import pod_state
+
+
+class Entry(Protocol):
+    """Where an entry pod answers: the router's endpoint name and the base URL."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+
+# The router's reading of a pod (`router.pods.endpoint_from_pod`, which this layer may not
+# import): None for a pod that is no entry pod or has no address yet.
+EntryOf = Callable[[dict[str, Any]], Entry | None]
+
+
+@dataclass(frozen=True)
+class GroupUnit:
+    state: UnitState
+    # The entry pod's router endpoint name and base URL; None while it has no address.
+    endpoint: str | None = None
+    url: str | None = None
+    placed: bool = True  # every pod of the group was given a node (scheduled)
+
+
+def group_units(
+    pods: Iterable[dict[str, Any]], serving: str, entry: EntryOf, role: str | None = None
+) -> list[GroupUnit]:
+    """One unit per ServingGroup of `serving` that has pods, by group index (with `role`: one per
+    instance of that role, by group and role index). A unit is ready when every pod of it is;
+    draining when any pod is draining or being deleted (the scale-down rule drains and removes it
+    as a whole); pending since its oldest pod's creation until ready."""
+    groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
+    for pod in pods:
+        labels = (pod.get("metadata") or {}).get("labels") or {}
+        if labels.get(L.NAME) != serving or (role is not None and labels.get(L.ROLE) != role):
+            continue
+        state = pod_state(pod)
+        if state is not None and state.group_index >= 0:
+            key = (state.group_index, state.role_index if role is not None else 0)
+            groups.setdefault(key, []).append(pod)
+    units = []
+    for index in sorted(groups):
+        states = [s for s in map(pod_state, groups[index]) if s is not None]
+        ready = all(s.ready and not s.deleting for s in states)
+        draining = any(s.deleting or s.draining_since is not None for s in states)
+        created = min(s.created_at for s in states)
+        found = next((e for e in map(entry, groups[index]) if e is not None), None)
+        units.append(
+            GroupUnit(
+                state=UnitState(
+                    name=f"{serving}-{index[0]}"
+                    if role is None
+                    else f"{serving}-{index[0]}-{role}-{index[1]}",
+                    ready=ready,
+                    draining=draining,
+                    pending_since=None if ready else created,
+                ),
+                endpoint=found.name if found is not None else None,
+                url=found.url if found is not None else None,
+                placed=all(s.scheduled for s in states),
+            )
+        )
+    return units
