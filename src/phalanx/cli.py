@@ -571,6 +571,14 @@ def operator(
     read_concurrency: Annotated[
         int, typer.Option("--inflight-read-concurrency", help="Such reads at once.")
     ] = 32,
+    router_metrics_url: Annotated[
+        str | None,
+        typer.Option(
+            "--router-metrics-url",
+            help="The router's /metrics page, read by the autoscaler (queue, held and in-flight requests).",
+            show_default="none: the router's figures are unknown",
+        ),
+    ] = None,
 ) -> None:
     """Run the Kubernetes operator (leader-elected: run two replicas for a seamless failover)."""
     from phalanx.operator.inflight import ReadSettings, read_settings_problems
@@ -588,6 +596,7 @@ def operator(
         health_port=health_port,
         workers=workers,
         in_flight_reads=reads,
+        router_metrics_url=router_metrics_url,
     )
     try:
         code = run_operator(options, kubeconfig)

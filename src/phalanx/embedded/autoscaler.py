@@ -41,7 +41,7 @@ from phalanx.autoscale.from_api import (
 )
 from phalanx.autoscale.observe.assemble import build_signals
 from phalanx.autoscale.observe.engine import UnitFields, observe_units
-from phalanx.autoscale.observe.router import RouterFigures, read_router
+from phalanx.autoscale.observe.router import RouterFigures
 from phalanx.autoscale.observe.snapshot import PageSnapshot
 from phalanx.autoscale.policy_status import (
     decided,
@@ -53,11 +53,11 @@ from phalanx.autoscale.policy_status import (
 from phalanx.autoscale.roles import autoscale_roles
 from phalanx.autoscale.types import Decision, EventType, History, Policy, RolePolicies, Signals
 from phalanx.controller.actions import Event
+from phalanx.controller.scaling import ScaleRefused, scaled
 from phalanx.embedded.autoscale_units import gpus_per_unit, placeable
-from phalanx.embedded.scaling import ScaleRefused, scaled
 from phalanx.http.pages import PageReader
-from phalanx.router.declared import declared_by_servings, serving_models
 from phalanx.router.pods import endpoint_from_pod
+from phalanx.router.serving_figures import figures_for_serving
 from phalanx.runtimes.group_units import GroupUnit, group_units
 from phalanx.runtimes.local.runtime import LocalRuntime
 
@@ -218,17 +218,14 @@ class Autoscaler:
         self, session: aiohttp.ClientSession, held: Held, ms: ModelServing, units: list[GroupUnit], now: float
     ) -> RouterFigures | None:
         """The router's figures for the target's model; None when its page or model is unknown."""
-        models = serving_models(ms.to_dict()) or ()
-        if not models:
-            return None
         page = await self.pages.read(session, self.router_url + "/metrics")
-        if page is None:
-            return None
-        servings = [s.to_dict() for s in await self.runtime.list_servings()]
-        endpoints = {u.endpoint: u.state.name for u in units if u.endpoint is not None}
-        sole = declared_by_servings(servings).models == set(models)
-        figures, held.router = read_router(
-            page, held.router, now, model=models[0], endpoints=endpoints, sole_target=sole
+        figures, held.router = figures_for_serving(
+            page,
+            held.router,
+            now,
+            serving=ms.to_dict(),
+            servings=[s.to_dict() for s in await self.runtime.list_servings()],
+            endpoints={u.endpoint: u.state.name for u in units if u.endpoint is not None},
         )
         return figures
 

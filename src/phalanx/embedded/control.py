@@ -17,7 +17,7 @@ from aiohttp import web
 
 from phalanx.api.modelserving import ModelServing
 from phalanx.api.yamlfile import MAX_FILE_BYTES
-from phalanx.embedded.scaling import ScaleRefused, scaled
+from phalanx.controller.scaling import ScaleRefused, scaled
 from phalanx.embedded.specs import servings_from_text
 from phalanx.http.errors import error_response, json_errors
 from phalanx.runtimes.local.logs import BadLogRequest

@@ -15,6 +15,9 @@ ModelServingResource = create_namespaced_resource(L.API_GROUP, L.API_VERSION, "M
 ModelDeploymentResource = create_namespaced_resource(
     L.API_GROUP, L.API_VERSION, "ModelDeployment", "modeldeployments"
 )
+AutoscalingPolicyResource = create_namespaced_resource(
+    L.API_GROUP, L.API_VERSION, "AutoscalingPolicy", "autoscalingpolicies"
+)
 VolcanoPodGroup = create_namespaced_resource("scheduling.volcano.sh", "v1beta1", "PodGroup", "podgroups")
 CoschedulingPodGroup = create_namespaced_resource("scheduling.x-k8s.io", "v1alpha1", "PodGroup", "podgroups")
 

@@ -252,6 +252,13 @@ OPERATOR_RULES: tuple[Rule, ...] = (
     Rule(
         _SERVING, ("modeldeployments/status",), ("patch",), "write the plan and the Planned/Valid conditions"
     ),
+    Rule(_SERVING, ("autoscalingpolicies",), ("list", "watch"), "read every AutoscalingPolicy"),
+    Rule(
+        _SERVING,
+        ("autoscalingpolicies/status",),
+        ("patch",),
+        "write each policy's decisions and its TargetFound/ConflictingAutoscaler conditions",
+    ),
     Rule(
         _SERVING,
         ("modelservings/finalizers", "modeldeployments/finalizers"),

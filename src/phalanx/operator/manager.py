@@ -46,6 +46,7 @@ from phalanx.kube.errors import (
 )
 from phalanx.kube.informer import Informer
 from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource, as_dict
+from phalanx.operator.autoscaler import PolicyLoop
 from phalanx.operator.inflight import EngineInFlight, ReadMetrics, ReadSettings, pod_reader
 from phalanx.operator.leader import Elector, Timing
 from phalanx.planner import plan_to_dict
@@ -94,6 +95,7 @@ class OperatorOptions:
     timing: Timing = field(default_factory=Timing)
     settings: Settings = field(default_factory=Settings)
     in_flight_reads: ReadSettings = field(default_factory=ReadSettings)
+    router_metrics_url: str | None = None  # the router's /metrics, for the autoscaler; None: unknown
 
 
 class Operator:
@@ -114,6 +116,9 @@ class Operator:
             client, ModelDeploymentResource, self.options.namespace, self._deployments_changed, logger=log
         )
         self.reconciler = Reconciler(self.runtime, settings=self.options.settings, in_flight=self.in_flight)
+        self.autoscaler = PolicyLoop(
+            client, self.runtime, self.options.namespace, router_metrics_url=self.options.router_metrics_url
+        )
         self.elector = Elector(
             client,
             name=self.options.lease_name,
@@ -176,12 +181,19 @@ class Operator:
                 run_workers(self.queue, self._handle, workers=self.options.workers, on_error=self._failed)
             )
             resync = asyncio.create_task(self._resync())
+            # Only the leader decides; a new leader rebuilds each policy's history from its status.
+            policies = asyncio.create_task(self.autoscaler.policies.run(), name="watch AutoscalingPolicies")
+            autoscaler = asyncio.create_task(self.autoscaler.run(), name="autoscaler")
             ends: list[asyncio.Task[Any]] = [
                 asyncio.create_task(e.wait()) for e in (self.elector.lost, self.stopping)
             ]
             await asyncio.wait([*ends, workers], return_when=asyncio.FIRST_COMPLETED)
             self.queue.shut_down()
             resync.cancel()
+            for deciding in (policies, autoscaler):
+                deciding.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await deciding
             for end in ends:
                 end.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -138,6 +138,16 @@ def test_operator_cluster_role_is_exactly_what_the_operator_uses() -> None:
         {"apiGroups": ["serving.phalanx.dev"], "resources": ["modeldeployments/status"], "verbs": ["patch"]},
         {
             "apiGroups": ["serving.phalanx.dev"],
+            "resources": ["autoscalingpolicies"],
+            "verbs": ["list", "watch"],
+        },
+        {
+            "apiGroups": ["serving.phalanx.dev"],
+            "resources": ["autoscalingpolicies/status"],
+            "verbs": ["patch"],
+        },
+        {
+            "apiGroups": ["serving.phalanx.dev"],
             "resources": ["modelservings/finalizers", "modeldeployments/finalizers"],
             "verbs": ["update"],
         },

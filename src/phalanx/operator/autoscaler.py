@@ -1,0 +1,258 @@
+"""The autoscaler in the operator (the I/O around the pure core), while this replica leads: every
+`period`, for each AutoscalingPolicy the informer holds, it reads the target ModelServing and its
+pods from the runtime's caches, scrapes the ready entry pods' engine pages and the router's page
+(`--router-metrics-url`), asks `autoscale`, writes the policy's status subresource, records
+Events on the ModelServing and, unless observeOnly, patches `spec.replicas`; the controller then
+starts groups, or drains and removes them.
+
+Bounded like the one under `phalanx up` (`http.pages`): a page not read is unknown, never 0. The
+History is rebuilt from each policy's status the first time this replica decides for it, so a new
+leader goes on from where the last one stopped. Policies on roles are refused here for now
+(Ready=False, NotSupported): they scale under `phalanx up`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import aiohttp
+from lightkube import AsyncClient
+from lightkube.types import PatchType
+from pydantic import ValidationError
+
+from phalanx.api.autoscalingpolicy import (
+    CONDITION_READY,
+    CONDITION_TARGET_FOUND,
+    AutoscalingPolicy,
+    AutoscalingPolicyStatus,
+)
+from phalanx.api.base import Condition
+from phalanx.api.errors import SpecError
+from phalanx.api.modelserving import ModelServing
+from phalanx.autoscale.conflicts import claim_of, resolve
+from phalanx.autoscale.core import autoscale
+from phalanx.autoscale.from_api import core_policy, format_time, history_from_status, status_from_decision
+from phalanx.autoscale.observe.assemble import build_signals
+from phalanx.autoscale.observe.engine import observe_units
+from phalanx.autoscale.observe.router import RouterFigures
+from phalanx.autoscale.observe.snapshot import PageSnapshot
+from phalanx.autoscale.policy_status import decided, false_condition, target_name, with_conditions
+from phalanx.autoscale.types import Decision, EventType, History, Policy
+from phalanx.controller.actions import Event
+from phalanx.http.pages import PageReader
+from phalanx.kube.errors import KUBE_ERRORS, describe
+from phalanx.kube.informer import Informer
+from phalanx.kube.resources import AutoscalingPolicyResource, ModelServingResource, as_dict
+from phalanx.router.pods import endpoint_from_pod
+from phalanx.router.serving_figures import figures_for_serving
+from phalanx.runtimes.group_units import GroupUnit, group_units
+from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
+
+log = logging.getLogger("phalanx.operator.autoscaler")
+
+Key = tuple[str, str]  # the policy's namespace, name
+TICK_SECONDS = 0.25  # how often due policies are looked for
+
+
+@dataclass
+class Kept:
+    """What this replica keeps of one policy between passes; rebuilt from the status when absent."""
+
+    history: History | None = None
+    due: float = 0.0
+    target: str = ""  # the ModelServing the history is about
+    engines: dict[str, PageSnapshot] = field(default_factory=dict)
+    router: PageSnapshot | None = None
+
+
+class PolicyLoop:
+    def __init__(
+        self,
+        client: AsyncClient,
+        runtime: KubernetesRuntime,
+        namespace: str | None,
+        *,
+        router_metrics_url: str | None = None,
+        pages: PageReader | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.runtime = runtime
+        self.router_metrics_url = router_metrics_url
+        self.pages = pages or PageReader()
+        self.clock = clock
+        self.policies = Informer(client, AutoscalingPolicyResource, namespace, lambda _: None, logger=log)
+        self.kept: dict[Key, Kept] = {}
+
+    async def run(self) -> None:
+        """Decides until cancelled (the operator cancels it when this replica stops leading)."""
+        async with self.pages.session() as session:
+            while True:
+                if self.policies.synced:
+                    try:
+                        await self.tick(session)
+                    except Exception:
+                        log.exception("autoscaler pass failed; retrying")
+                await asyncio.sleep(TICK_SECONDS)
+
+    async def tick(self, session: aiohttp.ClientSession) -> None:
+        policies: dict[Key, AutoscalingPolicy] = {}
+        for key, data in sorted(self.policies.objects.items()):
+            try:
+                policies[key] = AutoscalingPolicy.model_validate(data, strict=True)
+            except ValidationError as exc:
+                log.warning("AutoscalingPolicy %s/%s cannot be read: %s", *key, exc.errors()[0]["msg"])
+        self.kept = {key: self.kept.get(key, Kept()) for key in policies}  # deleted ones go
+        refusals = resolve(c for c in map(claim_of, policies.values()) if c is not None)
+        for key, policy in policies.items():
+            kept = self.kept[key]
+            now = self.clock()
+            if now < kept.due:
+                continue
+            refusal = refusals.get(key)
+            if refusal is not None:
+                kept.due = now + 1.0
+                await self._write(policy, policy.status, (refusal.condition,))
+                continue
+            try:
+                core = core_policy(policy)
+            except SpecError as exc:
+                kept.due = now + 5.0
+                message = "; ".join(e.render() for e in exc.errors)
+                await self._write(
+                    policy, policy.status, (false_condition(CONDITION_READY, "InvalidPolicy", message),)
+                )
+                continue
+            if not isinstance(core, Policy):
+                kept.due = now + 5.0
+                message = (
+                    "the operator scales whole ModelServings for now; policies on roles act under phalanx up"
+                )
+                await self._write(
+                    policy, policy.status, (false_condition(CONDITION_READY, "NotSupported", message),)
+                )
+                continue
+            kept.due = now + core.period
+            await self._pass(session, policy, core, kept, now)
+
+    async def _pass(
+        self, session: aiohttp.ClientSession, policy: AutoscalingPolicy, core: Policy, kept: Kept, now: float
+    ) -> None:
+        namespace, name = policy.metadata.namespace, target_name(policy)
+        data = await self.runtime.read_serving(namespace, name)
+        ms = _serving(data)
+        if ms is None:
+            message = f"no ModelServing {namespace}/{name} that can be read; the policy waits for it"
+            condition = false_condition(CONDITION_TARGET_FOUND, "TargetNotFound", message)
+            await self._write(policy, policy.status, (condition,))
+            return
+        if kept.target != name:  # first pass here, or the policy was pointed elsewhere
+            status = policy.status or AutoscalingPolicyStatus()
+            kept.history = history_from_status(status.homogeneous_status) if kept.target == "" else History()
+            kept.engines, kept.router, kept.target = {}, None, name
+        pods = await self.runtime.list_objects("Pod", namespace, {})
+        units = group_units(pods, name, endpoint_from_pod)
+        live = [u for u in units if u.state.ready and u.url is not None and u.endpoint is not None]
+        texts = await asyncio.gather(*(self.pages.read(session, f"{u.url}/metrics") for u in live))
+        read = {u.state.name: (u.endpoint or "", t) for u, t in zip(live, texts, strict=True)}
+        engines, kept.engines = observe_units(read, kept.engines, now)
+        router = await self._router(session, kept, ms, units, now)
+        signals = build_signals([u.state for u in units], engines, router, placeable=None)
+        if router is not None and router.arrivals_per_second is not None:
+            signals = replace(signals, demand_requests_per_second=router.arrivals_per_second)
+        assert kept.history is not None
+        decision = autoscale(core, signals, now, kept.history)
+        kept.history = decision.history
+        await self._act(policy, core, decision, ms, data)
+        status = (policy.status or AutoscalingPolicyStatus()).model_copy(
+            update={"homogeneous_status": status_from_decision(decision)}
+        )
+        await self._write(policy, status, decided([decision.reason]))
+
+    async def _router(
+        self, session: aiohttp.ClientSession, kept: Kept, ms: ModelServing, units: list[GroupUnit], now: float
+    ) -> RouterFigures | None:
+        """The router's figures for the target's model; None (unknown) without a page to read."""
+        if self.router_metrics_url is None:
+            return None
+        page = await self.pages.read(session, self.router_metrics_url)
+        figures, kept.router = figures_for_serving(
+            page,
+            kept.router,
+            now,
+            serving=ms.to_dict(),
+            servings=[s.to_dict() for s in await self.runtime.list_servings()],
+            endpoints={u.endpoint: u.state.name for u in units if u.endpoint is not None},
+        )
+        return figures
+
+    async def _act(
+        self, policy: AutoscalingPolicy, core: Policy, decision: Decision, ms: ModelServing, data: Any
+    ) -> None:
+        who = f"AutoscalingPolicy {policy.name}"
+        for event in decision.events:
+            await self._event(ms, event.type, event.reason, f"{who}: {event.message}")
+        if decision.desired == ms.spec.replicas:
+            return
+        change = f"replicas {ms.spec.replicas} -> {decision.desired}: {decision.reason}"
+        if core.observe_only:
+            if decision.changed:
+                await self._event(ms, "Normal", "AutoscaleObserved", f"{who} would set {change}")
+            return
+        # The resourceVersion read makes the patch fail (409) if someone changed the object since.
+        version = ((data or {}).get("metadata") or {}).get("resourceVersion")
+        patch = {"metadata": {"resourceVersion": version}, "spec": {"replicas": decision.desired}}
+        try:
+            written = await self.client.patch(
+                ModelServingResource, ms.name, patch, namespace=ms.namespace, patch_type=PatchType.MERGE
+            )
+        except KUBE_ERRORS as exc:
+            await self._event(ms, "Warning", "AutoscaleFailed", f"{who} cannot set {change}: {describe(exc)}")
+            return
+        self.runtime.remember(written)
+        await self._event(ms, "Normal", "Autoscaled", f"{who} set {change}")
+
+    async def _event(self, ms: ModelServing, type_: EventType, reason: str, message: str) -> None:
+        await self.runtime.record_event(ms.namespace, ms.name, Event(type_, reason, message))
+
+    async def _write(
+        self,
+        policy: AutoscalingPolicy,
+        status: AutoscalingPolicyStatus | None,
+        conditions: tuple[Condition, ...],
+    ) -> None:
+        """The policy's status with `conditions`, written when it differs from what is stored."""
+        new = with_conditions(status, conditions, format_time(self.clock()))
+        new = new.model_copy(update={"observed_generation": policy.metadata.generation or 0})
+        if new == policy.status:
+            return
+        try:
+            written = await self.client.patch(
+                AutoscalingPolicyResource.Status,
+                policy.metadata.name,
+                {"status": new.to_dict()},
+                namespace=policy.metadata.namespace,
+                patch_type=PatchType.MERGE,
+            )
+        except KUBE_ERRORS as exc:  # the next pass writes it again
+            log.warning("status of AutoscalingPolicy %s/%s not written: %s", *_key(policy), describe(exc))
+            return
+        self.policies.store.put(as_dict(written))  # the next pass must not write the same again
+
+
+def _serving(data: Any) -> ModelServing | None:
+    if data is None:
+        return None
+    try:
+        return ModelServing.model_validate(data)
+    except ValidationError:
+        return None
+
+
+def _key(policy: AutoscalingPolicy) -> Key:
+    return (policy.metadata.namespace, policy.metadata.name)
