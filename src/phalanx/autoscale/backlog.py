@@ -21,9 +21,8 @@ from phalanx.autoscale.types import Signals, UnitSignals
 @dataclass(frozen=True)
 class Need:
     steady: float  # units the arrival rate needs at the planned utilization
-    backlog: (
-        float  # requests held at the router or waiting in engines, now and until starting units are ready
-    )
+    # Requests held at the router or waiting in engines, now and until starting units are ready.
+    backlog: float
     drain: float  # units more that finish the backlog within the horizon
     horizon: float
 
