@@ -9,9 +9,12 @@ from typing import Any
 import pytest
 
 from phalanx.api.autoscaling_validation import validate_autoscaling_policy
-from phalanx.api.autoscalingpolicy import AutoscalingPolicy, quantity_value
+from phalanx.api.autoscalingpolicy import AutoscalingPolicy, TargetScalingStatus, quantity_value
+from phalanx.autoscale.from_api import history_from_status, status_from_decision
+from phalanx.autoscale.types import Decision, History
 from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds
 from tests.unit.api.test_autoscalingpolicy import MANIFESTS, ours
+from tests.unit.autoscale.test_from_api_history import SAMPLES
 
 pytestmark = pytest.mark.cluster
 
@@ -82,3 +85,24 @@ def test_autoscaling_policies_on_a_real_api_server(control_plane: ControlPlane) 
         change(broken["spec"])
         code, answer = dry(control_plane, base, broken)
         assert code in (400, 422) and where in str(answer), (where, code, answer)
+
+
+def test_every_history_field_is_kept_by_the_status_subresource(control_plane: ControlPlane) -> None:
+    # Nothing the core keeps between passes may be pruned by the CRD's schema.
+    install_crds(control_plane.client(), PHALANX_CRDS)
+    ns = control_plane.new_namespace("asph")
+    base = f"/apis/serving.phalanx.dev/v1alpha1/namespaces/{ns}/autoscalingpolicies"
+    obj = ours(MANIFESTS["waiting-on-pods"])
+    obj["metadata"]["namespace"] = ns
+    code, created = control_plane.http("POST", base, body=obj)
+    assert code == 201, created
+    history = History(**SAMPLES)
+    decision = Decision(desired=3, current=2, ready=2, mode="Panic", reason="queue", history=history)
+    written = status_from_decision(decision).to_dict()
+    created["status"] = {"homogeneousStatus": written}
+    name = created["metadata"]["name"]
+    code, stored = control_plane.http("PUT", f"{base}/{name}/status?fieldValidation=Strict", body=created)
+    assert code == 200, stored
+    assert stored["status"]["homogeneousStatus"] == written
+    read = TargetScalingStatus.model_validate(stored["status"]["homogeneousStatus"], strict=True)
+    assert history_from_status(read) == history

@@ -7,7 +7,8 @@ manifests work with only `apiVersion` changed. Differences, each on purpose:
 - Metric names are mapped to the signals the autoscaler knows (`METRIC_SIGNALS`); an engine metric
   name nobody maps is an error, not a metric that is silently never read.
 - Ours: `period`, `pendingTimeout`, `observeOnly`, `historyLimit`, `capacityFloor`, and the status
-  fields the autoscaler needs to resume after a restart (ready replicas, reason, history).
+  fields the autoscaler needs to resume after a restart (ready replicas, reason, history, and
+  everything else the core keeps between passes).
 """
 
 from __future__ import annotations
@@ -289,6 +290,23 @@ class DecisionEntry(ApiModel):
     reason: str
 
 
+# Ours: the cap on the status lists the core keeps beside the decision records (units seen
+# starting, recent demand); a longer list keeps its newest entries.
+STATUS_LIST_LIMIT = 256
+
+
+class StartingUnit(ApiModel):
+    """A unit not ready at the last pass, and since when it has been starting."""
+
+    name: str
+    pending_since: str  # RFC 3339, microseconds
+
+
+class DemandSample(ApiModel):
+    time: str
+    requests_per_second: float
+
+
 class TargetScalingStatus(ApiModel):
     """One scalable unit: the ModelServing (homogeneous) or one role (disaggregated). Kthena's
     fields, then ours: what a restarted autoscaler rebuilds its history from."""
@@ -306,6 +324,13 @@ class TargetScalingStatus(ApiModel):
     last_scale_up_time: str | None = None
     last_scale_down_time: str | None = None
     capacity_per_unit: float | None = None  # tokens per second one unit sustains, as learned
+    # The placement ceiling kept after a unit stayed Pending where the platform cannot say what
+    # it can place, and when scale-up is tried again.
+    placement_limit: int | None = None
+    placement_retry_at: str | None = None
+    starting: list[StartingUnit] = Field(default_factory=list, max_length=STATUS_LIST_LIMIT)
+    startup_seconds: float | None = None  # seconds a unit takes from creation to ready, as learned
+    demand: list[DemandSample] = Field(default_factory=list, max_length=STATUS_LIST_LIMIT)
 
 
 class RoleRatioStatus(ApiModel):

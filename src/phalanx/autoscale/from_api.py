@@ -15,16 +15,19 @@ from typing import cast
 
 from phalanx.api.autoscaling_validation import validate_autoscaling_policy
 from phalanx.api.autoscalingpolicy import (
+    STATUS_LIST_LIMIT,
     AutoscalingPolicy,
     AutoscalingPolicyMetric,
     AutoscalingPolicyPanicPolicy,
     AutoscalingPolicySpec,
     AutoscalingPolicyStablePolicy,
     DecisionEntry,
+    DemandSample,
     DisaggregatedScalingStatus,
     MetricSource,
     RecommendationEntry,
     RoleRatioStatus,
+    StartingUnit,
     TargetScalingStatus,
     duration_seconds,
     effective_behavior,
@@ -160,6 +163,10 @@ def _maybe_time(text: str | None) -> float | None:
     return parse_time(text) if text else None
 
 
+def _maybe_format(seconds: float | None) -> str | None:
+    return format_time(seconds) if seconds is not None else None
+
+
 def history_from_status(status: TargetScalingStatus | None) -> History:
     """The core's History, rebuilt from what `status_from_decision` wrote."""
     if status is None:
@@ -183,6 +190,11 @@ def history_from_status(status: TargetScalingStatus | None) -> History:
         last_scale_up=_maybe_time(status.last_scale_up_time),
         last_scale_down=_maybe_time(status.last_scale_down_time),
         capacity_per_unit=status.capacity_per_unit,
+        placement_limit=status.placement_limit,
+        placement_retry_at=_maybe_time(status.placement_retry_at),
+        starting=tuple((unit.name, parse_time(unit.pending_since)) for unit in status.starting),
+        startup=status.startup_seconds,
+        demand=tuple((parse_time(sample.time), sample.requests_per_second) for sample in status.demand),
     )
 
 
@@ -208,12 +220,22 @@ def status_from_decision(decision: Decision, name: str = "") -> TargetScalingSta
             RecommendationEntry(time=format_time(r.time), replicas=r.replicas)
             for r in history.recommendations
         ],
-        panic_until=format_time(history.panic_until) if history.panic_until is not None else None,
-        last_scale_up_time=format_time(history.last_scale_up) if history.last_scale_up is not None else None,
-        last_scale_down_time=format_time(history.last_scale_down)
-        if history.last_scale_down is not None
-        else None,
+        panic_until=_maybe_format(history.panic_until),
+        last_scale_up_time=_maybe_format(history.last_scale_up),
+        last_scale_down_time=_maybe_format(history.last_scale_down),
         capacity_per_unit=history.capacity_per_unit,
+        placement_limit=history.placement_limit,
+        placement_retry_at=_maybe_format(history.placement_retry_at),
+        # The newest entries where a list is longer than the status holds.
+        starting=[
+            StartingUnit(name=name, pending_since=format_time(since))
+            for name, since in history.starting[-STATUS_LIST_LIMIT:]
+        ],
+        startup_seconds=history.startup,
+        demand=[
+            DemandSample(time=format_time(time), requests_per_second=rate)
+            for time, rate in history.demand[-STATUS_LIST_LIMIT:]
+        ],
     )
 
 
