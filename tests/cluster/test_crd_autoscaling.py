@@ -68,6 +68,7 @@ def test_autoscaling_policies_on_a_real_api_server(control_plane: ControlPlane) 
     }
     assert stored["spec"]["tolerancePercent"] == 10
     assert stored["spec"]["period"] == "15s"
+    assert (stored["spec"]["capacityUtilizationPercent"], stored["spec"]["backlogHorizon"]) == (90, "2m")
 
     for change, where in (
         (lambda s: s.update(tolerancePercent=101), "tolerancePercent"),
@@ -80,6 +81,8 @@ def test_autoscaling_policies_on_a_real_api_server(control_plane: ControlPlane) 
         (lambda s: s["metrics"][0].update(targetValue="lots"), "targetValue"),
         (lambda s: s["homogeneousTarget"].update(maxReplicas=0), "maxReplicas"),
         (lambda s: s.update(minReplicas=1), "minReplicas"),
+        (lambda s: s.update(capacityUtilizationPercent=0), "capacityUtilizationPercent"),
+        (lambda s: s.update(backlogHorizon="2 min"), "backlogHorizon"),
     ):
         broken = copy.deepcopy(written)
         change(broken["spec"])

@@ -408,6 +408,13 @@ def _ours(policy: AutoscalingPolicy) -> Iterator[FieldError]:
             value=spec.pending_timeout,
             fix="give the time a new group may stay Pending, e.g. 5m",
         )
+    if not 1.0 <= duration_seconds(spec.backlog_horizon) <= _MAX_WINDOW:
+        yield FieldError(
+            (*_SPEC, "backlogHorizon"),
+            "must be between 1s and 30m",
+            value=spec.backlog_horizon,
+            fix="give the time a backlog should be drained in, e.g. 2m",
+        )
 
 
 # --------------------------------------------------------------------------------- against the target

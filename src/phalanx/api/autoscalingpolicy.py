@@ -6,7 +6,8 @@ manifests work with only `apiVersion` changed. Differences, each on purpose:
   ModelServings is not built.
 - Metric names are mapped to the signals the autoscaler knows (`METRIC_SIGNALS`); an engine metric
   name nobody maps is an error, not a metric that is silently never read.
-- Ours: `period`, `pendingTimeout`, `observeOnly`, `historyLimit`, `capacityFloor`, and the status
+- Ours: `period`, `pendingTimeout`, `observeOnly`, `historyLimit`, `capacityFloor`,
+  `capacityUtilizationPercent`, `backlogHorizon`, and the status
   fields the autoscaler needs to resume after a restart (ready replicas, reason, history, and
   everything else the core keeps between passes).
 """
@@ -272,6 +273,11 @@ class AutoscalingPolicySpec(ApiModel):
     observe_only: bool = False  # decide and report in status and events, change no replica count
     history_limit: int = Field(default=32, ge=1, le=256)  # decisions kept in status
     capacity_floor: bool = True  # never fewer groups than demand / tokens per second one group serves
+    # Share of a group's learned capacity the floor and the backlog rule plan for: a group run at
+    # its full rate queues requests.
+    capacity_utilization_percent: int = Field(default=90, ge=1, le=100)
+    # A backlog asks for the groups that drain it within this time, on top of the steady demand.
+    backlog_horizon: Duration = "2m"
 
 
 # ----------------------------------------------------------------------------------------- the status

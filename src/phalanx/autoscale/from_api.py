@@ -141,6 +141,8 @@ def _policy(spec: AutoscalingPolicySpec, low: int, high: int, metrics: tuple[Met
         panic=_panic(up.panic_policy, scale_up.period),
         pending_timeout=duration_seconds(spec.pending_timeout),
         capacity_floor=spec.capacity_floor,
+        capacity_utilization=spec.capacity_utilization_percent / 100.0,
+        backlog_horizon=duration_seconds(spec.backlog_horizon),
         observe_only=spec.observe_only,
         history_limit=spec.history_limit,
     )

@@ -662,6 +662,21 @@ HOMOGENEOUS_CASES = [
     ("short-period", _set("spec.period", "500ms"), "spec.period", "must be between 1s and 30m"),
     ("zero-pending", _set("spec.pendingTimeout", "0s"), "spec.pendingTimeout", "must be more than 0"),
     ("history", _set("spec.historyLimit", 0), "spec.historyLimit", "1"),
+    (
+        "no-utilization",
+        _set("spec.capacityUtilizationPercent", 0),
+        "spec.capacityUtilizationPercent",
+        "must be at least 1 (got 0)",
+    ),
+    (
+        "over-utilization",
+        _set("spec.capacityUtilizationPercent", 120),
+        "spec.capacityUtilizationPercent",
+        "must be at most 100 (got 120)",
+    ),
+    ("zero-horizon", _set("spec.backlogHorizon", "0s"), "spec.backlogHorizon", "must be between 1s and 30m"),
+    ("long-horizon", _set("spec.backlogHorizon", "1h"), "spec.backlogHorizon", "(got '1h')"),
+    ("bad-horizon", _set("spec.backlogHorizon", "2 min"), "spec.backlogHorizon", "is not a duration"),
     ("unknown-field", _set("spec.minReplicas", 1), "spec.minReplicas", ""),
 ]
 

@@ -75,6 +75,8 @@ def test_the_rendered_policy() -> None:
             "observeOnly": True,
             "historyLimit": 32,
             "capacityFloor": True,
+            "capacityUtilizationPercent": 90,
+            "backlogHorizon": "2m",
         },
     }
     assert validate_autoscaling_policy(policy) == []

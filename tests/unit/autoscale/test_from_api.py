@@ -90,6 +90,8 @@ def test_no_behavior_means_the_webhooks_defaults_and_no_panic() -> None:
     data["spec"]["pendingTimeout"] = "2m"
     data["spec"]["historyLimit"] = 8
     data["spec"]["capacityFloor"] = False
+    data["spec"]["capacityUtilizationPercent"] = 75
+    data["spec"]["backlogHorizon"] = "1m30s"
     result = core_policy(policy(data))
     assert isinstance(result, Policy)
     assert result.scale_down == StepLimit(
@@ -101,6 +103,18 @@ def test_no_behavior_means_the_webhooks_defaults_and_no_panic() -> None:
     assert result.panic.threshold_percent == math.inf  # Kthena's default caps panic growth at 0%: no panic
     assert (result.observe_only, result.period, result.pending_timeout) == (True, 30.0, 120.0)
     assert (result.history_limit, result.capacity_floor) == (8, False)
+    assert (result.capacity_utilization, result.backlog_horizon) == (0.75, 90.0)
+
+
+def test_the_api_defaults_are_the_cores() -> None:
+    # A policy that leaves the extension fields out plans as the core's own defaults.
+    result = core_policy(policy(ours(WAITING_ON_PODS)))
+    assert isinstance(result, Policy)
+    core = Policy(min_replicas=1, max_replicas=8, metrics=())
+    assert (result.capacity_utilization, result.backlog_horizon) == (
+        core.capacity_utilization,
+        core.backlog_horizon,
+    )
 
 
 def test_disaggregated_policy_maps_roles_and_band() -> None:
