@@ -4,6 +4,10 @@ AutoscalingPolicy it scrapes the target's entry pods and the in-process router o
 ModelServing's replicas the way `phalanx scale` does, so a scale-down drains through the
 controller's drain rule.
 
+A request the router starts holding for a model at zero units wakes the loop: each policy whose
+target serves that model and has no unit decides at once (the core's decision, as in any pass)
+instead of at its next period, so the first group starts without waiting up to one `period`.
+
 Scraping is bounded: a timeout per page and a few pages at a time. A page that cannot be read is
 unknown (None) for that pass, never 0. The History lives in memory between passes and is written
 to the policy's status each pass; a policy re-applied without it is rebuilt from that status.
@@ -12,7 +16,6 @@ to the policy's status each pass; a policy re-applied without it is rebuilt from
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -56,6 +59,7 @@ from phalanx.controller.actions import Event
 from phalanx.controller.scaling import ScaleRefused, scaled
 from phalanx.embedded.autoscale_units import gpus_per_unit, placeable
 from phalanx.http.pages import PageReader
+from phalanx.router.declared import serving_models
 from phalanx.router.pods import endpoint_from_pod
 from phalanx.router.serving_figures import figures_for_serving
 from phalanx.runtimes.group_units import GroupUnit, group_units
@@ -65,6 +69,9 @@ log = logging.getLogger("phalanx.up")
 
 Key = tuple[str, str]  # the policy's namespace, name
 TICK_SECONDS = 0.25  # how often due policies are looked for
+# The least time between two passes of one policy woken by held requests: a target the core keeps
+# at zero (observeOnly, nothing placeable) must not get a pass per arriving request.
+WAKE_SPACING = 1.0
 
 
 @dataclass
@@ -75,6 +82,7 @@ class Held:
     history: History | None = None  # None: rebuild from the status
     roles: dict[str, History] | None = None  # per role, for a policy on roles; None: from the status
     due: float = 0.0
+    passed: float | None = None  # when the last pass ran
     engines: dict[str, PageSnapshot] = field(default_factory=dict)  # entry endpoint -> last page
     router: PageSnapshot | None = None
 
@@ -94,6 +102,13 @@ class Autoscaler:
         self.pages = PageReader(timeout=scrape_timeout, concurrency=concurrency)
         self.clock = clock
         self.held: dict[Key, Held] = {}
+        self._held_models: set[str] = set()  # models the router held a request for since the last tick
+        self._woken = asyncio.Event()
+
+    def held_at_zero(self, model: str) -> None:
+        """The router's hook: a request for `model` waits for a first endpoint."""
+        self._held_models.add(model)
+        self._woken.set()
 
     def apply(self, policy: AutoscalingPolicy) -> str:
         """Takes a policy (created, configured or unchanged); its status and history are kept."""
@@ -127,13 +142,22 @@ class Autoscaler:
                     await self.tick(session)
                 except Exception:
                     log.exception("autoscaler pass failed; retrying")
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stopping.wait(), TICK_SECONDS)
+                await self._sleep(stopping)
+
+    async def _sleep(self, stopping: asyncio.Event) -> None:
+        """Until the next tick, or sooner when stopping or woken by a held request."""
+        waits = {asyncio.ensure_future(stopping.wait()), asyncio.ensure_future(self._woken.wait())}
+        try:
+            await asyncio.wait(waits, timeout=TICK_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def tick(self, session: aiohttp.ClientSession) -> None:
         """One pass for every policy whose period is up; a policy refused for a conflict only says so."""
         claims = [c for c in (claim_of(h.policy) for h in self.held.values()) if c is not None]
         refusals = resolve(claims)
+        await self.wake_held()
         for key, held in sorted(self.held.items()):
             now = self.clock()  # each pass's own: the passes before it took time
             if now < held.due:
@@ -151,7 +175,23 @@ class Autoscaler:
                 held.due = now + 5.0
                 continue
             held.due = now + (policy.period if isinstance(policy, Policy) else role_pass_period(policy))
+            held.passed = now
             await self._pass(session, held, policy, now)
+
+    async def wake_held(self) -> None:
+        """Make due now (or `WAKE_SPACING` after its last pass) each policy whose target serves a
+        model the router held a request for since the last tick and is at zero units."""
+        models, self._held_models = self._held_models, set()
+        self._woken.clear()
+        if not models:
+            return
+        for held in self.held.values():
+            ms = await self.runtime.get_serving(held.policy.metadata.namespace, target_name(held.policy))
+            if ms is None or not at_zero(ms, held.policy):
+                continue
+            if models & set(serving_models(ms.to_dict()) or ()):
+                soonest = held.passed + WAKE_SPACING if held.passed is not None else 0.0
+                held.due = min(held.due, soonest)
 
     async def _pass(
         self, session: aiohttp.ClientSession, held: Held, policy: Policy | RolePolicies, now: float
@@ -275,6 +315,14 @@ class Autoscaler:
     def _conditions(self, held: Held, *conditions: Condition) -> None:
         status = with_conditions(held.policy.status, conditions, format_time(self.clock()))
         held.policy = held.policy.model_copy(update={"status": status})
+
+
+def at_zero(ms: ModelServing, policy: AutoscalingPolicy) -> bool:
+    """No unit of what the policy scales: no group, or a scaled role at 0 instances."""
+    if ms.spec.replicas == 0:
+        return True
+    target = policy.spec.disaggregated_target
+    return target is not None and any(_role_replicas(ms, role) == 0 for role in target.roles)
 
 
 def _role_replicas(ms: ModelServing, role: str) -> int:

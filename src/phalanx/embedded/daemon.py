@@ -117,6 +117,7 @@ class Daemon:
         for ms in servings:
             await runtime.apply_serving(ms)
         self.autoscaler = Autoscaler(runtime, router.url)
+        router.on_held = self.autoscaler.held_at_zero  # the first group starts at once, not next period
         for policy in policies or []:
             self.autoscaler.apply(policy)
         app = ControlApi(self).build_app()

@@ -274,6 +274,9 @@ class Router:
         self._declared = Declared(frozenset(self.config.hold_models))
         # Models with a `phalanx_router_held_requests` series, so it reads 0 once they are served.
         self._held_labels: set[str] = set()
+        # Told the model of each request that starts waiting for a first endpoint, so an
+        # autoscaler in the same process can start one at once instead of at its next pass.
+        self.on_held: Callable[[str], None] | None = None
         self.policies = PolicySet(self.config.policy_config, default=self.config.policy)
         self.admission = Admission(self.config.admission)
         # KeyFileError here (a broken key source at start) is the caller's to report.
@@ -795,7 +798,11 @@ class Router:
                 self.metrics.no_endpoint.labels(tally.model).inc()
                 tally.error = "no_endpoint"
                 return _error(no_endpoint(model, self.config.retry_after_s))
-            case Availability.ROUTABLE | Availability.HELD:
+            case Availability.HELD:
+                tally.model = model
+                if self.on_held is not None:
+                    self.on_held(model)
+            case Availability.ROUTABLE:
                 tally.model = model
         self.metrics.arrivals.labels(model).inc()
         self.metrics.arrival_prompt_tokens.labels(model).inc(summary.prompt_tokens)

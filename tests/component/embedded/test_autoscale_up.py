@@ -13,6 +13,7 @@ import openai
 import pytest
 import yaml
 
+from phalanx.autoscale.from_api import parse_time
 from tests.component.embedded.harness import ROOT, Up, quickstart, running_up
 from tests.component.router.held import ChatInBackground
 
@@ -137,6 +138,32 @@ def test_a_request_at_zero_groups_makes_the_autoscaler_start_one_and_is_answered
         assert "admission queue" in status["history"][-1]["reason"]
         events = [e for e in up.status()["events"] if e.get("reason") == "Autoscaled"]
         assert events and "replicas 0 -> 1" in events[-1]["message"]
+
+
+def test_a_request_held_at_zero_wakes_the_autoscaler_before_its_period(tmp_path: Path) -> None:
+    # A 15 s period: without the router's wake the request would wait for the next pass, up to
+    # 15 s, before the first group even starts.
+    data = policy(0, 2, down_window="600s")
+    data["spec"]["period"] = "15s"
+    spec = spec_file(tmp_path, serving(0), data)
+    with running_up(tmp_path, spec) as up:
+        up.wait_for(
+            lambda s: any((p.get("status") or {}).get("homogeneousStatus") for p in s["policies"]),
+            "the first pass, at zero with nothing held",
+        )
+        time.sleep(1.5)  # a request that comes later than the woken passes' spacing (1 s)
+        assert replicas(up) == 0
+        sent = time.time()
+        chat = ChatInBackground(up.base_url, MODEL, timeout_s=60)
+        assert chat.answer()
+        answered = time.time() - sent
+        record = policy_status(up)["homogeneousStatus"]["history"][-1]
+        assert (record["previous"], record["desired"]) == (0, 1)
+        assert "admission queue" in record["reason"]
+        decided = parse_time(record["time"]) - sent
+        print(f"held at zero: decided after {decided:.2f} s, answered after {answered:.2f} s (period 15 s)")
+        assert 0 <= decided < 2.0, decided
+        assert answered < 10.0, answered
 
 
 def test_load_scales_up_to_the_maximum_and_back_down_draining_in_flight_requests(tmp_path: Path) -> None:
