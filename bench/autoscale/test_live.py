@@ -17,7 +17,7 @@ pytestmark = pytest.mark.component
 
 
 def fast_spec(tmp_path: Path) -> Path:
-    """The example with a pass a second, a 5 s scale-down window and groups that load in 1 s."""
+    """The example with a pass a second, a 3 s scale-down window and groups that load in 1 s."""
     serving, policy = [d for d in yaml.safe_load_all(SPEC.read_text()) if d]
     args: list[str] = serving["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]["containers"][0][
         "args"
@@ -27,7 +27,7 @@ def fast_spec(tmp_path: Path) -> Path:
     spec["period"] = "1s"
     spec["behavior"]["scaleUp"]["stablePolicy"]["period"] = "1s"
     spec["behavior"]["scaleUp"]["panicPolicy"]["panicModeHold"] = "3s"
-    spec["behavior"]["scaleDown"].update(period="1s", stabilizationWindow="5s")
+    spec["behavior"]["scaleDown"].update(period="1s", stabilizationWindow="3s")
     path = tmp_path / "live.yaml"
     path.write_text(yaml.safe_dump_all([serving, policy]))
     return path
