@@ -14,8 +14,11 @@
 # component, those are used and that component is not built (a component is all-or-nothing: setup-envtest's
 # directory supplies etcd, but it lacks kube-controller-manager/kube-scheduler, so `kube` is still built).
 #
+# keda is not built: KEDA's ScaledObject CRD is copied out of its Go module (fetched and checksum-verified by
+# `go mod download`), for tests that validate ScaledObjects against it; it is never committed.
+#
 # Usage: hack/control-plane/build.sh [--print-env] [component ...]
-#        (components: kube etcd kwok volcano helm yamljson)
+#        (components: kube etcd kwok volcano helm yamljson keda)
 # Output: the env file ${CACHE}/control-plane/env (KEY=/abs/path lines, sourceable by bash), also printed.
 # Environment: PHALANX_BUILD_JOBS (go build -p, default 2), PHALANX_CACHE_DIR, PHALANX_CONTROL_PLANE_BIN,
 #              KUBEBUILDER_ASSETS, GO (the go command, default `go`).
@@ -27,7 +30,9 @@ ENV_FILE="$CACHE_ROOT/env"
 GO="${GO:-go}"
 JOBS="${PHALANX_BUILD_JOBS:-2}"
 MIN_GO="1.26"
-ALL_COMPONENTS=(etcd kube kwok volcano helm yamljson)
+ALL_COMPONENTS=(etcd kube kwok volcano helm yamljson keda)
+KEDA_MODULE="github.com/kedacore/keda/v2"
+KEDA_VERSION="v2.20.2"  # the newest release whose module Go 1.26 can extract
 
 log() { printf '[control-plane %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { printf 'control-plane build: ERROR: %s\n' "$*" >&2; exit 1; }
@@ -37,8 +42,8 @@ components=()
 for arg in "$@"; do
   case "$arg" in
     --print-env) print_env=1 ;;
-    -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}"; exit 0 ;;
-    etcd|kube|kwok|volcano|helm|yamljson) components+=("$arg") ;;
+    -h|--help) sed -n '2,24p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    etcd|kube|kwok|volcano|helm|yamljson|keda) components+=("$arg") ;;
     *) die "unknown argument '$arg' (components: ${ALL_COMPONENTS[*]})" ;;
   esac
 done
@@ -179,19 +184,37 @@ build_component() {
   log "$comp $ver: done in $((SECONDS - start))s -> $out/bin"
 }
 
+# KEDA's ScaledObject CRD, out of its module (the env file names it PHALANX_CRD_KEDA_SCALEDOBJECTS).
+declare -A CRDS=()
+fetch_keda() {
+  local out="$CACHE_ROOT/keda-$KEDA_VERSION/crds" file="keda.sh_scaledobjects.yaml" dir
+  if [[ ! -f "$out/$file" ]]; then
+    check_go
+    dir="$(cd "$CACHE_ROOT" && GOTOOLCHAIN=local "$GO" mod download -json "$KEDA_MODULE@$KEDA_VERSION" \
+           | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$/\1/p')"
+    [[ -n "$dir" && -f "$dir/config/crd/bases/$file" ]] || die "keda: no $file in $KEDA_MODULE@$KEDA_VERSION"
+    mkdir -p "$out"
+    install -m 0644 "$dir/config/crd/bases/$file" "$out/$file.tmp"
+    mv -f "$out/$file.tmp" "$out/$file"
+  fi
+  CRDS[PHALANX_CRD_KEDA_SCALEDOBJECTS]="$out/$file"
+  log "keda $KEDA_VERSION: ScaledObject CRD in $out"
+}
+
 # Merge RESULT into the env file (kept from earlier runs), so partial builds are usable at once.
 write_env() {
   declare -A envmap=()
   local k v b key
   if [[ -f "$ENV_FILE" ]]; then
-    while IFS='=' read -r k v; do [[ "$k" =~ ^PHALANX_BIN_ ]] && envmap[$k]="$v"; done < "$ENV_FILE"
+    while IFS='=' read -r k v; do [[ "$k" =~ ^PHALANX_(BIN|CRD)_ ]] && envmap[$k]="$v"; done < "$ENV_FILE"
   fi
   for b in "${!RESULT[@]}"; do
     key="PHALANX_BIN_$(echo "$b" | tr 'a-z-' 'A-Z_')"
     envmap[$key]="${RESULT[$b]}"
   done
+  for key in "${!CRDS[@]}"; do envmap[$key]="${CRDS[$key]}"; done
   {
-    echo "# Written by hack/control-plane/build.sh; KEY=absolute path of each control-plane binary."
+    echo "# Written by hack/control-plane/build.sh; KEY=absolute path of each control-plane binary (or CRD)."
     for key in $(printf '%s\n' "${!envmap[@]}" | sort); do echo "$key=${envmap[$key]}"; done
   } > "$ENV_FILE.tmp"
   mv -f "$ENV_FILE.tmp" "$ENV_FILE"
@@ -201,7 +224,7 @@ main() {
   local total=$SECONDS comp
   mkdir -p "$CACHE_ROOT"
   for comp in "${components[@]}"; do
-    build_component "$comp"
+    if [[ "$comp" == keda ]]; then fetch_keda; else build_component "$comp"; fi
     write_env
   done
   log "all requested components ready in $((SECONDS - total))s; env file: $ENV_FILE"

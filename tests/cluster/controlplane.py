@@ -97,17 +97,31 @@ def locate_binaries() -> dict[str, Path]:
             p = Path(d) / name
             if name not in found and p.is_file() and os.access(p, os.X_OK):
                 found[name] = p
-    env_file = Path(os.environ.get("PHALANX_CONTROL_PLANE_ENV", cache_dir() / "env"))
-    if env_file.is_file():
-        for line in env_file.read_text().splitlines():
-            key, sep, value = line.partition("=")
-            if not sep or not key.startswith("PHALANX_BIN_"):
-                continue
-            name = key.removeprefix("PHALANX_BIN_").lower().replace("_", "-")
-            p = Path(value)
-            if name not in found and p.is_file() and os.access(p, os.X_OK):
-                found[name] = p
+    for key, p in env_file_paths().items():
+        if not key.startswith("PHALANX_BIN_"):
+            continue
+        name = key.removeprefix("PHALANX_BIN_").lower().replace("_", "-")
+        if name not in found and p.is_file() and os.access(p, os.X_OK):
+            found[name] = p
     return found
+
+
+def env_file_paths() -> dict[str, Path]:
+    """The build script's env file: each KEY=/abs/path line."""
+    env_file = Path(os.environ.get("PHALANX_CONTROL_PLANE_ENV", cache_dir() / "env"))
+    if not env_file.is_file():
+        return {}
+    lines = (line.partition("=") for line in env_file.read_text().splitlines())
+    return {key: Path(value) for key, sep, value in lines if sep and not key.startswith("#")}
+
+
+def keda_scaledobject_crd() -> Path | None:
+    """KEDA's ScaledObject CRD as `build.sh keda` copied it out of KEDA's Go module; None if absent.
+    Found in the cache too, since a build.sh without `keda` rewrites the env file without it."""
+    path = env_file_paths().get("PHALANX_CRD_KEDA_SCALEDOBJECTS")
+    if path is not None and path.is_file():
+        return path
+    return max(cache_dir().glob("keda-*/crds/keda.sh_scaledobjects.yaml"), default=None)
 
 
 # ---------------------------------------------------------------------------------------------------------

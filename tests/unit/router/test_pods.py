@@ -228,6 +228,7 @@ def test_every_example_and_generated_recipe_names_its_model() -> None:
                 (container, *_) = role.entry_template.spec["containers"]
                 found[(path.name, role.name)] = served_model_names(container)
     assert found == {
+        ("autoscale-live.yaml", "sim"): ("live-model",),
         ("llama-3.1-405b-2x8-h100.yaml", "engine"): ("llama-3.1-405b-instruct",),  # sh -c, multi-line
         ("llama-3.3-70b-nc80adis.yaml", "engine"): ("llama-3.3-70b-instruct",),
         ("llama-multinode.yaml", "405b"): (),  # Kthena's example: no flag, served under the model path
