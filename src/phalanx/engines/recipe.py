@@ -175,6 +175,9 @@ def _short_flag(arg: str, flags: set[str]) -> str | None:
     return name if name.startswith("-") and name in flags else None
 
 
+# Flags every engine pod serving HTTP is wired by, and those that join a multi-node role instance.
+HTTP_WIRED = ("--port", "--host", "--served-model-name")
+NODES_WIRED = ("--nnodes", "--node-rank")
 # What relies on each flag a recipe wires a pod by.
 WIRED_BY: dict[str, str] = {
     "--port": f"the probes and the router use the container port named http ({HTTP_PORT})",
@@ -185,6 +188,7 @@ WIRED_BY: dict[str, str] = {
     "--master-addr": "the worker pods join the entry pod at its address",
     "--master-port": "the worker pods join the entry pod on this port",
     "--dist-init-addr": "the worker pods join the entry pod at this address",
+    "--nccl-init-addr": "the worker pods join the entry pod at this address (SGLang's --dist-init-addr)",
     "--headless": "only the worker pods run without an API server",
     "--join-port": "the worker pods join the entry pod on this port",
     "--kv-transfer-config": "it sets the role's prefill or decode side and the KV connector, which "

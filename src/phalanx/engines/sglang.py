@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from phalanx.engines.recipe import (
+    HTTP_WIRED,
+    NODES_WIRED,
     EngineInputs,
     PdRole,
     RoleRecipe,
@@ -22,7 +24,9 @@ _PLANNED_FLAGS = {
     "--data-parallel-size",
     "--tp-size",
     "--tp",
+    "--tensor-parallel-size",  # SGLang's long names for --tp-size and --pp-size
     "--pp-size",
+    "--pipeline-parallel-size",
     "--context-length",
     "--mem-fraction-static",
     "--nnodes",
@@ -33,7 +37,7 @@ _PLANNED_FLAGS = {
 }
 
 # Flags the pods are wired by (recipe.WIRED_BY): engineArgs may not change them.
-_WIRED = ("--port", "--host", "--served-model-name", "--nnodes", "--node-rank", "--dist-init-addr")
+_WIRED = (*HTTP_WIRED, *NODES_WIRED, "--dist-init-addr", "--nccl-init-addr")  # two names, one flag
 _PD_WIRED = ("--disaggregation-mode", "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port")
 
 

@@ -204,7 +204,7 @@ def _dtype_warnings(req: PlanRequest, dtype: Dtype) -> list[str]:
     if dtype == "fp8" and native != "fp8":
         return [
             f"{req.model.name} is a {native} checkpoint: fp8 means quantising its weights when loading"
-            " (vLLM --quantization fp8)"
+            " (vLLM --quantization fp8_per_tensor, SGLang --quantization fp8)"
         ]
     return []
 
