@@ -7,6 +7,7 @@ from typing import Any
 from phalanx.engines.recipe import (
     HTTP_WIRED,
     NODES_WIRED,
+    SGLANG_PROBES,
     EngineInputs,
     PdRole,
     RoleRecipe,
@@ -91,7 +92,12 @@ def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecip
     command = ["python3", "-m", "sglang.launch_server"]
     entry_args = args + (["--node-rank", "0"] if plan.nodes > 1 else []) + list(inputs.engine_args)
     entry = pod_template(
-        inputs, command=command, args=entry_args, serves_http=True, extra_ports=_bootstrap_port(inputs.pd)
+        inputs,
+        command=command,
+        args=entry_args,
+        serves_http=True,
+        extra_ports=_bootstrap_port(inputs.pd),
+        probes=SGLANG_PROBES,
     )
     worker = None
     if plan.nodes > 1:

@@ -150,7 +150,7 @@ def test_sglang_flags() -> None:
     assert worker_args[worker_args.index("--node-rank") + 1] == "$(WORKER_INDEX)"
 
 
-@pytest.mark.parametrize("engine", ["vllm", "sglang", "sim"])
+@pytest.mark.parametrize("engine", ["vllm", "sim"])
 def test_readiness_is_http_health_on_the_entry_only(engine: str) -> None:
     recipe = RECIPES[engine](inputs())
     entry = container(recipe.entry)
@@ -160,6 +160,26 @@ def test_readiness_is_http_health_on_the_entry_only(engine: str) -> None:
     assert {"name": "http", "containerPort": 8000} in entry["ports"]
     worker = container(recipe.worker)
     assert "readinessProbe" not in worker
+
+
+def test_sglang_probes_ask_ready_often_and_health_rarely_with_time_to_generate() -> None:
+    entry = container(RECIPES["sglang"](inputs()).entry)
+    ready = {"path": "/ready", "port": "http"}
+    assert entry["startupProbe"]["httpGet"] == ready  # 200 after SGLang's warm-up request
+    assert entry["readinessProbe"] == {
+        "httpGet": ready,
+        "periodSeconds": 5,
+        "timeoutSeconds": 5,
+        "failureThreshold": 2,
+    }
+    # /health generates a token and may take SGLang's 20 s health-check timeout to answer.
+    assert entry["livenessProbe"] == {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": 30,
+        "timeoutSeconds": 30,
+        "failureThreshold": 3,
+    }
+    assert "readinessProbe" not in container(RECIPES["sglang"](inputs()).worker)
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
