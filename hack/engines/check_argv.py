@@ -74,6 +74,16 @@ EXPECTED_REFUSALS = {
 }
 
 
+# Pods of the checkout's examples/ that the engine must refuse, and a text its error must contain. The
+# seed llama-multinode.yaml is kept as written: it starts vLLM with neither Ray nor --nnodes, and vLLM
+# 0.33 refuses 16 GPUs of tensor x pipeline parallel on one 8-GPU node (its corrected form is beside it).
+EXPECTED_REJECTIONS = {
+    "examples/llama-multinode.yaml:llama-multinode/405b/entry": (
+        "World size (16) is larger than the number of available GPUs (8)"
+    ),
+}
+
+
 def _deployment(name: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "serving.phalanx.dev/v1alpha1",
@@ -241,6 +251,8 @@ class Pod:
     # has no PD roles to compare with.
     labelled: tuple[str | None, str | None, int | None] | None = None
     http_port: int | None = None  # the containerPort named http (probes and Services use the name)
+    gpus: int | None = None  # the GPUs the pod requests: vLLM's one-node world-size check uses them
+    expect_error: str = ""  # with expect_ok False: a text the engine's error must contain
     mismatch: str = ""  # set when the pod's labels or ports differ from what the engine runs with
     result: dict[str, Any] = field(default_factory=dict)
 
@@ -291,43 +303,71 @@ def _sim_as_vllm(args: list[str]) -> list[str]:
     return shared
 
 
-_HEADS = {
-    "vllm": ["vllm", "serve"],
-    "sglang": ["python3", "-m", "sglang.launch_server"],
-    "sim": ["phalanx", "sim"],
-}
+# The command words that start each engine, and a note for the deprecated ones.
+_HEADS: tuple[tuple[list[str], str, str], ...] = (
+    (["vllm", "serve"], "vllm", ""),
+    (["python3", "-m", "vllm.entrypoints.openai.api_server"], "vllm", "deprecated entrypoint (vllm serve)"),
+    (["python3", "-m", "sglang.launch_server"], "sglang", ""),
+    (["phalanx", "sim"], "sim", ""),
+)
+_ENGINE_HEAD = {engine: head for head, engine, note in _HEADS if not note}
 
 
-def _engine_argv(engine: str | None, container: dict[str, Any]) -> tuple[str | None, list[str] | None, str]:
-    """The engine and the arguments after its own command word(s), or no argv with why. `engine`
-    None (a hand-written ModelServing): whichever engine command the container runs."""
-    command, args = list(container.get("command", [])), list(container.get("args", []))
-    if command[:2] == ["sh", "-c"]:
-        script = command[2] if len(command) > 2 else " ".join(args)
-        execs = [
-            shlex.split(line.strip())[1:] for line in script.splitlines() if line.strip().startswith("exec ")
-        ]
-        if not execs:
-            return (
-                engine,
-                None,
-                "no exec line: " + ("Ray worker joins the head" if "ray start" in script else "?"),
-            )
-        command, args = execs[-1], []
-    full = command + args
-    found = next((name for name, head in _HEADS.items() if full[: len(head)] == head), None)
+def _head(full: list[str]) -> tuple[list[str], str, str] | None:
+    return next((entry for entry in _HEADS if full[: len(entry[0])] == entry[0]), None)
+
+
+Argv = tuple[str | None, list[str] | None, str]  # engine, its arguments (None: none to read), note
+
+
+def _engine_argvs(engine: str | None, container: dict[str, Any]) -> list[Argv]:
+    """Each engine command a container runs: its argv, or every engine command of its `sh -c` script
+    (both branches of a script that checks for Ray). `engine` None (a hand-written ModelServing):
+    whichever engine command the container runs."""
+    from phalanx.api.argv import container_commands, shell_script
+
+    script = shell_script(container_argv(container))
+    if script is None:
+        return [_split(engine, container_argv(container))]
+    commands = [c[1:] if c[:1] == ["exec"] else c for c in container_commands(container)]
+    found = [command for command in commands if _head(command) is not None]
+    if not found:
+        why = "Ray worker joins the head" if "ray start" in script else "no engine command in the script"
+        return [(engine, None, why)]
+    without_ray = "command -v ray" in script
+    argvs = []
+    for command in found:
+        found_engine, argv, note = _split(engine, command)
+        if without_ray and "--nnodes" in command:
+            note = "; ".join(filter(None, ["the branch for an image without ray", note]))
+        argvs.append((found_engine, argv, note))
+    return argvs
+
+
+def container_argv(container: dict[str, Any]) -> list[str]:
+    return [*container.get("command", []), *container.get("args", [])]
+
+
+def _split(engine: str | None, full: list[str]) -> Argv:
+    head = _head(full)
     if engine is None:
-        if found is None:
+        if head is None:
             return None, None, f"not an engine command this check reads: {shlex.join(full[:3])}"
-        engine = found
-    elif found != engine:
+        engine = head[1]
+    elif head is None or head[1] != engine:
         raise ValueError(
-            f"{engine} pod does not start with {shlex.join(_HEADS[engine])}: {shlex.join(full[:4])}"
+            f"{engine} pod does not start with {shlex.join(_ENGINE_HEAD[engine])}: {shlex.join(full[:4])}"
         )
-    rest = full[len(_HEADS[engine]) :]
+    assert head is not None
+    rest = full[len(head[0]) :]
     if engine == "sim":
         return engine, _sim_as_vllm(rest), "the flags vLLM shares with the simulator"
-    return engine, rest, ""
+    return engine, rest, head[2]
+
+
+def _gpus(container: dict[str, Any]) -> int | None:
+    limit = (container.get("resources") or {}).get("limits", {}).get("nvidia.com/gpu")
+    return int(limit) if limit is not None else None
 
 
 def render(case: dict[str, Any]) -> list[Pod]:
@@ -353,15 +393,31 @@ def render(case: dict[str, Any]) -> list[Pod]:
                 continue
             container = template["spec"]["containers"][0]
             env = _env(container)
-            found, argv, note = _engine_argv(engine, container)
-            expanded = None if argv is None else [_expand(arg, env) for arg in argv]
-            parser = "vllm" if found in ("sim", None) else found  # the simulator speaks vLLM's flags
             http = next(
                 (p["containerPort"] for p in container.get("ports", []) if p.get("name") == "http"), None
             )
-            pods.append(
-                Pod(name, role["name"], pod, parser, expanded, env, note, labelled=labelled, http_port=http)
-            )
+            argvs = _engine_argvs(engine, container)
+            for found, argv, note in argvs:
+                expanded = None if argv is None else [_expand(arg, env) for arg in argv]
+                parser = "vllm" if found in ("sim", None) else found  # the simulator speaks vLLM's flags
+                where = pod if "without ray" not in note else f"{pod}, without ray"
+                expected = EXPECTED_REJECTIONS.get(f"{name}/{role['name']}/{where}", "")
+                pods.append(
+                    Pod(
+                        name,
+                        role["name"],
+                        where,
+                        parser,
+                        expanded,
+                        env,
+                        note,
+                        expect_ok=not expected,
+                        labelled=labelled,
+                        http_port=http,
+                        gpus=_gpus(container),
+                        expect_error=expected,
+                    )
+                )
     return pods
 
 
@@ -446,7 +502,7 @@ def parse_all(engine: str, pods: list[Pod]) -> None:
         sys.exit(f"{python} is missing: run hack/engines/install.sh {engine}")
     with tempfile.TemporaryDirectory() as tmp:
         request, answer = Path(tmp, "in.json"), Path(tmp, "out.json")
-        request.write_text(json.dumps([{"argv": p.argv, "env": p.env} for p in todo]))
+        request.write_text(json.dumps([{"argv": p.argv, "env": p.env, "gpus": p.gpus} for p in todo]))
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         done = subprocess.run(
             [str(python), str(HERE / f"parse_{engine}.py"), str(request), str(answer)],
@@ -505,6 +561,9 @@ def _verdict(pod: Pod, failures: list[str]) -> tuple[str, str]:
     if ok != pod.expect_ok:
         failures.append(f"{pod.case}/{pod.role}/{pod.pod}: {pod.result.get('error') or 'accepted'}")
         return ("accepted, expected a rejection" if ok else "REJECTED"), stage
+    if not ok and pod.expect_error not in pod.result.get("error", ""):
+        failures.append(f"{pod.case}/{pod.role}/{pod.pod}: rejected for another reason than expected")
+        return "REJECTED, another reason", stage
     return ("ok" if ok else "rejected as expected"), stage
 
 
@@ -514,7 +573,7 @@ def _table(title: str, pods: list[Pod], failures: list[str], last: str) -> None:
     print("| --- | --- | --- | --- | --- | --- |")
     for pod in pods:
         verdict, stage = _verdict(pod, failures)
-        detail = _summary(pod) if pod.expect_ok else f"{pod.note}: {pod.result.get('error', '')}"
+        detail = _summary(pod) if pod.expect_ok else f"{pod.note}: {pod.result.get('error', '')}".lstrip(": ")
         print(f"| {pod.case} | {pod.role} | {pod.pod} | {verdict} | {stage} | {detail.replace('|', '/')} |")
 
 
@@ -542,7 +601,7 @@ def main() -> int:
             else:
                 failures.append(f"{name}: does not compile: {message}")
     controls = [
-        Pod(c.name, "-", "-", c.engine, c.argv, c.env, c.why, expect_ok=c.expect_ok)
+        Pod(c.name, "-", "-", c.engine, c.argv, c.env, c.why, expect_ok=c.expect_ok, gpus=c.gpus)
         for c in CONTROLS
         if opts.only in c.name
     ]

@@ -12,6 +12,8 @@ from typing import Any
 
 _MODEL = ["meta-llama/Llama-3.1-8B-Instruct", "--port", "8000"]
 _SGLANG = ["--model-path", "meta-llama/Llama-3.1-8B-Instruct", "--port", "8000"]
+_405B = ["meta-llama/Llama-3.1-405B-Instruct", "--port", "8000", "--tensor-parallel-size", "8"]
+_NATIVE_2NODE = ["--nnodes", "2", "--master-addr", "10.0.0.5", "--master-port", "29501"]
 _DOTTED = ["--kv-transfer-config.kv_connector", "NixlConnector"]
 _NIXL_ENV = {"VLLM_NIXL_SIDE_CHANNEL_HOST": "10.0.0.7", "VLLM_NIXL_SIDE_CHANNEL_PORT": "5600"}
 
@@ -24,6 +26,7 @@ class Control:
     expect_ok: bool
     why: str
     env: dict[str, str] = field(default_factory=dict)
+    gpus: int | None = None  # GPUs of the pod's node, for vLLM's one-node world-size check
 
 
 def _kv(**config: Any) -> list[str]:
@@ -254,5 +257,62 @@ CONTROLS = (
         [*_SGLANG, "--disaggregation-mode", "prefill", "--disaggregation-transfer-backend", "fake"],
         False,
         "a prefill server refuses the fake backend (resolution check)",
+    ),
+    # Issue 16's recipe defects, each with the argv before and after the fix.
+    Control(
+        "vllm-online-fp8-old-flag",
+        "vllm",
+        [*_MODEL, "--quantization", "fp8"],
+        False,
+        "vLLM 0.33 deprecates --quantization fp8 for bf16 weights quantised when loaded",
+    ),
+    Control(
+        "vllm-online-fp8-per-tensor",
+        "vllm",
+        [*_MODEL, "--quantization", "fp8_per_tensor"],
+        True,
+        "the online fp8 method of vLLM 0.33",
+    ),
+    Control(
+        "vllm-16-gpus-on-one-8-gpu-node",
+        "vllm",
+        [*_405B, "--pipeline-parallel-size", "2"],
+        False,
+        "without Ray or --nnodes, vLLM wants tp x pp GPUs on one node",
+        gpus=8,
+    ),
+    Control(
+        "vllm-16-gpus-native-2-nodes",
+        "vllm",
+        [*_405B, "--pipeline-parallel-size", "2", *_NATIVE_2NODE, "--node-rank", "0"],
+        True,
+        "vLLM's own launcher over two 8-GPU nodes",
+        gpus=8,
+    ),
+    Control(
+        "vllm-native-rendezvous-timeout",
+        "vllm",
+        [
+            *[*_405B, "--pipeline-parallel-size", "2", *_NATIVE_2NODE],
+            *["--node-rank", "1", "--headless", "--distributed-timeout-seconds", "10800"],
+        ],
+        True,
+        "the group's rendezvous timeout (PyTorch's 600 s otherwise)",
+        {"VLLM_ENGINE_READY_TIMEOUT_S": "10800"},
+        gpus=8,
+    ),
+    Control(
+        "sglang-long-parallel-names",
+        "sglang",
+        [*_SGLANG, "--tensor-parallel-size", "2", "--pipeline-parallel-size", "2"],
+        True,
+        "SGLang takes --tensor-parallel-size and --pipeline-parallel-size for --tp-size and --pp-size",
+    ),
+    Control(
+        "sglang-nccl-init-addr",
+        "sglang",
+        [*_SGLANG, "--nnodes", "2", "--node-rank", "1", "--nccl-init-addr", "10.0.0.5:20000"],
+        True,
+        "SGLang takes --nccl-init-addr for --dist-init-addr",
     ),
 )

@@ -114,7 +114,8 @@ def check_item(
             result["stage"] += " done"
             result["ok"] = True
         except Exception as error:  # every rejection is reported, none stops the run
-            result["error"] = f"{type(error).__name__}: {error}".splitlines()[0][:400]
+            # Every line, collapsed: pydantic puts the reason on the lines after its first.
+            result["error"] = " ".join(f"{type(error).__name__}: {error}".split())[:400]
             result["trace"] = traceback.format_exc()[-2000:]
     return result
 

@@ -9,14 +9,19 @@ what follows `vllm serve`. Stages, each as far as a CPU-only machine with no net
   connector  the kv_connector name is one vLLM can build (its connector registry)
   env        every VLLM_* env name is one vLLM reads (vllm.envs), every LMCACHE_* one LMCache reads
   config     create_engine_config, so that the cross-flag checks of the model, parallel and KV
-             transfer configs run
+             transfer configs run; for a pod that requests GPUs its parallel config is built as on a
+             CUDA node with that many GPUs (vLLM's check that one node holds the world size)
+  quant      with --quantization, vLLM's get_quant_config for the model; a deprecation it logs
+             (`--quantization fp8` for online quantisation in 0.33) is a rejection
 From `engine` on, the model is a stand-in directory (a small Llama config.json): no hub here.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -54,6 +59,79 @@ def _serve_parser() -> tuple[argparse.ArgumentParser, Any]:
     return parser, serve
 
 
+class _GpuNode:
+    """The CPU platform, except that it says it is a CUDA node with the pod's GPUs."""
+
+    def __init__(self, platform: Any, gpus: int) -> None:
+        self._platform, self._gpus = platform, gpus
+
+    def is_cuda(self) -> bool:
+        return True
+
+    def device_count(self) -> int:
+        return self._gpus
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._platform, name)
+
+
+@contextlib.contextmanager
+def _on_gpu_node(gpus: int | None) -> Iterator[None]:
+    """While vLLM builds its parallel config, the platform is a CUDA node with `gpus` GPUs: vLLM's own
+    check that a world size without Ray or --nnodes fits one node then runs as on the pod's node.
+    Only that constructor sees it; everything else keeps the CPU platform."""
+    if not gpus:
+        yield
+        return
+    from vllm.config import parallel
+
+    original = parallel.ParallelConfig.__post_init__
+
+    def post_init(self: Any) -> None:
+        saved = parallel.current_platform
+        parallel.current_platform = _GpuNode(saved, gpus)
+        try:
+            original(self)
+        finally:
+            parallel.current_platform = saved
+
+    parallel.ParallelConfig.__post_init__ = post_init  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        parallel.ParallelConfig.__post_init__ = original  # type: ignore[method-assign]
+
+
+class _Deprecations(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "deprecated" in message:
+            self.messages.append(message)
+
+
+def _check_quantization(config: Any) -> None:
+    """Runs vLLM's get_quant_config for the configured model; a deprecation warning is an error."""
+    from vllm import logger as vllm_logger
+    from vllm.model_executor.model_loader.weight_utils import get_quant_config
+
+    vllm_logger._print_warning_once.cache_clear()  # warned once per process otherwise
+    root = logging.getLogger("vllm")
+    handler, level = _Deprecations(), root.level
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+    try:
+        get_quant_config(config.model_config, config.load_config)
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(level)
+    if handler.messages:
+        raise ValueError(handler.messages[0])
+
+
 def _shown(args: argparse.Namespace) -> dict[str, Any]:
     shown: dict[str, Any] = {}
     kv = getattr(args, "kv_transfer_config", None)
@@ -69,6 +147,8 @@ def _shown(args: argparse.Namespace) -> dict[str, Any]:
             shown[name.replace("_parallel_size", "")] = value
     if getattr(args, "headless", False):
         shown["headless"] = True
+    if getattr(args, "quantization", None):
+        shown["quantization"] = args.quantization
     shown["port"] = args.port
     return shown
 
@@ -120,7 +200,11 @@ def check(item: dict[str, Any], model_dir: Path) -> dict[str, Any]:
                 raise ValueError("LMCACHE_* env set but lmcache is not installed here to check them")
             require_known_env(env_names, "LMCACHE_", lmcache_names, "LMCache")
         yield "config"
-        engine_args.create_engine_config()
+        with _on_gpu_node(item.get("gpus")):
+            config = engine_args.create_engine_config()
+        if config.model_config.quantization is not None:
+            yield "quant"
+            _check_quantization(config)
 
     return check_item(item, lambda argv: parser.parse_args(["serve", *argv]), _shown, stages)
 

@@ -101,6 +101,7 @@ def plan_request(md: ModelDeployment, model: ModelArchitecture, shape: GpuShape)
         gpu_memory_utilization=spec.gpu_memory_utilization,
         tensor_parallel_size=spec.tensor_parallel_size,
         data_parallel_size=spec.data_parallel_size,
+        memory_model="sglang" if spec.engine == "sglang" else "vllm",
     )
 
 

@@ -91,19 +91,58 @@ def load_timeout_seconds(plan: Plan) -> int:
     return max(_LOAD_MIN_SECONDS, min(_LOAD_MAX_SECONDS, seconds))
 
 
-def http_probes(plan: Plan) -> dict[str, Any]:
-    """Readiness on the entry's HTTP /health, not a TCP connect: vLLM binds its port long before
-    the model is loaded, so only /health tells whether it can serve."""
-    health = {"httpGet": {"path": "/health", "port": "http"}}
+@dataclass(frozen=True)
+class Probes:
+    """The HTTP paths that tell whether an engine has started, can take requests, and is alive."""
+
+    startup: str
+    readiness: str
+    liveness: str
+    liveness_timeout_seconds: int = 5
+    readiness_timeout_seconds: int = 2
+
+
+# vLLM binds its port long before the model is loaded; /health answers 200 once it can serve.
+VLLM_PROBES = Probes(startup="/health", readiness="/health", liveness="/health")
+# SGLang 0.5.23: /ready is 200 once the warm-up request has passed and the server is not paused or
+# unhealthy, without generating; /health generates one token and waits up to 20 s for it
+# (SGLANG_HEALTH_CHECK_TIMEOUT), so only the rarer liveness probe asks it, with a timeout beyond that.
+SGLANG_HEALTH_SECONDS = 20
+SGLANG_PROBES = Probes(
+    startup="/ready",
+    readiness="/ready",
+    liveness="/health",
+    liveness_timeout_seconds=SGLANG_HEALTH_SECONDS + 10,
+    readiness_timeout_seconds=5,
+)
+
+
+def http_probes(plan: Plan, probes: Probes = VLLM_PROBES) -> dict[str, Any]:
+    """Probes on the entry's HTTP paths, not a TCP connect: an engine listens before it can serve."""
+
+    def get(path: str) -> dict[str, Any]:
+        return {"httpGet": {"path": path, "port": "http"}}
+
     return {
         "startupProbe": {
-            **health,
+            **get(probes.startup),
             "periodSeconds": _PROBE_PERIOD_SECONDS,
             "timeoutSeconds": 5,
             "failureThreshold": math.ceil(load_timeout_seconds(plan) / _PROBE_PERIOD_SECONDS),
         },
-        "readinessProbe": {**health, "periodSeconds": 5, "timeoutSeconds": 2, "failureThreshold": 2},
-        "livenessProbe": {**health, "periodSeconds": 10, "timeoutSeconds": 5, "failureThreshold": 6},
+        "readinessProbe": {
+            **get(probes.readiness),
+            "periodSeconds": 5,
+            "timeoutSeconds": probes.readiness_timeout_seconds,
+            "failureThreshold": 2,
+        },
+        "livenessProbe": {
+            **get(probes.liveness),
+            # A check must end before the next one starts.
+            "periodSeconds": max(10, probes.liveness_timeout_seconds),
+            "timeoutSeconds": probes.liveness_timeout_seconds,
+            "failureThreshold": 6 if probes.liveness_timeout_seconds <= 10 else 3,
+        },
     }
 
 
@@ -142,6 +181,7 @@ def pod_template(
     extra_env: list[dict[str, Any]] | None = None,
     shared_memory: bool = True,
     extra_ports: list[dict[str, Any]] | None = None,
+    probes: Probes = VLLM_PROBES,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {"name": CONTAINER_NAME, "image": inputs.image, "command": command}
     if args:
@@ -153,7 +193,7 @@ def pod_template(
         container["ports"] = ports
     container.update(gpu_resources(inputs))
     if serves_http:
-        container.update(http_probes(inputs.plan))
+        container.update(http_probes(inputs.plan, probes))
     spec: dict[str, Any] = {"containers": [container]}
     if shared_memory:
         volume, mount = shared_memory_volume()
@@ -175,6 +215,9 @@ def _short_flag(arg: str, flags: set[str]) -> str | None:
     return name if name.startswith("-") and name in flags else None
 
 
+# Flags every engine pod serving HTTP is wired by, and those that join a multi-node role instance.
+HTTP_WIRED = ("--port", "--host", "--served-model-name")
+NODES_WIRED = ("--nnodes", "--node-rank")
 # What relies on each flag a recipe wires a pod by.
 WIRED_BY: dict[str, str] = {
     "--port": f"the probes and the router use the container port named http ({HTTP_PORT})",
@@ -185,6 +228,7 @@ WIRED_BY: dict[str, str] = {
     "--master-addr": "the worker pods join the entry pod at its address",
     "--master-port": "the worker pods join the entry pod on this port",
     "--dist-init-addr": "the worker pods join the entry pod at this address",
+    "--nccl-init-addr": "the worker pods join the entry pod at this address (SGLang's --dist-init-addr)",
     "--headless": "only the worker pods run without an API server",
     "--join-port": "the worker pods join the entry pod on this port",
     "--kv-transfer-config": "it sets the role's prefill or decode side and the KV connector, which "

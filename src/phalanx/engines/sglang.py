@@ -5,6 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from phalanx.engines.recipe import (
+    HTTP_WIRED,
+    NODES_WIRED,
+    SGLANG_PROBES,
     EngineInputs,
     PdRole,
     RoleRecipe,
@@ -22,7 +25,9 @@ _PLANNED_FLAGS = {
     "--data-parallel-size",
     "--tp-size",
     "--tp",
+    "--tensor-parallel-size",  # SGLang's long names for --tp-size and --pp-size
     "--pp-size",
+    "--pipeline-parallel-size",
     "--context-length",
     "--mem-fraction-static",
     "--nnodes",
@@ -33,7 +38,7 @@ _PLANNED_FLAGS = {
 }
 
 # Flags the pods are wired by (recipe.WIRED_BY): engineArgs may not change them.
-_WIRED = ("--port", "--host", "--served-model-name", "--nnodes", "--node-rank", "--dist-init-addr")
+_WIRED = (*HTTP_WIRED, *NODES_WIRED, "--dist-init-addr", "--nccl-init-addr")  # two names, one flag
 _PD_WIRED = ("--disaggregation-mode", "--disaggregation-transfer-backend", "--disaggregation-bootstrap-port")
 
 
@@ -87,7 +92,12 @@ def recipe(inputs: EngineInputs, *, native_dtype_fp8: bool = False) -> RoleRecip
     command = ["python3", "-m", "sglang.launch_server"]
     entry_args = args + (["--node-rank", "0"] if plan.nodes > 1 else []) + list(inputs.engine_args)
     entry = pod_template(
-        inputs, command=command, args=entry_args, serves_http=True, extra_ports=_bootstrap_port(inputs.pd)
+        inputs,
+        command=command,
+        args=entry_args,
+        serves_http=True,
+        extra_ports=_bootstrap_port(inputs.pd),
+        probes=SGLANG_PROBES,
     )
     worker = None
     if plan.nodes > 1:

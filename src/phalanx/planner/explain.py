@@ -26,7 +26,7 @@ from phalanx.planner.memory import (
     stage_layers,
 )
 from phalanx.planner.throughput import REFERENCE_CONTEXT, gpu_of, max_num_seqs
-from phalanx.planner.types import Dtype, GpuShape, LayoutOption, ModelArchitecture, Throughput
+from phalanx.planner.types import Dtype, GpuShape, LayoutOption, MemoryBudget, ModelArchitecture, Throughput
 from phalanx.planner.units import format_bytes, format_gib
 
 
@@ -166,12 +166,31 @@ def tokens_line(max_model_len: int, chosen: Layout) -> str:
     )
 
 
+def budget_lines(model: ModelArchitecture, budget: MemoryBudget) -> tuple[str, ...]:
+    """From the GPU's memory to the KV cache budget, in the engine's own memory model."""
+    if budget.memory_model == "sglang":
+        return (
+            f"weights + KV per GPU = {format_gib(budget.gpu_total)} x {budget.fraction} (SGLang"
+            f" --mem-fraction-static; SGLang keeps the rest for its runtime)"
+            f" = {budget.usable:,} B ({format_gib(budget.usable)})",
+            f"KV cache budget per GPU = {format_gib(budget.usable)} - weights {format_gib(budget.weights)}"
+            f" = {budget.kv_cache:,} B ({format_gib(budget.kv_cache)})",
+        )
+    return (
+        f"usable per GPU = {format_gib(budget.gpu_total)} x {budget.fraction}"
+        f" = {budget.usable:,} B ({format_gib(budget.usable)})",
+        overhead_line(model, budget.runtime_overhead),
+        f"KV cache budget per GPU = usable - weights - overhead = {format_gib(budget.usable)}"
+        f" - {format_gib(budget.weights)} - {format_gib(budget.runtime_overhead)}"
+        f" = {budget.kv_cache:,} B ({format_gib(budget.kv_cache)})",
+    )
+
+
 def arithmetic(
     model: ModelArchitecture,
     shape: GpuShape,
     dtype: Dtype,
     max_model_len: int,
-    gpu_memory_utilization: float,
     chosen: Layout,
 ) -> tuple[str, ...]:
     """The lines from shape to concurrency for a layout that fits (per engine replica)."""
@@ -184,12 +203,7 @@ def arithmetic(
         weights_line(model, dtype, chosen),
         kv_line(model, chosen),
         *window,
-        f"usable per GPU = {format_gib(budget.gpu_total)} x {gpu_memory_utilization}"
-        f" = {budget.usable:,} B ({format_gib(budget.usable)})",
-        overhead_line(model, budget.runtime_overhead),
-        f"KV cache budget per GPU = usable - weights - overhead = {format_gib(budget.usable)}"
-        f" - {format_gib(budget.weights)} - {format_gib(budget.runtime_overhead)}"
-        f" = {budget.kv_cache:,} B ({format_gib(budget.kv_cache)})",
+        *budget_lines(model, budget),
         sequence_line(max_model_len, chosen),
         tokens_line(max_model_len, chosen),
         f"max concurrent sequences = {tokens:,} / {max_model_len} = {round(tokens / max_model_len, 2)}"

@@ -14,7 +14,7 @@ from phalanx.planner.catalog.gpus import find_instance_type, instance_shape
 from phalanx.planner.explain import describe_shape, layout_text, nodes_text
 from phalanx.planner.layout import MAX_NODES, Layout, Setting, fewest_fitting
 from phalanx.planner.memory import kv_cache_tokens, longest_sequence, needed_bytes, sequence_kv_bytes
-from phalanx.planner.types import Dtype, InstanceType, PlanningError, PlanRequest
+from phalanx.planner.types import Dtype, InstanceType, MemoryBudget, PlanningError, PlanRequest
 from phalanx.planner.units import format_gib
 
 CONTEXT_STEP = 1024  # a suggested max_model_len is rounded down to a multiple of this
@@ -122,6 +122,12 @@ def _field(req: PlanRequest) -> str | None:
     return None
 
 
+def _share(budget: MemoryBudget) -> str:
+    if budget.memory_model == "sglang":
+        return f"SGLang's mem_fraction_static {budget.fraction}, which holds weights and KV cache only"
+    return f"gpu_memory_utilization {budget.fraction}"
+
+
 def no_fit_error(attempt: Attempt, instances: Sequence[InstanceType]) -> PlanningError:
     """What was needed vs available per GPU at the largest allowed node count, and what would fit."""
     req, largest, max_model_len = attempt.request, attempt.largest, attempt.setting.max_model_len
@@ -136,7 +142,7 @@ def no_fit_error(attempt: Attempt, instances: Sequence[InstanceType]) -> Plannin
         f" + KV cache for one {max_model_len}-token sequence"
         f" {format_gib(sequence_kv_bytes(budget, max_model_len))})"
         f" but {format_gib(budget.usable)} is usable"
-        f" ({format_gib(budget.gpu_total)} x gpu_memory_utilization {req.gpu_memory_utilization})"
+        f" ({format_gib(budget.gpu_total)} x {_share(budget)})"
     )
     candidates = (
         more_nodes_fix(attempt),

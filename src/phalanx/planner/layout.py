@@ -29,6 +29,7 @@ from phalanx.planner.types import (
     GpuShape,
     LayoutOption,
     MemoryBudget,
+    MemoryModel,
     ModelArchitecture,
     Throughput,
 )
@@ -51,6 +52,7 @@ class Setting:
     max_model_len: int
     tensor_parallel_size: int | None = None
     data_parallel_size: int | None = None
+    memory_model: MemoryModel = "vllm"
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,13 @@ def layout(setting: Setting, nodes: int, sizes: Sizes) -> Layout:
     """The layout of `nodes` whole nodes at (dp, tp, pp), with its per-GPU budget."""
     dp, tp, pp = sizes
     budget = memory_budget(
-        setting.model, setting.dtype, tp, pp, setting.shape.gpu_memory_bytes, setting.gpu_memory_utilization
+        setting.model,
+        setting.dtype,
+        tp,
+        pp,
+        setting.shape.gpu_memory_bytes,
+        setting.gpu_memory_utilization,
+        setting.memory_model,
     )
     return Layout(
         nodes=nodes, tensor_parallel_size=tp, pipeline_parallel_size=pp, budget=budget, data_parallel_size=dp

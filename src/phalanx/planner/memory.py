@@ -21,6 +21,9 @@ The formulas follow what vLLM allocates:
   of n tokens takes full_layers x n + sliding_layers x min(n, window) token-layers. The heaviest stage is
   assumed to hold full-attention layers in the model's proportion, rounded up.
 * Runtime overhead, which vLLM measures by profiling at startup and we estimate: `runtime_overhead_bytes`.
+
+SGLang budgets differently (`memory_model="sglang"`): its --mem-fraction-static covers the weights and
+the KV cache only, the runtime living in a reserve SGLang computes outside it (sglang_memory.py).
 """
 
 from __future__ import annotations
@@ -29,7 +32,8 @@ from fractions import Fraction
 from typing import Final
 
 from phalanx.planner.params import edge_matrix_params, layer_params, routed_expert_params
-from phalanx.planner.types import Dtype, GiB, MemoryBudget, ModelArchitecture
+from phalanx.planner.sglang_memory import static_fraction
+from phalanx.planner.types import Dtype, GiB, MemoryBudget, MemoryModel, ModelArchitecture
 
 KV_DTYPE_BYTES: Final = 2
 EDGE_DTYPE_BYTES: Final = 2  # embedding, LM head and a vision encoder: never quantised
@@ -195,6 +199,22 @@ def usable_bytes(gpu_memory_bytes: int, gpu_memory_utilization: float) -> int:
     return gpu_memory_bytes * fraction.numerator // fraction.denominator
 
 
+def memory_fraction(
+    model: ModelArchitecture,
+    tp: int,
+    pp: int,
+    gpu_memory_bytes: int,
+    gpu_memory_utilization: float,
+    memory_model: MemoryModel = "vllm",
+) -> float:
+    """The share of each GPU the engine is told: gpu_memory_utilization for vLLM; for SGLang the
+    smaller of it and SGLang's own default (sglang_memory.py), as SGLang's share excludes its runtime."""
+    if memory_model == "vllm":
+        return gpu_memory_utilization
+    mla = model.mla is not None
+    return static_fraction(gpu_memory_bytes, tp, pp, mla=mla, utilization=gpu_memory_utilization)
+
+
 def memory_budget(
     model: ModelArchitecture,
     dtype: Dtype,
@@ -202,11 +222,17 @@ def memory_budget(
     pp: int,
     gpu_memory_bytes: int,
     gpu_memory_utilization: float,
+    memory_model: MemoryModel = "vllm",
 ) -> MemoryBudget:
-    """The per-GPU budget on the heaviest stage; `kv_cache` is what is left and may be negative."""
-    usable = usable_bytes(gpu_memory_bytes, gpu_memory_utilization)
+    """The per-GPU budget on the heaviest stage; `kv_cache` is what is left and may be negative.
+
+    vLLM: KV = GPU x utilization - weights - runtime overhead. SGLang: KV = GPU x fraction - weights, the
+    runtime being SGLang's reserve outside the fraction.
+    """
+    fraction = memory_fraction(model, tp, pp, gpu_memory_bytes, gpu_memory_utilization, memory_model)
+    usable = usable_bytes(gpu_memory_bytes, fraction)
     weights = weight_bytes_per_gpu(model, dtype, tp, pp)
-    overhead = runtime_overhead_bytes(model)
+    overhead = runtime_overhead_bytes(model) if memory_model == "vllm" else 0
     return MemoryBudget(
         gpu_total=gpu_memory_bytes,
         usable=usable,
@@ -216,6 +242,8 @@ def memory_budget(
         kv_bytes_per_token=kv_bytes_per_token(model, tp, pp),
         window_kv_bytes_per_token=window_kv_bytes_per_token(model, tp, pp),
         sliding_window=model.sliding_window or 0,
+        fraction=fraction,
+        memory_model=memory_model,
     )
 
 

@@ -204,7 +204,7 @@ def _dtype_warnings(req: PlanRequest, dtype: Dtype) -> list[str]:
     if dtype == "fp8" and native != "fp8":
         return [
             f"{req.model.name} is a {native} checkpoint: fp8 means quantising its weights when loading"
-            " (vLLM --quantization fp8)"
+            " (vLLM --quantization fp8_per_tensor, SGLang --quantization fp8)"
         ]
     return []
 
@@ -281,7 +281,7 @@ def _plan(req: PlanRequest, setting: Setting, chosen: Layout, options: tuple[Lay
         *_node_warnings(req, setting, chosen),
         *_starved_warnings(req, setting, chosen),
     )
-    lines = arithmetic(req.model, req.shape, dtype, max_model_len, req.gpu_memory_utilization, chosen)
+    lines = arithmetic(req.model, req.shape, dtype, max_model_len, chosen)
     return Plan(
         model=req.model.name,
         hf_id=req.model.hf_id,
@@ -291,7 +291,7 @@ def _plan(req: PlanRequest, setting: Setting, chosen: Layout, options: tuple[Lay
         pipeline_parallel_size=chosen.pipeline_parallel_size,
         dtype=dtype,
         max_model_len=max_model_len,
-        gpu_memory_utilization=req.gpu_memory_utilization,
+        gpu_memory_utilization=chosen.budget.fraction,
         memory=chosen.budget,
         kv_cache_tokens=tokens,
         max_concurrent_sequences=round(tokens / max_model_len, 2),
@@ -321,6 +321,7 @@ def make_plan(req: PlanRequest, *, instances: Sequence[InstanceType] = INSTANCE_
         max_model_len=_max_model_len(req),
         tensor_parallel_size=req.tensor_parallel_size,
         data_parallel_size=req.data_parallel_size,
+        memory_model=req.memory_model,
     )
     _check_pinned_tp(req, dtype)
     _check_pinned_dp(req, setting)

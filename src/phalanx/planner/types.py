@@ -121,6 +121,11 @@ class GpuShape:
     instance_type: str | None = None
 
 
+# Whose memory model the budget follows: vLLM's gpu_memory_utilization is the whole GPU's budget
+# (weights, KV cache and runtime); SGLang's mem_fraction_static holds weights and KV cache only.
+MemoryModel = Literal["vllm", "sglang"]
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     model: ModelArchitecture
@@ -133,6 +138,7 @@ class PlanRequest:
     # Pinned layout: used as given, or an error if the model cannot run that way. None: the planner chooses.
     tensor_parallel_size: int | None = None
     data_parallel_size: int | None = None
+    memory_model: MemoryModel = "vllm"
 
 
 @dataclass(frozen=True)
@@ -140,7 +146,7 @@ class MemoryBudget:
     """Bytes per GPU on the most loaded pipeline stage."""
 
     gpu_total: int
-    usable: int  # gpu_total * gpu_memory_utilization
+    usable: int  # gpu_total * fraction
     weights: int
     runtime_overhead: int
     kv_cache: int  # what is left for the KV cache
@@ -148,6 +154,10 @@ class MemoryBudget:
     # Sliding-window layers hold at most `sliding_window` tokens of each sequence (0: no such layers).
     window_kv_bytes_per_token: int = 0
     sliding_window: int = 0
+    # The share of the GPU the engine is told: vLLM's gpu_memory_utilization, or SGLang's
+    # mem_fraction_static (weights + KV only: its runtime lives in the rest, so runtime_overhead is 0).
+    fraction: float = 0.9
+    memory_model: MemoryModel = "vllm"
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,11 @@ class SimServer:
         app.on_cleanup.append(self._stop_parser)
         app.on_response_prepare.append(_echo_request_id)
         app.router.add_get("/health", self.health)
+        if self._config.sglang is not None:
+            # SGLang's probe paths, which its recipe's probes ask: /ready is 200 once the server takes
+            # requests, /health_generate is /health under the name that always generates.
+            app.router.add_get("/ready", self.ready)
+            app.router.add_get("/health_generate", self.health)
         app.router.add_get("/version", self.version)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/metrics", self.metrics)
@@ -96,6 +101,10 @@ class SimServer:
         if reason is not None:
             return error_response(503, reason)
         return web.Response(status=200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """SGLang's /ready: an empty 200 or 503."""
+        return web.Response(status=200 if self._state.unavailable() is None else 503)
 
     async def version(self, request: web.Request) -> web.Response:
         return web.json_response({"version": VERSION})

@@ -137,9 +137,9 @@ def test_compiles_to_prefill_and_decode_roles_sized_by_the_plan() -> None:
     assert [role.name for role in roles] == ["prefill", "decode"]
     assert compiled.pd is not None
     assert (roles[0].replicas, roles[1].replicas) == compiled.pd.replicas == compiled.pd.proposed
-    prefill_args = " ".join(roles[0].entry_template.spec["containers"][0]["command"])
+    prefill_args = " ".join(roles[0].entry_template.spec["containers"][0]["args"])
     assert '"kv_role":"kv_producer"' in prefill_args
-    decode_args = " ".join(roles[1].entry_template.spec["containers"][0]["command"])
+    decode_args = " ".join(roles[1].entry_template.spec["containers"][0]["args"])
     assert '"kv_role":"kv_consumer"' in decode_args
     # the plan tells both sides, then the ratio, so `phalanx render` and the status show it
     arithmetic = compiled.plan.arithmetic

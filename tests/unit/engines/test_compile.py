@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from phalanx.api import FieldError, ModelDeployment, SpecError, load_text
+from phalanx.api import FieldError, ModelDeployment, SpecError, load_text, parse_resource
 from phalanx.compiler import compile_deployment, deployment_problems
 
 CONFIGS = Path(__file__).parents[1] / "planner" / "configs"
@@ -118,7 +118,7 @@ def test_a_model_deployment_carries_the_models_config_json_as_written() -> None:
     assert compiled.plan.memory.weights == 8_030_261_248 * 2  # one replica per GPU: all of it
     assert compiled.plan.data_parallel_size == 4
     entry = compiled.model_serving.spec.template.roles[0].entry_template.spec["containers"][0]
-    assert "--data-parallel-size 4" in entry["command"][2]
+    assert entry["args"][entry["args"].index("--data-parallel-size") + 1] == "4"
 
 
 def test_config_problems_point_at_the_key_inside_the_spec() -> None:
@@ -206,3 +206,29 @@ def test_plan_warnings_are_problems_of_the_file() -> None:
     assert [(p.severity, p.message) for p in problems] == [
         ("warning", "uses 2 of at most 4 nodes: 2 already fit")
     ]
+
+
+def test_sglang_deployments_get_sglangs_memory_fraction_and_kv_figures() -> None:
+    def compiled(**spec: Any) -> Any:
+        md, _ = parse_resource(
+            {
+                "apiVersion": "serving.phalanx.dev/v1alpha1",
+                "kind": "ModelDeployment",
+                "metadata": {"name": "m"},
+                "spec": {"model": "llama-3.1-8b-instruct", "engine": "sglang", "maxModelLen": 8192, **spec},
+            }
+        )
+        assert isinstance(md, ModelDeployment)
+        return compile_deployment(md)
+
+    def fraction(result: Any) -> str:
+        args: list[str] = result.model_serving.spec.template.roles[0].entry_template.spec["containers"][0][
+            "args"
+        ]
+        return args[args.index("--mem-fraction-static") + 1]
+
+    h100 = {"gpusPerNode": 1, "gpuMemory": "80Gi", "gpuProduct": "H100-80GB"}
+    # SGLang 0.5.23 keeps 13904 MiB of an 80 GiB GPU for its runtime at TP 1: 0.83, not the 0.9 vLLM uses.
+    assert fraction(compiled(**h100)) == "0.83"
+    assert compiled(**h100).plan.memory.runtime_overhead == 0  # outside SGLang's fraction
+    assert fraction(compiled(**h100, gpuMemoryUtilization=0.75)) == "0.75"

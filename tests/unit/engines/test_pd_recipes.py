@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -84,15 +85,26 @@ def test_vllm_nixl_argv_env_and_side_channel_port(kind: str, config: str) -> Non
     assert ports(recipe.entry) == {"http": 8000, "nixl": 5600}
 
 
+def test_vllm_ray_launcher_on_one_node_runs_vllm_alone() -> None:
+    # One node needs no Ray cluster (nor Ray in the image): the same pod as the native launcher's.
+    ray = RECIPES["vllm"](inputs(PdRole(kind="prefill", connector="nixl"), launcher="ray"))
+    native = RECIPES["vllm"](inputs(PdRole(kind="prefill", connector="nixl"), launcher="native"))
+    assert ray.entry == native.entry
+    assert container(ray.entry)["command"] == ["vllm", "serve"]
+
+
 def test_vllm_ray_launcher_quotes_the_json_for_the_shell() -> None:
-    recipe = RECIPES["vllm"](inputs(PdRole(kind="prefill", connector="nixl"), launcher="ray"))
+    plan = replace(one_gpu_plan(), nodes=2)
+    recipe = RECIPES["vllm"](inputs(PdRole(kind="prefill", connector="nixl"), launcher="ray", plan=plan))
     script = container(recipe.entry)["command"][2]
-    assert script == (
+    assert script.splitlines()[-1] == (
         "exec vllm serve meta-llama/Llama-3.1-8B-Instruct --served-model-name llama --port 8000"
         " --tensor-parallel-size 1 --pipeline-parallel-size 1 --max-model-len 8192"
         f" --gpu-memory-utilization 0.9 --dtype bfloat16 --kv-transfer-config '{NIXL_PRODUCER}'"
         " --distributed-executor-backend ray"
     )
+    without_ray = script.splitlines()[3]  # the native launcher's line, for an image with no Ray
+    assert f"--kv-transfer-config '{NIXL_PRODUCER}' --nnodes 2" in without_ray
 
 
 def test_vllm_lmcache_both_sides() -> None:

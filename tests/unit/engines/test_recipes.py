@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -46,21 +47,80 @@ def test_plan_under_test_is_two_nodes_tp8_pp2() -> None:
     assert (plan.nodes, plan.tensor_parallel_size, plan.pipeline_parallel_size) == (2, 8, 2)
 
 
-def test_vllm_ray_entry_waits_for_the_cluster_then_serves() -> None:
+SERVE_405B = (
+    "vllm serve meta-llama/Llama-3.1-405B-Instruct --served-model-name llama-405b --port 8000 "
+    "--tensor-parallel-size 8 --pipeline-parallel-size 2 --max-model-len 8192 "
+    "--gpu-memory-utilization 0.9 --dtype bfloat16"
+)
+# 405B's weights put the startup budget at its 180 min cap; the rendezvous waits as long.
+NATIVE_405B = (
+    "--nnodes 2 --master-addr $ENTRY_ADDRESS --master-port 29501 --distributed-timeout-seconds 10800"
+)
+NO_RAY = (
+    "  echo 'no ray command in this image: starting vLLM with its own multi-node launcher (--nnodes) instead"
+    " (set spec.launcher: native to choose it, or use an image with Ray installed)' >&2"
+)
+
+
+def test_vllm_ray_entry_script() -> None:
     recipe = RECIPES["vllm"](inputs(launcher="ray"))
     assert recipe.worker_replicas == 1
-    script = container(recipe.entry)["command"][2]
-    assert script.startswith("set -eu\nray start --head --port=6379")
-    assert '= "$GROUP_SIZE" ]' in script
-    assert "exit 1" in script  # fails when workers never join
-    assert script.splitlines()[-1] == (
-        "exec vllm serve meta-llama/Llama-3.1-405B-Instruct --served-model-name llama-405b --port 8000 "
-        "--tensor-parallel-size 8 --pipeline-parallel-size 2 --max-model-len 8192 "
-        "--gpu-memory-utilization 0.9 --dtype bfloat16 --distributed-executor-backend ray"
+    assert container(recipe.entry)["command"][2] == "\n".join(
+        [
+            "set -eu",
+            "if ! command -v ray >/dev/null 2>&1; then",
+            NO_RAY,
+            f"  exec {SERVE_405B} {NATIVE_405B} --node-rank 0",
+            "fi",
+            'ray start --head --port=6379 --node-ip-address="$POD_IP" --disable-usage-stats',
+            "deadline=$(( $(date +%s) + 600 ))",
+            """until [ "$(python3 -c 'import ray; ray.init(address='"'"'auto'"'"',"""
+            """ logging_level='"'"'ERROR'"'"'); print(sum(1 for n in ray.nodes() if n['"'"'Alive'"'"']))'"""
+            """ 2>/dev/null)" = "$GROUP_SIZE" ]; do""",
+            '  if [ "$(date +%s)" -ge "$deadline" ]; then',
+            '    echo "Ray workers did not all join within 600s" "(want $GROUP_SIZE nodes)" >&2',
+            "    exit 1",
+            "  fi",
+            "  sleep 5",
+            "done",
+            f"exec {SERVE_405B} --distributed-executor-backend ray",
+        ]
     )
-    worker_script = container(recipe.worker)["command"][2]
-    assert 'ray start --address="$ENTRY_ADDRESS:6379"' in worker_script
-    assert "--block" in worker_script
+
+
+def test_vllm_ray_worker_script() -> None:
+    recipe = RECIPES["vllm"](inputs(launcher="ray"))
+    assert container(recipe.worker)["command"][2] == "\n".join(
+        [
+            "set -u",
+            "if ! command -v ray >/dev/null 2>&1; then",
+            NO_RAY,
+            f"  exec {SERVE_405B} {NATIVE_405B} --node-rank $WORKER_INDEX --headless",
+            "fi",
+            "deadline=$(( $(date +%s) + 600 ))",
+            'until ray start --address="$ENTRY_ADDRESS:6379" --node-ip-address="$POD_IP" --block; do',
+            '  if [ "$(date +%s)" -ge "$deadline" ]; then',
+            '    echo "could not join the Ray head at $ENTRY_ADDRESS:6379" >&2',
+            "    exit 1",
+            "  fi",
+            "  sleep 5",
+            "done",
+        ]
+    )
+
+
+@pytest.mark.parametrize("launcher", ["ray", "native"])
+def test_vllm_api_server_waits_for_its_engine_as_long_as_the_startup_probe(launcher: str) -> None:
+    recipe = RECIPES["vllm"](inputs(launcher=launcher))
+    assert {"name": "VLLM_ENGINE_READY_TIMEOUT_S", "value": "10800"} in container(recipe.entry)["env"]
+
+
+def test_vllm_ray_launcher_on_one_node_needs_no_ray() -> None:
+    plan = replace(two_node_plan(), nodes=1)
+    recipe = RECIPES["vllm"](inputs(launcher="ray", plan=plan))
+    assert container(recipe.entry)["command"] == ["vllm", "serve"]
+    assert "--distributed-executor-backend" not in container(recipe.entry)["args"]
+    assert recipe.worker is None
 
 
 def test_vllm_native_launcher_flags() -> None:
@@ -74,6 +134,8 @@ def test_vllm_native_launcher_flags() -> None:
     assert "--headless" in worker_args
     assert "--headless" not in entry_args
     assert "--distributed-executor-backend" not in entry_args
+    for args in (entry_args, worker_args):
+        assert args[args.index("--distributed-timeout-seconds") + 1] == "10800"
 
 
 def test_sglang_flags() -> None:
@@ -88,7 +150,7 @@ def test_sglang_flags() -> None:
     assert worker_args[worker_args.index("--node-rank") + 1] == "$(WORKER_INDEX)"
 
 
-@pytest.mark.parametrize("engine", ["vllm", "sglang", "sim"])
+@pytest.mark.parametrize("engine", ["vllm", "sim"])
 def test_readiness_is_http_health_on_the_entry_only(engine: str) -> None:
     recipe = RECIPES[engine](inputs())
     entry = container(recipe.entry)
@@ -98,6 +160,26 @@ def test_readiness_is_http_health_on_the_entry_only(engine: str) -> None:
     assert {"name": "http", "containerPort": 8000} in entry["ports"]
     worker = container(recipe.worker)
     assert "readinessProbe" not in worker
+
+
+def test_sglang_probes_ask_ready_often_and_health_rarely_with_time_to_generate() -> None:
+    entry = container(RECIPES["sglang"](inputs()).entry)
+    ready = {"path": "/ready", "port": "http"}
+    assert entry["startupProbe"]["httpGet"] == ready  # 200 after SGLang's warm-up request
+    assert entry["readinessProbe"] == {
+        "httpGet": ready,
+        "periodSeconds": 5,
+        "timeoutSeconds": 5,
+        "failureThreshold": 2,
+    }
+    # /health generates a token and may take SGLang's 20 s health-check timeout to answer.
+    assert entry["livenessProbe"] == {
+        "httpGet": {"path": "/health", "port": "http"},
+        "periodSeconds": 30,
+        "timeoutSeconds": 30,
+        "failureThreshold": 3,
+    }
+    assert "readinessProbe" not in container(RECIPES["sglang"](inputs()).worker)
 
 
 @pytest.mark.parametrize("engine", ["vllm", "sglang"])
@@ -195,3 +277,27 @@ def test_compile_that_cannot_fit_is_a_spec_error_on_the_pinned_field() -> None:
     assert error.field == "spec.nodes"  # the pinned node count is what does not fit
     assert "GiB" in error.message
     assert "maxModelLen" in error.message  # the spec's field names, not the planner's
+
+
+def fp8_plan() -> planner.Plan:
+    return planner.make_plan(
+        PlanRequest(
+            model=planner.get_model("llama-3.3-70b-instruct"),
+            shape=planner.shape_for_instance("p5.48xlarge"),
+            dtype="fp8",
+            max_model_len=16384,
+        )
+    )
+
+
+def test_vllm_quantises_bf16_weights_to_fp8_with_its_online_method() -> None:
+    # vLLM 0.33: `--quantization fp8` is for fp8 checkpoints; online quantisation is fp8_per_tensor.
+    recipe = RECIPES["vllm"](inputs(launcher="native", plan=fp8_plan()))
+    args = container(recipe.entry)["args"]
+    assert args[args.index("--quantization") + 1] == "fp8_per_tensor"
+    assert "--dtype" not in args
+
+
+def test_vllm_passes_no_quantization_for_an_fp8_checkpoint() -> None:
+    recipe = RECIPES["vllm"](inputs(launcher="native", plan=fp8_plan()), native_dtype_fp8=True)
+    assert "--quantization" not in container(recipe.entry)["args"]

@@ -104,3 +104,26 @@ def test_every_wired_flag_says_what_relies_on_it_and_is_refused_with_a_fix(engin
         pd = PdRole(kind="prefill", connector="mooncake" if engine == "sglang" else "nixl")
         (problem,) = RECIPES[engine](pd_inputs(pd, engine_args=(flag, "x"))).refused
         assert problem.fix.startswith("remove it")
+
+
+@pytest.mark.parametrize(
+    ("engine_args", "noted"),
+    [
+        # SGLang's long names for the sizes it is planned with (its parser takes both spellings).
+        (("--tensor-parallel-size", "4"), ["--tensor-parallel-size"]),
+        (("--pipeline-parallel-size", "1"), ["--pipeline-parallel-size"]),
+        (("--data-parallel-size", "2"), ["--data-parallel-size"]),
+        (("--tp-size", "4"), ["--tp-size"]),
+        (("--max-running-requests", "8"), []),
+    ],
+)
+def test_sglang_notes_its_long_parallel_flags(engine_args: tuple[str, ...], noted: list[str]) -> None:
+    recipe = RECIPES["sglang"](inputs(engine_args=engine_args))
+    assert recipe.notes == ((f"engineArgs override planned flags {', '.join(noted)}",) if noted else ())
+
+
+def test_sglang_refuses_its_other_name_for_the_join_address() -> None:
+    recipe = RECIPES["sglang"](inputs(engine_args=("--nccl-init-addr", "10.0.0.9:20000")))
+    (problem,) = recipe.refused
+    assert problem.token == "--nccl-init-addr"
+    assert "the worker pods join the entry pod at this address" in problem.message

@@ -216,7 +216,7 @@ def test_fp8_on_a_bf16_checkpoint_halves_the_decoder_weights() -> None:
     matrix = 128256 * 16384
     assert p.nodes == 1
     assert p.memory.weights == (2 * matrix * 2 + (405_853_388_800 - 2 * matrix) * 1) // 8
-    assert any("--quantization fp8" in warning for warning in p.warnings)
+    assert any("vLLM --quantization fp8_per_tensor" in warning for warning in p.warnings)
 
 
 def test_tensor_parallel_over_pcie_only_gpus_is_flagged() -> None:

@@ -232,6 +232,7 @@ def test_every_example_and_generated_recipe_names_its_model() -> None:
         ("llama-3.1-405b-2x8-h100.yaml", "engine"): ("llama-3.1-405b-instruct",),  # sh -c, multi-line
         ("llama-3.3-70b-nc80adis.yaml", "engine"): ("llama-3.3-70b-instruct",),
         ("llama-multinode.yaml", "405b"): (),  # Kthena's example: no flag, served under the model path
+        ("llama-multinode-vllm-0.33.yaml", "405b"): (),  # its corrected form, likewise
         ("quickstart-deployment.yaml", "engine"): ("tiny-test",),
         ("quickstart-pd-deployment.yaml", "prefill"): ("tiny-test",),
         ("quickstart-pd-deployment.yaml", "decode"): ("tiny-test",),
