@@ -37,6 +37,7 @@ class Endpoint:
     pd_protocol: PdProtocol = "vllm"
     pd_pair_key: str = ""
     bootstrap_port: int | None = None
+    health_path: str = "/health"  # what the active health check asks (the pod's readiness probe)
 
     def __post_init__(self) -> None:
         if not self.name:

@@ -28,6 +28,7 @@ Object = Mapping[str, Any]
 
 DEFAULT_HTTP_PORT = 8000
 MODEL_NAME_FLAG = "--served-model-name"
+DEFAULT_HEALTH_PATH = "/health"  # vLLM's and the simulator's
 
 
 def _metadata(obj: Object) -> Mapping[str, Any]:
@@ -74,6 +75,19 @@ def _serving_container(pod: Object) -> tuple[Mapping[str, Any] | None, int]:
 def http_port(pod: Object) -> int:
     """The entry container's port named `http`, else its first declared port, else vLLM's 8000."""
     return _serving_container(pod)[1]
+
+
+def health_path(pod: Object) -> str:
+    """The path the entry container's readiness probe asks over HTTP, else `/health`.
+
+    The router's active check asks the same question as the kubelet: SGLang's `/health` runs a
+    generation that can take its 20 s timeout under load, so its recipe probes `/ready` instead.
+    """
+    container, _ = _serving_container(pod)
+    probe = container.get("readinessProbe") if container is not None else None
+    get = probe.get("httpGet") if isinstance(probe, Mapping) else None
+    path = get.get("path") if isinstance(get, Mapping) else None
+    return path if isinstance(path, str) and path.startswith("/") else DEFAULT_HEALTH_PATH
 
 
 def pod_ready(pod: Object) -> bool:
@@ -167,6 +181,7 @@ def endpoint_from_pod(pod: Object) -> Endpoint | None:
         serving=str(labels.get(L.NAME, "")),
         group_index=_int(labels.get(L.GROUP_INDEX)),
         models=entry_model_names(pod),
+        health_path=health_path(pod),
         ready=pod_ready(pod) and not terminating,
         draining=marked or terminating,
         **pd_fields(pod),

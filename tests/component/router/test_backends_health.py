@@ -19,6 +19,7 @@ from phalanx.router.backends import (
     OutlierDetector,
 )
 from phalanx.router.backends.outlier import Passive
+from phalanx.router.endpoints import Endpoint
 from tests.component.sim.conftest import SimProcess, start_sim, wait_health
 
 from .fakes import eventually
@@ -154,6 +155,22 @@ async def test_non_2xx_answers_are_failures(backends: Make, session: aiohttp.Cli
     async with checking(session) as (checker, _):
         checker.update([endpoint("broken", broken.url), endpoint("ok", ok.url)])
         await eventually(lambda: ejected(checker) == {"broken"})
+
+
+async def test_each_endpoint_is_asked_on_its_own_health_path(
+    backends: Make, session: aiohttp.ClientSession
+) -> None:
+    # The backend answers 404 on every path but /health: an endpoint that asks /ready fails.
+    on_health, on_ready = await backends(), await backends()
+    async with checking(session) as (checker, _):
+        checker.update(
+            [
+                endpoint("health", on_health.url),
+                Endpoint(name="ready", url=on_ready.url, serving="s", group_index=0, health_path="/ready"),
+            ]
+        )
+        await eventually(lambda: ejected(checker) == {"ready"})
+        assert on_ready.health_checks == 0 and on_health.health_checks > 0
 
 
 async def test_only_ready_endpoints_are_checked_and_removed_ones_forgotten(

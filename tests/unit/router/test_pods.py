@@ -256,6 +256,30 @@ def test_other_engines_name_their_model(engine: str) -> None:
     assert served_model_names(container) == ("llama-3.3-70b-instruct",)
 
 
+@pytest.mark.parametrize(("engine", "path"), [("sglang", "/ready"), ("vllm", "/health")])
+def test_the_health_check_asks_what_the_recipes_readiness_probe_asks(engine: str, path: str) -> None:
+    text = (EXAMPLES / "llama-3.3-70b-nc80adis.yaml").read_text().replace("engine: vllm", f"engine: {engine}")
+    (md,) = load_text(text, "x.yaml").resources
+    assert isinstance(md, ModelDeployment)
+    (role,) = compile_deployment(md).model_serving.spec.template.roles
+    pod = entry_pod()
+    pod["spec"] = role.entry_template.spec
+    ep = endpoint_from_pod(pod)
+    assert ep is not None and ep.health_path == path
+
+
+@pytest.mark.parametrize(
+    "probe",
+    [None, {}, {"exec": {"command": ["true"]}}, {"httpGet": {"path": 7}}, {"httpGet": {"path": "ready"}}],
+)
+def test_without_a_usable_http_readiness_probe_the_health_check_asks_health(probe: Any) -> None:
+    pod = entry_pod()
+    if probe is not None:
+        pod["spec"]["containers"][0]["readinessProbe"] = probe
+    ep = endpoint_from_pod(pod)
+    assert ep is not None and ep.health_path == "/health"
+
+
 # -- Kubernetes: pods of the ModelServings that exist --------------------------------------------
 
 

@@ -1,4 +1,6 @@
-"""Active health checks: `GET {url}/health` of every ready endpoint on a period, fed to the detector.
+"""Active health checks: `GET {url}{health_path}` of every ready endpoint on a period, fed to the
+detector. The path is the endpoint's (its pod's readiness probe: `/health` for vLLM and the
+simulator, `/ready` for SGLang) unless the checker is given one.
 
 vLLM answers 200 while it can serve and 503 once its engine is dead; `phalanx sim` also answers
 503 while starting, draining, or waiting for its workers. Anything but a 2xx within the timeout is
@@ -36,7 +38,7 @@ class HealthChecker:
         *,
         interval_s: float = 5.0,
         timeout_s: float = 2.0,
-        path: str = "/health",
+        path: str | None = None,
         max_concurrency: int = 32,
         clock: Callable[[], float] = time.monotonic,
         rng: random.Random | None = None,
@@ -67,7 +69,8 @@ class HealthChecker:
         """One check; None when healthy, else why not."""
         timeout = aiohttp.ClientTimeout(total=self.timeout_s)
         try:
-            async with self._session.get(ep.url + self.path, timeout=timeout) as resp:
+            path = self.path if self.path is not None else ep.health_path
+            async with self._session.get(ep.url + path, timeout=timeout) as resp:
                 await resp.read()
                 return None if 200 <= resp.status < 300 else f"http_{resp.status}"
         except TimeoutError:
