@@ -7,7 +7,15 @@ start at once) | panic | windows and step limits -> clamp -> to zero only after 
 
 from __future__ import annotations
 
-from phalanx.autoscale.backlog import Need, keep_demand, learn_startup, need, rise, still_starting
+from phalanx.autoscale.backlog import (
+    Need,
+    keep_demand,
+    lead_time,
+    learn_startup,
+    need,
+    rise,
+    still_starting,
+)
 from phalanx.autoscale.capacity import capacity_figure, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
 from phalanx.autoscale.recommend import Figure, plural, recommend
@@ -55,6 +63,7 @@ def gather(
     capacity: float | None,
     remaining: float = 0.0,
     ahead: float = 0.0,
+    prior: bool = False,
 ) -> list[Figure]:
     """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's."""
     figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
@@ -62,8 +71,12 @@ def gather(
     needed = need(live, signals, capacity, utilization, policy.backlog_horizon, remaining, ahead)
     figures = [drain_cap(f, len(live), needed, policy.unit) for f in figures]
     if policy.capacity_floor:
-        demand = signals.demand_tokens_per_second
-        floor = capacity_figure(demand, capacity, len(live), policy.tolerance, policy.unit, utilization)
+        demand, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
+        # A rising demand is planned for as it will be when a unit asked for now is ready.
+        expected = demand * (requests + ahead) / requests if demand is not None and requests else None
+        floor = capacity_figure(
+            demand, capacity, len(live), policy.tolerance, policy.unit, utilization, expected, prior
+        )
         figures += [floor] if floor is not None else []
     if not live and signals.admission_queue > 0:
         waiting = plural(signals.admission_queue, "request")
@@ -107,8 +120,13 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     capacity = learn_capacity(history.capacity_per_unit, live)
     startup = learn_startup(history.startup, history.starting, live, now)
     arrivals = signals.demand_requests_per_second
-    ahead = rise(history.demand, now, arrivals, startup or 0.0) if arrivals is not None else 0.0
-    figures = gather(policy, live, signals, capacity, still_starting(live, now, startup), ahead)
+    lead = lead_time(startup, live, now)
+    ahead = rise(history.demand, now, arrivals, lead) if arrivals is not None else 0.0
+    planned = capacity if capacity is not None else policy.capacity_prior  # learned, else the prior
+    remaining = still_starting(live, now, startup)
+    figures = gather(
+        policy, live, signals, planned, remaining, ahead, capacity is None and planned is not None
+    )
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]

@@ -174,9 +174,11 @@ def test_the_core_keeps_the_units_starting_and_the_startup_in_the_history() -> N
     assert decision.history.starting == (("g100", 30.0),)
 
 
-def test_the_demand_samples_keep_the_last_minute_and_the_newest_older_one() -> None:
+def test_the_demand_samples_keep_the_last_three_minutes_and_the_newest_older_one() -> None:
     samples = ((0.0, 1.0), (15.0, 2.0), (30.0, 3.0))
-    assert keep_demand(samples, 90.0, 5.0) == ((15.0, 2.0), (30.0, 3.0), (90.0, 5.0))
+    assert keep_demand(samples, 90.0, 5.0) == ((0.0, 1.0), (15.0, 2.0), (30.0, 3.0), (90.0, 5.0))
+    # At 200 s the three minutes start at 20 s: 15 s is the newest older one, 0 s goes.
+    assert keep_demand(samples, 200.0, 5.0) == ((15.0, 2.0), (30.0, 3.0), (200.0, 5.0))
     assert keep_demand(samples, 30.0, None) == samples  # no rate this pass: nothing added
 
 
