@@ -61,7 +61,7 @@ def capacity_figure(
         return Figure("capacity", 0, f"no demand (0 tokens/s) needs no {unit}")
     if demand is None or capacity is None or capacity <= 0:
         return None
-    rising = expected is not None and expected > demand
+    rising = expected is not None and expected > demand and number(expected) != number(demand)
     planned_demand = expected if expected is not None and rising else demand
     planned = capacity * utilization
     raw = planned_demand / planned

@@ -18,7 +18,7 @@ from phalanx.autoscale.backlog import (
 )
 from phalanx.autoscale.capacity import capacity_figure, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
-from phalanx.autoscale.recommend import Figure, plural, recommend
+from phalanx.autoscale.recommend import Figure, number, plural, recommend
 from phalanx.autoscale.record import append_record, prune_recommendations
 from phalanx.autoscale.stabilize import Step, panic_step, seconds, stable_step
 from phalanx.autoscale.types import (
@@ -151,6 +151,13 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
         step, panic_until = move(policy, recommended, current, now, recommendations, history)
     mode: Mode = "Stable" if panic_until is None else "Panic"
     clauses += step.clauses
+    if step.desired < current and ahead > 0:
+        # A unit removed now would have to be started again before the rise arrives.
+        step = Step(current)
+        clauses.append(
+            f"kept at {current}: the arrival rate is rising (+{number(ahead)} requests/s within "
+            f"{seconds(lead)}), no scale-down"
+        )
     desired, clamped = clamp(step.desired, policy)
     clauses += [clamped] if clamped else []
     window = policy.scale_down.stabilization_window

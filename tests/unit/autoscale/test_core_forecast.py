@@ -113,3 +113,21 @@ def test_before_a_startup_is_learned_the_forecast_reaches_as_far_as_a_starting_u
     signals = demand(*units(2, inflight=2.0, waiting=0.0), *pending(1, since=90.0))
     decision = autoscale(chosen, signals, 180.0, history)
     assert decision.recommendations["capacity"] == 5
+
+
+def test_no_scale_down_while_the_demand_rises() -> None:
+    # 6 units with 2 in flight each at target 5 ask for 3; the demand rose from 3 to 4 requests/s
+    # in the last minute: 1 more within the 150 s startup, 7500 tokens/s over 2000 is 3.75: 4.
+    # Both ask for fewer than 6, but a unit removed now would be started again: kept at 6.
+    chosen = policy(INFLIGHT, capacity_utilization=1.0)
+    signals = demand(*units(6, inflight=2.0, waiting=0.0))
+    rising = History(capacity_per_unit=2000.0, startup=150.0, demand=((0.0, 3.0),))
+    decision = autoscale(chosen, signals, 60.0, rising)
+    assert decision.recommendations == {"inflight": 3, "capacity": 4}
+    assert decision.desired == 6
+    assert decision.reason.endswith(
+        "kept at 6: the arrival rate is rising (+1 requests/s within 150 s), no scale-down."
+    )
+    # Falling from 5 to 4: the windows' business, down to 3 at once (no window in this policy).
+    falling = History(capacity_per_unit=2000.0, startup=150.0, demand=((0.0, 5.0),))
+    assert autoscale(chosen, signals, 60.0, falling).desired == 3
