@@ -34,7 +34,10 @@ from phalanx.autoscale.types import (
 )
 from phalanx.autoscale.zero import idle_for
 
-BACKLOG_SIGNALS: frozenset[SignalName] = frozenset({"queue", "inflight", "waiting"})
+# Figures that read a backlog as a lack of units: the queue-like signals through the ratio rule,
+# and the latency guards, whose p95 over the last minute still holds a backlog's waits after the
+# backlog is gone.
+BACKLOG_SIGNALS: frozenset[SignalName] = frozenset({"queue", "inflight", "waiting", "ttft_p95", "itl_p95"})
 
 
 def clamp(value: int, policy: Policy) -> tuple[int, str | None]:
@@ -46,8 +49,9 @@ def clamp(value: int, policy: Policy) -> tuple[int, str | None]:
 
 
 def drain_cap(figure: Figure, current: int, needed: Need | None, unit: str) -> Figure:
-    """A queue-like signal read through the ratio rule counts a backlog as steady load; above the
-    current count it asks for no more than the demand and the backlog's drain need."""
+    """A queue-like signal read through the ratio rule counts a backlog as steady load, a latency
+    guard counts its wait; above the current count either asks for no more than the demand and
+    the backlog's drain need (when both are known; otherwise the figure stands)."""
     if needed is None or figure.source not in BACKLOG_SIGNALS or figure.replicas <= current:
         return figure
     cap = max(current, needed.units)
