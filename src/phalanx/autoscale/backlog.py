@@ -76,6 +76,8 @@ def lead_time(startup: float | None, live: Sequence[UnitSignals], now: float) ->
 
 TREND = 60.0  # seconds between the two arrival rates whose difference is the demand's rise
 SPANS = 3  # consecutive TREND spans that must all rise for the rise to be a trend, not a step
+# An accelerating trend's oldest span gains at least 1/SMOOTH of the middle one's.
+SMOOTH = 3.0
 
 
 def keep_demand(
@@ -104,17 +106,28 @@ def rise(samples: Sequence[tuple[float, float]], now: float, requests: float, ov
 
 
 def sustained(samples: Sequence[tuple[float, float]], now: float, requests: float) -> float:
-    """The slowest pace (requests per second, per second) of SPANS consecutive TREND-long spans
-    that all rose; 0 unless all did. A step seen through a rate window rises over one window's
-    length, so it lifts at most two consecutive spans: a rise over three is the demand's trend."""
+    """The pace (requests per second, per second) of a rise over SPANS consecutive TREND-long
+    spans that all rose; 0 unless all did. A step seen through a rate window rises over one
+    window's length, so it lifts at most two consecutive spans: a rise over three is the demand's
+    trend. Its pace is the slowest span's, or, while each span gains more than the one before
+    (and the oldest not from nothing), the gain the older two predict for the newest, when the
+    newest confirms it: the rise accelerates, as a sine's first half does."""
     rates = [requests]
     for k in range(1, SPANS + 1):
         then = [s for s in samples if s[0] <= now - k * TREND]
         if not then:
             return 0.0
         rates.append(then[-1][1])
-    gains = [newer - older for newer, older in pairwise(rates)]
-    return min(gains) / TREND if min(gains) > 0 else 0.0
+    gains = [newer - older for newer, older in pairwise(rates)]  # newest first
+    if min(gains) <= 0:
+        return 0.0
+    newest, middle, oldest = gains
+    if oldest <= middle <= newest and oldest * SMOOTH >= middle:
+        # Accelerating: the older spans predict the newest's gain, middle + (middle - oldest); the
+        # newest confirms it (the lower of the two). A step with noise before it rises from
+        # nothing (oldest far below middle) and keeps the slowest pace.
+        return min(newest, 2 * middle - oldest) / TREND
+    return min(gains) / TREND
 
 
 def need(

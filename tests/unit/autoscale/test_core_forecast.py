@@ -26,6 +26,25 @@ def test_a_rise_over_three_spans_is_a_trend_at_its_slowest_pace() -> None:
     assert sustained(RISING, 180.0, 5.0) == pytest.approx(1 / 60)
 
 
+def test_an_accelerating_rise_is_paced_at_the_gain_its_older_spans_predict() -> None:
+    # Rates 1, 2, 4, then 7: gains 1, 2, 3 (oldest first). The older two predict 2 + (2 - 1) = 3
+    # for the newest, which gained 3: 3 per 60 s, not the slowest span's 1.
+    accelerating = ((0.0, 1.0), (60.0, 2.0), (120.0, 4.0))
+    assert sustained(accelerating, 180.0, 7.0) == pytest.approx(3 / 60)
+    # The newest gained 2.5, less than the 3 predicted: the newest's pace.
+    assert sustained(accelerating, 180.0, 6.5) == pytest.approx(2.5 / 60)
+    # Gains 1, 2, 1.5: no longer accelerating, the slowest pace.
+    assert sustained(accelerating, 180.0, 5.5) == pytest.approx(1 / 60)
+
+
+def test_a_step_after_noise_keeps_the_slowest_pace() -> None:
+    # 3 requests/s with noise (+0.1), then a step whose window ramp lifts the last two spans by
+    # 2.25 and 6.75: every span rose and each more than the one before, but the oldest rose from
+    # nothing (0.1 x 3 < 2.25): no acceleration, the slowest pace, 0.1 per 60 s.
+    noisy_step = ((0.0, 3.0), (60.0, 3.1), (120.0, 5.35))
+    assert sustained(noisy_step, 180.0, 12.1) == pytest.approx(0.1 / 60)
+
+
 def test_no_trend_when_a_span_did_not_rise_or_is_not_known() -> None:
     assert sustained(RISING, 180.0, 3.0) == 0.0  # flat in the last minute
     assert sustained(((0.0, 2.0), (60.0, 2.0), (120.0, 3.0)), 180.0, 4.0) == 0.0  # flat in the first
