@@ -132,10 +132,24 @@ OURS_INFLIGHT = dataclasses.replace(
     OURS, metrics=(MetricTarget("inflight", TARGET_CONCURRENCY), MetricTarget("ttft_p95", OBJECTIVE))
 )
 
+
+def planned_capacity(model: CapacityModel) -> float:
+    """Tokens per second one unit serves with its batch full of the traces' mean request (prompt
+    1,155, output 211 tokens): what a planner that knows the engine and the request mix would
+    write as the capacity prior. Prefill is counted per request, as the model runs it."""
+    prompt, output = traces.PROMPT_MEAN, traces.OUTPUT_MEAN
+    seconds = model.prefill_seconds(prompt) + output / model.decode_tokens_per_second
+    return model.slots * (prompt + output) / seconds
+
+
+CAPACITY_PRIOR = planned_capacity(CAPACITY)
+
 SCALERS: dict[str, Callable[[], Scaler]] = {
     "ours": lambda: Ours(OURS),
     "ours-inflight": lambda: Ours(OURS_INFLIGHT),
     "ours-min0": lambda: Ours(shorthand(0)),  # may scale to zero
+    # The same with a capacity prior (a Policy field the shorthand cannot set yet).
+    "ours-min0-prior": lambda: Ours(dataclasses.replace(shorthand(0), capacity_prior=CAPACITY_PRIOR)),
     "hpa": lambda: HPA(metric=inflight, target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
     "kpa": lambda: KPA(target=TARGET_CONCURRENCY, max_replicas=MAX_UNITS),
     "kpa-aibrix": _kpa_aibrix,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 from phalanx.autoscale.recommend import number
 from phalanx.autoscale.types import Signals, UnitSignals
@@ -63,30 +64,70 @@ def learn_startup(
     return max(samples) if samples else previous
 
 
+def lead_time(startup: float | None, live: Sequence[UnitSignals], now: float) -> float:
+    """How far ahead a unit asked for now serves: the learned startup; before one is learned, the
+    longest any unit now starting has already taken (it takes at least that), else 0."""
+    if startup is not None:
+        return startup
+    return max(
+        (now - u.pending_since for u in live if not u.ready and u.pending_since is not None), default=0.0
+    )
+
+
 TREND = 60.0  # seconds between the two arrival rates whose difference is the demand's rise
+SPANS = 3  # consecutive TREND spans that must all rise for the rise to be a trend, not a step
+# An accelerating trend's oldest span gains at least 1/SMOOTH of the middle one's.
+SMOOTH = 3.0
 
 
 def keep_demand(
     samples: Sequence[tuple[float, float]], now: float, requests: float | None
 ) -> tuple[tuple[float, float], ...]:
-    """This pass's arrival rate added; those of the last TREND seconds kept, and the newest older."""
+    """This pass's arrival rate added; those of the last SPANS x TREND seconds kept, and the
+    newest older one."""
     every = [*samples, (now, requests)] if requests is not None else list(samples)
-    older = [s for s in every if s[0] < now - TREND]
-    return tuple(older[-1:] + [s for s in every if s[0] >= now - TREND])
+    older = [s for s in every if s[0] < now - SPANS * TREND]
+    return tuple(older[-1:] + [s for s in every if s[0] >= now - SPANS * TREND])
 
 
 def rise(samples: Sequence[tuple[float, float]], now: float, requests: float, over: float) -> float:
     """How much the arrival rate (requests per second) gains in the next `over` seconds, at the
     pace it gained since the rate at least TREND seconds ago, and never more than it gained then:
     a step seen through a rate window looks like a ramp for a window's length, and must not be
-    extrapolated as one. 0 when it falls or no rate that old is known (a falling demand is the
-    windows' business)."""
+    extrapolated as one. A rise that lasted SPANS spans is a trend, not a step: it is extrapolated
+    over the whole of `over` at its slowest span's pace. 0 when it falls or no rate that old is
+    known (a falling demand is the windows' business)."""
     then = [s for s in samples if s[0] <= now - TREND]
     if not then:
         return 0.0
     time, rate = then[-1]
     gained = max(0.0, requests - rate)
-    return min(gained, gained / (now - time) * over)
+    return max(min(gained, gained / (now - time) * over), sustained(samples, now, requests) * over)
+
+
+def sustained(samples: Sequence[tuple[float, float]], now: float, requests: float) -> float:
+    """The pace (requests per second, per second) of a rise over SPANS consecutive TREND-long
+    spans that all rose; 0 unless all did. A step seen through a rate window rises over one
+    window's length, so it lifts at most two consecutive spans: a rise over three is the demand's
+    trend. Its pace is the slowest span's, or, while each span gains more than the one before
+    (and the oldest not from nothing), the gain the older two predict for the newest, when the
+    newest confirms it: the rise accelerates, as a sine's first half does."""
+    rates = [requests]
+    for k in range(1, SPANS + 1):
+        then = [s for s in samples if s[0] <= now - k * TREND]
+        if not then:
+            return 0.0
+        rates.append(then[-1][1])
+    gains = [newer - older for newer, older in pairwise(rates)]  # newest first
+    if min(gains) <= 0:
+        return 0.0
+    newest, middle, oldest = gains
+    if oldest <= middle <= newest and oldest * SMOOTH >= middle:
+        # Accelerating: the older spans predict the newest's gain, middle + (middle - oldest); the
+        # newest confirms it (the lower of the two). A step with noise before it rises from
+        # nothing (oldest far below middle) and keeps the slowest pace.
+        return min(newest, 2 * middle - oldest) / TREND
+    return min(gains) / TREND
 
 
 def need(

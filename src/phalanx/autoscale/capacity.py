@@ -50,20 +50,30 @@ def capacity_figure(
     tolerance: float,
     unit: str,
     utilization: float = 1.0,
+    expected: float | None = None,
+    prior: bool = False,
 ) -> Figure | None:
     """ceil(demand / (capacity per unit x utilization)), held inside the tolerance band like any
-    ratio. No demand needs no unit, whatever the capacity (known or not)."""
+    ratio. No demand needs no unit, whatever the capacity (known or not). `expected`: the demand
+    forecast for when a unit asked for now is ready, planned for when above today's; `prior`: the
+    capacity is the policy's prior, not one learned."""
     if demand is not None and demand <= 0:
         return Figure("capacity", 0, f"no demand (0 tokens/s) needs no {unit}")
     if demand is None or capacity is None or capacity <= 0:
         return None
+    rising = expected is not None and expected > demand and number(expected) != number(demand)
+    planned_demand = expected if expected is not None and rising else demand
     planned = capacity * utilization
-    raw = demand / planned
+    raw = planned_demand / planned
     replicas, held = ratio_rule(raw, raw, current, tolerance)
     verdict = f"is within the {tolerance:.0%} tolerance: {replicas}" if held else f"asks for {replicas}"
     at = f" at {utilization:.0%} of" if utilization != 1.0 else " at"
+    seen = f"demand {number(demand)} tokens/s"
+    if rising:
+        seen += f", rising to {number(planned_demand)} by the time a new {unit} is ready,"
+    which = "expected (the policy's prior)" if prior else "learned"
     return Figure(
         "capacity",
         replicas,
-        f"demand {number(demand)} tokens/s{at} the learned {number(capacity)} tokens/s per {unit} {verdict}",
+        f"{seen}{at} the {which} {number(capacity)} tokens/s per {unit} {verdict}",
     )

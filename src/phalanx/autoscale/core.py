@@ -7,10 +7,18 @@ start at once) | panic | windows and step limits -> clamp -> to zero only after 
 
 from __future__ import annotations
 
-from phalanx.autoscale.backlog import Need, keep_demand, learn_startup, need, rise, still_starting
+from phalanx.autoscale.backlog import (
+    Need,
+    keep_demand,
+    lead_time,
+    learn_startup,
+    need,
+    rise,
+    still_starting,
+)
 from phalanx.autoscale.capacity import capacity_figure, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
-from phalanx.autoscale.recommend import Figure, plural, recommend
+from phalanx.autoscale.recommend import Figure, number, plural, recommend
 from phalanx.autoscale.record import append_record, prune_recommendations
 from phalanx.autoscale.stabilize import Step, panic_step, seconds, stable_step
 from phalanx.autoscale.types import (
@@ -26,7 +34,10 @@ from phalanx.autoscale.types import (
 )
 from phalanx.autoscale.zero import idle_for
 
-BACKLOG_SIGNALS: frozenset[SignalName] = frozenset({"queue", "inflight", "waiting"})
+# Figures that read a backlog as a lack of units: the queue-like signals through the ratio rule,
+# and the latency guards, whose p95 over the last minute still holds a backlog's waits after the
+# backlog is gone.
+BACKLOG_SIGNALS: frozenset[SignalName] = frozenset({"queue", "inflight", "waiting", "ttft_p95", "itl_p95"})
 
 
 def clamp(value: int, policy: Policy) -> tuple[int, str | None]:
@@ -38,8 +49,9 @@ def clamp(value: int, policy: Policy) -> tuple[int, str | None]:
 
 
 def drain_cap(figure: Figure, current: int, needed: Need | None, unit: str) -> Figure:
-    """A queue-like signal read through the ratio rule counts a backlog as steady load; above the
-    current count it asks for no more than the demand and the backlog's drain need."""
+    """A queue-like signal read through the ratio rule counts a backlog as steady load, a latency
+    guard counts its wait; above the current count either asks for no more than the demand and
+    the backlog's drain need (when both are known; otherwise the figure stands)."""
     if needed is None or figure.source not in BACKLOG_SIGNALS or figure.replicas <= current:
         return figure
     cap = max(current, needed.units)
@@ -55,6 +67,7 @@ def gather(
     capacity: float | None,
     remaining: float = 0.0,
     ahead: float = 0.0,
+    prior: bool = False,
 ) -> list[Figure]:
     """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's."""
     figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
@@ -62,8 +75,12 @@ def gather(
     needed = need(live, signals, capacity, utilization, policy.backlog_horizon, remaining, ahead)
     figures = [drain_cap(f, len(live), needed, policy.unit) for f in figures]
     if policy.capacity_floor:
-        demand = signals.demand_tokens_per_second
-        floor = capacity_figure(demand, capacity, len(live), policy.tolerance, policy.unit, utilization)
+        demand, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
+        # A rising demand is planned for as it will be when a unit asked for now is ready.
+        expected = demand * (requests + ahead) / requests if demand is not None and requests else None
+        floor = capacity_figure(
+            demand, capacity, len(live), policy.tolerance, policy.unit, utilization, expected, prior
+        )
         figures += [floor] if floor is not None else []
     if not live and signals.admission_queue > 0:
         waiting = plural(signals.admission_queue, "request")
@@ -107,8 +124,13 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     capacity = learn_capacity(history.capacity_per_unit, live)
     startup = learn_startup(history.startup, history.starting, live, now)
     arrivals = signals.demand_requests_per_second
-    ahead = rise(history.demand, now, arrivals, startup or 0.0) if arrivals is not None else 0.0
-    figures = gather(policy, live, signals, capacity, still_starting(live, now, startup), ahead)
+    lead = lead_time(startup, live, now)
+    ahead = rise(history.demand, now, arrivals, lead) if arrivals is not None else 0.0
+    planned = capacity if capacity is not None else policy.capacity_prior  # learned, else the prior
+    remaining = still_starting(live, now, startup)
+    figures = gather(
+        policy, live, signals, planned, remaining, ahead, capacity is None and planned is not None
+    )
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]
@@ -133,6 +155,13 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
         step, panic_until = move(policy, recommended, current, now, recommendations, history)
     mode: Mode = "Stable" if panic_until is None else "Panic"
     clauses += step.clauses
+    if step.desired < current and ahead > 0:
+        # A unit removed now would have to be started again before the rise arrives.
+        step = Step(current)
+        clauses.append(
+            f"kept at {current}: the arrival rate is rising (+{number(ahead)} requests/s within "
+            f"{seconds(lead)}), no scale-down"
+        )
     desired, clamped = clamp(step.desired, policy)
     clauses += [clamped] if clamped else []
     window = policy.scale_down.stabilization_window

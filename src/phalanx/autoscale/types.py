@@ -77,6 +77,9 @@ class Policy:
     # A backlog (requests held at the router or waiting in engines) asks for enough units beyond the
     # steady demand to drain it within this many seconds, not for a unit per `target` requests.
     backlog_horizon: float = 120.0
+    # Tokens per second one unit is expected to sustain (e.g. the planner's figure), used until one
+    # is learned from saturated units; None: unknown, nothing is assumed.
+    capacity_prior: float | None = None
     observe_only: bool = False  # decide and report, change nothing
     history_limit: int = 32  # decision records kept (and shown in status)
     unit: str = "group"  # what one unit is called in reasons, e.g. "prefill instance"
@@ -153,8 +156,8 @@ class History:
     starting: tuple[tuple[str, float], ...] = ()
     # Seconds from creation to ready, learned from the units seen starting; None: not seen yet.
     startup: float | None = None
-    # (time, requests per second arriving) of the passes of the last minute, and the newest older
-    # one: how fast the demand rises.
+    # (time, requests per second arriving) of the passes of the last three minutes, and the newest
+    # older one: how fast the demand rises, and whether the rise lasts.
     demand: tuple[tuple[float, float], ...] = ()
 
 

@@ -174,9 +174,11 @@ def test_the_core_keeps_the_units_starting_and_the_startup_in_the_history() -> N
     assert decision.history.starting == (("g100", 30.0),)
 
 
-def test_the_demand_samples_keep_the_last_minute_and_the_newest_older_one() -> None:
+def test_the_demand_samples_keep_the_last_three_minutes_and_the_newest_older_one() -> None:
     samples = ((0.0, 1.0), (15.0, 2.0), (30.0, 3.0))
-    assert keep_demand(samples, 90.0, 5.0) == ((15.0, 2.0), (30.0, 3.0), (90.0, 5.0))
+    assert keep_demand(samples, 90.0, 5.0) == ((0.0, 1.0), (15.0, 2.0), (30.0, 3.0), (90.0, 5.0))
+    # At 200 s the three minutes start at 20 s: 15 s is the newest older one, 0 s goes.
+    assert keep_demand(samples, 200.0, 5.0) == ((15.0, 2.0), (30.0, 3.0), (200.0, 5.0))
     assert keep_demand(samples, 30.0, None) == samples  # no rate this pass: nothing added
 
 
@@ -205,3 +207,19 @@ def test_the_core_projects_the_rise_over_the_learned_startup() -> None:
     decision = autoscale(chosen, demand(*units(2, inflight=40.0, waiting=0.0)), 60.0, history)
     assert decision.recommendations == {"inflight": 5}
     assert decision.history.demand == ((0.0, 2.0), (60.0, 4.0))
+
+
+def test_a_latency_guard_asks_for_no_more_than_the_demand_and_the_backlog_need() -> None:
+    # TTFT p95 5 s over the 2 s objective asks for one more than the 4 ready units: 5. The demand
+    # needs 6000 / 2000 = 3 units and nothing waits: the p95 holds old waits, the guard is capped
+    # at the current 4.
+    chosen = policy(INFLIGHT, TTFT, capacity_utilization=1.0)
+    signals = demand(*units(4, inflight=2.0, waiting=0.0, ttft_p95=5.0))
+    decision = autoscale(chosen, signals, 0.0, History(capacity_per_unit=2000.0))
+    assert decision.recommendations == {"inflight": 2, "ttft_p95": 4, "capacity": 3}
+    assert decision.desired == 4
+    assert "the demand needs 3 and the backlog of 0 requests 0 more to drain in 120 s: 3" in decision.reason
+    # With no capacity learned the need is unknown and the guard stands.
+    unknown = autoscale(chosen, signals, 0.0, History())
+    assert unknown.recommendations == {"inflight": 2, "ttft_p95": 5}
+    assert unknown.desired == 5

@@ -16,6 +16,7 @@ from phalanx.autoscale.replay.trace import Request, Trace
 
 PROMPT_MEDIAN, PROMPT_SIGMA, PROMPT_MAX = 1020.0, 0.49, 8192
 OUTPUT_MEDIAN, OUTPUT_SIGMA, OUTPUT_MAX = 129.0, 0.99, 1000
+PROMPT_MEAN, OUTPUT_MEAN = 1155.0, 211.0  # the Azure trace's means, which those spreads give
 
 
 def _request(arrival: float, rng: random.Random) -> Request:
