@@ -7,13 +7,14 @@ starts groups, or drains and removes them.
 
 Bounded like the one under `phalanx up` (`http.pages`): a page not read is unknown, never 0. The
 History is rebuilt from each policy's status the first time this replica decides for it, so a new
-leader goes on from where the last one stopped. Policies on roles are refused here for now
-(Ready=False, NotSupported): they scale under `phalanx up`.
+leader goes on from where the last one stopped. A policy on roles (disaggregatedTarget) decides
+each role's instances with `autoscale_roles` and patches `spec.template.roles[].replicas`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import time
 from collections.abc import Callable
@@ -34,16 +35,33 @@ from phalanx.api.autoscalingpolicy import (
 from phalanx.api.base import Condition
 from phalanx.api.errors import SpecError
 from phalanx.api.modelserving import ModelServing
+from phalanx.autoscale.act import Act, act
 from phalanx.autoscale.conflicts import claim_of, resolve
 from phalanx.autoscale.core import autoscale
-from phalanx.autoscale.from_api import core_policy, format_time, history_from_status, status_from_decision
+from phalanx.autoscale.from_api import (
+    core_policy,
+    disaggregated_status,
+    format_time,
+    history_from_status,
+    role_histories,
+    status_from_decision,
+)
 from phalanx.autoscale.observe.assemble import build_signals
 from phalanx.autoscale.observe.engine import observe_units
 from phalanx.autoscale.observe.router import RouterFigures
 from phalanx.autoscale.observe.snapshot import PageSnapshot
-from phalanx.autoscale.policy_status import decided, false_condition, target_name, with_conditions
-from phalanx.autoscale.types import Decision, EventType, History, Policy
+from phalanx.autoscale.policy_status import (
+    decided,
+    false_condition,
+    role_pass_period,
+    roles_refusal,
+    target_name,
+    with_conditions,
+)
+from phalanx.autoscale.roles import autoscale_roles
+from phalanx.autoscale.types import AutoscaleEvent, History, Policy, RolePolicies, Signals
 from phalanx.controller.actions import Event
+from phalanx.controller.scaling import ScaleRefused, scaled
 from phalanx.http.pages import PageReader
 from phalanx.kube.errors import KUBE_ERRORS, describe
 from phalanx.kube.informer import Informer
@@ -63,7 +81,8 @@ TICK_SECONDS = 0.25  # how often due policies are looked for
 class Kept:
     """What this replica keeps of one policy between passes; rebuilt from the status when absent."""
 
-    history: History | None = None
+    history: History | None = None  # None: rebuild from the status
+    roles: dict[str, History] | None = None  # per role, for a policy on roles; None: from the status
     due: float = 0.0
     target: str = ""  # the ModelServing the history is about
     engines: dict[str, PageSnapshot] = field(default_factory=dict)
@@ -128,20 +147,16 @@ class PolicyLoop:
                     policy, policy.status, (false_condition(CONDITION_READY, "InvalidPolicy", message),)
                 )
                 continue
-            if not isinstance(core, Policy):
-                kept.due = now + 5.0
-                message = (
-                    "the operator scales whole ModelServings for now; policies on roles act under phalanx up"
-                )
-                await self._write(
-                    policy, policy.status, (false_condition(CONDITION_READY, "NotSupported", message),)
-                )
-                continue
-            kept.due = now + core.period
+            kept.due = now + (core.period if isinstance(core, Policy) else role_pass_period(core))
             await self._pass(session, policy, core, kept, now)
 
     async def _pass(
-        self, session: aiohttp.ClientSession, policy: AutoscalingPolicy, core: Policy, kept: Kept, now: float
+        self,
+        session: aiohttp.ClientSession,
+        policy: AutoscalingPolicy,
+        core: Policy | RolePolicies,
+        kept: Kept,
+        now: float,
     ) -> None:
         namespace, name = policy.metadata.namespace, target_name(policy)
         data = await self.runtime.read_serving(namespace, name)
@@ -151,28 +166,61 @@ class PolicyLoop:
             condition = false_condition(CONDITION_TARGET_FOUND, "TargetNotFound", message)
             await self._write(policy, policy.status, (condition,))
             return
-        if kept.target != name:  # first pass here, or the policy was pointed elsewhere
-            status = policy.status or AutoscalingPolicyStatus()
-            kept.history = history_from_status(status.homogeneous_status) if kept.target == "" else History()
+        if isinstance(core, RolePolicies) and (refused := roles_refusal(name, ms.spec.replicas)) is not None:
+            await self._write(policy, policy.status, (refused,))
+            return
+        if kept.target != name:  # first pass here (None: from the status), or pointed elsewhere
+            fresh = kept.target != ""
+            kept.history, kept.roles = (History(), {}) if fresh else (None, None)
             kept.engines, kept.router, kept.target = {}, None, name
+        roles: list[str | None] = list(core.roles) if isinstance(core, RolePolicies) else [None]
         pods = await self.runtime.list_objects("Pod", namespace, {})
-        units = group_units(pods, name, endpoint_from_pod)
-        live = [u for u in units if u.state.ready and u.url is not None and u.endpoint is not None]
+        units = {role: group_units(pods, name, endpoint_from_pod, role) for role in roles}
+        every = [u for found in units.values() for u in found]
+        live = [u for u in every if u.state.ready and u.url is not None and u.endpoint is not None]
         texts = await asyncio.gather(*(self.pages.read(session, f"{u.url}/metrics") for u in live))
         read = {u.state.name: (u.endpoint or "", t) for u, t in zip(live, texts, strict=True)}
         engines, kept.engines = observe_units(read, kept.engines, now)
-        router = await self._router(session, kept, ms, units, now)
-        signals = build_signals([u.state for u in units], engines, router, placeable=None)
-        if router is not None and router.arrivals_per_second is not None:
-            signals = replace(signals, demand_requests_per_second=router.arrivals_per_second)
-        assert kept.history is not None
-        decision = autoscale(core, signals, now, kept.history)
-        kept.history = decision.history
-        await self._act(policy, core, decision, ms, data)
-        status = (policy.status or AutoscalingPolicyStatus()).model_copy(
-            update={"homogeneous_status": status_from_decision(decision)}
-        )
-        await self._write(policy, status, decided([decision.reason]))
+        router = await self._router(session, kept, ms, every, now)
+        signals: dict[str | None, Signals] = {}
+        for role, found in units.items():
+            names = {u.state.name for u in found}
+            mine = (
+                replace(router, inflight={k: v for k, v in router.inflight.items() if k in names})
+                if router
+                else None
+            )
+            one = build_signals([u.state for u in found], engines, mine, placeable=None)
+            if router is not None and router.arrivals_per_second is not None:
+                one = replace(one, demand_requests_per_second=router.arrivals_per_second)
+            signals[role] = one
+        status = policy.status or AutoscalingPolicyStatus()
+        if isinstance(core, Policy):
+            history = (
+                kept.history if kept.history is not None else history_from_status(status.homogeneous_status)
+            )
+            decision = autoscale(core, signals[None], now, history)
+            kept.history = decision.history
+            acts: list[tuple[str | None, Act]] = [
+                (None, act(policy.name, decision, ms.spec.replicas, core.observe_only))
+            ]
+            status = status.model_copy(update={"homogeneous_status": status_from_decision(decision)})
+            reasons = [decision.reason]
+        else:
+            histories = kept.roles if kept.roles is not None else role_histories(status.disaggregated_status)
+            by_role = {role: s for role, s in signals.items() if role is not None}
+            decisions = autoscale_roles(core, by_role, now, histories)
+            kept.roles = {role: d.history for role, d in decisions.items()}
+            acts = [
+                (role, act(policy.name, d, _role_replicas(ms, role), core.roles[role].observe_only, role))
+                for role, d in sorted(decisions.items())
+            ]
+            status = status.model_copy(
+                update={"disaggregated_status": disaggregated_status(decisions, core.ratio)}
+            )
+            reasons = [f"{role}: {decisions[role].reason}" for role in sorted(decisions)]
+        await self._act(ms, data, acts)
+        await self._write(policy, status, decided(reasons))
 
     async def _router(
         self, session: aiohttp.ClientSession, kept: Kept, ms: ModelServing, units: list[GroupUnit], now: float
@@ -191,34 +239,36 @@ class PolicyLoop:
         )
         return figures
 
-    async def _act(
-        self, policy: AutoscalingPolicy, core: Policy, decision: Decision, ms: ModelServing, data: Any
-    ) -> None:
-        who = f"AutoscalingPolicy {policy.name}"
-        for event in decision.events:
-            await self._event(ms, event.type, event.reason, f"{who}: {event.message}")
-        if decision.desired == ms.spec.replicas:
+    async def _act(self, ms: ModelServing, data: Any, acts: list[tuple[str | None, Act]]) -> None:
+        """The events, then every count to set in one merge patch (`replicas_patch`); a 409 or a
+        refusal is an AutoscaleFailed event and the next pass decides again from what is stored."""
+        for _, one in acts:
+            for event in one.events:
+                await self._event(ms, event)
+        setting = [(role, one) for role, one in acts if one.replicas is not None]
+        if not setting:
             return
-        change = f"replicas {ms.spec.replicas} -> {decision.desired}: {decision.reason}"
-        if core.observe_only:
-            if decision.changed:
-                await self._event(ms, "Normal", "AutoscaleObserved", f"{who} would set {change}")
+        patch = replicas_patch(
+            ms, data, [(role, one.replicas) for role, one in setting if one.replicas is not None]
+        )
+        if isinstance(patch, ScaleRefused):
+            for _, one in setting:
+                await self._event(ms, one.failed(patch.message))
             return
-        # The resourceVersion read makes the patch fail (409) if someone changed the object since.
-        version = ((data or {}).get("metadata") or {}).get("resourceVersion")
-        patch = {"metadata": {"resourceVersion": version}, "spec": {"replicas": decision.desired}}
         try:
             written = await self.client.patch(
                 ModelServingResource, ms.name, patch, namespace=ms.namespace, patch_type=PatchType.MERGE
             )
         except KUBE_ERRORS as exc:
-            await self._event(ms, "Warning", "AutoscaleFailed", f"{who} cannot set {change}: {describe(exc)}")
+            for _, one in setting:
+                await self._event(ms, one.failed(describe(exc)))
             return
         self.runtime.remember(written)
-        await self._event(ms, "Normal", "Autoscaled", f"{who} set {change}")
+        for _, one in setting:
+            await self._event(ms, one.applied())
 
-    async def _event(self, ms: ModelServing, type_: EventType, reason: str, message: str) -> None:
-        await self.runtime.record_event(ms.namespace, ms.name, Event(type_, reason, message))
+    async def _event(self, ms: ModelServing, event: AutoscaleEvent) -> None:
+        await self.runtime.record_event(ms.namespace, ms.name, Event(event.type, event.reason, event.message))
 
     async def _write(
         self,
@@ -252,6 +302,35 @@ def _serving(data: Any) -> ModelServing | None:
         return ModelServing.model_validate(data)
     except ValidationError:
         return None
+
+
+def replicas_patch(
+    ms: ModelServing, data: Any, counts: list[tuple[str | None, int]]
+) -> dict[str, Any] | ScaleRefused:
+    """The merge patch that sets `counts` (role None: spec.replicas) on the ModelServing read as
+    `data`, validated as `phalanx scale` validates. It carries the resourceVersion read, so a change
+    made since (by a user, or a ModelDeployment re-applied) fails it with 409."""
+    updated: ModelServing | ScaleRefused = ms
+    for role, replicas in counts:
+        if isinstance(updated, ModelServing):
+            updated = scaled(updated, replicas, role)
+    if isinstance(updated, ScaleRefused):
+        return updated
+    stored = data or {}
+    spec: dict[str, Any] = {"replicas": updated.spec.replicas}
+    if any(role is not None for role, _ in counts):
+        # A merge patch replaces a list whole: the roles as read, each with its new count.
+        by_name = {r.name: r.replicas for r in updated.spec.template.roles}
+        roles = copy.deepcopy(((stored.get("spec") or {}).get("template") or {}).get("roles") or [])
+        for role in roles:
+            role["replicas"] = by_name.get(role.get("name"), role.get("replicas"))
+        spec = {"template": {"roles": roles}}
+    version = (stored.get("metadata") or {}).get("resourceVersion")
+    return {"metadata": {"resourceVersion": version}, "spec": spec}
+
+
+def _role_replicas(ms: ModelServing, role: str) -> int:
+    return next((r.replicas for r in ms.spec.template.roles if r.name == role), 0)
 
 
 def _key(policy: AutoscalingPolicy) -> Key:
