@@ -635,6 +635,13 @@ def install(
     ] = 2,
     router_replicas: Annotated[int, typer.Option("--router-replicas", min=0, help="Router pods.")] = 2,
     with_router: Annotated[bool, typer.Option("--router/--no-router", help="Include the router.")] = True,
+    operator_placement: Annotated[
+        bool,
+        typer.Option(
+            "--operator-placement/--no-operator-placement",
+            help="Let the operator list nodes and bound pods (the autoscaler's placement limit).",
+        ),
+    ] = False,
     router_api_keys_secret: Annotated[
         str, typer.Option("--router-api-keys-secret", help="Secret whose entries are the router's API keys.")
     ] = "",
@@ -661,6 +668,7 @@ def install(
         image_pull_policy=image_pull_policy,
         watch_namespace=watch_namespace or "",
         operator=replace(defaults.operator, replicas=operator_replicas),
+        operator_placement=operator_placement,
         router_enabled=with_router,
         router=replace(defaults.router, replicas=router_replicas),
         router_api_keys_secret=router_api_keys_secret,

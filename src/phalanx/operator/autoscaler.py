@@ -50,6 +50,7 @@ from phalanx.autoscale.observe.assemble import build_signals
 from phalanx.autoscale.observe.engine import observe_units
 from phalanx.autoscale.observe.router import RouterFigures
 from phalanx.autoscale.observe.snapshot import PageSnapshot
+from phalanx.autoscale.placement_cluster import cluster_placeable, unit_pods
 from phalanx.autoscale.policy_status import (
     decided,
     false_condition,
@@ -66,6 +67,7 @@ from phalanx.http.pages import PageReader
 from phalanx.kube.errors import KUBE_ERRORS, describe
 from phalanx.kube.informer import Informer
 from phalanx.kube.resources import AutoscalingPolicyResource, ModelServingResource, as_dict
+from phalanx.operator.room import ClusterRoom
 from phalanx.router.pods import endpoint_from_pod
 from phalanx.router.serving_figures import figures_for_serving
 from phalanx.runtimes.group_units import GroupUnit, group_units
@@ -107,6 +109,7 @@ class PolicyLoop:
         self.clock = clock
         self.policies = Informer(client, AutoscalingPolicyResource, namespace, lambda _: None, logger=log)
         self.kept: dict[Key, Kept] = {}
+        self.room = ClusterRoom(client)
 
     async def run(self) -> None:
         """Decides until cancelled (the operator cancels it when this replica stops leading)."""
@@ -190,7 +193,8 @@ class PolicyLoop:
                 if router
                 else None
             )
-            one = build_signals([u.state for u in found], engines, mine, placeable=None)
+            room = await self._placeable(ms, role, found)
+            one = build_signals([u.state for u in found], engines, mine, placeable=room)
             if router is not None and router.arrivals_per_second is not None:
                 one = replace(one, demand_requests_per_second=router.arrivals_per_second)
             signals[role] = one
@@ -221,6 +225,15 @@ class PolicyLoop:
             reasons = [f"{role}: {decisions[role].reason}" for role in sorted(decisions)]
         await self._act(ms, data, acts)
         await self._write(policy, status, decided(reasons))
+
+    async def _placeable(self, ms: ModelServing, role: str | None, units: list[GroupUnit]) -> int | None:
+        """More units the nodes' free extended resources hold (None: no limit known); the nodes are
+        listed only for a unit that needs such a resource."""
+        unit = unit_pods(ms.to_dict(), role)
+        if not unit:
+            return None
+        unplaced = sum(1 for u in units if not u.placed and not u.state.draining)
+        return cluster_placeable(unit, await self.room.free(), unplaced)
 
     async def _router(
         self, session: aiohttp.ClientSession, kept: Kept, ms: ModelServing, units: list[GroupUnit], now: float

@@ -93,6 +93,8 @@ class InstallOptions:
     labels: Mapping[str, str] = field(default_factory=dict)
     operator: Workload = field(default_factory=default_operator)
     operator_workers: int = 2
+    # Let the operator list nodes and bound pods cluster-wide (the autoscaler's placement limit).
+    operator_placement: bool = False
     router_enabled: bool = True
     router: Workload = field(default_factory=default_router)
     service_type: str = "ClusterIP"
@@ -182,7 +184,11 @@ def chart_values(options: InstallOptions) -> Object:
         "imagePullSecrets": list(options.image_pull_secrets),
         "watchNamespace": options.watch_namespace,
         "commonLabels": dict(options.labels),
-        "operator": {**_workload_values(options.operator), "workers": options.operator_workers},
+        "operator": {
+            **_workload_values(options.operator),
+            "workers": options.operator_workers,
+            "placement": options.operator_placement,
+        },
         "router": {
             "enabled": options.router_enabled,
             **_workload_values(options.router),
@@ -300,6 +306,20 @@ GANG_CRD_RULES: tuple[Rule, ...] = (
         ("watch",),
         "notice Volcano or the coscheduling plugin being installed or removed; these two CRDs only",
         resource_names=("podgroups.scheduling.volcano.sh", "podgroups.scheduling.x-k8s.io"),
+    ),
+)
+PLACEMENT_RULES: tuple[Rule, ...] = (
+    Rule(
+        "",
+        ("nodes",),
+        ("list",),
+        "the nodes' allocatable GPUs (extended resources), for how many more groups the autoscaler can place",
+    ),
+    Rule(
+        "",
+        ("pods",),
+        ("list",),
+        "the requests of the pods bound to those nodes, in every namespace (what is not free)",
     ),
 )
 LEADER_RULES: tuple[Rule, ...] = (
@@ -492,6 +512,11 @@ def operator_objects(options: InstallOptions) -> list[Object]:
         _service_account(options, name, component),
         *_grant(options, component, name, OPERATOR_RULES, binding_namespace=options.watch_namespace or None),
         *_grant(options, component, f"{name}-gang-apis", GANG_CRD_RULES),
+        *(
+            _grant(options, component, f"{name}-placement", PLACEMENT_RULES)
+            if options.operator_placement
+            else []
+        ),
         *_grant(
             options,
             component,

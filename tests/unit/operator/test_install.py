@@ -24,6 +24,7 @@ from phalanx.operator.install import (
     GANG_CRD_RULES,
     LEADER_RULES,
     OPERATOR_RULES,
+    PLACEMENT_RULES,
     ROUTER_RULES,
     InstallError,
     InstallOptions,
@@ -184,13 +185,35 @@ def test_operator_cluster_role_is_exactly_what_the_operator_uses() -> None:
     ]
 
 
-def test_no_rule_grants_a_wildcard_secrets_or_nodes() -> None:
-    for obj in DEFAULT:
+def test_no_rule_grants_a_wildcard_secrets_or_nodes_beyond_listing_them() -> None:
+    for obj in render(InstallOptions(operator_placement=True)):
         for rule in obj.get("rules", []):
             for key in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert "*" not in rule.get(key, []), (obj["metadata"]["name"], rule)
-            assert not {"secrets", "configmaps", "nodes"} & set(rule["resources"])
+            assert not {"secrets", "configmaps"} & set(rule["resources"])
+            if "nodes" in rule["resources"]:
+                assert obj["metadata"]["name"] == "phalanx-operator-placement"
+                assert rule["verbs"] == ["list"]
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
+
+
+def test_the_placement_role_is_asked_for_and_only_lists_nodes_and_pods_cluster_wide() -> None:
+    assert not any("placement" in o["metadata"]["name"] for o in DEFAULT)
+    placing = render(InstallOptions(operator_placement=True))
+    assert rules(placing, "ClusterRole", "phalanx-operator-placement") == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    # Nodes are cluster-scoped and a node's pods come from every namespace: bound cluster-wide
+    # even when the operator watches one namespace.
+    objects = by_kind_and_name(render(InstallOptions(watch_namespace="models", operator_placement=True)))
+    assert objects[("ClusterRoleBinding", "phalanx-operator-placement")]["roleRef"]["name"] == (
+        "phalanx-operator-placement"
+    )
+    assert helm_set_flags(InstallOptions(operator_placement=True)) == [
+        "--set-json",
+        "operator.placement=true",
+    ]
 
 
 def test_leader_election_is_one_lease_in_the_release_namespace() -> None:
@@ -260,7 +283,7 @@ def test_a_watch_namespace_grants_the_namespaced_rules_there_only() -> None:
 
 def test_docs_list_every_rule_with_its_reason() -> None:
     lines = set((ROOT / "docs" / "install.md").read_text().splitlines())
-    for rule in (*OPERATOR_RULES, *GANG_CRD_RULES, *LEADER_RULES, *ROUTER_RULES):
+    for rule in (*OPERATOR_RULES, *GANG_CRD_RULES, *PLACEMENT_RULES, *LEADER_RULES, *ROUTER_RULES):
         resources = ", ".join(f"`{r}`" for r in rule.resources)
         if rule.resource_names:
             resources += " (only " + ", ".join(f"`{n}`" for n in rule.resource_names) + ")"
