@@ -23,6 +23,8 @@ from typing import Any
 
 import aiohttp
 from lightkube import AsyncClient
+from lightkube import operators as ops
+from lightkube.resources.core_v1 import Pod, Service
 from lightkube.types import PatchType
 from pydantic import ValidationError
 
@@ -68,6 +70,7 @@ from phalanx.kube.errors import KUBE_ERRORS, describe
 from phalanx.kube.informer import Informer
 from phalanx.kube.resources import AutoscalingPolicyResource, ModelServingResource, as_dict
 from phalanx.operator.room import ClusterRoom
+from phalanx.operator.router_pages import added, pod_urls, service_url
 from phalanx.router.pods import endpoint_from_pod
 from phalanx.router.serving_figures import figures_for_serving
 from phalanx.runtimes.group_units import GroupUnit, group_units
@@ -77,6 +80,7 @@ log = logging.getLogger("phalanx.operator.autoscaler")
 
 Key = tuple[str, str]  # the policy's namespace, name
 TICK_SECONDS = 0.25  # how often due policies are looked for
+ROUTER_PODS_TTL_SECONDS = 5.0  # router pods are listed at most this often, for every policy together
 
 
 @dataclass
@@ -88,7 +92,7 @@ class Kept:
     due: float = 0.0
     target: str = ""  # the ModelServing the history is about
     engines: dict[str, PageSnapshot] = field(default_factory=dict)
-    router: PageSnapshot | None = None
+    router: dict[str, PageSnapshot] = field(default_factory=dict)  # by router pod (or the URL)
 
 
 class PolicyLoop:
@@ -110,6 +114,8 @@ class PolicyLoop:
         self.policies = Informer(client, AutoscalingPolicyResource, namespace, lambda _: None, logger=log)
         self.kept: dict[Key, Kept] = {}
         self.room = ClusterRoom(client)
+        self._router_urls_at: float | None = None
+        self._router_urls_cache: dict[str, str] = {}
 
     async def run(self) -> None:
         """Decides until cancelled (the operator cancels it when this replica stops leading)."""
@@ -175,7 +181,7 @@ class PolicyLoop:
         if kept.target != name:  # first pass here (None: from the status), or pointed elsewhere
             fresh = kept.target != ""
             kept.history, kept.roles = (History(), {}) if fresh else (None, None)
-            kept.engines, kept.router, kept.target = {}, None, name
+            kept.engines, kept.router, kept.target = {}, {}, name
         roles: list[str | None] = list(core.roles) if isinstance(core, RolePolicies) else [None]
         pods = await self.runtime.list_objects("Pod", namespace, {})
         units = {role: group_units(pods, name, endpoint_from_pod, role) for role in roles}
@@ -238,19 +244,49 @@ class PolicyLoop:
     async def _router(
         self, session: aiohttp.ClientSession, kept: Kept, ms: ModelServing, units: list[GroupUnit], now: float
     ) -> RouterFigures | None:
-        """The router's figures for the target's model; None (unknown) without a page to read."""
+        """The router's figures for the target's model, each replica's page read on its own and
+        added up (`router_pages`); None (unknown) without a page to read or with one not read."""
         if self.router_metrics_url is None:
             return None
-        page = await self.pages.read(session, self.router_metrics_url)
-        figures, kept.router = figures_for_serving(
-            page,
-            kept.router,
-            now,
-            serving=ms.to_dict(),
-            servings=[s.to_dict() for s in await self.runtime.list_servings()],
-            endpoints={u.endpoint: u.state.name for u in units if u.endpoint is not None},
-        )
-        return figures
+        urls = await self._router_urls(self.router_metrics_url)
+        pages = await asyncio.gather(*(self.pages.read(session, url) for url in urls.values()))
+        servings = [s.to_dict() for s in await self.runtime.list_servings()]
+        endpoints = {u.endpoint: u.state.name for u in units if u.endpoint is not None}
+        figures, windows = [], {}
+        for key, page in zip(urls, pages, strict=True):
+            one, windows[key] = figures_for_serving(
+                page, kept.router.get(key), now, serving=ms.to_dict(), servings=servings, endpoints=endpoints
+            )
+            figures.append(one)
+        kept.router = {k: w for k, w in windows.items() if w is not None}  # a replica gone takes its window
+        return added(figures)
+
+    async def _router_urls(self, url: str) -> dict[str, str]:
+        """Each ready router pod's page when `url` names a Service the operator can read (at most one
+        listing every few seconds for all policies), else `url` itself."""
+        now = time.monotonic()
+        if self._router_urls_at is not None and now - self._router_urls_at < ROUTER_PODS_TTL_SECONDS:
+            return self._router_urls_cache
+        self._router_urls_at, self._router_urls_cache = now, {url: url}
+        target = service_url(url)
+        if target is None:
+            return self._router_urls_cache
+        try:
+            named: dict[str, str | ops.BinaryOperator | ops.SequenceOperator] = {"metadata.name": target.name}
+            services = [
+                as_dict(s) async for s in self.client.list(Service, namespace=target.namespace, fields=named)
+            ]
+            selector = ((services[0].get("spec") or {}).get("selector") or {}) if services else {}
+            if not selector:
+                return self._router_urls_cache
+            listing = self.client.list(Pod, namespace=target.namespace, labels=dict(selector))
+            found = pod_urls(services[0], [as_dict(p) async for p in listing], target)
+        except KUBE_ERRORS as exc:  # e.g. a watchNamespace install: the release namespace is not ours
+            log.debug("router pods behind %s not listed (%s); reading the URL as it is", url, describe(exc))
+            return self._router_urls_cache
+        if found is not None:
+            self._router_urls_cache = found
+        return self._router_urls_cache
 
     async def _act(self, ms: ModelServing, data: Any, acts: list[tuple[str | None, Act]]) -> None:
         """The events, then every count to set in one merge patch (`replicas_patch`); a 409 or a

@@ -95,6 +95,8 @@ class InstallOptions:
     operator_workers: int = 2
     # Let the operator list nodes and bound pods cluster-wide (the autoscaler's placement limit).
     operator_placement: bool = False
+    # The router's page for the autoscaler; "": the router's Service when the router is installed.
+    operator_router_metrics_url: str = ""
     router_enabled: bool = True
     router: Workload = field(default_factory=default_router)
     service_type: str = "ClusterIP"
@@ -156,6 +158,11 @@ def problems(options: InstallOptions) -> list[str]:
         found.append(f"operator workers {options.operator_workers}: must be at least 1")
     if options.service_type not in SERVICE_TYPES:
         found.append(f"service type {options.service_type!r}: one of {', '.join(SERVICE_TYPES)}")
+    url = options.operator_router_metrics_url
+    if url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        found.append(
+            f"router metrics URL {url!r}: an http:// or https:// URL, e.g. http://router.ns.svc:8000/metrics"
+        )
     if not 1 <= options.service_port <= 65535:
         found.append(f"service port {options.service_port}: must be between 1 and 65535")
     return found
@@ -188,6 +195,7 @@ def chart_values(options: InstallOptions) -> Object:
             **_workload_values(options.operator),
             "workers": options.operator_workers,
             "placement": options.operator_placement,
+            "routerMetricsUrl": options.operator_router_metrics_url,
         },
         "router": {
             "enabled": options.router_enabled,
@@ -484,6 +492,20 @@ def _watch_args(options: InstallOptions) -> list[str]:
     return ["--namespace", options.watch_namespace] if options.watch_namespace else []
 
 
+def router_metrics_url(options: InstallOptions) -> str:
+    """The page the operator's autoscaler reads the router's figures from: the option, else the
+    router's Service (its pods are then read one by one, `operator.router_pages`), else none."""
+    if options.operator_router_metrics_url or not options.router_enabled:
+        return options.operator_router_metrics_url
+    service = component_name(options.release, "router")
+    return f"http://{service}.{options.namespace}.svc:{options.service_port}/metrics"
+
+
+def _router_metrics_args(options: InstallOptions) -> list[str]:
+    url = router_metrics_url(options)
+    return ["--router-metrics-url", url] if url else []
+
+
 def operator_objects(options: InstallOptions) -> list[Object]:
     """ServiceAccount, roles and bindings, and the leader-elected operator Deployment."""
     component = "operator"
@@ -498,6 +520,7 @@ def operator_objects(options: InstallOptions) -> list[Object]:
             "--workers",
             str(options.operator_workers),
             *_watch_args(options),
+            *_router_metrics_args(options),
         ],
         "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],

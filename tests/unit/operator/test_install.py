@@ -30,6 +30,7 @@ from phalanx.operator.install import (
     InstallOptions,
     Workload,
     chart_values,
+    component_name,
     default_operator,
     fullname,
     helm_set_flags,
@@ -304,7 +305,8 @@ def test_operator_deployment() -> None:
     assert operator["image"] == f"phalanx:{__version__}"
     assert operator["command"] == ["phalanx"]
     assert operator["args"] == [
-        "operator", "--lease-namespace", "$(POD_NAMESPACE)", "--health-port", "8081", "--workers", "2"
+        "operator", "--lease-namespace", "$(POD_NAMESPACE)", "--health-port", "8081", "--workers", "2",
+        "--router-metrics-url", "http://phalanx-router.phalanx-system.svc:8000/metrics",
     ]  # fmt: skip
     assert operator["env"] == [
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
@@ -393,7 +395,9 @@ def test_values_reach_the_objects() -> None:
     assert spec["containers"][0]["image"] == "registry.example:5000/team/phalanx:1.2.3"
     assert spec["containers"][0]["imagePullPolicy"] == "Always"
     assert spec["containers"][0]["resources"] == {"requests": {"cpu": "1"}}
-    assert spec["containers"][0]["args"][-2:] == ["--workers", "4"]
+    assert spec["containers"][0]["args"][-4:] == [
+        "--workers", "4", "--router-metrics-url", "http://demo-phalanx-router.serving.svc:9000/metrics"
+    ]  # fmt: skip
     assert spec["imagePullSecrets"] == [{"name": "pull"}]
     assert spec["nodeSelector"] == {"pool": "system"}
     assert spec["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
@@ -587,6 +591,23 @@ def test_an_api_keys_secret_is_mounted_read_only_and_passed_to_the_router() -> N
     assert all("secrets" not in rule["resources"] for rule in rules)
     without = by_kind_and_name(render(InstallOptions()))[("Deployment", "phalanx-router")]
     assert "--api-keys" not in without["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_the_operator_reads_the_routers_service_unless_told_another_page_or_without_a_router() -> None:
+    def args(options: InstallOptions) -> list[str]:
+        return list(container(render(options), component_name(options.release, "operator"))["args"])
+
+    given = "http://metrics.example:9090/router"
+    assert args(InstallOptions(operator_router_metrics_url=given))[-2:] == ["--router-metrics-url", given]
+    assert "--router-metrics-url" not in args(InstallOptions(router_enabled=False))
+    told = InstallOptions(router_enabled=False, operator_router_metrics_url=given)
+    assert args(told)[-2:] == ["--router-metrics-url", given]
+    assert helm_set_flags(told) == [
+        "--set-string", f"operator.routerMetricsUrl={given}", "--set-json", "router.enabled=false"
+    ]  # fmt: skip
+    with pytest.raises(InstallError) as caught:
+        render(InstallOptions(operator_router_metrics_url="router:8000/metrics"))
+    assert any("router metrics URL 'router:8000/metrics'" in p for p in caught.value.problems)
 
 
 def test_a_bad_secret_name_is_refused() -> None:
