@@ -23,10 +23,19 @@ class Act:
         return AutoscaleEvent("Warning", "AutoscaleFailed", f"{self.who} cannot set {self.change}: {why}")
 
 
-def act(policy: str, decision: Decision, replicas: int, observe_only: bool, role: str | None = None) -> Act:
+def act(
+    policy: str,
+    decision: Decision,
+    replicas: int,
+    observe_only: bool,
+    role: str | None = None,
+    reported: int | None = None,
+) -> Act:
     """What to do with `decision` for AutoscalingPolicy `policy`, the target (or `role`) being at
     `replicas` in its spec. The spec, not the units, is compared: a count set earlier and not yet
-    carried out is not set again."""
+    carried out is not set again. `reported` is the desired count the policy's status held before
+    this pass: observeOnly says what it would set when that changes, not every pass (the units
+    never move, so the core asks for the same change each time)."""
     who = f"AutoscalingPolicy {policy}"
     events = tuple(AutoscaleEvent(e.type, e.reason, f"{who}: {e.message}") for e in decision.events)
     if decision.desired == replicas:
@@ -35,7 +44,7 @@ def act(policy: str, decision: Decision, replicas: int, observe_only: bool, role
     change = f"{what} {replicas} -> {decision.desired}: {decision.reason}"
     if not observe_only:
         return Act(events, decision.desired, change, who)
-    if decision.changed:  # said once, when the core changes its mind, not every pass
+    if decision.desired != reported:
         observed = AutoscaleEvent("Normal", "AutoscaleObserved", f"{who} would set {change}")
         return Act((*events, observed), None, change, who)
     return Act(events, None, change, who)

@@ -211,8 +211,9 @@ class PolicyLoop:
             )
             decision = autoscale(core, signals[None], now, history)
             kept.history = decision.history
+            reported = status.homogeneous_status.desired_replicas if status.homogeneous_status else None
             acts: list[tuple[str | None, Act]] = [
-                (None, act(policy.name, decision, ms.spec.replicas, core.observe_only))
+                (None, act(policy.name, decision, ms.spec.replicas, core.observe_only, None, reported))
             ]
             status = status.model_copy(update={"homogeneous_status": status_from_decision(decision)})
             reasons = [decision.reason]
@@ -221,8 +222,20 @@ class PolicyLoop:
             by_role = {role: s for role, s in signals.items() if role is not None}
             decisions = autoscale_roles(core, by_role, now, histories)
             kept.roles = {role: d.history for role, d in decisions.items()}
+            before = status.disaggregated_status.roles if status.disaggregated_status else []
+            said = {r.name: r.desired_replicas for r in before}
             acts = [
-                (role, act(policy.name, d, _role_replicas(ms, role), core.roles[role].observe_only, role))
+                (
+                    role,
+                    act(
+                        policy.name,
+                        d,
+                        _role_replicas(ms, role),
+                        core.roles[role].observe_only,
+                        role,
+                        said.get(role),
+                    ),
+                )
                 for role, d in sorted(decisions.items())
             ]
             status = status.model_copy(

@@ -46,16 +46,23 @@ def test_a_count_already_in_the_spec_is_not_set_again_but_the_core_events_still_
     )
 
 
-def test_observe_only_sets_nothing_and_says_what_it_would_set_when_the_core_changes_its_mind() -> None:
-    one = act("chat-a", decision(1, 3), 1, observe_only=True)
+def test_observe_only_sets_nothing_and_says_what_it_would_set_once_not_every_pass() -> None:
+    one = act("chat-a", decision(1, 3), 1, observe_only=True, reported=1)
     assert one.replicas is None
     (observed,) = one.events
     assert (observed.type, observed.reason) == ("Normal", "AutoscaleObserved")
     assert observed.message.startswith("AutoscalingPolicy chat-a would set replicas 1 -> 3: ")
-    # The units already at 3 (say, set by hand) while the spec says 1: no new observation.
-    quiet = act("chat-a", decision(3, 3), 1, observe_only=True)
-    assert quiet.replicas is None
-    assert quiet.events == ()
+    # The next pass asks the same (the units never move under observeOnly): said already.
+    again = act("chat-a", decision(1, 3), 1, observe_only=True, reported=3)
+    assert (again.replicas, again.events) == (None, ())
+    # A new status (None) has said nothing yet; a changed mind is said again.
+    assert act("chat-a", decision(1, 3), 1, observe_only=True).events[0].reason == "AutoscaleObserved"
+    assert (
+        act("chat-a", decision(1, 2), 1, observe_only=True, reported=3).events[0].reason
+        == "AutoscaleObserved"
+    )
+    # Nothing to say when the spec already holds the count.
+    assert act("chat-a", decision(3, 3), 3, observe_only=True, reported=1).events == ()
 
 
 def test_roles_act_only_on_a_serving_of_one_group() -> None:
