@@ -18,7 +18,7 @@ import copy
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -37,22 +37,17 @@ from phalanx.api.autoscalingpolicy import (
 from phalanx.api.base import Condition
 from phalanx.api.errors import SpecError
 from phalanx.api.modelserving import ModelServing
-from phalanx.autoscale.act import Act, act
+from phalanx.autoscale.act import Act
 from phalanx.autoscale.conflicts import claim_of, resolve
-from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.from_api import (
     core_policy,
-    disaggregated_status,
     format_time,
-    history_from_status,
-    role_histories,
-    status_from_decision,
 )
-from phalanx.autoscale.observe.assemble import build_signals
 from phalanx.autoscale.observe.engine import observe_units
 from phalanx.autoscale.observe.router import RouterFigures
 from phalanx.autoscale.observe.snapshot import PageSnapshot
 from phalanx.autoscale.placement_cluster import cluster_placeable, unit_pods
+from phalanx.autoscale.policy_pass import decide, role_signals
 from phalanx.autoscale.policy_status import (
     decided,
     false_condition,
@@ -61,8 +56,7 @@ from phalanx.autoscale.policy_status import (
     target_name,
     with_conditions,
 )
-from phalanx.autoscale.roles import autoscale_roles
-from phalanx.autoscale.types import AutoscaleEvent, History, Policy, RolePolicies, Signals
+from phalanx.autoscale.types import AutoscaleEvent, History, Policy, RolePolicies
 from phalanx.controller.actions import Event
 from phalanx.controller.scaling import ScaleRefused, scaled
 from phalanx.http.pages import PageReader
@@ -191,59 +185,14 @@ class PolicyLoop:
         read = {u.state.name: (u.endpoint or "", t) for u, t in zip(live, texts, strict=True)}
         engines, kept.engines = observe_units(read, kept.engines, now)
         router = await self._router(session, kept, ms, every, now)
-        signals: dict[str | None, Signals] = {}
-        for role, found in units.items():
-            names = {u.state.name for u in found}
-            mine = (
-                replace(router, inflight={k: v for k, v in router.inflight.items() if k in names})
-                if router
-                else None
-            )
-            room = await self._placeable(ms, role, found)
-            one = build_signals([u.state for u in found], engines, mine, placeable=room)
-            if router is not None and router.arrivals_per_second is not None:
-                one = replace(one, demand_requests_per_second=router.arrivals_per_second)
-            signals[role] = one
-        status = policy.status or AutoscalingPolicyStatus()
-        if isinstance(core, Policy):
-            history = (
-                kept.history if kept.history is not None else history_from_status(status.homogeneous_status)
-            )
-            decision = autoscale(core, signals[None], now, history)
-            kept.history = decision.history
-            reported = status.homogeneous_status.desired_replicas if status.homogeneous_status else None
-            acts: list[tuple[str | None, Act]] = [
-                (None, act(policy.name, decision, ms.spec.replicas, core.observe_only, None, reported))
-            ]
-            status = status.model_copy(update={"homogeneous_status": status_from_decision(decision)})
-            reasons = [decision.reason]
-        else:
-            histories = kept.roles if kept.roles is not None else role_histories(status.disaggregated_status)
-            by_role = {role: s for role, s in signals.items() if role is not None}
-            decisions = autoscale_roles(core, by_role, now, histories)
-            kept.roles = {role: d.history for role, d in decisions.items()}
-            before = status.disaggregated_status.roles if status.disaggregated_status else []
-            said = {r.name: r.desired_replicas for r in before}
-            acts = [
-                (
-                    role,
-                    act(
-                        policy.name,
-                        d,
-                        _role_replicas(ms, role),
-                        core.roles[role].observe_only,
-                        role,
-                        said.get(role),
-                    ),
-                )
-                for role, d in sorted(decisions.items())
-            ]
-            status = status.model_copy(
-                update={"disaggregated_status": disaggregated_status(decisions, core.ratio)}
-            )
-            reasons = [f"{role}: {decisions[role].reason}" for role in sorted(decisions)]
-        await self._act(ms, data, acts)
-        await self._write(policy, status, decided(reasons))
+        room = {role: await self._placeable(ms, role, found) for role, found in units.items()}
+        states = {role: [u.state for u in found] for role, found in units.items()}
+        signals = role_signals(states, engines, router, room)
+        held = kept.history if isinstance(core, Policy) else kept.roles
+        done = decide(policy.name, core, signals, now, policy.status, held, lambda role: _replicas(ms, role))
+        kept.history, kept.roles = done.history, done.roles
+        await self._act(ms, data, done.acts)
+        await self._write(policy, done.status, decided(done.reasons))
 
     async def _placeable(self, ms: ModelServing, role: str | None, units: list[GroupUnit]) -> int | None:
         """More units the nodes' free extended resources hold (None: no limit known); the nodes are
@@ -391,7 +340,10 @@ def replicas_patch(
     return {"metadata": {"resourceVersion": version}, "spec": spec}
 
 
-def _role_replicas(ms: ModelServing, role: str) -> int:
+def _replicas(ms: ModelServing, role: str | None) -> int:
+    """The count the spec holds: spec.replicas, or role `role`'s instances per group."""
+    if role is None:
+        return ms.spec.replicas
     return next((r.replicas for r in ms.spec.template.roles if r.name == role), 0)
 
 
