@@ -16,10 +16,15 @@ from typing import Any
 
 import pytest
 import yaml
+from lightkube import AsyncClient, KubeConfig
+from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Event as CoreEvent
+from lightkube.resources.core_v1 import Node
 
 from phalanx.autoscale.from_api import parse_time
+from phalanx.autoscale.placement_cluster import cluster_placeable
 from phalanx.kube.resources import AutoscalingPolicyResource, ModelServingResource, as_dict
+from phalanx.operator.room import ClusterRoom
 from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds, operator_process, wait_for
 from tests.cluster.procpods import ProcessKubelet, process_kubelet
 from tests.cluster.routers import router_process
@@ -171,6 +176,13 @@ def test_observe_only_moves_the_status_not_the_spec_and_a_policy_on_roles_scales
             timeout=30,
         )
         wait_for("the observation reported", lambda: events(cp, namespace, "AutoscaleObserved"), timeout=30)
+        # The spec (or the event) is written before the status: wait for the status too.
+        wait_for(
+            "the status written", lambda: "homogeneousStatus" in status(cp, namespace, "watch"), timeout=10
+        )
+        wait_for(
+            "the roles' status", lambda: "disaggregatedStatus" in status(cp, namespace, "pd"), timeout=10
+        )
         observed = status(cp, namespace, "watch")["homogeneousStatus"]
         assert observed["desiredReplicas"] == 1
         assert observed["reason"].endswith("(observe only: not applied).")
@@ -198,7 +210,7 @@ def test_an_operator_started_after_another_goes_on_from_the_history_in_the_statu
         wait_for("scaled to 1", lambda: replicas(cp, namespace, "keep") == 1, timeout=30)
         wait_for(
             "the record written",
-            lambda: status(cp, namespace, "keep")["homogeneousStatus"]["history"],
+            lambda: (status(cp, namespace, "keep").get("homogeneousStatus") or {}).get("history"),
             timeout=30,
         )
     before = status(cp, namespace, "keep")["homogeneousStatus"]
@@ -208,7 +220,9 @@ def test_an_operator_started_after_another_goes_on_from_the_history_in_the_statu
     stopped = time.time()
 
     def decided_since_the_restart() -> bool:
-        recommendations = status(cp, namespace, "keep")["homogeneousStatus"]["recommendations"]
+        recommendations = (status(cp, namespace, "keep").get("homogeneousStatus") or {}).get(
+            "recommendations", []
+        )
         return any(parse_time(r["time"]) > stopped for r in recommendations)
 
     with operator_process(cp, namespace, tmp_path, name="second"):
@@ -221,3 +235,42 @@ def test_an_operator_started_after_another_goes_on_from_the_history_in_the_statu
         assert after["desiredReplicas"] == 1
         assert replicas(cp, namespace, "keep") == 1
         assert len(events(cp, namespace, "Autoscaled")) == 1  # not scaled again
+
+
+async def test_the_room_on_the_nodes_is_their_allocatable_gpus_less_the_bound_pods_requests(
+    control_plane: ControlPlane,
+) -> None:
+    """What the operator lists for `placeable`, against the real API server: a KWOK node's 8 GPUs
+    less a bound pod's 3; a pod no node takes (Pending) holds nothing."""
+    cp = control_plane
+    namespace = cp.new_namespace("autoscale-room")
+    node = f"gpu-{namespace}"
+    cp.add_gpu_node(node, gpus=8)
+
+    def gpu_pod(name: str, gpus: int, on: str | None) -> dict[str, Any]:
+        limits = {"nvidia.com/gpu": str(gpus)}
+        spec: dict[str, Any] = {"containers": [{"name": "c", "image": "x", "resources": {"limits": limits}}]}
+        if on is not None:
+            spec["nodeName"] = on
+        else:  # the scheduler would bind it to the node, which has room
+            spec["nodeSelector"] = {"phalanx.dev/pool": NOWHERE}
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": spec,
+        }
+
+    try:
+        for made in (gpu_pod("bound", 3, node), gpu_pod("waiting", 4, None)):
+            cp.client().create(from_dict(made))
+        client = AsyncClient(KubeConfig.from_file(cp.kubeconfig))
+        try:
+            free = await ClusterRoom(client).free()
+        finally:
+            await client.close()
+        assert free is not None
+        assert free[node] == {"nvidia.com/gpu": 5}
+        assert cluster_placeable([{"nvidia.com/gpu": 2}], {node: free[node]}, unplaced=1) == 1
+    finally:
+        cp.client().delete(Node, node)
