@@ -19,11 +19,13 @@ import yaml
 from lightkube import AsyncClient, KubeConfig
 from lightkube.codecs import from_dict
 from lightkube.resources.core_v1 import Event as CoreEvent
-from lightkube.resources.core_v1 import Node
+from lightkube.resources.core_v1 import Node, Pod
+from lightkube.types import PatchType
 
 from phalanx.autoscale.from_api import parse_time
 from phalanx.autoscale.placement_cluster import cluster_placeable
 from phalanx.kube.resources import AutoscalingPolicyResource, ModelServingResource, as_dict
+from phalanx.operator.autoscaler import router_page_urls
 from phalanx.operator.room import ClusterRoom
 from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds, operator_process, wait_for
 from tests.cluster.procpods import ProcessKubelet, process_kubelet
@@ -274,3 +276,38 @@ async def test_the_room_on_the_nodes_is_their_allocatable_gpus_less_the_bound_po
         assert cluster_placeable([{"nvidia.com/gpu": 2}], {node: free[node]}, unplaced=1) == 1
     finally:
         cp.client().delete(Node, node)
+
+
+async def test_the_router_pages_are_those_of_the_ready_pods_behind_the_routers_service(
+    control_plane: ControlPlane,
+) -> None:
+    """What the operator reads for a Service URL, against the real API server: the Service's
+    selector and target port, the ready pods' own addresses; any other URL as it is."""
+    cp = control_plane
+    namespace = cp.new_namespace("autoscale-routers")
+    selector = {"app.kubernetes.io/component": "router", "app.kubernetes.io/instance": namespace}
+    port = {"port": 8000, "targetPort": "http"}
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "router", "namespace": namespace}}
+    cp.client().create(from_dict({**service, "spec": {"selector": selector, "ports": [port]}}))
+    for name, ip, ready in (("router-a", "10.1.0.5", "True"), ("router-b", "10.1.0.6", "False")):
+        container = {"name": "router", "image": "x", "ports": [{"name": "http", "containerPort": 8080}]}
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "labels": selector},
+            "spec": {"containers": [container], "nodeSelector": {"phalanx.dev/pool": NOWHERE}},
+        }
+        cp.client().create(from_dict(pod))
+        conditions = [{"type": "Ready", "status": ready}]
+        written = {"status": {"podIP": ip, "podIPs": [{"ip": ip}], "conditions": conditions}}
+        cp.client().patch(Pod.Status, name, written, namespace=namespace, patch_type=PatchType.MERGE)
+    client = AsyncClient(KubeConfig.from_file(cp.kubeconfig))
+    try:
+        url = f"http://router.{namespace}.svc:8000/metrics"
+        assert await router_page_urls(client, url) == {"router-a": "http://10.1.0.5:8080/metrics"}
+        missing = f"http://nothing.{namespace}.svc:8000/metrics"
+        assert await router_page_urls(client, missing) == {missing: missing}
+        plain = "http://127.0.0.1:9/metrics"
+        assert await router_page_urls(client, plain) == {plain: plain}
+    finally:
+        await client.close()

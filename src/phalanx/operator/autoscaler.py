@@ -224,30 +224,11 @@ class PolicyLoop:
         return added(figures)
 
     async def _router_urls(self, url: str) -> dict[str, str]:
-        """Each ready router pod's page when `url` names a Service the operator can read (at most one
-        listing every few seconds for all policies), else `url` itself."""
+        """`router_page_urls`, listed at most once every few seconds for all policies."""
         now = time.monotonic()
-        if self._router_urls_at is not None and now - self._router_urls_at < ROUTER_PODS_TTL_SECONDS:
-            return self._router_urls_cache
-        self._router_urls_at, self._router_urls_cache = now, {url: url}
-        target = service_url(url)
-        if target is None:
-            return self._router_urls_cache
-        try:
-            named: dict[str, str | ops.BinaryOperator | ops.SequenceOperator] = {"metadata.name": target.name}
-            services = [
-                as_dict(s) async for s in self.client.list(Service, namespace=target.namespace, fields=named)
-            ]
-            selector = ((services[0].get("spec") or {}).get("selector") or {}) if services else {}
-            if not selector:
-                return self._router_urls_cache
-            listing = self.client.list(Pod, namespace=target.namespace, labels=dict(selector))
-            found = pod_urls(services[0], [as_dict(p) async for p in listing], target)
-        except KUBE_ERRORS as exc:  # e.g. a watchNamespace install: the release namespace is not ours
-            log.debug("router pods behind %s not listed (%s); reading the URL as it is", url, describe(exc))
-            return self._router_urls_cache
-        if found is not None:
-            self._router_urls_cache = found
+        if self._router_urls_at is None or now - self._router_urls_at >= ROUTER_PODS_TTL_SECONDS:
+            self._router_urls_at = now
+            self._router_urls_cache = await router_page_urls(self.client, url)
         return self._router_urls_cache
 
     async def _act(self, ms: ModelServing, data: Any, acts: list[tuple[str | None, Act]]) -> None:
@@ -304,6 +285,26 @@ class PolicyLoop:
             log.warning("status of AutoscalingPolicy %s/%s not written: %s", *_key(policy), describe(exc))
             return
         self.policies.store.put(as_dict(written))  # the next pass must not write the same again
+
+
+async def router_page_urls(client: AsyncClient, url: str) -> dict[str, str]:
+    """Each ready router pod's page (by pod name) when `url` names a Service the operator can list
+    (`router_pages`), else `url` itself (keyed by the URL)."""
+    target = service_url(url)
+    if target is None:
+        return {url: url}
+    try:
+        named: dict[str, str | ops.BinaryOperator | ops.SequenceOperator] = {"metadata.name": target.name}
+        services = [as_dict(s) async for s in client.list(Service, namespace=target.namespace, fields=named)]
+        selector = ((services[0].get("spec") or {}).get("selector") or {}) if services else {}
+        if not selector:
+            return {url: url}
+        listing = client.list(Pod, namespace=target.namespace, labels=dict(selector))
+        found = pod_urls(services[0], [as_dict(p) async for p in listing], target)
+    except KUBE_ERRORS as exc:  # e.g. a watchNamespace install: the release namespace is not ours
+        log.debug("router pods behind %s not listed (%s); reading the URL as it is", url, describe(exc))
+        return {url: url}
+    return found if found is not None else {url: url}
 
 
 def _serving(data: Any) -> ModelServing | None:
