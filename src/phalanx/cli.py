@@ -635,6 +635,21 @@ def install(
     ] = 2,
     router_replicas: Annotated[int, typer.Option("--router-replicas", min=0, help="Router pods.")] = 2,
     with_router: Annotated[bool, typer.Option("--router/--no-router", help="Include the router.")] = True,
+    operator_placement: Annotated[
+        bool,
+        typer.Option(
+            "--operator-placement/--no-operator-placement",
+            help="Let the operator list nodes and bound pods (the autoscaler's placement limit).",
+        ),
+    ] = False,
+    operator_router_metrics_url: Annotated[
+        str,
+        typer.Option(
+            "--operator-router-metrics-url",
+            help="The router page the autoscaler reads.",
+            show_default="the router's Service when the router is installed",
+        ),
+    ] = "",
     router_api_keys_secret: Annotated[
         str, typer.Option("--router-api-keys-secret", help="Secret whose entries are the router's API keys.")
     ] = "",
@@ -661,6 +676,8 @@ def install(
         image_pull_policy=image_pull_policy,
         watch_namespace=watch_namespace or "",
         operator=replace(defaults.operator, replicas=operator_replicas),
+        operator_placement=operator_placement,
+        operator_router_metrics_url=operator_router_metrics_url,
         router_enabled=with_router,
         router=replace(defaults.router, replicas=router_replicas),
         router_api_keys_secret=router_api_keys_secret,

@@ -55,3 +55,15 @@ def target_name(policy: AutoscalingPolicy) -> str:
 def role_pass_period(policies: RolePolicies) -> float:
     """One pass for all roles, at the shortest of their periods (the policy has one `period`)."""
     return min(p.period for p in policies.roles.values())
+
+
+def roles_refusal(serving: str, replicas: int) -> Condition | None:
+    """A policy on roles scales `roles[].replicas`, which counts instances in every group: it acts
+    only on a ModelServing of one group (the same rule under `phalanx up` and in the operator)."""
+    if replicas == 1:
+        return None
+    message = (
+        f"scaling roles needs ModelServing {serving} at spec.replicas 1 (it has {replicas}): "
+        "roles[].replicas counts instances per group"
+    )
+    return false_condition(CONDITION_READY, "NotSupported", message)

@@ -93,6 +93,10 @@ class InstallOptions:
     labels: Mapping[str, str] = field(default_factory=dict)
     operator: Workload = field(default_factory=default_operator)
     operator_workers: int = 2
+    # Let the operator list nodes and bound pods cluster-wide (the autoscaler's placement limit).
+    operator_placement: bool = False
+    # The router's page for the autoscaler; "": the router's Service when the router is installed.
+    operator_router_metrics_url: str = ""
     router_enabled: bool = True
     router: Workload = field(default_factory=default_router)
     service_type: str = "ClusterIP"
@@ -154,6 +158,11 @@ def problems(options: InstallOptions) -> list[str]:
         found.append(f"operator workers {options.operator_workers}: must be at least 1")
     if options.service_type not in SERVICE_TYPES:
         found.append(f"service type {options.service_type!r}: one of {', '.join(SERVICE_TYPES)}")
+    url = options.operator_router_metrics_url
+    if url and not re.fullmatch(r"https?://[^\s/]+(/\S*)?", url):
+        found.append(
+            f"router metrics URL {url!r}: an http:// or https:// URL, e.g. http://router.ns.svc:8000/metrics"
+        )
     if not 1 <= options.service_port <= 65535:
         found.append(f"service port {options.service_port}: must be between 1 and 65535")
     return found
@@ -182,7 +191,12 @@ def chart_values(options: InstallOptions) -> Object:
         "imagePullSecrets": list(options.image_pull_secrets),
         "watchNamespace": options.watch_namespace,
         "commonLabels": dict(options.labels),
-        "operator": {**_workload_values(options.operator), "workers": options.operator_workers},
+        "operator": {
+            **_workload_values(options.operator),
+            "workers": options.operator_workers,
+            "placement": options.operator_placement,
+            "routerMetricsUrl": options.operator_router_metrics_url,
+        },
         "router": {
             "enabled": options.router_enabled,
             **_workload_values(options.router),
@@ -300,6 +314,20 @@ GANG_CRD_RULES: tuple[Rule, ...] = (
         ("watch",),
         "notice Volcano or the coscheduling plugin being installed or removed; these two CRDs only",
         resource_names=("podgroups.scheduling.volcano.sh", "podgroups.scheduling.x-k8s.io"),
+    ),
+)
+PLACEMENT_RULES: tuple[Rule, ...] = (
+    Rule(
+        "",
+        ("nodes",),
+        ("list",),
+        "the nodes' allocatable GPUs (extended resources), for how many more groups the autoscaler can place",
+    ),
+    Rule(
+        "",
+        ("pods",),
+        ("list",),
+        "the requests of the pods bound to those nodes, in every namespace (what is not free)",
     ),
 )
 LEADER_RULES: tuple[Rule, ...] = (
@@ -464,6 +492,20 @@ def _watch_args(options: InstallOptions) -> list[str]:
     return ["--namespace", options.watch_namespace] if options.watch_namespace else []
 
 
+def router_metrics_url(options: InstallOptions) -> str:
+    """The page the operator's autoscaler reads the router's figures from: the option, else the
+    router's Service (its pods are then read one by one, `operator.router_pages`), else none."""
+    if options.operator_router_metrics_url or not options.router_enabled:
+        return options.operator_router_metrics_url
+    service = component_name(options.release, "router")
+    return f"http://{service}.{options.namespace}.svc:{options.service_port}/metrics"
+
+
+def _router_metrics_args(options: InstallOptions) -> list[str]:
+    url = router_metrics_url(options)
+    return ["--router-metrics-url", url] if url else []
+
+
 def operator_objects(options: InstallOptions) -> list[Object]:
     """ServiceAccount, roles and bindings, and the leader-elected operator Deployment."""
     component = "operator"
@@ -478,6 +520,7 @@ def operator_objects(options: InstallOptions) -> list[Object]:
             "--workers",
             str(options.operator_workers),
             *_watch_args(options),
+            *_router_metrics_args(options),
         ],
         "env": [{"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
         "ports": [{"name": "health", "containerPort": HEALTH_PORT, "protocol": "TCP"}],
@@ -492,6 +535,11 @@ def operator_objects(options: InstallOptions) -> list[Object]:
         _service_account(options, name, component),
         *_grant(options, component, name, OPERATOR_RULES, binding_namespace=options.watch_namespace or None),
         *_grant(options, component, f"{name}-gang-apis", GANG_CRD_RULES),
+        *(
+            _grant(options, component, f"{name}-placement", PLACEMENT_RULES)
+            if options.operator_placement
+            else []
+        ),
         *_grant(
             options,
             component,

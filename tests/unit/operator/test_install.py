@@ -24,11 +24,13 @@ from phalanx.operator.install import (
     GANG_CRD_RULES,
     LEADER_RULES,
     OPERATOR_RULES,
+    PLACEMENT_RULES,
     ROUTER_RULES,
     InstallError,
     InstallOptions,
     Workload,
     chart_values,
+    component_name,
     default_operator,
     fullname,
     helm_set_flags,
@@ -184,13 +186,35 @@ def test_operator_cluster_role_is_exactly_what_the_operator_uses() -> None:
     ]
 
 
-def test_no_rule_grants_a_wildcard_secrets_or_nodes() -> None:
-    for obj in DEFAULT:
+def test_no_rule_grants_a_wildcard_secrets_or_nodes_beyond_listing_them() -> None:
+    for obj in render(InstallOptions(operator_placement=True)):
         for rule in obj.get("rules", []):
             for key in ("apiGroups", "resources", "verbs", "resourceNames"):
                 assert "*" not in rule.get(key, []), (obj["metadata"]["name"], rule)
-            assert not {"secrets", "configmaps", "nodes"} & set(rule["resources"])
+            assert not {"secrets", "configmaps"} & set(rule["resources"])
+            if "nodes" in rule["resources"]:
+                assert obj["metadata"]["name"] == "phalanx-operator-placement"
+                assert rule["verbs"] == ["list"]
             assert not {"escalate", "bind", "impersonate", "deletecollection"} & set(rule["verbs"])
+
+
+def test_the_placement_role_is_asked_for_and_only_lists_nodes_and_pods_cluster_wide() -> None:
+    assert not any("placement" in o["metadata"]["name"] for o in DEFAULT)
+    placing = render(InstallOptions(operator_placement=True))
+    assert rules(placing, "ClusterRole", "phalanx-operator-placement") == [
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    ]
+    # Nodes are cluster-scoped and a node's pods come from every namespace: bound cluster-wide
+    # even when the operator watches one namespace.
+    objects = by_kind_and_name(render(InstallOptions(watch_namespace="models", operator_placement=True)))
+    assert objects[("ClusterRoleBinding", "phalanx-operator-placement")]["roleRef"]["name"] == (
+        "phalanx-operator-placement"
+    )
+    assert helm_set_flags(InstallOptions(operator_placement=True)) == [
+        "--set-json",
+        "operator.placement=true",
+    ]
 
 
 def test_leader_election_is_one_lease_in_the_release_namespace() -> None:
@@ -260,7 +284,7 @@ def test_a_watch_namespace_grants_the_namespaced_rules_there_only() -> None:
 
 def test_docs_list_every_rule_with_its_reason() -> None:
     lines = set((ROOT / "docs" / "install.md").read_text().splitlines())
-    for rule in (*OPERATOR_RULES, *GANG_CRD_RULES, *LEADER_RULES, *ROUTER_RULES):
+    for rule in (*OPERATOR_RULES, *GANG_CRD_RULES, *PLACEMENT_RULES, *LEADER_RULES, *ROUTER_RULES):
         resources = ", ".join(f"`{r}`" for r in rule.resources)
         if rule.resource_names:
             resources += " (only " + ", ".join(f"`{n}`" for n in rule.resource_names) + ")"
@@ -281,7 +305,8 @@ def test_operator_deployment() -> None:
     assert operator["image"] == f"phalanx:{__version__}"
     assert operator["command"] == ["phalanx"]
     assert operator["args"] == [
-        "operator", "--lease-namespace", "$(POD_NAMESPACE)", "--health-port", "8081", "--workers", "2"
+        "operator", "--lease-namespace", "$(POD_NAMESPACE)", "--health-port", "8081", "--workers", "2",
+        "--router-metrics-url", "http://phalanx-router.phalanx-system.svc:8000/metrics",
     ]  # fmt: skip
     assert operator["env"] == [
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
@@ -370,7 +395,9 @@ def test_values_reach_the_objects() -> None:
     assert spec["containers"][0]["image"] == "registry.example:5000/team/phalanx:1.2.3"
     assert spec["containers"][0]["imagePullPolicy"] == "Always"
     assert spec["containers"][0]["resources"] == {"requests": {"cpu": "1"}}
-    assert spec["containers"][0]["args"][-2:] == ["--workers", "4"]
+    assert spec["containers"][0]["args"][-4:] == [
+        "--workers", "4", "--router-metrics-url", "http://demo-phalanx-router.serving.svc:9000/metrics"
+    ]  # fmt: skip
     assert spec["imagePullSecrets"] == [{"name": "pull"}]
     assert spec["nodeSelector"] == {"pool": "system"}
     assert spec["tolerations"] == [{"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}]
@@ -564,6 +591,23 @@ def test_an_api_keys_secret_is_mounted_read_only_and_passed_to_the_router() -> N
     assert all("secrets" not in rule["resources"] for rule in rules)
     without = by_kind_and_name(render(InstallOptions()))[("Deployment", "phalanx-router")]
     assert "--api-keys" not in without["spec"]["template"]["spec"]["containers"][0]["args"]
+
+
+def test_the_operator_reads_the_routers_service_unless_told_another_page_or_without_a_router() -> None:
+    def args(options: InstallOptions) -> list[str]:
+        return list(container(render(options), component_name(options.release, "operator"))["args"])
+
+    given = "http://metrics.example:9090/router"
+    assert args(InstallOptions(operator_router_metrics_url=given))[-2:] == ["--router-metrics-url", given]
+    assert "--router-metrics-url" not in args(InstallOptions(router_enabled=False))
+    told = InstallOptions(router_enabled=False, operator_router_metrics_url=given)
+    assert args(told)[-2:] == ["--router-metrics-url", given]
+    assert helm_set_flags(told) == [
+        "--set-string", f"operator.routerMetricsUrl={given}", "--set-json", "router.enabled=false"
+    ]  # fmt: skip
+    with pytest.raises(InstallError) as caught:
+        render(InstallOptions(operator_router_metrics_url="router:8000/metrics"))
+    assert any("router metrics URL 'router:8000/metrics'" in p for p in caught.value.problems)
 
 
 def test_a_bad_secret_name_is_refused() -> None:
