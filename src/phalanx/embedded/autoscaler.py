@@ -19,7 +19,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import aiohttp
 
@@ -32,29 +32,25 @@ from phalanx.api.autoscalingpolicy import (
 from phalanx.api.base import Condition
 from phalanx.api.errors import SpecError
 from phalanx.api.modelserving import ModelServing
+from phalanx.autoscale.act import Act
 from phalanx.autoscale.conflicts import claim_of, resolve
-from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.from_api import (
     core_policy,
-    disaggregated_status,
     format_time,
-    history_from_status,
-    role_histories,
-    status_from_decision,
 )
-from phalanx.autoscale.observe.assemble import build_signals
 from phalanx.autoscale.observe.engine import UnitFields, observe_units
 from phalanx.autoscale.observe.router import RouterFigures
 from phalanx.autoscale.observe.snapshot import PageSnapshot
+from phalanx.autoscale.policy_pass import decide, role_signals
 from phalanx.autoscale.policy_status import (
     decided,
     false_condition,
     role_pass_period,
+    roles_refusal,
     target_name,
     with_conditions,
 )
-from phalanx.autoscale.roles import autoscale_roles
-from phalanx.autoscale.types import Decision, EventType, History, Policy, RolePolicies, Signals
+from phalanx.autoscale.types import AutoscaleEvent, History, Policy, RolePolicies
 from phalanx.controller.actions import Event
 from phalanx.controller.scaling import ScaleRefused, scaled
 from phalanx.embedded.autoscale_units import gpus_per_unit, placeable
@@ -202,57 +198,34 @@ class Autoscaler:
             message = f"no ModelServing {namespace}/{name}; the policy waits for it"
             self._conditions(held, false_condition(CONDITION_TARGET_FOUND, "TargetNotFound", message))
             return
-        roles: list[str | None] = list(policy.roles) if isinstance(policy, RolePolicies) else [None]
-        if isinstance(policy, RolePolicies) and ms.spec.replicas != 1:
-            message = (
-                f"scaling roles needs ModelServing {name} at spec.replicas 1 (it has {ms.spec.replicas}): "
-                "roles[].replicas counts instances per group"
-            )
-            self._conditions(held, false_condition(CONDITION_READY, "NotSupported", message))
+        if (
+            isinstance(policy, RolePolicies)
+            and (refused := roles_refusal(name, ms.spec.replicas)) is not None
+        ):
+            self._conditions(held, refused)
             return
+        roles: list[str | None] = list(policy.roles) if isinstance(policy, RolePolicies) else [None]
         pods = await self.runtime.list_objects("Pod", namespace, {})
         units = {role: group_units(pods, name, endpoint_from_pod, role) for role in roles}
         every = [u for found in units.values() for u in found]
         engines = await self.scrape_engines(session, held, every, now)
         router = await self._router(session, held, ms, every, now)
         free = self.runtime.gpu_inventory().free
-        signals: dict[str | None, Signals] = {}
-        for role, found in units.items():
-            names = {u.state.name for u in found}
-            mine = (
-                replace(router, inflight={k: v for k, v in router.inflight.items() if k in names})
-                if router
-                else None
-            )
-            room = placeable(gpus_per_unit(ms.to_dict(), role), free, found)
-            one = build_signals([u.state for u in found], engines, mine, placeable=room)
-            if router is not None and router.arrivals_per_second is not None:
-                one = replace(one, demand_requests_per_second=router.arrivals_per_second)
-            signals[role] = one
-        status = held.policy.status or AutoscalingPolicyStatus()
-        if isinstance(policy, Policy):
-            history = (
-                held.history if held.history is not None else history_from_status(status.homogeneous_status)
-            )
-            decision = autoscale(policy, signals[None], now, history)
-            held.history = decision.history
-            await self._act(held, policy, decision, ms, None)
-            status = status.model_copy(update={"homogeneous_status": status_from_decision(decision)})
-            reasons = [decision.reason]
-        else:
-            histories = held.roles if held.roles is not None else role_histories(status.disaggregated_status)
-            by_role = {role: s for role, s in signals.items() if role is not None}
-            decisions = autoscale_roles(policy, by_role, now, histories)
-            held.roles = {role: d.history for role, d in decisions.items()}
-            for role, decision in sorted(decisions.items()):
-                current = await self.runtime.get_serving(namespace, name)
-                if current is not None:
-                    await self._act(held, policy.roles[role], decision, current, role)
-            status = status.model_copy(
-                update={"disaggregated_status": disaggregated_status(decisions, policy.ratio)}
-            )
-            reasons = [f"{role}: {decisions[role].reason}" for role in sorted(decisions)]
-        self._write(held, status, reasons)
+        room = {
+            role: placeable(gpus_per_unit(ms.to_dict(), role), free, found) for role, found in units.items()
+        }
+        states = {role: [u.state for u in found] for role, found in units.items()}
+        signals = role_signals(states, engines, router, room)
+        kept = held.history if isinstance(policy, Policy) else held.roles
+        done = decide(
+            held.policy.name, policy, signals, now, held.policy.status, kept, lambda r: _replicas(ms, r)
+        )
+        held.history, held.roles = done.history, done.roles
+        for role, one in done.acts:
+            current = await self.runtime.get_serving(namespace, name)  # a role set before changed it
+            if current is not None:
+                await self._act(current, one, role)
+        self._write(held, done.status, done.reasons)
 
     async def _router(
         self, session: aiohttp.ClientSession, held: Held, ms: ModelServing, units: list[GroupUnit], now: float
@@ -269,33 +242,21 @@ class Autoscaler:
         )
         return figures
 
-    async def _act(
-        self, held: Held, policy: Policy, decision: Decision, ms: ModelServing, role: str | None
-    ) -> None:
-        """The core's events, then the replica count (unless observeOnly), with an event saying why."""
-        who = f"AutoscalingPolicy {held.policy.name}"
-        for event in decision.events:
-            await self._event(ms, event.type, event.reason, f"{who}: {event.message}")
-        replicas = ms.spec.replicas if role is None else _role_replicas(ms, role)
-        if decision.desired == replicas:
+    async def _act(self, ms: ModelServing, one: Act, role: str | None) -> None:
+        """The decision's events, then the count (`autoscale.act`) set as `phalanx scale` sets it."""
+        for event in one.events:
+            await self._event(ms, event)
+        if one.replicas is None:
             return
-        what = "replicas" if role is None else f"role {role} replicas"
-        change = f"{what} {replicas} -> {decision.desired}: {decision.reason}"
-        if policy.observe_only:
-            if decision.changed:
-                await self._event(ms, "Normal", "AutoscaleObserved", f"{who} would set {change}")
-            return
-        updated = scaled(ms, decision.desired, role)
+        updated = scaled(ms, one.replicas, role)
         if isinstance(updated, ScaleRefused):
-            await self._event(
-                ms, "Warning", "AutoscaleFailed", f"{who} cannot set {change}: {updated.message}"
-            )
+            await self._event(ms, one.failed(updated.message))
             return
         await self.runtime.apply_serving(updated)
-        await self._event(ms, "Normal", "Autoscaled", f"{who} set {change}")
+        await self._event(ms, one.applied())
 
-    async def _event(self, ms: ModelServing, type_: EventType, reason: str, message: str) -> None:
-        await self.runtime.record_event(ms.namespace, ms.name, Event(type_, reason, message))
+    async def _event(self, ms: ModelServing, event: AutoscaleEvent) -> None:
+        await self.runtime.record_event(ms.namespace, ms.name, Event(event.type, event.reason, event.message))
 
     async def scrape_engines(
         self, session: aiohttp.ClientSession, held: Held, units: list[GroupUnit], now: float
@@ -322,8 +283,10 @@ def at_zero(ms: ModelServing, policy: AutoscalingPolicy) -> bool:
     if ms.spec.replicas == 0:
         return True
     target = policy.spec.disaggregated_target
-    return target is not None and any(_role_replicas(ms, role) == 0 for role in target.roles)
+    return target is not None and any(_replicas(ms, role) == 0 for role in target.roles)
 
 
-def _role_replicas(ms: ModelServing, role: str) -> int:
+def _replicas(ms: ModelServing, role: str | None) -> int:
+    if role is None:
+        return ms.spec.replicas
     return next((r.replicas for r in ms.spec.template.roles if r.name == role), 0)
