@@ -206,7 +206,10 @@ class Autoscaler:
             return
         roles: list[str | None] = list(policy.roles) if isinstance(policy, RolePolicies) else [None]
         pods = await self.runtime.list_objects("Pod", namespace, {})
-        units = {role: group_units(pods, name, endpoint_from_pod, role) for role in roles}
+        units = {
+            role: group_units(pods, name, endpoint_from_pod, role, declared=_replicas(ms, role), now=now)
+            for role in roles
+        }
         every = [u for found in units.values() for u in found]
         engines = await self.scrape_engines(session, held, every, now)
         router = await self._router(session, held, ms, every, now)

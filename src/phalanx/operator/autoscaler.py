@@ -178,7 +178,10 @@ class PolicyLoop:
             kept.engines, kept.router, kept.target = {}, {}, name
         roles: list[str | None] = list(core.roles) if isinstance(core, RolePolicies) else [None]
         pods = await self.runtime.list_objects("Pod", namespace, {})
-        units = {role: group_units(pods, name, endpoint_from_pod, role) for role in roles}
+        units = {
+            role: group_units(pods, name, endpoint_from_pod, role, declared=_replicas(ms, role), now=now)
+            for role in roles
+        }
         every = [u for found in units.values() for u in found]
         live = [u for u in every if u.state.ready and u.url is not None and u.endpoint is not None]
         texts = await asyncio.gather(*(self.pages.read(session, f"{u.url}/metrics") for u in live))

@@ -11,6 +11,7 @@ from typing import Any, Protocol
 from phalanx.api import labels as L
 from phalanx.autoscale.observe.assemble import UnitState
 from phalanx.controller.observed import pod_state
+from phalanx.controller.ordering import lowest_free
 
 
 class Entry(Protocol):
@@ -38,12 +39,25 @@ class GroupUnit:
 
 
 def group_units(
-    pods: Iterable[dict[str, Any]], serving: str, entry: EntryOf, role: str | None = None
+    pods: Iterable[dict[str, Any]],
+    serving: str,
+    entry: EntryOf,
+    role: str | None = None,
+    *,
+    declared: int = 0,
+    now: float = 0.0,
 ) -> list[GroupUnit]:
     """One unit per ServingGroup of `serving` that has pods, by group index (with `role`: one per
     instance of that role, by group and role index). A unit is ready when every pod of it is;
     draining when any pod is draining or being deleted (the scale-down rule drains and removes it
-    as a whole); pending since its oldest pod's creation until ready."""
+    as a whole); pending since its oldest pod's creation until ready.
+
+    `declared` is the count the spec asks for (`spec.replicas`, or the role's `replicas`): units it
+    asks for whose pods the controller has not created yet are pending since `now`, unplaced, and
+    named as the controller will name them (the lowest free indices). Without them a pass that runs
+    between a scale-up and the pods' creation counts fewer units than were asked for: it would ask
+    for them again, or take a serving just started from its file for one with no unit and lower it
+    to zero at once."""
     groups: dict[tuple[int, int], list[dict[str, Any]]] = {}
     for pod in pods:
         labels = (pod.get("metadata") or {}).get("labels") or {}
@@ -73,6 +87,20 @@ def group_units(
                 endpoint=found.name if found is not None else None,
                 url=found.url if found is not None else None,
                 placed=all(s.scheduled for s in states),
+            )
+        )
+    # A role's `replicas` counts its instances in one group (a policy on roles needs one group).
+    group = min((index[0] for index in groups), default=0)
+    mine = [key for key in sorted(groups) if role is None or key[0] == group]
+    staying = sum(
+        1 for key, u in zip(sorted(groups), units, strict=True) if key in mine and not u.state.draining
+    )
+    used = {key[0] if role is None else key[1] for key in mine}
+    for free in lowest_free(used, max(declared - staying, 0)):
+        name = f"{serving}-{free}" if role is None else f"{serving}-{group}-{role}-{free}"
+        units.append(
+            GroupUnit(
+                state=UnitState(name=name, ready=False, draining=False, pending_since=now), placed=False
             )
         )
     return units

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -111,3 +112,20 @@ async def test_a_target_with_a_group_or_another_model_is_not_woken(
     await autoscaler.wake_held()
     (held,) = autoscaler.held.values()
     assert held.due == now[0] + 15.0
+
+
+async def test_a_serving_started_from_its_file_is_not_lowered_before_its_pods_exist(
+    runtime: LocalRuntime,
+) -> None:
+    # minReplicas 0, spec.replicas 1, and no pod yet (the controller has not run): the group the
+    # spec asks for is starting, not missing, so the first pass keeps it rather than going to zero.
+    now = [1000.0]
+    autoscaler = await scaler_with(runtime, quickstart(1), now)
+    (held,) = autoscaler.held.values()
+    held.due = now[0]
+    async with aiohttp.ClientSession() as session:
+        await autoscaler.tick(session)
+    ms = await runtime.get_serving("default", "quickstart")
+    assert ms is not None and ms.spec.replicas == 1
+    assert held.policy.status is not None and held.policy.status.homogeneous_status is not None
+    assert held.policy.status.homogeneous_status.current_replicas == 1

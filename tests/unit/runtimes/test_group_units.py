@@ -116,3 +116,35 @@ def test_a_pod_on_a_cluster_network_is_read_the_same_way() -> None:
     (unit,) = group_units([pod(0, ip="10.244.1.7")], "demo", endpoint_from_pod)
     assert (unit.endpoint, unit.url) == ("default/demo-0-sim-0-0", "http://10.244.1.7:8000")
     assert unit.state.ready
+
+
+def test_groups_the_spec_asks_for_whose_pods_are_not_created_yet_are_pending_and_unplaced() -> None:
+    # spec.replicas 3 with group 1 draining: groups 0 and 2 stay; one more is asked for, which the
+    # controller will create at the lowest free index (3: 1 is still taken by the leaving group).
+    pods = [pod(0), pod(1, annotations={DRAINING_ANNOTATION: CREATED}), pod(2)]
+    units = group_units(pods, "demo", endpoint_from_pod, declared=3, now=EPOCH + 5)
+    assert [u.state.name for u in units] == ["demo-0", "demo-1", "demo-2", "demo-3"]
+    assert units[3].state == UnitState("demo-3", ready=False, pending_since=EPOCH + 5)
+    assert (units[3].endpoint, units[3].placed) == (None, False)
+
+
+def test_a_serving_just_started_from_its_file_counts_the_groups_it_asks_for() -> None:
+    units = group_units([], "demo", endpoint_from_pod, declared=2, now=EPOCH)
+    assert [(u.state.name, u.state.ready) for u in units] == [("demo-0", False), ("demo-1", False)]
+
+
+def test_no_unit_is_added_when_the_pods_cover_the_spec_or_the_spec_asks_for_fewer() -> None:
+    pods = [pod(0), pod(1)]
+    assert len(group_units(pods, "demo", endpoint_from_pod, declared=2)) == 2
+    assert len(group_units(pods, "demo", endpoint_from_pod, declared=1)) == 2  # scale-down: the pods count
+
+
+def test_a_roles_missing_instances_are_named_in_its_group() -> None:
+    pods = [pod(0, role="decode"), pod(0, role="decode", role_index=2), pod(0, role="prefill")]
+    units = group_units(pods, "demo", endpoint_from_pod, "decode", declared=4, now=EPOCH)
+    assert [(u.state.name, u.state.ready) for u in units] == [
+        ("demo-0-decode-0", True),
+        ("demo-0-decode-2", True),
+        ("demo-0-decode-1", False),
+        ("demo-0-decode-3", False),
+    ]
