@@ -119,7 +119,8 @@ if [ -z "$base" ]; then
   base="$default_base"
 elif [ -z "$(image_id "$base")" ]; then
   log "pulling the base $base"
-  buildah pull --quiet "$base" >/dev/null
+  buildah pull --quiet "$base" >/dev/null \
+    || die "could not pull the base $base (a registry you reach; \`buildah login REGISTRY\` for a private one)"
 fi
 base_id="$(image_id "$base")"
 [ -n "$base_id" ] || die "base image $base not found"

@@ -1,6 +1,7 @@
 """The container image, built by scripts/build-image.sh and run with buildah (chroot isolation, the
 host's loopback): `phalanx` answers as the non-root user the chart's pods need, the simulator serves
-/health and a completion, and a spec is checked against the one Kubernetes schema the image keeps.
+/health and a completion through the router, and a spec is checked against the one Kubernetes
+schema the image keeps.
 
 Skipped, with the reason, where buildah is absent and the build script cannot install it. The build
 reuses the image while nothing it is made of changed, so only the first run pays for it.
@@ -120,14 +121,29 @@ def test_a_spec_is_checked_against_the_kubernetes_schema_kept_in_the_image(
     assert "unknown field 'containerPortt'; fix: did you mean 'containerPort'?" in invalid.stderr
 
 
-def test_the_simulator_in_the_image_answers_health_and_a_completion_on_loopback(
+def test_the_simulator_and_the_router_in_the_image_serve_a_completion_on_loopback(
     container: str, tmp_path: Path
 ) -> None:
-    port = free_port()
-    log = tmp_path / "sim.log"
-    argv = ["phalanx", "sim", "--served-model-name", "tiny", "--host", HOST, "--port", str(port)]
+    sim_port, router_port = free_port(), free_port()
+    sim = ["phalanx", "sim", "--served-model-name", "tiny", "--host", HOST, "--port", str(sim_port)]
+    router = ["phalanx", "router", "--host", HOST, "--port", str(router_port)]
+    router += ["--backend", f"http://{HOST}:{sim_port}"]
+    with _serving(container, sim, tmp_path / "sim.log"), _serving(container, router, tmp_path / "router.log"):
+        for port in (sim_port, router_port):
+            wait_health(port, 200, timeout=STEP_TIMEOUT)
+        status, body = _complete(router_port)
+        assert status == 200, body
+        assert json.loads(body)["choices"][0]["text"]
+    for port in (sim_port, router_port):
+        with pytest.raises(OSError):
+            get(port, "/health", timeout=1.0)
+
+
+@contextlib.contextmanager
+def _serving(container: str, argv: list[str], log: Path) -> Iterator[None]:
+    """`argv` running in the container until the block ends; its log is shown if the block fails."""
     with log.open("wb") as out:
-        # A session of its own: the engine under buildah is stopped with the whole group if need be.
+        # A session of its own: what buildah leaves running is stopped with the whole group.
         proc = subprocess.Popen(
             ["buildah", "run", "--isolation", "chroot", container, "--", *argv],
             stdout=out,
@@ -135,17 +151,11 @@ def test_the_simulator_in_the_image_answers_health_and_a_completion_on_loopback(
             start_new_session=True,
         )
     try:
-        try:
-            wait_health(port, 200, timeout=STEP_TIMEOUT)
-        except AssertionError as failed:
-            raise AssertionError(f"{failed}\n{log.read_text(errors='replace')}") from None
-        status, body = _complete(port)
-        assert status == 200, body
-        assert json.loads(body)["choices"][0]["text"]
+        yield
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n{argv[1]}'s log:\n{log.read_text(errors='replace')}") from None
     finally:
         _stop(proc)
-    with pytest.raises(OSError):
-        get(port, "/health", timeout=1.0)
 
 
 def _complete(port: int) -> tuple[int, bytes]:
