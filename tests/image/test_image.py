@@ -104,6 +104,12 @@ def test_phalanx_answers_its_version_as_uid_65532(container: str) -> None:
     assert ids.stdout.split() == [str(RUN_AS_USER)] * 2, ids.stdout + ids.stderr
 
 
+def test_the_operator_in_the_image_starts_and_looks_for_its_cluster(container: str) -> None:
+    operator = run_in(container, "phalanx", "operator", "--kubeconfig", "/nonexistent")
+    assert operator.returncode != 0
+    assert "no cluster configuration (Configuration file /nonexistent not found)" in operator.stderr
+
+
 def test_a_spec_is_checked_against_the_kubernetes_schema_kept_in_the_image(
     container: str, tmp_path: Path
 ) -> None:
