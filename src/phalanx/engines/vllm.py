@@ -23,7 +23,8 @@ from phalanx.engines.recipe import (
 DEFAULT_IMAGE = "vllm/vllm-openai:v0.33.0"
 RAY_PORT = 6379
 MASTER_PORT = 29501
-RAY_WAIT_SECONDS = 600
+# Overrides the Ray launcher's wait for the group's nodes (seconds); the startup budget otherwise.
+RAY_WAIT_ENV = "PHALANX_RAY_WAIT_SECONDS"
 ONLINE_FP8 = "fp8_per_tensor"
 _DTYPE_FLAGS = {"bf16": ["--dtype", "bfloat16"], "fp16": ["--dtype", "float16"]}
 _PLANNED_FLAGS = {
@@ -131,11 +132,10 @@ def _ray(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
             "set -eu",
             *_without_ray(_native_argv(inputs, serve, worker=False, shell=True)),
             f'ray start --head --port={RAY_PORT} --node-ip-address="$POD_IP" --disable-usage-stats',
-            f"deadline=$(( $(date +%s) + {RAY_WAIT_SECONDS} ))",
+            *_ray_deadline(inputs),
             f'until [ "$(python3 -c {shlex.quote(count_alive)} 2>/dev/null)" = "$GROUP_SIZE" ]; do',
             '  if [ "$(date +%s)" -ge "$deadline" ]; then',
-            f'    echo "Ray workers did not all join within {RAY_WAIT_SECONDS}s"'
-            ' "(want $GROUP_SIZE nodes)" >&2',
+            '    echo "Ray workers did not all join within ${wait_s}s" "(want $GROUP_SIZE nodes)" >&2',
             "    exit 1",
             "  fi",
             "  sleep 5",
@@ -148,7 +148,7 @@ def _ray(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
         [
             "set -u",
             *_without_ray(_native_argv(inputs, serve, worker=True, shell=True)),
-            f"deadline=$(( $(date +%s) + {RAY_WAIT_SECONDS} ))",
+            *_ray_deadline(inputs),
             f'until ray start --address="$ENTRY_ADDRESS:{RAY_PORT}" --node-ip-address="$POD_IP" --block; do',
             '  if [ "$(date +%s)" -ge "$deadline" ]; then',
             f'    echo "could not join the Ray head at $ENTRY_ADDRESS:{RAY_PORT}" >&2',
@@ -162,6 +162,14 @@ def _ray(inputs: EngineInputs, serve: list[str]) -> RoleRecipe:
     return RoleRecipe(
         entry=entry, worker=worker, worker_replicas=nodes - 1, notes=_notes(inputs), refused=_refused(inputs)
     )
+
+
+def _ray_deadline(inputs: EngineInputs) -> list[str]:
+    """The script lines that set the Ray join deadline: the group's startup budget, as the native
+    launcher's rendezvous and VLLM_ENGINE_READY_TIMEOUT_S wait (a slow image pull on one node must not
+    fail the entry early); the pod's env may set a shorter one."""
+    budget = load_timeout_seconds(inputs.plan)
+    return [f"wait_s=${{{RAY_WAIT_ENV}:-{budget}}}", "deadline=$(( $(date +%s) + wait_s ))"]
 
 
 _SHELL_VARIABLES = frozenset({"$ENTRY_ADDRESS", "$WORKER_INDEX"})

@@ -73,3 +73,23 @@ def test_with_ray_the_entry_waits_for_the_cluster_then_serves_on_ray(tmp_path: P
     argv = recorded_argv(tmp_path)
     assert argv[-2:] == ["--distributed-executor-backend", "ray"]
     assert "--nnodes" not in argv
+
+
+def test_the_entry_gives_up_when_the_wait_is_over_and_names_it(tmp_path: Path) -> None:
+    stand_in(tmp_path, "ray", "exit 0")
+    stand_in(tmp_path, "python3", "echo 1")  # the worker never joins
+    stand_in(tmp_path, "sleep", "exit 0")
+    stand_in(tmp_path, "vllm", f": > {tmp_path / 'argv'}")
+    date = shutil.which("date")
+    assert date is not None
+    (tmp_path / "date").symlink_to(date)
+    template = RECIPES["vllm"](inputs(launcher="ray")).entry
+    script = container(template)["command"][2]
+    assert SH is not None
+    env = {**POD_ENV, "PATH": str(tmp_path), "PHALANX_RAY_WAIT_SECONDS": "0"}
+    done = subprocess.run(
+        [SH, "-c", script], env=env, capture_output=True, text=True, timeout=30, check=False
+    )
+    assert done.returncode == 1
+    assert "Ray workers did not all join within 0s (want 2 nodes)" in done.stderr
+    assert not (tmp_path / "argv").exists()  # vllm never started

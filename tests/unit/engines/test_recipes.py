@@ -56,6 +56,8 @@ SERVE_405B = (
 NATIVE_405B = (
     "--nnodes 2 --master-addr $ENTRY_ADDRESS --master-port 29501 --distributed-timeout-seconds 10800"
 )
+# The Ray join waits as long as the startup budget (180 min for 405B) unless the pod's env says less.
+RAY_DEADLINE_405B = ("wait_s=${PHALANX_RAY_WAIT_SECONDS:-10800}", "deadline=$(( $(date +%s) + wait_s ))")
 NO_RAY = (
     "  echo 'no ray command in this image: starting vLLM with its own multi-node launcher (--nnodes) instead"
     " (set spec.launcher: native to choose it, or use an image with Ray installed)' >&2"
@@ -73,12 +75,12 @@ def test_vllm_ray_entry_script() -> None:
             f"  exec {SERVE_405B} {NATIVE_405B} --node-rank 0",
             "fi",
             'ray start --head --port=6379 --node-ip-address="$POD_IP" --disable-usage-stats',
-            "deadline=$(( $(date +%s) + 600 ))",
+            *RAY_DEADLINE_405B,
             """until [ "$(python3 -c 'import ray; ray.init(address='"'"'auto'"'"',"""
             """ logging_level='"'"'ERROR'"'"'); print(sum(1 for n in ray.nodes() if n['"'"'Alive'"'"']))'"""
             """ 2>/dev/null)" = "$GROUP_SIZE" ]; do""",
             '  if [ "$(date +%s)" -ge "$deadline" ]; then',
-            '    echo "Ray workers did not all join within 600s" "(want $GROUP_SIZE nodes)" >&2',
+            '    echo "Ray workers did not all join within ${wait_s}s" "(want $GROUP_SIZE nodes)" >&2',
             "    exit 1",
             "  fi",
             "  sleep 5",
@@ -97,7 +99,7 @@ def test_vllm_ray_worker_script() -> None:
             NO_RAY,
             f"  exec {SERVE_405B} {NATIVE_405B} --node-rank $WORKER_INDEX --headless",
             "fi",
-            "deadline=$(( $(date +%s) + 600 ))",
+            *RAY_DEADLINE_405B,
             'until ray start --address="$ENTRY_ADDRESS:6379" --node-ip-address="$POD_IP" --block; do',
             '  if [ "$(date +%s)" -ge "$deadline" ]; then',
             '    echo "could not join the Ray head at $ENTRY_ADDRESS:6379" >&2',
