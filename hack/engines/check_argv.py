@@ -527,7 +527,8 @@ def _installed(engine: str, packages: tuple[str, ...]) -> str:
     return ", ".join(done.stdout.split("\n")[:-1]) if done.returncode == 0 else f"{engine}: ?"
 
 
-def _header() -> str:
+def source_line() -> str:
+    """`branch B at `REV SUBJECT``: the checkout whose compiler rendered the pods."""
     source = _checkout()
     rev = subprocess.run(
         ["git", "-C", str(source), "log", "-1", "--format=%h %s"], capture_output=True, text=True, check=False
@@ -539,11 +540,15 @@ def _header() -> str:
         text=True,
         check=False,
     ).stdout.strip()
+    return f"branch {branch or '?'} at `{rev}`"
+
+
+def _header() -> str:
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     engines = "; ".join(
         [_installed("vllm", ("vllm", "ray", "lmcache", "torch")), _installed("sglang", ("sglang", "torch"))]
     )
-    return f"Run {when}; Phalanx from branch {branch or '?'} at `{rev}`; {engines}."
+    return f"Run {when}; Phalanx from {source_line()}; {engines}."
 
 
 def _summary(pod: Pod) -> str:
