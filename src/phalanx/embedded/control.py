@@ -15,10 +15,13 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from phalanx.api.labels import FIELD_MANAGER
 from phalanx.api.modelserving import ModelServing
 from phalanx.api.yamlfile import MAX_FILE_BYTES
+from phalanx.autoscale.conflicts import claim_of
+from phalanx.controller.deployment_replicas import autoscaled, counts_to_send
 from phalanx.controller.scaling import ScaleRefused, scaled
-from phalanx.embedded.specs import servings_from_text
+from phalanx.embedded.specs import LoadedServings, servings_from_text
 from phalanx.http.errors import error_response, json_errors
 from phalanx.runtimes.local.logs import BadLogRequest
 from phalanx.runtimes.local.statedir import read_tail
@@ -83,8 +86,11 @@ class ControlApi:
                 {"applied": [], "errors": loaded.errors, "warnings": loaded.warnings}, status=422
             )
         applied = []
-        for ms in loaded.servings:
-            before = await self.runtime.get_serving(ms.namespace, ms.name)
+        for compiled in loaded.servings:
+            before = await self.runtime.get_serving(compiled.namespace, compiled.name)
+            ms = compiled
+            if before is not None and (ms.namespace, ms.name) in loaded.from_deployments:
+                ms = self._deployment_counts(compiled, before, loaded)
             stored = await self.runtime.apply_serving(ms)
             if before is None:
                 change = "created"
@@ -105,6 +111,28 @@ class ControlApi:
                 }
             )
         return web.json_response({"applied": applied, "errors": [], "warnings": loaded.warnings})
+
+    def _deployment_counts(
+        self, ms: ModelServing, before: ModelServing, loaded: LoadedServings
+    ) -> ModelServing:
+        """A re-applied ModelDeployment keeps the counts an autoscaler set (the operator's rule)."""
+        assert self.daemon.autoscaler is not None
+        claims = [
+            c
+            for c in map(claim_of, [*self.daemon.autoscaler.policies(), *loaded.policies])
+            if c is not None and c.namespace == ms.namespace
+        ]
+        roles = {role for c in claims if c.serving == ms.name for role in c.roles or ()}
+        counted = counts_to_send(
+            ms.to_dict(),
+            before.to_dict(),
+            autoscaled=autoscaled(
+                loaded.from_deployments[(ms.namespace, ms.name)], [c.serving for c in claims], ms.name, None
+            ),
+            manager=FIELD_MANAGER,
+            scaled_roles=roles,
+        )
+        return ModelServing.model_validate(counted)
 
     async def scale(self, request: web.Request) -> web.Response:
         body = await self._json(request)

@@ -14,6 +14,8 @@ class LoadedServings:
     servings: list[ModelServing] = field(default_factory=list)
     # The file's AutoscalingPolicies and those ModelDeployment.spec.autoscaling renders.
     policies: list[AutoscalingPolicy] = field(default_factory=list)
+    # (namespace, name) of each ModelServing compiled from a ModelDeployment -> it has spec.autoscaling.
+    from_deployments: dict[tuple[str, str], bool] = field(default_factory=dict)
     # Every problem, rendered with its file, line, field, value and fix.
     errors: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -37,6 +39,8 @@ def servings_from_text(text: str, source: str) -> LoadedServings:
                 _add(result, list(exc.errors), source)
                 continue
             result.servings.append(compiled.model_serving)
+            key = (compiled.model_serving.namespace, compiled.model_serving.name)
+            result.from_deployments[key] = resource.spec.autoscaling is not None
             if compiled.autoscaling_policy is not None:
                 result.policies.append(compiled.autoscaling_policy)
     result.policies += loaded.policies

@@ -28,20 +28,25 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from pydantic import ValidationError
 
 from phalanx.api import labels as L
+from phalanx.api.autoscalingpolicy import AutoscalingPolicy
 from phalanx.api.errors import FieldError, SpecError, only_errors
 from phalanx.api.load import parse_resource
 from phalanx.api.modeldeployment import ModelDeployment
 from phalanx.api.modelserving import ModelServing
+from phalanx.autoscale.conflicts import claim_of
 from phalanx.compiler import compile_deployment
 from phalanx.controller.actions import Event
+from phalanx.controller.deployment_replicas import autoscaled, counts_to_send
 from phalanx.controller.observed import format_time
 from phalanx.controller.ownership import controlled_by
 from phalanx.controller.recovery import Settings
 from phalanx.kube.errors import (
     KUBE_ERRORS,
     describe,
+    is_not_found,
     is_transient,
 )
 from phalanx.kube.informer import Informer
@@ -275,6 +280,8 @@ class Operator:
         cached = self.deployments.objects.get((namespace, name))
         if cached is None:
             return None  # deleted: the ModelServing it owns goes with it
+        if not self.autoscaler.policies.synced:
+            return 0.2  # whether a policy owns the count is not known yet
         data = copy.deepcopy(cached)
         md, problems = parse_resource(data)
         if not isinstance(md, ModelDeployment) or only_errors(problems):
@@ -304,6 +311,17 @@ class Operator:
         uid = (data.get("metadata") or {}).get("uid")
         serving["metadata"]["namespace"] = namespace
         serving["metadata"]["ownerReferences"] = controlled_by("ModelDeployment", name, uid)
+        stored = await self._read_with_owners(namespace, compiled.model_serving.name)
+        targets, roles = self._policy_targets(namespace, compiled.model_serving.name)
+        serving = counts_to_send(
+            serving,
+            stored,
+            autoscaled=autoscaled(
+                md.spec.autoscaling is not None, targets, compiled.model_serving.name, stored
+            ),
+            manager=L.FIELD_MANAGER,
+            scaled_roles=roles,
+        )
         await self.client.apply(
             ModelServingResource.from_dict(serving), field_manager=L.FIELD_MANAGER, force=True
         )
@@ -317,6 +335,33 @@ class Operator:
             namespace, name, data, compiled.model_serving.name, plan_to_dict(plan), message
         )
         return None
+
+    async def _read_with_owners(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The ModelServing with its managedFields (the caches drop them): who owns its count."""
+        try:
+            found = await self.client.get(ModelServingResource, name, namespace=namespace)
+        except KUBE_ERRORS as exc:
+            if not is_not_found(exc):
+                raise
+            return None
+        return as_dict(found)
+
+    def _policy_targets(self, namespace: str, serving: str) -> tuple[list[str], set[str]]:
+        """What the policies of `namespace` scale: ModelServings, and the roles of `serving`."""
+        targets: list[str] = []
+        roles: set[str] = set()
+        for (policy_namespace, _), data in self.autoscaler.policies.objects.items():
+            if (policy_namespace or "default") != namespace:
+                continue
+            try:
+                claim = claim_of(AutoscalingPolicy.model_validate(data, strict=True))
+            except ValidationError:
+                continue  # an unreadable policy scales nothing
+            if claim is not None:
+                targets.append(claim.serving)
+                if claim.serving == serving:
+                    roles |= set(claim.roles or ())
+        return targets, roles
 
     async def _report_invalid(
         self,
