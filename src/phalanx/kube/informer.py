@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 from lightkube import AsyncClient
 from lightkube.core.resource import NamespacedResource
 
-from phalanx.kube.errors import Backoff, WatchEnded, retry
+from phalanx.kube.errors import Backoff, WatchEnded, retry, status_of
 from phalanx.kube.resources import as_dict
 
 Object = dict[str, Any]
@@ -131,6 +131,7 @@ class Informer:
         backoff: Backoff | None = None,
         server_timeout_s: int = 300,
         stable_s: float = 60.0,
+        absent_is_empty: bool = False,
         logger: logging.Logger | None = None,
     ) -> None:
         self.client = client
@@ -143,6 +144,9 @@ class Informer:
         self.backoff = backoff or Backoff()
         self.server_timeout_s = server_timeout_s
         self.stable_s = stable_s  # a list and watch that lasted this long starts the backoff over
+        # A resource the API server does not serve (404: its CRD is not installed) reads as none of it;
+        # only for optional resources, whose absence readers may act on.
+        self.absent_is_empty = absent_is_empty
         self.logger = logger or logging.getLogger("phalanx.kube")
 
     @property
@@ -170,13 +174,18 @@ class Informer:
     async def _list_and_watch(self) -> NoReturn:
         listing = self.client.list(self.resource, namespace=self.namespace or "*", labels=self.labels)
         fresh = {}
-        async for obj in listing:
-            data = as_dict(obj)
-            fresh[key_of(data)] = data
-        changed = changed_by_list(self.store.objects, fresh)
-        self.store.replace(fresh.values())
-        self.synced = True
-        self.on_change(changed)
+        try:
+            async for obj in listing:
+                data = as_dict(obj)
+                fresh[key_of(data)] = data
+        except Exception as exc:
+            if not self.absent_is_empty or status_of(exc) != 404:
+                raise
+            # Readers act on "none" rather than wait forever for a first list; listing goes on with
+            # the backoff and finds the objects once the CRD is installed.
+            self._listed({})
+            raise
+        self._listed(fresh)
         # lightkube resumes a watch the server ends (timeoutSeconds) from the last version it saw.
         async for kind, obj in self.client.watch(
             self.resource,
@@ -194,3 +203,9 @@ class Informer:
                 continue
             self.on_change([data])
         raise WatchEnded("the watch ended")
+
+    def _listed(self, fresh: dict[Key, Object]) -> None:
+        changed = changed_by_list(self.store.objects, fresh)
+        self.store.replace(fresh.values())
+        self.synced = True
+        self.on_change(changed)

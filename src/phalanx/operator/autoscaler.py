@@ -105,7 +105,10 @@ class PolicyLoop:
         self.router_metrics_url = router_metrics_url
         self.pages = pages or PageReader()
         self.clock = clock
-        self.policies = Informer(client, AutoscalingPolicyResource, namespace, lambda _: None, logger=log)
+        # An install without the AutoscalingPolicy CRD has no policies (ModelDeployments wait for this list).
+        self.policies = Informer(
+            client, AutoscalingPolicyResource, namespace, lambda _: None, absent_is_empty=True, logger=log
+        )
         self.kept: dict[Key, Kept] = {}
         self.room = ClusterRoom(client)
         self._router_urls_at: float | None = None
