@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -134,12 +135,16 @@ def test_the_simulator_and_the_router_in_the_image_serve_a_completion_on_loopbac
     sim = ["phalanx", "sim", "--served-model-name", "tiny", "--host", HOST, "--port", str(sim_port)]
     router = ["phalanx", "router", "--host", HOST, "--port", str(router_port)]
     router += ["--backend", f"http://{HOST}:{sim_port}"]
-    with _serving(container, sim, tmp_path / "sim.log"), _serving(container, router, tmp_path / "router.log"):
-        for port in (sim_port, router_port):
-            wait_health(port, 200, timeout=STEP_TIMEOUT)
-        status, body = _complete(router_port)
-        assert status == 200, body
-        assert json.loads(body)["choices"][0]["text"]
+    with _serving(container, sim, tmp_path / "sim.log"):
+        # The router starts once the simulator answers: a router that cannot reach its backend
+        # yet answers 503 until it learns the backend's models (by design), which is not this test.
+        wait_health(sim_port, 200, timeout=STEP_TIMEOUT)
+        with _serving(container, router, tmp_path / "router.log"):
+            wait_health(router_port, 200, timeout=STEP_TIMEOUT)
+            _wait_model(router_port, "tiny")
+            status, body = _complete(router_port)
+            assert status == 200, body
+            assert json.loads(body)["choices"][0]["text"]
     for port in (sim_port, router_port):
         with pytest.raises(OSError):
             get(port, "/health", timeout=1.0)
@@ -162,6 +167,20 @@ def _serving(container: str, argv: list[str], log: Path) -> Iterator[None]:
         raise AssertionError(f"{failed}\n{argv[1]}'s log:\n{log.read_text(errors='replace')}") from None
     finally:
         _stop(proc)
+
+
+def _wait_model(port: int, model: str) -> None:
+    """Until the router lists `model` in GET /v1/models."""
+    deadline = time.monotonic() + STEP_TIMEOUT
+    listed: list[str] = []
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            status, body = get(port, "/v1/models", timeout=1.0)
+            listed = [m["id"] for m in json.loads(body)["data"]] if status == 200 else []
+            if model in listed:
+                return
+        time.sleep(0.2)
+    raise AssertionError(f"the router never listed {model!r} (last: {listed})")
 
 
 def _complete(port: int) -> tuple[int, bytes]:
