@@ -16,7 +16,7 @@ from phalanx.api import labels as L
 from phalanx.kube.resources import ModelServingResource
 from tests.cluster.controlplane import PHALANX_CRDS, ControlPlane, install_crds, wait_for
 from tests.cluster.routers import router_process
-from tests.cluster.test_router_discovery import router_kubeconfig, serving
+from tests.cluster.test_router_discovery import pod, router_kubeconfig, serving
 
 pytestmark = pytest.mark.cluster
 
@@ -25,48 +25,6 @@ def state(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(f"{url}/ui/state", timeout=5) as resp:
         body: dict[str, Any] = json.loads(resp.read())
     return body
-
-
-def entry_pod(namespace: str, name: str, node: str, owner: dict[str, Any]) -> dict[str, Any]:
-    labels = {L.NAME: "demo", L.GROUP_INDEX: "0", L.ROLE: "engine", L.ROLE_INDEX: "0", L.ENTRY: "true"}
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [
-                {
-                    "apiVersion": L.GROUP_VERSION,
-                    "kind": "ModelServing",
-                    "name": "demo",
-                    "uid": owner["metadata"]["uid"],
-                    "controller": True,
-                },
-            ],
-        },
-        "spec": {
-            "nodeName": node,
-            "automountServiceAccountToken": False,
-            "containers": [
-                {
-                    "name": "engine",
-                    "image": "engine:v1",
-                    "command": [
-                        "vllm",
-                        "serve",
-                        "org/model",
-                        "--served-model-name",
-                        "demo",
-                        "--port",
-                        "8000",
-                    ],
-                    "ports": [{"name": "http", "containerPort": 8000}],
-                }
-            ],
-        },
-    }
 
 
 def test_the_web_view_shows_discovered_groups_and_events_once_allowed(
@@ -80,7 +38,10 @@ def test_the_web_view_shows_discovered_groups_and_events_once_allowed(
     cp.add_gpu_node(node)
     kubeconfig = router_kubeconfig(cp, namespace, tmp_path / "router.kubeconfig")  # no events rule
     demo = client.create(ModelServingResource.from_dict(serving(namespace, "demo", replicas=1))).to_dict()
-    client.create(from_dict(entry_pod(namespace, "demo-0-engine-0-0", node, demo)))
+    vllm = ["vllm", "serve", "org/model", "--served-model-name", "demo", "--port", "8000"]
+    entry = pod(namespace, "demo-0-engine-0-0", node, owner=demo, serving_name="demo", command=vllm)
+    entry["metadata"]["labels"].update({L.ROLE: "engine", L.ROLE_INDEX: "0"})  # as the operator labels it
+    client.create(from_dict(entry))
     event = {
         "apiVersion": "v1",
         "kind": "Event",
