@@ -24,7 +24,6 @@ from aiohttp import web
 from phalanx.api import labels as L
 from phalanx.api.autoscalingpolicy import AutoscalingPolicy
 from phalanx.api.modelserving import ModelServing
-from phalanx.controller.observed import pod_state
 from phalanx.controller.recovery import Settings
 from phalanx.embedded.autoscaler import Autoscaler
 from phalanx.embedded.control import ControlApi
@@ -32,6 +31,8 @@ from phalanx.embedded.peers import same_user_only
 from phalanx.router.declared import declared_by_servings
 from phalanx.router.pods import endpoints_from_pods
 from phalanx.router.server import Router, RouterConfig
+from phalanx.router.webui import StateProvider
+from phalanx.router.webview import pod_record
 from phalanx.runtimes.local.runtime import LocalRuntime
 from phalanx.runtimes.local.statedir import StateDirError, ensure_private_dir
 from phalanx.runtimes.local.watchdog import RestartPolicy
@@ -102,6 +103,7 @@ class Daemon:
                 "choose another port with --port"
             ) from None
         self.router = router
+        router.state_provider = StateProvider("up", self._web_snapshot)  # the web view (/ui)
         runtime = LocalRuntime(
             options.state_dir,
             gpus=options.gpus,
@@ -204,36 +206,22 @@ class Daemon:
             pods += await self.runtime.list_objects("Pod", namespace, {})
         return [p for p in pods if L.NAME in (p.get("metadata", {}).get("labels") or {})]
 
+    async def _web_snapshot(self) -> dict[str, Any]:
+        """The web view's state: the status payload, empty while the runtime is starting."""
+        return await self.status_payload() if self.runtime is not None else {}
+
     async def status_payload(self) -> dict[str, Any]:
         assert self.runtime is not None and self.router is not None
         servings = await self.runtime.list_servings()
         pods = []
         for obj in await self.all_pods():
-            state = pod_state(obj)
-            if state is None:
+            record = pod_record(obj)  # the fields the web view shares, plus what only `up` knows
+            if record is None:
                 continue
-            annotations = obj.get("metadata", {}).get("annotations") or {}
-            pods.append(
-                {
-                    "name": state.name,
-                    "namespace": obj["metadata"].get("namespace", "default"),
-                    "serving": obj["metadata"]["labels"].get(L.NAME, ""),
-                    "role": state.role,
-                    "group": state.group_index,
-                    "roleIndex": state.role_index,
-                    "entry": state.entry,
-                    "phase": state.phase,
-                    "ready": state.ready,
-                    "restarts": state.restart_count,
-                    "ip": state.ip,
-                    "gpus": self.runtime.pod_gpus(obj),
-                    "pids": self.runtime.pod_pids(obj["metadata"].get("namespace", "default"), state.name),
-                    "reason": state.reason,
-                    "draining": state.draining_since is not None,
-                    "terminating": state.deleting,
-                    "annotations": annotations,
-                }
-            )
+            record["gpus"] = self.runtime.pod_gpus(obj)
+            record["pids"] = self.runtime.pod_pids(record["namespace"], record["name"])
+            record["annotations"] = obj.get("metadata", {}).get("annotations") or {}
+            pods.append(record)
         inventory = self.runtime.gpu_inventory()
         events = self.runtime.events()
         return {

@@ -20,6 +20,7 @@ from phalanx.kube.config import ClusterConfigError, load_kubeconfig
 from phalanx.router.auth import KeyFileError
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.kubernetes import KubernetesDiscovery
+from phalanx.router.kubeview import KubernetesState
 from phalanx.router.server import Router, RouterConfig
 from phalanx.router.static import BackendURLError, static_endpoints
 
@@ -84,6 +85,7 @@ async def serve(
             discovery = KubernetesDiscovery(
                 client, router.set_endpoints, options.namespaces, on_declared=router.set_declared
             )
+            router.state_provider = KubernetesState(client, discovery, options.namespaces).provider()
         try:
             await router.start(options.host, options.port)
         except OSError as exc:

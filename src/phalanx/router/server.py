@@ -90,6 +90,8 @@ from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
 from phalanx.router.usage import UsageTap
+from phalanx.router.webui import StateProvider, asset_handler, state_response
+from phalanx.router.webview import EndpointLoad, build_view
 
 logger = logging.getLogger("phalanx.router")
 access_logger = logging.getLogger("phalanx.router.access")
@@ -310,6 +312,8 @@ class Router:
         self._stopping = False
         # SGLang bootstrap rooms: unpredictable, so two routers never pick the same one.
         self._rooms = random.SystemRandom()
+        # The web view's servings, pods, policies and events (`phalanx up` or the discovery wires it).
+        self.state_provider: StateProvider | None = None
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -403,6 +407,10 @@ class Router:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/debug/endpoints", self._debug_endpoints)
         app.router.add_get("/debug/demand", self._debug_demand)
+        app.router.add_get("/ui", asset_handler("index.html"))
+        app.router.add_get("/ui/app.js", asset_handler("app.js"))
+        app.router.add_get("/ui/app.css", asset_handler("app.css"))
+        app.router.add_get("/ui/state", self._ui_state)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -669,6 +677,37 @@ class Router:
                 ],
             }
         )
+
+    def endpoint_loads(self) -> list[EndpointLoad]:
+        """Each endpoint as the router sees it: routable, healthy, in flight and the engine's load."""
+        now = time.monotonic()
+        ejected = self.detector.ejected(now)
+        loads = []
+        for ep in self.endpoints():
+            load = self._scraper.reading(ep.name, now) if self._scraper is not None else None
+            loads.append(
+                EndpointLoad(
+                    name=ep.name,
+                    routable=ep.routable,
+                    in_flight=self._in_flight.get(ep.name, 0),
+                    healthy=ep.name not in ejected,
+                    waiting=load.waiting if load is not None else None,
+                    running=load.running if load is not None else None,
+                    kv_cache_usage=load.kv_cache_usage if load is not None else None,
+                )
+            )
+        return loads
+
+    async def _ui_state(self, request: web.Request) -> web.Response:
+        """The web view's document (docs/router.md, "Web view"): behind the API keys, read-only."""
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
+        provider = self.state_provider
+        snapshot = await provider.snapshot() if provider is not None else {}
+        document = build_view(snapshot, self.endpoint_loads(), source=provider.source if provider else "none")
+        document["queued"] = self.admission.queue_depth()
+        document["held"] = self.held()
+        return state_response(document)
 
     async def _models(self, request: web.Request) -> web.Response:
         if (refused := self._unauthorized(request)) is not None:
