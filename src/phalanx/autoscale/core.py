@@ -124,7 +124,7 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     capacity = learn_capacity(history.capacity_per_unit, live)
     startup = learn_startup(history.startup, history.starting, live, now)
     arrivals = signals.demand_requests_per_second
-    lead = lead_time(startup, live, now)
+    lead = lead_time(startup, live, now, signals.startup_seconds)
     ahead = rise(history.demand, now, arrivals, lead) if arrivals is not None else 0.0
     planned = capacity if capacity is not None else policy.capacity_prior  # learned, else the prior
     remaining = still_starting(live, now, startup)

@@ -116,6 +116,9 @@ class Signals:
     demand_requests_per_second: float | None = None
     # How many more units the platform can place now (local GPU inventory); None: unknown.
     placeable: int | None = None
+    # Seconds the target's ready units took from creation to ready (the longest of them: a pod's
+    # creationTimestamp to its Ready condition's lastTransitionTime); None: not known.
+    startup_seconds: float | None = None
 
 
 @dataclass(frozen=True)

@@ -363,6 +363,7 @@ class Replayer:
             demand_tokens_per_second=demand,
             demand_requests_per_second=arrivals,
             placeable=None if cap is None else max(0, cap - held),
+            startup_seconds=self.capacity.startup,
         )
 
     def _kv_usage(self, unit: _Unit) -> float:
