@@ -64,14 +64,16 @@ def learn_startup(
     return max(samples) if samples else previous
 
 
-def lead_time(startup: float | None, live: Sequence[UnitSignals], now: float) -> float:
+def lead_time(
+    startup: float | None, live: Sequence[UnitSignals], now: float, known: float | None = None
+) -> float:
     """How far ahead a unit asked for now serves: the learned startup; before one is learned, the
-    longest any unit now starting has already taken (it takes at least that), else 0."""
+    longest of the startup the platform reports for the ready units (`known`) and what any unit
+    now starting has already taken (it takes at least that), else 0."""
     if startup is not None:
         return startup
-    return max(
-        (now - u.pending_since for u in live if not u.ready and u.pending_since is not None), default=0.0
-    )
+    waited = [now - u.pending_since for u in live if not u.ready and u.pending_since is not None]
+    return max([*waited, *([known] if known is not None else [])], default=0.0)
 
 
 TREND = 60.0  # seconds between the two arrival rates whose difference is the demand's rise

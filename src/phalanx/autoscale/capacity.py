@@ -34,6 +34,21 @@ def saturated_rate(live: Sequence[UnitSignals]) -> float | None:
     return sum(rates) / len(rates) if rates else None
 
 
+def batch_rate(
+    live: Sequence[UnitSignals], max_running: int | None, tokens_per_request: float
+) -> float | None:
+    """Tokens per second one unit serves with its batch full, by Little's law: `max_running`
+    requests at once, each holding its place for the ready units' mean `request_seconds`. It needs
+    no saturation: a unit that is never full still shows how long a request keeps its place.
+    None when the batch size or no unit's request time is known."""
+    held = [
+        u.request_seconds for u in live if u.ready and u.request_seconds is not None and u.request_seconds > 0
+    ]
+    if max_running is None or max_running <= 0 or not held or tokens_per_request <= 0:
+        return None
+    return max_running * tokens_per_request / (sum(held) / len(held))
+
+
 def learn_capacity(previous: float | None, live: Sequence[UnitSignals]) -> float | None:
     sample = saturated_rate(live)
     if sample is None:
@@ -51,12 +66,12 @@ def capacity_figure(
     unit: str,
     utilization: float = 1.0,
     expected: float | None = None,
-    prior: bool = False,
+    which: str = "learned",
 ) -> Figure | None:
     """ceil(demand / (capacity per unit x utilization)), held inside the tolerance band like any
     ratio. No demand needs no unit, whatever the capacity (known or not). `expected`: the demand
-    forecast for when a unit asked for now is ready, planned for when above today's; `prior`: the
-    capacity is the policy's prior, not one learned."""
+    forecast for when a unit asked for now is ready, planned for when above today's; `which`: where the
+    capacity comes from, in the reason (learned, the batch's estimate, the policy's prior)."""
     if demand is not None and demand <= 0:
         return Figure("capacity", 0, f"no demand (0 tokens/s) needs no {unit}")
     if demand is None or capacity is None or capacity <= 0:
@@ -71,7 +86,6 @@ def capacity_figure(
     seen = f"demand {number(demand)} tokens/s"
     if rising:
         seen += f", rising to {number(planned_demand)} by the time a new {unit} is ready,"
-    which = "expected (the policy's prior)" if prior else "learned"
     return Figure(
         "capacity",
         replicas,

@@ -16,7 +16,7 @@ from phalanx.autoscale.backlog import (
     rise,
     still_starting,
 )
-from phalanx.autoscale.capacity import capacity_figure, learn_capacity
+from phalanx.autoscale.capacity import batch_rate, capacity_figure, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
 from phalanx.autoscale.recommend import Figure, number, plural, recommend
 from phalanx.autoscale.record import append_record, prune_recommendations
@@ -67,7 +67,7 @@ def gather(
     capacity: float | None,
     remaining: float = 0.0,
     ahead: float = 0.0,
-    prior: bool = False,
+    which: str = "learned",
 ) -> list[Figure]:
     """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's."""
     figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
@@ -79,7 +79,7 @@ def gather(
         # A rising demand is planned for as it will be when a unit asked for now is ready.
         expected = demand * (requests + ahead) / requests if demand is not None and requests else None
         floor = capacity_figure(
-            demand, capacity, len(live), policy.tolerance, policy.unit, utilization, expected, prior
+            demand, capacity, len(live), policy.tolerance, policy.unit, utilization, expected, which
         )
         figures += [floor] if floor is not None else []
     if not live and signals.admission_queue > 0:
@@ -87,6 +87,22 @@ def gather(
         text = f"{waiting} wait in the admission queue with no {policy.unit} to serve them"
         figures.append(Figure("admission-queue", 1, text))
     return figures
+
+
+def planned_capacity(
+    policy: Policy, live: tuple[UnitSignals, ...], signals: Signals, learned: float | None
+) -> tuple[float | None, str]:
+    """The capacity per unit the floor and the backlog cap plan with, and where it comes from:
+    the one learned from saturated units, else the batch's estimate (no saturation needed), else
+    the policy's prior."""
+    if learned is not None:
+        return learned, "learned"
+    tokens, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
+    if tokens and requests:
+        batch = batch_rate(live, signals.max_running, tokens / requests)
+        if batch is not None:
+            return batch, "batch-estimated"
+    return policy.capacity_prior, "expected (the policy's prior)"
 
 
 def move(
@@ -124,13 +140,11 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     capacity = learn_capacity(history.capacity_per_unit, live)
     startup = learn_startup(history.startup, history.starting, live, now)
     arrivals = signals.demand_requests_per_second
-    lead = lead_time(startup, live, now)
+    lead = lead_time(startup, live, now, signals.startup_seconds)
     ahead = rise(history.demand, now, arrivals, lead) if arrivals is not None else 0.0
-    planned = capacity if capacity is not None else policy.capacity_prior  # learned, else the prior
+    planned, which = planned_capacity(policy, live, signals, capacity)
     remaining = still_starting(live, now, startup)
-    figures = gather(
-        policy, live, signals, planned, remaining, ahead, capacity is None and planned is not None
-    )
+    figures = gather(policy, live, signals, planned, remaining, ahead, which)
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]

@@ -103,6 +103,9 @@ class UnitSignals:
     itl_p95: float | None = None
     prefill_queued_tokens: float | None = None
     tokens_per_second: float | None = None  # tokens (prompt + output) the unit served per second
+    # Mean seconds a request finished in the last window spent in the engine's batch (prefill and
+    # decode, not its wait): vllm:request_inference_time_seconds' sum / count deltas.
+    request_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,12 @@ class Signals:
     demand_requests_per_second: float | None = None
     # How many more units the platform can place now (local GPU inventory); None: unknown.
     placeable: int | None = None
+    # Requests one unit's engine runs at once (vLLM --max-num-seqs, SGLang --max-running-requests),
+    # from the engine's arguments; None: unknown.
+    max_running: int | None = None
+    # Seconds the target's ready units took from creation to ready (the longest of them: a pod's
+    # creationTimestamp to its Ready condition's lastTransitionTime); None: not known.
+    startup_seconds: float | None = None
 
 
 @dataclass(frozen=True)

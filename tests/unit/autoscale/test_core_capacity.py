@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from phalanx.autoscale.capacity import capacity_figure, learn_capacity, saturated_rate
+from phalanx.autoscale.capacity import batch_rate, capacity_figure, learn_capacity, saturated_rate
 from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.types import History, Signals, UnitSignals
 from tests.unit.autoscale.core_builders import policy, units
@@ -77,3 +79,38 @@ def test_a_vanishing_capacity_asks_for_max_not_for_infinity() -> None:
     )
     assert decision.recommendations["capacity"] == 1_000_000_000
     assert decision.desired == 7
+
+
+def test_the_batch_estimate_is_littles_law_over_the_ready_units_request_time() -> None:
+    live = (
+        UnitSignals("a", True, request_seconds=5.0),
+        UnitSignals("b", True, request_seconds=7.0),
+        UnitSignals("c", True, request_seconds=None),  # no request finished in the window
+        UnitSignals("d", False, request_seconds=1.0),  # not ready
+    )
+    # 16 requests at once, each holding its place 6 s on average, 1500 tokens each: 4000 tokens/s.
+    assert batch_rate(live, 16, 1500.0) == pytest.approx(4000.0)
+    assert batch_rate(live, None, 1500.0) is None  # the batch size is not known
+    assert batch_rate(units(2), 16, 1500.0) is None  # no request time known
+
+
+def test_the_batch_estimate_stands_in_until_a_capacity_is_learned() -> None:
+    # 6000 tokens/s in 4 requests/s is 1500 tokens per request; 16 at once for 8 s each is 3000
+    # tokens/s per unit: the demand needs 2 of 4 unsaturated units (the in-flight target asks 1).
+    signals = Signals(
+        units=units(4, inflight=1.0, waiting=0.0, request_seconds=8.0),
+        demand_tokens_per_second=6000.0,
+        demand_requests_per_second=4.0,
+        max_running=16,
+    )
+    chosen = policy(capacity_utilization=1.0)
+    decision = autoscale(chosen, signals, 0.0, History())
+    assert decision.recommendations == {"inflight": 1, "capacity": 2}
+    assert "at the batch-estimated 3000 tokens/s per group asks for 2" in decision.reason
+    assert decision.history.capacity_per_unit is None  # an estimate, not written as learned
+    # A capacity learned from saturated units wins: 6000 / 1000 = 6.
+    learned = autoscale(chosen, signals, 0.0, History(capacity_per_unit=1000.0))
+    assert learned.recommendations["capacity"] == 6
+    # So does nothing: without the batch size no floor is planned.
+    blind = autoscale(chosen, dataclasses.replace(signals, max_running=None), 0.0, History())
+    assert blind.recommendations == {"inflight": 1}

@@ -4,6 +4,8 @@ stands in until a capacity is learned."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from phalanx.autoscale.backlog import lead_time, rise, sustained
@@ -122,6 +124,25 @@ def test_the_lead_is_the_learned_startup_else_what_a_starting_unit_already_took(
     assert lead_time(150.0, starting, 120.0) == 150.0
     assert lead_time(None, starting, 120.0) == 90.0  # the unit pending since 30 s took at least 90
     assert lead_time(None, units(2), 120.0) == 0.0  # nothing starting, nothing learned
+
+
+def test_before_a_startup_is_learned_the_platform_reported_startup_is_the_lead() -> None:
+    starting = (*units(1), *pending(1, since=90.0))
+    assert lead_time(None, units(2), 120.0, known=150.0) == 150.0  # nothing starting: the reported one
+    assert lead_time(None, starting, 120.0, known=20.0) == 30.0  # a unit already waited longer
+    assert lead_time(140.0, starting, 120.0, known=150.0) == 140.0  # a learned startup wins
+
+
+def test_the_first_rise_is_forecast_over_the_startup_the_ready_units_took() -> None:
+    # Nothing learned, nothing starting: the ready units took 150 s from creation to ready, so
+    # the trend's 1/60 per second over 150 s is 2.5 more, 6.5 requests/s at 1500 tokens is 9750
+    # tokens/s, 4.875 units of 2000: 5. Without the reported startup the lead is 0: 3.
+    chosen = policy(INFLIGHT, capacity_utilization=1.0)
+    history = History(capacity_per_unit=2000.0, demand=RISING)
+    signals = demand(*units(2, inflight=2.0, waiting=0.0))
+    reported = dataclasses.replace(signals, startup_seconds=150.0)
+    assert autoscale(chosen, reported, 180.0, history).recommendations["capacity"] == 5
+    assert autoscale(chosen, signals, 180.0, history).recommendations["capacity"] == 3
 
 
 def test_before_a_startup_is_learned_the_forecast_reaches_as_far_as_a_starting_unit_has_waited() -> None:

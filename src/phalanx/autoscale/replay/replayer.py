@@ -95,6 +95,8 @@ class _Unit:
     running: dict[int, tuple[float, float]] = field(default_factory=dict)  # request: first token, finish
     first_tokens: deque[tuple[float, float]] = field(default_factory=deque)  # time, ttft
     served_tokens: deque[tuple[float, int]] = field(default_factory=deque)  # finish time, tokens
+    # finish time, seconds the request held a batch slot (joined the batch to finished)
+    slot_seconds: deque[tuple[float, float]] = field(default_factory=deque)
 
     @property
     def name(self) -> str:
@@ -235,6 +237,7 @@ class Replayer:
             unit.prefill_free = first
             finish = first + self.capacity.decode_seconds(request.output_tokens)
             unit.running[index] = (first, finish)
+            unit.slot_seconds.append((finish, finish - self.now))
             self.first_token[index] = first
             unit.first_tokens.append((first, first - request.arrival))
             self._push(finish, _FINISH, unit.position, index)
@@ -337,6 +340,9 @@ class Replayer:
                 unit.first_tokens.popleft()
             while unit.served_tokens and unit.served_tokens[0][0] <= start:
                 unit.served_tokens.popleft()
+            while unit.slot_seconds and unit.slot_seconds[0][0] <= start:
+                unit.slot_seconds.popleft()
+            in_batch = [seconds for finish, seconds in unit.slot_seconds if finish <= now]
             ttfts = [ttft for time, ttft in unit.first_tokens if time <= now]
             served_for = min(self.window, now - (unit.ready_at or 0.0))
             units.append(
@@ -350,6 +356,7 @@ class Replayer:
                     running=float(len(unit.running)),
                     kv_usage=self._kv_usage(unit),
                     ttft_p95=p95(ttfts),
+                    request_seconds=sum(in_batch) / len(in_batch) if in_batch else None,
                     tokens_per_second=(
                         sum(t for _, t in unit.served_tokens) / served_for if served_for > 0 else None
                     ),
@@ -363,6 +370,8 @@ class Replayer:
             demand_tokens_per_second=demand,
             demand_requests_per_second=arrivals,
             placeable=None if cap is None else max(0, cap - held),
+            max_running=self.capacity.slots,
+            startup_seconds=self.capacity.startup,
         )
 
     def _kv_usage(self, unit: _Unit) -> float:
