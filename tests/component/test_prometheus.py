@@ -5,7 +5,8 @@ Prometheus scrapes the router and every engine entry pod of `examples/quickstart
 steady load on loopback. Every PromQL expression of `deploy/grafana/*.json` and every metric an alert
 rule of `deploy/prometheus/rules.yaml` reads must return data, unless it is in `WAITING` (documented in
 docs/observability.md). Then every engine is stopped, and a test-only copy of the rules whose `for:` is
-one second (expressions unchanged) must be seen firing through `/api/v1/alerts`.
+one second (expressions unchanged) must be seen firing through `/api/v1/alerts`; then every engine is
+killed under load, and the error panels must return data.
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ pytestmark = pytest.mark.component
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana").glob("*.json"))
 RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
 QUICKSTART_PD = ROOT / "examples" / "quickstart-pd.yaml"
+# Checked after engines are killed under load, when the router has answered errors.
+AFTER_FAULT = "only on errors: checked after the engines are killed"
 # Metrics no `phalanx up` exports, and why (docs/observability.md, "Waiting for a feature").
 WAITING = {
     "kube_pod_container_status_restarts_total": "kube-state-metrics, on Kubernetes only",
@@ -51,7 +54,7 @@ WAITING = {
     "phalanx_router_pd_prefill_failures_total": "only when a prefill fails",
     "vllm:nixl_num_failed_transfers_total": "only when a KV transfer fails",
     "phalanx_router_no_endpoint_rejections_total": "only with no endpoint (the fault comes after the check)",
-    "phalanx_router_errors_total": "only on errors (the fault comes after the check)",
+    "phalanx_router_errors_total": AFTER_FAULT,
     "phalanx_router_retries_total": "only on failed attempts",
     "phalanx_router_stream_failures_total": "only on broken streams",
     "phalanx_router_engine_metrics_scrape_errors_total": "only when an engine's /metrics fails",
@@ -282,6 +285,33 @@ def test_dashboards_and_alerts_against_real_prometheus(tmp_path: Path) -> None:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
             assert "PhalanxNoReadyGroup" in firing, alerts
+
+            # Then every engine killed under load: requests in flight fail, and what waited for
+            # errors has data.
+            time.sleep(2)
+            pids = [pid for pod in up.status()["pods"] for pid in pod["pids"]]
+            with Load(up, workers=3):
+                time.sleep(1)
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and not prom.query(
+                    "count(phalanx_router_errors_total)", time.time()
+                ):
+                    time.sleep(0.5)
+            after = time.time()
+            empty = [
+                f"{where}: {expr}"
+                for where, expr in dashboard_queries()
+                if waits(expr) == AFTER_FAULT and not prom.query(expr, after)
+            ]
+            for rule in rule_list():
+                for match in METRIC.finditer(rule["expr"]):
+                    selector = match.group(0)
+                    if waits(selector) == AFTER_FAULT and not prom.query(f"count({selector})", after):
+                        empty.append(f"{rule['alert']}: {selector}")
+            assert not empty, "no data after the fault for:\n" + "\n".join(empty)
     try:
         assert not up.leftovers(), "processes left behind"
     finally:
