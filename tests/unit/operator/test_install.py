@@ -717,3 +717,14 @@ def test_cli_renders_the_monitoring_objects() -> None:
         MONITORING, dashboard_label="team/dash", dashboard_label_value="on", engine_metrics_port="metrics"
     )
     assert list(yaml.safe_load_all(result.stdout)) == render(options)
+
+
+def test_without_the_shipped_files_monitoring_is_an_install_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An installed package has no deploy/ folder: the options say so, no traceback."""
+    monkeypatch.setattr("phalanx.operator.install.DEPLOY", tmp_path)
+    assert render(InstallOptions(scrape=True))  # scrape objects need no file
+    for options in (InstallOptions(dashboards=True), InstallOptions(alert_rules=True)):
+        with pytest.raises(InstallError, match="render from a Phalanx source checkout"):
+            render(options)
