@@ -653,6 +653,29 @@ def install(
     router_api_keys_secret: Annotated[
         str, typer.Option("--router-api-keys-secret", help="Secret whose entries are the router's API keys.")
     ] = "",
+    dashboards: Annotated[
+        bool,
+        typer.Option(
+            "--dashboards/--no-dashboards", help="Grafana dashboards as ConfigMaps for its sidecar."
+        ),
+    ] = False,
+    dashboard_label: Annotated[
+        str, typer.Option("--dashboard-label", help="Label[=value] Grafana's dashboard sidecar watches.")
+    ] = "grafana_dashboard=1",
+    alert_rules: Annotated[
+        bool, typer.Option("--alert-rules/--no-alert-rules", help="The alert rules as a PrometheusRule.")
+    ] = False,
+    scrape: Annotated[
+        bool,
+        typer.Option(
+            "--scrape/--no-scrape",
+            help="ServiceMonitor and PodMonitors for the operator, router and engines.",
+        ),
+    ] = False,
+    engine_metrics_port: Annotated[
+        str,
+        typer.Option("--engine-metrics-port", help="The engines' container port (name) serving /metrics."),
+    ] = "http",
     crds: Annotated[bool, typer.Option("--crds/--no-crds", help="Include the CRDs.")] = True,
     create_namespace: Annotated[
         bool,
@@ -681,6 +704,12 @@ def install(
         router_enabled=with_router,
         router=replace(defaults.router, replicas=router_replicas),
         router_api_keys_secret=router_api_keys_secret,
+        dashboards=dashboards,
+        dashboard_label=dashboard_label.partition("=")[0],
+        dashboard_label_value=dashboard_label.partition("=")[2],
+        alert_rules=alert_rules,
+        scrape=scrape,
+        engine_metrics_port=engine_metrics_port,
         crds=crds,
         create_namespace=create_namespace,
     )

@@ -166,6 +166,12 @@ def changed_options() -> InstallOptions:
         service_type="LoadBalancer",
         service_port=443,
         router_api_keys_secret="router-keys",
+        dashboards=True,
+        dashboard_label="example.com/dashboard",
+        dashboard_label_value="phalanx",
+        alert_rules=True,
+        scrape=True,
+        engine_metrics_port="metrics",
     )
 
 
@@ -225,6 +231,7 @@ def test_a_values_file_of_the_options_renders_them(helm: Helm, tmp_path: Path) -
         (("--set-string", "commonLabels.app\\.kubernetes\\.io/name=x"), "'app.kubernetes.io/name'"),
         (("--set-json", "router.service.port=0"), "/router/service/port"),
         (("--set-json", "operator.replica=3"), "replica"),
+        (("--set-string", "monitoring.scrape.enginePort=Not A Port"), "/monitoring/scrape/enginePort"),
     ],
 )
 def test_the_values_schema_rejects_bad_values(helm: Helm, flags: tuple[str, ...], complaint: str) -> None:

@@ -20,10 +20,14 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from phalanx import __version__
 from phalanx.api.crd import crds
+from phalanx.api.labels import API_GROUP, ENTRY
 from phalanx.api.names import is_dns1123_label, is_label_key, is_label_value
 from phalanx.operator.manager import OperatorOptions
 
@@ -103,6 +107,14 @@ class InstallOptions:
     service_port: int = ROUTER_PORT
     # A Secret in the release namespace holding the router's API keys (file name = key name).
     router_api_keys_secret: str = ""
+    # Monitoring (docs/observability.md): Grafana dashboards as ConfigMaps with the sidecar's label,
+    # the alert rules as a PrometheusRule, ServiceMonitor/PodMonitors for the operator, router, engines.
+    dashboards: bool = False
+    dashboard_label: str = "grafana_dashboard"
+    dashboard_label_value: str = "1"
+    alert_rules: bool = False
+    scrape: bool = False
+    engine_metrics_port: str = "http"  # the engines' container port named so serves /metrics
     crds: bool = True
     create_namespace: bool = True
 
@@ -165,6 +177,17 @@ def problems(options: InstallOptions) -> list[str]:
         )
     if not 1 <= options.service_port <= 65535:
         found.append(f"service port {options.service_port}: must be between 1 and 65535")
+    if options.dashboards and not is_label_key(options.dashboard_label):
+        found.append(f"dashboard label {options.dashboard_label!r}: not a valid Kubernetes label key")
+    if options.dashboards and not is_label_value(options.dashboard_label_value):
+        found.append(f"dashboard label value {options.dashboard_label_value!r}: not a valid label value")
+    if options.scrape and not re.fullmatch(
+        r"[a-z0-9]([-a-z0-9]{0,13}[a-z0-9])?", options.engine_metrics_port
+    ):
+        found.append(
+            f"engine metrics port {options.engine_metrics_port!r}: a container port's name (at most 15 "
+            "lower-case letters, digits, '-'), e.g. http"
+        )
     return found
 
 
@@ -202,6 +225,15 @@ def chart_values(options: InstallOptions) -> Object:
             **_workload_values(options.router),
             "service": {"type": options.service_type, "port": options.service_port},
             "apiKeysSecret": options.router_api_keys_secret,
+        },
+        "monitoring": {
+            "dashboards": {
+                "enabled": options.dashboards,
+                "label": options.dashboard_label,
+                "labelValue": options.dashboard_label_value,
+            },
+            "alertRules": {"enabled": options.alert_rules},
+            "scrape": {"enabled": options.scrape, "enginePort": options.engine_metrics_port},
         },
     }
 
@@ -606,17 +638,134 @@ def router_objects(options: InstallOptions) -> list[Object]:
     ]
 
 
+# ---------------------------------------------------------------------------------------- monitoring
+
+# The dashboards and rules of deploy/ (the chart links them under files/); a source checkout has them.
+DEPLOY = Path(__file__).resolve().parents[3] / "deploy"
+DASHBOARDS = ("phalanx-router", "phalanx-engines", "phalanx-rollouts")
+# Job names the alert rules and dashboards select targets by (docs/observability.md).
+JOBS = {"operator": "phalanx-operator", "router": "phalanx-router", "engine": "phalanx-engine"}
+# Engine pod labels copied onto their series: target label -> pod label (serving.phalanx.dev/*), in
+# the order of the target (the chart ranges over a dict, which Helm sorts by key).
+ENGINE_LABELS = (
+    ("group", "group-index"),
+    ("modelserving", "name"),
+    ("pd_role", "pd-role"),
+    ("revision", "revision"),
+    ("role", "role"),
+)
+MONITORING_API = "monitoring.coreos.com/v1"
+
+
+def _asset(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise InstallError(
+            [
+                f"{path}: not found ({exc.strerror}); dashboards and alert rules render from a "
+                "Phalanx source checkout"
+            ]
+        ) from None
+
+
+def dashboard_objects(options: InstallOptions) -> list[Object]:
+    """One ConfigMap per dashboard, labelled for Grafana's dashboard sidecar."""
+    objects: list[Object] = []
+    for name in DASHBOARDS:
+        metadata = _metadata(
+            options,
+            component_name(options.release, f"dashboard-{name.removeprefix('phalanx-')}"),
+            "dashboards",
+            options.namespace,
+        )
+        metadata["labels"][options.dashboard_label] = options.dashboard_label_value
+        text = _asset(DEPLOY / "grafana" / f"{name}.json")
+        objects.append(
+            {"apiVersion": "v1", "kind": "ConfigMap", "metadata": metadata, "data": {f"{name}.json": text}}
+        )
+    return objects
+
+
+def alert_rule_objects(options: InstallOptions) -> list[Object]:
+    """deploy/prometheus/rules.yaml as a PrometheusRule (the Prometheus Operator's kind)."""
+    rules = yaml.safe_load(_asset(DEPLOY / "prometheus" / "rules.yaml"))
+    return [
+        {
+            "apiVersion": MONITORING_API,
+            "kind": "PrometheusRule",
+            "metadata": _metadata(
+                options, component_name(options.release, "alerts"), "alerts", options.namespace
+            ),
+            "spec": {"groups": rules["groups"]},
+        }
+    ]
+
+
+def _monitor(
+    options: InstallOptions,
+    kind: str,
+    component: str,
+    selector: Mapping[str, str],
+    namespaces: Object,
+    endpoint: Object,
+) -> Object:
+    """A ServiceMonitor or PodMonitor of one endpoint, in the release namespace."""
+    endpoints = "endpoints" if kind == "ServiceMonitor" else "podMetricsEndpoints"
+    name = component_name(options.release, component)
+    return {
+        "apiVersion": MONITORING_API,
+        "kind": kind,
+        "metadata": _metadata(options, name, component, options.namespace),
+        "spec": {
+            "selector": {"matchLabels": dict(selector)},
+            "namespaceSelector": namespaces,
+            endpoints: [{**endpoint, "path": "/metrics"}],
+        },
+    }
+
+
+def _job(job: str) -> Object:
+    return {"targetLabel": "job", "replacement": job}
+
+
+def scrape_objects(options: InstallOptions) -> list[Object]:
+    """A PodMonitor for the operator (no Service), a ServiceMonitor for the router's Service, and
+    a PodMonitor for the engines' entry pods, which serve the model and /metrics."""
+    own = {"matchNames": [options.namespace]}
+    operator = {"port": "health", "relabelings": [_job(JOBS["operator"])]}
+    objects = [
+        _monitor(options, "PodMonitor", "operator", selector_labels(options, "operator"), own, operator)
+    ]
+    if options.router_enabled:
+        router = {"port": "http", "relabelings": [_job(JOBS["router"])]}
+        selector = selector_labels(options, "router")
+        objects.append(_monitor(options, "ServiceMonitor", "router", selector, own, router))
+    relabel = [_job(JOBS["engine"])]
+    for target, label in ENGINE_LABELS:
+        source = "__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", f"{API_GROUP}/{label}")
+        relabel.append({"sourceLabels": [source], "targetLabel": target})
+    watched = {"matchNames": [options.watch_namespace]} if options.watch_namespace else {"any": True}
+    engines = {"port": options.engine_metrics_port, "relabelings": relabel}
+    objects.append(_monitor(options, "PodMonitor", "engines", {ENTRY: "true"}, watched, engines))
+    return objects
+
+
 # The order Helm installs kinds in, which is also an order `kubectl apply -f` can create them in.
 _KIND_ORDER = (
     "Namespace",
     "CustomResourceDefinition",
     "ServiceAccount",
+    "ConfigMap",
     "ClusterRole",
     "ClusterRoleBinding",
     "Role",
     "RoleBinding",
     "Service",
     "Deployment",
+    "ServiceMonitor",
+    "PodMonitor",
+    "PrometheusRule",
 )
 
 
@@ -633,4 +782,10 @@ def render(options: InstallOptions) -> list[Object]:
     objects += operator_objects(options)
     if options.router_enabled:
         objects += router_objects(options)
+    if options.dashboards:
+        objects += dashboard_objects(options)
+    if options.alert_rules:
+        objects += alert_rule_objects(options)
+    if options.scrape:
+        objects += scrape_objects(options)
     return sorted(objects, key=lambda obj: _KIND_ORDER.index(obj["kind"]))  # stable: keeps the rest

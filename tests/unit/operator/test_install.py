@@ -614,3 +614,117 @@ def test_a_bad_secret_name_is_refused() -> None:
     with pytest.raises(InstallError) as caught:
         render(InstallOptions(router_api_keys_secret="Bad_Name"))
     assert any("router API keys Secret" in problem for problem in caught.value.problems)
+
+
+# ---------------------------------------------------------------------------------------- monitoring
+
+MONITORING = InstallOptions(dashboards=True, alert_rules=True, scrape=True, crds=False)
+
+
+def monitoring_kinds(objects: list[Object]) -> list[tuple[str, str]]:
+    kinds = ("ConfigMap", "PrometheusRule", "ServiceMonitor", "PodMonitor")
+    return [(o["kind"], o["metadata"]["name"]) for o in objects if o["kind"] in kinds]
+
+
+def test_monitoring_is_off_by_default_and_each_part_on_with_one_option() -> None:
+    assert monitoring_kinds(DEFAULT) == []
+    assert monitoring_kinds(render(InstallOptions(dashboards=True))) == [
+        ("ConfigMap", "phalanx-dashboard-router"),
+        ("ConfigMap", "phalanx-dashboard-engines"),
+        ("ConfigMap", "phalanx-dashboard-rollouts"),
+    ]
+    assert monitoring_kinds(render(InstallOptions(alert_rules=True))) == [
+        ("PrometheusRule", "phalanx-alerts")
+    ]
+    assert monitoring_kinds(render(InstallOptions(scrape=True))) == [
+        ("ServiceMonitor", "phalanx-router"),
+        ("PodMonitor", "phalanx-operator"),
+        ("PodMonitor", "phalanx-engines"),
+    ]
+
+
+def test_dashboards_are_the_shipped_files_with_the_sidecar_label() -> None:
+    maps = [o for o in render(MONITORING) if o["kind"] == "ConfigMap"]
+    for cm in maps:
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        ((file_name, text),) = cm["data"].items()
+        assert text == (ROOT / "deploy" / "grafana" / file_name).read_text()
+    custom = render(replace(MONITORING, dashboard_label="example.com/dash", dashboard_label_value="yes"))
+    labels = [o["metadata"]["labels"] for o in custom if o["kind"] == "ConfigMap"]
+    assert all(lab["example.com/dash"] == "yes" and "grafana_dashboard" not in lab for lab in labels)
+
+
+def test_alert_rules_are_the_shipped_rules_file() -> None:
+    (rule,) = [o for o in render(MONITORING) if o["kind"] == "PrometheusRule"]
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    shipped = yaml.safe_load((ROOT / "deploy" / "prometheus" / "rules.yaml").read_text())
+    assert rule["spec"] == {"groups": shipped["groups"]}
+
+
+def test_scrape_objects_set_the_job_names_the_rules_select() -> None:
+    objects = by_kind_and_name(render(MONITORING))
+    router = objects[("ServiceMonitor", "phalanx-router")]["spec"]
+    assert router["selector"]["matchLabels"] == objects[("Service", "phalanx-router")]["spec"]["selector"]
+    assert router["endpoints"][0]["port"] == "http"
+    operator = objects[("PodMonitor", "phalanx-operator")]["spec"]
+    pod_labels = objects[("Deployment", "phalanx-operator")]["spec"]["template"]["metadata"]["labels"]
+    assert operator["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert operator["podMetricsEndpoints"][0]["port"] == "health"
+    engines = objects[("PodMonitor", "phalanx-engines")]["spec"]
+    assert engines["selector"] == {"matchLabels": {"serving.phalanx.dev/entry": "true"}}
+    assert engines["namespaceSelector"] == {"any": True}
+    relabel = engines["podMetricsEndpoints"][0]["relabelings"]
+    assert {
+        "sourceLabels": ["__meta_kubernetes_pod_label_serving_phalanx_dev_pd_role"],
+        "targetLabel": "pd_role",
+    } in relabel
+    jobs = {
+        endpoint["relabelings"][0]["replacement"]
+        for spec in (router, operator, engines)
+        for endpoint in spec.get("endpoints", spec.get("podMetricsEndpoints", []))
+    }
+    assert jobs == {"phalanx-router", "phalanx-operator", "phalanx-engine"}
+    rules_text = (ROOT / "deploy" / "prometheus" / "rules.yaml").read_text()
+    assert 'job="phalanx-engine"' in rules_text
+
+
+def test_scrape_follows_the_watch_namespace_and_the_router() -> None:
+    objects = render(replace(MONITORING, watch_namespace="models", router_enabled=False))
+    monitors = by_kind_and_name(objects)
+    assert ("ServiceMonitor", "phalanx-router") not in monitors
+    engines = monitors[("PodMonitor", "phalanx-engines")]["spec"]
+    assert engines["namespaceSelector"] == {"matchNames": ["models"]}
+
+
+def test_bad_monitoring_options_are_all_reported() -> None:
+    bad = replace(
+        MONITORING, dashboard_label="not a key", dashboard_label_value="-", engine_metrics_port="Port 1"
+    )
+    with pytest.raises(InstallError) as caught:
+        render(bad)
+    assert len(caught.value.problems) == 3
+    assert any("dashboard label 'not a key'" in p for p in caught.value.problems)
+    assert any("engine metrics port 'Port 1'" in p for p in caught.value.problems)
+
+
+def test_cli_renders_the_monitoring_objects() -> None:
+    result = phalanx(
+        "install", "--render", "--no-crds", "--dashboards", "--dashboard-label", "team/dash=on",
+        "--alert-rules", "--scrape", "--engine-metrics-port", "metrics",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    options = replace(
+        MONITORING, dashboard_label="team/dash", dashboard_label_value="on", engine_metrics_port="metrics"
+    )
+    assert list(yaml.safe_load_all(result.stdout)) == render(options)
+
+
+def test_without_the_shipped_files_monitoring_is_an_install_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """An installed package has no deploy/ folder: the options say so, no traceback."""
+    monkeypatch.setattr("phalanx.operator.install.DEPLOY", tmp_path)
+    assert render(InstallOptions(scrape=True))  # scrape objects need no file
+    for options in (InstallOptions(dashboards=True), InstallOptions(alert_rules=True)):
+        with pytest.raises(InstallError, match="render from a Phalanx source checkout"):
+            render(options)

@@ -1,0 +1,307 @@
+"""The shipped dashboards and alert rules against Debian's real Prometheus scraping a real `phalanx up`.
+
+Prometheus scrapes the router and every engine entry pod of `examples/quickstart-pd.yaml` (targets from
+`phalanx up`'s status, rewritten as pods come and go, with the labels the chart's PodMonitor sets) under
+steady load on loopback. Every PromQL expression of `deploy/grafana/*.json` and every metric an alert
+rule of `deploy/prometheus/rules.yaml` reads must return data, unless it is in `WAITING` (documented in
+docs/observability.md). Then every engine is stopped, and a test-only copy of the rules whose `for:` is
+one second (expressions unchanged) must be seen firing through `/api/v1/alerts`; then every engine is
+killed under load, and the error panels must return data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.component.embedded.harness import ROOT, Up, free_port, running_up
+from tests.component.embedded.test_up import Load
+
+pytestmark = pytest.mark.component
+
+DASHBOARDS = sorted((ROOT / "deploy" / "grafana").glob("*.json"))
+RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
+QUICKSTART_PD = ROOT / "examples" / "quickstart-pd.yaml"
+# Checked after engines are killed under load, when the router has answered errors.
+AFTER_FAULT = "only on errors: checked after the engines are killed"
+# Metrics no `phalanx up` exports, and why (docs/observability.md, "Waiting for a feature").
+WAITING = {
+    "kube_pod_container_status_restarts_total": "kube-state-metrics, on Kubernetes only",
+    "phalanx_operator_reconcile_duration_seconds_count": "the operator runs on Kubernetes only",
+    "phalanx_operator_reconcile_errors_total": "the operator runs on Kubernetes only",
+    "phalanx_operator_queue_depth": "the operator runs on Kubernetes only",
+    "phalanx_operator_leader": "the operator runs on Kubernetes only",
+    "phalanx_operator_draining_entry_pods": "the operator runs on Kubernetes only",
+    "phalanx_operator_draining_entry_pods_unknown": "the operator runs on Kubernetes only",
+    "revision": "the PodMonitor's revision label: `phalanx up`'s status does not list pod revisions",
+    "sglang:": "the quickstart runs the vLLM-compatible simulator",
+    "phalanx_router_pd_fallbacks_total": "only when a prefill fails (the fault comes after the check)",
+    "phalanx_router_pd_prefill_failures_total": "only when a prefill fails",
+    "vllm:nixl_num_failed_transfers_total": "only when a KV transfer fails",
+    "phalanx_router_no_endpoint_rejections_total": "only with no endpoint (the fault comes after the check)",
+    "phalanx_router_errors_total": AFTER_FAULT,
+    "phalanx_router_retries_total": "only on failed attempts",
+    "phalanx_router_stream_failures_total": "only on broken streams",
+    "phalanx_router_engine_metrics_scrape_errors_total": "only when an engine's /metrics fails",
+    "phalanx_router_health_events_total": "only when an endpoint is ejected",
+    "phalanx_router_queue_depth": "only while requests queue in the router",
+    'code=~"5.."': "only on 5xx answers",
+}
+METRIC = re.compile(r"\b(phalanx_[a-z_]+|vllm:[a-z_:]+|sglang:[a-z_:]+|kube_[a-z_]+|up)\b(\{[^}]*\})?")
+
+
+def prometheus_binary() -> tuple[str, str]:
+    """Debian's prometheus and promtool, installed with apt-get where missing and possible."""
+    if not (shutil.which("prometheus") and shutil.which("promtool")):
+        if os.geteuid() != 0 or not shutil.which("apt-get"):
+            pytest.skip(
+                "prometheus is not installed; install it (Debian: apt-get install prometheus), as root"
+            )
+        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]
+        done = subprocess.run(install, capture_output=True, env=env, check=False, timeout=300)
+        if done.returncode != 0:
+            subprocess.run(
+                ["apt-get", "update", "-qq"], capture_output=True, env=env, check=False, timeout=300
+            )
+            done = subprocess.run(install, capture_output=True, env=env, check=False, timeout=300)
+        if done.returncode != 0:
+            pytest.skip(f"apt-get could not install prometheus: {done.stderr.decode()[-500:]}")
+    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
+    assert prometheus and promtool
+    return prometheus, promtool
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    """(where, PromQL) of every target of every shipped dashboard, Grafana's variables filled in."""
+    found: list[tuple[str, str]] = []
+    for path in DASHBOARDS:
+        for panel in json.loads(path.read_text())["panels"]:
+            for target in panel["targets"]:
+                expr = target["expr"].replace("$__rate_interval", "30s").replace("$model", ".*")
+                found.append((f"{path.name}: {panel['title']}", expr))
+    return found
+
+
+def rule_list(path: Path = RULES) -> list[dict[str, Any]]:
+    rules: list[dict[str, Any]] = []
+    for group in yaml.safe_load(path.read_text())["groups"]:
+        rules.extend(group["rules"])
+    return rules
+
+
+def waits(text: str) -> str | None:
+    return next((why for key, why in WAITING.items() if key in text), None)
+
+
+def engine_targets(up: Up) -> list[dict[str, Any]]:
+    """file_sd targets of the engine entry pods, labelled as the chart's PodMonitor labels them."""
+    groups: list[dict[str, Any]] = []
+    for pod in up.status()["pods"]:
+        if not (pod["entry"] and pod["ip"]) or pod["terminating"]:
+            continue
+        labels = {
+            "modelserving": pod["serving"],
+            "role": pod["role"],
+            "group": str(pod["group"]),
+            "pod": pod["name"],
+        }
+        # The example names its roles after their PD kind (the PodMonitor reads the pd-role label).
+        if pod["role"] in ("prefill", "decode"):
+            labels["pd_role"] = pod["role"]
+        groups.append({"targets": [f"{pod['ip']}:8000"], "labels": labels})
+    return groups
+
+
+def write_atomically(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+class Prometheus:
+    def __init__(self, binary: str, workdir: Path, router_port: int, rules: Path) -> None:
+        self.port = free_port()
+        self.engines = workdir / "engines.json"
+        write_atomically(self.engines, [])
+        config = {
+            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
+            "rule_files": [str(rules)],
+            "scrape_configs": [
+                {"job_name": "phalanx-router", "static_configs": [{"targets": [f"127.0.0.1:{router_port}"]}]},
+                {
+                    "job_name": "phalanx-engine",
+                    "file_sd_configs": [{"files": [str(self.engines)], "refresh_interval": "1s"}],
+                },
+            ],
+        }
+        config_path = workdir / "prometheus.yml"
+        config_path.write_text(yaml.safe_dump(config))
+        self.log = workdir / "prometheus.log"
+        command = [
+            binary,
+            f"--config.file={config_path}",
+            f"--storage.tsdb.path={workdir / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{self.port}",
+        ]
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def api(self, path: str, **params: str) -> Any:
+        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=10) as resp:
+            body = json.loads(resp.read())
+        assert body["status"] == "success", body
+        return body["data"]
+
+    def query(self, expr: str, at: float) -> list[Any]:
+        result: list[Any] = self.api("query", query=expr, time=f"{at:.3f}")["result"]
+        return result
+
+    def wait_ready(self, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.log.read_text()[-3000:]
+            ready = f"http://127.0.0.1:{self.port}/-/ready"
+            with contextlib.suppress(OSError), urllib.request.urlopen(ready, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+            time.sleep(0.2)
+        raise AssertionError(f"prometheus not ready:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+@contextlib.contextmanager
+def prometheus(binary: str, workdir: Path, router_port: int, rules: Path) -> Iterator[Prometheus]:
+    prom = Prometheus(binary, workdir, router_port, rules)
+    try:
+        prom.wait_ready()
+        yield prom
+    finally:
+        prom.stop()
+
+
+def test_rules_file_passes_promtool() -> None:
+    _, promtool = prometheus_binary()
+    done = subprocess.run(
+        [promtool, "check", "rules", str(RULES)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout, done.stdout
+
+
+def fast_rules(workdir: Path) -> Path:
+    """The shipped rules with `for: 1s`: the expressions are the shipped ones."""
+    data = yaml.safe_load(RULES.read_text())
+    for group in data["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = "1s"
+    path = workdir / "rules-fast.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def refresh_targets(up: Up, prom: Prometheus) -> None:
+    with contextlib.suppress(Exception):  # `phalanx up` may be busy; the next refresh catches up
+        write_atomically(prom.engines, engine_targets(up))
+
+
+def test_dashboards_and_alerts_against_real_prometheus(tmp_path: Path) -> None:
+    binary, _ = prometheus_binary()
+    started = time.monotonic()
+    with running_up(tmp_path, QUICKSTART_PD) as up:
+        up.wait_available("quickstart-pd", timeout=60)
+        with prometheus(binary, tmp_path, up.port, fast_rules(tmp_path)) as prom:
+            refresh_targets(up, prom)
+            with Load(up, workers=3) as load:
+                for _ in range(20):
+                    refresh_targets(up, prom)
+                    time.sleep(1)
+            assert load.ok > 0 and not load.failures, load.failures[:5]
+            healthy = time.time()
+
+            missing: list[str] = []
+            for where, expr in dashboard_queries():
+                if not prom.query(expr, healthy) and not waits(expr):
+                    missing.append(f"{where}: {expr}")
+            for rule in rule_list():
+                prom.query(rule["expr"], healthy)  # a valid query, whatever it returns now
+                for match in METRIC.finditer(rule["expr"]):
+                    selector = match.group(0)
+                    if not prom.query(f"count({selector})", healthy) and not waits(selector):
+                        missing.append(f"{rule['alert']}: {selector}")
+            assert not missing, "no data for:\n" + "\n".join(missing)
+
+            # The fault: every engine stopped (SIGSTOP): its pods stay, their scrapes fail.
+            pids = [pid for pod in up.status()["pods"] for pid in pod["pids"]]
+            assert pids
+            try:
+                for pid in pids:
+                    os.kill(pid, signal.SIGSTOP)
+                firing: set[str] = set()
+                alerts: list[Any] = []
+                deadline = time.monotonic() + 20
+                while time.monotonic() < deadline and "PhalanxNoReadyGroup" not in firing:
+                    alerts = prom.api("alerts")["alerts"]
+                    firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+                    time.sleep(0.5)
+            finally:
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGCONT)
+            assert "PhalanxNoReadyGroup" in firing, alerts
+
+            # Then every engine killed under load: requests in flight fail, and what waited for
+            # errors has data.
+            time.sleep(2)
+            pids = [pid for pod in up.status()["pods"] for pid in pod["pids"]]
+            with Load(up, workers=3):
+                time.sleep(1)
+                for pid in pids:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline and not prom.query(
+                    "count(phalanx_router_errors_total)", time.time()
+                ):
+                    time.sleep(0.5)
+            after = time.time()
+            empty = [
+                f"{where}: {expr}"
+                for where, expr in dashboard_queries()
+                if waits(expr) == AFTER_FAULT and not prom.query(expr, after)
+            ]
+            for rule in rule_list():
+                for match in METRIC.finditer(rule["expr"]):
+                    selector = match.group(0)
+                    if waits(selector) == AFTER_FAULT and not prom.query(f"count({selector})", after):
+                        empty.append(f"{rule['alert']}: {selector}")
+            assert not empty, "no data after the fault for:\n" + "\n".join(empty)
+    try:
+        assert not up.leftovers(), "processes left behind"
+    finally:
+        up.kill_leftovers()
+    assert time.monotonic() - started < 120
