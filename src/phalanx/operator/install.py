@@ -377,6 +377,7 @@ LEADER_RULES: tuple[Rule, ...] = (
 ROUTER_RULES: tuple[Rule, ...] = (
     Rule("", ("pods",), ("list", "watch"), "find the ready entry pods to route to"),
     Rule(_SERVING, ("modelservings",), ("list", "watch"), "which ModelServing serves which model"),
+    Rule("", ("events",), ("list",), "the web view's timeline of rollout, recovery and scaling events"),
 )
 
 

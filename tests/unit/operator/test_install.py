@@ -242,6 +242,7 @@ def test_router_role_is_read_only() -> None:
     assert rules(DEFAULT, "ClusterRole", "phalanx-router") == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["serving.phalanx.dev"], "resources": ["modelservings"], "verbs": ["list", "watch"]},
+        {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
     ]
 
 
