@@ -8,8 +8,9 @@ through the index of one label when the selector names it.
 
 Readers get the stored objects themselves, not copies (copying 4000 pods a pass cost more than
 the rest of a pass), and must not change them: the store only ever replaces an object, never edits
-one, so what a reader holds stays as it was read. Objects are kept without `managedFields`, which
-nothing here reads and which is a large part of every object.
+one, so what a reader holds stays as it was read. Objects are kept without `managedFields`, a
+large part of every object, except the entries that own `spec.replicas`, cut to who wrote them
+and how: whether an autoscaler owns a ModelServing's count is read from them.
 """
 
 from __future__ import annotations
@@ -55,11 +56,28 @@ def changed_by_list(before: Mapping[Key, Object], after: Mapping[Key, Object]) -
 
 
 def trimmed(obj: Object) -> Object:
-    """`obj` without `metadata.managedFields` (a shallow copy when it had them)."""
+    """`obj` with only the `metadata.managedFields` entries that own `spec.replicas`, each cut to its
+    manager, operation, subresource and that one field (a shallow copy when it had any)."""
     metadata = obj.get("metadata")
     if not isinstance(metadata, dict) or "managedFields" not in metadata:
         return obj
-    return {**obj, "metadata": {k: v for k, v in metadata.items() if k != "managedFields"}}
+    kept = {k: v for k, v in metadata.items() if k != "managedFields"}
+    owners = [_replicas_entry(e) for e in metadata["managedFields"] or [] if _owns_replicas(e)]
+    if owners:
+        kept["managedFields"] = owners
+    return {**obj, "metadata": kept}
+
+
+def _owns_replicas(entry: object) -> bool:
+    if not isinstance(entry, Mapping):
+        return False
+    spec = (entry.get("fieldsV1") or {}).get("f:spec")
+    return isinstance(spec, Mapping) and "f:replicas" in spec
+
+
+def _replicas_entry(entry: Mapping[str, Any]) -> dict[str, Any]:
+    cut = {k: entry[k] for k in ("manager", "operation", "subresource") if k in entry}
+    return {**cut, "fieldsV1": {"f:spec": {"f:replicas": {}}}}
 
 
 def _older(obj: Object, than: Object) -> bool:

@@ -46,7 +46,6 @@ from phalanx.controller.recovery import Settings
 from phalanx.kube.errors import (
     KUBE_ERRORS,
     describe,
-    is_not_found,
     is_transient,
 )
 from phalanx.kube.informer import Informer
@@ -311,7 +310,7 @@ class Operator:
         uid = (data.get("metadata") or {}).get("uid")
         serving["metadata"]["namespace"] = namespace
         serving["metadata"]["ownerReferences"] = controlled_by("ModelDeployment", name, uid)
-        stored = await self._read_with_owners(namespace, compiled.model_serving.name)
+        stored = await self.runtime.read_serving(namespace, compiled.model_serving.name)
         targets, roles = self._policy_targets(namespace, compiled.model_serving.name)
         serving = counts_to_send(
             serving,
@@ -335,16 +334,6 @@ class Operator:
             namespace, name, data, compiled.model_serving.name, plan_to_dict(plan), message
         )
         return None
-
-    async def _read_with_owners(self, namespace: str, name: str) -> dict[str, Any] | None:
-        """The ModelServing with its managedFields (the caches drop them): who owns its count."""
-        try:
-            found = await self.client.get(ModelServingResource, name, namespace=namespace)
-        except KUBE_ERRORS as exc:
-            if not is_not_found(exc):
-                raise
-            return None
-        return as_dict(found)
 
     def _policy_targets(self, namespace: str, serving: str) -> tuple[list[str], set[str]]:
         """What the policies of `namespace` scale: ModelServings, and the roles of `serving`."""

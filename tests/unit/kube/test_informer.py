@@ -73,6 +73,22 @@ def test_managed_fields_are_not_kept() -> None:
     assert trimmed(stored) is stored  # nothing to drop: no copy
 
 
+def test_only_the_owners_of_spec_replicas_are_kept_of_managed_fields() -> None:
+    written = obj("s")
+    written["metadata"]["managedFields"] = [
+        {"manager": "phalanx", "operation": "Apply",
+         "fieldsV1": {"f:spec": {"f:replicas": {}, "f:template": {}}}},
+        {"manager": "kube-controller-manager", "operation": "Update", "subresource": "scale",
+         "time": "2026-12-07T00:00:00Z", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "phalanx", "operation": "Update", "subresource": "status", "fieldsV1": {"f:status": {}}},
+    ]  # fmt: skip
+    assert trimmed(written)["metadata"]["managedFields"] == [
+        {"manager": "phalanx", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        {"manager": "kube-controller-manager", "operation": "Update", "subresource": "scale",
+         "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+    ]  # fmt: skip
+
+
 def test_a_relabelled_object_moves_in_the_index_and_a_removed_one_leaves_it(store: Store) -> None:
     store.put(obj("a-1", version="2", labels={NAME: "b"}))
     assert named(store.select("ns", {NAME: "a"})) == ["ns/a-0"]
