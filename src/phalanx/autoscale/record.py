@@ -22,9 +22,17 @@ def append_record(
     records: Sequence[DecisionRecord], record: DecisionRecord, limit: int
 ) -> tuple[DecisionRecord, ...]:
     """A record for each change of count or of mode (a steady target does not flush its history
-    with passes that changed nothing); the newest `limit` are kept."""
-    last_mode = records[-1].mode if records else "Stable"
+    with passes that changed nothing), and not again for the same change while it is not in effect
+    (observe-only: every pass decides the same move from the same count); the newest `limit` are
+    kept."""
+    last = records[-1] if records else None
+    last_mode = last.mode if last is not None else "Stable"
     kept = tuple(records)
-    if record.desired != record.previous or record.mode != last_mode:
+    repeated = last is not None and (last.previous, last.desired, last.mode) == (
+        record.previous,
+        record.desired,
+        record.mode,
+    )
+    if (record.desired != record.previous or record.mode != last_mode) and not repeated:
         kept = (*kept, record)
     return kept[len(kept) - limit :] if 0 < limit < len(kept) else kept if limit > 0 else ()

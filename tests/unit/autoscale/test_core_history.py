@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import replace
 
 from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.record import append_record, prune_recommendations
@@ -75,6 +76,25 @@ def test_append_record_keeps_changes_and_mode_switches() -> None:
         DecisionRecord(60.0, 2, 3, "Stable", "e"),
     )
     assert append_record(records, DecisionRecord(60.0, 2, 3, "Stable", "e"), 0) == ()
+
+
+def test_the_same_move_not_yet_in_effect_is_recorded_once() -> None:
+    # Observe-only: the count stays 1, and every pass decides 1 -> 3 again.
+    first = DecisionRecord(0.0, 1, 3, "Stable", "a")
+    records = append_record((), first, 8)
+    records = append_record(records, DecisionRecord(15.0, 1, 3, "Stable", "b"), 8)
+    assert records == (first,)
+    # Another move, or the same in another mode, is a new record.
+    other = DecisionRecord(30.0, 1, 4, "Stable", "c")
+    panic = DecisionRecord(45.0, 1, 4, "Panic", "d")
+    assert append_record(append_record(records, other, 8), panic, 8) == (first, other, panic)
+
+
+def test_an_observe_only_policy_records_its_repeated_decision_once() -> None:
+    watching = replace(policy(), observe_only=True)
+    decisions = run(watching, every(15.0, 4, Signals(units=units(1, inflight=15.0))))
+    assert [len(d.history.records) for d in decisions] == [1, 1, 1, 1]
+    assert all(d.desired > 1 for d in decisions)
 
 
 def test_recommendations_are_pruned_to_the_longest_window_plus_the_one_in_force_at_its_start() -> None:
