@@ -10,7 +10,8 @@ from typing import Any, Protocol
 
 from phalanx.api import labels as L
 from phalanx.autoscale.observe.assemble import UnitState
-from phalanx.controller.observed import pod_state
+from phalanx.autoscale.observe.batch import max_running
+from phalanx.controller.observed import PodState, pod_state
 from phalanx.controller.ordering import lowest_free
 
 
@@ -52,6 +53,9 @@ def group_units(
     draining when any pod is draining or being deleted (the scale-down rule drains and removes it
     as a whole); pending since its oldest pod's creation until ready.
 
+    A ready unit's startup and batch size are its entry pod's (`startup_seconds`,
+    `observe.batch.max_running`).
+
     `declared` is the count the spec asks for (`spec.replicas`, or the role's `replicas`): units it
     asks for whose pods the controller has not created yet are pending since `now`, unplaced, and
     named as the controller will name them (the lowest free indices). Without them a pass that runs
@@ -74,6 +78,7 @@ def group_units(
         draining = any(s.deleting or s.draining_since is not None for s in states)
         created = min(s.created_at for s in states)
         found = next((e for e in map(entry, groups[index]) if e is not None), None)
+        head = _entry_pod(groups[index])
         units.append(
             GroupUnit(
                 state=UnitState(
@@ -83,6 +88,8 @@ def group_units(
                     ready=ready,
                     draining=draining,
                     pending_since=None if ready else created,
+                    startup_seconds=startup_seconds(head[1]) if head is not None else None,
+                    max_running=max_running(head[0]) if head is not None else None,
                 ),
                 endpoint=found.name if found is not None else None,
                 url=found.url if found is not None else None,
@@ -104,3 +111,24 @@ def group_units(
             )
         )
     return units
+
+
+def _entry_pod(pods: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], PodState] | None:
+    for pod in pods:
+        state = pod_state(pod)
+        if state is not None and state.entry:
+            return pod, state
+    return None
+
+
+def startup_seconds(pod: PodState) -> float | None:
+    """Seconds from the pod's creation to its Ready condition's last transition, while that is its
+    first ready: None for a pod not ready, or one whose container ever restarted or exited (its
+    Ready flipped again later). A readiness probe that failed and passed again without a restart
+    also moves the transition, and nothing on the pod tells; such a pod overstates its startup,
+    which the core reads as a longer lead time (scaling up earlier), not a shorter one."""
+    if not pod.ready or pod.restart_count > 0 or pod.last_exit_at is not None:
+        return None
+    seconds = pod.ready_changed_at - pod.created_at
+    # No transition time (or no creation time) on the pod: unknown, not instant.
+    return seconds if seconds > 0 else None

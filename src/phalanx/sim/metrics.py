@@ -78,6 +78,9 @@ class SimMetrics:
         self.queue = histogram(
             "vllm:request_queue_time_seconds", "Time in the WAITING phase.", _REQUEST_BUCKETS
         )
+        self.inference = histogram(
+            "vllm:request_inference_time_seconds", "Time in the RUNNING phase.", _REQUEST_BUCKETS
+        )
         token_hist = token_buckets(max_model_len)
         self.request_prompt = histogram(
             "vllm:request_prompt_tokens", "Prompt tokens per request.", token_hist
@@ -91,7 +94,15 @@ class SimMetrics:
         for c in (self.prompt_tokens, self.generation_tokens, self.prefix_queries, self.prefix_hits):
             c.labels(**self._labels)
         self.preemptions.labels(**self._labels)
-        for h in (self.ttft, self.itl, self.e2e, self.queue, self.request_prompt, self.request_generation):
+        for h in (
+            self.ttft,
+            self.itl,
+            self.e2e,
+            self.queue,
+            self.inference,
+            self.request_prompt,
+            self.request_generation,
+        ):
             h.labels(**self._labels)
         # KV handed between prefill and decode engines: vLLM NixlConnector's names where it has
         # one, phalanx_sim_* for what vLLM does not export.
@@ -142,6 +153,8 @@ class SimMetrics:
             self.success.labels(**lab, finished_reason=done.finish_reason).inc()
             self.e2e.labels(**lab).observe(done.e2e)
             self.queue.labels(**lab).observe(done.queue_time)
+            # From first scheduled to the last token, as vLLM counts it (preemptions included).
+            self.inference.labels(**lab).observe(done.e2e - done.queue_time)
             self.request_prompt.labels(**lab).observe(done.prompt_tokens)
             self.request_generation.labels(**lab).observe(done.generation_tokens)
 

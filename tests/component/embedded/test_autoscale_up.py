@@ -3,6 +3,7 @@ the real router on loopback, with short periods and windows so each test takes w
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 import uuid
@@ -295,3 +296,39 @@ def test_a_policy_on_roles_scales_the_decode_role_under_load(tmp_path: Path) -> 
         assert decode["desiredReplicas"] == 2
         events = [e["message"] for e in found["events"] if e.get("reason") == "Autoscaled"]
         assert any("role decode replicas 1 -> 2" in m for m in events), events
+
+
+def test_the_engine_s_batch_size_and_request_time_reach_the_capacity_floor(tmp_path: Path) -> None:
+    # One client, 20 tokens at 0.02 s: a group runs 1 of its 4 slots and never queues, so nothing
+    # is learned from saturation; the floor plans with 4 slots x tokens per request / the
+    # simulator's request time, read from the pod's argv and its metrics page.
+    data = serving(1, inter_token_latency=0.02)
+    for role in data["spec"]["template"]["roles"]:
+        for key in ("entryTemplate", "workerTemplate"):
+            role[key]["spec"]["containers"][0]["args"] += ["--max-num-seqs", "4"]
+    chosen = policy(1, 1, inflight=100)
+    chosen["spec"]["capacityUtilizationPercent"] = 10  # the floor asks for more than the target
+    spec = spec_file(tmp_path, data, chosen)
+    with running_up(tmp_path, spec) as up:
+        up.wait_available(groups=1)
+        load = Load(up.base_url, clients=1, max_tokens=20)
+        try:
+
+            def estimated(payload: dict[str, Any]) -> bool:
+                (found,) = [p for p in payload["policies"] if p["metadata"]["name"] == "quickstart-load"]
+                conditions = (found.get("status") or {}).get("conditions") or []
+                return any("batch-estimated" in (c.get("message") or "") for c in conditions)
+
+            up.wait_for(estimated, "a decision on the batch estimate", timeout=30)
+        finally:
+            load.stop()
+        (ready,) = [c for c in policy_status(up)["conditions"] if c["type"] == "Ready"]
+        print(ready["message"])
+        found = re.search(
+            r"demand ([\d.,]+) tokens/s at 10% of the batch-estimated ([\d.,]+) tokens/s", ready["message"]
+        )
+        assert found is not None, ready["message"]
+        # One client holds at most one of the 4 slots: the estimate is well above the demand.
+        demand, estimate = (float(found[i].replace(",", "")) for i in (1, 2))
+        assert 0 < 2 * demand < estimate, ready["message"]
+        assert replicas(up) == 1  # the maximum holds

@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 
+from phalanx.api import labels as L
 from phalanx.api.modelserving import ModelServing
 from phalanx.controller.desired import steady_state
+from phalanx.controller.observed import pod_state
+from phalanx.runtimes.group_units import startup_seconds
 from phalanx.runtimes.local.backoff import BackoffPolicy
 from phalanx.runtimes.local.procs import group_alive
 from phalanx.runtimes.local.runtime import LocalRuntime
@@ -355,3 +358,29 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rfind(")") + 2 :].split()[0] not in ("Z", "X")
+
+
+async def test_a_local_pod_s_startup_is_its_creation_to_its_first_ready(
+    make_runtime: MakeRuntime, mark: str
+) -> None:
+    # What the autoscaler reads as the startup: the Ready condition's transition time, written
+    # when the probe first passes, minus the creation time. The server listens after 1 s.
+    runtime = await make_runtime()
+    probe = {"httpGet": {"path": "/", "port": "http"}, "periodSeconds": 0.2}
+    script = (
+        "import http.server, os, time; time.sleep(1); "
+        "http.server.test(http.server.SimpleHTTPRequestHandler, bind=os.environ['POD_IP'], port=8000)"
+    )
+    labels = {L.NAME: "demo", L.GROUP_INDEX: "0", L.ROLE: "main", L.ROLE_INDEX: "0", L.POD_INDEX: "0"}
+    spec = pod(
+        "slow", [PY, "-c", script], mark=mark, labels={**labels, L.ENTRY: "true"},
+        ports=[{"name": "http", "containerPort": 8000}], readinessProbe=probe,
+    )  # fmt: skip
+    began = time.time()
+    await runtime.create(spec)
+    found = await until(runtime, lambda: _ready(runtime, "slow"))
+    ready_after = time.time() - began
+    state = pod_state(found)
+    assert state is not None
+    seconds = startup_seconds(state)
+    assert seconds is not None and 1.0 <= seconds <= ready_after + 0.5, (seconds, ready_after)

@@ -149,6 +149,7 @@ def test_metrics(client: openai.OpenAI, sim: SimProcess) -> None:
         "vllm:inter_token_latency_seconds_bucket",
         "vllm:e2e_request_latency_seconds_bucket",
         "vllm:request_queue_time_seconds_bucket",
+        "vllm:request_inference_time_seconds_bucket",
         "vllm:request_prompt_tokens_bucket",
         "vllm:request_generation_tokens_bucket",
     ):

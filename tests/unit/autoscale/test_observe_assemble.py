@@ -8,7 +8,9 @@ from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.observe.assemble import UnitState, build_signals
 from phalanx.autoscale.observe.engine import UnitFields
 from phalanx.autoscale.observe.router import RouterFigures
+from phalanx.autoscale.policy_pass import role_signals
 from phalanx.autoscale.types import History, MetricTarget, Policy, UnitSignals
+from tests.unit.autoscale.core_builders import policy
 
 ENGINE = {
     "waiting": 2,
@@ -118,3 +120,45 @@ def test_the_core_reads_the_shared_queue_once() -> None:
     signals = build_signals(units, {}, RouterFigures(inflight={"g-0": 4, "g-1": 4}, queue=30))
     decision = autoscale(policy, signals, 100.0, History())
     assert decision.recommendations["queue"] == 6  # 30 waiting / 5 per unit, not 60
+
+
+def test_a_unit_s_request_seconds_reach_the_core() -> None:
+    signals = build_signals([UnitState("g-0", ready=True)], {"g-0": UnitFields(request_seconds=2.5)}, None)
+    assert signals.units[0].request_seconds == 2.5
+
+
+def test_the_startup_is_the_longest_of_the_ready_units() -> None:
+    units = [
+        UnitState("g-0", ready=True, startup_seconds=80.0),
+        UnitState("g-1", ready=True, startup_seconds=120.0),
+        UnitState("g-2", ready=True),  # restarted: its start is not known
+        UnitState("g-3", ready=False, pending_since=10.0, startup_seconds=500.0),  # not ready: ignored
+    ]
+    assert build_signals(units, {}, None).startup_seconds == 120.0
+    assert build_signals([UnitState("g-0", ready=True)], {}, None).startup_seconds is None
+    assert build_signals([], {}, None).startup_seconds is None
+
+
+def test_the_batch_size_is_the_smallest_a_ready_unit_runs_else_any_unit_s() -> None:
+    ready = [UnitState("g-0", ready=True, max_running=256), UnitState("g-1", ready=True, max_running=64)]
+    starting = UnitState("g-2", ready=False, pending_since=0.0, max_running=8)
+    assert build_signals([*ready, starting], {}, None).max_running == 64
+    # At zero ready units the starting units' arguments still say what a unit will run.
+    assert build_signals([starting], {}, None).max_running == 8
+    assert build_signals([UnitState("g-0", ready=True)], {}, None).max_running is None
+
+
+def test_the_batch_estimate_reaches_the_core_s_floor() -> None:
+    # 4 units run 16 at once, 8 s each; the router sees 4 requests/s of 500 prompt tokens and the
+    # units served 3 tokens per prompt token: 1500 tokens a request, 3000 tokens/s a unit.
+    units = [UnitState(f"g-{i}", ready=True, max_running=16) for i in range(4)]
+    engine = UnitFields(tokens_per_second=1500.0, prompt_tokens_per_second=500.0, request_seconds=8.0)
+    router = RouterFigures(
+        inflight=dict.fromkeys((u.name for u in units), 1.0),
+        arrivals_per_second=4.0,
+        arrival_prompt_tokens_per_second=2000.0,
+    )
+    signals = role_signals({None: units}, dict.fromkeys((u.name for u in units), engine), router, {})[None]
+    chosen = policy(capacity_utilization=1.0)
+    decision = autoscale(chosen, signals, 0.0, History())
+    assert "at the batch-estimated 3000 tokens/s per group asks for 2" in decision.reason

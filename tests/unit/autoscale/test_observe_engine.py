@@ -228,3 +228,46 @@ def test_a_damaged_snapshot_is_no_snapshot(data: object) -> None:
 
 def test_integer_times_and_values_are_accepted() -> None:
     assert PageSnapshot.from_json({"time": 3, "series": {"a": 2}}) == PageSnapshot(3.0, {"a": 2.0})
+
+
+def inference_time(total: float, count: float, engines: tuple[str, ...] = ("0",)) -> str:
+    """vLLM's vllm:request_inference_time_seconds, its `_sum` and `_count` per engine (buckets
+    are not read)."""
+    name = "vllm:request_inference_time_seconds"
+    lines = [f"# HELP {name} Time in the RUNNING phase.", f"# TYPE {name} histogram"]
+    for engine in engines:
+        labels = f'engine="{engine}",model_name="m"'
+        lines += [f'{name}_bucket{{{labels},le="+Inf"}} {count}', f"{name}_count{{{labels}}} {count}"]
+        lines.append(f"{name}_sum{{{labels}}} {total}")
+    return "\n".join(lines) + "\n"
+
+
+def test_request_seconds_is_the_window_s_mean_time_in_the_batch() -> None:
+    # Lifetime: 100 requests of 1 s. Window: 10 more, 40 s in all: 4 s each, not the lifetime's 1.36 s.
+    fields, snapshot = two_pages(PAGE_1 + inference_time(100.0, 100), PAGE_2 + inference_time(140.0, 110))
+    assert fields.request_seconds == pytest.approx(4.0)
+    assert snapshot is not None
+    assert snapshot.series['vllm:request_inference_time_seconds_count{engine="0",model_name="m"}'] == 110
+
+
+def test_request_seconds_is_unknown_without_a_window_a_finished_request_or_the_histogram() -> None:
+    assert observe_unit(PAGE_1 + inference_time(10.0, 5), None, 1.0)[0].request_seconds is None
+    assert (
+        two_pages(PAGE_1 + inference_time(10.0, 5), PAGE_2 + inference_time(10.0, 5))[0].request_seconds
+        is None
+    )
+    assert two_pages(PAGE_1, PAGE_2)[0].request_seconds is None  # SGLang, older vLLM: no histogram
+    sglang = two_pages(sglang_page(), sglang_page())[0]
+    assert sglang.request_seconds is None
+
+
+def test_request_seconds_adds_up_data_parallel_engines() -> None:
+    # Each of two engines: 4 requests in 6 s in the window -> 12 s over 8 requests.
+    first = PAGE_1 + inference_time(1.0, 1, engines=("0", "1"))
+    second = PAGE_2 + inference_time(7.0, 5, engines=("0", "1"))
+    assert two_pages(first, second)[0].request_seconds == pytest.approx(1.5)
+
+
+def test_a_restart_voids_request_seconds() -> None:
+    fields, _ = two_pages(PAGE_1 + inference_time(100.0, 100), PAGE_2 + inference_time(3.0, 1))
+    assert fields.request_seconds is None

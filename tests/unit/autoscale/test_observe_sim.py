@@ -104,6 +104,10 @@ async def test_a_running_engine_s_pages() -> None:
     # Six first tokens after at least one 4 ms prefill step; the sim's own clock is real time here.
     assert fields.ttft_p95 is not None and 0.001 <= fields.ttft_p95 <= 5.0
     assert fields.itl_p95 is not None and 0.0 < fields.itl_p95 <= 5.0
+    # Six requests held a batch slot from their first step to their fifth token (5 steps of >= 2 ms).
+    count = engine.metrics.registry.get_sample_value("vllm:request_inference_time_seconds_count", LABELS)
+    assert count == 6
+    assert fields.request_seconds is not None and 0.008 <= fields.request_seconds <= 5.0
 
 
 HOST = "127.0.0.1"

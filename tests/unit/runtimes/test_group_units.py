@@ -148,3 +148,44 @@ def test_a_roles_missing_instances_are_named_in_its_group() -> None:
         ("demo-0-decode-1", False),
         ("demo-0-decode-3", False),
     ]
+
+
+def started(
+    group: int, index: int = 0, *, ready_at: str | None, restarts: int = 0, args: list[str] | None = None
+) -> dict[str, Any]:
+    """A ready pod whose Ready condition last changed at `ready_at`, with its engine's argv."""
+    made = pod(group, index)
+    if ready_at is not None:
+        made["status"]["conditions"][0]["lastTransitionTime"] = ready_at
+    made["status"]["containerStatuses"] = [{"name": "engine", "restartCount": restarts}]
+    made["spec"]["containers"][0]["command"] = ["phalanx", "sim"]
+    made["spec"]["containers"][0]["args"] = args or []
+    return made
+
+
+def test_a_ready_unit_s_startup_is_its_entry_pod_s_creation_to_ready() -> None:
+    worker = started(0, 1, ready_at="2026-12-07T00:09:00Z")  # only the entry pod counts
+    (unit,) = group_units([started(0, ready_at="2026-12-07T00:02:30.5Z"), worker], "demo", endpoint_from_pod)
+    assert unit.state.startup_seconds == 150.5
+
+
+def test_a_startup_is_unknown_after_a_restart_without_a_transition_time_or_before_ready() -> None:
+    restarted = started(0, ready_at="2026-12-07T00:02:30Z", restarts=1)
+    unstamped = started(1, ready_at=None)
+    starting = pod(2, ready=False)
+    starting["status"]["conditions"][0]["lastTransitionTime"] = "2026-12-07T00:01:00Z"
+    units = group_units([restarted, unstamped, starting], "demo", endpoint_from_pod)
+    assert [u.state.startup_seconds for u in units] == [None, None, None]
+
+
+def test_a_unit_s_batch_size_comes_from_its_entry_pod_s_engine_arguments() -> None:
+    units = group_units(
+        [
+            started(0, ready_at=CREATED, args=["--max-num-seqs", "64"]),
+            started(1, ready_at=CREATED),  # the simulator's default
+            pod(2),  # no engine command: unknown
+        ],
+        "demo",
+        endpoint_from_pod,
+    )
+    assert [u.state.max_running for u in units] == [64, 256, None]

@@ -3,7 +3,7 @@ router's figures."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from phalanx.autoscale.observe.engine import UNKNOWN, UnitFields
@@ -19,6 +19,10 @@ class UnitState:
     ready: bool
     draining: bool = False
     pending_since: float | None = None  # created and not yet ready since this time
+    # Seconds from creation to ready, of a ready unit whose start is known (`group_units`).
+    startup_seconds: float | None = None
+    # Requests its engine runs at once, from the engine's arguments; None: unknown.
+    max_running: int | None = None
 
 
 def build_signals(
@@ -32,7 +36,9 @@ def build_signals(
     """`engines` maps unit name -> the fields its entry pod's page gave this pass (a unit missing
     there, or not ready, has unknown engine fields). The router's slot queue is shared evenly by
     the units that can take requests (ready, not draining); with none of those, it joins the
-    requests held for the target in the admission queue, so the core counts each request once."""
+    requests held for the target in the admission queue, so the core counts each request once.
+    The startup is the longest of the ready units'; the batch size the smallest the ready units
+    run (during a change of arguments the capacity is not overestimated), else any unit's."""
     # A page from a pod that is not ready yet (loading weights) says nothing about load.
     fields = {u.name: engines.get(u.name, UNKNOWN) if u.ready else UNKNOWN for u in units}
     open_units = [u for u in units if u.ready and not u.draining]
@@ -48,7 +54,15 @@ def build_signals(
         admission_queue=round(admission),
         demand_tokens_per_second=demand_tokens_per_second,
         placeable=placeable,
+        max_running=min(batches(u for u in units if u.ready) or batches(units), default=None),
+        startup_seconds=max(
+            (u.startup_seconds for u in units if u.ready and u.startup_seconds is not None), default=None
+        ),
     )
+
+
+def batches(units: Iterable[UnitState]) -> list[int]:
+    return [u.max_running for u in units if u.max_running is not None]
 
 
 def demand(router: RouterFigures | None, fields: Sequence[UnitFields]) -> float | None:

@@ -3,8 +3,9 @@
 Gauges are read as they are: waiting and running summed over the page's label sets (data-parallel
 engines, several models), KV-cache usage their mean. What needs a window comes from the difference
 to the previous page: tokens per second from the prompt and generation token counters, TTFT and
-ITL p95 from the histograms' bucket counts, so a p95 describes the requests of this window only,
-not the engine's whole life. A counter that went down (the engine restarted) voids the window:
+ITL p95 from the histograms' bucket counts (so a p95 describes the requests of this window only,
+not the engine's whole life), the mean seconds a request held a batch slot from the
+inference-time histogram's sum and count. A counter that went down (the engine restarted) voids the window:
 its fields are unknown and this page becomes the new start. Unknown is None, never 0.
 """
 
@@ -41,6 +42,9 @@ class EngineMetricNames:
     )
     prompt_tokens: tuple[str, ...] = ("vllm:prompt_tokens_total", "sglang:prompt_tokens_total")
     generation_tokens: tuple[str, ...] = ("vllm:generation_tokens_total", "sglang:generation_tokens_total")
+    # Seconds a finished request held a batch slot (vLLM's RUNNING phase; SGLang 0.5.23 has no
+    # such histogram); its `_sum` and `_count` are read.
+    request_time: tuple[str, ...] = ("vllm:request_inference_time_seconds",)
     # Prompt tokens queued for prefill: neither vLLM 0.33 nor SGLang 0.5.23 exports such a gauge.
     prefill_queued_tokens: tuple[str, ...] = ()
 
@@ -50,7 +54,8 @@ class EngineMetricNames:
     def windowed(self) -> frozenset[str]:
         """The sample names a snapshot keeps: counters and histogram buckets."""
         buckets = {f"{family}_bucket" for family in (*self.ttft, *self.itl)}
-        return frozenset({*self.prompt_tokens, *self.generation_tokens, *buckets})
+        totals = {f"{family}_{part}" for family in self.request_time for part in ("sum", "count")}
+        return frozenset({*self.prompt_tokens, *self.generation_tokens, *buckets, *totals})
 
 
 DEFAULT_NAMES = EngineMetricNames()
@@ -70,6 +75,8 @@ class UnitFields:
     # The prompt part alone: with the router's prompt tokens arriving, it gives the output
     # tokens to expect per prompt token (`assemble`).
     prompt_tokens_per_second: float | None = None
+    # Mean seconds the requests finished in the window held a batch slot; None when none finished.
+    request_seconds: float | None = None
 
 
 UNKNOWN = UnitFields()
@@ -108,6 +115,7 @@ def observe_unit(
             itl_p95=_quantile(samples, deltas, names.itl, quantile),
             tokens_per_second=_rate(samples, deltas, (names.prompt_tokens, names.generation_tokens), window),
             prompt_tokens_per_second=_rate(samples, deltas, (names.prompt_tokens,), window),
+            request_seconds=_mean_in_window(samples, deltas, names.request_time),
         ),
         snapshot,
     )
@@ -152,6 +160,20 @@ def _rate(
             return None
         total += sum(deltas.get(series_key(s), 0.0) for s in samples if s.name == name)
     return total / window
+
+
+def _mean_in_window(
+    samples: Sequence[Sample], deltas: dict[str, float], families: tuple[str, ...]
+) -> float | None:
+    """A histogram's mean over the window: the growth of its `_sum` over that of its `_count`,
+    every label set together (data-parallel engines)."""
+    family = first_present(samples, tuple(f"{f}_count" for f in families))
+    if family is None:
+        return None
+    family = family.removesuffix("_count")
+    count = sum(deltas.get(series_key(s), 0.0) for s in samples if s.name == f"{family}_count")
+    total = sum(deltas.get(series_key(s), 0.0) for s in samples if s.name == f"{family}_sum")
+    return total / count if count > 0 else None
 
 
 def observe_units(
