@@ -178,12 +178,14 @@ def test_load_scales_up_to_the_maximum_and_back_down_draining_in_flight_requests
                 lambda s: s["servings"][0]["spec"]["replicas"] == 3, "scale-up to the maximum", timeout=20
             )
             up.wait_available(groups=3, timeout=30)
-            # Three long requests (10 s; unique prompts, so spread over the groups) outlast the
-            # load: alone they ask for 2 groups, and the group that leaves drains under one.
-            tail = Load(up.base_url, clients=3, max_tokens=200, once=True)
         finally:
-            load.stop()
+            load.stop()  # waits for every short request's answer
         assert load.answered > 0
+        # Three long requests (10 s), sent once nothing else is in flight, so the router's least-load
+        # choice puts one on each group (sent while short requests were still in flight, two could
+        # share a group and the group that leaves could be an idle one). Alone they ask for 2
+        # groups, and the group that leaves drains under one.
+        tail = Load(up.base_url, clients=3, max_tokens=200, once=True)
         drained: list[str] = []
 
         def scaled_down(payload: dict[str, Any]) -> bool:
