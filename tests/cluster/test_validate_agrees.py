@@ -399,6 +399,15 @@ def _examples() -> Iterator[tuple[str, dict[str, Any]]]:
     annotated_pod = copy.deepcopy(base)
     annotated_pod["spec"]["template"]["roles"][0]["entryTemplate"]["metadata"] = {"annotations": big}
     yield "annotations over 256 KiB on a pod template", annotated_pod
+    # Found by the property test above: one host port taken by two containers of a pod.
+    ports = copy.deepcopy(base)
+    pod = ports["spec"]["template"]["roles"][0]["entryTemplate"]["spec"]
+    first = pod["containers"][0]
+    first["ports"] = [*(first.get("ports") or []), {"containerPort": 80, "hostPort": 80}]
+    pod["containers"].append(
+        {"name": "side", "image": first["image"], "ports": [{"containerPort": 80, "hostPort": 80}]}
+    )
+    yield "two containers on one host port", ports
 
 
 @pytest.mark.parametrize(("case", "data"), list(_examples()), ids=[case for case, _ in _examples()])

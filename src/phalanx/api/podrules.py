@@ -147,7 +147,32 @@ def pod_template_problems(template: dict[str, Any], injected_env: Collection[str
                         )
                     )
                 seen.setdefault(name, f"{kind}[{index}]")
+    problems += _host_port_conflicts(spec)
     return problems
+
+
+def _host_port_conflicts(spec: dict[str, Any]) -> Iterator[FieldError]:
+    """Two ports of a pod's containers with the same protocol, host IP and host port: the node has one
+    of each. With hostNetwork the API server sets an unset host port to the container port first."""
+    host_network = spec.get("hostNetwork") is True
+    seen: dict[str, str] = {}
+    for ci, container in _items(spec.get("containers")):
+        for pi, port in _items(container.get("ports")):
+            host = port.get("hostPort")
+            if host_network and host in (None, 0):
+                host = port.get("containerPort")
+            if not isinstance(host, int) or not _is_port(host):
+                continue
+            key = f"{port.get('protocol') or 'TCP'}/{port.get('hostIP') or ''}/{host}"
+            where = f"containers[{ci}].ports[{pi}]"
+            if key in seen:
+                yield _error(
+                    ("spec", "containers", ci, "ports", pi, "hostPort"),
+                    f"takes host port {key} that {seen[key]} already takes",
+                    host,
+                    "give each port its own hostPort, or remove hostPort",
+                )
+            seen.setdefault(key, where)
 
 
 def _metadata(metadata: Any) -> Iterator[FieldError]:

@@ -242,6 +242,26 @@ CASES: list[tuple[str, Callable[[Template], object], tuple[Any, ...]]] = [
         ("spec", "tolerations", 0, "value"),
     ),
     (
+        "two containers taking the same host port",
+        lambda t: (
+            _container(t)["ports"].append({"containerPort": 80, "hostPort": 80}),
+            t["spec"]["containers"].append(
+                {"name": "side", "image": "busybox", "ports": [{"containerPort": 81, "hostPort": 80}]}
+            ),
+        ),
+        ("spec", "containers", 1, "ports", 0, "hostPort"),
+    ),
+    (
+        "host network with two containers on one container port",
+        lambda t: (
+            t["spec"].update(hostNetwork=True),
+            t["spec"]["containers"].append(
+                {"name": "side", "image": "busybox", "ports": [{"containerPort": 8000}]}
+            ),
+        ),
+        ("spec", "containers", 1, "ports", 0, "hostPort"),
+    ),
+    (
         "host network with a host port unlike the container port",
         lambda t: (t["spec"].update(hostNetwork=True), _container(t)["ports"][0].update(hostPort=9000)),
         ("spec", "containers", 0, "ports", 0, "hostPort"),
@@ -259,6 +279,22 @@ def test_each_rule_names_the_field_and_says_the_pods_would_be_refused(
     assert [p.path for p in problems] == [path], [p.render() for p in problems]
     (problem,) = problems
     assert "the API server would refuse the pods" in problem.message and problem.fix
+
+
+def test_the_same_host_port_on_another_protocol_or_host_ip_is_allowed() -> None:
+    template = _template()
+    _container(template)["ports"].append({"containerPort": 80, "hostPort": 80})
+    template["spec"]["containers"].append(
+        {
+            "name": "side",
+            "image": "busybox",
+            "ports": [
+                {"containerPort": 81, "hostPort": 80, "protocol": "UDP"},
+                {"containerPort": 82, "hostPort": 80, "hostIP": "127.0.0.2"},
+            ],
+        }
+    )
+    assert pod_template_problems(template, INJECTED_ENV) == []
 
 
 def test_a_sidecar_init_container_may_have_probes() -> None:
