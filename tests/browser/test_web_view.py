@@ -40,12 +40,17 @@ def chromium() -> str:
 def test_the_page_shows_every_group_and_follows_a_scale_and_a_rollout(tmp_path: Path, chromium: str) -> None:
     with running_up(tmp_path, fast()) as up:
         up.wait_available(timeout=90)
+        # `phalanx up` says where the page is, beside the API.
+        assert f"web view at http://127.0.0.1:{up.port}/ui" in up.log(), up.log()[-2000:]
         with sync_page(chromium, tmp_path / "profile") as page:
             page.navigate(f"http://127.0.0.1:{up.port}/ui")
             page.wait_for(f"{GROUP_NAMES} === 'quickstart-0,quickstart-1'", "both groups")
             text = page.evaluate("document.body.innerText")
             assert "default/quickstart" in text and "sim" in text and "in flight 0" in text, text
             marker = page.evaluate("window.__loaded = Date.now()")  # gone if the page reloads
+            # Drawn from the stream, never from a poll: the updates below come over /ui/events.
+            assert page.evaluate("document.getElementById('view').dataset.via") == "stream"
+            streamed = page.evaluate("window.phalanxUpdates.stream")
 
             scaled = up.phalanx("scale", "quickstart", "--replicas", "3")
             assert scaled.returncode == 0, scaled.stderr
@@ -58,6 +63,8 @@ def test_the_page_shows_every_group_and_follows_a_scale_and_a_rollout(tmp_path: 
                 timeout=90,
             )
             assert page.evaluate("window.__loaded") == marker  # updated in place, no reload
+            updates = page.evaluate("window.phalanxUpdates")
+            assert updates["poll"] == 0 and updates["stream"] > streamed, updates
 
             # A rollout: a new engine argument changes the revision; groups are replaced one by one.
             spec = fast()
@@ -109,6 +116,11 @@ def test_with_api_keys_the_page_asks_for_a_key_and_sends_it_as_a_bearer_header(
             page.wait_for("/Other endpoints/.test(document.body.innerText)", "the state behind the key")
             assert page.evaluate("sessionStorage.getItem('phalanx-api-key')") == "sk-ops-123456"
             assert page.evaluate("document.getElementById('login').hidden") is True
+            # The key rides on the stream too (a fetch with the Bearer header, not an EventSource).
+            page.wait_for(
+                "document.getElementById('view').dataset.via === 'stream'", "the stream behind the key"
+            )
+            assert page.evaluate("window.phalanxUpdates.poll") == 0
     finally:
         router.terminate()
         router.wait(20)

@@ -61,9 +61,11 @@ async def _run(
         await daemon.stop()  # nothing half-started may stay behind
         raise
     assert daemon.router is not None
+    url = daemon.router.url
     console.print(
-        f"phalanx up: OpenAI API at {daemon.router.url}/v1  (state {daemon.options.state_dir}; "
-        "Ctrl-C or `phalanx down` stops everything)"
+        f"phalanx up: OpenAI API at {url}/v1, web view at {url}/ui  (state {daemon.options.state_dir}; "
+        "Ctrl-C or `phalanx down` stops everything)",
+        highlight=False,
     )
     try:
         if console.is_terminal:

@@ -90,7 +90,14 @@ from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
 from phalanx.router.usage import UsageTap
-from phalanx.router.webui import StateProvider, asset_handler, state_response
+from phalanx.router.webui import (
+    StateProvider,
+    StateStreams,
+    StreamLimits,
+    asset_handler,
+    key_still_valid,
+    state_response,
+)
 from phalanx.router.webview import EndpointLoad, build_view
 
 logger = logging.getLogger("phalanx.router")
@@ -162,6 +169,8 @@ class RouterConfig:
     # Active health checks (`GET /health`) this often; None: passive checks only.
     health_check_interval_s: float | None = 5.0
     outlier: OutlierConfig = field(default_factory=OutlierConfig)
+    # The web view's live streams (`GET /ui/events`): how many at once, how often they look.
+    ui_streams: StreamLimits = field(default_factory=StreamLimits)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -314,6 +323,7 @@ class Router:
         self._rooms = random.SystemRandom()
         # The web view's servings, pods, policies and events (`phalanx up` or the discovery wires it).
         self.state_provider: StateProvider | None = None
+        self.ui_streams = StateStreams(self.config.ui_streams)
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -411,12 +421,14 @@ class Router:
         app.router.add_get("/ui/app.js", asset_handler("app.js"))
         app.router.add_get("/ui/app.css", asset_handler("app.css"))
         app.router.add_get("/ui/state", self._ui_state)
+        app.router.add_get("/ui/events", self._ui_events)
         return app
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> None:
         if self._runner is not None:
             raise RuntimeError("router already started")
         self._stopping = False
+        self.ui_streams.reopen()
         runner = web.AppRunner(
             self.build_app(),
             # Cancel the handler (and so the upstream request) when the client disconnects.
@@ -448,6 +460,7 @@ class Router:
         if runner is None:
             return
         self._stopping = True
+        self.ui_streams.close()  # open web view pages must not hold the drain up
         self.admission.wake()  # requests held for a model at zero get their 503 now, not at the bound
         for site in list(runner.sites):
             await site.stop()
@@ -702,12 +715,22 @@ class Router:
         """The web view's document (docs/router.md, "Web view"): behind the API keys, read-only."""
         if (refused := self._unauthorized(request)) is not None:
             return refused
+        return state_response(await self._ui_document())
+
+    async def _ui_events(self, request: web.Request) -> web.StreamResponse:
+        """The web view's document as Server-Sent Events, each time it changes; behind the API keys."""
+        if (refused := self._unauthorized(request)) is not None:
+            return refused
+        allowed = key_still_valid(self.keys, request.headers.get("Authorization"))
+        return await self.ui_streams.serve(request, self._ui_document, allowed)
+
+    async def _ui_document(self) -> dict[str, Any]:
         provider = self.state_provider
         snapshot = await provider.snapshot() if provider is not None else {}
         document = build_view(snapshot, self.endpoint_loads(), source=provider.source if provider else "none")
         document["queued"] = self.admission.queue_depth()
         document["held"] = self.held()
-        return state_response(document)
+        return document
 
     async def _models(self, request: web.Request) -> web.Response:
         if (refused := self._unauthorized(request)) is not None:

@@ -53,7 +53,7 @@ async def test_the_page_and_script_are_served_with_a_strict_policy_and_no_key() 
         script = await client.get("/ui/app.js")
         assert script.status == 200 and script.content_type == "text/javascript"
         js = await script.text()
-        assert "innerHTML" not in js and "/ui/state" in js and "sessionStorage" in js
+        assert "innerHTML" not in js and "/ui/state" in js and "/ui/events" in js and "sessionStorage" in js
         assert (await client.get("/ui/app.css")).status == 200
         assert (await client.post("/ui/state")).status == 405  # read-only
 

@@ -1,9 +1,15 @@
-// Phalanx web view: polls GET /ui/state and draws it. Builds the page with textContent only, so
-// names and messages (which come from users) are never parsed as HTML.
+// Phalanx web view: follows GET /ui/events (Server-Sent Events, read with fetch) and draws each
+// state; polls GET /ui/state when the stream cannot be had. Builds the page with textContent only,
+// so names and messages (which come from users) are never parsed as HTML.
 "use strict";
 const KEY = "phalanx-api-key";
-const PERIOD_MS = 1000;
+const PERIOD_MS = 1000;  // polling, while there is no stream
+const RETRY_STREAM_MS = 15000;  // how long to poll before trying the stream again
+const updates = { stream: 0, poll: 0 };  // what drew the page, for people and tests
+window.phalanxUpdates = updates;
 let timer = null;
+let aborter = null;
+let generation = 0;
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -96,25 +102,92 @@ function setStatus(message, error) {
   status.className = error ? "error" : "";
 }
 
-async function poll() {
+function authHeaders() {
   const key = sessionStorage.getItem(KEY);
-  const headers = key ? { Authorization: `Bearer ${key}` } : {};
+  return key ? { Authorization: `Bearer ${key}` } : {};
+}
+
+function askForKey() {
+  const key = sessionStorage.getItem(KEY);
+  sessionStorage.removeItem(KEY);
+  document.getElementById("login").hidden = false;
+  setStatus(key ? "that key was refused" : "an API key is needed", true);
+}
+
+function shown(state, via) {
+  render(state);
+  updates[via] += 1;
+  document.getElementById("view").dataset.via = via;
+  document.getElementById("logout").hidden = !sessionStorage.getItem(KEY);
+  setStatus(`live (${via === "stream" ? "stream" : "polling"}) · ${new Date().toLocaleTimeString()}`, false);
+}
+
+// The stream: GET /ui/events read with fetch, so the key travels in the Authorization header (an
+// EventSource cannot send one, and a key in the URL would be logged). Resolves "auth" on a 401,
+// "failed" when the stream cannot open or ends (the router refused it, restarted or stops).
+async function stream() {
+  aborter = new AbortController();
   try {
-    const response = await fetch("/ui/state", { headers, cache: "no-store" });
-    if (response.status === 401) {
-      sessionStorage.removeItem(KEY);
-      document.getElementById("login").hidden = false;
-      setStatus(key ? "that key was refused" : "an API key is needed", true);
-      return;  // no polling until a key is entered
+    const response = await fetch("/ui/events", { headers: authHeaders(), cache: "no-store", signal: aborter.signal });
+    if (response.status === 401) return "auth";
+    if (!response.ok || !response.body) return "failed";
+    const reader = response.body.getReader();
+    const decoder = new TextDecoder();
+    let buffer = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return "failed";
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const frame = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = frame.split("\n").filter((line) => line.startsWith("data: ")).map((line) => line.slice(6));
+        if (data.length) shown(JSON.parse(data.join("\n")), "stream");  // ": heartbeat" has no data
+      }
     }
+  } catch (error) {
+    return "failed";
+  }
+}
+
+async function poll() {
+  try {
+    const response = await fetch("/ui/state", { headers: authHeaders(), cache: "no-store" });
+    if (response.status === 401) return "auth";
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    render(await response.json());
-    document.getElementById("logout").hidden = !key;
-    setStatus(`live · ${new Date().toLocaleTimeString()}`, false);
+    shown(await response.json(), "poll");
+    return "ok";
   } catch (error) {
     setStatus(`cannot reach the router: ${error.message}`, true);
+    return "failed";
   }
-  timer = setTimeout(poll, PERIOD_MS);
+}
+
+const sleep = (ms) => new Promise((resolve) => { timer = setTimeout(resolve, ms); });
+
+// The stream first; while it cannot be had, poll every second and try the stream again now and then.
+async function follow(run) {
+  for (;;) {
+    if (run !== generation) return;  // a newer run (a key was entered) took over
+    const streamed = await stream();
+    if (run !== generation) return;
+    if (streamed === "auth") return askForKey();
+    const until = Date.now() + RETRY_STREAM_MS;
+    while (Date.now() < until) {
+      const polled = await poll();
+      if (run !== generation) return;
+      if (polled === "auth") return askForKey();
+      await sleep(PERIOD_MS);
+    }
+  }
+}
+
+function restart() {
+  generation += 1;
+  clearTimeout(timer);
+  if (aborter) aborter.abort();
+  follow(generation);
 }
 
 function start() {
@@ -123,14 +196,13 @@ function start() {
     sessionStorage.setItem(KEY, document.getElementById("key").value);
     document.getElementById("key").value = "";
     document.getElementById("login").hidden = true;
-    clearTimeout(timer);
-    poll();
+    restart();
   });
   document.getElementById("logout").addEventListener("click", () => {
     sessionStorage.removeItem(KEY);
     location.reload();
   });
-  poll();
+  restart();
 }
 
 document.addEventListener("DOMContentLoaded", start);
