@@ -21,6 +21,7 @@ import json
 import os
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -455,6 +456,10 @@ def test_the_operator_runs_with_exactly_the_charts_permissions(
             wait_for(
                 "the router to route to both entry pods", lambda: entries <= routable_in(endpoints(url)), 90
             )
+            # The web view lists worker pods, Events and AutoscalingPolicies: the chart's grants suffice.
+            with urllib.request.urlopen(f"{url}/ui/state", timeout=10) as resp:
+                view = json.loads(resp.read())
+            assert view["unreadable"] == [] and view["eventsReadable"] is True, view["unreadable"]
         lease = client.get(Lease, "phalanx-operator", namespace=RELEASE_NAMESPACE)
         assert lease.spec is not None and lease.spec.holderIdentity
         assert proc.poll() is None, "the operator exited"
@@ -484,7 +489,12 @@ def test_the_operator_runs_with_exactly_the_charts_permissions(
         "update coordination.k8s.io/leases",
         "watch apiextensions.k8s.io/customresourcedefinitions",
     } <= made
-    assert requests_made(router_events) >= {"list core/pods", "watch serving.phalanx.dev/modelservings"}
+    assert requests_made(router_events) >= {
+        "list core/pods",
+        "watch serving.phalanx.dev/modelservings",
+        "list core/events",
+        "list serving.phalanx.dev/autoscalingpolicies",
+    }
 
 
 def test_with_a_watch_namespace_the_operator_is_granted_nothing_elsewhere(

@@ -375,9 +375,20 @@ LEADER_RULES: tuple[Rule, ...] = (
     ),
 )
 ROUTER_RULES: tuple[Rule, ...] = (
-    Rule("", ("pods",), ("list", "watch"), "find the ready entry pods to route to"),
+    Rule(
+        "",
+        ("pods",),
+        ("list", "watch"),
+        "find the ready entry pods to route to; the web view lists worker pods",
+    ),
     Rule(_SERVING, ("modelservings",), ("list", "watch"), "which ModelServing serves which model"),
     Rule("", ("events",), ("list",), "the web view's timeline of rollout, recovery and scaling events"),
+    Rule(
+        _SERVING,
+        ("autoscalingpolicies",),
+        ("list",),
+        "the web view's autoscaling table: desired, current, ready",
+    ),
 )
 
 

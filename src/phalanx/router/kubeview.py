@@ -1,22 +1,29 @@
-"""The web view's state on Kubernetes: what the discovery already watches, plus Events when readable.
+"""The web view's state on Kubernetes: what the discovery already watches, plus throttled lists.
 
-Servings and entry pods come from the discovery's informers (no extra API load). Events are listed
-at most once per `events_every_s` whatever the number of browsers polling, and only the newest are
-kept. Without permission to list events (RBAC: `list` on `events` in the core group), the page says
-so and shows the rest; a router is never broken by a missing grant.
+Servings and entry pods come from the discovery's informers (no extra API load). Worker pods,
+AutoscalingPolicies and Events are listed only while a page is open, at most once per
+`lists_every_s` whatever the number of pages; of the events only the newest about our servings
+are kept. Each list needs its own grant (`list` on pods, on `autoscalingpolicies`, on `events`);
+without one the page says which cannot be read and shows the rest: a router is never broken by a
+missing grant.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Event
+from lightkube.core.resource import NamespacedResource
+from lightkube.resources.core_v1 import Event, Pod
 
+from phalanx.api import labels as L
 from phalanx.kube.errors import KUBE_ERRORS, status_of
+from phalanx.kube.resources import AutoscalingPolicyResource, as_dict
 from phalanx.router.kubernetes import KubernetesDiscovery
 from phalanx.router.webui import Snapshot, StateProvider
 from phalanx.router.webview import MAX_EVENTS, pod_records
@@ -61,8 +68,38 @@ def newest_events(
     return records[-limit:]
 
 
+@dataclass(frozen=True)
+class Listed:
+    """One optional list the view makes: what, how to ask, and the grant it needs (said on the page)."""
+
+    name: str  # as the page names it: "events", "worker pods", "autoscalingpolicies"
+    resource: type[NamespacedResource]
+    labels: dict[str, Any] | None = None
+    grant: str = ""
+
+
+EVENTS = Listed("events", Event, grant="list on events")
+WORKER_PODS = Listed("worker pods", Pod, {L.ENTRY: "false"}, grant="list on pods")
+POLICIES = Listed("autoscalingpolicies", AutoscalingPolicyResource, grant="list on autoscalingpolicies")
+
+
+def unreadable_after(status: int | None) -> bool | None:
+    """What a failed list says about the grant: 403 unreadable (True); a 404 (the resource is not
+    served: its CRD is not installed) readable and empty (False); anything else, nothing new (None)."""
+    if status == 403:
+        return True
+    if status == 404:
+        return False
+    return None
+
+
 class KubernetesState:
-    """A `StateProvider` over the discovery's mirrors and a throttled Event list."""
+    """A `StateProvider` over the discovery's mirrors plus throttled lists of worker pods,
+    AutoscalingPolicies and Events.
+
+    The lists are made only while someone looks (a snapshot is asked for), at most once per
+    `lists_every_s` whatever the number of pages open, one refresh at a time.
+    """
 
     def __init__(
         self,
@@ -70,51 +107,68 @@ class KubernetesState:
         discovery: KubernetesDiscovery,
         namespaces: Sequence[str] = (),
         *,
-        events_every_s: float = 5.0,
+        lists_every_s: float = 3.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
         self.discovery = discovery
         self.namespaces = list(dict.fromkeys(namespaces))
-        self.events_every_s = events_every_s
+        self.lists_every_s = lists_every_s
         self.clock = clock
-        self._events: list[dict[str, Any]] = []
+        self.found: dict[str, list[dict[str, Any]]] = {x.name: [] for x in (EVENTS, WORKER_PODS, POLICIES)}
+        self.unreadable: dict[str, str] = {}  # name -> the grant it needs
         self._listed_at: float | None = None
-        self.events_readable = True
+        self._refreshing = asyncio.Lock()
 
     def provider(self) -> StateProvider:
         return StateProvider("kubernetes", self.snapshot)
 
+    @property
+    def events_readable(self) -> bool:
+        return EVENTS.name not in self.unreadable
+
     async def snapshot(self) -> Snapshot:
         servings = [obj for m in self.discovery.servings for obj in m.objects.values()]
-        pods = [obj for m in self.discovery.pods for obj in m.objects.values()]
+        entries = [obj for m in self.discovery.pods for obj in m.objects.values()]
         names = {str((s.get("metadata") or {}).get("name", "")) for s in servings}
-        await self._refresh_events(names)
+        await self._refresh()
         return {
             "servings": servings,
-            "pods": pod_records(pods),
-            "policies": [],
-            "events": self._events,
+            "pods": pod_records([*entries, *self.found[WORKER_PODS.name]]),
+            "policies": self.found[POLICIES.name],
+            "events": newest_events(self.found[EVENTS.name], names, MAX_EVENTS),
             "eventsReadable": self.events_readable,
+            "unreadable": [f"{name} (needs {grant})" for name, grant in sorted(self.unreadable.items())],
         }
 
-    async def _refresh_events(self, servings: set[str]) -> None:
-        now = self.clock()
-        if self._listed_at is not None and now - self._listed_at < self.events_every_s:
-            return
-        self._listed_at = now
-        found: list[Mapping[str, Any]] = []
+    async def _refresh(self) -> None:
+        async with self._refreshing:
+            now = self.clock()
+            if self._listed_at is not None and now - self._listed_at < self.lists_every_s:
+                return
+            self._listed_at = now
+            await asyncio.gather(*(self._list(x) for x in (EVENTS, WORKER_PODS, POLICIES)))
+
+    async def _list(self, what: Listed) -> None:
+        found: list[dict[str, Any]] = []
         try:
             for namespace in self.namespaces or ["*"]:
-                async for event in self.client.list(Event, namespace=namespace):
-                    found.append(event.to_dict())
+                async for obj in self.client.list(what.resource, namespace=namespace, labels=what.labels):
+                    found.append(as_dict(obj))
         except KUBE_ERRORS as exc:
-            if status_of(exc) == 403:
-                if self.events_readable:
-                    log.warning("cannot list events (RBAC): the web view shows no timeline")
-                self.events_readable = False
+            verdict = unreadable_after(status_of(exc))
+            if verdict is None:
+                log.info("listing %s failed: %s; keeping the last list", what.name, exc)
+                return
+            if verdict and what.name not in self.unreadable:
+                log.warning(
+                    "cannot list %s (RBAC: %s): the web view shows them as unreadable", what.name, what.grant
+                )
+            if verdict:
+                self.unreadable[what.name] = what.grant
             else:
-                log.info("listing events failed: %s; keeping the last list", exc)
+                self.unreadable.pop(what.name, None)
+            self.found[what.name] = []
             return
-        self.events_readable = True
-        self._events = newest_events(found, servings, MAX_EVENTS)
+        self.unreadable.pop(what.name, None)
+        self.found[what.name] = found

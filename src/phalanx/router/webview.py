@@ -258,6 +258,8 @@ def build_view(snapshot: Object, loads: Iterable[EndpointLoad], *, source: str) 
     return {
         "source": source,
         "eventsReadable": bool(snapshot.get("eventsReadable", True)),
+        # What the provider could not read, each with the grant it needs ("events (needs list on events)").
+        "unreadable": [text(item, 120) for item in _list(snapshot, "unreadable")[:10]],
         "servings": shown,
         "servingsLeftOut": max(0, len(servings) - MAX_SERVINGS),
         "podsLeftOut": budget[1],

@@ -243,6 +243,7 @@ def test_router_role_is_read_only() -> None:
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
         {"apiGroups": ["serving.phalanx.dev"], "resources": ["modelservings"], "verbs": ["list", "watch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["list"]},
+        {"apiGroups": ["serving.phalanx.dev"], "resources": ["autoscalingpolicies"], "verbs": ["list"]},
     ]
 
 

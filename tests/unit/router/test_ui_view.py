@@ -6,7 +6,7 @@ from typing import Any
 
 from phalanx.api import labels as L
 from phalanx.router import webview
-from phalanx.router.kubeview import event_record, newest_events
+from phalanx.router.kubeview import event_record, newest_events, unreadable_after
 from phalanx.router.webview import EndpointLoad, build_view, lane, pod_records, text
 
 
@@ -238,3 +238,16 @@ def test_kubernetes_events_of_our_servings_only_newest_last() -> None:
     ]
     created = event_record({"metadata": {"creationTimestamp": "2026-01-01T00:00:09Z"}})
     assert created["time"] == "2026-01-01T00:00:09Z" and created["type"] == "Normal"
+
+
+def test_a_forbidden_list_is_unreadable_a_missing_crd_is_empty_and_other_failures_change_nothing() -> None:
+    assert unreadable_after(403) is True
+    assert unreadable_after(404) is False  # the AutoscalingPolicy CRD is not installed: none to show
+    assert unreadable_after(500) is None and unreadable_after(None) is None  # keep the last list
+
+
+def test_what_cannot_be_read_is_passed_to_the_page_bounded() -> None:
+    view = build_view({"unreadable": ["events (needs list on events)", "x" * 500]}, [], source="kubernetes")
+    assert view["unreadable"][0] == "events (needs list on events)"
+    assert len(view["unreadable"][1]) == 120
+    assert build_view({}, [], source="up")["unreadable"] == []

@@ -76,6 +76,9 @@ function table(columns, rows) {
 function render(state) {
   const view = document.getElementById("view");
   const parts = [];
+  for (const what of state.unreadable || []) {
+    parts.push(el("p", { class: "unreadable" }, `Not shown: ${what}; the router has no permission to read them.`));
+  }
   if (!state.servings.length) parts.push(el("p", {}, "No ModelServing yet."));
   parts.push(...state.servings.map(servingNode));
   if (state.otherEndpoints.length) {
@@ -89,7 +92,7 @@ function render(state) {
       state.policies.map((p) => [p.name + (p.observeOnly ? " (observe only)" : ""), p.role, p.target, p.desired, p.current, p.ready, p.reason])));
   }
   parts.push(el("h2", {}, "Timeline"));
-  if (!state.eventsReadable) parts.push(el("p", {}, "Events cannot be read (no permission to list events)."));
+  if (!state.eventsReadable) parts.push(el("p", { class: "unreadable" }, "Events cannot be read (see above)."));
   const events = state.timeline.slice().reverse().map((e) =>
     el("tr", { class: `lane-${e.lane} ${e.type}` }, el("td", { title: e.time }, e.time.slice(11, 19)), el("td", {}, e.lane), el("td", {}, e.object), el("td", {}, e.reason), el("td", {}, e.message)));
   parts.push(el("table", { id: "timeline" }, ...events));
