@@ -5,6 +5,7 @@ Set PHALANX_SCREENSHOT=1 to refresh docs/images/web-view-rollout.png from this r
 
 from __future__ import annotations
 
+import http.client
 import os
 import shutil
 import subprocess
@@ -122,6 +123,49 @@ def test_with_api_keys_the_page_asks_for_a_key_and_sends_it_as_a_bearer_header(
             )
             assert page.evaluate("window.phalanxUpdates.poll") == 0
     finally:
+        router.terminate()
+        router.wait(20)
+        log.close()
+
+
+def test_the_page_polls_while_the_router_refuses_more_streams_and_takes_the_stream_once_one_frees(
+    tmp_path: Path, chromium: str
+) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "phalanx", "router", "--port", str(port)]
+    command += ["--backend", f"http://127.0.0.1:{free_port()}"]
+    log = (tmp_path / "router.log").open("wb")
+    router = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    held: list[http.client.HTTPConnection] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(held) < 16:  # every stream the router allows (StreamLimits.max_streams)
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            try:
+                conn.request("GET", "/ui/events")
+                resp = conn.getresponse()
+            except OSError:
+                conn.close()
+                assert time.monotonic() < deadline and router.poll() is None, "the router did not start"
+                time.sleep(0.2)
+                continue
+            assert resp.status == 200, resp.status
+            held.append(conn)
+        with sync_page(chromium, tmp_path / "profile") as page:
+            page.navigate(f"http://127.0.0.1:{port}/ui")
+            page.wait_for("document.getElementById('view')?.dataset.via === 'poll'", "the page polling")
+            assert "live (polling)" in page.evaluate("document.getElementById('status').textContent")
+            assert "Other endpoints" in page.evaluate("document.body.innerText")
+            held.pop().close()  # one stream frees; the page tries the stream again within 15 s
+            page.wait_for(
+                "document.getElementById('view').dataset.via === 'stream'",
+                "the page on the stream",
+                timeout=30,
+            )
+            assert page.evaluate("window.phalanxUpdates.poll") >= 1
+    finally:
+        for conn in held:
+            conn.close()
         router.terminate()
         router.wait(20)
         log.close()
