@@ -137,6 +137,9 @@ class StateStreams:
         self.clock = clock
         self.open = 0
         self._closing = asyncio.Event()
+        # The last document built, shared by every stream: one build per period, not one per stream.
+        self._built: tuple[float, bytes, str] | None = None
+        self._building = asyncio.Lock()
 
     def reopen(self) -> None:
         self._closing = asyncio.Event()
@@ -167,7 +170,7 @@ class StateStreams:
             last_sent = self.clock()
             with contextlib.suppress(ConnectionResetError):
                 while not closing.is_set() and allowed():
-                    body, hashed = digest(await document())
+                    body, hashed = await self._latest(document)
                     now = self.clock()
                     frame = next_frame(body, hashed, last_hash, now, last_sent, self.limits.heartbeat_s)
                     if frame is not None:
@@ -178,3 +181,13 @@ class StateStreams:
             return response
         finally:
             self.open -= 1
+
+    async def _latest(self, document: Callable[[], Awaitable[Mapping[str, Any]]]) -> tuple[bytes, str]:
+        """The document and its hash, built at most once per `period_s` whatever the number of
+        streams (every stream shows the same document: keys only decide who may see it)."""
+        async with self._building:
+            if self._built is not None and self.clock() - self._built[0] < self.limits.period_s * 0.9:
+                return self._built[1], self._built[2]
+            body, hashed = digest(await document())
+            self._built = (self.clock(), body, hashed)
+            return body, hashed

@@ -152,3 +152,26 @@ async def test_a_stream_asked_for_while_the_router_stops_gets_a_503() -> None:
         router.ui_streams.close()
         refused = await client.get("/ui/events")
         assert refused.status == 503 and (await refused.json())["error"]["code"] == "stopping"
+
+
+async def test_open_streams_share_one_build_of_the_document_per_period() -> None:
+    source, calls = Changing(), [0]
+
+    async def counted() -> dict[str, Any]:
+        calls[0] += 1
+        return await source.snapshot()
+
+    limits = StreamLimits(max_streams=4, period_s=0.05, heartbeat_s=10)
+    router = Router(RouterConfig(scrape_interval_s=None, health_check_interval_s=None, ui_streams=limits))
+    router.state_provider = StateProvider("up", counted)
+    async with TestClient(TestServer(router.build_app())) as client:
+        streams = [await client.get("/ui/events") for _ in range(4)]
+        assert [s.status for s in streams] == [200] * 4
+        calls[0] = 0
+        started = time.monotonic()
+        await asyncio.sleep(1.0)
+        periods = (time.monotonic() - started) / limits.period_s
+        for stream in streams:
+            stream.close()
+    # Four streams each looking every period would build 4 documents a period; shared, about one.
+    assert calls[0] <= 1.5 * periods + 2, (calls[0], periods)
