@@ -2,11 +2,13 @@
 
 Prometheus scrapes the router and every engine entry pod of `examples/quickstart-pd.yaml` (targets from
 `phalanx up`'s status, rewritten as pods come and go, with the labels the chart's PodMonitor sets) under
-steady load on loopback. Every PromQL expression of `deploy/grafana/*.json` and every metric an alert
-rule of `deploy/prometheus/rules.yaml` reads must return data, unless it is in `WAITING` (documented in
-docs/observability.md). Then every engine is stopped, and a test-only copy of the rules whose `for:` is
-one second (expressions unchanged) must be seen firing through `/api/v1/alerts`; then every engine is
-killed under load, and the error panels must return data.
+steady load on loopback, with an observe-only AutoscalingPolicy on its roles that decides a move (its
+minimum is above the running count) and applies nothing. Every PromQL expression of
+`deploy/grafana/*.json` and every metric an alert rule of `deploy/prometheus/rules.yaml` reads must
+return data, unless it is in `WAITING` (documented in docs/observability.md). Then every engine is
+stopped, and a test-only copy of the rules whose `for:` is one second (expressions unchanged) must be
+seen firing through `/api/v1/alerts`; then every engine is killed under load, and the error panels
+must return data.
 """
 
 from __future__ import annotations
@@ -48,7 +50,6 @@ WAITING = {
     "phalanx_operator_leader": "the operator runs on Kubernetes only",
     "phalanx_operator_draining_entry_pods": "the operator runs on Kubernetes only",
     "phalanx_operator_draining_entry_pods_unknown": "the operator runs on Kubernetes only",
-    "revision": "the PodMonitor's revision label: `phalanx up`'s status does not list pod revisions",
     "sglang:": "the quickstart runs the vLLM-compatible simulator",
     "phalanx_router_pd_fallbacks_total": "only when a prefill fails (the fault comes after the check)",
     "phalanx_router_pd_prefill_failures_total": "only when a prefill fails",
@@ -87,6 +88,33 @@ def prometheus_binary() -> tuple[str, str]:
     return prometheus, promtool
 
 
+def observe_only_policy() -> dict[str, Any]:
+    """A policy on quickstart-pd's roles that records one scale-up of decode and applies nothing."""
+    return {
+        "apiVersion": "serving.phalanx.dev/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "quickstart-pd", "namespace": "default"},
+        "spec": {
+            "period": "1s",
+            "observeOnly": True,
+            "metrics": [{"name": "num_requests_waiting", "targetValue": 4}],
+            "disaggregatedTarget": {
+                "targetRef": {"kind": "ModelServing", "name": "quickstart-pd"},
+                "roles": {
+                    "prefill": {"minReplicas": 1, "maxReplicas": 1},
+                    "decode": {"minReplicas": 3, "maxReplicas": 4},
+                },
+            },
+        },
+    }
+
+
+def spec_with_policy(workdir: Path) -> Path:
+    path = workdir / "quickstart-pd-observed.yaml"
+    path.write_text(QUICKSTART_PD.read_text() + "---\n" + yaml.safe_dump(observe_only_policy()))
+    return path
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     """(where, PromQL) of every target of every shipped dashboard, Grafana's variables filled in."""
     found: list[tuple[str, str]] = []
@@ -120,6 +148,7 @@ def engine_targets(up: Up) -> list[dict[str, Any]]:
             "role": pod["role"],
             "group": str(pod["group"]),
             "pod": pod["name"],
+            "revision": pod["revision"],
         }
         # The example names its roles after their PD kind (the PodMonitor reads the pd-role label).
         if pod["role"] in ("prefill", "decode"):
@@ -232,7 +261,7 @@ def refresh_targets(up: Up, prom: Prometheus) -> None:
 def test_dashboards_and_alerts_against_real_prometheus(tmp_path: Path) -> None:
     binary, _ = prometheus_binary()
     started = time.monotonic()
-    with running_up(tmp_path, QUICKSTART_PD) as up:
+    with running_up(tmp_path, spec_with_policy(tmp_path)) as up:
         up.wait_available("quickstart-pd", timeout=60)
         with prometheus(binary, tmp_path, up.port, fast_rules(tmp_path)) as prom:
             refresh_targets(up, prom)
