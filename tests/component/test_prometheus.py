@@ -6,9 +6,10 @@ steady load on loopback, with an observe-only AutoscalingPolicy on its roles tha
 minimum is above the running count) and applies nothing. Every PromQL expression of
 `deploy/grafana/*.json` and every metric an alert rule of `deploy/prometheus/rules.yaml` reads must
 return data, unless it is in `WAITING` (documented in docs/observability.md). Then every engine is
-stopped, and a test-only copy of the rules whose `for:` is one second (expressions unchanged) must be
-seen firing through `/api/v1/alerts`; then every engine is killed under load, and the error panels
-must return data.
+stopped while clients that wait at most 0.5 s in the router's queue keep asking, and a test-only copy
+of the rules whose `for:` is one second (expressions unchanged) must be seen firing through
+`/api/v1/alerts` (no ready group, error ratio); then every engine is killed under load, and the error
+panels must return data.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -253,6 +255,33 @@ def fast_rules(workdir: Path) -> Path:
     return path
 
 
+class Impatient(Load):
+    """Clients that send requests in a loop and wait at most 0.5 s in the router's queue
+    (`x-queue-timeout`), counting the status codes they get."""
+
+    def __init__(self, up: Up) -> None:
+        self.url = f"http://127.0.0.1:{up.port}/v1/chat/completions"
+        self.codes: Counter[int] = Counter()
+        super().__init__(up, workers=3)
+
+    def _run(self, worker: int) -> None:
+        body = json.dumps(
+            {"model": "tiny-test", "messages": [{"role": "user", "content": f"i{worker}"}], "max_tokens": 4}
+        ).encode()
+        headers = {"Content-Type": "application/json", "x-queue-timeout": "0.5"}
+        while not self.stop.is_set():
+            request = urllib.request.Request(self.url, data=body, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=3) as resp:
+                    code = resp.status
+            except urllib.error.HTTPError as exc:
+                code = exc.code
+            except OSError:
+                code = 0  # sent to a stopped engine before its pod turned unready: gave up
+            with self.lock:
+                self.codes[code] += 1
+
+
 def refresh_targets(up: Up, prom: Prometheus) -> None:
     with contextlib.suppress(Exception):  # `phalanx up` may be busy; the next refresh catches up
         write_atomically(prom.engines, engine_targets(up))
@@ -284,24 +313,29 @@ def test_dashboards_and_alerts_against_real_prometheus(tmp_path: Path) -> None:
                         missing.append(f"{rule['alert']}: {selector}")
             assert not missing, "no data for:\n" + "\n".join(missing)
 
-            # The fault: every engine stopped (SIGSTOP): its pods stay, their scrapes fail.
+            # The fault: every engine stopped (SIGSTOP): its pods stay, their scrapes fail, their
+            # readiness probes fail, and clients that wait at most half a second in the router's
+            # queue are answered 504: no ready group, and a high error ratio.
             pids = [pid for pod in up.status()["pods"] for pid in pod["pids"]]
             assert pids
+            expected = {"PhalanxNoReadyGroup", "PhalanxHighErrorRatio"}
             try:
                 for pid in pids:
                     os.kill(pid, signal.SIGSTOP)
                 firing: set[str] = set()
                 alerts: list[Any] = []
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and "PhalanxNoReadyGroup" not in firing:
-                    alerts = prom.api("alerts")["alerts"]
-                    firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
-                    time.sleep(0.5)
+                with Impatient(up) as impatient:
+                    deadline = time.monotonic() + 40
+                    while time.monotonic() < deadline and not expected <= firing:
+                        alerts = prom.api("alerts")["alerts"]
+                        firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+                        time.sleep(0.5)
             finally:
                 for pid in pids:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
-            assert "PhalanxNoReadyGroup" in firing, alerts
+            assert expected <= firing, (alerts, impatient.codes)
+            assert 504 in impatient.codes
 
             # Then every engine killed under load: requests in flight fail, and what waited for
             # errors has data.

@@ -168,7 +168,11 @@ class Operator:
     async def _status_snapshot(self) -> Snapshot | None:
         if not (self.elector.leading.is_set() and self._started):
             return None
-        servings = await self.runtime.list_servings()
+        try:
+            servings = await self.runtime.list_servings()
+        except KUBE_ERRORS as exc:  # the other metrics are still worth serving
+            log.warning("status metrics skipped: cannot list ModelServings: %s", describe(exc))
+            return None
         return Snapshot(
             servings=[ms.model_dump(by_alias=True, exclude_none=True, mode="json") for ms in servings],
             policies=list(self.autoscaler.policies.objects.values()),
