@@ -244,6 +244,51 @@ def test_rules_file_passes_promtool() -> None:
     assert "SUCCESS" in done.stdout, done.stdout
 
 
+def test_rollout_stuck_fires_after_30_minutes_without_progress(tmp_path: Path) -> None:
+    """PhalanxRolloutStuck in promtool's rule tests, on series as the status metrics export them:
+    a rollout whose updated groups last moved at minute 5 fires at minute 35, not before; a
+    rollout that progresses, and a ModelServing not rolling, never do."""
+    _, promtool = prometheus_binary()
+    rule = next(r for r in rule_list() if r["alert"] == "PhalanxRolloutStuck")
+
+    def series(name: str, modelserving: str, values: str) -> dict[str, str]:
+        return {"series": f'{name}{{namespace="team",modelserving="{modelserving}"}}', "values": values}
+
+    summary = rule["annotations"]["summary"].replace("{{ $labels.namespace }}", "team")
+    expected = {
+        "exp_labels": {"severity": "warning", "namespace": "team", "modelserving": "stuck"},
+        "exp_annotations": {
+            **rule["annotations"],
+            "summary": summary.replace("{{ $labels.modelserving }}", "stuck"),
+        },
+    }
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series("phalanx_modelserving_rollout_in_progress", "stuck", "1x60"),
+                    series("phalanx_modelserving_updated_groups", "stuck", "0x4 1x55"),
+                    series("phalanx_modelserving_rollout_in_progress", "moving", "1x60"),
+                    series("phalanx_modelserving_updated_groups", "moving", "0+1x60"),
+                    series("phalanx_modelserving_rollout_in_progress", "done", "0x60"),
+                    series("phalanx_modelserving_updated_groups", "done", "3x60"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "34m", "alertname": "PhalanxRolloutStuck", "exp_alerts": []},
+                    {"eval_time": "36m", "alertname": "PhalanxRolloutStuck", "exp_alerts": [expected]},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "rollout-stuck-test.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def fast_rules(workdir: Path) -> Path:
     """The shipped rules with `for: 1s`: the expressions are the shipped ones."""
     data = yaml.safe_load(RULES.read_text())
