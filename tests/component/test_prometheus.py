@@ -43,7 +43,8 @@ RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
 QUICKSTART_PD = ROOT / "examples" / "quickstart-pd.yaml"
 # Checked after engines are killed under load, when the router has answered errors.
 AFTER_FAULT = "only on errors: checked after the engines are killed"
-# Metrics no `phalanx up` exports, and why (docs/observability.md, "Waiting for a feature").
+# Metrics no `phalanx up` exports, or only after a fault, and why (docs/observability.md lists them
+# in its paragraph on `WAITING`).
 WAITING = {
     "kube_pod_container_status_restarts_total": "kube-state-metrics, on Kubernetes only",
     "phalanx_operator_reconcile_duration_seconds_count": "the operator runs on Kubernetes only",
