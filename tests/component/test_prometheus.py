@@ -2,11 +2,14 @@
 
 Prometheus scrapes the router and every engine entry pod of `examples/quickstart-pd.yaml` (targets from
 `phalanx up`'s status, rewritten as pods come and go, with the labels the chart's PodMonitor sets) under
-steady load on loopback. Every PromQL expression of `deploy/grafana/*.json` and every metric an alert
-rule of `deploy/prometheus/rules.yaml` reads must return data, unless it is in `WAITING` (documented in
-docs/observability.md). Then every engine is stopped, and a test-only copy of the rules whose `for:` is
-one second (expressions unchanged) must be seen firing through `/api/v1/alerts`; then every engine is
-killed under load, and the error panels must return data.
+steady load on loopback, with an observe-only AutoscalingPolicy on its roles that decides a move (its
+minimum is above the running count) and applies nothing. Every PromQL expression of
+`deploy/grafana/*.json` and every metric an alert rule of `deploy/prometheus/rules.yaml` reads must
+return data, unless it is in `WAITING` (documented in docs/observability.md). Then every engine is
+stopped while clients that wait at most 0.5 s in the router's queue keep asking, and a test-only copy
+of the rules whose `for:` is one second (expressions unchanged) must be seen firing through
+`/api/v1/alerts` (no ready group, error ratio); then every engine is killed under load, and the error
+panels must return data.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,7 +43,8 @@ RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
 QUICKSTART_PD = ROOT / "examples" / "quickstart-pd.yaml"
 # Checked after engines are killed under load, when the router has answered errors.
 AFTER_FAULT = "only on errors: checked after the engines are killed"
-# Metrics no `phalanx up` exports, and why (docs/observability.md, "Waiting for a feature").
+# Metrics no `phalanx up` exports, or only after a fault, and why (docs/observability.md lists them
+# in its paragraph on `WAITING`).
 WAITING = {
     "kube_pod_container_status_restarts_total": "kube-state-metrics, on Kubernetes only",
     "phalanx_operator_reconcile_duration_seconds_count": "the operator runs on Kubernetes only",
@@ -48,7 +53,6 @@ WAITING = {
     "phalanx_operator_leader": "the operator runs on Kubernetes only",
     "phalanx_operator_draining_entry_pods": "the operator runs on Kubernetes only",
     "phalanx_operator_draining_entry_pods_unknown": "the operator runs on Kubernetes only",
-    "revision": "the PodMonitor's revision label: `phalanx up`'s status does not list pod revisions",
     "sglang:": "the quickstart runs the vLLM-compatible simulator",
     "phalanx_router_pd_fallbacks_total": "only when a prefill fails (the fault comes after the check)",
     "phalanx_router_pd_prefill_failures_total": "only when a prefill fails",
@@ -87,6 +91,33 @@ def prometheus_binary() -> tuple[str, str]:
     return prometheus, promtool
 
 
+def observe_only_policy() -> dict[str, Any]:
+    """A policy on quickstart-pd's roles that records one scale-up of decode and applies nothing."""
+    return {
+        "apiVersion": "serving.phalanx.dev/v1alpha1",
+        "kind": "AutoscalingPolicy",
+        "metadata": {"name": "quickstart-pd", "namespace": "default"},
+        "spec": {
+            "period": "1s",
+            "observeOnly": True,
+            "metrics": [{"name": "num_requests_waiting", "targetValue": 4}],
+            "disaggregatedTarget": {
+                "targetRef": {"kind": "ModelServing", "name": "quickstart-pd"},
+                "roles": {
+                    "prefill": {"minReplicas": 1, "maxReplicas": 1},
+                    "decode": {"minReplicas": 3, "maxReplicas": 4},
+                },
+            },
+        },
+    }
+
+
+def spec_with_policy(workdir: Path) -> Path:
+    path = workdir / "quickstart-pd-observed.yaml"
+    path.write_text(QUICKSTART_PD.read_text() + "---\n" + yaml.safe_dump(observe_only_policy()))
+    return path
+
+
 def dashboard_queries() -> list[tuple[str, str]]:
     """(where, PromQL) of every target of every shipped dashboard, Grafana's variables filled in."""
     found: list[tuple[str, str]] = []
@@ -120,6 +151,7 @@ def engine_targets(up: Up) -> list[dict[str, Any]]:
             "role": pod["role"],
             "group": str(pod["group"]),
             "pod": pod["name"],
+            "revision": pod["revision"],
         }
         # The example names its roles after their PD kind (the PodMonitor reads the pd-role label).
         if pod["role"] in ("prefill", "decode"):
@@ -213,6 +245,51 @@ def test_rules_file_passes_promtool() -> None:
     assert "SUCCESS" in done.stdout, done.stdout
 
 
+def test_rollout_stuck_fires_after_30_minutes_without_progress(tmp_path: Path) -> None:
+    """PhalanxRolloutStuck in promtool's rule tests, on series as the status metrics export them:
+    a rollout whose updated groups last moved at minute 5 fires at minute 35, not before; a
+    rollout that progresses, and a ModelServing not rolling, never do."""
+    _, promtool = prometheus_binary()
+    rule = next(r for r in rule_list() if r["alert"] == "PhalanxRolloutStuck")
+
+    def series(name: str, modelserving: str, values: str) -> dict[str, str]:
+        return {"series": f'{name}{{namespace="team",modelserving="{modelserving}"}}', "values": values}
+
+    summary = rule["annotations"]["summary"].replace("{{ $labels.namespace }}", "team")
+    expected = {
+        "exp_labels": {"severity": "warning", "namespace": "team", "modelserving": "stuck"},
+        "exp_annotations": {
+            **rule["annotations"],
+            "summary": summary.replace("{{ $labels.modelserving }}", "stuck"),
+        },
+    }
+    tests = {
+        "rule_files": [str(RULES)],
+        "evaluation_interval": "1m",
+        "tests": [
+            {
+                "interval": "1m",
+                "input_series": [
+                    series("phalanx_modelserving_rollout_in_progress", "stuck", "1x60"),
+                    series("phalanx_modelserving_updated_groups", "stuck", "0x4 1x55"),
+                    series("phalanx_modelserving_rollout_in_progress", "moving", "1x60"),
+                    series("phalanx_modelserving_updated_groups", "moving", "0+1x60"),
+                    series("phalanx_modelserving_rollout_in_progress", "done", "0x60"),
+                    series("phalanx_modelserving_updated_groups", "done", "3x60"),
+                ],
+                "alert_rule_test": [
+                    {"eval_time": "34m", "alertname": "PhalanxRolloutStuck", "exp_alerts": []},
+                    {"eval_time": "36m", "alertname": "PhalanxRolloutStuck", "exp_alerts": [expected]},
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "rollout-stuck-test.yaml"
+    path.write_text(yaml.safe_dump(tests))
+    done = subprocess.run([promtool, "test", "rules", str(path)], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def fast_rules(workdir: Path) -> Path:
     """The shipped rules with `for: 1s`: the expressions are the shipped ones."""
     data = yaml.safe_load(RULES.read_text())
@@ -224,6 +301,33 @@ def fast_rules(workdir: Path) -> Path:
     return path
 
 
+class Impatient(Load):
+    """Clients that send requests in a loop and wait at most 0.5 s in the router's queue
+    (`x-queue-timeout`), counting the status codes they get."""
+
+    def __init__(self, up: Up) -> None:
+        self.url = f"http://127.0.0.1:{up.port}/v1/chat/completions"
+        self.codes: Counter[int] = Counter()
+        super().__init__(up, workers=3)
+
+    def _run(self, worker: int) -> None:
+        body = json.dumps(
+            {"model": "tiny-test", "messages": [{"role": "user", "content": f"i{worker}"}], "max_tokens": 4}
+        ).encode()
+        headers = {"Content-Type": "application/json", "x-queue-timeout": "0.5"}
+        while not self.stop.is_set():
+            request = urllib.request.Request(self.url, data=body, headers=headers)
+            try:
+                with urllib.request.urlopen(request, timeout=3) as resp:
+                    code = resp.status
+            except urllib.error.HTTPError as exc:
+                code = exc.code
+            except OSError:
+                code = 0  # sent to a stopped engine before its pod turned unready: gave up
+            with self.lock:
+                self.codes[code] += 1
+
+
 def refresh_targets(up: Up, prom: Prometheus) -> None:
     with contextlib.suppress(Exception):  # `phalanx up` may be busy; the next refresh catches up
         write_atomically(prom.engines, engine_targets(up))
@@ -232,7 +336,7 @@ def refresh_targets(up: Up, prom: Prometheus) -> None:
 def test_dashboards_and_alerts_against_real_prometheus(tmp_path: Path) -> None:
     binary, _ = prometheus_binary()
     started = time.monotonic()
-    with running_up(tmp_path, QUICKSTART_PD) as up:
+    with running_up(tmp_path, spec_with_policy(tmp_path)) as up:
         up.wait_available("quickstart-pd", timeout=60)
         with prometheus(binary, tmp_path, up.port, fast_rules(tmp_path)) as prom:
             refresh_targets(up, prom)
@@ -255,24 +359,29 @@ def test_dashboards_and_alerts_against_real_prometheus(tmp_path: Path) -> None:
                         missing.append(f"{rule['alert']}: {selector}")
             assert not missing, "no data for:\n" + "\n".join(missing)
 
-            # The fault: every engine stopped (SIGSTOP): its pods stay, their scrapes fail.
+            # The fault: every engine stopped (SIGSTOP): its pods stay, their scrapes fail, their
+            # readiness probes fail, and clients that wait at most half a second in the router's
+            # queue are answered 504: no ready group, and a high error ratio.
             pids = [pid for pod in up.status()["pods"] for pid in pod["pids"]]
             assert pids
+            expected = {"PhalanxNoReadyGroup", "PhalanxHighErrorRatio"}
             try:
                 for pid in pids:
                     os.kill(pid, signal.SIGSTOP)
                 firing: set[str] = set()
                 alerts: list[Any] = []
-                deadline = time.monotonic() + 20
-                while time.monotonic() < deadline and "PhalanxNoReadyGroup" not in firing:
-                    alerts = prom.api("alerts")["alerts"]
-                    firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
-                    time.sleep(0.5)
+                with Impatient(up) as impatient:
+                    deadline = time.monotonic() + 40
+                    while time.monotonic() < deadline and not expected <= firing:
+                        alerts = prom.api("alerts")["alerts"]
+                        firing = {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+                        time.sleep(0.5)
             finally:
                 for pid in pids:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
-            assert "PhalanxNoReadyGroup" in firing, alerts
+            assert expected <= firing, (alerts, impatient.codes)
+            assert 504 in impatient.codes
 
             # Then every engine killed under load: requests in flight fail, and what waited for
             # errors has data.

@@ -28,6 +28,7 @@ from phalanx.controller.recovery import Settings
 from phalanx.embedded.autoscaler import Autoscaler
 from phalanx.embedded.control import ControlApi
 from phalanx.embedded.peers import same_user_only
+from phalanx.observe.collector import Snapshot, StatusCollector
 from phalanx.router.declared import declared_by_servings
 from phalanx.router.pods import endpoints_from_pods
 from phalanx.router.server import Router, RouterConfig
@@ -104,6 +105,8 @@ class Daemon:
             ) from None
         self.router = router
         router.state_provider = StateProvider("up", self._web_snapshot)  # the web view (/ui)
+        # ModelServing and AutoscalingPolicy status on the router's /metrics, as the operator exports it.
+        router.metrics.registry.register(StatusCollector(self._status_snapshot))
         runtime = LocalRuntime(
             options.state_dir,
             gpus=options.gpus,
@@ -206,6 +209,15 @@ class Daemon:
             pods += await self.runtime.list_objects("Pod", namespace, {})
         return [p for p in pods if L.NAME in (p.get("metadata", {}).get("labels") or {})]
 
+    def _status_snapshot(self) -> Snapshot | None:
+        if self.runtime is None:
+            return None
+        policies = self.autoscaler.policies() if self.autoscaler is not None else []
+        return Snapshot(
+            servings=[_plain(ms) for ms in self.runtime.store.list_servings()],
+            policies=[_plain(p) for p in policies],
+        )
+
     async def _web_snapshot(self) -> dict[str, Any]:
         """The web view's state: the status payload, empty while the runtime is starting."""
         return await self.status_payload() if self.runtime is not None else {}
@@ -221,16 +233,17 @@ class Daemon:
             record["gpus"] = self.runtime.pod_gpus(obj)
             record["pids"] = self.runtime.pod_pids(record["namespace"], record["name"])
             record["annotations"] = obj.get("metadata", {}).get("annotations") or {}
+            # The ServingGroup revision, as the chart's PodMonitor labels the engines' series.
+            record["revision"] = (obj.get("metadata", {}).get("labels") or {}).get(L.REVISION, "")
             pods.append(record)
         inventory = self.runtime.gpu_inventory()
         events = self.runtime.events()
         return {
             "router": {"url": self.router.url, "inFlight": self.router.in_flight()},
             "gpus": {"total": inventory.total, "free": inventory.free},
-            "servings": [ms.model_dump(by_alias=True, exclude_none=True, mode="json") for ms in servings],
+            "servings": [_plain(ms) for ms in servings],
             "policies": [
-                p.model_dump(by_alias=True, exclude_none=True, mode="json")
-                for p in (self.autoscaler.policies() if self.autoscaler is not None else [])
+                _plain(p) for p in (self.autoscaler.policies() if self.autoscaler is not None else [])
             ],
             "pods": sorted(pods, key=lambda p: p["name"]),
             "events": [e.to_dict() for e in events[-50:]],
@@ -261,3 +274,8 @@ class Daemon:
         if self._owns_socket:
             self.socket_path.unlink(missing_ok=True)
             self._owns_socket = False
+
+
+def _plain(obj: ModelServing | AutoscalingPolicy) -> dict[str, Any]:
+    """An object in its JSON form, as the API server would hold it."""
+    return obj.model_dump(by_alias=True, exclude_none=True, mode="json")

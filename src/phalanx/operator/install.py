@@ -745,12 +745,14 @@ def scrape_objects(options: InstallOptions) -> list[Object]:
     """A PodMonitor for the operator (no Service), a ServiceMonitor for the router's Service, and
     a PodMonitor for the engines' entry pods, which serve the model and /metrics."""
     own = {"matchNames": [options.namespace]}
-    operator = {"port": "health", "relabelings": [_job(JOBS["operator"])]}
+    # honorLabels: the operator's status series carry the ModelServing's `namespace`, the
+    # router's series the engine `endpoint`; the target's own labels of those names give way.
+    operator = {"port": "health", "honorLabels": True, "relabelings": [_job(JOBS["operator"])]}
     objects = [
         _monitor(options, "PodMonitor", "operator", selector_labels(options, "operator"), own, operator)
     ]
     if options.router_enabled:
-        router = {"port": "http", "relabelings": [_job(JOBS["router"])]}
+        router = {"port": "http", "honorLabels": True, "relabelings": [_job(JOBS["router"])]}
         selector = selector_labels(options, "router")
         objects.append(_monitor(options, "ServiceMonitor", "router", selector, own, router))
     relabel = [_job(JOBS["engine"])]

@@ -50,6 +50,7 @@ from phalanx.kube.errors import (
 )
 from phalanx.kube.informer import Informer
 from phalanx.kube.resources import ModelDeploymentResource, ModelServingResource, as_dict
+from phalanx.observe.collector import Snapshot, StatusCollector
 from phalanx.operator.autoscaler import PolicyLoop
 from phalanx.operator.inflight import EngineInFlight, ReadMetrics, ReadSettings, pod_reader
 from phalanx.operator.leader import Elector, Timing
@@ -133,6 +134,10 @@ class Operator:
         self.stopping = asyncio.Event()
         self._started = False
         self._health: web.AppRunner | None = None
+        # ModelServing and AutoscalingPolicy status as metrics: the leader's only (followers would
+        # export the same figures twice); the servings are read by the /metrics handler.
+        self._status: Snapshot | None = None
+        self.metrics.registry.register(StatusCollector(lambda: self._status))
 
     def _serving_changed(self, namespace: str, name: str) -> None:
         self.queue.add(("ModelServing", namespace, name))
@@ -150,6 +155,7 @@ class Operator:
         async def metrics(_: web.Request) -> web.Response:
             self.metrics.queue_depth.set(len(self.queue))
             self.metrics.leader.set(1 if self.elector.leading.is_set() else 0)
+            self._status = await self._status_snapshot()
             body = generate_latest(self.metrics.registry)
             return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
@@ -158,6 +164,19 @@ class Operator:
         app.router.add_get("/readyz", readyz)
         app.router.add_get("/metrics", metrics)
         return app
+
+    async def _status_snapshot(self) -> Snapshot | None:
+        if not (self.elector.leading.is_set() and self._started):
+            return None
+        try:
+            servings = await self.runtime.list_servings()
+        except KUBE_ERRORS as exc:  # the other metrics are still worth serving
+            log.warning("status metrics skipped: cannot list ModelServings: %s", describe(exc))
+            return None
+        return Snapshot(
+            servings=[ms.model_dump(by_alias=True, exclude_none=True, mode="json") for ms in servings],
+            policies=list(self.autoscaler.policies.objects.values()),
+        )
 
     # -- running ------------------------------------------------------------------------------
 

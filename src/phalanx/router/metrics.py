@@ -7,6 +7,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from phalanx.router.usage import Usage
+
 # LLM requests run from milliseconds (errors, embeddings) to many minutes (long generations).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
 _TTFB_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
@@ -19,6 +21,11 @@ NO_ENDPOINT = ""
 UNKNOWN_MODEL = "_unknown"
 # nginx's code for "client closed the request before the answer".
 CLIENT_CLOSED = 499
+# Per-key usage labels: requests without a valid key share one value, and keys past the cap
+# share another (a key file is small; the cap keeps a churning one from growing the series).
+UNAUTHENTICATED = "_unauthenticated"
+OTHER_KEYS = "_other"
+KEY_LABELS_MAX = 200
 
 
 class RouterMetrics:
@@ -182,6 +189,8 @@ class RouterMetrics:
             registry=self.registry,
         )
 
+        self.key_usage = KeyUsage(self.registry)
+
     def forget_endpoint(self, name: str) -> None:
         """Drop the gauge series of an endpoint that is gone and idle."""
         with contextlib.suppress(KeyError):
@@ -189,6 +198,64 @@ class RouterMetrics:
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class KeyUsage:
+    """Requests and the engine's token counts per API key, labelled with the key's name (never the
+    key). The labelled children are made once per key and kept: a request costs dict lookups."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "phalanx_router_key_requests",
+            "Requests answered, by API key name (_unauthenticated: no valid key, or keys off; _other: "
+            "keys past the label cap) and status class (2xx, 4xx, 5xx).",
+            ["key", "code_class"],
+            registry=registry,
+        )
+        self.prompt_tokens = Counter(
+            "phalanx_router_key_prompt_tokens",
+            "Prompt tokens by API key name, as the engine counted them (answers that report usage).",
+            ["key"],
+            registry=registry,
+        )
+        self.completion_tokens = Counter(
+            "phalanx_router_key_completion_tokens",
+            "Generated tokens by API key name, as the engine counted them (answers that report usage; "
+            "streams only with stream_options.include_usage).",
+            ["key"],
+            registry=registry,
+        )
+        self._labels: dict[str | None, str] = {None: UNAUTHENTICATED}
+        self._requests: dict[tuple[str, int], Counter] = {}
+        self._tokens: dict[str, tuple[Counter, Counter]] = {}
+
+    def label(self, key: str | None) -> str:
+        found = self._labels.get(key)
+        if found is not None:
+            return found
+        if len(self._labels) > KEY_LABELS_MAX:
+            return OTHER_KEYS  # not remembered: the map stays bounded too
+        found = self._labels[key] = key or UNAUTHENTICATED
+        return found
+
+    def record(self, key: str | None, code: int, usage: Usage | None) -> None:
+        """One answered request of `key` (None: no valid key); `usage` when the engine counted it."""
+        label = self.label(key)
+        group = code // 100
+        child = self._requests.get((label, group))
+        if child is None:
+            child = self._requests[(label, group)] = self.requests.labels(label, f"{group}xx")
+        child.inc()
+        if usage is None:
+            return
+        tokens = self._tokens.get(label)
+        if tokens is None:
+            tokens = self._tokens[label] = (
+                self.prompt_tokens.labels(label),
+                self.completion_tokens.labels(label),
+            )
+        tokens[0].inc(usage.prompt_tokens)
+        tokens[1].inc(usage.completion_tokens)
 
 
 class RelayTimer:

@@ -229,7 +229,8 @@ class _Tally:
     # Who sent it, for the outlier detector: its API key's name, else the peer's address.
     client: str = ""
     attempts: int = 0
-    usage: UsageTap | None = None  # set when the key's token budget needs the engine's count
+    key: str | None = None  # the API key's name, for the per-key usage metrics
+    usage: UsageTap | None = None  # the engine's token counts: key budgets and per-key usage
     response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
     # vLLM prefill/decode: the prefill engine and the kv_transfer_params it answered, kept while
     # they may still be pulled, so a decode retry on another endpoint does not prefill again.
@@ -754,6 +755,7 @@ class Router:
             # No code means the handler was cancelled: the client went away.
             code = CLIENT_CLOSED if tally.code is None else tally.code
             self.metrics.requests.labels(tally.model, tally.endpoint, str(code)).inc()
+            self.metrics.key_usage.record(tally.key, code, tally.usage.usage if tally.usage else None)
             if code == CLIENT_CLOSED:
                 tally.error = "client_gone"
             if tally.error:
@@ -782,6 +784,8 @@ class Router:
         try:
             key = self.keys.authenticate(request.headers.get("Authorization"))
             tally.client = key.name if key is not None else (request.remote or "")
+            tally.key = key.name if key is not None else None
+            tally.usage = UsageTap()
             try:
                 body = await read_body(request, self._body_limits, held)
             except Rejection as rejection:
@@ -815,8 +819,6 @@ class Router:
             if key is not None and wants_tokens:
                 grant = self.limiter.admit(key, summary.tokens, time.monotonic())
                 tally.response_headers.update(grant.headers)
-                if key.tokens_per_minute:
-                    tally.usage = UsageTap()
         except Rejection as rejection:
             tally.error = _rejection_kind(rejection)
             return rejection.response()

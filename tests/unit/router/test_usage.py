@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from phalanx.router.usage import TAIL_BYTES, UsageTap, total_tokens
+from phalanx.router.usage import TAIL_BYTES, Usage, UsageTap, total_tokens, usage
 
 
 def test_the_last_total_in_a_body_or_stream_counts() -> None:
@@ -25,3 +25,22 @@ def test_the_tap_keeps_only_the_tail_across_writes() -> None:
     assert tap.total_tokens == 77
     tap(b"y" * TAIL_BYTES)  # the usage scrolled out of the tail
     assert tap.total_tokens is None
+
+
+def test_prompt_and_completion_counts_of_a_body_and_of_a_stream() -> None:
+    body = {"usage": {"prompt_tokens": 5, "total_tokens": 12, "completion_tokens": 7}}
+    assert usage(json.dumps(body).encode()) == Usage(5, 7)
+    details = {"prompt_tokens": 9, "prompt_tokens_details": {"cached_tokens": 4}, "completion_tokens": 0}
+    last = json.dumps({"choices": [], "usage": details})
+    assert usage(f"data: {last}\n\ndata: [DONE]\n\n".encode()) == Usage(9, 0)
+    assert usage(b'data: {"choices": []}\n\ndata: [DONE]\n\n') is None  # no include_usage
+
+
+def test_the_tap_reads_counts_split_across_many_small_writes() -> None:
+    assert UsageTap().usage is None
+    tap = UsageTap()
+    tap(b"z" * (2 * TAIL_BYTES))
+    for byte in b'data: {"usage": {"prompt_tokens": 31, "completion_tokens": 4}}\n\n':
+        tap(bytes([byte]))
+    assert tap.usage == Usage(31, 4)
+    assert len(tap.tail) == TAIL_BYTES

@@ -1,0 +1,1 @@
+"""ModelServing and AutoscalingPolicy status as Prometheus metrics, for the operator and `phalanx up`."""
