@@ -15,6 +15,7 @@ from phalanx.autoscale.observe.assemble import UnitState
 from phalanx.autoscale.observe.batch import max_running
 from phalanx.autoscale.observe.engine import UNKNOWN, UnitFields
 from phalanx.autoscale.observe.router import RouterFigures
+from phalanx.controller.groups import ROLE_DRAIN_PREFIX
 from phalanx.controller.observed import PodState, pod_state
 from phalanx.controller.ordering import lowest_free
 
@@ -43,6 +44,8 @@ class GroupUnit:
     placed: bool = True  # every pod of the group was given a node (scheduled)
     group: int = 0  # its ServingGroup's index
     index: int = 0  # with a role: the instance's index in its group
+    # The whole group is drained (scale-down, rollout of the group), not only a role instance of it.
+    leaving: bool = False
 
 
 def group_units(
@@ -102,11 +105,13 @@ def group_units(
                 placed=all(s.scheduled for s in states),
                 group=index[0],
                 index=index[1],
+                leaving=any(_group_drain(s) for s in states),
             )
         )
     if role is not None:
         return units
-    staying = sum(1 for u in units if not u.state.draining)
+    # A role instance drained in every group (a role scale-down) leaves the groups in place.
+    staying = sum(1 for u in units if not u.leaving)
     for free in lowest_free((u.group for u in units), max(declared - staying, 0)):
         units.append(
             GroupUnit(
@@ -248,6 +253,11 @@ def _worst(values: Iterable[float | None]) -> float | None:
     return max((v for v in values if v is not None), default=None)
 
 
+def _group_drain(pod: PodState) -> bool:
+    """Drained with its group, not as one role instance (the controller's drain reasons)."""
+    return pod.draining_since is not None and not pod.drain_reason.startswith(ROLE_DRAIN_PREFIX)
+
+
 def _entry_pod(pods: Iterable[dict[str, Any]]) -> tuple[dict[str, Any], PodState] | None:
     for pod in pods:
         state = pod_state(pod)
@@ -299,12 +309,12 @@ def target_units(
     now: float,
 ) -> TargetUnits:
     """The ServingGroups (role None) or each role's slices over the groups that stay (those not
-    draining, and those the spec asks for that are not created yet); `replicas(role)` is the count
+    leaving, and those the spec asks for that are not created yet); `replicas(role)` is the count
     the spec holds (role None: spec.replicas)."""
     whole = group_units(pods, serving, entry, declared=replicas(None), now=now)
     if None in roles:
         return TargetUnits({None: whole}, whole, len(whole))
-    groups = [u.group for u in whole if not u.state.draining]
+    groups = [u.group for u in whole if not u.leaving]
     units: dict[str | None, list[GroupUnit]] = {}
     instances: list[GroupUnit] = []
     for role in roles:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from phalanx.autoscale.observe.assemble import UnitState
 from phalanx.autoscale.observe.engine import UnitFields
 from phalanx.autoscale.observe.router import RouterFigures
-from phalanx.controller.observed import DRAINING_ANNOTATION
+from phalanx.controller.observed import DRAIN_REASON_ANNOTATION, DRAINING_ANNOTATION
 from phalanx.router.pods import endpoint_from_pod
 from phalanx.runtimes.group_units import (
     GroupUnit,
@@ -176,3 +176,20 @@ def test_target_units_slices_each_role_over_the_groups_that_stay_or_are_asked_fo
     assert [u.state.name for u in whole.units[None]] == ["pd-0", "pd-1", "pd-2", "pd-3"]
     engines = {"pd-0": UnitFields(waiting=1)}
     assert whole.per_unit(engines, None) == (engines, None)
+
+
+def test_a_role_instance_drained_in_every_group_leaves_the_groups_in_place() -> None:
+    # A role scale-down drains decode 1 in both groups ("role-" reasons): the groups stay.
+    role_drain = {**DRAINED, DRAIN_REASON_ANNOTATION: "role-scale-down"}
+    pods = [d(g, i, annotations=role_drain if i == 1 else None) for g in (0, 1) for i in (0, 1)]
+    whole = group_units(pods, "pd", endpoint_from_pod, declared=2, now=EPOCH)
+    assert [(u.state.name, u.state.draining, u.leaving) for u in whole] == [
+        ("pd-0", True, False),
+        ("pd-1", True, False),
+    ]  # no group added in their place
+    target = target_units(pods, "pd", endpoint_from_pod, ["decode"], lambda r: 2 if r is None else 1, EPOCH)
+    assert target.groups == 2
+    assert [(s.state.name, s.state.ready, s.state.draining) for s in target.units["decode"]] == [
+        ("pd-decode-0", True, False),
+        ("pd-decode-1-draining", True, True),
+    ]
