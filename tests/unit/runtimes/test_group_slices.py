@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 from phalanx.autoscale.observe.assemble import UnitState
 from phalanx.autoscale.observe.engine import UnitFields
 from phalanx.autoscale.observe.router import RouterFigures
+from phalanx.autoscale.policy_pass import role_signals
 from phalanx.controller.observed import DRAIN_REASON_ANNOTATION, DRAINING_ANNOTATION
 from phalanx.router.pods import endpoint_from_pod
 from phalanx.runtimes.group_units import (
@@ -193,3 +194,19 @@ def test_a_role_instance_drained_in_every_group_leaves_the_groups_in_place() -> 
         ("pd-decode-0", True, False),
         ("pd-decode-1-draining", True, True),
     ]
+
+
+def test_the_core_sees_a_slice_as_one_group_s_instance_of_the_role() -> None:
+    """Through `role_signals`, as both shells call it: two groups, one decode slice of two ready
+    instances, 6 and 2 requests in flight on them, 4 queued at the router and 3 held."""
+    pods = [d(0, 0), d(1, 0)]
+    target = target_units(pods, "pd", endpoint_from_pod, ["decode"], lambda r: 2 if r is None else 1, EPOCH)
+    engines = {"pd-0-decode-0": UnitFields(kv_usage=0.9), "pd-1-decode-0": UnitFields(kv_usage=0.5)}
+    router = RouterFigures(inflight={"pd-0-decode-0": 6, "pd-1-decode-0": 2}, queue=4, held=3)
+    fields, figures = target.per_unit(engines, router)
+    states = {role: [u.state for u in units] for role, units in target.units.items()}
+    signals = role_signals(states, fields, figures, {"decode": 5})["decode"]
+    (one,) = signals.units
+    assert (one.name, one.inflight, one.queue) == ("pd-decode-0", 4, 2)
+    assert one.kv_usage is not None and abs(one.kv_usage - 0.7) < 1e-9
+    assert (signals.admission_queue, signals.placeable) == (2, 5)  # 3 held over 2 groups: 2
