@@ -21,18 +21,23 @@ Endpoints = dict[str, dict[str, Any]]
 
 @contextlib.contextmanager
 def router_process(
-    kubeconfig: Path, namespaces: list[str], workdir: Path
+    kubeconfig: Path,
+    namespaces: list[str],
+    workdir: Path,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """`phalanx router` in its own process group; yields it and its URL, prints its log on exit."""
-    port = free_port()
-    log = workdir / f"router-{port}.log"
+    port = port or free_port()
+    log = workdir / f"router-{host}-{port}.log"
     command = [
         sys.executable, "-m", "phalanx", "router", "--kubeconfig", str(kubeconfig),
-        "--host", "127.0.0.1", "--port", str(port), *[arg for ns in namespaces for arg in ("-n", ns)],
+        "--host", host, "--port", str(port), *[arg for ns in namespaces for arg in ("-n", ns)],
     ]  # fmt: skip
     with log.open("ab") as out:
         process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     try:
         wait_for("the router to listen", lambda: process.poll() is not None or endpoints(url) is not None, 60)
         assert process.poll() is None, f"the router exited with {process.returncode}"

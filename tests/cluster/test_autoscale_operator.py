@@ -4,7 +4,8 @@ request is answered, the policy's status says what it decided and why, and a sec
 same ModelServing is refused with a condition naming the first. Real engines on process nodes.
 
 Then, with groups that stay Pending (no node matches them), what needs no engine: observeOnly
-moves the status and not the spec; a policy on roles sets `roles[].replicas`; and an operator
+moves the status and not the spec; a policy on roles sets `roles[].replicas` (over one group,
+and over two, where a decode slice is an instance in each); and an operator
 started after another one goes on from the history in the status without scaling again."""
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from lightkube.resources.core_v1 import Event as CoreEvent
 from lightkube.resources.core_v1 import Node, Pod
 from lightkube.types import PatchType
 
+from phalanx.api import labels as L
 from phalanx.autoscale.from_api import parse_time
 from phalanx.autoscale.placement_cluster import cluster_placeable
 from phalanx.kube.resources import AutoscalingPolicyResource, ModelServingResource, as_dict
@@ -127,10 +129,11 @@ def events(cp: ControlPlane, namespace: str, reason: str) -> list[str]:
     return [str(e.get("message")) for e in found if e.get("reason") == reason]
 
 
-def pd_serving(namespace: str) -> dict[str, Any]:
-    """examples/quickstart-pd.yaml with decode at 1 instance, its pods kept Pending."""
+def pd_serving(namespace: str, groups: int = 1) -> dict[str, Any]:
+    """examples/quickstart-pd.yaml at `groups` groups with decode at 1 instance, its pods kept Pending."""
     pd: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "quickstart-pd.yaml").read_text())
     pd["metadata"]["namespace"] = namespace
+    pd["spec"]["replicas"] = groups
     for role in pd["spec"]["template"]["roles"]:
         role["entryTemplate"]["spec"]["nodeSelector"] = {"phalanx.dev/pool": NOWHERE}
         if role["name"] == "decode":
@@ -200,6 +203,47 @@ def test_observe_only_moves_the_status_not_the_spec_and_a_policy_on_roles_scales
         assert condition(cp, namespace, "pd", "Ready")["status"] == "True"
         (scaled,) = events(cp, namespace, "Autoscaled")
         assert scaled.startswith("AutoscalingPolicy pd set role decode replicas 1 -> 2: ")
+
+
+def test_a_policy_on_roles_over_two_groups_adds_one_decode_instance_to_each(
+    control_plane: ControlPlane, tmp_path: Path
+) -> None:
+    """A role's unit is a slice: decode 1 -> 2 (its minReplicas) puts a second instance in both
+    groups, and the core counts two slices, not four instances."""
+    cp = control_plane
+    install_crds(cp.client(), PHALANX_CRDS)
+    namespace = cp.new_namespace("autoscale-slices")
+    cp.client().create(ModelServingResource.from_dict(pd_serving(namespace, groups=2)))
+    with operator_process(cp, namespace, tmp_path):
+        cp.client().create(AutoscalingPolicyResource.from_dict(roles_policy(namespace)))
+        wait_for(
+            "decode scaled to 2",
+            lambda: role_replicas(cp, namespace, "quickstart-pd") == {"prefill": 1, "decode": 2},
+            timeout=30,
+        )
+
+        def decode_instances() -> set[tuple[str, str]]:
+            found = [as_dict(p) for p in cp.client().list(Pod, namespace=namespace)]
+            labels = [p["metadata"]["labels"] for p in found]
+            return {(x[L.GROUP_INDEX], x[L.ROLE_INDEX]) for x in labels if x.get(L.ROLE) == "decode"}
+
+        wait_for(
+            "a second decode instance in each group",
+            lambda: decode_instances() == {("0", "0"), ("0", "1"), ("1", "0"), ("1", "1")},
+            timeout=30,
+        )
+
+        def counted() -> dict[str, Any]:
+            roles = (status(cp, namespace, "pd").get("disaggregatedStatus") or {}).get("roles") or []
+            return {r["name"]: r for r in roles}.get("decode") or {}
+
+        time.sleep(2)  # passes that see the new instances
+        wait_for("the slices counted", lambda: counted().get("currentReplicas") == 2, timeout=10)
+        assert counted()["desiredReplicas"] == 2
+        assert condition(cp, namespace, "pd", "Ready")["status"] == "True"
+        (scaled,) = events(cp, namespace, "Autoscaled")
+        assert scaled.startswith("AutoscalingPolicy pd set role decode replicas 1 -> 2: ")
+        assert replicas(cp, namespace, "quickstart-pd") == 2
 
 
 def test_an_operator_started_after_another_goes_on_from_the_history_in_the_status(

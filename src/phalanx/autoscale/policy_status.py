@@ -58,12 +58,12 @@ def role_pass_period(policies: RolePolicies) -> float:
 
 
 def roles_refusal(serving: str, replicas: int) -> Condition | None:
-    """A policy on roles scales `roles[].replicas`, which counts instances in every group: it acts
-    only on a ModelServing of one group (the same rule under `phalanx up` and in the operator)."""
-    if replicas == 1:
+    """A policy on roles scales `roles[].replicas`, the instances of a role in every group: with
+    no group there is nothing it can set (the same rule under `phalanx up` and in the operator)."""
+    if replicas > 0:
         return None
     message = (
-        f"scaling roles needs ModelServing {serving} at spec.replicas 1 (it has {replicas}): "
-        "roles[].replicas counts instances per group"
+        f"scaling roles needs ModelServing {serving} at spec.replicas 1 or more (it has {replicas}): "
+        "roles[].replicas counts instances in each group"
     )
     return false_condition(CONDITION_READY, "NotSupported", message)

@@ -58,7 +58,7 @@ from phalanx.http.pages import PageReader
 from phalanx.router.declared import serving_models
 from phalanx.router.pods import endpoint_from_pod
 from phalanx.router.serving_figures import figures_for_serving
-from phalanx.runtimes.group_units import GroupUnit, group_units
+from phalanx.runtimes.group_units import GroupUnit, target_units
 from phalanx.runtimes.local.runtime import LocalRuntime
 
 log = logging.getLogger("phalanx.up")
@@ -206,18 +206,18 @@ class Autoscaler:
             return
         roles: list[str | None] = list(policy.roles) if isinstance(policy, RolePolicies) else [None]
         pods = await self.runtime.list_objects("Pod", namespace, {})
-        units = {
-            role: group_units(pods, name, endpoint_from_pod, role, declared=_replicas(ms, role), now=now)
-            for role in roles
-        }
-        every = [u for found in units.values() for u in found]
-        engines = await self.scrape_engines(session, held, every, now)
-        router = await self._router(session, held, ms, every, now)
+        target = target_units(pods, name, endpoint_from_pod, roles, lambda r: _replicas(ms, r), now)
+        scraped = await self.scrape_engines(session, held, target.instances, now)
+        engines, router = target.per_unit(
+            scraped, await self._router(session, held, ms, target.instances, now)
+        )
         free = self.runtime.gpu_inventory().free
         room = {
-            role: placeable(gpus_per_unit(ms.to_dict(), role), free, found) for role, found in units.items()
+            # A slice puts one instance in each group.
+            role: placeable(gpus_per_unit(ms.to_dict(), role) * (target.groups if role else 1), free, found)
+            for role, found in target.units.items()
         }
-        states = {role: [u.state for u in found] for role, found in units.items()}
+        states = {role: [u.state for u in found] for role, found in target.units.items()}
         signals = role_signals(states, engines, router, room)
         kept = held.history if isinstance(policy, Policy) else held.roles
         done = decide(

@@ -67,7 +67,7 @@ from phalanx.operator.room import ClusterRoom
 from phalanx.operator.router_pages import added, pod_urls, service_url
 from phalanx.router.pods import endpoint_from_pod
 from phalanx.router.serving_figures import figures_for_serving
-from phalanx.runtimes.group_units import GroupUnit, group_units
+from phalanx.runtimes.group_units import GroupUnit, target_units
 from phalanx.runtimes.kubernetes.runtime import KubernetesRuntime
 
 log = logging.getLogger("phalanx.operator.autoscaler")
@@ -181,18 +181,18 @@ class PolicyLoop:
             kept.engines, kept.router, kept.target = {}, {}, name
         roles: list[str | None] = list(core.roles) if isinstance(core, RolePolicies) else [None]
         pods = await self.runtime.list_objects("Pod", namespace, {})
-        units = {
-            role: group_units(pods, name, endpoint_from_pod, role, declared=_replicas(ms, role), now=now)
-            for role in roles
-        }
-        every = [u for found in units.values() for u in found]
+        target = target_units(pods, name, endpoint_from_pod, roles, lambda r: _replicas(ms, r), now)
+        every = target.instances
         live = [u for u in every if u.state.ready and u.url is not None and u.endpoint is not None]
         texts = await asyncio.gather(*(self.pages.read(session, f"{u.url}/metrics") for u in live))
         read = {u.state.name: (u.endpoint or "", t) for u, t in zip(live, texts, strict=True)}
-        engines, kept.engines = observe_units(read, kept.engines, now)
-        router = await self._router(session, kept, ms, every, now)
-        room = {role: await self._placeable(ms, role, found) for role, found in units.items()}
-        states = {role: [u.state for u in found] for role, found in units.items()}
+        scraped, kept.engines = observe_units(read, kept.engines, now)
+        engines, router = target.per_unit(scraped, await self._router(session, kept, ms, every, now))
+        room = {
+            role: await self._placeable(ms, role, found, target.groups)
+            for role, found in target.units.items()
+        }
+        states = {role: [u.state for u in found] for role, found in target.units.items()}
         signals = role_signals(states, engines, router, room)
         held = kept.history if isinstance(core, Policy) else kept.roles
         done = decide(policy.name, core, signals, now, policy.status, held, lambda role: _replicas(ms, role))
@@ -200,10 +200,14 @@ class PolicyLoop:
         await self._act(ms, data, done.acts)
         await self._write(policy, done.status, decided(done.reasons))
 
-    async def _placeable(self, ms: ModelServing, role: str | None, units: list[GroupUnit]) -> int | None:
+    async def _placeable(
+        self, ms: ModelServing, role: str | None, units: list[GroupUnit], groups: int
+    ) -> int | None:
         """More units the nodes' free extended resources hold (None: no limit known); the nodes are
-        listed only for a unit that needs such a resource."""
-        unit = unit_pods(ms.to_dict(), role)
+        listed only for a unit that needs such a resource. A role's unit is a slice: one instance
+        in each of the `groups` groups."""
+        one = unit_pods(ms.to_dict(), role)
+        unit = one if role is None else sorted(one * groups, key=lambda p: sum(p.values()), reverse=True)
         if not unit:
             return None
         unplaced = sum(1 for u in units if not u.placed and not u.state.draining)

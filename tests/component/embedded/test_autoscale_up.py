@@ -260,8 +260,11 @@ def test_a_second_policy_applied_on_the_same_target_is_refused_and_shown(tmp_pat
         assert "already scaled by AutoscalingPolicy quickstart-load" in " ".join(shown.stdout.split())
 
 
-def test_a_policy_on_roles_scales_the_decode_role_under_load(tmp_path: Path) -> None:
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_policy_on_roles_scales_the_decode_role_under_load(tmp_path: Path, groups: int) -> None:
+    """With two groups the decode role's unit is a slice: 1 -> 2 adds an instance to each group."""
     pd: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "quickstart-pd.yaml").read_text())
+    pd["spec"]["replicas"] = groups
     pd["spec"]["template"]["restartGracePeriodSeconds"] = 0
     for role in pd["spec"]["template"]["roles"]:
         container = role["entryTemplate"]["spec"]["containers"][0]
@@ -269,7 +272,7 @@ def test_a_policy_on_roles_scales_the_decode_role_under_load(tmp_path: Path) -> 
         if role["name"] == "decode":
             role["replicas"] = 1
             container["args"] += ["--inter-token-latency", "0.05", "--itl-batch-factor", "0"]
-    roles = policy(1, 1)
+    roles = policy(1, 1, down_window="60s")  # no scale-down while the instances are checked
     roles["metadata"]["name"] = "pd-load"
     del roles["spec"]["homogeneousTarget"]
     roles["spec"]["disaggregatedTarget"] = {
@@ -298,6 +301,26 @@ def test_a_policy_on_roles_scales_the_decode_role_under_load(tmp_path: Path) -> 
         assert decode["desiredReplicas"] == 2
         events = [e["message"] for e in found["events"] if e.get("reason") == "Autoscaled"]
         assert any("role decode replicas 1 -> 2" in m for m in events), events
+        ready = {c["type"]: c for c in shown["status"]["conditions"]}["Ready"]
+        assert (ready["status"], ready["reason"]) == ("True", "Decided")  # not refused
+
+        def every_group_runs_two_decode_instances(payload: dict[str, Any]) -> bool:
+            ready = {
+                (p["group"], p["roleIndex"])
+                for p in payload["pods"]
+                if p["role"] == "decode" and p["ready"] and not p["draining"]
+            }
+            return ready == {(g, i) for g in range(groups) for i in range(2)}
+
+        up.wait_for(every_group_runs_two_decode_instances, "two decode instances in each group", timeout=30)
+
+        def second_slice_counted(payload: dict[str, Any]) -> bool:
+            (policy,) = payload["policies"]
+            roles = policy["status"]["disaggregatedStatus"]["roles"]
+            return {r["name"]: r for r in roles}["decode"].get("readyReplicas") == 2
+
+        # The core counts slices: two, not 2 x groups instances.
+        up.wait_for(second_slice_counted, "the policy counting two ready decode slices", timeout=30)
 
 
 def test_the_engine_s_batch_size_and_request_time_reach_the_capacity_floor(tmp_path: Path) -> None:

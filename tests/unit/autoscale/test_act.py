@@ -65,10 +65,10 @@ def test_observe_only_sets_nothing_and_says_what_it_would_set_once_not_every_pas
     assert act("chat-a", decision(3, 3), 3, observe_only=True, reported=1).events == ()
 
 
-def test_roles_act_only_on_a_serving_of_one_group() -> None:
+def test_roles_act_on_a_serving_of_any_number_of_groups_but_none() -> None:
     assert roles_refusal("pd", 1) is None
-    for replicas in (0, 2):
-        refused = roles_refusal("pd", replicas)
-        assert refused is not None
-        assert (refused.type, refused.status, refused.reason) == ("Ready", "False", "NotSupported")
-        assert f"it has {replicas}" in (refused.message or "")
+    assert roles_refusal("pd", 3) is None  # each slice puts one instance in each of the 3 groups
+    refused = roles_refusal("pd", 0)
+    assert refused is not None
+    assert (refused.type, refused.status, refused.reason) == ("Ready", "False", "NotSupported")
+    assert "spec.replicas 1 or more (it has 0)" in (refused.message or "")

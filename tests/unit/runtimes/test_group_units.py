@@ -139,14 +139,12 @@ def test_no_unit_is_added_when_the_pods_cover_the_spec_or_the_spec_asks_for_fewe
     assert len(group_units(pods, "demo", endpoint_from_pod, declared=1)) == 2  # scale-down: the pods count
 
 
-def test_a_roles_missing_instances_are_named_in_its_group() -> None:
-    pods = [pod(0, role="decode"), pod(0, role="decode", role_index=2), pod(0, role="prefill")]
+def test_a_roles_instances_carry_their_group_and_index_and_declared_adds_none() -> None:
+    pods = [pod(0, role="decode"), pod(1, role="decode", role_index=2), pod(0, role="prefill")]
     units = group_units(pods, "demo", endpoint_from_pod, "decode", declared=4, now=EPOCH)
-    assert [(u.state.name, u.state.ready) for u in units] == [
-        ("demo-0-decode-0", True),
-        ("demo-0-decode-2", True),
-        ("demo-0-decode-1", False),
-        ("demo-0-decode-3", False),
+    assert [(u.state.name, u.group, u.index) for u in units] == [
+        ("demo-0-decode-0", 0, 0),
+        ("demo-1-decode-2", 1, 2),
     ]
 
 
