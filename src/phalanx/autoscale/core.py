@@ -16,7 +16,7 @@ from phalanx.autoscale.backlog import (
     rise,
     still_starting,
 )
-from phalanx.autoscale.capacity import batch_rate, capacity_figure, learn_capacity
+from phalanx.autoscale.capacity import batch_rate, capacity_figure, keep_saturated, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
 from phalanx.autoscale.recommend import Figure, number, plural, recommend
 from phalanx.autoscale.record import append_record, prune_recommendations
@@ -137,7 +137,8 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     unit = policy.unit
     live = tuple(u for u in signals.units if not u.draining)  # draining units are already leaving
     current = len(live)
-    capacity = learn_capacity(history.capacity_per_unit, live)
+    saturated = keep_saturated(history.saturated, live, now)
+    capacity = learn_capacity(history.capacity_per_unit, live, saturated, now)
     startup = learn_startup(history.startup, history.starting, live, now)
     arrivals = signals.demand_requests_per_second
     lead = lead_time(startup, live, now, signals.startup_seconds)
@@ -213,6 +214,7 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
         ),
         startup=startup,
         demand=keep_demand(history.demand, now, arrivals),
+        saturated=saturated,
     )
     return Decision(
         desired=desired,
