@@ -3,9 +3,11 @@ and how many more units drain a backlog within the policy's horizon.
 
 A backlog (requests the router holds, requests waiting in engines) is work that arrived while the
 units could not take it: it is done once, not every second. Read through the ratio rule it looks
-like steady load (800 requests at 11 per unit asks for 72 units); here it asks for the units that
-finish it within `backlog_horizon` seconds on top of what the steady demand needs, at the rate one
-unit completes requests (its learned tokens per second over the tokens per request).
+like steady load (800 requests at 11 per unit asks for 72 units); here it asks for the fewest
+units that finish it within `backlog_horizon` seconds of when a unit asked for now is ready, at
+the rate one unit completes requests (its capacity over the tokens per request): the backlog grows
+until then by what arrives beyond what the ready units serve, and the units already starting serve
+it from when each is ready, so they are not asked for twice.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from phalanx.autoscale.types import Signals, UnitSignals
 @dataclass(frozen=True)
 class Need:
     steady: float  # units the arrival rate needs at the planned utilization
-    # Requests held at the router or waiting in engines, now and until starting units are ready.
-    backlog: float
-    drain: float  # units more that finish the backlog within the horizon
+    backlog: float  # requests held at the router or waiting in engines now
+    # Units more than `steady` that, with what the units ready and starting serve, finish the
+    # backlog (and what piles up until the units asked for are ready) within the horizon.
+    drain: float
     horizon: float
 
     @property
@@ -34,7 +37,8 @@ class Need:
     def text(self, unit: str) -> str:
         return (
             f"the demand needs {number(self.steady)} and the backlog of {number(self.backlog)} "
-            f"requests {number(self.drain)} more to drain in {number(self.horizon)} s: {self.units}"
+            f"requests {number(self.drain)} more to drain within {number(self.horizon)} s of when "
+            f"a {unit} asked for now is ready: {self.units}"
         )
 
 
@@ -43,15 +47,6 @@ def backlog_requests(live: Sequence[UnitSignals], signals: Signals) -> float:
     engine. Unknown values count 0: the backlog only ever raises a cap, never lowers a count."""
     held = sum(u.queue or 0.0 for u in live if u.ready) + signals.admission_queue
     return held + sum(u.waiting or 0.0 for u in live if u.ready)
-
-
-def still_starting(live: Sequence[UnitSignals], now: float, startup: float | None) -> float:
-    """Seconds until the last unit now starting is ready, by the learned startup time (0 when
-    none is starting or no startup was seen yet)."""
-    ages = [now - u.pending_since for u in live if not u.ready and u.pending_since is not None]
-    if startup is None or not ages:
-        return 0.0
-    return max(0.0, startup - min(ages))
 
 
 def learn_startup(
@@ -132,27 +127,86 @@ def sustained(samples: Sequence[tuple[float, float]], now: float, requests: floa
     return min(gains) / TREND
 
 
+def drained(
+    backlog: float,
+    arrivals: float,
+    per_unit: float,
+    ready: int,
+    arriving: Sequence[tuple[float, int]],
+    by: float,
+) -> bool:
+    """Whether `backlog` requests are all served within `by` seconds, with `arrivals` requests a
+    second arriving, `ready` units serving `per_unit` each, and (seconds from now, units) more
+    ready from each time in `arriving`."""
+    left, at, count = backlog, 0.0, ready
+    for then, more in [*sorted(a for a in arriving if a[0] < by), (by, 0)]:
+        left += (arrivals - count * per_unit) * (then - at)
+        if left <= 0:
+            return True
+        at, count = then, count + more
+    return False
+
+
+MOST = 2**30  # more units than any platform places: where no count drains the backlog
+
+
+def planned_drain(
+    backlog: float,
+    arrivals: float,
+    per_unit: float,
+    ready: int,
+    starting: Sequence[float],
+    lead: float,
+    horizon: float,
+) -> int:
+    """The fewest units to ask for now, beyond those ready and starting (`starting`: seconds until
+    each is ready), that serve the backlog within `horizon` seconds of when a unit asked for now
+    is ready (`lead`): what arrives beyond what the units serve until then is counted, and so is
+    what the units already asked for serve once they are ready."""
+    by = lead + horizon
+    arriving = [(max(0.0, t), 1) for t in starting]
+
+    def enough(extra: int) -> bool:
+        return drained(backlog, arrivals, per_unit, ready, [*arriving, (lead, extra)], by)
+
+    high = 1
+    while high < MOST and not enough(high):
+        high *= 2
+    if high >= MOST:
+        return MOST
+    low = 0  # the fewest that drain it lies in (low, high], or is 0
+    if enough(0):
+        return 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
+
+
 def need(
     live: Sequence[UnitSignals],
     signals: Signals,
     capacity: float | None,
     utilization: float,
     horizon: float,
-    remaining: float = 0.0,
+    starting: Sequence[float] = (),
+    lead: float = 0.0,
     ahead: float = 0.0,
 ) -> Need | None:
     """None unless the arrival rate (tokens and requests) and a unit's capacity are all known.
-    While units start (`remaining` seconds more), the backlog grows by what arrives beyond the
-    ready units' capacity: that growth is counted now, so one step asks for it. `ahead` is the
-    rise of the arrival rate over a unit's startup: a unit asked for now serves that demand."""
+    `starting`: seconds until each unit now starting is ready; `lead`: until a unit asked for now
+    is; `ahead`: the rise of the arrival rate over a unit's startup (a unit asked for now serves
+    that demand, and the backlog grows at it). Every unit serves at the planned utilization."""
     tokens, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
     if tokens is None or requests is None or capacity is None:
         return None
     if tokens <= 0 or requests <= 0 or capacity <= 0 or utilization <= 0 or horizon <= 0:
         return None
     steady = tokens * (requests + ahead) / requests / (capacity * utilization)
-    per_unit = capacity * requests / tokens  # requests one unit completes per second
+    per_unit = capacity * utilization * requests / tokens  # requests one unit completes per second
     ready = sum(1 for u in live if u.ready)
-    growth = max(0.0, requests - ready * per_unit) * remaining
-    backlog = backlog_requests(live, signals) + growth
-    return Need(steady, backlog, backlog / (per_unit * horizon), horizon)
+    backlog = backlog_requests(live, signals)
+    if backlog <= 0:
+        return Need(steady, backlog, 0.0, horizon)
+    extra = planned_drain(backlog, requests + ahead, per_unit, ready, starting, lead, horizon)
+    return Need(steady, backlog, max(0.0, ready + len(starting) + extra - steady), horizon)
