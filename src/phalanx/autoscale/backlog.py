@@ -92,39 +92,77 @@ def rise(samples: Sequence[tuple[float, float]], now: float, requests: float, ov
     pace it gained since the rate at least TREND seconds ago, and never more than it gained then:
     a step seen through a rate window looks like a ramp for a window's length, and must not be
     extrapolated as one. A rise that lasted SPANS spans is a trend, not a step: it is extrapolated
-    over the whole of `over` at its slowest span's pace. 0 when it falls or no rate that old is
-    known (a falling demand is the windows' business)."""
+    over the whole of `over` at its slowest span's pace, and with its acceleration while it
+    accelerates beyond the noise. 0 when it falls or no rate that old is known (a falling demand
+    is the windows' business)."""
     then = [s for s in samples if s[0] <= now - TREND]
     if not then:
         return 0.0
     time, rate = then[-1]
     gained = max(0.0, requests - rate)
-    return max(min(gained, gained / (now - time) * over), sustained(samples, now, requests) * over)
+    trend = sustained(samples, now, requests) * over
+    return max(min(gained, gained / (now - time) * over), trend, accelerating(samples, now, requests, over))
+
+
+def span_gains(
+    samples: Sequence[tuple[float, float]], now: float, requests: float
+) -> tuple[float, float, float] | None:
+    """What the arrival rate gained over each of the last SPANS TREND-long spans, newest first;
+    None when no rate that old is known."""
+    rates = [requests]
+    for k in range(1, SPANS + 1):
+        then = [s for s in samples if s[0] <= now - k * TREND]
+        if not then:
+            return None
+        rates.append(then[-1][1])
+    newest, middle, oldest = (newer - older for newer, older in pairwise(rates))
+    return newest, middle, oldest
+
+
+def smoothly_faster(gains: tuple[float, float, float]) -> bool:
+    """Each span gained more than the one before, the oldest at least 1/SMOOTH of the middle's:
+    a rise that accelerates, as a sine's first half does. A step with noise before it rises from
+    nothing in its oldest span."""
+    newest, middle, oldest = gains
+    return 0 < oldest <= middle <= newest and oldest * SMOOTH >= middle
 
 
 def sustained(samples: Sequence[tuple[float, float]], now: float, requests: float) -> float:
     """The pace (requests per second, per second) of a rise over SPANS consecutive TREND-long
     spans that all rose; 0 unless all did. A step seen through a rate window rises over one
     window's length, so it lifts at most two consecutive spans: a rise over three is the demand's
-    trend. Its pace is the slowest span's, or, while each span gains more than the one before
-    (and the oldest not from nothing), the gain the older two predict for the newest, when the
-    newest confirms it: the rise accelerates, as a sine's first half does."""
-    rates = [requests]
-    for k in range(1, SPANS + 1):
-        then = [s for s in samples if s[0] <= now - k * TREND]
-        if not then:
-            return 0.0
-        rates.append(then[-1][1])
-    gains = [newer - older for newer, older in pairwise(rates)]  # newest first
-    if min(gains) <= 0:
+    trend. Its pace is the slowest span's, or, while it accelerates smoothly, the gain the older
+    two predict for the newest, when the newest confirms it."""
+    gains = span_gains(samples, now, requests)
+    if gains is None or min(gains) <= 0:
         return 0.0
     newest, middle, oldest = gains
-    if oldest <= middle <= newest and oldest * SMOOTH >= middle:
-        # Accelerating: the older spans predict the newest's gain, middle + (middle - oldest); the
-        # newest confirms it (the lower of the two). A step with noise before it rises from
-        # nothing (oldest far below middle) and keeps the slowest pace.
+    if smoothly_faster(gains):
+        # The older spans predict the newest's gain, middle + (middle - oldest); the newest
+        # confirms it (the lower of the two).
         return min(newest, 2 * middle - oldest) / TREND
     return min(gains) / TREND
+
+
+NOISE_SIGMAS = 3.0  # how far beyond the rate's noise the oldest span's gain must be
+
+
+def accelerating(samples: Sequence[tuple[float, float]], now: float, requests: float, over: float) -> float:
+    """The rise over `over` seconds of a trend that accelerates smoothly, its acceleration kept:
+    each span from now gains the newest span's gain plus the smaller of the last two increases
+    once more (0 unless it accelerates). Only a rise whose oldest span gained more than
+    NOISE_SIGMAS times the noise of the difference of two TREND-long rates (Poisson arrivals:
+    sqrt(2 x rate / TREND)) counts: a slow drift under noise must not be extrapolated
+    quadratically."""
+    gains = span_gains(samples, now, requests)
+    if gains is None or not smoothly_faster(gains):
+        return 0.0
+    newest, middle, oldest = gains
+    if oldest < NOISE_SIGMAS * math.sqrt(2 * requests / TREND):
+        return 0.0
+    spans = over / TREND
+    more = min(newest - middle, middle - oldest)
+    return newest * spans + more * spans * spans / 2
 
 
 def drained(
