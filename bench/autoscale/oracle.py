@@ -115,23 +115,30 @@ def planned(trace: Trace, capacity: CapacityModel, best: Oracle, *, step: float 
 @dataclass
 class Behind:
     """Asks for the count the oracle chose for the minute `delay` seconds ago: the oracle's
-    counts, known only once the load that needs them has arrived (as any online scaler)."""
+    counts, known only once the load that needs them has arrived (as any online scaler), times
+    `headroom` (rounded up)."""
 
     units: tuple[int, ...]  # per step
     delay: float
     step: float = 60.0
     period: float = 15.0
+    headroom: float = 1.0
 
     def decide(self, signals: Signals, now: float) -> int:
         if not self.units:
             return 0
-        return self.units[min(int(max(0.0, now - self.delay) // self.step), len(self.units) - 1)]
+        count = self.units[min(int(max(0.0, now - self.delay) // self.step), len(self.units) - 1)]
+        return math.ceil(count * self.headroom - 1e-9)
 
 
-def late(trace: Trace, capacity: CapacityModel, best: Oracle, *, delay: float = 15.0) -> RunResult:
+def late(
+    trace: Trace, capacity: CapacityModel, best: Oracle, *, delay: float = 15.0, headroom: float = 1.0
+) -> RunResult:
     """The oracle's counts applied `delay` seconds late on the real platform (Pending + Tc): what
-    a scaler that knew the exact count the load needs, but not the future, would reach."""
-    scaler = Behind(best.units, delay)
+    a scaler that knew the exact count the load needs, but not the future, would reach; with a
+    `headroom` above 1, such a scaler that keeps that many times the count to drain what piles up
+    while its units start."""
+    scaler = Behind(best.units, delay, headroom=headroom)
     replayer = Replayer(trace, capacity, scaler, initial_units=best.units[0] if best.units else 0)
     replayer.advance(trace.duration)
     replayer.advance(trace.duration + 900.0, stop_when_done=True)

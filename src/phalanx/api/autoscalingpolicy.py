@@ -297,7 +297,7 @@ class DecisionEntry(ApiModel):
 
 
 # Ours: the cap on the status lists the core keeps beside the decision records (units seen
-# starting, recent demand); a longer list keeps its newest entries.
+# starting, recent demand, units saturated); a longer list keeps its newest entries.
 STATUS_LIST_LIMIT = 256
 
 
@@ -306,6 +306,13 @@ class StartingUnit(ApiModel):
 
     name: str
     pending_since: str  # RFC 3339, microseconds
+
+
+class SaturatedUnit(ApiModel):
+    """A unit that had requests waiting at every pass since `since`."""
+
+    name: str
+    since: str  # RFC 3339, microseconds
 
 
 class DemandSample(ApiModel):
@@ -337,6 +344,7 @@ class TargetScalingStatus(ApiModel):
     starting: list[StartingUnit] = Field(default_factory=list, max_length=STATUS_LIST_LIMIT)
     startup_seconds: float | None = None  # seconds a unit takes from creation to ready, as learned
     demand: list[DemandSample] = Field(default_factory=list, max_length=STATUS_LIST_LIMIT)
+    saturated: list[SaturatedUnit] = Field(default_factory=list, max_length=STATUS_LIST_LIMIT)
 
 
 class RoleRatioStatus(ApiModel):

@@ -3,9 +3,11 @@ and how many more units drain a backlog within the policy's horizon.
 
 A backlog (requests the router holds, requests waiting in engines) is work that arrived while the
 units could not take it: it is done once, not every second. Read through the ratio rule it looks
-like steady load (800 requests at 11 per unit asks for 72 units); here it asks for the units that
-finish it within `backlog_horizon` seconds on top of what the steady demand needs, at the rate one
-unit completes requests (its learned tokens per second over the tokens per request).
+like steady load (800 requests at 11 per unit asks for 72 units); here it asks for the fewest
+units that finish it within `backlog_horizon` seconds of when a unit asked for now is ready, at
+the rate one unit completes requests (its capacity over the tokens per request): the backlog grows
+until then by what arrives beyond what the ready units serve, and the units already starting serve
+it from when each is ready, so they are not asked for twice.
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from phalanx.autoscale.types import Signals, UnitSignals
 @dataclass(frozen=True)
 class Need:
     steady: float  # units the arrival rate needs at the planned utilization
-    # Requests held at the router or waiting in engines, now and until starting units are ready.
-    backlog: float
-    drain: float  # units more that finish the backlog within the horizon
+    backlog: float  # requests held at the router or waiting in engines now
+    # Units more than `steady` that, with what the units ready and starting serve, finish the
+    # backlog (and what piles up until the units asked for are ready) within the horizon.
+    drain: float
     horizon: float
 
     @property
@@ -34,7 +37,8 @@ class Need:
     def text(self, unit: str) -> str:
         return (
             f"the demand needs {number(self.steady)} and the backlog of {number(self.backlog)} "
-            f"requests {number(self.drain)} more to drain in {number(self.horizon)} s: {self.units}"
+            f"requests {number(self.drain)} more to drain within {number(self.horizon)} s of when "
+            f"a {unit} asked for now is ready: {self.units}"
         )
 
 
@@ -43,15 +47,6 @@ def backlog_requests(live: Sequence[UnitSignals], signals: Signals) -> float:
     engine. Unknown values count 0: the backlog only ever raises a cap, never lowers a count."""
     held = sum(u.queue or 0.0 for u in live if u.ready) + signals.admission_queue
     return held + sum(u.waiting or 0.0 for u in live if u.ready)
-
-
-def still_starting(live: Sequence[UnitSignals], now: float, startup: float | None) -> float:
-    """Seconds until the last unit now starting is ready, by the learned startup time (0 when
-    none is starting or no startup was seen yet)."""
-    ages = [now - u.pending_since for u in live if not u.ready and u.pending_since is not None]
-    if startup is None or not ages:
-        return 0.0
-    return max(0.0, startup - min(ages))
 
 
 def learn_startup(
@@ -97,39 +92,133 @@ def rise(samples: Sequence[tuple[float, float]], now: float, requests: float, ov
     pace it gained since the rate at least TREND seconds ago, and never more than it gained then:
     a step seen through a rate window looks like a ramp for a window's length, and must not be
     extrapolated as one. A rise that lasted SPANS spans is a trend, not a step: it is extrapolated
-    over the whole of `over` at its slowest span's pace. 0 when it falls or no rate that old is
-    known (a falling demand is the windows' business)."""
+    over the whole of `over` at its slowest span's pace, and with its acceleration while it
+    accelerates beyond the noise. 0 when it falls or no rate that old is known (a falling demand
+    is the windows' business)."""
     then = [s for s in samples if s[0] <= now - TREND]
     if not then:
         return 0.0
     time, rate = then[-1]
     gained = max(0.0, requests - rate)
-    return max(min(gained, gained / (now - time) * over), sustained(samples, now, requests) * over)
+    trend = sustained(samples, now, requests) * over
+    return max(min(gained, gained / (now - time) * over), trend, accelerating(samples, now, requests, over))
+
+
+def span_gains(
+    samples: Sequence[tuple[float, float]], now: float, requests: float
+) -> tuple[float, float, float] | None:
+    """What the arrival rate gained over each of the last SPANS TREND-long spans, newest first;
+    None when no rate that old is known."""
+    rates = [requests]
+    for k in range(1, SPANS + 1):
+        then = [s for s in samples if s[0] <= now - k * TREND]
+        if not then:
+            return None
+        rates.append(then[-1][1])
+    newest, middle, oldest = (newer - older for newer, older in pairwise(rates))
+    return newest, middle, oldest
+
+
+def smoothly_faster(gains: tuple[float, float, float]) -> bool:
+    """Each span gained more than the one before, the oldest at least 1/SMOOTH of the middle's:
+    a rise that accelerates, as a sine's first half does. A step with noise before it rises from
+    nothing in its oldest span."""
+    newest, middle, oldest = gains
+    return 0 < oldest <= middle <= newest and oldest * SMOOTH >= middle
 
 
 def sustained(samples: Sequence[tuple[float, float]], now: float, requests: float) -> float:
     """The pace (requests per second, per second) of a rise over SPANS consecutive TREND-long
     spans that all rose; 0 unless all did. A step seen through a rate window rises over one
     window's length, so it lifts at most two consecutive spans: a rise over three is the demand's
-    trend. Its pace is the slowest span's, or, while each span gains more than the one before
-    (and the oldest not from nothing), the gain the older two predict for the newest, when the
-    newest confirms it: the rise accelerates, as a sine's first half does."""
-    rates = [requests]
-    for k in range(1, SPANS + 1):
-        then = [s for s in samples if s[0] <= now - k * TREND]
-        if not then:
-            return 0.0
-        rates.append(then[-1][1])
-    gains = [newer - older for newer, older in pairwise(rates)]  # newest first
-    if min(gains) <= 0:
+    trend. Its pace is the slowest span's, or, while it accelerates smoothly, the gain the older
+    two predict for the newest, when the newest confirms it."""
+    gains = span_gains(samples, now, requests)
+    if gains is None or min(gains) <= 0:
         return 0.0
     newest, middle, oldest = gains
-    if oldest <= middle <= newest and oldest * SMOOTH >= middle:
-        # Accelerating: the older spans predict the newest's gain, middle + (middle - oldest); the
-        # newest confirms it (the lower of the two). A step with noise before it rises from
-        # nothing (oldest far below middle) and keeps the slowest pace.
+    if smoothly_faster(gains):
+        # The older spans predict the newest's gain, middle + (middle - oldest); the newest
+        # confirms it (the lower of the two).
         return min(newest, 2 * middle - oldest) / TREND
     return min(gains) / TREND
+
+
+NOISE_SIGMAS = 3.0  # how far beyond the rate's noise the oldest span's gain must be
+
+
+def accelerating(samples: Sequence[tuple[float, float]], now: float, requests: float, over: float) -> float:
+    """The rise over `over` seconds of a trend that accelerates smoothly, its acceleration kept:
+    each span from now gains the newest span's gain plus the smaller of the last two increases
+    once more (0 unless it accelerates). Only a rise whose oldest span gained more than
+    NOISE_SIGMAS times the noise of the difference of two TREND-long rates (Poisson arrivals:
+    sqrt(2 x rate / TREND)) counts: a slow drift under noise must not be extrapolated
+    quadratically."""
+    gains = span_gains(samples, now, requests)
+    if gains is None or not smoothly_faster(gains):
+        return 0.0
+    newest, middle, oldest = gains
+    if oldest < NOISE_SIGMAS * math.sqrt(2 * requests / TREND):
+        return 0.0
+    spans = over / TREND
+    more = min(newest - middle, middle - oldest)
+    return newest * spans + more * spans * spans / 2
+
+
+def drained(
+    backlog: float,
+    arrivals: float,
+    per_unit: float,
+    ready: int,
+    arriving: Sequence[tuple[float, int]],
+    by: float,
+) -> bool:
+    """Whether `backlog` requests are all served within `by` seconds, with `arrivals` requests a
+    second arriving, `ready` units serving `per_unit` each, and (seconds from now, units) more
+    ready from each time in `arriving`."""
+    left, at, count = backlog, 0.0, ready
+    for then, more in [*sorted(a for a in arriving if a[0] < by), (by, 0)]:
+        left += (arrivals - count * per_unit) * (then - at)
+        if left <= 0:
+            return True
+        at, count = then, count + more
+    return False
+
+
+MOST = 2**30  # more units than any platform places: where no count drains the backlog
+
+
+def planned_drain(
+    backlog: float,
+    arrivals: float,
+    per_unit: float,
+    ready: int,
+    starting: Sequence[float],
+    lead: float,
+    horizon: float,
+) -> int:
+    """The fewest units to ask for now, beyond those ready and starting (`starting`: seconds until
+    each is ready), that serve the backlog within `horizon` seconds of when a unit asked for now
+    is ready (`lead`): what arrives beyond what the units serve until then is counted, and so is
+    what the units already asked for serve once they are ready."""
+    by = lead + horizon
+    arriving = [(max(0.0, t), 1) for t in starting]
+
+    def enough(extra: int) -> bool:
+        return drained(backlog, arrivals, per_unit, ready, [*arriving, (lead, extra)], by)
+
+    high = 1
+    while high < MOST and not enough(high):
+        high *= 2
+    if high >= MOST:
+        return MOST
+    low = 0  # the fewest that drain it lies in (low, high], or is 0
+    if enough(0):
+        return 0
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if enough(middle) else (middle, high)
+    return high
 
 
 def need(
@@ -138,21 +227,24 @@ def need(
     capacity: float | None,
     utilization: float,
     horizon: float,
-    remaining: float = 0.0,
+    starting: Sequence[float] = (),
+    lead: float = 0.0,
     ahead: float = 0.0,
 ) -> Need | None:
     """None unless the arrival rate (tokens and requests) and a unit's capacity are all known.
-    While units start (`remaining` seconds more), the backlog grows by what arrives beyond the
-    ready units' capacity: that growth is counted now, so one step asks for it. `ahead` is the
-    rise of the arrival rate over a unit's startup: a unit asked for now serves that demand."""
+    `starting`: seconds until each unit now starting is ready; `lead`: until a unit asked for now
+    is; `ahead`: the rise of the arrival rate over a unit's startup (a unit asked for now serves
+    that demand, and the backlog grows at it). Every unit serves at the planned utilization."""
     tokens, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
     if tokens is None or requests is None or capacity is None:
         return None
     if tokens <= 0 or requests <= 0 or capacity <= 0 or utilization <= 0 or horizon <= 0:
         return None
     steady = tokens * (requests + ahead) / requests / (capacity * utilization)
-    per_unit = capacity * requests / tokens  # requests one unit completes per second
+    per_unit = capacity * utilization * requests / tokens  # requests one unit completes per second
     ready = sum(1 for u in live if u.ready)
-    growth = max(0.0, requests - ready * per_unit) * remaining
-    backlog = backlog_requests(live, signals) + growth
-    return Need(steady, backlog, backlog / (per_unit * horizon), horizon)
+    backlog = backlog_requests(live, signals)
+    if backlog <= 0:
+        return Need(steady, backlog, 0.0, horizon)
+    extra = planned_drain(backlog, requests + ahead, per_unit, ready, starting, lead, horizon)
+    return Need(steady, backlog, max(0.0, ready + len(starting) + extra - steady), horizon)

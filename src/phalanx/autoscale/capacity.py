@@ -2,7 +2,9 @@
 the demand needs at that rate.
 
 Only a saturated unit (requests waiting in its engine) shows its capacity: an unsaturated unit's
-tokens per second is just the demand it was given. The estimate is a smoothed maximum: it rises at
+tokens per second is just the demand it was given; and only once it has stayed saturated for
+SATURATED_FOR, since a unit that has just begun to queue was still idle for part of its rate
+window. The estimate is a smoothed maximum: it rises at
 once to the mean of this pass's saturated units when that is higher (a unit proved it can serve
 that much) and falls by a tenth of the gap when it is lower, so one slow pass does not raise the
 floor, while a lasting change of the request mix (longer prompts, fewer tokens per second) is
@@ -18,18 +20,44 @@ from phalanx.autoscale.recommend import Figure, number, ratio_rule
 from phalanx.autoscale.types import UnitSignals
 
 FALL = 0.1  # share of the gap the estimate moves down per pass with lower saturated samples
+# Seconds a unit must have had requests waiting at every pass before its rate teaches the
+# capacity: a unit that just began to queue was idle for part of its rate window, so its first
+# saturated rate is below what it sustains (on the benchmark's Azure slice, 2,366 tokens/s for a
+# unit whose batch sustains about 3,900). 15 s was too short to clear the window; 60 s learned
+# later on every rise (bench/autoscale/results.md).
+SATURATED_FOR = 30.0
 
 
-def saturated_rate(live: Sequence[UnitSignals]) -> float | None:
-    """Mean tokens per second of the ready units that had requests waiting; None when none had."""
+def is_saturated(unit: UnitSignals) -> bool:
+    return (
+        unit.ready
+        and unit.waiting is not None
+        and unit.waiting > 0
+        and unit.tokens_per_second is not None
+        and unit.tokens_per_second > 0
+    )
+
+
+def keep_saturated(
+    previous: Sequence[tuple[str, float]], live: Sequence[UnitSignals], now: float
+) -> tuple[tuple[str, float], ...]:
+    """(name, since when) of the units saturated at this pass and at every pass since then."""
+    since = dict(previous)
+    return tuple((u.name, since.get(u.name, now)) for u in live if is_saturated(u))
+
+
+def saturated_rate(
+    live: Sequence[UnitSignals], saturated: Sequence[tuple[str, float]], now: float
+) -> float | None:
+    """Mean tokens per second of the ready units saturated at every pass of the last
+    SATURATED_FOR seconds (`saturated`: `keep_saturated` of this pass); None when none was."""
+    since = dict(saturated)
     rates = [
         u.tokens_per_second
         for u in live
-        if u.ready
-        and u.waiting is not None
-        and u.waiting > 0
+        if is_saturated(u)
         and u.tokens_per_second is not None
-        and u.tokens_per_second > 0
+        and since.get(u.name, now) <= now - SATURATED_FOR
     ]
     return sum(rates) / len(rates) if rates else None
 
@@ -49,8 +77,13 @@ def batch_rate(
     return max_running * tokens_per_request / (sum(held) / len(held))
 
 
-def learn_capacity(previous: float | None, live: Sequence[UnitSignals]) -> float | None:
-    sample = saturated_rate(live)
+def learn_capacity(
+    previous: float | None,
+    live: Sequence[UnitSignals],
+    saturated: Sequence[tuple[str, float]],
+    now: float,
+) -> float | None:
+    sample = saturated_rate(live, saturated, now)
     if sample is None:
         return previous
     if previous is None or sample >= previous:

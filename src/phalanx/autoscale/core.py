@@ -14,9 +14,8 @@ from phalanx.autoscale.backlog import (
     learn_startup,
     need,
     rise,
-    still_starting,
 )
-from phalanx.autoscale.capacity import batch_rate, capacity_figure, learn_capacity
+from phalanx.autoscale.capacity import batch_rate, capacity_figure, keep_saturated, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
 from phalanx.autoscale.recommend import Figure, number, plural, recommend
 from phalanx.autoscale.record import append_record, prune_recommendations
@@ -65,14 +64,16 @@ def gather(
     live: tuple[UnitSignals, ...],
     signals: Signals,
     capacity: float | None,
-    remaining: float = 0.0,
+    starting: tuple[float, ...] = (),
+    lead: float = 0.0,
     ahead: float = 0.0,
     which: str = "learned",
 ) -> list[Figure]:
-    """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's."""
+    """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's.
+    `starting`: seconds until each unit now starting is ready; `lead`: until one asked for now is."""
     figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
     utilization = policy.capacity_utilization
-    needed = need(live, signals, capacity, utilization, policy.backlog_horizon, remaining, ahead)
+    needed = need(live, signals, capacity, utilization, policy.backlog_horizon, starting, lead, ahead)
     figures = [drain_cap(f, len(live), needed, policy.unit) for f in figures]
     if policy.capacity_floor:
         demand, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
@@ -137,14 +138,17 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     unit = policy.unit
     live = tuple(u for u in signals.units if not u.draining)  # draining units are already leaving
     current = len(live)
-    capacity = learn_capacity(history.capacity_per_unit, live)
+    saturated = keep_saturated(history.saturated, live, now)
+    capacity = learn_capacity(history.capacity_per_unit, live, saturated, now)
     startup = learn_startup(history.startup, history.starting, live, now)
     arrivals = signals.demand_requests_per_second
     lead = lead_time(startup, live, now, signals.startup_seconds)
     ahead = rise(history.demand, now, arrivals, lead) if arrivals is not None else 0.0
     planned, which = planned_capacity(policy, live, signals, capacity)
-    remaining = still_starting(live, now, startup)
-    figures = gather(policy, live, signals, planned, remaining, ahead, which)
+    starting = tuple(
+        max(0.0, lead - (now - u.pending_since)) for u in live if not u.ready and u.pending_since is not None
+    )
+    figures = gather(policy, live, signals, planned, starting, lead, ahead, which)
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]
@@ -213,6 +217,7 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
         ),
         startup=startup,
         demand=keep_demand(history.demand, now, arrivals),
+        saturated=saturated,
     )
     return Decision(
         desired=desired,

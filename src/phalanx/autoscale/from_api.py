@@ -27,6 +27,7 @@ from phalanx.api.autoscalingpolicy import (
     MetricSource,
     RecommendationEntry,
     RoleRatioStatus,
+    SaturatedUnit,
     StartingUnit,
     TargetScalingStatus,
     duration_seconds,
@@ -197,6 +198,7 @@ def history_from_status(status: TargetScalingStatus | None) -> History:
         starting=tuple((unit.name, parse_time(unit.pending_since)) for unit in status.starting),
         startup=status.startup_seconds,
         demand=tuple((parse_time(sample.time), sample.requests_per_second) for sample in status.demand),
+        saturated=tuple((unit.name, parse_time(unit.since)) for unit in status.saturated),
     )
 
 
@@ -237,6 +239,10 @@ def status_from_decision(decision: Decision, name: str = "") -> TargetScalingSta
         demand=[
             DemandSample(time=format_time(time), requests_per_second=rate)
             for time, rate in history.demand[-STATUS_LIST_LIMIT:]
+        ],
+        saturated=[
+            SaturatedUnit(name=name, since=format_time(since))
+            for name, since in history.saturated[-STATUS_LIST_LIMIT:]
         ],
     )
 

@@ -168,6 +168,9 @@ class History:
     # (time, requests per second arriving) of the passes of the last three minutes, and the newest
     # older one: how fast the demand rises, and whether the rise lasts.
     demand: tuple[tuple[float, float], ...] = ()
+    # (name, since when) of the units that had requests waiting at every pass since then: only a
+    # unit saturated for capacity.SATURATED_FOR teaches its capacity.
+    saturated: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import pytest
 
-from phalanx.autoscale.backlog import backlog_requests, keep_demand, learn_startup, need, rise, still_starting
+from phalanx.autoscale.backlog import (
+    MOST,
+    backlog_requests,
+    drained,
+    keep_demand,
+    learn_startup,
+    need,
+    planned_drain,
+    rise,
+)
 from phalanx.autoscale.capacity import capacity_figure
 from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.types import History, MetricTarget, Signals, UnitSignals
@@ -27,15 +36,16 @@ def demand(*unit_signals: UnitSignals, admission_queue: int = 0) -> Signals:
 
 
 def test_the_need_is_the_steady_demand_plus_what_drains_the_backlog_within_the_horizon() -> None:
-    # 6000 / (2000 x 0.75) = 4 units; a unit completes 2000 x 4 / 6000 = 4/3 requests/s;
-    # 2 x (30 held + 10 waiting) = 80 requests / (4/3 x 120 s) = 0.5 more: 5.
+    # 6000 / (2000 x 0.75) = 4 units; a unit completes 2000 x 0.75 x 4 / 6000 = 1 request/s;
+    # 2 x (30 held + 10 waiting) = 80 requests. With no startup (lead 0) 5 units serve 1 a second
+    # beyond the 4 arriving: 80 s; 4 would never drain it: 5, one more than the demand's 4.
     signals = demand(*units(2, queue=30.0, waiting=10.0))
     found = need(signals.units, signals, 2000.0, 0.75, 120.0)
     assert found is not None
-    assert (found.steady, found.backlog, found.drain, found.units) == pytest.approx((4.0, 80.0, 0.5, 5))
-    assert (
-        found.text("group")
-        == "the demand needs 4 and the backlog of 80 requests 0.5 more to drain in 120 s: 5"
+    assert (found.steady, found.backlog, found.drain, found.units) == pytest.approx((4.0, 80.0, 1.0, 5))
+    assert found.text("group") == (
+        "the demand needs 4 and the backlog of 80 requests 1 more to drain within 120 s of when a "
+        "group asked for now is ready: 5"
     )
 
 
@@ -57,7 +67,8 @@ def test_no_need_without_the_arrival_rate_and_a_capacity(
 
 def test_a_backlog_read_as_load_is_capped_at_what_drains_it() -> None:
     # 2 units with 40 in flight each (30 of them waiting) at target 5 asks for 16; the need is
-    # 6000 / 2000 = 3 units and 60 waiting / (4/3 x 120) = 0.375 more: 4.
+    # 6000 / 2000 = 3 units, and 60 waiting served within 120 s (no startup known: lead 0) at
+    # 4/3 requests/s per unit needs 60 / 120 + 4 = 4.5 requests/s, 3.375 units: 4, 1 more.
     chosen = policy(INFLIGHT, capacity_utilization=1.0, capacity_floor=False)
     signals = demand(*units(2, inflight=40.0, waiting=30.0))
     decision = autoscale(chosen, signals, 0.0, History(capacity_per_unit=2000.0))
@@ -65,7 +76,7 @@ def test_a_backlog_read_as_load_is_capped_at_what_drains_it() -> None:
     assert decision.desired == 4
     assert decision.reason == (
         "inflight 80 over 2 groups at target 5 per group asks for 16, but the demand needs 3 and the "
-        "backlog of 60 requests 0.375 more to drain in 120 s: 4."
+        "backlog of 60 requests 1 more to drain within 120 s of when a group asked for now is ready: 4."
     )
 
 
@@ -150,20 +161,42 @@ def test_the_startup_is_learned_from_a_unit_seen_starting_and_now_ready() -> Non
     assert learn_startup(90.0, (("g100", 150.0),), live, 160.0) == 90.0  # still starting: kept
 
 
-def test_the_time_until_the_units_starting_are_ready() -> None:
-    live = (*units(1), *pending(1, since=100.0), *pending(1, since=130.0, start=101))
-    assert still_starting(live, 160.0, 150.0) == 120.0  # the youngest is 30 s old
-    assert still_starting(live, 160.0, None) == 0.0
-    assert still_starting(units(2), 160.0, 150.0) == 0.0
+def test_a_backlog_is_drained_by_the_units_ready_and_those_arriving() -> None:
+    # 10 requests, 4 arriving a second, 2 units serving 1 each: +2 a second for 10 s (30), then
+    # 8 units from 10 s serve 4 more than arrive: 0 at 17.5 s.
+    assert drained(10.0, 4.0, 1.0, 2, [(10.0, 6)], 17.5)
+    assert not drained(10.0, 4.0, 1.0, 2, [(10.0, 6)], 17.0)
+    assert not drained(10.0, 4.0, 1.0, 2, [(20.0, 6)], 17.5)  # arriving too late counts nothing
+    assert drained(0.0, 4.0, 1.0, 4, [], 1.0)
 
 
-def test_the_backlog_that_grows_while_units_start_is_asked_for_at_once() -> None:
-    # 4 requests/s arrive, 1 ready unit completes 4/3: 8/3 a second pile up for the 60 s until the
-    # starting units are ready, 160 requests: 160 / (4/3 x 120 s) = 1 unit more than the 3 needed.
-    signals = demand(*units(1, waiting=0.0), *pending(2, since=0.0))
-    found = need(signals.units, signals, 2000.0, 1.0, 120.0, remaining=60.0)
+def test_the_drain_counts_what_piles_up_until_new_units_are_ready() -> None:
+    # 100 requests wait, 4 a second arrive, 2 units serve 1 each: 2 a second pile up for the 150 s
+    # startup, 400 by then; drained within 120 s more needs 400 / 120 + 2 = 5.33 more than the 2
+    # ready (a unit serves 1): 6 more, 5 are not enough.
+    assert planned_drain(100.0, 4.0, 1.0, 2, (), 150.0, 120.0) == 6
+    # Units already starting (ready in 30 s and 60 s) serve it from then: 160 at 30 s, 190 at
+    # 60 s, then 4 units keep up with the arrivals; 190 / 120 s = 1.58: 2 more.
+    assert planned_drain(100.0, 4.0, 1.0, 2, (30.0, 60.0), 150.0, 120.0) == 2
+    # Enough starting: nothing more.
+    assert planned_drain(100.0, 4.0, 1.0, 2, (30.0,) * 6, 150.0, 120.0) == 0
+    # A unit that serves nothing never drains it: the count is bounded, not endless.
+    assert planned_drain(100.0, 4.0, 0.0, 2, (), 150.0, 120.0) == MOST
+
+
+def test_units_starting_are_not_asked_for_twice() -> None:
+    # 4 requests/s, 2 ready units completing 4/3 each (2000 tokens/s at 100%, 1500 per request),
+    # 80 requests waiting. 2 units starting, ready in 60 s (lead 150 s: asked at 90 s).
+    chosen = policy(INFLIGHT, capacity_utilization=1.0, capacity_floor=False)
+    live = (*units(2, inflight=40.0, waiting=40.0), *pending(2, since=90.0))
+    history = History(capacity_per_unit=2000.0, startup=150.0)
+    found = need(live, demand(*live), 2000.0, 1.0, 120.0, (60.0, 60.0), 150.0)
     assert found is not None
-    assert (found.steady, found.backlog, found.drain, found.units) == pytest.approx((3.0, 160.0, 1.0, 4))
+    # Until 60 s: 80 + (4 - 8/3) x 60 = 160; then 4 units serve 16/3: 4/3 a second less, 0 at 180 s,
+    # within 150 + 120 s: the 4 units asked for are enough (3 the demand, 1 for the backlog).
+    assert (found.steady, found.drain, found.units) == pytest.approx((3.0, 1.0, 4))
+    decision = autoscale(chosen, demand(*live), 180.0, history)
+    assert (decision.recommendations, decision.desired) == ({"inflight": 4}, 4)
 
 
 def test_the_core_keeps_the_units_starting_and_the_startup_in_the_history() -> None:
@@ -218,7 +251,10 @@ def test_a_latency_guard_asks_for_no_more_than_the_demand_and_the_backlog_need()
     decision = autoscale(chosen, signals, 0.0, History(capacity_per_unit=2000.0))
     assert decision.recommendations == {"inflight": 2, "ttft_p95": 4, "capacity": 3}
     assert decision.desired == 4
-    assert "the demand needs 3 and the backlog of 0 requests 0 more to drain in 120 s: 3" in decision.reason
+    assert (
+        "the demand needs 3 and the backlog of 0 requests 0 more to drain within 120 s of when a "
+        "group asked for now is ready: 3" in decision.reason
+    )
     # With no capacity learned the need is unknown and the guard stands.
     unknown = autoscale(chosen, signals, 0.0, History())
     assert unknown.recommendations == {"inflight": 2, "ttft_p95": 5}

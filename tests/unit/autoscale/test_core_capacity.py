@@ -6,7 +6,14 @@ import dataclasses
 
 import pytest
 
-from phalanx.autoscale.capacity import batch_rate, capacity_figure, learn_capacity, saturated_rate
+from phalanx.autoscale.capacity import (
+    SATURATED_FOR,
+    batch_rate,
+    capacity_figure,
+    keep_saturated,
+    learn_capacity,
+    saturated_rate,
+)
 from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.types import History, Signals, UnitSignals
 from tests.unit.autoscale.core_builders import policy, units
@@ -20,13 +27,55 @@ def test_only_saturated_ready_units_show_their_capacity() -> None:
         UnitSignals("d", True, waiting=None, tokens_per_second=900.0),  # unknown: not known saturated
         UnitSignals("e", False, waiting=5.0, tokens_per_second=50.0),  # not ready
     )
-    assert saturated_rate(live) == 1300.0
+    assert saturated_rate(live, long_saturated(live), NOW) == 1300.0
+
+
+NOW = 1000.0
+
+
+def long_saturated(live: tuple[UnitSignals, ...]) -> tuple[tuple[str, float], ...]:
+    """Every unit saturated since a whole SATURATED_FOR ago."""
+    return tuple((u.name, NOW - SATURATED_FOR) for u in live)
 
 
 def test_no_saturated_unit_teaches_nothing() -> None:
-    assert saturated_rate(units(3, waiting=0.0, tokens_per_second=500.0)) is None
-    assert learn_capacity(800.0, units(3, waiting=0.0, tokens_per_second=500.0)) == 800.0
-    assert learn_capacity(None, ()) is None
+    idle = units(3, waiting=0.0, tokens_per_second=500.0)
+    assert saturated_rate(idle, long_saturated(idle), NOW) is None
+    assert learn_capacity(800.0, idle, long_saturated(idle), NOW) == 800.0
+    assert learn_capacity(None, (), (), NOW) is None
+
+
+def test_a_unit_teaches_only_after_a_whole_saturated_span() -> None:
+    live = (
+        UnitSignals("a", True, waiting=2.0, tokens_per_second=2400.0),  # queued since 10 s ago
+        UnitSignals("b", True, waiting=2.0, tokens_per_second=3900.0),  # queued since 30 s ago
+    )
+    saturated = (("a", NOW - 10.0), ("b", NOW - SATURATED_FOR))
+    assert saturated_rate(live, saturated, NOW) == 3900.0
+    assert saturated_rate(live[:1], saturated, NOW) is None
+    assert learn_capacity(3000.0, live[:1], saturated, NOW) == 3000.0
+
+
+def test_saturation_is_kept_from_its_first_pass_and_lost_at_once() -> None:
+    previous = (("a", 900.0), ("b", 950.0), ("gone", 800.0))
+    live = (
+        UnitSignals("a", True, waiting=1.0, tokens_per_second=100.0),  # still: keeps its start
+        UnitSignals("b", True, waiting=0.0, tokens_per_second=100.0),  # drained: forgotten
+        UnitSignals("c", True, waiting=4.0, tokens_per_second=100.0),  # new: from now
+        UnitSignals("d", False, waiting=4.0),  # not ready: not saturated
+    )
+    assert keep_saturated(previous, live, NOW) == (("a", 900.0), ("c", NOW))
+
+
+def test_the_core_learns_from_the_third_pass_of_a_lasting_queue() -> None:
+    history, learned = History(), []
+    for k in range(4):
+        signals = Signals(units=units(2, waiting=3.0, tokens_per_second=2000.0 + 100 * k))
+        decision = autoscale(policy(), signals, NOW + 15.0 * k, history)
+        history = decision.history
+        learned.append(history.capacity_per_unit)
+    assert learned == [None, None, 2200.0, 2300.0]
+    assert history.saturated == (("g0", NOW), ("g1", NOW))
 
 
 @pytest.mark.parametrize(
@@ -36,7 +85,8 @@ def test_no_saturated_unit_teaches_nothing() -> None:
 def test_the_estimate_rises_at_once_and_falls_by_a_tenth_of_the_gap(
     previous: float | None, sample: float, learned: float
 ) -> None:
-    assert learn_capacity(previous, units(2, waiting=1.0, tokens_per_second=sample)) == pytest.approx(learned)
+    live = units(2, waiting=1.0, tokens_per_second=sample)
+    assert learn_capacity(previous, live, long_saturated(live), NOW) == pytest.approx(learned)
 
 
 def test_the_floor_is_demand_over_capacity() -> None:
@@ -67,7 +117,8 @@ def test_capacity_is_learned_in_the_pass_and_kept_in_the_history() -> None:
     signals = Signals(
         units=units(2, inflight=10.0, waiting=4.0, tokens_per_second=800.0), demand_tokens_per_second=4000.0
     )
-    decision = autoscale(policy(capacity_utilization=1.0), signals, 0.0, History())
+    queued = History(saturated=(("g0", -SATURATED_FOR), ("g1", -SATURATED_FOR)))
+    decision = autoscale(policy(capacity_utilization=1.0), signals, 0.0, queued)
     assert decision.history.capacity_per_unit == 800.0
     assert decision.recommendations["capacity"] == 5
 

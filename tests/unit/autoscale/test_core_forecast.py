@@ -8,7 +8,7 @@ import dataclasses
 
 import pytest
 
-from phalanx.autoscale.backlog import lead_time, rise, sustained
+from phalanx.autoscale.backlog import accelerating, lead_time, rise, sustained
 from phalanx.autoscale.capacity import capacity_figure
 from phalanx.autoscale.core import autoscale
 from phalanx.autoscale.types import History, MetricTarget
@@ -60,6 +60,31 @@ def test_a_step_seen_through_the_rate_window_is_not_a_trend() -> None:
     assert sustained(samples, 390.0, 12.0) == 0.0
     # The rise stays the one-span rule's: 4.5 gained since 330 s, never more than that.
     assert rise(samples, 390.0, 12.0, 150.0) == pytest.approx(4.5)
+
+
+def test_an_accelerating_trend_beyond_the_noise_keeps_its_acceleration() -> None:
+    # Rates 2, 5, 10, then 17: gains 3, 5, 7 (oldest first), each 2 more than the one before.
+    # Over 150 s (2.5 spans) the gain per span goes on growing by 2: 7 x 2.5 + 2 x 2.5^2 / 2 =
+    # 23.75, where the constant pace of the newest span gives 17.5. The oldest gain, 3, is beyond
+    # 3 x sqrt(2 x 17 / 60) = 2.26, the noise of two 60 s rates at 17 requests/s.
+    faster = ((0.0, 2.0), (60.0, 5.0), (120.0, 10.0))
+    assert sustained(faster, 180.0, 17.0) * 150.0 == pytest.approx(17.5)
+    assert accelerating(faster, 180.0, 17.0, 150.0) == pytest.approx(23.75)
+    assert rise(faster, 180.0, 17.0, 150.0) == pytest.approx(23.75)
+
+
+def test_an_acceleration_within_the_noise_is_not_extrapolated() -> None:
+    # Gains 0.3, 0.5, 0.7 at 1.7 requests/s: the noise is 3 x sqrt(3.4 / 60) = 0.71, above the
+    # oldest gain: the trend keeps its constant pace, 0.7 per 60 s.
+    slow = ((0.0, 0.2), (60.0, 0.5), (120.0, 1.0))
+    assert accelerating(slow, 180.0, 1.7, 150.0) == 0.0
+    assert rise(slow, 180.0, 1.7, 150.0) == pytest.approx(1.75)
+
+
+def test_a_step_after_noise_is_not_accelerating() -> None:
+    noisy_step = ((0.0, 3.0), (60.0, 3.1), (120.0, 5.35))
+    assert accelerating(noisy_step, 180.0, 12.1, 150.0) == 0.0
+    assert accelerating(RISING[1:], 180.0, 4.0, 150.0) == 0.0  # no rate three minutes old
 
 
 def test_a_trend_is_extrapolated_over_the_whole_startup() -> None:
