@@ -344,7 +344,7 @@ def test_the_engine_s_batch_size_and_request_time_reach_the_capacity_floor(tmp_p
                 conditions = (found.get("status") or {}).get("conditions") or []
                 return any("batch-estimated" in (c.get("message") or "") for c in conditions)
 
-            up.wait_for(estimated, "a decision on the batch estimate", timeout=30)
+            up.wait_for(estimated, "a decision on the batch estimate", timeout=60)
         finally:
             load.stop()
         (ready,) = [c for c in policy_status(up)["conditions"] if c["type"] == "Ready"]
