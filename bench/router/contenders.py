@@ -7,7 +7,8 @@ A contender is `KIND[:POLICY][ EXTRA ARGS]`, for example:
     phalanx:NAME                    the same with RouterConfig(policy=NAME), once the router has one
     phalanx@REF[:NAME]              the router as it was at git commit REF (its src/ first on
                                     PYTHONPATH), to compare two versions in one run
-    phalanx-cli[:NAME]              `phalanx router --backend URL ... [--policy NAME]`
+    phalanx-cli[@REF][:NAME]        `phalanx router --backend URL ... [--policy NAME]` (its defaults:
+                                    the access log on), optionally as it was at REF
     vllm-router:round_robin         vllm-router (PyPI, Rust) with --policy round_robin
     vllm-router:cache_aware --balance-abs-threshold 8
                                     extra words go to that CLI unchanged
@@ -63,8 +64,8 @@ class Contender:
             raise ValueError("empty contender")
         kind, _, policy = words[0].partition(":")
         kind, _, git_ref = kind.partition("@")
-        if git_ref and kind != "phalanx":
-            raise ValueError(f"only `phalanx` takes @REF, not {kind!r} in {spec!r}")
+        if git_ref and kind not in ("phalanx", "phalanx-cli"):
+            raise ValueError(f"only `phalanx` and `phalanx-cli` take @REF, not {kind!r} in {spec!r}")
         if kind not in ("direct", "phalanx", "phalanx-cli", "vllm-router"):
             raise ValueError(f"unknown contender kind {kind!r} in {spec!r}")
         if kind == "direct" and (policy or words[1:]):
@@ -85,11 +86,11 @@ class Contender:
         url = f"http://{HOST}:{port}"
         name = f"{label}-{self.spec.split()[0].replace(':', '-').replace('@', '-')}"
         env: dict[str, str] = {}
+        if self.git_ref:
+            snapshot = procs.log_dir / f"src-{self.git_ref.replace('/', '-')}"
+            export_src(self.git_ref, snapshot)
+            env["PYTHONPATH"] = src_first(snapshot)
         if self.kind == "phalanx":
-            if self.git_ref:
-                snapshot = procs.log_dir / f"src-{self.git_ref.replace('/', '-')}"
-                export_src(self.git_ref, snapshot)
-                env["PYTHONPATH"] = src_first(snapshot)
             argv = [sys.executable, str(ROOT / "bench" / "router" / "serve_phalanx.py")]
             argv += ["--port", str(port), "--model", MODEL]
             for backend in backends:
