@@ -12,6 +12,8 @@ A contender is `KIND[:POLICY][ EXTRA ARGS]`, for example:
     vllm-router:round_robin         vllm-router (PyPI, Rust) with --policy round_robin
     vllm-router:cache_aware --balance-abs-threshold 8
                                     extra words go to that CLI unchanged
+    floor:aiohttp, floor:httptools  a bare relay with no routing logic (floor.py): the cost floor
+                                    of each HTTP design (capacity only)
 
 Each runs in its own process (group) on 127.0.0.1 and is checked end to end before use.
 """
@@ -66,7 +68,7 @@ class Contender:
         kind, _, git_ref = kind.partition("@")
         if git_ref and kind not in ("phalanx", "phalanx-cli"):
             raise ValueError(f"only `phalanx` and `phalanx-cli` take @REF, not {kind!r} in {spec!r}")
-        if kind not in ("direct", "phalanx", "phalanx-cli", "vllm-router"):
+        if kind not in ("direct", "phalanx", "phalanx-cli", "vllm-router", "floor"):
             raise ValueError(f"unknown contender kind {kind!r} in {spec!r}")
         if kind == "direct" and (policy or words[1:]):
             raise ValueError("`direct` takes no policy or arguments")
@@ -108,6 +110,11 @@ class Contender:
             if self.policy:
                 argv += ["--policy", self.policy]
             argv += self.extra
+        elif self.kind == "floor":
+            argv = [sys.executable, str(ROOT / "bench" / "router" / "floor.py"), self.policy or "aiohttp"]
+            argv += ["--port", str(port)]
+            for backend in backends:
+                argv += ["--backend", backend]
         else:
             if not VLLM_ROUTER_BIN.exists():
                 raise Unavailable(f"{VLLM_ROUTER_BIN} missing: run `run.py setup`")
