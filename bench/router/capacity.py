@@ -83,7 +83,11 @@ def run(
                             f"non-2xx {row['non_2xx']} {row['socket_errors']}",
                             flush=True,
                         )
-    return {"rows": rows, "unavailable": unavailable, "command": " ".join(wrk_command("URL"))}
+    return {
+        "rows": rows,
+        "unavailable": unavailable,
+        "command": " ".join(wrk_command("URL", 0, duration_s)).replace("-c0", "-cN"),
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
