@@ -7,10 +7,13 @@ A contender is `KIND[:POLICY][ EXTRA ARGS]`, for example:
     phalanx:NAME                    the same with RouterConfig(policy=NAME), once the router has one
     phalanx@REF[:NAME]              the router as it was at git commit REF (its src/ first on
                                     PYTHONPATH), to compare two versions in one run
-    phalanx-cli[:NAME]              `phalanx router --backend URL ... [--policy NAME]`
+    phalanx-cli[@REF][:NAME]        `phalanx router --backend URL ... [--policy NAME]` (its defaults:
+                                    the access log on), optionally as it was at REF
     vllm-router:round_robin         vllm-router (PyPI, Rust) with --policy round_robin
     vllm-router:cache_aware --balance-abs-threshold 8
                                     extra words go to that CLI unchanged
+    floor:aiohttp, floor:httptools  a bare relay with no routing logic (floor.py): the cost floor
+                                    of each HTTP design (capacity only)
 
 Each runs in its own process (group) on 127.0.0.1 and is checked end to end before use.
 """
@@ -63,9 +66,9 @@ class Contender:
             raise ValueError("empty contender")
         kind, _, policy = words[0].partition(":")
         kind, _, git_ref = kind.partition("@")
-        if git_ref and kind != "phalanx":
-            raise ValueError(f"only `phalanx` takes @REF, not {kind!r} in {spec!r}")
-        if kind not in ("direct", "phalanx", "phalanx-cli", "vllm-router"):
+        if git_ref and kind not in ("phalanx", "phalanx-cli"):
+            raise ValueError(f"only `phalanx` and `phalanx-cli` take @REF, not {kind!r} in {spec!r}")
+        if kind not in ("direct", "phalanx", "phalanx-cli", "vllm-router", "floor"):
             raise ValueError(f"unknown contender kind {kind!r} in {spec!r}")
         if kind == "direct" and (policy or words[1:]):
             raise ValueError("`direct` takes no policy or arguments")
@@ -85,11 +88,11 @@ class Contender:
         url = f"http://{HOST}:{port}"
         name = f"{label}-{self.spec.split()[0].replace(':', '-').replace('@', '-')}"
         env: dict[str, str] = {}
+        if self.git_ref:
+            snapshot = procs.log_dir / f"src-{self.git_ref.replace('/', '-')}"
+            export_src(self.git_ref, snapshot)
+            env["PYTHONPATH"] = src_first(snapshot)
         if self.kind == "phalanx":
-            if self.git_ref:
-                snapshot = procs.log_dir / f"src-{self.git_ref.replace('/', '-')}"
-                export_src(self.git_ref, snapshot)
-                env["PYTHONPATH"] = src_first(snapshot)
             argv = [sys.executable, str(ROOT / "bench" / "router" / "serve_phalanx.py")]
             argv += ["--port", str(port), "--model", MODEL]
             for backend in backends:
@@ -107,6 +110,11 @@ class Contender:
             if self.policy:
                 argv += ["--policy", self.policy]
             argv += self.extra
+        elif self.kind == "floor":
+            argv = [sys.executable, str(ROOT / "bench" / "router" / "floor.py"), self.policy or "aiohttp"]
+            argv += ["--port", str(port)]
+            for backend in backends:
+                argv += ["--backend", backend]
         else:
             if not VLLM_ROUTER_BIN.exists():
                 raise Unavailable(f"{VLLM_ROUTER_BIN} missing: run `run.py setup`")

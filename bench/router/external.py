@@ -127,6 +127,21 @@ def wrk_command(url: str, connections: int = 32, duration_s: int = 8) -> list[st
     return [*argv, "-s", str(ROOT / "bench" / "router" / "post.lua"), f"{url}/v1/completions"]
 
 
+def wrk_once(url: str, connections: int, duration_s: int, body: str) -> dict[str, Any]:
+    """One wrk run POSTing `body` to `url`/v1/completions: `parse_wrk`'s figures plus `requests`,
+    how many completed."""
+    done = subprocess.run(
+        wrk_command(url, connections, duration_s),
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 30,
+        env={**os.environ, "WRK_BODY": body},
+        check=False,
+    )
+    total = re.search(r"(\d+) requests in", done.stdout)
+    return {**parse_wrk(done.stdout), "requests": int(total.group(1)) if total else 0}
+
+
 def run_wrk(
     contenders: list[Contender],
     connections: list[int],
@@ -151,25 +166,12 @@ def run_wrk(
         for rnd in range(rounds):
             for conns in connections:
                 for spec in specs[rnd % len(specs) :] + specs[: rnd % len(specs)]:
-                    argv = ["wrk", "-t1", f"-c{conns}", f"-d{duration_s}s", "--latency", "--timeout", "10s"]
-                    argv += [
-                        "-s",
-                        str(ROOT / "bench" / "router" / "post.lua"),
-                        f"{urls[spec]}/v1/completions",
-                    ]
-                    done = subprocess.run(
-                        argv,
-                        capture_output=True,
-                        text=True,
-                        timeout=duration_s + 30,
-                        env={**os.environ, "WRK_BODY": WRK_BODY},
-                        check=False,
-                    )
+                    result = wrk_once(urls[spec], conns, duration_s, WRK_BODY)
                     row = {
                         "round": rnd + 1,
                         "contender": spec,
                         "connections": conns,
-                        **parse_wrk(done.stdout),
+                        **result,
                     }
                     rows.append(row)
                     print(

@@ -1,7 +1,8 @@
-"""Router benchmarks (issue 5): overhead, routing quality, wrk, external LLM benchmark clients.
+"""Router benchmarks (issue 5): overhead, routing quality, wrk, external LLM benchmark clients;
+capacity over backends that answer at once (issue 18).
 
     .venv/bin/python bench/router/run.py all                 # everything, modest defaults (< 15 min)
-    .venv/bin/python bench/router/run.py overhead|quality|wrk|clients|setup [options]
+    .venv/bin/python bench/router/run.py overhead|quality|wrk|clients|capacity|setup [options]
 
 `setup` (run first by `all`; a no-op once done) makes the separate venvs under
 ~/.cache/phalanx/bench-venvs/ (vllm-router, and one per external client) with pip, and checks `wrk`
@@ -23,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import capacity
 import external
 import overhead
 import quality
@@ -56,7 +58,7 @@ def ints(text: str) -> list[int]:
 
 def parser() -> argparse.ArgumentParser:
     top = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    top.add_argument("test", choices=["all", "overhead", "quality", "wrk", "clients", "setup"])
+    top.add_argument("test", choices=["all", "overhead", "quality", "wrk", "clients", "capacity", "setup"])
     top.add_argument("--out", type=Path, help="results and logs (default: a new dated directory)")
     top.add_argument(
         "--contenders",
@@ -109,6 +111,13 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--wrk-connections", type=ints, default=[32])
     g.add_argument("--wrk-duration", type=int, default=8)
     g.add_argument("--wrk-rounds", type=int, default=2)
+    g = top.add_argument_group(
+        "capacity (instant backends; contenders default to direct, phalanx-cli, vllm-router)"
+    )
+    g.add_argument("--cap-connections", type=ints, default=[1, 16, 64])
+    g.add_argument("--cap-duration", type=int, default=5, help="seconds per wrk run")
+    g.add_argument("--cap-rounds", type=int, default=1)
+    g.add_argument("--cap-shapes", nargs="+", default=list(capacity.SHAPES), choices=list(capacity.SHAPES))
     g = top.add_argument_group("clients")
     g.add_argument("--clients", nargs="+", default=list(external.CLIENTS), choices=list(external.CLIENTS))
     g.add_argument("--client-timeout", type=int, default=120, help="seconds per client attempt")
@@ -196,6 +205,16 @@ def main() -> None:
                     sim_tokenize=not args.plain_sim,
                 )
                 text = external.wrk_table(result["rows"])
+            elif test == "capacity":
+                result = capacity.run(
+                    contenders(capacity.CAPACITY_CONTENDERS),
+                    args.cap_connections,
+                    args.cap_duration,
+                    args.cap_rounds,
+                    out,
+                    args.cap_shapes,
+                )
+                text = capacity.table(result["rows"])
             else:
                 result = external.run_clients(args.clients, args.client_timeout, out)
                 text = external.clients_table(result["rows"])

@@ -43,6 +43,13 @@ class RouterOptions:
 def run_router(options: RouterOptions, config: RouterConfig | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)  # one INFO line per API request otherwise
+    # What the format never shows is not collected per record either: with the access log on, the
+    # caller lookup (a walk up the stack), thread and process names were a measured share of the
+    # router's CPU per request (bench/router/results.md, issue 18).
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     if options.backends:
         if options.namespaces or options.kubeconfig:
             raise RouterStartError("--backend replaces Kubernetes discovery: drop --namespace/--kubeconfig")

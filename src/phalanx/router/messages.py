@@ -77,54 +77,69 @@ _HOP_BY_HOP = frozenset(
 Headers = list[tuple[str, str]]
 
 
-def _get(headers: Iterable[tuple[str, str]], name: str) -> list[str]:
-    name = name.lower()
-    return [v for k, v in headers if k.lower() == name]
-
-
-def _end_to_end(headers: Iterable[tuple[str, str]]) -> Headers:
+def _lowered(headers: Iterable[tuple[str, str]]) -> tuple[Headers, list[str], frozenset[str]]:
+    """The pairs, their lower-cased names, and the hop-by-hop names among them (RFC 9110 §7.6.1
+    and those listed in `Connection`): one pass over the names, on the request path per request."""
     pairs = list(headers)
-    # Headers named in `Connection` are hop-by-hop too.
-    listed = {token.strip().lower() for value in _get(pairs, "Connection") for token in value.split(",")}
-    drop = _HOP_BY_HOP | listed
-    return [(k, v) for k, v in pairs if k.lower() not in drop]
+    names = [k.lower() for k, _ in pairs]
+    if "connection" not in names:
+        return pairs, names, _HOP_BY_HOP
+    listed = {
+        token.strip().lower()
+        for (_, value), name in zip(pairs, names, strict=True)
+        if name == "connection"
+        for token in value.split(",")
+    }
+    return pairs, names, _HOP_BY_HOP | listed
 
 
 def upstream_request_headers(
     headers: Iterable[tuple[str, str]], request_id: str, drop: Iterable[str] = ()
 ) -> Headers:
     """What goes to the endpoint: end-to-end headers minus `drop` (lower-case names), our request id."""
+    pairs, names, hop = _lowered(headers)
     # The body was read (and, if the client compressed it, decoded) before it is sent on: a
     # Content-Encoding would no longer hold, and an Expect: 100-continue would make the client
     # library wait for the endpoint's 100 before sending a body that is already here.
-    dropped = {"x-request-id", "content-encoding", "expect", *drop}
-    out = [(k, v) for k, v in _end_to_end(headers) if k.lower() not in dropped]
+    dropped = hop | {"x-request-id", "content-encoding", "expect", *drop}
+    out = [pair for pair, name in zip(pairs, names, strict=True) if name not in dropped]
     out.append(("X-Request-Id", request_id))
     # Bytes are relayed undecoded; without this the client library would ask for gzip on the
     # client's behalf and the client would get a body it never asked for.
-    if not _get(out, "Accept-Encoding"):
+    if "accept-encoding" not in names or "accept-encoding" in dropped:
         out.append(("Accept-Encoding", "identity"))
     return out
 
 
 def client_response_headers(headers: Iterable[tuple[str, str]], request_id: str) -> Headers:
-    pairs = list(headers)
-    out = _end_to_end(pairs)
+    pairs, names, hop = _lowered(headers)
+    out = []
+    length: str | None = None
+    chunked = event_stream = False
+    for pair, name in zip(pairs, names, strict=True):
+        if name not in hop:
+            out.append(pair)
+        elif name == "content-length" and length is None:
+            length = pair[1]
+        elif name == "transfer-encoding":
+            chunked = True
+        if name == "content-type" and pair[1].lower().startswith("text/event-stream"):
+            event_stream = True
     # The body is relayed byte for byte, so a Content-Length still holds (unless chunked). Not on
     # an event stream: one cut short is ended with an error event, and a declared length would
     # keep the client waiting for bytes that never come.
-    length = _get(pairs, "Content-Length")
-    event_stream = any(v.lower().startswith("text/event-stream") for v in _get(pairs, "Content-Type"))
-    if length and not _get(pairs, "Transfer-Encoding") and not event_stream:
-        out.append(("Content-Length", length[0]))
-    if not _get(out, "X-Request-Id"):
+    if length is not None and not chunked and not event_stream:
+        out.append(("Content-Length", length))
+    if "x-request-id" not in names or "x-request-id" in hop:
         out.append(("X-Request-Id", request_id))
     return out
 
 
 def request_id(headers: Iterable[tuple[str, str]]) -> str:
-    given = _get(headers, "X-Request-Id")
-    return given[0] if given and given[0] else uuid.uuid4().hex
+    for name, value in headers:
+        if name.lower() == "x-request-id":
+            return value or uuid.uuid4().hex  # the first one, as given, unless empty
+    return uuid.uuid4().hex
 
 
 def model_cards(models: Iterable[str], created: int) -> dict[str, object]:

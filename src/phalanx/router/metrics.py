@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.metrics import MetricWrapperBase
 
 from phalanx.router.usage import Usage
+
+_M = TypeVar("_M", bound=MetricWrapperBase)
 
 # LLM requests run from milliseconds (errors, embeddings) to many minutes (long generations).
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800)
@@ -31,6 +35,7 @@ KEY_LABELS_MAX = 200
 class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.requests = Counter(
             "phalanx_router_requests",
             "Requests answered, by model, endpoint that served them and status code.",
@@ -191,8 +196,18 @@ class RouterMetrics:
 
         self.key_usage = KeyUsage(self.registry)
 
+    def child(self, metric: _M, *values: str) -> _M:
+        """`metric.labels(*values)`, remembered: `labels` validates and locks on every call, a cost
+        per request on the router's hot path (bench/router/results.md, issue 18)."""
+        key = (metric, values)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*values)
+        return found
+
     def forget_endpoint(self, name: str) -> None:
         """Drop the gauge series of an endpoint that is gone and idle."""
+        self._children.pop((self.in_flight, (name,)), None)
         with contextlib.suppress(KeyError):
             self.in_flight.remove(name)
 
@@ -263,9 +278,9 @@ class RelayTimer:
     and the gaps between events (ITL, spread evenly over the events one write carries)."""
 
     def __init__(self, metrics: RouterMetrics, model: str, endpoint: str, started: float) -> None:
-        self._ttfb = metrics.ttfb.labels(model)
-        self._ttft = metrics.ttft.labels(model, endpoint)
-        self._itl = metrics.itl.labels(model, endpoint)
+        self._ttfb = metrics.child(metrics.ttfb, model)
+        self._ttft = metrics.child(metrics.ttft, model, endpoint)
+        self._itl = metrics.child(metrics.itl, model, endpoint)
         self._started = started
         self._last: float | None = None
 

@@ -345,7 +345,7 @@ class Router:
                 self.metrics.forget_endpoint(ep.name)
         for ep in new:
             self._in_flight.setdefault(ep.name, 0)
-            self.metrics.in_flight.labels(ep.name).set(self._in_flight[ep.name])
+            self.metrics.child(self.metrics.in_flight, ep.name).set(self._in_flight[ep.name])
         now = time.monotonic()
         urls = {ep.name: ep.url for ep in new}
         for ep in self._endpoints:
@@ -754,14 +754,16 @@ class Router:
         finally:
             # No code means the handler was cancelled: the client went away.
             code = CLIENT_CLOSED if tally.code is None else tally.code
-            self.metrics.requests.labels(tally.model, tally.endpoint, str(code)).inc()
+            self.metrics.child(self.metrics.requests, tally.model, tally.endpoint, str(code)).inc()
             self.metrics.key_usage.record(tally.key, code, tally.usage.usage if tally.usage else None)
             if code == CLIENT_CLOSED:
                 tally.error = "client_gone"
             if tally.error:
-                self.metrics.errors.labels(tally.error).inc()
+                self.metrics.child(self.metrics.errors, tally.error).inc()
             if tally.model and tally.model != UNKNOWN_MODEL:
-                self.metrics.latency.labels(tally.model, tally.endpoint).observe(time.monotonic() - started)
+                self.metrics.child(self.metrics.latency, tally.model, tally.endpoint).observe(
+                    time.monotonic() - started
+                )
             if self.config.access_log:
                 _log_request(request, tally, code, time.monotonic() - started)
             self._active -= 1
@@ -868,8 +870,8 @@ class Router:
                     self.on_held(model)
             case Availability.ROUTABLE:
                 tally.model = model
-        self.metrics.arrivals.labels(model).inc()
-        self.metrics.arrival_prompt_tokens.labels(model).inc(summary.prompt_tokens)
+        self.metrics.child(self.metrics.arrivals, model).inc()
+        self.metrics.child(self.metrics.arrival_prompt_tokens, model).inc(summary.prompt_tokens)
 
         rid = tally.request_id
         drop = ("authorization",) if self.keys.enabled else ()  # the router's key is not the engine's
@@ -923,7 +925,7 @@ class Router:
                 now = time.monotonic()
                 self.policies.record(routing, ep, now)
                 self.detector.record_attempt(ep.name, now)
-                self.metrics.decisions.labels(decision.policy, decision.reason).inc()
+                self.metrics.child(self.metrics.decisions, decision.policy, decision.reason).inc()
                 tried.add(ep.name)
                 tally.endpoint = ep.name
                 tally.attempts += 1
@@ -1299,7 +1301,7 @@ class Router:
     def _enter(self, name: str) -> None:
         count = self._in_flight.get(name, 0) + 1
         self._in_flight[name] = count
-        self.metrics.in_flight.labels(name).set(count)
+        self.metrics.child(self.metrics.in_flight, name).set(count)
 
     def _leave(self, name: str) -> None:
         count = self._in_flight.get(name, 1) - 1
@@ -1309,7 +1311,7 @@ class Router:
             self.metrics.forget_endpoint(name)
             return
         self._in_flight[name] = max(count, 0)
-        self.metrics.in_flight.labels(name).set(max(count, 0))
+        self.metrics.child(self.metrics.in_flight, name).set(max(count, 0))
 
 
 def _log_request(request: web.Request, tally: _Tally, code: int, seconds: float) -> None:

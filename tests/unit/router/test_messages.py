@@ -95,6 +95,20 @@ def test_upstream_headers_keep_the_clients_encoding_and_request_id() -> None:
     assert out == [("accept-encoding", "gzip"), ("X-Request-Id", "r1")]
 
 
+def test_headers_named_in_connection_count_as_absent() -> None:
+    # A client's Accept-Encoding that is hop-by-hop does not reach the endpoint: identity does.
+    out = upstream_request_headers([("Connection", "Accept-Encoding"), ("Accept-Encoding", "gzip")], "r")
+    assert out == [("X-Request-Id", "r"), ("Accept-Encoding", "identity")]
+    # An engine's request id that is hop-by-hop is replaced by the router's.
+    back = client_response_headers([("Connection", "x-request-id"), ("X-Request-Id", "up")], "rid")
+    assert back == [("X-Request-Id", "rid")]
+
+
+def test_request_id_is_the_first_one_given_unless_empty() -> None:
+    assert request_id([("x-request-id", "a"), ("X-Request-Id", "b")]) == "a"
+    assert len(request_id([("X-Request-Id", "")])) == 32
+
+
 def test_request_id_is_kept_or_made() -> None:
     assert request_id([("X-REQUEST-ID", "abc")]) == "abc"
     made = request_id([])
