@@ -17,8 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
-import shutil
 import signal
 import subprocess
 import time
@@ -26,20 +24,27 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.component.embedded.harness import ROOT, Up, free_port, running_up
+from tests.component.embedded.harness import ROOT, Up, running_up
 from tests.component.embedded.test_up import Load
+from tests.promserver import (
+    METRIC,
+    RULES,
+    dashboard_queries,
+    fast_rules,
+    prometheus,
+    prometheus_binary,
+    rule_list,
+    write_atomically,
+)
 
 pytestmark = pytest.mark.component
 
-DASHBOARDS = sorted((ROOT / "deploy" / "grafana").glob("*.json"))
-RULES = ROOT / "deploy" / "prometheus" / "rules.yaml"
 QUICKSTART_PD = ROOT / "examples" / "quickstart-pd.yaml"
 # Checked after engines are killed under load, when the router has answered errors.
 AFTER_FAULT = "only on errors: checked after the engines are killed"
@@ -66,29 +71,6 @@ WAITING = {
     "phalanx_router_queue_depth": "only while requests queue in the router",
     'code=~"5.."': "only on 5xx answers",
 }
-METRIC = re.compile(r"\b(phalanx_[a-z_]+|vllm:[a-z_:]+|sglang:[a-z_:]+|kube_[a-z_]+|up)\b(\{[^}]*\})?")
-
-
-def prometheus_binary() -> tuple[str, str]:
-    """Debian's prometheus and promtool, installed with apt-get where missing and possible."""
-    if not (shutil.which("prometheus") and shutil.which("promtool")):
-        if os.geteuid() != 0 or not shutil.which("apt-get"):
-            pytest.skip(
-                "prometheus is not installed; install it (Debian: apt-get install prometheus), as root"
-            )
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-        install = ["apt-get", "install", "-y", "-qq", "--no-install-recommends", "prometheus"]
-        done = subprocess.run(install, capture_output=True, env=env, check=False, timeout=300)
-        if done.returncode != 0:
-            subprocess.run(
-                ["apt-get", "update", "-qq"], capture_output=True, env=env, check=False, timeout=300
-            )
-            done = subprocess.run(install, capture_output=True, env=env, check=False, timeout=300)
-        if done.returncode != 0:
-            pytest.skip(f"apt-get could not install prometheus: {done.stderr.decode()[-500:]}")
-    prometheus, promtool = shutil.which("prometheus"), shutil.which("promtool")
-    assert prometheus and promtool
-    return prometheus, promtool
 
 
 def observe_only_policy() -> dict[str, Any]:
@@ -118,24 +100,6 @@ def spec_with_policy(workdir: Path) -> Path:
     return path
 
 
-def dashboard_queries() -> list[tuple[str, str]]:
-    """(where, PromQL) of every target of every shipped dashboard, Grafana's variables filled in."""
-    found: list[tuple[str, str]] = []
-    for path in DASHBOARDS:
-        for panel in json.loads(path.read_text())["panels"]:
-            for target in panel["targets"]:
-                expr = target["expr"].replace("$__rate_interval", "30s").replace("$model", ".*")
-                found.append((f"{path.name}: {panel['title']}", expr))
-    return found
-
-
-def rule_list(path: Path = RULES) -> list[dict[str, Any]]:
-    rules: list[dict[str, Any]] = []
-    for group in yaml.safe_load(path.read_text())["groups"]:
-        rules.extend(group["rules"])
-    return rules
-
-
 def waits(text: str) -> str | None:
     return next((why for key, why in WAITING.items() if key in text), None)
 
@@ -158,82 +122,6 @@ def engine_targets(up: Up) -> list[dict[str, Any]]:
             labels["pd_role"] = pod["role"]
         groups.append({"targets": [f"{pod['ip']}:8000"], "labels": labels})
     return groups
-
-
-def write_atomically(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data))
-    tmp.replace(path)
-
-
-class Prometheus:
-    def __init__(self, binary: str, workdir: Path, router_port: int, rules: Path) -> None:
-        self.port = free_port()
-        self.engines = workdir / "engines.json"
-        write_atomically(self.engines, [])
-        config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s", "scrape_timeout": "900ms"},
-            "rule_files": [str(rules)],
-            "scrape_configs": [
-                {"job_name": "phalanx-router", "static_configs": [{"targets": [f"127.0.0.1:{router_port}"]}]},
-                {
-                    "job_name": "phalanx-engine",
-                    "file_sd_configs": [{"files": [str(self.engines)], "refresh_interval": "1s"}],
-                },
-            ],
-        }
-        config_path = workdir / "prometheus.yml"
-        config_path.write_text(yaml.safe_dump(config))
-        self.log = workdir / "prometheus.log"
-        command = [
-            binary,
-            f"--config.file={config_path}",
-            f"--storage.tsdb.path={workdir / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{self.port}",
-        ]
-        with self.log.open("wb") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-
-    def api(self, path: str, **params: str) -> Any:
-        url = f"http://127.0.0.1:{self.port}/api/v1/{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=10) as resp:
-            body = json.loads(resp.read())
-        assert body["status"] == "success", body
-        return body["data"]
-
-    def query(self, expr: str, at: float) -> list[Any]:
-        result: list[Any] = self.api("query", query=expr, time=f"{at:.3f}")["result"]
-        return result
-
-    def wait_ready(self, timeout: float = 20) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.process.poll() is None, self.log.read_text()[-3000:]
-            ready = f"http://127.0.0.1:{self.port}/-/ready"
-            with contextlib.suppress(OSError), urllib.request.urlopen(ready, timeout=2) as resp:
-                if resp.status == 200:
-                    return
-            time.sleep(0.2)
-        raise AssertionError(f"prometheus not ready:\n{self.log.read_text()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-
-
-@contextlib.contextmanager
-def prometheus(binary: str, workdir: Path, router_port: int, rules: Path) -> Iterator[Prometheus]:
-    prom = Prometheus(binary, workdir, router_port, rules)
-    try:
-        prom.wait_ready()
-        yield prom
-    finally:
-        prom.stop()
 
 
 def test_rules_file_passes_promtool() -> None:
@@ -290,17 +178,6 @@ def test_rollout_stuck_fires_after_30_minutes_without_progress(tmp_path: Path) -
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def fast_rules(workdir: Path) -> Path:
-    """The shipped rules with `for: 1s`: the expressions are the shipped ones."""
-    data = yaml.safe_load(RULES.read_text())
-    for group in data["groups"]:
-        for rule in group["rules"]:
-            rule["for"] = "1s"
-    path = workdir / "rules-fast.yaml"
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
 class Impatient(Load):
     """Clients that send requests in a loop and wait at most 0.5 s in the router's queue
     (`x-queue-timeout`), counting the status codes they get."""
@@ -328,9 +205,21 @@ class Impatient(Load):
                 self.codes[code] += 1
 
 
-def refresh_targets(up: Up, prom: Prometheus) -> None:
+def phalanx_up_jobs(router_port: int, engines: Path) -> list[dict[str, Any]]:
+    """The router, and the engine entry pods from a file_sd file the test rewrites."""
+    write_atomically(engines, [])
+    return [
+        {"job_name": "phalanx-router", "static_configs": [{"targets": [f"127.0.0.1:{router_port}"]}]},
+        {
+            "job_name": "phalanx-engine",
+            "file_sd_configs": [{"files": [str(engines)], "refresh_interval": "1s"}],
+        },
+    ]
+
+
+def refresh_targets(up: Up, engines: Path) -> None:
     with contextlib.suppress(Exception):  # `phalanx up` may be busy; the next refresh catches up
-        write_atomically(prom.engines, engine_targets(up))
+        write_atomically(engines, engine_targets(up))
 
 
 def test_dashboards_and_alerts_against_real_prometheus(tmp_path: Path) -> None:
@@ -338,11 +227,13 @@ def test_dashboards_and_alerts_against_real_prometheus(tmp_path: Path) -> None:
     started = time.monotonic()
     with running_up(tmp_path, spec_with_policy(tmp_path)) as up:
         up.wait_available("quickstart-pd", timeout=60)
-        with prometheus(binary, tmp_path, up.port, fast_rules(tmp_path)) as prom:
-            refresh_targets(up, prom)
+        engines = tmp_path / "engines.json"
+        jobs = phalanx_up_jobs(up.port, engines)
+        with prometheus(binary, tmp_path, jobs, fast_rules(tmp_path)) as prom:
+            refresh_targets(up, engines)
             with Load(up, workers=3) as load:
                 for _ in range(20):
-                    refresh_targets(up, prom)
+                    refresh_targets(up, engines)
                     time.sleep(1)
             assert load.ok > 0 and not load.failures, load.failures[:5]
             healthy = time.time()
