@@ -50,14 +50,15 @@ QUICKSTART_PD = ROOT / "examples" / "quickstart-pd.yaml"
 AFTER_FAULT = "only on errors: checked after the engines are killed"
 # Metrics no `phalanx up` exports, or only after a fault, and why (docs/observability.md lists them
 # in its paragraph on `WAITING`).
+_OPERATOR_ONLY = "the operator: tests/cluster/test_prometheus_operator.py"
 WAITING = {
     "kube_pod_container_status_restarts_total": "kube-state-metrics, on Kubernetes only",
-    "phalanx_operator_reconcile_duration_seconds_count": "the operator runs on Kubernetes only",
-    "phalanx_operator_reconcile_errors_total": "the operator runs on Kubernetes only",
-    "phalanx_operator_queue_depth": "the operator runs on Kubernetes only",
-    "phalanx_operator_leader": "the operator runs on Kubernetes only",
-    "phalanx_operator_draining_entry_pods": "the operator runs on Kubernetes only",
-    "phalanx_operator_draining_entry_pods_unknown": "the operator runs on Kubernetes only",
+    "phalanx_operator_reconcile_duration_seconds_count": _OPERATOR_ONLY,
+    "phalanx_operator_reconcile_errors_total": _OPERATOR_ONLY,
+    "phalanx_operator_queue_depth": _OPERATOR_ONLY,
+    "phalanx_operator_leader": _OPERATOR_ONLY,
+    "phalanx_operator_draining_entry_pods": _OPERATOR_ONLY,
+    "phalanx_operator_draining_entry_pods_unknown": _OPERATOR_ONLY,
     "sglang:": "the quickstart runs the vLLM-compatible simulator",
     "phalanx_router_pd_fallbacks_total": "only when a prefill fails (the fault comes after the check)",
     "phalanx_router_pd_prefill_failures_total": "only when a prefill fails",
