@@ -22,6 +22,12 @@ def test_the_backlog_growth_plus_what_the_saturated_units_serve_is_the_arrival_r
     assert seen == pytest.approx(13.0)
 
 
+def test_a_growth_twice_the_noise_shows_the_rate() -> None:
+    # 25 requests in 15 s at 7 a second: over 2 x sqrt(7 x 15) = 20.5, so 25 / 15 + 2.5 arrive.
+    seen = seen_arrivals((0.0, 0.0), 25.0, busy(1, 25.0), 15.0, 7.0, 2.5)
+    assert seen == pytest.approx(25.0 / 15.0 + 2.5)
+
+
 def test_units_still_starting_do_not_block_the_view() -> None:
     live = (*busy(2, 60.0), *pending(3, since=0.0))
     assert seen_arrivals((0.0, 0.0), 120.0, live, 15.0, 5.0, 2.5) == pytest.approx(13.0)
@@ -41,7 +47,7 @@ def test_units_still_starting_do_not_block_the_view() -> None:
         ),
         # Nothing ready.
         ((0.0, 0.0), 120.0, pending(2, since=0.0), 15.0),
-        # Azure's brief queue: 6 requests in 15 s at 7 a second, under 3 x sqrt(7 x 15) = 30.7.
+        # Azure's brief queue: 6 requests in 15 s at 7 a second, under 2 x sqrt(7 x 15) = 20.5.
         ((0.0, 0.0), 6.0, busy(3, 2.0), 15.0),
         # A shrinking backlog shows nothing about a rise.
         ((0.0, 200.0), 120.0, busy(2, 60.0), 15.0),
