@@ -320,6 +320,13 @@ class DemandSample(ApiModel):
     requests_per_second: float
 
 
+class BacklogSample(ApiModel):
+    """Requests held at the router or waiting in engines at the last pass."""
+
+    time: str
+    requests: float
+
+
 class TargetScalingStatus(ApiModel):
     """One scalable unit: the ModelServing (homogeneous) or one role (disaggregated). Kthena's
     fields, then ours: what a restarted autoscaler rebuilds its history from."""
@@ -345,6 +352,7 @@ class TargetScalingStatus(ApiModel):
     startup_seconds: float | None = None  # seconds a unit takes from creation to ready, as learned
     demand: list[DemandSample] = Field(default_factory=list, max_length=STATUS_LIST_LIMIT)
     saturated: list[SaturatedUnit] = Field(default_factory=list, max_length=STATUS_LIST_LIMIT)
+    backlog: BacklogSample | None = None
 
 
 class RoleRatioStatus(ApiModel):

@@ -7,13 +7,17 @@ start at once) | panic | windows and step limits -> clamp -> to zero only after 
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from phalanx.autoscale.backlog import (
     Need,
+    backlog_requests,
     keep_demand,
     lead_time,
     learn_startup,
     need,
     rise,
+    seen_arrivals,
 )
 from phalanx.autoscale.capacity import batch_rate, capacity_figure, keep_saturated, learn_capacity
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
@@ -106,6 +110,38 @@ def planned_capacity(
     return policy.capacity_prior, "expected (the policy's prior)"
 
 
+def unlagged(
+    signals: Signals,
+    history: History,
+    live: tuple[UnitSignals, ...],
+    now: float,
+    capacity: float | None,
+    ahead: float,
+) -> tuple[Signals, float, str | None]:
+    """The signals with the arrival rate the backlog's growth shows, when every ready unit is
+    saturated and that rate is above the router's rate plus its forecast rise (the rise is then
+    in the rate: none is added), and the clause that says so; else the signals as they are."""
+    tokens, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
+    if tokens is None or requests is None or requests <= 0 or capacity is None or capacity <= 0:
+        return signals, ahead, None
+    per_unit = capacity * requests / tokens
+    backlog = backlog_requests(live, signals)
+    seen = seen_arrivals(history.backlog, backlog, live, now, requests, per_unit)
+    if seen is None or seen <= requests + ahead:
+        return signals, ahead, None
+    assert history.backlog is not None  # seen_arrivals needs it
+    then, before = history.backlog
+    clause = (
+        f"the backlog grew from {number(before)} to {number(backlog)} requests in "
+        f"{seconds(now - then)} with every ready unit saturated: requests arrive at "
+        f"{number(seen)}/s, not the {number(requests)}/s of the router's rate window"
+    )
+    faster = replace(
+        signals, demand_requests_per_second=seen, demand_tokens_per_second=tokens * seen / requests
+    )
+    return faster, 0.0, clause
+
+
 def move(
     policy: Policy,
     recommended: int,
@@ -145,13 +181,15 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     lead = lead_time(startup, live, now, signals.startup_seconds)
     ahead = rise(history.demand, now, arrivals, lead) if arrivals is not None else 0.0
     planned, which = planned_capacity(policy, live, signals, capacity)
+    seen, ahead, growth = unlagged(signals, history, live, now, planned, ahead)
     starting = tuple(
         max(0.0, lead - (now - u.pending_since)) for u in live if not u.ready and u.pending_since is not None
     )
-    figures = gather(policy, live, signals, planned, starting, lead, ahead, which)
+    figures = gather(policy, live, seen, planned, starting, lead, ahead, which)
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]
+    clauses += [growth] if growth is not None and top is not None else []
     wanted = top.replicas if top is not None else current
     if figures and all(f.raise_only for f in figures) and wanted < current:
         # Guards and a short queue can raise the count; with nothing that measures load, keep it.
@@ -218,6 +256,7 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
         startup=startup,
         demand=keep_demand(history.demand, now, arrivals),
         saturated=saturated,
+        backlog=(now, backlog_requests(live, signals)),
     )
     return Decision(
         desired=desired,

@@ -21,6 +21,7 @@ from phalanx.api.autoscalingpolicy import (
     AutoscalingPolicyPanicPolicy,
     AutoscalingPolicySpec,
     AutoscalingPolicyStablePolicy,
+    BacklogSample,
     DecisionEntry,
     DemandSample,
     DisaggregatedScalingStatus,
@@ -199,6 +200,7 @@ def history_from_status(status: TargetScalingStatus | None) -> History:
         startup=status.startup_seconds,
         demand=tuple((parse_time(sample.time), sample.requests_per_second) for sample in status.demand),
         saturated=tuple((unit.name, parse_time(unit.since)) for unit in status.saturated),
+        backlog=(parse_time(status.backlog.time), status.backlog.requests) if status.backlog else None,
     )
 
 
@@ -244,6 +246,11 @@ def status_from_decision(decision: Decision, name: str = "") -> TargetScalingSta
             SaturatedUnit(name=name, since=format_time(since))
             for name, since in history.saturated[-STATUS_LIST_LIMIT:]
         ],
+        backlog=(
+            BacklogSample(time=format_time(history.backlog[0]), requests=history.backlog[1])
+            if history.backlog is not None
+            else None
+        ),
     )
 
 

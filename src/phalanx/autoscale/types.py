@@ -171,6 +171,9 @@ class History:
     # (name, since when) of the units that had requests waiting at every pass since then: only a
     # unit saturated for capacity.SATURATED_FOR teaches its capacity.
     saturated: tuple[tuple[str, float], ...] = ()
+    # (time, requests held or waiting) at the last pass: how fast the backlog grows, which shows
+    # the arrival rate without the rate window's lag while every ready unit is saturated.
+    backlog: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from phalanx.autoscale.core import autoscale
-from phalanx.autoscale.stabilize import counts_in_force, down_floor, up_limit
+from phalanx.autoscale.stabilize import counts_in_force, down_floor, smallest_down, up_limit
 from phalanx.autoscale.types import DecisionRecord, History, PanicRule, SelectPolicy, Signals, StepLimit
 from tests.unit.autoscale.core_builders import every, policy, run, units
 
@@ -164,3 +164,32 @@ def test_a_count_above_max_comes_down_to_max_at_once() -> None:
         scale_down=StepLimit(instances=1, percent=0.0, period=60.0, stabilization_window=300.0),
     )
     assert autoscale(chosen, queue(8, 40), 0.0, History()).desired == 4
+
+
+@pytest.mark.parametrize(
+    ("current", "least"), [(0, 1), (1, 1), (4, 1), (5, 1), (6, 2), (10, 2), (11, 3), (20, 4)]
+)
+def test_a_scale_down_removes_at_least_a_fifth_of_the_count(current: int, least: int) -> None:
+    assert smallest_down(current) == least
+
+
+def test_a_scale_down_smaller_than_a_fifth_waits_until_the_window_falls_that_far() -> None:
+    # 20 units, inflight target 5: 85 in flight asks for 17, 3 under 20 where the smallest step is
+    # 4: kept at 20; 80 asks for 16: down to 16 at once.
+    decisions = run(policy(), [(0.0, queue(20, 85.0)), (15.0, queue(20, 80.0))])
+    assert [d.desired for d in decisions] == [20, 16]
+    assert "kept at 20: a scale-down of 3 is under the smallest, 4 (20% of 20)" in decisions[0].reason
+    assert "under the smallest" not in decisions[1].reason
+
+
+def test_a_single_unit_scale_down_passes_at_five_units_or_fewer() -> None:
+    # Azure's 4 to 3 must still pass, and so must 1 to 0 (scale to zero).
+    assert [d.desired for d in run(policy(), [(0.0, queue(4, 15.0))])] == [3]
+    assert [d.desired for d in run(policy(), [(0.0, Signals(units=units(1, inflight=0.0)))])] == [0]
+
+
+def test_the_step_limit_may_still_move_a_smaller_step_than_the_smallest() -> None:
+    # The window asks for 5 from 10 (5 >= 2): the user's limit of 1 per period then moves 1.
+    limit = StepLimit(instances=1, percent=10.0, period=10.0, select="And")
+    decisions = run(policy(scale_down=limit), [(0.0, queue(10, 25.0))])
+    assert [d.desired for d in decisions] == [9]

@@ -44,6 +44,7 @@ SAMPLES: dict[str, Any] = {
     "startup": 87.5,
     "demand": ((60.0, 2.0), (75.0, 3.5), (90.0, 4.25)),
     "saturated": (("demo-1", 45.0), ("demo-2", 60.015625)),
+    "backlog": (90.0, 126.0),
 }
 FIELDS = [f.name for f in dataclasses.fields(History)]
 
@@ -100,6 +101,7 @@ _modes = st.sampled_from(["Stable", "Panic"])
     startup=st.none() | _rates,
     demand=st.lists(st.tuples(_times, _rates), max_size=8).map(tuple),
     saturated=st.lists(st.tuples(st.text(min_size=1, max_size=12), _times), max_size=8).map(tuple),
+    backlog=st.none() | st.tuples(_times, _rates),
 )
 def test_any_history_survives_a_restart(**fields: Any) -> None:
     # A History field without a strategy here makes History(**fields) miss it: the test of samples
