@@ -63,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self.idle_since = 0.0
         self._busy = False
         self._received = False
+        self._extra = False
         self._reason = b""
         self._headers: list[tuple[str, str]] = []
         self._head: asyncio.Future[None] | None = None
@@ -119,15 +120,26 @@ class _Connection(asyncio.Protocol):
 
     # -- httptools callbacks -------------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        # A second answer to one request: not part of it, and the connection is not reused.
+        self._extra = self.complete
+        if self._extra:
+            self.keep_alive = False
+
     def on_status(self, reason: bytes) -> None:
-        self._reason += reason
+        if not self._extra:
+            self._reason += reason
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._extra:
+            return
         self._headers.append(
             (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
         )
 
     def on_headers_complete(self) -> None:
+        if self._extra:
+            return
         status = self._parser.get_status_code()
         if status < 200:  # an interim answer (100 Continue): the real one follows
             self._headers = []
@@ -141,6 +153,8 @@ class _Connection(asyncio.Protocol):
             head.set_result(None)
 
     def on_body(self, body: bytes) -> None:
+        if self._extra:
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._buffered > HIGH_WATER and not self._paused and self.transport is not None:
@@ -149,7 +163,7 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
-        if self.status == 0:
+        if self._extra or self.status == 0:
             return  # the end of an interim answer
         self.complete = True
         self.keep_alive = self._parser.should_keep_alive()
@@ -161,7 +175,7 @@ class _Connection(asyncio.Protocol):
     def begin(self, deadline: float | None) -> asyncio.Future[None]:
         """Start a request on this connection; the future resolves when the response head is in."""
         self._busy = True
-        self._received = False
+        self._received = self._extra = False
         self.complete = self.keep_alive = self._until_close = False
         self.status = 0
         self._reason = b""

@@ -406,3 +406,26 @@ async def test_an_interim_answer_is_skipped_and_a_malformed_one_is_an_error() ->
             await post(pool, backend.url, b"bad")
         assert caught.value.label == "ClientResponseError" and not caught.value.retryable
     await pool.close()
+
+
+@on_both_loops
+async def test_an_answer_followed_by_more_bytes_is_read_and_its_connection_dropped() -> None:
+    def chatty(backend: Backend) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                await backend.read_request(reader)
+                writer.write(answer(b"one") + answer(b"two"))
+                await writer.drain()
+
+        return handler
+
+    pool = UpstreamPool()
+    async with serving(chatty) as backend:
+        resp = await pool.request("POST", backend.url, "/", [], b"")
+        assert await resp.read() == b"one"
+        resp.finish()
+        resp.finish()  # finishing twice keeps nothing twice
+        assert pool.idle_count(backend.url) == 0
+        assert await post(pool, backend.url) == (200, b"one")
+        assert backend.connections == 2
+    await pool.close()
