@@ -12,9 +12,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final, Literal
 
-import aiohttp
-
 from phalanx.router.pdbodies import decode_json, vllm_kv_params
+from phalanx.router.upstream import UpstreamError
+from phalanx.router.upstream_session import Upstreams
 
 logger = logging.getLogger("phalanx.router")
 
@@ -33,29 +33,32 @@ Headers = Sequence[tuple[str, str]]
 
 
 async def _post(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: Headers, timeout_s: float
+    upstreams: Upstreams, origin: str, target: str, body: bytes, headers: Headers, timeout_s: float
 ) -> tuple[int, bytes] | FallbackReason:
     try:
         async with asyncio.timeout(timeout_s):
-            async with session.post(url, data=body, headers=list(headers)) as resp:
+            resp = await upstreams.request("POST", origin, target, headers, body)
+            try:
                 return resp.status, await resp.read()
+            finally:
+                resp.finish()
     except TimeoutError:
         return "prefill-timeout"
-    except aiohttp.ClientError as exc:
-        logger.warning("prefill %s failed: %s", url, type(exc).__name__)
+    except UpstreamError as exc:
+        logger.warning("prefill %s%s failed: %s", origin, target, exc.label)
         return "prefill-unreachable"
 
 
 async def vllm_prefill(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: Headers, timeout_s: float
+    upstreams: Upstreams, origin: str, target: str, body: bytes, headers: Headers, timeout_s: float
 ) -> dict[str, Any] | FallbackReason:
     """Send prefill its one-token request; its `kv_transfer_params`, or why there are none."""
-    answer = await _post(session, url, body, headers, timeout_s)
+    answer = await _post(upstreams, origin, target, body, headers, timeout_s)
     if isinstance(answer, str):
         return answer
     status, raw = answer
     if status >= 400:
-        logger.warning("prefill %s answered %d", url, status)
+        logger.warning("prefill %s%s answered %d", origin, target, status)
         return "prefill-error"
     payload = decode_json(raw)
     if payload is None:
@@ -65,13 +68,13 @@ async def vllm_prefill(
 
 
 async def sglang_prefill(
-    session: aiohttp.ClientSession, url: str, body: bytes, headers: Headers, timeout_s: float
+    upstreams: Upstreams, origin: str, target: str, body: bytes, headers: Headers, timeout_s: float
 ) -> FallbackReason | None:
     """Send prefill its bootstrap request and drop the answer; None when it succeeded."""
-    answer = await _post(session, url, body, headers, timeout_s)
+    answer = await _post(upstreams, origin, target, body, headers, timeout_s)
     if isinstance(answer, str):
         return answer
     if answer[0] >= 400:
-        logger.warning("prefill %s answered %d", url, answer[0])
+        logger.warning("prefill %s%s answered %d", origin, target, answer[0])
         return "prefill-error"
     return None

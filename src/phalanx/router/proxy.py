@@ -7,11 +7,12 @@ import enum
 import logging
 from collections.abc import Callable, Mapping
 
-import aiohttp
 from aiohttp import web
 
 from phalanx.http.errors import SSE_DONE, sse_error_event
 from phalanx.router.messages import client_response_headers
+from phalanx.router.upstream import UpstreamError
+from phalanx.router.upstream_session import UpstreamResponse
 
 logger = logging.getLogger("phalanx.router")
 
@@ -67,16 +68,15 @@ class Outcome(enum.Enum):
     NOTHING_SENT = "nothing_sent"
 
 
-def is_event_stream(upstream: aiohttp.ClientResponse) -> bool:
+def is_event_stream(upstream: UpstreamResponse) -> bool:
     """An SSE body the router can read as text: framed on events, ended with an error event when
     it breaks. A compressed one is relayed as opaque bytes, like any other body."""
-    encoding = upstream.headers.get("Content-Encoding", "identity").strip().lower()
-    return upstream.content_type == "text/event-stream" and encoding in ("", "identity")
+    return upstream.content_type == "text/event-stream" and upstream.content_encoding in ("", "identity")
 
 
 async def relay(
     request: web.Request,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     request_id: str,
     on_data: Callable[[bytes, bool], None],
     extra_headers: Mapping[str, str] | None = None,
@@ -94,21 +94,20 @@ async def relay(
     """
     response = _HeadWithBodyResponse(
         status=upstream.status,
-        reason=upstream.reason,
-        headers=client_response_headers(upstream.headers.items(), request_id),
+        reason=upstream.reason or None,  # none given: the status's own phrase
+        headers=client_response_headers(upstream.headers, request_id),
     )
     if extra_headers:
         response.headers.update(extra_headers)
     sse = is_event_stream(upstream)
     framer = SseFramer() if sse else None
-    content = upstream.content
     try:
-        pending = await _first_bytes(content)
-    except (aiohttp.ClientError, TimeoutError) as exc:
+        pending = await _first_bytes(upstream)
+    except (UpstreamError, TimeoutError) as exc:
         logger.warning(
             "upstream %s failed before its first bytes (%s); nothing was sent to the client",
-            upstream.url.origin(),
-            type(exc).__name__,
+            upstream.origin,
+            _label(exc),
         )
         return response, Outcome.NOTHING_SENT
     completion = _Completion(request, on_complete)
@@ -119,15 +118,15 @@ async def relay(
         while True:
             if pending is None:
                 try:
-                    pending = await content.readany()
-                except (aiohttp.ClientError, TimeoutError) as exc:
+                    pending = await upstream.readany()
+                except (UpstreamError, TimeoutError) as exc:
                     if completion.done:  # only the engine's tail after [DONE] was lost
                         await response.write_eof()
                         return response, Outcome.COMPLETE
                     return response, await _fail_stream(request, response, sse, upstream, exc)
             chunk, pending = pending, None
             data = framer.feed(chunk) if framer is not None else chunk
-            if not chunk or content.at_eof():
+            if not chunk or upstream.at_eof():
                 # The last bytes leave with the end-of-body marker, in one write.
                 if framer is not None:
                     data += framer.flush()
@@ -173,7 +172,11 @@ class _Completion:
             self._on_complete()
 
 
-async def _first_bytes(content: aiohttp.StreamReader) -> bytes | None:
+def _label(exc: BaseException) -> str:
+    return exc.label if isinstance(exc, UpstreamError) else type(exc).__name__
+
+
+async def _first_bytes(content: UpstreamResponse) -> bytes | None:
     """The first body bytes if they come within `HEAD_HOLD_S`, else None (they are still to come)."""
     # Most often they came with the head: no timer to arm and cancel (a cost per request).
     ready = content.read_nowait()
@@ -193,13 +196,13 @@ async def _fail_stream(
     request: web.Request,
     response: web.StreamResponse,
     sse: bool,
-    upstream: aiohttp.ClientResponse,
+    upstream: UpstreamResponse,
     exc: BaseException,
 ) -> Outcome:
     logger.warning(
         "upstream %s failed mid-stream (%s); %s",
-        upstream.url.origin(),
-        type(exc).__name__,
+        upstream.origin,
+        _label(exc),
         "ending the client's stream with an error event" if sse else "aborting the client connection",
     )
     if sse:

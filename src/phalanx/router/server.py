@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import logging
 import random
@@ -89,6 +88,8 @@ from phalanx.router.prefillledger import PrefillLedger
 from phalanx.router.proxy import Outcome, relay
 from phalanx.router.ratelimit import Grant, RateLimiter
 from phalanx.router.rejection import Rejection
+from phalanx.router.upstream import UpstreamError, UpstreamPool
+from phalanx.router.upstream_session import UpstreamResponse, Upstreams
 from phalanx.router.usage import UsageTap
 from phalanx.router.webui import (
     StateProvider,
@@ -106,17 +107,6 @@ access_logger = logging.getLogger("phalanx.router.access")
 PROXIED_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings")
 
 _SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
-_SEND_WHOLE_MAX = 2**20
-
-# Failures where the endpoint cannot have started on the request: safe to send it elsewhere.
-# A reset or disconnect before the response head may follow a partial start, but the engine
-# aborts a request whose connection dropped, so a retry does not double the work.
-_RETRYABLE = (
-    aiohttp.ClientConnectorError,
-    aiohttp.ConnectionTimeoutError,
-    aiohttp.ServerDisconnectedError,
-    aiohttp.ClientOSError,
-)
 
 
 @dataclass(frozen=True)
@@ -124,6 +114,9 @@ class RouterConfig:
     connect_timeout_s: float = 5.0
     # Whole request, streaming included; long generations take minutes.
     total_timeout_s: float | None = 1800.0
+    # Proxied requests to http:// endpoints on the router's own pooled client (`upstream`);
+    # False: on the aiohttp session, like https endpoints always are.
+    upstream_pool: bool = True
     max_attempts: int = 3
     retry_after_s: int = 1
     # How long `stop()` waits for in-flight requests before cancelling them.
@@ -314,6 +307,7 @@ class Router:
         self._learning: dict[_ModelKey, asyncio.Task[None]] = {}
         self._learn_failed_at: dict[_ModelKey, float] = {}
         self._session: aiohttp.ClientSession | None = None
+        self._upstreams: Upstreams | None = None
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
         self._active = 0
@@ -500,6 +494,14 @@ class Router:
         )
         app[_SESSION_KEY] = session
         self._session = session
+        pool = None
+        if self.config.upstream_pool:
+            pool = UpstreamPool(
+                connect_timeout_s=self.config.connect_timeout_s,
+                total_timeout_s=self.config.total_timeout_s,
+                idle_timeout_s=30.0,
+            )
+        self._upstreams = Upstreams(session, pool)
         if self.config.scrape_interval_s is not None:
             self._scraper = LoadScraper(
                 session, interval_s=self.config.scrape_interval_s, on_scrape=self._scraped
@@ -522,6 +524,7 @@ class Router:
             yield
         finally:
             self._session = None
+            upstreams, self._upstreams = self._upstreams, None
             tasks = list(self._learning.values())
             if self._key_poller is not None:
                 tasks.append(self._key_poller)
@@ -535,6 +538,8 @@ class Router:
                     await part.close()
             self._scraper = self._checker = None
             await self.parser.close()
+            if upstreams is not None and upstreams.pool is not None:
+                await upstreams.pool.close()
             await session.close()
 
     # -- models ----------------------------------------------------------------------------
@@ -1002,7 +1007,7 @@ class Router:
 
     async def _vllm_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
         """Sequential: prefill's answer says where its KV blocks are; decode pulls them."""
-        assert self._session is not None
+        assert self._upstreams is not None
         prefill = pair.prefill
         sent = time.monotonic()
         self._enter(prefill.name)
@@ -1010,8 +1015,9 @@ class Router:
         got: dict[str, Any] | FallbackReason = "prefill-unreachable"  # until answered
         try:
             got = await vllm_prefill(
-                self._session,
-                pair.prefill_url,
+                self._upstreams,
+                pair.prefill.url,
+                pair.request.rel_url.raw_path_qs,
                 vllm_prefill_body(pair.client, pair.chat),
                 pair.headers,
                 pair.prefill_budget_s,
@@ -1045,7 +1051,7 @@ class Router:
 
     async def _sglang_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
         """Concurrent: both sides at once, paired by the bootstrap room; decode's answer is relayed."""
-        assert self._session is not None
+        assert self._upstreams is not None
         prefill = pair.prefill
         room = new_bootstrap_room(self._rooms)
         prefill_body, decode_body = sglang_bodies(pair.client, prefill, room, pair.chat)
@@ -1055,8 +1061,9 @@ class Router:
         loop = asyncio.get_running_loop()
         prefilling = loop.create_task(
             sglang_prefill(
-                self._session,
-                pair.prefill_url,
+                self._upstreams,
+                pair.prefill.url,
+                pair.request.rel_url.raw_path_qs,
                 prefill_body,
                 pair.headers,
                 pair.prefill_budget_s,
@@ -1210,34 +1217,33 @@ class Router:
         was (the request's status is settled then). `remote_kv`: the body carries a prefill
         engine's `kv_transfer_params`, so a 5xx is taken for a failed KV load (a lease that
         expired, a refused pull) rather than ill health, and abandoned as `kv_load_failed`."""
-        assert self._session is not None
+        assert self._upstreams is not None
         self._enter(ep.name)
-        upstream: aiohttp.ClientResponse | None = None
+        upstream: UpstreamResponse | None = None
         try:
             try:
-                upstream = await self._session.request(
+                upstream = await self._upstreams.request(
                     request.method,
+                    ep.url,
                     # As the client encoded it: decoding would turn a %23 into a fragment, for one.
-                    ep.url + request.rel_url.raw_path_qs,
-                    # Large bodies go out a chunk at a time (aiohttp warns about large bytes).
-                    data=body if len(body) <= _SEND_WHOLE_MAX else io.BytesIO(body),
-                    headers=headers,
+                    request.rel_url.raw_path_qs,
+                    headers,
+                    body,
                 )
-            except _RETRYABLE as exc:
-                logger.warning("endpoint %s failed before the first byte (%s); retrying", ep.name, exc)
-                refused = isinstance(exc, aiohttp.ClientConnectorError)
-                self._failed(ep, FailureKind.CONNECT if refused else FailureKind.DISCONNECT, tally)
-                return _Abandoned(type(exc).__name__)
             except TimeoutError:
                 self._failed(ep, FailureKind.TIMEOUT, tally)
                 logger.warning("endpoint %s timed out before answering", ep.name)
                 tally.error = "upstream_timeout"
                 return error_response(504, f"Endpoint {ep.name} timed out.")
-            except aiohttp.ClientError as exc:
+            except UpstreamError as exc:
+                if exc.retryable:
+                    logger.warning("endpoint %s failed before the first byte (%s); retrying", ep.name, exc)
+                    self._failed(ep, FailureKind.CONNECT if exc.refused else FailureKind.DISCONNECT, tally)
+                    return _Abandoned(exc.label)
                 self._failed(ep, FailureKind.DISCONNECT, tally)
-                logger.warning("endpoint %s failed: %r", ep.name, exc)
+                logger.warning("endpoint %s failed: %s", ep.name, exc)
                 tally.error = "upstream_error"
-                return error_response(502, f"Endpoint {ep.name} failed: {type(exc).__name__}.")
+                return error_response(502, f"Endpoint {ep.name} failed: {exc.label}.")
 
             if on_head is not None:
                 on_head()
@@ -1291,11 +1297,7 @@ class Router:
             return response
         finally:
             if upstream is not None:
-                # Reuse the connection only when the body was read to the end.
-                if upstream.content.at_eof():
-                    upstream.release()
-                else:
-                    upstream.close()
+                upstream.finish()  # kept for reuse only when the body was read to the end
             self._leave(ep.name)
 
     def _enter(self, name: str) -> None:
