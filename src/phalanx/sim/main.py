@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from contextlib import suppress
 
 from aiohttp import web
@@ -27,10 +28,30 @@ log = logging.getLogger("phalanx.sim")
 FLUSH_TIMEOUT = 1.0  # how long open responses get to send their last events before exit
 
 
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def _on_signals(stop: asyncio.Event) -> None:
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in _STOP_SIGNALS:
         loop.add_signal_handler(sig, stop.set)
+
+
+def _ignore_signals_from_now() -> None:
+    # Closing the loop closes its signal wakeup pipe before it removes the handlers: a stop signal
+    # landing in between printed "Exception ignored when trying to write to the signal wakeup fd"
+    # with a traceback into the pod's log. The process is on its way out, so a late signal is moot.
+    loop = asyncio.get_running_loop()
+    for sig in _STOP_SIGNALS:
+        loop.remove_signal_handler(sig)
+        signal.signal(sig, signal.SIG_IGN)
+
+
+async def _run_then_ignore_signals(runner: Callable[[SimConfig], Awaitable[int]], config: SimConfig) -> int:
+    try:
+        return await runner(config)
+    finally:
+        _ignore_signals_from_now()
 
 
 async def _wait_first(*events: asyncio.Event) -> None:
@@ -221,5 +242,5 @@ def main(argv: list[str]) -> int:
     logs.setup("entry" if config.is_entry else f"worker {config.worker_index}")
     runner = _run_entry if config.is_entry else _run_worker
     with suppress(KeyboardInterrupt):
-        return asyncio.run(runner(config))
+        return asyncio.run(_run_then_ignore_signals(runner, config))
     return 130
