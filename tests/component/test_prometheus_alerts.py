@@ -241,7 +241,7 @@ def test_queue_ttft_and_crash_loop_alerts_fire_under_faults(tmp_path: Path) -> N
             assert CRASH not in prom.firing()
             with Clients(16, lambda i: stream_ttft(up, f"load {i}", max_tokens=150), loop=True):
                 for kill in range(1, 5):
-                    wait_until(lambda: in_flight(up) >= 5, f"streams in flight to {ENDPOINT}", 45)
+                    wait_until(lambda: in_flight(up) >= 5, f"streams in flight to {ENDPOINT}", 60)
                     os.kill(up.pod(VICTIM)["pids"][0], signal.SIGKILL)
                     wait_until(lambda: ejections(up) >= kill, f"ejection {kill}", 10)  # noqa: B023
                 wait_firing(prom, CRASH)
