@@ -153,6 +153,15 @@ def stopped(up: Up) -> Iterator[list[int]]:
                 os.kill(pid, signal.SIGCONT)
 
 
+@contextlib.contextmanager
+def explained(up: Up) -> Iterator[None]:
+    """A check that fails in the block says what `phalanx up` logged last."""
+    try:
+        yield
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n--- phalanx up, last lines:\n{up.log()[-3000:]}") from None
+
+
 def router_sample(up: Up, pattern: str) -> float:
     """The sum of the router's own samples whose line matches `pattern` (0 when none)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{up.port}/metrics", timeout=10) as resp:
@@ -200,7 +209,7 @@ def test_queue_ttft_and_crash_loop_alerts_fire_under_faults(tmp_path: Path) -> N
         up.wait_available(timeout=90)
         router = {"job_name": "phalanx-router", "honor_labels": True}
         router["static_configs"] = [{"targets": [f"127.0.0.1:{up.port}"]}]
-        with prometheus(binary, tmp_path, [router], fast_rules(tmp_path)) as prom:
+        with prometheus(binary, tmp_path, [router], fast_rules(tmp_path)) as prom, explained(up):
             # Healthy: a few fast streams, so the TTFT series exist, and no fault alert fires.
             for i in range(6):
                 assert stream_ttft(up, f"warm {i}") is not None
@@ -212,7 +221,7 @@ def test_queue_ttft_and_crash_loop_alerts_fire_under_faults(tmp_path: Path) -> N
                 timeout=15,
             )
             time.sleep(2)  # a few rule evaluations over the healthy series
-            assert not {TTFT, QUEUE, CRASH} & prom.firing()
+            assert not {TTFT, QUEUE, CRASH} & prom.firing(), prom.api("alerts")
 
             # TTFT: streams sent while every engine is stopped get their first token when it continues.
             streams = Clients(12, lambda i: stream_ttft(up, f"slow {i}"))
@@ -225,7 +234,7 @@ def test_queue_ttft_and_crash_loop_alerts_fire_under_faults(tmp_path: Path) -> N
             wait_firing(prom, TTFT)
 
             # Queue: with no endpoint ready, clients that may wait a minute pile up in the router.
-            assert QUEUE not in prom.firing()
+            assert QUEUE not in prom.firing(), prom.api("alerts")
             waiting = Clients(14, lambda i: queued_request(up, i))
             with stopped(up):
                 up.wait_for(
@@ -238,7 +247,7 @@ def test_queue_ttft_and_crash_loop_alerts_fire_under_faults(tmp_path: Path) -> N
 
             # Crash loop: the entry engine of group 0 killed under streaming load, four times.
             up.wait_available(timeout=30)
-            assert CRASH not in prom.firing()
+            assert CRASH not in prom.firing(), prom.api("alerts")
             with Clients(16, lambda i: stream_ttft(up, f"load {i}", max_tokens=150), loop=True):
                 for kill in range(1, 5):
                     wait_until(lambda: in_flight(up) >= 5, f"streams in flight to {ENDPOINT}", 60)
