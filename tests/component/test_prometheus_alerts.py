@@ -139,7 +139,7 @@ def queued_request(up: Up, index: int) -> int:
 @contextlib.contextmanager
 def stopped(up: Up) -> Iterator[list[int]]:
     """Every entry engine stopped (SIGSTOP) for the block, and continued after it. Workers keep
-    running: an entry resumed before its stopped worker would find its last step unacknowledged
+    running: an entry resumed before its stopped worker could find its last step unacknowledged
     and stop the group (the simulator's ranks work in lock-step, as vLLM's do)."""
     pids = [pid for pod in up.status()["pods"] if pod["entry"] for pid in pod["pids"]]
     assert pids
