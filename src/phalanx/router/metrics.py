@@ -205,6 +205,12 @@ class RouterMetrics:
             found = self._children[key] = metric.labels(*values)
         return found
 
+    def know_endpoint(self, name: str) -> None:
+        """Start the endpoint's ejection counters at 0: `increase()` cannot count a series' first
+        sample, so a counter born at its first ejection made a crash-loop alert wait one more."""
+        for source in ("passive", "active"):
+            self.child(self.health_events, name, "ejected", source)
+
     def forget_endpoint(self, name: str) -> None:
         """Drop the gauge series of an endpoint that is gone and idle."""
         self._children.pop((self.in_flight, (name,)), None)

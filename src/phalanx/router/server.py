@@ -340,6 +340,7 @@ class Router:
         for ep in new:
             self._in_flight.setdefault(ep.name, 0)
             self.metrics.child(self.metrics.in_flight, ep.name).set(self._in_flight[ep.name])
+            self.metrics.know_endpoint(ep.name)
         now = time.monotonic()
         urls = {ep.name: ep.url for ep in new}
         for ep in self._endpoints:
@@ -1189,7 +1190,7 @@ class Router:
 
     def _health_event(self, event: HealthEvent) -> None:
         kind = event.kind.name.lower()
-        self.metrics.health_events.labels(event.endpoint, kind, event.source).inc()
+        self.metrics.child(self.metrics.health_events, event.endpoint, kind, event.source).inc()
         log = logger.warning if kind == "ejected" else logger.info
         log("endpoint %s %s (%s): %s", event.endpoint, kind, event.source, event.reason)
 

@@ -34,3 +34,14 @@ def test_a_forgotten_endpoint_gets_a_fresh_in_flight_series() -> None:
     # A pod back under the same name reports again, from its own count.
     metrics.child(metrics.in_flight, "ep-0").set(1)
     assert series(metrics, "phalanx_router_in_flight_requests") == {(("endpoint", "ep-0"),): 1}
+
+
+def test_a_known_endpoint_exports_its_ejection_counters_at_zero() -> None:
+    # The crash-loop alert takes increase() over the ejections: a counter that first appears at
+    # its first ejection would not count that one.
+    metrics = RouterMetrics()
+    metrics.know_endpoint("ep-0")
+    assert series(metrics, "phalanx_router_health_events_total") == {
+        (("endpoint", "ep-0"), ("event", "ejected"), ("source", "passive")): 0,
+        (("endpoint", "ep-0"), ("event", "ejected"), ("source", "active")): 0,
+    }
