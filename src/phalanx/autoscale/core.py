@@ -7,6 +7,7 @@ start at once) | panic | windows and step limits -> clamp -> to zero only after 
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 from phalanx.autoscale.backlog import (
@@ -72,13 +73,15 @@ def gather(
     lead: float = 0.0,
     ahead: float = 0.0,
     which: str = "learned",
-) -> list[Figure]:
-    """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's.
-    `starting`: seconds until each unit now starting is ready; `lead`: until one asked for now is."""
-    figures = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
+) -> tuple[list[Figure], list[int]]:
+    """Every figure of this pass: the metric targets', the capacity floor's, the admission queue's;
+    and what the windows keep of each (see `remembered`). `starting`: seconds until each unit now
+    starting is ready; `lead`: until one asked for now is."""
+    raw = recommend(policy.metrics, live, signals, policy.tolerance, policy.unit)
     utilization = policy.capacity_utilization
     needed = need(live, signals, capacity, utilization, policy.backlog_horizon, starting, lead, ahead)
-    figures = [drain_cap(f, len(live), needed, policy.unit) for f in figures]
+    figures = [drain_cap(f, len(live), needed, policy.unit) for f in raw]
+    kept = remembered(raw, figures, needed)
     if policy.capacity_floor:
         demand, requests = signals.demand_tokens_per_second, signals.demand_requests_per_second
         # A rising demand is planned for as it will be when a unit asked for now is ready.
@@ -87,11 +90,23 @@ def gather(
             demand, capacity, len(live), policy.tolerance, policy.unit, utilization, expected, which
         )
         figures += [floor] if floor is not None else []
+        kept += [floor.replicas] if floor is not None else []
     if not live and signals.admission_queue > 0:
         waiting = plural(signals.admission_queue, "request")
         text = f"{waiting} wait in the admission queue with no {policy.unit} to serve them"
         figures.append(Figure("admission-queue", 1, text))
-    return figures
+        kept.append(1)
+    return figures, kept
+
+
+def remembered(raw: list[Figure], capped: list[Figure], needed: Need | None) -> list[int]:
+    """What the windows keep of each figure: one the backlog's drain need capped counts at what
+    the demand alone needs. A backlog is drained once; kept for a whole scale-down window, its
+    drain units would stay that long after it is gone."""
+    if needed is None:
+        return [f.replicas for f in capped]
+    steady = math.ceil(needed.steady - 1e-9)
+    return [c.replicas if c is f else min(c.replicas, steady) for f, c in zip(raw, capped, strict=True)]
 
 
 def planned_capacity(
@@ -185,7 +200,7 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     starting = tuple(
         max(0.0, lead - (now - u.pending_since)) for u in live if not u.ready and u.pending_since is not None
     )
-    figures = gather(policy, live, seen, planned, starting, lead, ahead, which)
+    figures, kept_values = gather(policy, live, seen, planned, starting, lead, ahead, which)
 
     top = max(figures, key=lambda f: f.replicas) if figures else None
     clauses = [top.text if top is not None else f"no signal has data, keeping {plural(current, unit)}"]
@@ -201,6 +216,9 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     recommendations = prune_recommendations(
         (*history.recommendations, Recommendation(now, recommended)), now, longest
     )
+    # A drain's units are asked for now but not kept by the windows (see `remembered`).
+    drained = kept_values != [f.replicas for f in figures]
+    windowed = min(recommended, clamp(max(kept_values), policy)[0]) if drained else recommended
 
     if current == 0 and signals.admission_queue > 0:
         step, panic_until = (
@@ -242,7 +260,7 @@ def autoscale(policy: Policy, signals: Signals, now: float, history: History) ->
     reason = "; ".join(clauses) + (" (observe only: not applied)." if policy.observe_only else ".")
     record = DecisionRecord(now, current, desired, mode, reason)
     kept = History(
-        recommendations=recommendations,
+        recommendations=(*recommendations[:-1], Recommendation(now, windowed)),
         records=append_record(history.records, record, policy.history_limit),
         panic_until=panic_until,
         last_scale_up=now if desired > current else history.last_scale_up,

@@ -193,3 +193,34 @@ def test_the_step_limit_may_still_move_a_smaller_step_than_the_smallest() -> Non
     limit = StepLimit(instances=1, percent=10.0, period=10.0, select="And")
     decisions = run(policy(scale_down=limit), [(0.0, queue(10, 25.0))])
     assert [d.desired for d in decisions] == [9]
+
+
+WINDOW = StepLimit(instances=1000, period=0.0, stabilization_window=300.0)
+
+
+def test_a_scale_down_waits_while_the_window_falls_another_step_within_a_minute() -> None:
+    # 20 units at target 5 in flight: 100, 70, 55 in flight ask for 20, 14, 11. At 320 s the
+    # window's highest is 14 (made at 30 s), but within 60 s only the 11s remain, 3 (the smallest
+    # step from 14) further down: kept at 20, then down to 11 at 345 s in one action.
+    passes = [(0.0, queue(20, 100.0)), (30.0, queue(20, 70.0)), (100.0, queue(20, 55.0))]
+    passes += [(320.0, queue(20, 55.0)), (345.0, queue(20, 55.0))]
+    decisions = run(policy(scale_down=WINDOW), passes)
+    assert [d.desired for d in decisions] == [20, 20, 20, 20, 11]
+    assert (
+        "kept at 20: the window's highest recommendation falls to 11 within 60 s, one scale-down "
+        "then instead of two" in decisions[3].reason
+    )
+
+
+def test_a_window_that_stays_lets_the_scale_down_through() -> None:
+    # The same, but the load stays at 14: nothing lower is coming, so 20 -> 14 at 320 s.
+    passes = [(0.0, queue(20, 100.0)), (30.0, queue(20, 70.0)), (320.0, queue(20, 70.0))]
+    decisions = run(policy(scale_down=WINDOW), passes)
+    assert [d.desired for d in decisions] == [20, 20, 14]
+    assert "one scale-down then instead of two" not in decisions[2].reason
+
+
+def test_a_window_no_longer_than_the_wait_never_holds_a_scale_down() -> None:
+    short = StepLimit(instances=1000, period=0.0, stabilization_window=60.0)
+    decisions = run(policy(scale_down=short), [(0.0, queue(20, 100.0)), (61.0, queue(20, 55.0))])
+    assert [d.desired for d in decisions] == [20, 11]
