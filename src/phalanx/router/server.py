@@ -48,7 +48,7 @@ from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.bodies import BodyBudget, BodyLimits, Held, read_body
 from phalanx.router.declared import Declared
 from phalanx.router.endpoints import Endpoint, check_unique
-from phalanx.router.logs import failure, server_logger
+from phalanx.router.logs import AccessLog, failure, server_logger
 from phalanx.router.messages import (
     RequestError,
     model_cards,
@@ -319,6 +319,7 @@ class Router:
         # The web view's servings, pods, policies and events (`phalanx up` or the discovery wires it).
         self.state_provider: StateProvider | None = None
         self.ui_streams = StateStreams(self.config.ui_streams)
+        self._access = AccessLog(access_logger)
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -444,6 +445,7 @@ class Router:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._access.open()
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self._url = f"http://{shown}:{bound_port}"
@@ -465,6 +467,7 @@ class Router:
         except TimeoutError:
             logger.warning("router stopping with %d requests still in flight", self._active)
         await runner.cleanup()
+        self._access.close()  # after the last request's line
         self._url = None
 
     @property
@@ -770,7 +773,7 @@ class Router:
                     time.monotonic() - started
                 )
             if self.config.access_log:
-                _log_request(request, tally, code, time.monotonic() - started)
+                _log_request(self._access, request, tally, code, time.monotonic() - started)
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
@@ -1316,7 +1319,7 @@ class Router:
         self.metrics.child(self.metrics.in_flight, name).set(max(count, 0))
 
 
-def _log_request(request: web.Request, tally: _Tally, code: int, seconds: float) -> None:
+def _log_request(access: AccessLog, request: web.Request, tally: _Tally, code: int, seconds: float) -> None:
     """One JSON line per request: ids, routing and outcome; never a prompt, a key or a header value."""
     record = {
         "request_id": tally.request_id,
@@ -1330,7 +1333,7 @@ def _log_request(request: web.Request, tally: _Tally, code: int, seconds: float)
     }
     if tally.error:
         record["error"] = tally.error
-    access_logger.info(json.dumps(record, separators=(",", ":")))
+    access.write(json.dumps(record, separators=(",", ":")))
 
 
 def _tokens_used(grant: Grant, usage: UsageTap | None, status: int | None) -> int:
