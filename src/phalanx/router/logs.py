@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import traceback
+from json.encoder import encode_basestring_ascii as _json_string
 from typing import Any
 
 from aiohttp.http_exceptions import HttpProcessingError
@@ -45,6 +46,27 @@ class _MalformedRequests(logging.Filter):
 # The server side of the router's aiohttp app logs here instead of `aiohttp.server`.
 server_logger = logging.getLogger("phalanx.router.http")
 server_logger.addFilter(_MalformedRequests())
+
+
+def access_line(
+    request_id: str,
+    method: str,
+    path: str,
+    model: str,
+    endpoint: str,
+    status: int,
+    attempts: int,
+    duration_ms: float,
+    error: str = "",
+) -> str:
+    """The access log's JSON line, as `json.dumps(record, separators=(",", ":"))` writes it, built
+    without the encoder's general walk (a measured share of the router's time per request)."""
+    line = (
+        f'{{"request_id":{_json_string(request_id)},"method":{_json_string(method)},'
+        f'"path":{_json_string(path)},"model":{_json_string(model)},"endpoint":{_json_string(endpoint)},'
+        f'"status":{int(status)},"attempts":{int(attempts)},"duration_ms":{float(duration_ms)!r}'
+    )
+    return f'{line},"error":{_json_string(error)}}}' if error else line + "}"
 
 
 class AccessLog:

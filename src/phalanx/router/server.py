@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -48,7 +47,7 @@ from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.bodies import BodyBudget, BodyLimits, Held, read_body
 from phalanx.router.declared import Declared
 from phalanx.router.endpoints import Endpoint, check_unique
-from phalanx.router.logs import AccessLog, failure, server_logger
+from phalanx.router.logs import AccessLog, access_line, failure, server_logger
 from phalanx.router.messages import (
     RequestError,
     model_cards,
@@ -1321,19 +1320,19 @@ class Router:
 
 def _log_request(access: AccessLog, request: web.Request, tally: _Tally, code: int, seconds: float) -> None:
     """One JSON line per request: ids, routing and outcome; never a prompt, a key or a header value."""
-    record = {
-        "request_id": tally.request_id,
-        "method": request.method,
-        "path": request.path,
-        "model": tally.model,
-        "endpoint": tally.endpoint,
-        "status": code,
-        "attempts": tally.attempts,
-        "duration_ms": round(seconds * 1000, 2),
-    }
-    if tally.error:
-        record["error"] = tally.error
-    access.write(json.dumps(record, separators=(",", ":")))
+    access.write(
+        access_line(
+            tally.request_id,
+            request.method,
+            request.path,
+            tally.model,
+            tally.endpoint,
+            code,
+            tally.attempts,
+            round(seconds * 1000, 2),
+            tally.error,
+        )
+    )
 
 
 def _tokens_used(grant: Grant, usage: UsageTap | None, status: int | None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import logging
 import time
 from types import SimpleNamespace
@@ -12,7 +13,7 @@ import pytest
 from aiohttp.http_exceptions import BadHttpMessage
 
 from phalanx.router import logs
-from phalanx.router.logs import AccessLog, failure, server_logger
+from phalanx.router.logs import AccessLog, access_line, failure, server_logger
 
 
 def test_failure_names_the_type_and_the_line_not_the_message() -> None:
@@ -141,3 +142,32 @@ def test_a_logger_off_for_info_gets_nothing() -> None:
     access.write("line")
     access.close()
     assert stream.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("request_id", "path", "model", "error", "duration_ms"),
+    [
+        ("req-42", "/v1/completions", "m", "", 1.5),
+        ('q"uo\\te', "/v1/chat/completions", "modèle/日本", "stream_broken", 0.0),
+        ("\x00ctl\n\t\x7f", "/v1/embeddings", "", "client_gone", 12345.67),
+        ("\U0001f600", "/p", "m", "", 1e-05),
+    ],
+)
+def test_access_line_is_what_json_dumps_writes(
+    request_id: str, path: str, model: str, error: str, duration_ms: float
+) -> None:
+    record: dict[str, object] = {
+        "request_id": request_id,
+        "method": "POST",
+        "path": path,
+        "model": model,
+        "endpoint": "ep-0",
+        "status": 499,
+        "attempts": 2,
+        "duration_ms": duration_ms,
+    }
+    if error:
+        record["error"] = error
+    line = access_line(request_id, "POST", path, model, "ep-0", 499, 2, duration_ms, error)
+    assert line == json.dumps(record, separators=(",", ":"))
+    assert json.loads(line) == record
