@@ -8,7 +8,6 @@ import logging
 from collections.abc import Callable, Mapping
 
 from aiohttp import web
-from multidict import CIMultiDict
 
 from phalanx.http.errors import SSE_DONE, sse_error_event
 from phalanx.router.messages import client_response_headers
@@ -93,11 +92,15 @@ async def relay(
     as soon as it has read `[DONE]`, before the end-of-body marker: that cancels this relay (the
     server's handler cancellation), so the caller must count the answer in `on_complete`.
     """
-    headers = CIMultiDict(client_response_headers(upstream.headers, request_id))
+    response = _HeadWithBodyResponse(
+        status=upstream.status,
+        reason=upstream.reason or None,  # none given: the status's own phrase
+        headers=client_response_headers(upstream.headers, request_id),
+    )
     if extra_headers:
-        headers.update(extra_headers)  # replacing the engine's, as before
-    reason = upstream.reason or None  # none given: the status's own phrase
+        response.headers.update(extra_headers)
     sse = is_event_stream(upstream)
+    framer = SseFramer() if sse else None
     try:
         pending = await _first_bytes(upstream)
     except (UpstreamError, TimeoutError) as exc:
@@ -106,15 +109,8 @@ async def relay(
             upstream.origin,
             _label(exc),
         )
-        return web.StreamResponse(status=upstream.status, reason=reason), Outcome.NOTHING_SENT
+        return response, Outcome.NOTHING_SENT
     completion = _Completion(request, on_complete)
-    if not sse and pending is not None and upstream.at_eof():
-        # The whole body came with the head (a non-streaming answer, most often): one response
-        # written at once, without the streaming writer's steps.
-        whole = web.Response(status=upstream.status, reason=reason, headers=headers, body=pending)
-        return whole, await _answer_whole(request, whole, pending, on_data, completion)
-    response = _HeadWithBodyResponse(status=upstream.status, reason=reason, headers=headers)
-    framer = SseFramer() if sse else None
     try:
         await response.prepare(request)
         if pending is None:
@@ -147,24 +143,6 @@ async def relay(
     except ConnectionResetError:
         # aiohttp's ClientConnectionResetError is one: the client went away while we wrote.
         return response, Outcome.COMPLETE if completion.done else Outcome.CLIENT_GONE
-
-
-async def _answer_whole(
-    request: web.Request,
-    response: web.Response,
-    body: bytes,
-    on_data: Callable[[bytes, bool], None],
-    completion: _Completion,
-) -> Outcome:
-    if body:
-        on_data(body, False)
-    completion.handing_over()
-    try:
-        await response.prepare(request)
-        await response.write_eof()
-    except ConnectionResetError:
-        return Outcome.COMPLETE if completion.done else Outcome.CLIENT_GONE
-    return Outcome.COMPLETE
 
 
 def _ends_with_done(data: bytes) -> bool:
