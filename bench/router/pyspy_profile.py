@@ -28,6 +28,13 @@ from procs import Processes
 # (label, function frames: a sample counts when its stack holds any of them)
 PARTS = [
     ("aiohttp client: ClientSession._request", ["ClientSession._request (aiohttp/client.py)"]),
+    (
+        "upstream client (Upstreams.request, PooledResponse)",
+        [
+            "Upstreams.request (phalanx/router/upstream_session.py)",
+            "PooledResponse.readany (phalanx/router/upstream.py)",
+        ],
+    ),
     ("relay to the client (proxy.relay)", ["relay (phalanx/router/proxy.py)"]),
     ("access log (_log_request)", ["_log_request (phalanx/router/server.py)"]),
     ("admission queue and policy choice", ["Admission.acquire (phalanx/router/admission.py)"]),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import random
 import time
@@ -48,7 +47,7 @@ from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.bodies import BodyBudget, BodyLimits, Held, read_body
 from phalanx.router.declared import Declared
 from phalanx.router.endpoints import Endpoint, check_unique
-from phalanx.router.logs import failure, server_logger
+from phalanx.router.logs import AccessLog, access_line, failure, server_logger
 from phalanx.router.messages import (
     RequestError,
     model_cards,
@@ -319,6 +318,7 @@ class Router:
         # The web view's servings, pods, policies and events (`phalanx up` or the discovery wires it).
         self.state_provider: StateProvider | None = None
         self.ui_streams = StateStreams(self.config.ui_streams)
+        self._access = AccessLog(access_logger)
 
     # -- discovery -------------------------------------------------------------------------
 
@@ -445,6 +445,7 @@ class Router:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._access.open()
         bound_host, bound_port = runner.addresses[0][:2]
         shown = f"[{bound_host}]" if ":" in bound_host else bound_host
         self._url = f"http://{shown}:{bound_port}"
@@ -466,6 +467,7 @@ class Router:
         except TimeoutError:
             logger.warning("router stopping with %d requests still in flight", self._active)
         await runner.cleanup()
+        self._access.close()  # after the last request's line
         self._url = None
 
     @property
@@ -771,7 +773,7 @@ class Router:
                     time.monotonic() - started
                 )
             if self.config.access_log:
-                _log_request(request, tally, code, time.monotonic() - started)
+                _log_request(self._access, request, tally, code, time.monotonic() - started)
             self._active -= 1
             if self._active == 0:
                 self._idle.set()
@@ -1317,21 +1319,21 @@ class Router:
         self.metrics.child(self.metrics.in_flight, name).set(max(count, 0))
 
 
-def _log_request(request: web.Request, tally: _Tally, code: int, seconds: float) -> None:
+def _log_request(access: AccessLog, request: web.Request, tally: _Tally, code: int, seconds: float) -> None:
     """One JSON line per request: ids, routing and outcome; never a prompt, a key or a header value."""
-    record = {
-        "request_id": tally.request_id,
-        "method": request.method,
-        "path": request.path,
-        "model": tally.model,
-        "endpoint": tally.endpoint,
-        "status": code,
-        "attempts": tally.attempts,
-        "duration_ms": round(seconds * 1000, 2),
-    }
-    if tally.error:
-        record["error"] = tally.error
-    access_logger.info(json.dumps(record, separators=(",", ":")))
+    access.write(
+        access_line(
+            tally.request_id,
+            request.method,
+            request.path,
+            tally.model,
+            tally.endpoint,
+            code,
+            tally.attempts,
+            round(seconds * 1000, 2),
+            tally.error,
+        )
+    )
 
 
 def _tokens_used(grant: Grant, usage: UsageTap | None, status: int | None) -> int:
