@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import errno
+import os
 import time
 from collections.abc import Sequence
 from typing import cast
@@ -41,6 +43,19 @@ class UpstreamError(Exception):
 
 def connect_failed(detail: str) -> UpstreamError:
     return UpstreamError("ClientConnectorError", detail, retryable=True, refused=True)
+
+
+def os_error_text(exc: OSError) -> str:
+    """`exc` with its errno's name and meaning: asyncio's "Connect call failed (host, port)" names
+    neither, and a refused connect (nothing listening) reads differently from an unreachable or
+    timed-out one."""
+    code = exc.errno
+    if code is None:
+        return str(exc)
+    meaning = os.strerror(code)
+    said = exc.strerror or ""
+    text = f"{errno.errorcode.get(code, f'errno {code}')} ({meaning})"
+    return f"{text}: {said}" if said and said != meaning else text
 
 
 def disconnected(detail: str) -> UpstreamError:
@@ -472,7 +487,9 @@ class UpstreamPool:
                 retryable=True,
             ) from None
         except OSError as exc:
-            raise connect_failed(f"cannot connect to {origin.host}:{origin.port}: {exc}") from exc
+            raise connect_failed(
+                f"cannot connect to {origin.host}:{origin.port}: {os_error_text(exc)}"
+            ) from exc
         return conn
 
     def _sweep(self) -> None:

@@ -11,7 +11,7 @@ from typing import Protocol
 
 import aiohttp
 
-from phalanx.router.upstream import Headers, PooledResponse, UpstreamError, UpstreamPool
+from phalanx.router.upstream import Headers, PooledResponse, UpstreamError, UpstreamPool, os_error_text
 
 # Bodies above this go to aiohttp a chunk at a time (it warns about large bytes).
 _SEND_WHOLE_MAX = 2**20
@@ -118,9 +118,14 @@ class Upstreams:
                 data=body if len(body) <= _SEND_WHOLE_MAX else io.BytesIO(body),
                 headers=list(headers),
             )
+        except aiohttp.ClientConnectorError as exc:
+            detail = str(exc)
+            if not isinstance(exc, aiohttp.ClientSSLError):  # TLS failures carry no errno worth naming
+                # In the pool's words, with the errno aiohttp's message leaves out.
+                detail = f"cannot connect to {exc.host}:{exc.port}: {os_error_text(exc.os_error)}"
+            raise UpstreamError(type(exc).__name__, detail, retryable=True, refused=True) from exc
         except _RETRYABLE as exc:
-            refused = isinstance(exc, aiohttp.ClientConnectorError)
-            raise UpstreamError(type(exc).__name__, str(exc), retryable=True, refused=refused) from exc
+            raise UpstreamError(type(exc).__name__, str(exc), retryable=True) from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(type(exc).__name__, str(exc)) from exc
         return SessionResponse(response)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 
 import pytest
 import uvloop
 
-from phalanx.router.upstream import HIGH_WATER, UpstreamError, UpstreamPool
+from phalanx.router.upstream import HIGH_WATER, UpstreamError, UpstreamPool, os_error_text
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -211,6 +213,8 @@ async def test_a_refused_connection_is_retryable_and_says_so() -> None:
             await post(pool, f"http://127.0.0.1:{port}")
     assert caught.value.retryable and caught.value.refused
     assert caught.value.label == "ClientConnectorError"
+    # The errno by name: the router's log must tell a refusal from a timeout or an unreachable address.
+    assert f"127.0.0.1:{port}: ECONNREFUSED (Connection refused)" in str(caught.value)
     await pool.close()
 
 
@@ -429,3 +433,16 @@ async def test_an_answer_followed_by_more_bytes_is_read_and_its_connection_dropp
         assert await post(pool, backend.url) == (200, b"one")
         assert backend.connections == 2
     await pool.close()
+
+
+def test_os_error_text_names_the_errno_and_keeps_the_message() -> None:
+    # asyncio's own words for a refused connect, which name no errno.
+    refused = ConnectionRefusedError(errno.ECONNREFUSED, "Connect call failed ('127.0.0.1', 8000)")
+    said = "ECONNREFUSED (Connection refused): Connect call failed ('127.0.0.1', 8000)"
+    assert os_error_text(refused) == said
+    # The message is the errno's meaning: said once.
+    assert os_error_text(TimeoutError(errno.ETIMEDOUT, os.strerror(errno.ETIMEDOUT))) == (
+        "ETIMEDOUT (Connection timed out)"
+    )
+    # No errno (asyncio's "Multiple exceptions" from several addresses): the message as it is.
+    assert os_error_text(OSError("Multiple exceptions: a, b")) == "Multiple exceptions: a, b"

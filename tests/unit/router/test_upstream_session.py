@@ -86,3 +86,4 @@ async def test_both_clients_raise_the_same_errors(upstreams: Upstreams) -> None:
             await upstreams.request("POST", url, "/json", [], b"{}")
     assert refused.value.label == "ClientConnectorError"
     assert refused.value.retryable and refused.value.refused
+    assert "ECONNREFUSED (Connection refused)" in str(refused.value)
