@@ -197,6 +197,34 @@ async def test_liveness_failure_kills_and_restarts(make_runtime: MakeRuntime, ma
     assert last["exitCode"] == 128 + signal.SIGTERM
 
 
+async def test_a_container_killed_for_liveness_is_not_ready_while_it_goes(
+    make_runtime: MakeRuntime, mark: str
+) -> None:
+    # Readiness keeps passing while the container ignores SIGTERM for its grace period: the kubelet has
+    # decided to kill it, so no request may be routed to it meanwhile.
+    runtime = await make_runtime()
+    ready_probe = {"exec": {"command": ["true"]}, "periodSeconds": 0.1}
+    live_probe = {"exec": {"command": ["false"]}, "initialDelaySeconds": 1, "periodSeconds": 0.2}
+    await runtime.create(
+        pod(
+            "doomed",
+            [PY, "-c", IGNORE_TERM],
+            mark=mark,
+            grace=3,
+            readinessProbe=ready_probe,
+            livenessProbe=live_probe,
+        )
+    )
+    await until(runtime, lambda: _ready(runtime, "doomed"))
+    await until(
+        runtime, lambda: "got SIGTERM" in runtime.log_path("default", "doomed").read_text(), timeout=10
+    )
+    for _ in range(10):  # well inside the 3 s grace period
+        found = await get_pod(runtime, "doomed")
+        assert condition(found, "Ready").get("status") == "False", found
+        await asyncio.sleep(0.1)
+
+
 async def test_delete_sends_sigterm_then_sigkill_after_grace(make_runtime: MakeRuntime, mark: str) -> None:
     runtime = await make_runtime()
     await runtime.create(pod("stubborn", [PY, "-c", IGNORE_TERM], mark=mark, grace=1))

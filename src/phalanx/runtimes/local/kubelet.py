@@ -95,6 +95,7 @@ class Container:
     started: bool = False
     pgid: int | None = None
     done: bool = False  # will not run again
+    killing: bool = False  # failed a liveness or startup probe: on its way out, never ready again
 
     @property
     def name(self) -> str:
@@ -377,6 +378,7 @@ class PodWorker:
         if "terminated" in container.state:
             container.last_state = container.state
         container.state = {"running": {"startedAt": started_at}}
+        container.killing = False
         container.started = "startup" not in container.probes
         container.ready = container.started and not container.init and "readiness" not in container.probes
         self._event("Normal", "Started", f"Started container {container.name}")
@@ -459,7 +461,7 @@ class PodWorker:
             changed = state.observe(ok)
             label = kind.capitalize()
             if kind == "readiness" and changed:
-                container.ready = bool(state.result)
+                container.ready = bool(state.result) and not container.killing
                 if not state.result:
                     self._event("Warning", "Unhealthy", f"{label} probe failed: {detail}")
                 self.publish()
@@ -474,6 +476,11 @@ class PodWorker:
                 self._event(
                     "Normal", "Killing", f"Container {container.name} failed {kind} probe, will be restarted"
                 )
+                # A container being killed takes no new traffic: a stopped engine continued during its
+                # grace period answered a queued readiness probe and drew requests, then exited.
+                container.killing = True
+                container.ready = False
+                self.publish()
                 await self._kill_container(container)
                 return
             await asyncio.sleep(max(began + spec.period - loop.time(), 0.0))
