@@ -62,6 +62,18 @@ def test_the_rendered_policy() -> None:
         "spec": {
             "tolerancePercent": 10,
             "metrics": [{"name": "queue", "targetValue": "3"}, {"name": "itl_p95", "targetValue": "0.00005"}],
+            # The shorthand's own scale-up limit, looser than Kthena's default of 4 or 100% per minute.
+            "behavior": {
+                "scaleUp": {
+                    "stablePolicy": {
+                        "instances": 12,
+                        "percent": 100,
+                        "period": "1m",
+                        "selectPolicy": "Or",
+                        "stabilizationWindow": "0s",
+                    }
+                }
+            },
             "homogeneousTarget": {
                 "target": {
                     "targetRef": {"kind": "ModelServing", "name": "tiny-serving"},
