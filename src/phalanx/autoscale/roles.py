@@ -97,7 +97,7 @@ def enforce_band(
     return result, note
 
 
-def _step(
+def one_more(
     grant: Mapping[str, int],
     role: str,
     asks: Mapping[str, int],
@@ -137,7 +137,7 @@ def fill(
     open_ = {role for role, ask in asks.items() if ask > 0}
     while open_:
         role = min(open_, key=lambda r: (grant[r] / asks[r], -asks[r], r))
-        trial = _step(grant, role, asks, bases, band)
+        trial = one_more(grant, role, asks, bases, band)
         if trial is not None and fits(trial):
             grant = trial
         else:

@@ -1,4 +1,5 @@
-"""Prefill and decode: each decided on its own, through zero together, inside the ratio band."""
+"""Prefill and decode: each decided on its own, through zero together, inside the ratio band, and
+the new units of both split over the room they share."""
 
 from __future__ import annotations
 
@@ -6,9 +7,11 @@ import dataclasses
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from phalanx.autoscale.placement import Fits
-from phalanx.autoscale.roles import autoscale_roles, enforce_band, fill, in_band
+from phalanx.autoscale.roles import autoscale_roles, enforce_band, fill, in_band, one_more
 from phalanx.autoscale.types import (
     Decision,
     History,
@@ -307,3 +310,39 @@ def test_a_role_scaling_down_frees_no_room_and_is_left_alone() -> None:
     decisions = autoscale_roles(roles(), given, 0.0, {}, gpus(2, **SAME))
     assert desired(decisions) == {"prefill": 2, "decode": 6}  # decode 2 of 4; 2:6 inside 0.25-1
     assert "free room" not in decisions["prefill"].reason
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    asks=st.tuples(st.integers(0, 8), st.integers(0, 8)),
+    bases=st.tuples(st.integers(0, 8), st.integers(0, 8)),
+    sizes=st.tuples(st.integers(0, 4), st.integers(1, 4)),
+    free=st.integers(0, 30),
+    edges=st.none() | st.tuples(st.sampled_from([0.25, 0.5, 1.0]), st.sampled_from([1.0, 1.5, 2.0, 4.0])),
+)
+def test_the_split_fits_stays_within_the_asks_and_the_band_and_leaves_no_step_that_fits(
+    asks: tuple[int, int],
+    bases: tuple[int, int],
+    sizes: tuple[int, int],
+    free: int,
+    edges: tuple[float, float] | None,
+) -> None:
+    band = RatioBand("prefill", "decode", *edges) if edges is not None else None
+    asked, base = (
+        dict(zip(("prefill", "decode"), asks, strict=True)),
+        dict(zip(("prefill", "decode"), bases, strict=True)),
+    )
+    room = gpus(free, prefill=sizes[0], decode=sizes[1])
+    if band is not None:
+        assume(in_band(base["prefill"], base["decode"], band))
+    grant = fill(asked, base, room, band)
+    assert room(grant)
+    assert all(0 <= grant[r] <= asked[r] for r in grant)
+    total = {r: base[r] + grant[r] for r in grant}
+    if band is not None:
+        assert in_band(total["prefill"], total["decode"], band)
+    if not any(base.values()) and any(total.values()):
+        assert all(total[r] > 0 or asked[r] == 0 for r in total)  # no role alone from zero
+    for role in grant:  # nothing left that one more step could place
+        more = one_more(grant, role, asked, base, band) if grant[role] < asked[role] else None
+        assert more is None or not room(more)
