@@ -13,7 +13,8 @@ signals, then held together.
   fits is split in proportion to the asks, one unit at a time to the role furthest behind its
   share; a role whose unit no longer fits stops and the others go on (units of different sizes).
   Each step keeps the ratio band (the partner is raised with it) and no role at zero beside a
-  running one; the reasons name the split.
+  running one; units a role's min asks for are not lowered but take their room first; the reasons
+  name the split.
 """
 
 from __future__ import annotations
@@ -164,12 +165,23 @@ def split_clause(asks: Mapping[str, int], grant: Mapping[str, int], band: RatioB
 def share_room(
     decisions: Mapping[str, Decision], policies: RolePolicies, fits: Fits, now: float
 ) -> dict[str, Decision]:
-    """The decisions with the roles' new units lowered to what the room holds together."""
-    asks = {role: max(d.desired - d.current, 0) for role, d in decisions.items()}
+    """The decisions with the roles' new units lowered to what the room holds together. The new
+    units a role's `min_replicas` asks for are not lowered (as the core's placement cap never
+    goes below it) but take their room first; the rest is split."""
+    kept = {role: min(d.desired, d.current) for role, d in decisions.items()}
+    forced = {
+        role: max(min(d.desired, policies.roles[role].min_replicas) - kept[role], 0)
+        for role, d in decisions.items()
+    }
+    bases = {role: kept[role] + forced[role] for role in decisions}
+    asks = {role: d.desired - bases[role] for role, d in decisions.items()}
+
+    def room(more: Mapping[str, int]) -> bool:
+        return fits({role: forced[role] + more.get(role, 0) for role in decisions})
+
     result = dict(decisions)
-    if not any(asks.values()) or fits(asks):
+    if not any(asks.values()) or room(asks):
         return result
-    bases = {role: d.desired - asks[role] for role, d in decisions.items()}
     band = policies.ratio
     if band is not None and not (
         band.numerator_role in decisions
@@ -178,13 +190,13 @@ def share_room(
         and in_band(decisions[band.numerator_role].desired, decisions[band.denominator_role].desired, band)
     ):
         band = None  # out of the band before or after: the split cannot keep what is not kept
-    grant = fill(asks, bases, fits, band)
+    grant = fill(asks, bases, room, band)
     clause = split_clause(asks, grant, band)
     for role, ask in asks.items():
         if ask > 0:
-            policy = policies.roles[role]
-            count = max(bases[role] + grant[role], policy.min_replicas)  # as the core: the min wins
-            result[role] = amend(decisions[role], count, clause, now, policy)
+            result[role] = amend(
+                decisions[role], bases[role] + grant[role], clause, now, policies.roles[role]
+            )
     return result
 
 

@@ -300,7 +300,12 @@ def test_when_the_room_holds_less_both_roles_get_their_share_and_say_so() -> Non
 def test_with_no_room_both_roles_keep_their_counts_and_a_role_at_its_minimum_stays_there() -> None:
     decisions = autoscale_roles(roles(prefill=(3, 20)), growing(), 0.0, {}, gpus(0, **SAME))
     assert desired(decisions) == {"prefill": 3, "decode": 4}  # as the core: the minimum wins
-    assert "holds 0 of the 6 new units" in decisions["decode"].reason
+    assert "holds 0 of the 5 new units the roles ask for together (decode 0 of 4, prefill 0 of 1)" in (
+        decisions["decode"].reason
+    )
+    # The instance the minimum asks for takes its room first; the other 2 GPUs are split.
+    decisions = autoscale_roles(roles(prefill=(3, 20)), growing(), 0.0, {}, gpus(3, **SAME))
+    assert desired(decisions) == {"prefill": 4, "decode": 5}
 
 
 def test_a_role_scaling_down_frees_no_room_and_is_left_alone() -> None:
