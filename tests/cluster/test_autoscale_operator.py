@@ -25,7 +25,7 @@ from lightkube.types import PatchType
 
 from phalanx.api import labels as L
 from phalanx.autoscale.from_api import parse_time
-from phalanx.autoscale.placement_cluster import cluster_placeable
+from phalanx.autoscale.placement_cluster import cluster_placeable, cluster_room
 from phalanx.kube.resources import AutoscalingPolicyResource, ModelServingResource, as_dict
 from phalanx.operator.autoscaler import router_page_urls
 from phalanx.operator.room import ClusterRoom
@@ -286,8 +286,8 @@ def test_an_operator_started_after_another_goes_on_from_the_history_in_the_statu
 async def test_the_room_on_the_nodes_is_their_allocatable_gpus_less_the_bound_pods_requests(
     control_plane: ControlPlane,
 ) -> None:
-    """What the operator lists for `placeable`, against the real API server: a KWOK node's 8 GPUs
-    less a bound pod's 3; a pod no node takes (Pending) holds nothing."""
+    """What the operator lists for `placeable` and the roles' shared room, against the real API
+    server: a KWOK node's 8 GPUs less a bound pod's 3; a pod no node takes (Pending) holds nothing."""
     cp = control_plane
     namespace = cp.new_namespace("autoscale-room")
     node = f"gpu-{namespace}"
@@ -317,7 +317,13 @@ async def test_the_room_on_the_nodes_is_their_allocatable_gpus_less_the_bound_po
             await client.close()
         assert free is not None
         assert free[node] == {"nvidia.com/gpu": 5}
-        assert cluster_placeable([{"nvidia.com/gpu": 2}], {node: free[node]}, unplaced=1) == 1
+        two = [{"nvidia.com/gpu": 2}]
+        assert cluster_placeable(two, {node: free[node]}, unplaced=1) == 1
+        # Prefill and decode each see 2 GPUs' worth; together, beside decode's waiting unit, one fits.
+        room = cluster_room({node: free[node]}, {"prefill": two, "decode": two}, {"decode": 1})
+        assert room is not None
+        assert room({"prefill": 1}) and room({"decode": 1})
+        assert not room({"prefill": 1, "decode": 1})
     finally:
         cp.client().delete(Node, node)
 

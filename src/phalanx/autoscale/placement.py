@@ -10,11 +10,17 @@ Kubernetes cluster), the cap is remembered in the history and scale-up is tried 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from phalanx.autoscale.recommend import plural
 from phalanx.autoscale.types import AutoscaleEvent, History, Signals, UnitSignals
+
+# Whether these many more units of each role fit on the platform's free room together, after the
+# units already waiting for room (the shells build it: the local GPU inventory, the nodes' free
+# extended resources). `Signals.placeable` is one role's figure alone; roles scaled in one pass
+# share the room through this.
+Fits = Callable[[Mapping[str, int]], bool]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,9 @@ not Kubernetes' own): they are what a group of a large model waits for, and they
 numbers a node either has free or not. A unit's pods are its entry and worker pods (every role
 for a whole group, one instance for a role). Each node offers its allocatable amount less what the
 pods bound to it and not finished request; the unit's pods, largest first, go on the first node
-with room (first fit), unit after unit, until one does not fit.
+with room (first fit), unit after unit, until one does not fit. Roles scaled in one pass share the
+room (`cluster_room`): the pods of all their units, those waiting for a node and the new ones, go on
+the nodes together, largest first, first fit.
 
 What it does not see: taints and tolerations, node selectors and affinity, topology, Volcano
 queues and quotas, ResourceQuotas, pods that another scheduler is about to bind, and CPU or
@@ -16,11 +18,12 @@ catches what this misses.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from decimal import ROUND_CEILING, ROUND_FLOOR
 from typing import Any
 
 from phalanx.api.quantity import QuantityError, parse_quantity, pod_requests
+from phalanx.autoscale.placement import Fits
 
 Amounts = dict[str, int]  # extended resource name -> whole units
 MAX_UNITS = 1000  # the count placed is never needed beyond a policy's maxReplicas; this bounds the work
@@ -48,6 +51,10 @@ def _amounts(resources: Mapping[str, Any], rounding: str) -> Amounts:
     return found
 
 
+def largest_first(pods: Iterable[Amounts]) -> list[Amounts]:
+    return sorted(pods, key=lambda p: sum(p.values()), reverse=True)
+
+
 def unit_pods(serving: Mapping[str, Any], role: str | None = None) -> list[Amounts]:
     """The extended resources each pod of one unit of the ModelServing (its dict) requests: one
     entry per pod that requests any, largest first."""
@@ -62,7 +69,7 @@ def unit_pods(serving: Mapping[str, Any], role: str | None = None) -> list[Amoun
         instances = 1 if role is not None else int(spec.get("replicas", 1))
         workers = int(spec.get("workerReplicas", 0)) if worker_template else 0
         pods += ([entry] + [worker] * workers) * instances
-    return sorted((p for p in pods if p), key=lambda p: sum(p.values()), reverse=True)
+    return largest_first(p for p in pods if p)
 
 
 def free_on_nodes(
@@ -110,3 +117,33 @@ def cluster_placeable(unit: list[Amounts], free: Mapping[str, Amounts] | None, u
     if not unit or free is None:
         return None
     return max(units_that_fit(free, unit) - unplaced, 0)
+
+
+def all_fit(free: Mapping[str, Amounts], pods: Sequence[Amounts]) -> bool:
+    """Whether every pod goes on the nodes (in their order), largest first, first fit."""
+    room = [dict(node) for node in free.values()]
+    for pod in largest_first(pods):
+        node = next((n for n in room if all(n.get(r, 0) >= a for r, a in pod.items())), None)
+        if node is None:
+            return False
+        for resource, amount in pod.items():
+            node[resource] -= amount
+    return True
+
+
+def cluster_room(
+    free: Mapping[str, Amounts] | None, units: Mapping[str, list[Amounts]], unplaced: Mapping[str, int]
+) -> Fits | None:
+    """Whether more units of each role (`units[role]`: one unit's pods) fit on the nodes together
+    with every role's `unplaced` units already waiting for a node; None (no limit known) when the
+    nodes are not known or no role's unit needs an extended resource."""
+    if free is None or not any(units.values()):
+        return None
+
+    def fits(more: Mapping[str, int]) -> bool:
+        counts = {role: unplaced.get(role, 0) + more.get(role, 0) for role in units}
+        return all_fit(
+            free, [pod for role, unit in units.items() for _ in range(counts[role]) for pod in unit]
+        )
+
+    return fits

@@ -20,6 +20,7 @@ from phalanx.autoscale.from_api import (
 from phalanx.autoscale.observe.assemble import UnitState, build_signals
 from phalanx.autoscale.observe.engine import UnitFields
 from phalanx.autoscale.observe.router import RouterFigures
+from phalanx.autoscale.placement import Fits
 from phalanx.autoscale.roles import autoscale_roles
 from phalanx.autoscale.types import History, Policy, RolePolicies, Signals
 
@@ -66,9 +67,11 @@ def decide(
     status: AutoscalingPolicyStatus | None,
     kept: History | Mapping[str, History] | None,
     replicas: Callable[[Role], int],
+    room: Fits | None = None,
 ) -> PolicyPass:
     """The pass of policy `name`: `kept` is the history from the last pass (None: rebuild it from
-    `status`), `replicas(role)` the count the spec holds now (role None: spec.replicas)."""
+    `status`), `replicas(role)` the count the spec holds now (role None: spec.replicas), `room`
+    whether the roles' new units fit together (None: not known; each role's `placeable` alone)."""
     status = status or AutoscalingPolicyStatus()
     if isinstance(policy, Policy):
         before = status.homogeneous_status
@@ -86,7 +89,7 @@ def decide(
     earlier = status.disaggregated_status
     histories = kept if isinstance(kept, Mapping) else role_histories(earlier)
     by_role = {role: s for role, s in signals.items() if role is not None}
-    decisions = autoscale_roles(policy, by_role, now, histories)
+    decisions = autoscale_roles(policy, by_role, now, histories, room)
     said = {r.name: r.desired_replicas for r in earlier.roles} if earlier is not None else {}
     acts: list[tuple[Role, Act]] = [
         (role, act(name, d, replicas(role), policy.roles[role].observe_only, role, said.get(role)))

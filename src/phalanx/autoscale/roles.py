@@ -9,6 +9,12 @@ signals, then held together.
   prevents that, it goes to its max and the other role is lowered to the band's edge, not below
   its min nor to zero; if the bounds leave no count inside the band, the counts stay out of it, the reason
   says so and a Warning `RatioOutOfBand` is raised.
+- One room: the roles' new units are placed together (`Fits`). When all of them do not fit, what
+  fits is split in proportion to the asks, one unit at a time to the role furthest behind its
+  share; a role whose unit no longer fits stops and the others go on (units of different sizes).
+  Each step keeps the ratio band (the partner is raised with it) and no role at zero beside a
+  running one; units a role's min asks for are not lowered but take their room first; the reasons
+  name the split.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import math
 from collections.abc import Mapping
 
 from phalanx.autoscale.core import autoscale
+from phalanx.autoscale.placement import Fits
 from phalanx.autoscale.record import append_record
 from phalanx.autoscale.types import (
     AutoscaleEvent,
@@ -91,9 +98,125 @@ def enforce_band(
     return result, note
 
 
+def one_more(
+    grant: Mapping[str, int],
+    role: str,
+    asks: Mapping[str, int],
+    bases: Mapping[str, int],
+    band: RatioBand | None,
+) -> dict[str, int] | None:
+    """`grant` with one more unit of `role`, and the other roles raised with it where the band or
+    "no role alone" needs them (None: their asks do not cover it)."""
+    trial = {**grant, role: grant[role] + 1}
+    total = {r: bases[r] + trial[r] for r in trial}
+    for other in trial:  # one role alone serves nothing
+        if total[other] == 0 and asks[other] > 0:
+            trial[other], total[other] = 1, bases[other] + 1
+    if band is not None:
+        top, bottom = band.numerator_role, band.denominator_role
+        if total[top] > band.max_ratio * total[bottom] + EPSILON:
+            if band.max_ratio <= 0:
+                return None
+            lagging, need = bottom, math.ceil(total[top] / band.max_ratio - EPSILON)
+        elif total[top] < band.min_ratio * total[bottom] - EPSILON:
+            lagging, need = top, math.ceil(band.min_ratio * total[bottom] - EPSILON)
+        else:
+            return trial
+        trial[lagging] = max(trial[lagging], need - bases[lagging])
+        if not in_band(bases[top] + trial[top], bases[bottom] + trial[bottom], band):
+            return None
+    return trial if all(trial[r] <= asks[r] for r in trial) else None
+
+
+def fill(
+    asks: Mapping[str, int], bases: Mapping[str, int], fits: Fits, band: RatioBand | None = None
+) -> dict[str, int]:
+    """How many of each role's `asks` new units the room holds together: one unit at a time to the
+    role with the smallest share of its ask granted (the larger ask first on a tie), until none
+    fits. `bases`: each role's count before its new units, for the band."""
+    grant = dict.fromkeys(asks, 0)
+    open_ = {role for role, ask in asks.items() if ask > 0}
+    while open_:
+        role = min(open_, key=lambda r: (grant[r] / asks[r], -asks[r], r))
+        trial = one_more(grant, role, asks, bases, band)
+        if trial is not None and fits(trial):
+            grant = trial
+        else:
+            open_.discard(role)
+        open_ -= {r for r in open_ if grant[r] >= asks[r]}
+    return grant
+
+
+def split_clause(asks: Mapping[str, int], grant: Mapping[str, int], band: RatioBand | None) -> str:
+    asked = {r: a for r, a in sorted(asks.items()) if a > 0}
+    each = ", ".join(f"{r} {grant[r]} of {a}" for r, a in asked.items())
+    clause = (
+        f"the free room holds {sum(grant.values())} of the {sum(asked.values())} new units the roles "
+        f"ask for together ({each}), split in proportion to the asks"
+    )
+    if band is not None:
+        clause += (
+            f", keeping {band.numerator_role}:{band.denominator_role} within "
+            f"{band.min_ratio:g}-{band.max_ratio:g}"
+        )
+    return clause
+
+
+def share_room(
+    decisions: Mapping[str, Decision], policies: RolePolicies, fits: Fits, now: float
+) -> dict[str, Decision]:
+    """The decisions with the roles' new units lowered to what the room holds together. The new
+    units a role's `min_replicas` asks for are not lowered (as the core's placement cap never
+    goes below it) but take their room first; the rest is split."""
+    kept = {role: min(d.desired, d.current) for role, d in decisions.items()}
+    forced = {
+        role: max(min(d.desired, policies.roles[role].min_replicas) - kept[role], 0)
+        for role, d in decisions.items()
+    }
+    bases = {role: kept[role] + forced[role] for role in decisions}
+    asks = {role: d.desired - bases[role] for role, d in decisions.items()}
+
+    def room(more: Mapping[str, int]) -> bool:
+        return fits({role: forced[role] + more.get(role, 0) for role in decisions})
+
+    result = dict(decisions)
+    if not any(asks.values()) or room(asks):
+        return result
+    band = policies.ratio
+    if band is not None and not (
+        band.numerator_role in decisions
+        and band.denominator_role in decisions
+        and in_band(bases[band.numerator_role], bases[band.denominator_role], band)
+        and in_band(decisions[band.numerator_role].desired, decisions[band.denominator_role].desired, band)
+    ):
+        band = None  # out of the band before or after: the split cannot keep what is not kept
+    grant = fill(asks, bases, room, band)
+    clause = split_clause(asks, grant, band)
+    for role, ask in asks.items():
+        if ask > 0:
+            result[role] = amend(
+                decisions[role], bases[role] + grant[role], clause, now, policies.roles[role]
+            )
+    return result
+
+
 def autoscale_roles(
-    policies: RolePolicies, signals: Mapping[str, Signals], now: float, history: Mapping[str, History]
+    policies: RolePolicies,
+    signals: Mapping[str, Signals],
+    now: float,
+    history: Mapping[str, History],
+    room: Fits | None = None,
 ) -> Mapping[str, Decision]:
+    """`room`: whether the roles' new units fit together (None: not known, each role's own
+    `placeable` is all that limits it)."""
+    decisions = held(policies, signals, now, history)
+    return share_room(decisions, policies, room, now) if room is not None else decisions
+
+
+def held(
+    policies: RolePolicies, signals: Mapping[str, Signals], now: float, history: Mapping[str, History]
+) -> dict[str, Decision]:
+    """Each role's decision, held through zero together and inside the band."""
     decisions = {
         role: autoscale(policy, signals.get(role, Signals(units=())), now, history.get(role, History()))
         for role, policy in policies.roles.items()

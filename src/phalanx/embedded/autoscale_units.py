@@ -1,11 +1,13 @@
 """What `phalanx up`'s autoscaler adds to the group units (`runtimes.group_units`, pure): the GPUs
-one group needs and how many more groups the local GPU inventory can place."""
+one group needs and how many more groups the local GPU inventory can place, for one role alone or
+for the roles' new units together."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from phalanx.autoscale.placement import Fits
 from phalanx.runtimes.group_units import GroupUnit
 from phalanx.runtimes.local.scheduler import gpu_need
 
@@ -30,5 +32,24 @@ def placeable(per_group: int, free_gpus: int, units: Iterable[GroupUnit]) -> int
     the runtime knows) when a group needs no GPU."""
     if per_group <= 0:
         return None
-    unplaced = sum(1 for u in units if not u.placed and not u.state.draining)
-    return max(free_gpus // per_group - unplaced, 0)
+    return max(free_gpus // per_group - unplaced(units), 0)
+
+
+def unplaced(units: Iterable[GroupUnit]) -> int:
+    """Units still waiting for their GPUs (a draining one will never take them)."""
+    return sum(1 for u in units if not u.placed and not u.state.draining)
+
+
+def gpu_room(
+    free_gpus: int, per_unit: Mapping[str, int], units: Mapping[str, Iterable[GroupUnit]]
+) -> Fits | None:
+    """Whether more units of each role fit the free GPUs together, after every role's units
+    already waiting for theirs; None (no limit the runtime knows) when no role's unit needs a GPU."""
+    if all(gpus <= 0 for gpus in per_unit.values()):
+        return None
+    waiting = sum(per_unit.get(role, 0) * unplaced(found) for role, found in units.items())
+
+    def fits(more: Mapping[str, int]) -> bool:
+        return waiting + sum(count * per_unit.get(role, 0) for role, count in more.items()) <= free_gpus
+
+    return fits

@@ -53,7 +53,7 @@ from phalanx.autoscale.policy_status import (
 from phalanx.autoscale.types import AutoscaleEvent, History, Policy, RolePolicies
 from phalanx.controller.actions import Event
 from phalanx.controller.scaling import ScaleRefused, scaled
-from phalanx.embedded.autoscale_units import gpus_per_unit, placeable
+from phalanx.embedded.autoscale_units import gpu_room, gpus_per_unit, placeable
 from phalanx.http.pages import PageReader
 from phalanx.router.declared import serving_models
 from phalanx.router.pods import endpoint_from_pod
@@ -212,16 +212,25 @@ class Autoscaler:
             scraped, await self._router(session, held, ms, target.instances, now)
         )
         free = self.runtime.gpu_inventory().free
-        room = {
-            # A slice puts one instance in each group.
-            role: placeable(gpus_per_unit(ms.to_dict(), role) * (target.groups if role else 1), free, found)
-            for role, found in target.units.items()
-        }
+        # A slice puts one instance in each group.
+        per_unit = {r: gpus_per_unit(ms.to_dict(), r) * (target.groups if r else 1) for r in target.units}
+        room = {role: placeable(per_unit[role], free, found) for role, found in target.units.items()}
+        shared = None
+        if isinstance(policy, RolePolicies):  # the roles' new units share the free GPUs
+            by_role = {r: found for r, found in target.units.items() if r is not None}
+            shared = gpu_room(free, {r: per_unit[r] for r in by_role}, by_role)
         states = {role: [u.state for u in found] for role, found in target.units.items()}
         signals = role_signals(states, engines, router, room)
         kept = held.history if isinstance(policy, Policy) else held.roles
         done = decide(
-            held.policy.name, policy, signals, now, held.policy.status, kept, lambda r: _replicas(ms, r)
+            held.policy.name,
+            policy,
+            signals,
+            now,
+            held.policy.status,
+            kept,
+            lambda r: _replicas(ms, r),
+            shared,
         )
         held.history, held.roles = done.history, done.roles
         for role, one in done.acts:

@@ -46,7 +46,13 @@ from phalanx.autoscale.from_api import (
 from phalanx.autoscale.observe.engine import observe_units
 from phalanx.autoscale.observe.router import RouterFigures
 from phalanx.autoscale.observe.snapshot import PageSnapshot
-from phalanx.autoscale.placement_cluster import cluster_placeable, unit_pods
+from phalanx.autoscale.placement_cluster import (
+    Amounts,
+    cluster_placeable,
+    cluster_room,
+    largest_first,
+    unit_pods,
+)
 from phalanx.autoscale.policy_pass import decide, role_signals
 from phalanx.autoscale.policy_status import (
     decided,
@@ -188,30 +194,24 @@ class PolicyLoop:
         read = {u.state.name: (u.endpoint or "", t) for u, t in zip(live, texts, strict=True)}
         scraped, kept.engines = observe_units(read, kept.engines, now)
         engines, router = target.per_unit(scraped, await self._router(session, kept, ms, every, now))
-        room = {
-            role: await self._placeable(ms, role, found, target.groups)
-            for role, found in target.units.items()
-        }
+        pods_of = {role: role_unit(ms, role, target.groups) for role in target.units}
+        # The nodes are listed only for a unit that needs an extended resource.
+        free = await self.room.free() if any(pods_of.values()) else None
+        waiting = {role: unplaced(found) for role, found in target.units.items()}
+        room = {role: cluster_placeable(pods_of[role], free, waiting[role]) for role in target.units}
+        shared = None
+        if isinstance(core, RolePolicies):  # the roles' new units share the nodes' free room
+            by_role = {role: pods for role, pods in pods_of.items() if role is not None}
+            shared = cluster_room(free, by_role, {r: waiting[r] for r in by_role})
         states = {role: [u.state for u in found] for role, found in target.units.items()}
         signals = role_signals(states, engines, router, room)
         held = kept.history if isinstance(core, Policy) else kept.roles
-        done = decide(policy.name, core, signals, now, policy.status, held, lambda role: _replicas(ms, role))
+        done = decide(
+            policy.name, core, signals, now, policy.status, held, lambda role: _replicas(ms, role), shared
+        )
         kept.history, kept.roles = done.history, done.roles
         await self._act(ms, data, done.acts)
         await self._write(policy, done.status, decided(done.reasons))
-
-    async def _placeable(
-        self, ms: ModelServing, role: str | None, units: list[GroupUnit], groups: int
-    ) -> int | None:
-        """More units the nodes' free extended resources hold (None: no limit known); the nodes are
-        listed only for a unit that needs such a resource. A role's unit is a slice: one instance
-        in each of the `groups` groups."""
-        one = unit_pods(ms.to_dict(), role)
-        unit = one if role is None else sorted(one * groups, key=lambda p: sum(p.values()), reverse=True)
-        if not unit:
-            return None
-        unplaced = sum(1 for u in units if not u.placed and not u.state.draining)
-        return cluster_placeable(unit, await self.room.free(), unplaced)
 
     async def _router(
         self, session: aiohttp.ClientSession, kept: Kept, ms: ModelServing, units: list[GroupUnit], now: float
@@ -360,3 +360,15 @@ def _replicas(ms: ModelServing, role: str | None) -> int:
 
 def _key(policy: AutoscalingPolicy) -> Key:
     return (policy.metadata.namespace, policy.metadata.name)
+
+
+def role_unit(ms: ModelServing, role: str | None, groups: int) -> list[Amounts]:
+    """The extended resources of one unit's pods: a group, or for a role a slice, one instance
+    in each of the `groups` groups."""
+    one = unit_pods(ms.to_dict(), role)
+    return one if role is None else largest_first(one * groups)
+
+
+def unplaced(units: list[GroupUnit]) -> int:
+    """Units still waiting for a node (a draining one will never take one)."""
+    return sum(1 for u in units if not u.placed and not u.state.draining)

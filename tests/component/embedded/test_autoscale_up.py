@@ -357,3 +357,56 @@ def test_the_engine_s_batch_size_and_request_time_reach_the_capacity_floor(tmp_p
         demand, estimate = (float(found[i].replace(",", "")) for i in (1, 2))
         assert 0 < 2 * demand < estimate, ready["message"]
         assert replicas(up) == 1  # the maximum holds
+
+
+def test_prefill_and_decode_scaling_up_together_share_the_free_gpus(tmp_path: Path) -> None:
+    """Decode asks for one more 1-GPU instance and the 1:1 band raises prefill with it, in the same
+    pass, with one GPU free: each role alone would fit, both together do not, so neither is set
+    (before, both were, and one instance waited for a GPU until the pending timeout)."""
+    pd: dict[str, Any] = yaml.safe_load((ROOT / "examples" / "quickstart-pd.yaml").read_text())
+    pd["spec"]["template"]["restartGracePeriodSeconds"] = 0
+    for role in pd["spec"]["template"]["roles"]:
+        role["replicas"] = 1
+        container = role["entryTemplate"]["spec"]["containers"][0]
+        container["readinessProbe"]["periodSeconds"] = 1
+        container["resources"] = {"limits": {"nvidia.com/gpu": "1"}}
+        if role["name"] == "decode":
+            container["args"] += ["--inter-token-latency", "0.05", "--itl-batch-factor", "0"]
+    roles = policy(1, 1, down_window="60s")
+    roles["metadata"]["name"] = "pd-load"
+    del roles["spec"]["homogeneousTarget"]
+    roles["spec"]["disaggregatedTarget"] = {
+        "targetRef": {"name": "quickstart-pd"},
+        "roles": {
+            "prefill": {"minReplicas": 1, "maxReplicas": 2},
+            "decode": {"minReplicas": 1, "maxReplicas": 2},
+        },
+        "ratioConstraint": {
+            "numeratorRole": "prefill",
+            "denominatorRole": "decode",
+            "minRatio": "1",
+            "maxRatio": "1",
+        },
+    }
+    split = (
+        "the free room holds 0 of the 2 new units the roles ask for together (decode 0 of 1, "
+        "prefill 0 of 1), split in proportion to the asks, keeping prefill:decode within 1-1"
+    )
+    with running_up(tmp_path, spec_file(tmp_path, pd, roles), gpus=3) as up:
+        up.wait_available("quickstart-pd")
+        load = Load(up.base_url, clients=6, max_tokens=60)
+        try:
+            found = up.wait_for(
+                lambda s: split in (ready_condition(s).get("message") or ""), "the room split", timeout=30
+            )
+        finally:
+            load.stop()
+        counts = {r["name"]: r["replicas"] for r in found["servings"][0]["spec"]["template"]["roles"]}
+        assert counts == {"prefill": 1, "decode": 1}
+        assert not [e for e in found["events"] if e.get("reason") == "Autoscaled"]
+        assert all(p["ready"] for p in up.status()["pods"])  # nothing waits for a GPU
+
+
+def ready_condition(payload: dict[str, Any]) -> dict[str, Any]:
+    (found,) = payload["policies"]
+    return {c["type"]: c for c in (found.get("status") or {}).get("conditions") or []}.get("Ready") or {}

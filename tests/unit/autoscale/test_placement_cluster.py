@@ -6,7 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 from phalanx.autoscale.placement_cluster import (
+    all_fit,
     cluster_placeable,
+    cluster_room,
     free_on_nodes,
     is_extended,
     unit_pods,
@@ -121,3 +123,29 @@ def test_units_waiting_for_a_node_take_their_room_first_and_unknown_is_none() ->
     assert cluster_placeable([{GPU: 4}], free, unplaced=9) == 0
     assert cluster_placeable([], free, unplaced=0) is None  # the unit needs no extended resource
     assert cluster_placeable([{GPU: 4}], None, unplaced=0) is None  # the nodes could not be read
+
+
+def test_the_roles_pods_go_on_the_nodes_together_with_those_already_waiting() -> None:
+    free = {"a": {GPU: 8}, "b": {GPU: 8}}
+    prefill, decode = [{GPU: 2}], [{GPU: 4}, {GPU: 4}]  # a decode unit: entry and worker
+    room = cluster_room(free, {"prefill": prefill, "decode": decode}, {"prefill": 0, "decode": 1})
+    assert room is not None
+    assert room({"prefill": 4, "decode": 0})  # 8 waiting for decode + 8 prefill
+    assert room({"prefill": 0, "decode": 1})
+    assert not room({"prefill": 1, "decode": 1})  # each alone fits; both do not
+    assert not room({"prefill": 5, "decode": 0})
+    # Each role's own figure sees the whole free map: 8 prefill, 2 - 1 decode.
+    assert (cluster_placeable(prefill, free, 0), cluster_placeable(decode, free, 1)) == (8, 1)
+
+
+def test_the_shared_room_places_largest_first_never_splits_a_pod_and_may_be_unknown() -> None:
+    # 6 + 6 free: an 8-GPU pod fits nowhere; two 6-GPU pods fit, whatever order they were asked in.
+    six = {"a": {GPU: 6}, "b": {GPU: 6}}
+    room = cluster_room(six, {"small": [{GPU: 2}], "large": [{GPU: 6}]}, {})
+    assert room is not None
+    assert room({"small": 3, "large": 1})  # 6 on a, 2 + 2 + 2 on b
+    assert not room({"small": 1, "large": 2})
+    assert all_fit(six, [{GPU: 2}, {GPU: 6}, {GPU: 4}])  # 6 on a, then 4 and 2 on b
+    assert not all_fit(six, [{GPU: 8}])
+    assert cluster_room(None, {"decode": [{GPU: 4}]}, {}) is None  # the nodes could not be read
+    assert cluster_room(six, {"prefill": [], "decode": []}, {}) is None  # no unit needs a GPU

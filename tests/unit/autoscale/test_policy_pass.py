@@ -11,7 +11,7 @@ from phalanx.autoscale.observe.assemble import UnitState
 from phalanx.autoscale.observe.engine import UnitFields
 from phalanx.autoscale.observe.router import RouterFigures
 from phalanx.autoscale.policy_pass import decide, role_signals
-from phalanx.autoscale.types import History, Policy, RolePolicies
+from phalanx.autoscale.types import History, Policy, RolePolicies, Signals, UnitSignals
 from tests.unit.api.test_autoscalingpolicy import PREFILL_DECODE, ours
 from tests.unit.autoscale.test_from_api import policy
 
@@ -122,3 +122,30 @@ def test_roles_are_decided_together_with_a_status_entry_and_an_act_per_role() ->
     assert decode.replicas == 2  # decode's minReplicas is 2
     assert decode.change.startswith("role decode replicas 1 -> 2: ")
     assert done.reasons[0].startswith("decode: ")
+
+
+def test_the_roles_new_units_are_placed_together_in_the_room_the_shell_gives() -> None:
+    signals: dict[str | None, Signals] = {
+        "prefill": Signals(units=(UnitSignals("p", True, prefill_queued_tokens=24000.0),)),
+        "decode": Signals(units=(UnitSignals("d0", True, waiting=8.0), UnitSignals("d1", True, waiting=8.0))),
+    }
+    counts = {"prefill": 1, "decode": 2}
+    alone = decide("pd", roles(), signals, NOW, None, None, lambda role: counts[str(role)])
+    assert {role: one.replicas for role, one in alone.acts} == {"decode": 4, "prefill": 3}
+    one_gpu_each = 3  # room for 3 of the 4 new units
+    done = decide(
+        "pd",
+        roles(),
+        signals,
+        NOW,
+        None,
+        None,
+        lambda role: counts[str(role)],
+        lambda more: sum(more.values()) <= one_gpu_each,
+    )
+    # Asks of 2 and 2: a unit each in turn (decode first on the tie), then decode's second.
+    assert {role: one.replicas for role, one in done.acts} == {"decode": 4, "prefill": 2}
+    split = (
+        "the free room holds 3 of the 4 new units the roles ask for together (decode 2 of 2, prefill 1 of 2)"
+    )
+    assert all(split in reason for reason in done.reasons)

@@ -1,4 +1,5 @@
-"""Prefill and decode: each decided on its own, through zero together, inside the ratio band."""
+"""Prefill and decode: each decided on its own, through zero together, inside the ratio band, and
+the new units of both split over the room they share."""
 
 from __future__ import annotations
 
@@ -6,8 +7,11 @@ import dataclasses
 from collections.abc import Mapping
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
-from phalanx.autoscale.roles import autoscale_roles, enforce_band, in_band
+from phalanx.autoscale.placement import Fits
+from phalanx.autoscale.roles import autoscale_roles, enforce_band, fill, in_band, one_more
 from phalanx.autoscale.types import (
     Decision,
     History,
@@ -184,3 +188,166 @@ def test_an_observe_only_role_keeps_saying_so_after_the_band_moved_it() -> None:
     assert reason.endswith(
         "; prefill raised to 2 to keep prefill:decode within 0.25-1 (observe only: not applied)."
     )
+
+
+def gpus(free: int, **per_unit: int) -> Fits:
+    """A room of `free` GPUs, each role's unit taking `per_unit[role]` of them."""
+    return lambda more: sum(count * per_unit[role] for role, count in more.items()) <= free
+
+
+ASKS = {"prefill": 2, "decode": 4}  # on top of 2 and 2 running: 4:6 asked, inside 0.5-1
+SAME = {"prefill": 1, "decode": 1}
+
+
+@pytest.mark.parametrize(
+    ("asks", "bases", "room", "band", "expected"),
+    [
+        (ASKS, {"prefill": 2, "decode": 2}, gpus(6, **SAME), None, ASKS),  # room for both
+        (
+            ASKS,
+            {"prefill": 2, "decode": 2},
+            gpus(3, **SAME),
+            None,
+            {"prefill": 1, "decode": 2},
+        ),  # in proportion
+        (
+            ASKS,
+            {"prefill": 2, "decode": 2},
+            gpus(0, **SAME),
+            None,
+            {"prefill": 0, "decode": 0},
+        ),  # for neither
+        # Room for one role's ask alone: still split, the larger ask first on a tie.
+        (ASKS, {"prefill": 2, "decode": 2}, gpus(4, **SAME), None, {"prefill": 1, "decode": 3}),
+        # Units of different sizes: once a decode unit (4 GPUs) no longer fits, prefill (1) goes on.
+        (
+            {"prefill": 4, "decode": 2},
+            {"prefill": 1, "decode": 1},
+            gpus(7, prefill=1, decode=4),
+            None,
+            {"prefill": 3, "decode": 1},
+        ),
+        # The same without a band would give prefill 3 and decode 2 (4:3); the band stops at 3:3.
+        (
+            {"prefill": 5, "decode": 5},
+            {"prefill": 1, "decode": 1},
+            gpus(11, prefill=1, decode=4),
+            RatioBand("prefill", "decode", 0.5, 1.0),
+            {"prefill": 2, "decode": 2},
+        ),
+        # A band of exactly 1:1 moves both roles a unit each.
+        (
+            {"prefill": 3, "decode": 3},
+            {"prefill": 1, "decode": 1},
+            gpus(5, **SAME),
+            RatioBand("prefill", "decode", 1.0, 1.0),
+            {"prefill": 2, "decode": 2},
+        ),
+        # A role at its max asks for nothing: the other takes the room.
+        (
+            {"prefill": 3, "decode": 0},
+            {"prefill": 1, "decode": 4},
+            gpus(2, **SAME),
+            BAND,
+            {"prefill": 2, "decode": 0},
+        ),
+        # From zero: one role alone serves nothing, so with room for one unit neither starts.
+        (
+            {"prefill": 1, "decode": 1},
+            {"prefill": 0, "decode": 0},
+            gpus(1, **SAME),
+            None,
+            {"prefill": 0, "decode": 0},
+        ),
+        ({"prefill": 1, "decode": 1}, {"prefill": 0, "decode": 0}, gpus(2, **SAME), None, SAME),
+    ],
+)
+def test_the_roles_new_units_share_one_room(
+    asks: dict[str, int], bases: dict[str, int], room: Fits, band: RatioBand | None, expected: dict[str, int]
+) -> None:
+    assert fill(asks, bases, room, band) == expected
+
+
+def growing() -> dict[str, Signals]:
+    """Prefill 2 -> 4 and decode 4 -> 8 asked, 4:8 inside the band."""
+    return signals(
+        Signals(units=units(2, prefill_queued_tokens=8000.0)),
+        Signals(units=units(4, kv_usage=1.4), placeable=10),  # decode's own figure alone: all of the room
+    )
+
+
+def test_with_room_for_both_roles_the_decisions_are_untouched() -> None:
+    alone = autoscale_roles(roles(), growing(), 0.0, {})
+    together = autoscale_roles(roles(), growing(), 0.0, {}, gpus(6, **SAME))
+    assert together == alone
+    assert desired(together) == {"prefill": 4, "decode": 8}
+
+
+def test_when_the_room_holds_less_both_roles_get_their_share_and_say_so() -> None:
+    decisions = autoscale_roles(roles(), growing(), 0.0, {}, gpus(5, prefill=2, decode=1))
+    # 2 prefill GPUs each: prefill 1 of 2 and decode 3 of 4 (2 + 3 = 5 GPUs); 3:7 inside 0.25-1.
+    assert desired(decisions) == {"prefill": 3, "decode": 7}
+    clause = (
+        "the free room holds 4 of the 6 new units the roles ask for together (decode 3 of 4, "
+        "prefill 1 of 2), split in proportion to the asks, keeping prefill:decode within 0.25-1."
+    )
+    assert decisions["prefill"].reason.endswith(clause)
+    assert decisions["decode"].reason.endswith(clause)
+    assert decisions["decode"].history.records[-1].desired == 7
+    assert decisions["decode"].history.last_scale_up == 0.0
+
+
+def test_with_no_room_both_roles_keep_their_counts_and_a_role_at_its_minimum_stays_there() -> None:
+    decisions = autoscale_roles(roles(prefill=(3, 20)), growing(), 0.0, {}, gpus(0, **SAME))
+    assert desired(decisions) == {"prefill": 3, "decode": 4}  # as the core: the minimum wins
+    assert "holds 0 of the 5 new units the roles ask for together (decode 0 of 4, prefill 0 of 1)" in (
+        decisions["decode"].reason
+    )
+    # The instance the minimum asks for takes its room first; the other 2 GPUs are split.
+    decisions = autoscale_roles(roles(prefill=(3, 20)), growing(), 0.0, {}, gpus(3, **SAME))
+    assert desired(decisions) == {"prefill": 4, "decode": 5}
+
+
+def test_a_role_scaling_down_frees_no_room_and_is_left_alone() -> None:
+    given = signals(
+        Signals(units=units(4, prefill_queued_tokens=2000.0)), Signals(units=units(4, kv_usage=1.4))
+    )
+    decisions = autoscale_roles(roles(), given, 0.0, {}, gpus(2, **SAME))
+    assert desired(decisions) == {"prefill": 2, "decode": 6}  # decode 2 of 4; 2:6 inside 0.25-1
+    assert "free room" not in decisions["prefill"].reason
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    asks=st.tuples(st.integers(0, 8), st.integers(0, 8)),
+    bases=st.tuples(st.integers(0, 8), st.integers(0, 8)),
+    sizes=st.tuples(st.integers(0, 4), st.integers(1, 4)),
+    free=st.integers(0, 30),
+    edges=st.none() | st.tuples(st.sampled_from([0.25, 0.5, 1.0]), st.sampled_from([1.0, 1.5, 2.0, 4.0])),
+)
+def test_the_split_fits_stays_within_the_asks_and_the_band_and_leaves_no_step_that_fits(
+    asks: tuple[int, int],
+    bases: tuple[int, int],
+    sizes: tuple[int, int],
+    free: int,
+    edges: tuple[float, float] | None,
+) -> None:
+    band = RatioBand("prefill", "decode", *edges) if edges is not None else None
+    asked, base = (
+        dict(zip(("prefill", "decode"), asks, strict=True)),
+        dict(zip(("prefill", "decode"), bases, strict=True)),
+    )
+    room = gpus(free, prefill=sizes[0], decode=sizes[1])
+    if band is not None:
+        assume(in_band(base["prefill"], base["decode"], band))
+    grant = fill(asked, base, room, band)
+    assert room(grant)
+    assert all(0 <= grant[r] <= asked[r] for r in grant)
+    total = {r: base[r] + grant[r] for r in grant}
+    if band is not None:
+        assert in_band(total["prefill"], total["decode"], band)
+    if not any(base.values()) and any(total.values()):
+        assert all(total[r] > 0 or asked[r] == 0 for r in total)  # no role alone from zero
+    for role in grant:  # nothing left that one more step could place
+        more = one_more(grant, role, asked, base, band) if grant[role] < asked[role] else None
+        assert more is None or not room(more)

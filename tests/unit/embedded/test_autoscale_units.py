@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from phalanx.autoscale.observe.assemble import UnitState
-from phalanx.embedded.autoscale_units import gpus_per_unit, placeable
+from phalanx.embedded.autoscale_units import gpu_room, gpus_per_unit, placeable
 from phalanx.runtimes.group_units import GroupUnit
 
 EPOCH = 1796601600.0
@@ -41,3 +41,16 @@ def test_placeable_groups_are_the_free_gpus_after_the_groups_still_waiting_for_t
     assert placeable(4, 9, [placed, waiting, leaving]) == 1  # 2 groups fit, 1 waits for them
     assert placeable(4, 3, [waiting]) == 0
     assert placeable(0, 0, [waiting]) is None  # a group without GPUs: no limit the runtime knows
+
+
+def test_the_roles_new_units_share_the_free_gpus_after_those_waiting_for_theirs() -> None:
+    waiting = GroupUnit(UnitState("pd-0-decode-1", ready=False, pending_since=EPOCH), placed=False)
+    placed = GroupUnit(UnitState("pd-0-prefill-0", ready=True))
+    room = gpu_room(10, {"prefill": 2, "decode": 4}, {"prefill": [placed], "decode": [waiting]})
+    assert room is not None
+    assert room({"prefill": 1, "decode": 1})  # 4 waiting + 2 + 4 = 10
+    assert not room({"prefill": 2, "decode": 1})
+    assert room({"prefill": 3, "decode": 0})
+    # Prefill's own figure alone counts none of decode's waiting GPUs: 5 units, where 3 fit.
+    assert placeable(2, 10, [placed]) == 5
+    assert gpu_room(10, {"prefill": 0, "decode": 0}, {"prefill": [], "decode": [waiting]}) is None
