@@ -104,10 +104,11 @@ def row(cost: float, within: float, **values: Any) -> dict[str, Any]:
     }
 
 
-def trace_data(scalers: dict[str, Any]) -> dict[str, Any]:
+def trace_data(scalers: dict[str, Any], bound: float = 0.74) -> dict[str, Any]:
     return {
         "oracle": {"metrics": metrics(peak_units=6)},
-        "oracle_tc": {"metrics": metrics(slo_attainment=0.99)},
+        "oracle_tc": {"metrics": metrics(slo_attainment=0.99, gpu_hours=2.0)},
+        "reactive_bound": {"metrics": metrics(slo_attainment=bound, gpu_hours=8.0)},
         "scalers": scalers,
     }
 
@@ -127,8 +128,13 @@ def test_the_goal_table_judges_the_step_against_one_period_and_tc() -> None:
     assert rows[f"step: capacity back within decision + Tc ({tc:.0f} s)"] == (f"{period + tc:.0f} s", "yes")
     assert rows["step: peak at most oracle + 1"] == ("6 vs 6", "yes")
     assert rows["step: GPU-hours <= 1.15 x oracle-Tc at >= 95% within objective"] == (
-        "0.92 x, 97.0% (oracle-Tc: 99.0%)",
+        "0.92 x, 97.0% (oracle-Tc: 99.0%;"
+        " reactive-bound: 74.0% at 4.00 x: 95% out of reach without foresight)",
         "yes",
+    )
+    reachable = table({"traces": {"step": trace_data({"ours": fast}, bound=0.954)}})
+    assert reachable["step: GPU-hours <= 1.15 x oracle-Tc at >= 95% within objective"][0].endswith(
+        "(oracle-Tc: 99.0%; reactive-bound: 95.4% at 4.00 x)"
     )
     assert rows["step: better than every clone (cheaper and as good, or as cheap and better)"] == ("", "yes")
     assert rows["step: 0 dropped"] == ("0", "yes")
