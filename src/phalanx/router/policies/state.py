@@ -89,8 +89,12 @@ def loads(available: Sequence[BackendState]) -> list[float]:
     purpose, as a queued request delays everything behind it while a running one shares the
     batch. Without the metric this is the in-flight count alone.
     """
-    waiting = _imputed([s.waiting for s in available])
-    return [s.in_flight + w for s, w in zip(available, waiting, strict=True)]
+    for state in available:
+        if state.waiting is not None:
+            waiting = _imputed([s.waiting for s in available])
+            return [s.in_flight + w for s, w in zip(available, waiting, strict=True)]
+    # No engine reports a queue (no metrics): `_imputed` would fill 0.0 everywhere.
+    return [s.in_flight + 0.0 for s in available]
 
 
 def kv_usages(available: Sequence[BackendState]) -> list[float]:
@@ -98,3 +102,12 @@ def kv_usages(available: Sequence[BackendState]) -> list[float]:
     usage = [s.kv_cache_usage for s in available]
     # `not u > 1` keeps NaN, so that it is imputed rather than read as full.
     return _imputed([u if u is None or not u > 1.0 else 1.0 for u in usage])
+
+
+def known_kv_usages(available: Sequence[BackendState]) -> list[float] | None:
+    """`kv_usages`, or None when no backend reports a usage: then every value would be 0.0, a
+    term that adds the same nothing to every cost (the common case without metrics)."""
+    for state in available:
+        if state.kv_cache_usage is not None:
+            return kv_usages(available)
+    return None
