@@ -25,6 +25,7 @@ from typing import Any
 from phalanx.router.backends.load import BackendLoad
 from phalanx.router.endpoints import Endpoint
 from phalanx.router.messages import request_id
+from phalanx.router.parsing import Question, summarize
 from phalanx.router.policies import BackendState, Decision, PolicyConfig, RoutingRequest
 from phalanx.router.policies.registry import make_policy
 from phalanx.router.policies.scored import ScoredPolicy
@@ -73,6 +74,8 @@ def _endpoint(name: str) -> Endpoint:
 ENDPOINTS = (_endpoint("b0"), _endpoint("b1"))
 # What wrk sends through the capacity run; its prompt is shorter than one prefix block.
 WRK_HEADERS = [("Host", "127.0.0.1:8000"), ("Content-Type", "application/json"), ("Content-Length", "77")]
+WRK_BODY = b'{"model": "m", "prompt": "Say hello to the benchmark.", "max_tokens": 4}'
+QUESTION = Question(headers={}, session_header="x-session-id", prefix_chars=32768, want_tokens=False)
 SHORT = RoutingRequest(model="m", prefix_text="Say hello to the benchmark.")
 LONG = RoutingRequest(model="m", prefix_text="You are a helpful assistant. " * 40, session="user-7")
 
@@ -100,6 +103,13 @@ def cases(ref: str) -> list[tuple[str, Callable[[], object], Callable[[], object
         ref, "policies/scored.py", loads=state_before.loads, kv_usages=state_before.kv_usages
     )
     states_before = method_at(ref, "server.py", "Router", "_states", BackendState=BackendState)
+    request_before = module_at(ref, "policies/request.py")
+    parsing_before = module_at(
+        ref,
+        "parsing.py",
+        parse_request=messages_before.parse_request,
+        routing_request=request_before.routing_request,
+    )
     auto = make_policy("auto")
     assert isinstance(auto, ScoredPolicy)
     # The same policy as the registry builds, from the code at REF, sharing its prefix index.
@@ -137,6 +147,11 @@ def cases(ref: str) -> list[tuple[str, Callable[[], object], Callable[[], object
             lambda: request_id(WRK_HEADERS),
         ),
         _pair(
+            "summarize: wrk's body, in process",
+            lambda: parsing_before.summarize(WRK_BODY, QUESTION),
+            lambda: summarize(WRK_BODY, QUESTION),
+        ),
+        _pair(
             "ScoredPolicy.choose auto: 2 idle, short prompt, no metrics",
             lambda: auto_before.choose(SHORT, idle, 1.0),
             lambda: auto.choose(SHORT, idle, 1.0),
@@ -165,6 +180,8 @@ def cases(ref: str) -> list[tuple[str, Callable[[], object], Callable[[], object
 def same(before: object, after: object) -> bool:
     if isinstance(before, str):  # ids: only the form can agree
         return isinstance(after, str) and len(before) == len(after) == 32
+    if type(before).__name__ == "Summary":  # classes from two modules: compare the fields
+        return repr(before) == repr(after)
     if isinstance(before, Decision) and isinstance(after, Decision):  # the rotation moved on between them
         return (before.policy, before.reason, before.prefix_match) == (
             after.policy,

@@ -28,6 +28,14 @@ class RequestError:
 
 def parse_request(body: bytes) -> ParsedRequest | RequestError:
     """Read just what routing needs; the endpoint validates the rest."""
+    payload = request_payload(body)
+    if isinstance(payload, RequestError):
+        return payload
+    return ParsedRequest(model=payload["model"], stream=payload.get("stream") is True, payload=payload)
+
+
+def request_payload(body: bytes) -> dict[str, Any] | RequestError:
+    """The decoded body, a JSON object whose `model` is a non-empty string, or why not."""
     try:
         payload = json.loads(body)
     except ValueError as exc:  # not UTF-8, not JSON, or a number too long to convert
@@ -41,7 +49,7 @@ def parse_request(body: bytes) -> ParsedRequest | RequestError:
         return RequestError(400, "The `model` field is required.", param="model")
     if not isinstance(model, str) or not model:
         return RequestError(400, "The `model` field must be a non-empty string.", param="model")
-    return ParsedRequest(model=model, stream=payload.get("stream") is True, payload=payload)
+    return payload
 
 
 def unknown_model(model: str) -> RequestError:
