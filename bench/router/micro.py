@@ -123,6 +123,11 @@ def cases(ref: str) -> list[tuple[str, Callable[[], object], Callable[[], object
         session_weight=auto._session,
     )
     idle = [BackendState(ep) for ep in ENDPOINTS]
+    # What the instant backends' /metrics page reports: nothing waiting, no KV cache in use.
+    scraped_idle = [
+        BackendState(ep, in_flight=i, waiting=0.0, running=0.0, kv_cache_usage=0.0)
+        for i, ep in enumerate(ENDPOINTS)
+    ]
     busy = [
         BackendState(ENDPOINTS[0], in_flight=3, waiting=1.0, kv_cache_usage=0.4),
         BackendState(ENDPOINTS[1], in_flight=2, waiting=None, kv_cache_usage=0.1),
@@ -155,6 +160,11 @@ def cases(ref: str) -> list[tuple[str, Callable[[], object], Callable[[], object
             "ScoredPolicy.choose auto: 2 idle, short prompt, no metrics",
             lambda: auto_before.choose(SHORT, idle, 1.0),
             lambda: auto.choose(SHORT, idle, 1.0),
+        ),
+        _pair(
+            "ScoredPolicy.choose auto: short prompt, metrics all 0 (capacity)",
+            lambda: auto_before.choose(SHORT, scraped_idle, 1.0),
+            lambda: auto.choose(SHORT, scraped_idle, 1.0),
         ),
         _pair(
             "ScoredPolicy.choose auto: 2 busy, 9 blocks, session, metrics",
