@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-import uuid
+import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,14 @@ class RequestError:
 
 def parse_request(body: bytes) -> ParsedRequest | RequestError:
     """Read just what routing needs; the endpoint validates the rest."""
+    payload = request_payload(body)
+    if isinstance(payload, RequestError):
+        return payload
+    return ParsedRequest(model=payload["model"], stream=payload.get("stream") is True, payload=payload)
+
+
+def request_payload(body: bytes) -> dict[str, Any] | RequestError:
+    """The decoded body, a JSON object whose `model` is a non-empty string, or why not."""
     try:
         payload = json.loads(body)
     except ValueError as exc:  # not UTF-8, not JSON, or a number too long to convert
@@ -40,7 +49,7 @@ def parse_request(body: bytes) -> ParsedRequest | RequestError:
         return RequestError(400, "The `model` field is required.", param="model")
     if not isinstance(model, str) or not model:
         return RequestError(400, "The `model` field must be a non-empty string.", param="model")
-    return ParsedRequest(model=model, stream=payload.get("stream") is True, payload=payload)
+    return payload
 
 
 def unknown_model(model: str) -> RequestError:
@@ -138,8 +147,32 @@ def client_response_headers(headers: Iterable[tuple[str, str]], request_id: str)
 def request_id(headers: Iterable[tuple[str, str]]) -> str:
     for name, value in headers:
         if name.lower() == "x-request-id":
-            return value or uuid.uuid4().hex  # the first one, as given, unless empty
-    return uuid.uuid4().hex
+            return value or new_request_id()  # the first one, as given, unless empty
+    return new_request_id()
+
+
+# A new id is 16 random hex digits drawn once per process, then a 64-bit counter in 16 more: 32
+# lower-case hex digits like uuid4().hex, unique across processes without drawing randomness per
+# request (uuid4 was 2.4 % of the router's time). A forked child draws its own prefix.
+class _RequestIds:
+    __slots__ = ("count", "prefix")
+
+    def __init__(self) -> None:
+        self.seed()
+
+    def seed(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.count = itertools.count()
+
+
+_ids = _RequestIds()
+os.register_at_fork(after_in_child=_ids.seed)
+
+
+def new_request_id() -> str:
+    """An id no other request of any process is given (2**64 per process before the counter
+    would need a 17th digit)."""
+    return f"{_ids.prefix}{next(_ids.count):016x}"
 
 
 def model_cards(models: Iterable[str], created: int) -> dict[str, object]:

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from phalanx.router.messages import RequestError, parse_request
+from phalanx.router.messages import RequestError, request_payload
 from phalanx.router.policies import RoutingRequest, routing_request
 from phalanx.router.ratelimit import estimate_prompt_tokens, estimate_tokens
 
@@ -45,14 +45,14 @@ class Question:
 def summarize(body: bytes, question: Question) -> Summary | RequestError:
     """Parse `body` and read the model, the routing fields and (when asked) the token estimate."""
     try:
-        parsed = parse_request(body)
-        if isinstance(parsed, RequestError):
-            return parsed
+        payload = request_payload(body)  # without a ParsedRequest: 10 % of this function
+        if isinstance(payload, RequestError):
+            return payload
         routing = routing_request(
-            parsed.payload, question.headers, question.session_header, max_chars=question.prefix_chars
+            payload, question.headers, question.session_header, max_chars=question.prefix_chars
         )
-        tokens = estimate_tokens(parsed.payload) if question.want_tokens else 0
-        prompt_tokens = estimate_prompt_tokens(parsed.payload)
+        tokens = estimate_tokens(payload) if question.want_tokens else 0
+        prompt_tokens = estimate_prompt_tokens(payload)
     except RecursionError:  # a prompt list or tool nested deeper than the stack allows
         return RequestError(400, "The request body is not valid JSON: it is nested too deeply.")
     except MemoryError:  # in a worker, whose address space is capped
@@ -61,7 +61,7 @@ def summarize(body: bytes, question: Question) -> Summary | RequestError:
             "The request body holds too many JSON values to parse within the router's memory "
             "limit; send a simpler request, or raise RouterConfig.parse_memory_bytes.",
         )
-    return Summary(parsed.model, routing, tokens, prompt_tokens)
+    return Summary(payload["model"], routing, tokens, prompt_tokens)
 
 
 # -- between processes -----------------------------------------------------------------------

@@ -1166,25 +1166,51 @@ class Router:
         return result
 
     def _states(self, model: str, saturated: frozenset[str], now: float) -> list[BackendState]:
-        """What the policies see of the endpoints serving `model` (per decision: on the request path)."""
+        """What the policies see of the endpoints serving `model` (per decision: on the request path).
+
+        An endpoint's state is built again only when one of its inputs changed (the endpoint, its
+        in-flight count, its load reading, health, capacity): the same object otherwise."""
         scraper = self._scraper
         ejected = self.detector.ejected(now)
+        in_flight = self._in_flight
+        # By endpoint name: (endpoint, in flight, reading, healthy, at capacity, state). Kept here
+        # so that only this function changes; bounded by the endpoints seen since the last clear.
+        memo: dict[str, tuple[Endpoint, int, object, bool, bool, BackendState]]
+        memo = self.__dict__.setdefault("_state_memo", {})
+        endpoints = self.endpoints()
+        if len(memo) > 2 * len(endpoints) + 16:
+            memo.clear()
         states = []
-        for ep in self.endpoints():
+        for ep in endpoints:
             if model not in ep.models:
                 continue
-            load = scraper.reading(ep.name, now) if scraper is not None else None
-            states.append(
-                BackendState(
-                    endpoint=ep,
-                    in_flight=self._in_flight.get(ep.name, 0),
-                    waiting=load.waiting if load is not None else None,
-                    running=load.running if load is not None else None,
-                    kv_cache_usage=load.kv_cache_usage if load is not None else None,
-                    healthy=ep.name not in ejected,
-                    at_capacity=ep.name in saturated,
-                )
+            name = ep.name
+            flight = in_flight.get(name, 0)
+            load = scraper.reading(name, now) if scraper is not None else None
+            healthy = name not in ejected
+            full = name in saturated
+            known = memo.get(name)
+            if (
+                known is not None
+                and known[0] is ep
+                and known[1] == flight
+                and known[2] is load
+                and known[3] is healthy
+                and known[4] is full
+            ):
+                states.append(known[5])
+                continue
+            state = BackendState(
+                endpoint=ep,
+                in_flight=flight,
+                waiting=load.waiting if load is not None else None,
+                running=load.running if load is not None else None,
+                kv_cache_usage=load.kv_cache_usage if load is not None else None,
+                healthy=healthy,
+                at_capacity=full,
             )
+            memo[name] = (ep, flight, load, healthy, full, state)
+            states.append(state)
         return states
 
     def _failed(self, ep: Endpoint, kind: FailureKind, tally: _Tally) -> None:

@@ -29,10 +29,11 @@ from phalanx.router.policies.base import Decision, Reason, Rendezvous, Rotation,
 from phalanx.router.policies.config import PolicyConfig
 from phalanx.router.policies.prefix import PrefixIndex
 from phalanx.router.policies.request import RoutingRequest
-from phalanx.router.policies.state import Backends, BackendState, kv_usages, loads
+from phalanx.router.policies.state import Backends, BackendState, kv_term, loads
 
 # Costs closer than this are a tie (they are sums of a few floats).
 _TIE = 1e-9
+_NO_MATCH: dict[str, int] = {}  # read only
 
 
 class ScoredPolicy:
@@ -99,13 +100,14 @@ class ScoredPolicy:
             return Decision(least_loaded(available, load, self._rotation).endpoint, self._name, "imbalance")
 
         blocks = 0
-        matched: dict[str, int] = {}
+        matched = _NO_MATCH
         if self._prefix > 0:
             hashes = self._index.block_hashes(request)
             blocks = len(hashes)
             if blocks:
                 matched = self._index.matches(hashes, {s.endpoint.name for s in available}, now)
-        kv = kv_usages(available) if self._kv > 0 else None
+        # None also where the term would add 0.0 to every cost.
+        kv = kv_term(available) if self._kv > 0 else None
         sticky: str | None = None
         if self._session > 0 and request.session is not None:
             sticky = self._rendezvous.pick(request.session, available).endpoint.name

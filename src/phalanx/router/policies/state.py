@@ -89,6 +89,14 @@ def loads(available: Sequence[BackendState]) -> list[float]:
     purpose, as a queued request delays everything behind it while a running one shares the
     batch. Without the metric this is the in-flight count alone.
     """
+    out: list[float] = []
+    for state in available:  # one pass while every figure is usable, as it is on a healthy fleet
+        w = state.waiting
+        if w is None or not 0 <= w < _INF:
+            break
+        out.append(state.in_flight + w)
+    else:
+        return out
     waiting = _imputed([s.waiting for s in available])
     return [s.in_flight + w for s, w in zip(available, waiting, strict=True)]
 
@@ -98,3 +106,19 @@ def kv_usages(available: Sequence[BackendState]) -> list[float]:
     usage = [s.kv_cache_usage for s in available]
     # `not u > 1` keeps NaN, so that it is imputed rather than read as full.
     return _imputed([u if u is None or not u > 1.0 else 1.0 for u in usage])
+
+
+def kv_term(available: Sequence[BackendState]) -> list[float] | None:
+    """`kv_usages`, or None when every value would be 0.0 (nothing reported, or no KV cache in
+    use anywhere): a term that adds nothing to any cost."""
+    out: list[float] = []
+    used = False
+    for state in available:  # one pass while every figure is usable
+        u = state.kv_cache_usage
+        if u is None or not u >= 0:  # unknown, NaN or negative: imputed
+            values = kv_usages(available)
+            return values if any(values) else None
+        u = min(u, 1.0)
+        used = used or u > 0
+        out.append(u)
+    return out if used else None
