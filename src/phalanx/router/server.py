@@ -274,6 +274,9 @@ class Router:
         self.metrics = RouterMetrics()
         self._endpoints: tuple[Endpoint, ...] = ()
         self._in_flight: dict[str, int] = {}
+        # `_states`' last build per endpoint name: (endpoint, in flight, reading, healthy, at
+        # capacity, state), bounded by the endpoints seen since its last clear.
+        self._state_memo: dict[str, tuple[Endpoint, int, object, bool, bool, BackendState]] = {}
         self._prefills = PrefillLedger()
         self._declared = Declared(frozenset(self.config.hold_models))
         # Models with a `phalanx_router_held_requests` series, so it reads 0 once they are served.
@@ -1173,10 +1176,7 @@ class Router:
         scraper = self._scraper
         ejected = self.detector.ejected(now)
         in_flight = self._in_flight
-        # By endpoint name: (endpoint, in flight, reading, healthy, at capacity, state). Kept here
-        # so that only this function changes; bounded by the endpoints seen since the last clear.
-        memo: dict[str, tuple[Endpoint, int, object, bool, bool, BackendState]]
-        memo = self.__dict__.setdefault("_state_memo", {})
+        memo = self._state_memo
         endpoints = self.endpoints()
         if len(memo) > 2 * len(endpoints) + 16:
             memo.clear()
