@@ -1,8 +1,8 @@
 """`autoscale`: one pass of the autoscaler for one target, a pure function.
 
 recommend each signal -> a backlog asks for what drains it -> highest wins -> clamp -> (from zero:
-start at once) | panic | windows and step limits -> clamp -> to zero only after a whole idle window
--> placement cap -> record.
+start at once) | panic | windows and step limits -> no small scale-up right after one -> clamp ->
+to zero only after a whole idle window -> placement cap -> record.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from phalanx.autoscale.capacity import batch_rate, capacity_figure, keep_saturat
 from phalanx.autoscale.placement import blocked_clause, blocked_events, placement
 from phalanx.autoscale.recommend import Figure, number, plural, recommend
 from phalanx.autoscale.record import append_record, prune_recommendations
-from phalanx.autoscale.stabilize import Step, panic_step, seconds, stable_step
+from phalanx.autoscale.stabilize import Step, follow_up, panic_step, seconds, stable_step
 from phalanx.autoscale.types import (
     Decision,
     DecisionRecord,
@@ -182,7 +182,8 @@ def move(
     if recommended == current:
         return Step(current), None
     limit = policy.scale_up if recommended > current else policy.scale_down
-    return stable_step(recommended, current, now, recommendations, history.records, limit, policy.unit), None
+    step = stable_step(recommended, current, now, recommendations, history.records, limit, policy.unit)
+    return follow_up(step, current, now, history.last_scale_up, policy.unit), None
 
 
 def autoscale(policy: Policy, signals: Signals, now: float, history: History) -> Decision:

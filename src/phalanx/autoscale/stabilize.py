@@ -9,6 +9,8 @@ with Kthena's semantics.
 - Ours: a scale-down removes at least SMALLEST_DOWN of the current count (one unit at least):
   a smaller fall of the window's recommendation waits until it is that large; and it waits
   while the window's highest falls by another such step within SETTLE seconds.
+- Ours: within FOLLOW_UP seconds of a scale-up another waits unless it adds at least
+  FOLLOW_UP_LEAST of the current count (one unit at least).
 - In panic the stable limits and windows do not apply: growth is capped at base + floor(base *
   percent / 100) from the lowest count of the panic period, and nothing scales down.
 
@@ -34,11 +36,40 @@ SMALLEST_DOWN = 0.2
 # for 7.5, 75.5% within the objective for 73.5%, at 1.82x oracle-Tc for 1.76x; 30 s changed
 # nothing, 120 s cost the bursts 0.32x).
 SETTLE = 60.0
+# The pass after a scale-up sees the same rise a period on and asks for a unit or two more, each
+# an action of its own (the benchmark's sine: 7.5 changes of the count per cycle). Within
+# FOLLOW_UP seconds of a scale-up another waits unless it adds FOLLOW_UP_LEAST of the count; a
+# large ask (a drain plan's) still goes at once. The sine: 5.5 changes per cycle, 80.7% within
+# the objective at 1.63x oracle-Tc for 81.1% at 1.73x; the step, steady load, Azure and the
+# bursts unchanged; with no exception for a large ask the bursts lose 4 points.
+FOLLOW_UP = 30.0
+FOLLOW_UP_LEAST = 0.3
 
 
 def smallest_down(current: int) -> int:
     """The fewest units a scale-down from `current` removes."""
     return max(1, math.ceil(current * SMALLEST_DOWN - 1e-9))
+
+
+def smallest_follow_up(current: int) -> int:
+    """The fewest units a scale-up within FOLLOW_UP seconds of the last one adds."""
+    return max(1, math.ceil(current * FOLLOW_UP_LEAST - 1e-9))
+
+
+def follow_up(step: Step, current: int, now: float, last_scale_up: float | None, unit: str) -> Step:
+    """`step`, or the current count where it is a small scale-up right after another."""
+    if step.desired <= current or last_scale_up is None or now - last_scale_up >= FOLLOW_UP:
+        return step
+    least = smallest_follow_up(current)
+    if step.desired - current >= least:
+        return step
+    more = plural(step.desired - current, unit)
+    clause = (
+        f"kept at {current}: {seconds(now - last_scale_up)} after a scale-up, {more} more is under {least}"
+        f" ({FOLLOW_UP_LEAST:.0%} of {current}), the least a scale-up within {seconds(FOLLOW_UP)}"
+        " of the last adds"
+    )
+    return Step(current, (*step.clauses, clause))
 
 
 @dataclass(frozen=True)
