@@ -136,7 +136,10 @@ def test_the_goal_table_judges_the_step_against_one_period_and_tc() -> None:
     assert reachable["step: GPU-hours <= 1.15 x oracle-Tc at >= 95% within objective"][0].endswith(
         "(oracle-Tc: 99.0%; reactive-bound: 95.4% at 4.00 x)"
     )
-    assert rows["step: better than every clone (cheaper and as good, or as cheap and better)"] == ("", "yes")
+    assert rows["step: better than every clone (cheaper and as good, or as cheap and better)"] == (
+        "every clone beaten; ours 97.0% at 0.92x (x oracle-Tc)",
+        "yes",
+    )
     assert rows["step: 0 dropped"] == ("0", "yes")
     late = table({"traces": {"step": trace_data({"ours": slow})}})
     assert late["step: decision within one period"] == (f"{period + 1:.0f} s", "no")
@@ -177,3 +180,56 @@ def test_the_goal_table_counts_sine_actions_steady_direction_changes_and_losses_
     assert rows["steady: at most 1 change of direction in 30 min"] == ("2", "no")
     assert rows["bursts (ours-min0): 0 requests lost going through zero"] == ("1, after 300 s at zero", "no")
     assert "bursts: 0 dropped" not in rows  # only `ours` is judged on every trace
+
+
+def test_the_clone_goal_names_each_clone_ours_does_not_beat_with_its_figures() -> None:
+    ours = row(1.2, 0.96)
+    data = trace_data(
+        {
+            "ours": ours,
+            "ours-peak-capped": row(0.5, 1.0, max_replicas=7),  # ours too: not a clone
+            "hpa": row(1.3, 0.95),  # beaten
+            "kpa": row(1.44, 0.975),  # better within the objective, dearer
+            "keda-min0": row(0.6, 0.3),  # cheaper
+        }
+    )
+    rows = table({"traces": {"bursts": data}})
+    assert rows["bursts: better than every clone (cheaper and as good, or as cheap and better)"] == (
+        "kpa 97.5% at 1.20x, keda-min0 30.0% at 0.50x vs ours 96.0% at 1.00x (x oracle-Tc)",
+        "no",
+    )
+    alone = table({"traces": {"bursts": trace_data({"ours": ours, "hpa": row(1.3, 0.95)})}})
+    assert alone["bursts: better than every clone (cheaper and as good, or as cheap and better)"] == (
+        "every clone beaten; ours 96.0% at 1.00x (x oracle-Tc)",
+        "yes",
+    )
+
+
+def test_the_sine_action_goal_shows_the_two_action_bound_against_1_15() -> None:
+    sine = row(1.0, 0.96, actions_per_cycle=5.5, episodes_per_cycle=2.0)
+    goal = "sine: at most 2 actions per cycle (an action: a change of the count)"
+    for hours, verdict in [
+        (
+            2.4,
+            "1.20 x oracle-Tc at 99.0%, over 1.15 x: with each minute's oracle count held,"
+            " 2 actions per cycle and 1.15 x cannot both hold",
+        ),
+        (2.2, "1.10 x oracle-Tc at 99.0%, 2 actions per cycle and 1.15 x can both hold"),
+    ]:
+        data = trace_data({"ours": sine})
+        data["two_action_bound"] = {"metrics": metrics(slo_attainment=0.99, gpu_hours=hours)}
+        assert table({"traces": {"sine": data}})[goal] == (
+            f"5.5 (2.0 scaling episodes); two-action bound: {verdict}",
+            "no",
+        )
+
+
+def test_the_peak_capped_note_sets_ours_capped_beside_ours() -> None:
+    capped = row(0.9, 0.5, max_replicas=7)
+    data = trace_data({"ours": row(1.2, 0.96, metrics={"peak_units": 9}), "ours-peak-capped": capped})
+    note = run.goals({"traces": {"bursts": data}}).split("\n\n")[-1]
+    assert note.startswith("`ours-peak-capped`")
+    assert (
+        "on the bursts (maxReplicas 7) 50.0% at 0.75x with peak 6,"
+        " against `ours`' 96.0% at 1.00x with peak 9." in note
+    )
