@@ -260,6 +260,7 @@ def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
         two = cheapest(trace, capacity, best.units, 2 * SINE_CYCLES)
         out["two_action_bound"] = {
             "units_per_minute": list(two.levels),
+            "priced_gpu_hours": two.priced_gpu_hours,
             "metrics": dataclasses.asdict(summarize(two.result, OBJECTIVE)),
         }
     if capacity.max_units is None:
@@ -511,18 +512,21 @@ def goals(results: dict[str, Any], name: str = "ours") -> str:
 
 
 def two_action_note(data: dict[str, Any]) -> str:
-    """The two-action bound's cost beside the sine's actions: over 1.15x oracle-Tc, no scaler that
-    holds each minute's oracle count meets both goals."""
+    """The two-action bound's cost beside the sine's actions. Its floor (the cheapest price, drains
+    left out) over 1.15x oracle-Tc: no scaler that holds each minute's oracle count meets both goals."""
     if "two_action_bound" not in data:
         return ""
-    m, tc = data["two_action_bound"]["metrics"], data["oracle_tc"]["metrics"]
-    cost = m["gpu_hours"] / tc["gpu_hours"]
+    two, tc = data["two_action_bound"], data["oracle_tc"]["metrics"]["gpu_hours"]
+    cost, floor = two["metrics"]["gpu_hours"] / tc, two["priced_gpu_hours"] / tc
     verdict = (
         "over 1.15 x: with each minute's oracle count held, 2 actions per cycle and 1.15 x cannot both hold"
-        if cost > 1.15
-        else "2 actions per cycle and 1.15 x can both hold"
+        if floor > 1.15
+        else "2 actions per cycle and 1.15 x are not shown to conflict"
     )
-    return f"; two-action bound: {cost:.2f} x oracle-Tc at {m['slo_attainment']:.1%}, {verdict}"
+    return (
+        f"; two-action bound: {cost:.2f} x oracle-Tc at {two['metrics']['slo_attainment']:.1%}"
+        f" ({floor:.2f} x with drains left out, a floor), {verdict}"
+    )
 
 
 def peak_capped_note(traces_: dict[str, Any]) -> str:

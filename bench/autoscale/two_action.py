@@ -9,6 +9,8 @@ every choice of change minutes is an exact search. Each schedule is priced as `o
 `Ahead` would ask for it, pass by pass (a unit is held from when it is asked for, Tc before the
 minute that needs it); the cheapest few are then replayed on the real platform and the cheapest
 replay is the bound (the replay adds the drained units' tails, which the price leaves out).
+The cheapest price alone, in GPU-hours, is a floor under every such schedule's replayed cost
+that rests on no choice of which to replay.
 
 A scaler that holds at least the oracle's count every minute with at most that many changes
 pays at least this much; if it is over 1.15x oracle-Tc, "at most two actions per cycle" and
@@ -72,6 +74,7 @@ def changes_of(levels: Sequence[int]) -> int:
 class Bound:
     levels: tuple[int, ...]  # the count per minute the units are ready for
     result: RunResult
+    priced_gpu_hours: float  # the cheapest price of any schedule (drains left out)
 
 
 def replay_ahead(
@@ -95,4 +98,4 @@ def cheapest(
     best = sorted(priced, key=lambda levels: (priced[levels], levels))[:REPLAYED]
     runs = [(levels, replay_ahead(trace, capacity, levels, step)) for levels in best]
     levels, result = min(runs, key=lambda run: gpu_hours(run[1]))
-    return Bound(levels, result)
+    return Bound(levels, result, priced[best[0]] * capacity.gpus_per_unit / 3600)

@@ -60,6 +60,10 @@ def test_on_a_hand_made_two_peak_trace_two_changes_cost_more_than_the_oracle_wit
     assert two.slo_attainment == tc.slo_attainment == 1.0
     assert two.actions == 2
     assert two.gpu_hours > tc.gpu_hours
+    # The price leaves the drains out: a floor under the replayed cost. 11 unit-minutes, and the
+    # pass (15 s) before minute 4 holding its 2 more units, of 8 GPUs each.
+    assert bound.priced_gpu_hours == (11 * 60 + 15 * 2) * 8 / 3600
+    assert bound.priced_gpu_hours <= two.gpu_hours
     # Allowed as many changes as the oracle makes, it is the oracle with Tc.
     free = two_action.cheapest(trace, AHEAD, best.units, 4)
     assert free.levels == best.units
