@@ -265,16 +265,15 @@ def run_trace(name: str, scalers: list[str]) -> dict[str, Any]:
         }
     if capacity.max_units is None:
         out["present_bound"] = present_bound(trace, capacity, best, ahead.gpu_hours)
-    made = {scaler: SCALERS[scaler] for scaler in scalers}
+    for scaler_name in scalers:
+        scaler = SCALERS[scaler_name]()
+        out["scalers"][scaler_name] = measure(
+            name, trace, capacity, scaler, initial, reference, ahead, best.units
+        )
     if name in PEAK_CAPPED and "ours" in scalers:
         capped = dataclasses.replace(OURS, max_replicas=reference.peak_units + 1)
-        made["ours-peak-capped"] = lambda: Ours(capped)
-    for scaler_name, scaler in made.items():
-        out["scalers"][scaler_name] = measure(
-            name, trace, capacity, scaler(), initial, reference, ahead, best.units
-        )
-    if "ours-peak-capped" in made:
-        out["scalers"]["ours-peak-capped"]["max_replicas"] = capped.max_replicas
+        row = measure(name, trace, capacity, Ours(capped), initial, reference, ahead, best.units)
+        out["scalers"]["ours-peak-capped"] = {**row, "max_replicas": capped.max_replicas}
     return out
 
 
