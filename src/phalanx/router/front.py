@@ -30,6 +30,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from phalanx.http.errors import error_response
 from phalanx.http.guard import Inner, Link
 from phalanx.router.client import ClientReply, OwnReplies
+from phalanx.router.logs import failure
 
 logger = logging.getLogger("phalanx.router")
 
@@ -459,8 +460,8 @@ class FrontConnection:
     async def _answer(self, request: FrontRequest) -> None:
         try:
             reply = await self.front.handle(request)
-        except Exception as exc:
-            logger.exception("unexpected error on POST %s: %s", request.path, type(exc).__name__)
+        except Exception as exc:  # the routing core answers its own errors: this is a bug
+            logger.error("unexpected error on POST %s: %s", request.path, failure(exc))
             reply = error_response(500, "The router failed to handle the request.")
         try:
             if isinstance(reply, FrontReply):

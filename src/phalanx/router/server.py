@@ -121,7 +121,7 @@ class RouterConfig:
     upstream_pool: bool = True
     # Who serves the proxied paths: the router's own front on httptools (`router/front.py`,
     # every other request handed to aiohttp on the same connection), or aiohttp itself.
-    front: str = "aiohttp"
+    front: str = "httptools"
     max_attempts: int = 3
     retry_after_s: int = 1
     # How long `stop()` waits for in-flight requests before cancelling them.
