@@ -292,13 +292,19 @@ class FrontConnection:
         self._head_bytes = 0
         self._parsing: FrontRequest | None = None  # its body still arriving
         self._queue: collections.deque[FrontRequest] = collections.deque()
+        # Serves the queued requests one by one for the connection's life, waiting in between.
         self._task: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        self._serving = False
         self._handover: bytearray | None = None
         self._eof = False
         self._dead = False  # the parser failed in a body: nothing more is read
         self._reading_paused = False
         self._write_paused: asyncio.Future[None] | None = None
-        self._idle: asyncio.TimerHandle | None = None
+        # When the connection last became idle (None: a request is arriving or being served); the
+        # timer is armed once and looks again when it fires, so a request costs no timer of its own.
+        self._idle_since: float | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
         self._closed = False
 
     # -- asyncio.Protocol, through the guard ------------------------------------------------
@@ -346,7 +352,7 @@ class FrontConnection:
             self._raw = None  # a large body: the next request's start is no longer tracked
         if self._in_head and self._head_bytes > MAX_HEAD_BYTES:
             self._start_hand_over()
-        elif between and not self._queue and self._task is None:
+        elif between and not self._queue and not self._serving:
             self._arm_idle()
 
     def eof_received(self) -> bool | None:
@@ -356,7 +362,7 @@ class FrontConnection:
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
         self.front.connections.discard(self)
-        self._cancel_idle()
+        self._stop_idle_timer()
         if self._task is not None:
             self._task.cancel()  # the client went away: so does its request
         for request in self._queue:
@@ -421,6 +427,8 @@ class FrontConnection:
         self._queue.append(request)
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._serve())
+        else:
+            self._wake()
 
     def on_body(self, body: bytes) -> None:
         if self._parsing is not None:
@@ -435,22 +443,36 @@ class FrontConnection:
     # -- serving ----------------------------------------------------------------------------
 
     async def _serve(self) -> None:
-        while self._queue and self.transport is not None:
+        loop = asyncio.get_running_loop()
+        while self.transport is not None:
+            if not self._queue:
+                if self._handover is not None:
+                    self._hand_over()
+                    return
+                self._arm_idle()
+                self._wakeup = loop.create_future()
+                try:
+                    await self._wakeup
+                finally:
+                    self._wakeup = None
+                continue
             request = self._queue[0]
+            self._serving = True
             self._link.request_started()
             try:
                 await self._answer(request)
             finally:
+                self._serving = False
                 self._link.request_ended()
             self._queue.popleft()
             if not self._reusable(request):
                 self._close()
                 return
-        self._task = None
-        if self._handover is not None:
-            self._hand_over()
-        elif not self._closed:
-            self._arm_idle()
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     def _reusable(self, request: FrontRequest) -> bool:
         """Whether the connection may carry another request after this one's answer."""
@@ -514,13 +536,15 @@ class FrontConnection:
         self._raw = None
         if self._task is None:
             self._hand_over()
+        else:
+            self._wake()  # the serving task hands over once the front's requests are answered
 
     def _hand_over(self) -> None:
         transport = self.transport
         data = self._handover
         if transport is None or data is None or self._closed:
             return
-        self._cancel_idle()
+        self._stop_idle_timer()
         self.front.connections.discard(self)
         self.resume_reading()
         handler = self._server()
@@ -536,21 +560,38 @@ class FrontConnection:
     # -- closing ----------------------------------------------------------------------------
 
     def _arm_idle(self) -> None:
-        self._cancel_idle()
         loop = asyncio.get_running_loop()
-        self._idle = loop.call_later(self.front.idle_timeout_s, self._close)
+        self._idle_since = loop.time()
+        if self._idle_timer is None:
+            self._idle_timer = loop.call_at(self._idle_since + self.front.idle_timeout_s, self._idle_check)
 
     def _cancel_idle(self) -> None:
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._idle_since = None  # the timer stays: it looks again when it fires
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        since = self._idle_since
+        if since is None:
+            return  # in use: armed again when it is idle
+        deadline = since + self.front.idle_timeout_s
+        loop = asyncio.get_running_loop()
+        if loop.time() >= deadline:
+            self._close()
+        else:
+            self._idle_timer = loop.call_at(deadline, self._idle_check)
+
+    def _stop_idle_timer(self) -> None:
+        self._idle_since = None
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     @property
     def busy(self) -> bool:
-        return self._task is not None
+        return self._serving or bool(self._queue)
 
     def _close(self) -> None:
-        self._cancel_idle()
+        self._stop_idle_timer()
         if self.transport is not None:
             self.transport.close()
 

@@ -301,3 +301,27 @@ async def test_stop_drains_in_flight_and_closes_idle_connections() -> None:
                     await asyncio.open_connection(host, int(port))
         finally:
             await router.stop()
+
+
+async def test_an_idle_kept_alive_connection_closes_after_the_idle_timeout() -> None:
+    async with Backend(echo) as backend, routed(backend, idle_timeout_s=0.3) as router:
+        async with connect(router) as client:
+            for _ in range(4):  # in use more often than the timeout: kept
+                await client.send(post())
+                assert (await client.answer()).status == 200
+                await asyncio.sleep(0.15)
+            started = asyncio.get_running_loop().time()
+            assert await client.closed(timeout_s=2)
+            assert 0.1 < asyncio.get_running_loop().time() - started < 1.0
+        async with connect(router) as silent:  # never sends a byte
+            assert await silent.closed(timeout_s=2)
+
+
+async def test_a_request_longer_than_the_idle_timeout_is_not_cut() -> None:
+    async with (
+        Backend(slow) as backend,
+        routed(backend, idle_timeout_s=0.2) as router,
+        connect(router) as client,
+    ):
+        await client.send(post(body=b'{"model":"m","prompt":"slow"}'))
+        assert (await client.answer()).status == 200
