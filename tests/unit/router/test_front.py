@@ -325,3 +325,15 @@ async def test_a_request_longer_than_the_idle_timeout_is_not_cut() -> None:
     ):
         await client.send(post(body=b'{"model":"m","prompt":"slow"}'))
         assert (await client.answer()).status == 200
+
+
+async def test_expect_100_continue_is_handed_to_aiohttp() -> None:
+    async with Backend(echo) as backend, routed(backend) as router, connect(router) as client:
+        head, _, body = post(extra=b"Expect: 100-continue\r\n").partition(b"\r\n\r\n")
+        await client.send(head + b"\r\n\r\n")
+        interim = await client.reader.readuntil(b"\r\n\r\n")
+        assert interim.startswith(b"HTTP/1.1 100")
+        await client.send(body)
+        got = await client.answer()
+        assert got.status == 200 and not served_by_front(got)
+        assert got.body == b'{"echo":' + BODY + b"}"
