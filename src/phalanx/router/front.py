@@ -350,7 +350,8 @@ class FrontConnection:
             self._completed = 0
         elif raw is not None and len(raw) > _RAW_KEEP and self._parsing is not None:
             self._raw = None  # a large body: the next request's start is no longer tracked
-        if self._in_head and self._head_bytes > MAX_HEAD_BYTES:
+        if self._in_head and (self._head_bytes > MAX_HEAD_BYTES or len(self._raw or b"") > _RAW_KEEP):
+            # Past aiohttp's limits (a field httptools is still gathering counts in the raw bytes).
             self._start_hand_over()
         elif between and not self._queue and not self._serving:
             self._arm_idle()

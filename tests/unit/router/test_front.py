@@ -337,3 +337,15 @@ async def test_expect_100_continue_is_handed_to_aiohttp() -> None:
         got = await client.answer()
         assert got.status == 200 and not served_by_front(got)
         assert got.body == b'{"echo":' + BODY + b"}"
+
+
+async def test_a_header_that_never_ends_is_refused_before_the_head_timeout() -> None:
+    async with Backend(echo) as backend, routed(backend) as router, connect(router) as client:
+        await client.send(b"POST /v1/completions HTTP/1.1\r\nX-Long: ")
+        for _ in range(24):  # 1.5 MiB of one header value, no end in sight
+            client.writer.write(b"a" * 65536)
+        with contextlib.suppress(ConnectionError):
+            await client.writer.drain()
+        refused = await client.answer(timeout_s=3)
+        assert refused.status in (400, 431)
+        assert backend.heads == []
