@@ -36,6 +36,13 @@ PARTS = [
         ],
     ),
     ("relay to the client (proxy.relay)", ["relay (phalanx/router/proxy.py)"]),
+    (
+        "front: parsing requests, writing answers (front.py)",
+        [
+            f"{name} (phalanx/router/front.py)"
+            for name in ("FrontConnection.data_received", "FrontReply.write", "FrontReply.write_eof")
+        ],
+    ),
     ("access log (_log_request)", ["_log_request (phalanx/router/server.py)"]),
     ("admission queue and policy choice", ["Admission.acquire (phalanx/router/admission.py)"]),
     (
@@ -56,7 +63,7 @@ PARTS = [
         ],
     ),
 ]
-HANDLER = "Router._proxy (phalanx/router/server.py)"
+HANDLER = "Router.handle (phalanx/router/server.py)"  # under either front
 _PACKAGE = re.compile(r"\((?:.*?/)?(aiohttp|phalanx|prometheus_client)/(.*?):\d+\)$")
 
 
@@ -73,7 +80,7 @@ def shares(raw: Path) -> list[tuple[str, float]]:
     total = sum(n for _, n in samples) or 1
     out = [(label, sum(n for f, n in samples if f & set(names)) * 100 / total) for label, names in PARTS]
     outside = sum(n for f, n in samples if HANDLER not in f) * 100 / total
-    return [*out, ("outside the request handler (aiohttp server, client parsing, loop)", outside)]
+    return [*out, ("outside the request handler (HTTP server, client parsing, loop)", outside)]
 
 
 def main() -> None:

@@ -16,6 +16,9 @@ A connection is "in a request" from when the application's handler starts until 
 written, which `middleware` marks (it must be the app's outermost middleware) by writing the
 answer itself before it returns. Body timeouts belong to whoever reads the body; `close_after`
 lets it have the connection closed once its answer is out, with no lingering read of the rest.
+
+Behind the guard sits aiohttp's protocol, or a front (`FrontFactory`) that serves some requests
+itself, counts them through its `Link`, and hands the connection over to aiohttp for the rest.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -78,12 +81,37 @@ _REFUSAL = (
 )
 
 
-class _Connection(asyncio.Protocol):
-    """One accepted connection: aiohttp's protocol behind it, and the state the guard needs."""
+class Inner(Protocol):
+    """The protocol behind the guard: aiohttp's `RequestHandler`, or a front that serves some
+    requests itself and hands the connection over to aiohttp for the others."""
 
-    def __init__(self, guard: ConnectionGuard, handler: web.RequestHandler) -> None:
+    def connection_made(self, transport: asyncio.BaseTransport) -> None: ...
+    def data_received(self, data: bytes) -> None: ...
+    def eof_received(self) -> bool | None: ...
+    def connection_lost(self, exc: Exception | None) -> None: ...
+    def pause_writing(self) -> None: ...
+    def resume_writing(self) -> None: ...
+    def force_close(self) -> None: ...
+
+
+class Link(Protocol):
+    """What a front sees of its guarded connection."""
+
+    def request_started(self) -> None: ...
+    def request_ended(self) -> None: ...
+    def hand_over(self, handler: web.RequestHandler) -> None: ...
+
+
+# Makes the front of one connection: its link, and aiohttp's handler factory for hand-overs.
+FrontFactory = Callable[[Link, Callable[[], web.RequestHandler]], Inner]
+
+
+class _Connection(asyncio.Protocol):
+    """One accepted connection: aiohttp's protocol (or a front) behind it, and the guard's state."""
+
+    def __init__(self, guard: ConnectionGuard) -> None:
         self.guard = guard
-        self.handler = handler
+        self.handler: Inner = cast(Inner, None)  # set by the guard's factory
         self.requests = 0  # in the application now
         self.idle_since = time.monotonic()
         self.refused = False
@@ -138,6 +166,11 @@ class _Connection(asyncio.Protocol):
     def close(self) -> None:
         self.handler.force_close()
 
+    def hand_over(self, handler: web.RequestHandler) -> None:
+        """From now on aiohttp's `handler` serves this connection (the caller feeds it)."""
+        self.guard._rekey(self.handler, handler)
+        self.handler = handler
+
     def _head_expired(self) -> None:
         self._head_timer = None
         if self.requests == 0:
@@ -160,17 +193,23 @@ class ConnectionGuard:
     def __init__(self, limits: GuardLimits) -> None:
         self.limits = limits
         self._server: Callable[[], web.RequestHandler] | None = None
-        self._open: dict[web.RequestHandler, _Connection] = {}
+        self._front: FrontFactory | None = None
+        self._open: dict[object, _Connection] = {}
         self.evictions = 0
         self.refusals = 0
         self.head_timeouts = 0
 
-    def bind(self, server: web.Server) -> None:
+    def bind(self, server: web.Server, front: FrontFactory | None = None) -> None:
+        """Connections go to `front` when given (it hands some over to `server`), else to `server`."""
         self._server = server
+        self._front = front
 
     def factory(self) -> asyncio.Protocol:
-        assert self._server is not None, "bind() the aiohttp server first"
-        return _Connection(self, self._server())
+        server = self._server
+        assert server is not None, "bind() the aiohttp server first"
+        conn = _Connection(self)
+        conn.handler = server() if self._front is None else self._front(conn, server)
+        return conn
 
     @property
     def open_connections(self) -> int:
@@ -191,6 +230,11 @@ class ConnectionGuard:
 
     def _forget(self, conn: _Connection) -> None:
         self._open.pop(conn.handler, None)
+
+    def _rekey(self, old: object, new: object) -> None:
+        conn = self._open.pop(old, None)
+        if conn is not None:
+            self._open[new] = conn
 
     @web.middleware
     async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -215,16 +259,23 @@ class GuardedSite(web.TCPSite):
     """A TCP site whose connections go through a `ConnectionGuard`."""
 
     def __init__(
-        self, runner: web.BaseRunner, host: str, port: int, guard: ConnectionGuard, **kw: Any
+        self,
+        runner: web.BaseRunner,
+        host: str,
+        port: int,
+        guard: ConnectionGuard,
+        front: FrontFactory | None = None,
+        **kw: Any,
     ) -> None:
         super().__init__(runner, host, port, **kw)
         self._guard = guard
+        self._front = front
 
     async def start(self) -> None:
         await web.BaseSite.start(self)  # registers the site with its runner
         server = self._runner.server
         assert server is not None
-        self._guard.bind(server)
+        self._guard.bind(server, self._front)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             self._guard.factory,

@@ -26,6 +26,7 @@ from typing import Protocol
 
 from aiohttp import web
 
+from phalanx.router.client import ClientRequest
 from phalanx.router.rejection import Rejection
 
 INFLATE_STEP = 1 << 20
@@ -166,7 +167,7 @@ def _decoder(header: str | None) -> _Decoder | None:
     )
 
 
-async def read_body(request: web.Request, limits: BodyLimits, held: Held) -> bytes:
+async def read_body(request: ClientRequest, limits: BodyLimits, held: Held) -> bytes:
     """The decoded body, within `limits`, its size held in `held`. Raises `Rejection`:
     413 too large, 400 not decodable, 415 an unknown encoding, 408 too slow, 503 no budget."""
     decoder = _decoder(request.headers.get("Content-Encoding"))

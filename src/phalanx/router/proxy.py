@@ -7,9 +7,8 @@ import enum
 import logging
 from collections.abc import Callable, Mapping
 
-from aiohttp import web
-
 from phalanx.http.errors import SSE_DONE, sse_error_event
+from phalanx.router.client import ClientReply, ClientRequest, new_reply
 from phalanx.router.messages import client_response_headers
 from phalanx.router.upstream import UpstreamError
 from phalanx.router.upstream_session import UpstreamResponse
@@ -20,11 +19,6 @@ logger = logging.getLogger("phalanx.router")
 # wake-up of the client, not two). Engines send their head and first bytes microseconds apart; a
 # first token further off than this does not keep the status from the client any longer.
 HEAD_HOLD_S = 0.05
-
-
-class _HeadWithBodyResponse(web.StreamResponse):
-    # aiohttp's own switch (off for `web.Response`): the head waits in the writer for the first write.
-    _send_headers_immediately = False
 
 
 class SseFramer:
@@ -75,13 +69,13 @@ def is_event_stream(upstream: UpstreamResponse) -> bool:
 
 
 async def relay(
-    request: web.Request,
+    request: ClientRequest,
     upstream: UpstreamResponse,
     request_id: str,
     on_data: Callable[[bytes, bool], None],
     extra_headers: Mapping[str, str] | None = None,
     on_complete: Callable[[], None] | None = None,
-) -> tuple[web.StreamResponse, Outcome]:
+) -> tuple[ClientReply, Outcome]:
     """Stream `upstream` to the client. Once a byte went out the request is never retried; an
     upstream that fails before its first body bytes (while the head is held) is `NOTHING_SENT`.
 
@@ -92,10 +86,11 @@ async def relay(
     as soon as it has read `[DONE]`, before the end-of-body marker: that cancels this relay (the
     server's handler cancellation), so the caller must count the answer in `on_complete`.
     """
-    response = _HeadWithBodyResponse(
-        status=upstream.status,
-        reason=upstream.reason or None,  # none given: the status's own phrase
-        headers=client_response_headers(upstream.headers, request_id),
+    response = new_reply(
+        request,
+        upstream.status,
+        upstream.reason,  # none given: the status's own phrase
+        client_response_headers(upstream.headers, request_id),
     )
     if extra_headers:
         response.headers.update(extra_headers)
@@ -158,7 +153,7 @@ class _Completion:
     cancelled (the client closing after reading them) still delivered them.
     """
 
-    def __init__(self, request: web.Request, on_complete: Callable[[], None] | None) -> None:
+    def __init__(self, request: ClientRequest, on_complete: Callable[[], None] | None) -> None:
         self._request = request
         self._on_complete = on_complete
         self.done = False
@@ -193,8 +188,8 @@ async def _first_bytes(content: UpstreamResponse) -> bytes | None:
 
 
 async def _fail_stream(
-    request: web.Request,
-    response: web.StreamResponse,
+    request: ClientRequest,
+    response: ClientReply,
     sse: bool,
     upstream: UpstreamResponse,
     exc: BaseException,

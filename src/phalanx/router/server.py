@@ -23,7 +23,7 @@ from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from phalanx.http.errors import error_response
-from phalanx.http.guard import ConnectionGuard, GuardedSite, GuardLimits, close_after, default_max_connections
+from phalanx.http.guard import ConnectionGuard, GuardedSite, GuardLimits, default_max_connections
 from phalanx.router.admission import (
     PRIORITY_HEADER,
     QUEUE_TIMEOUT_HEADER,
@@ -45,8 +45,10 @@ from phalanx.router.backends import (
 )
 from phalanx.router.balancer import Availability, availability, served_models
 from phalanx.router.bodies import BodyBudget, BodyLimits, Held, read_body
+from phalanx.router.client import ClientReply, ClientRequest, close_when_answered
 from phalanx.router.declared import Declared
 from phalanx.router.endpoints import Endpoint, check_unique
+from phalanx.router.front import Front
 from phalanx.router.logs import AccessLog, access_line, failure, server_logger
 from phalanx.router.messages import (
     RequestError,
@@ -104,6 +106,7 @@ logger = logging.getLogger("phalanx.router")
 access_logger = logging.getLogger("phalanx.router.access")
 
 PROXIED_PATHS = ("/v1/completions", "/v1/chat/completions", "/v1/embeddings")
+FRONTS = ("httptools", "aiohttp")
 
 _SESSION_KEY = web.AppKey("session", aiohttp.ClientSession)
 
@@ -116,6 +119,9 @@ class RouterConfig:
     # Proxied requests to http:// endpoints on the router's own pooled client (`upstream`);
     # False: on the aiohttp session, like https endpoints always are.
     upstream_pool: bool = True
+    # Who serves the proxied paths: the router's own front on httptools (`router/front.py`,
+    # every other request handed to aiohttp on the same connection), or aiohttp itself.
+    front: str = "httptools"
     max_attempts: int = 3
     retry_after_s: int = 1
     # How long `stop()` waits for in-flight requests before cancelling them.
@@ -175,6 +181,8 @@ class RouterConfig:
                 raise ValueError(f"{name} must be positive")
         if self.body_timeout_s is not None and self.body_timeout_s <= 0:
             raise ValueError("body_timeout_s must be positive or None")
+        if self.front not in FRONTS:
+            raise ValueError(f"front must be one of {', '.join(FRONTS)}, not {self.front!r}")
         if any(not name.strip() for name in self.hold_models):
             raise ValueError("hold_models: a model name may not be empty")
 
@@ -234,7 +242,7 @@ class _Leg:
     """One attempt at a request for a disaggregated model, sent to its decode (or aggregated)
     endpoint; `body` is the client's own."""
 
-    request: web.Request
+    request: ClientRequest
     decode: Endpoint
     body: bytes
     headers: list[tuple[str, str]]
@@ -311,6 +319,7 @@ class Router:
         self._session: aiohttp.ClientSession | None = None
         self._upstreams: Upstreams | None = None
         self._runner: web.AppRunner | None = None
+        self._front: Front | None = None
         self._url: str | None = None
         self._active = 0
         self._idle = asyncio.Event()
@@ -441,7 +450,10 @@ class Router:
             auto_decompress=False,
         )
         await runner.setup()
-        site = GuardedSite(runner, host, port, self.guard)
+        front = None
+        if self.config.front == "httptools":
+            front = self._front = Front(self.handle, PROXIED_PATHS, self.config.idle_timeout_s)
+        site = GuardedSite(runner, host, port, self.guard, front.protocol if front is not None else None)
         try:
             await site.start()
         except BaseException:
@@ -464,11 +476,16 @@ class Router:
         self.admission.wake()  # requests held for a model at zero get their 503 now, not at the bound
         for site in list(runner.sites):
             await site.stop()
+        front, self._front = self._front, None
+        if front is not None:
+            front.drain()  # idle kept-alive connections close now, busy ones after their answer
         bound = self.config.drain_timeout_s if drain_timeout_s is None else drain_timeout_s
         try:
             await asyncio.wait_for(self._idle.wait(), bound)
         except TimeoutError:
             logger.warning("router stopping with %d requests still in flight", self._active)
+        if front is not None:
+            front.close()  # cancels what is still in flight, as aiohttp's shutdown does
         await runner.cleanup()
         self._access.close()  # after the last request's line
         self._url = None
@@ -751,6 +768,13 @@ class Router:
         return web.json_response(model_cards(served_models(self.endpoints()), int(time.time())))
 
     async def _proxy(self, request: web.Request) -> web.StreamResponse:
+        """aiohttp's handler of the proxied paths (with `front="aiohttp"`)."""
+        reply = await self.handle(request)
+        assert isinstance(reply, web.StreamResponse)  # made by aiohttp's own request
+        return reply
+
+    async def handle(self, request: ClientRequest) -> ClientReply:
+        """A proxied request, served by either front: routed, relayed, counted and logged."""
         self._active += 1
         self._idle.clear()
         started = time.monotonic()
@@ -781,7 +805,7 @@ class Router:
             if self._active == 0:
                 self._idle.set()
 
-    async def _route(self, request: web.Request, started: float, tally: _Tally) -> web.StreamResponse:
+    async def _route(self, request: ClientRequest, started: float, tally: _Tally) -> ClientReply:
         if self._stopping:
             return _error(no_endpoint("any model", self.config.retry_after_s))
         held = self.bodies.hold()  # the body's bytes, until the request is answered
@@ -791,8 +815,8 @@ class Router:
             held.release()
 
     async def _read_and_route(
-        self, request: web.Request, started: float, tally: _Tally, held: Held
-    ) -> web.StreamResponse:
+        self, request: ClientRequest, started: float, tally: _Tally, held: Held
+    ) -> ClientReply:
         grant: Grant | None = None
         try:
             key = self.keys.authenticate(request.headers.get("Authorization"))
@@ -803,7 +827,7 @@ class Router:
                 body = await read_body(request, self._body_limits, held)
             except Rejection as rejection:
                 if rejection.status == 408:
-                    close_after(request)  # the rest of a body this slow is not worth reading
+                    close_when_answered(request)  # the rest of a body this slow is not worth reading
                 raise
             wants_tokens = key is not None and bool(key.requests_per_minute or key.tokens_per_minute)
             question = Question(
@@ -835,7 +859,7 @@ class Router:
         except Rejection as rejection:
             tally.error = _rejection_kind(rejection)
             return rejection.response()
-        answered: web.StreamResponse | None = None
+        answered: ClientReply | None = None
         try:
             response = answered = await self._admitted(
                 request, body, summary, policy, priority, queue_timeout, tally, started
@@ -850,7 +874,7 @@ class Router:
 
     async def _admitted(
         self,
-        request: web.Request,
+        request: ClientRequest,
         body: bytes,
         summary: Summary,
         policy: Policy,
@@ -858,7 +882,7 @@ class Router:
         queue_timeout: float,
         tally: _Tally,
         started: float,
-    ) -> web.StreamResponse:
+    ) -> ClientReply:
         model, routing = summary.model, summary.routing
         await self._resolve_models()
         endpoints = self.endpoints()
@@ -964,7 +988,7 @@ class Router:
 
     async def _disaggregated(
         self,
-        request: web.Request,
+        request: ClientRequest,
         decision: Decision,
         states: list[BackendState],
         summary: Summary,
@@ -973,7 +997,7 @@ class Router:
         headers: list[tuple[str, str]],
         tally: _Tally,
         started: float,
-    ) -> web.StreamResponse | _Abandoned:
+    ) -> ClientReply | _Abandoned:
         """One attempt at a request for a disaggregated model, `decision` being its decode (or
         aggregated) endpoint: prefill first when the plan says so, else decode-only."""
         ep = decision.endpoint
@@ -1011,7 +1035,7 @@ class Router:
         pair = _Pair(request, ep, body, headers, tally, started, prefill, client, tokens, budget)
         return await (self._vllm_flow(pair) if ep.pd_protocol == "vllm" else self._sglang_flow(pair))
 
-    async def _vllm_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
+    async def _vllm_flow(self, pair: _Pair) -> ClientReply | _Abandoned:
         """Sequential: prefill's answer says where its KV blocks are; decode pulls them."""
         assert self._upstreams is not None
         prefill = pair.prefill
@@ -1037,7 +1061,7 @@ class Router:
         self.detector.record_success(prefill.name, time.monotonic())
         return await self._vllm_decode(pair, got)
 
-    async def _vllm_decode(self, pair: _Pair, kv_params: dict[str, Any]) -> web.StreamResponse | _Abandoned:
+    async def _vllm_decode(self, pair: _Pair, kv_params: dict[str, Any]) -> ClientReply | _Abandoned:
         """Decode with prefill's KV; decode-only when the decode engine cannot load it."""
         pair.tally.prefilled = (pair.prefill, kv_params)
         decoded = await self._served(
@@ -1055,7 +1079,7 @@ class Router:
         small = len(body) <= self.config.parse_in_process_max_bytes
         return ClientBody(body, decode_json(body) if small else None)
 
-    async def _sglang_flow(self, pair: _Pair) -> web.StreamResponse | _Abandoned:
+    async def _sglang_flow(self, pair: _Pair) -> ClientReply | _Abandoned:
         """Concurrent: both sides at once, paired by the bootstrap room; decode's answer is relayed."""
         assert self._upstreams is not None
         prefill = pair.prefill
@@ -1107,7 +1131,7 @@ class Router:
                 task.cancel()
             await asyncio.gather(prefilling, decoding, return_exceptions=True)
 
-    async def _fall_back(self, pair: _Pair, reason: FallbackReason) -> web.StreamResponse | _Abandoned:
+    async def _fall_back(self, pair: _Pair, reason: FallbackReason) -> ClientReply | _Abandoned:
         """vLLM prefill failed: serve the client's own request on the decode engine, and count why."""
         logger.warning(
             "prefill %s failed (%s); serving %s decode-only", pair.prefill.name, reason, pair.tally.request_id
@@ -1129,7 +1153,7 @@ class Router:
         mode: str,
         on_head: Callable[[], None] | None = None,
         remote_kv: bool = False,
-    ) -> web.StreamResponse | _Abandoned:
+    ) -> ClientReply | _Abandoned:
         """`_attempt` on the leg's decode endpoint with `body`: counts the mode, times decode's
         first byte and the request's true TTFT (from the router's receipt)."""
         tally = leg.tally
@@ -1228,7 +1252,7 @@ class Router:
 
     async def _attempt(
         self,
-        request: web.Request,
+        request: ClientRequest,
         ep: Endpoint,
         body: bytes,
         headers: list[tuple[str, str]],
@@ -1239,7 +1263,7 @@ class Router:
         on_first_byte: Callable[[float], None] | None = None,
         remote_kv: bool = False,
         on_complete: Callable[[], None] | None = None,
-    ) -> web.StreamResponse | _Abandoned:
+    ) -> ClientReply | _Abandoned:
         """Send the request to `ep` and relay its answer. `on_head` is called when the upstream's
         response head arrives (before anything reaches the client), `on_first_byte(now)` before
         the first body bytes are written to the client, `on_complete()` once its final payload
@@ -1345,7 +1369,7 @@ class Router:
         self.metrics.child(self.metrics.in_flight, name).set(max(count, 0))
 
 
-def _log_request(access: AccessLog, request: web.Request, tally: _Tally, code: int, seconds: float) -> None:
+def _log_request(access: AccessLog, request: ClientRequest, tally: _Tally, code: int, seconds: float) -> None:
     """One JSON line per request: ids, routing and outcome; never a prompt, a key or a header value."""
     access.write(
         access_line(
@@ -1374,7 +1398,7 @@ def _tokens_used(grant: Grant, usage: UsageTap | None, status: int | None) -> in
     return grant.tokens
 
 
-def _routing_headers(request: web.Request, session_header: str) -> dict[str, str]:
+def _routing_headers(request: ClientRequest, session_header: str) -> dict[str, str]:
     """The headers `summarize` reads, lower-cased (it may run in another process)."""
     found = {}
     for name in (session_header.lower(), POLICY_HEADER):
