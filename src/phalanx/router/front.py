@@ -206,7 +206,7 @@ class FrontReply:
             self._chunked = length is None and not request.http10
             if length is None and request.http10:
                 request.keep_alive = False  # the body ends with the connection
-            out = self._head(None) + (self._frame(data) if data else b"")
+            out = self._head(length) + (self._frame(data) if data else b"")
         elif self._chunked and data:
             out = self._frame(data)
         conn = self._request._conn
