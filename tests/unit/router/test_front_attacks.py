@@ -4,6 +4,7 @@ pipelining without reading, and a routing failure after part of an answer was wr
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,45 @@ async def test_an_answer_with_a_length_relayed_in_parts_keeps_its_length_and_the
             got = await client.answer()
             assert got.status == 200 and served_by_front(got) and got.body == LARGE
             assert got.headers["content-length"] == str(len(LARGE))
+
+
+def open_fds() -> int:
+    return sum(1 for _ in Path("/proc/self/fd").iterdir())
+
+
+async def test_connections_closed_at_every_stage_leave_no_task_timer_or_socket_behind() -> None:
+    stages = [b"", post()[:20], post()[:-5], post(), post(body=b'{"model":"m","prompt":"held"}')]
+
+    async def cycle(rounds: int) -> None:
+        for _ in range(rounds):
+            for data in stages:
+                async with connect(router) as client:
+                    if data:
+                        await client.send(data)
+                    if data == post():
+                        assert (await client.answer()).status == 200
+                    elif data.endswith(b'held"}'):
+                        await asyncio.sleep(0.01)  # at the engine when the client goes
+
+    def held_only(backend: Backend) -> Handler:
+        async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            while True:
+                body = await backend.read_request(reader)
+                if b"held" in body:
+                    await reader.read()  # answers nothing: gone when the router drops it
+                    return
+                writer.write(answer(body))
+                await writer.drain()
+
+        return handler
+
+    async with Backend(held_only) as backend, routed(backend, access_log=False) as router:
+        await cycle(5)  # the upstream pool and the loop's own tasks settle
+        await asyncio.sleep(0.2)
+        tasks, fds = len(asyncio.all_tasks()), open_fds()
+        await cycle(60)
+        await asyncio.sleep(0.3)
+        front = router._front
+        assert front is not None and not front.connections
+        assert router.in_flight() == {"e": 0}
+        assert len(asyncio.all_tasks()) <= tasks and open_fds() <= fds + 2
