@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import email.utils
 import logging
 import time
@@ -47,6 +48,24 @@ _BODY_HIGH = 256 * 1024
 # closes the connection instead (a client pipelining a GET behind a large POST in one send).
 _RAW_KEEP = 1 << 20
 _SKIP_HEADERS = frozenset(("content-length", "transfer-encoding", "connection", "keep-alive"))
+# Headers aiohttp refuses to see twice (its parser's singletons): such a request is handed over.
+_SINGLETONS = frozenset(
+    (
+        "content-length",
+        "content-location",
+        "content-range",
+        "content-type",
+        "etag",
+        "host",
+        "max-forwards",
+        "server",
+        "transfer-encoding",
+        "user-agent",
+    )
+)
+# Requests parsed ahead of their answers before the socket is no longer read (a client pipelining
+# without reading its answers must not fill the router's memory).
+_MAX_QUEUED = 16
 
 
 class _HandOver(Exception):
@@ -88,6 +107,10 @@ class FrontBody:
     def complete(self) -> bool:
         return self._eof
 
+    @property
+    def buffered(self) -> int:
+        return self._size
+
     def read_nowait(self, n: int = -1) -> bytes:
         if self._error is not None:
             raise self._error
@@ -128,6 +151,7 @@ class FrontRequest(OwnReplies):
         self.keep_alive = True
         self.content = FrontBody(conn)
         self.closing = False
+        self.answer_begun = False  # a head has gone to the client
 
     @property
     def rel_url(self) -> FrontRequest:
@@ -182,7 +206,7 @@ class FrontReply:
             self._chunked = length is None and not request.http10
             if length is None and request.http10:
                 request.keep_alive = False  # the body ends with the connection
-            out = self._head(None) + (self._frame(data) if data else b"")
+            out = self._head(length) + (self._frame(data) if data else b"")
         elif self._chunked and data:
             out = self._frame(data)
         conn = self._request._conn
@@ -209,6 +233,7 @@ class FrontReply:
     def _head(self, length: str | None) -> bytes:
         self._head_sent = self.prepared = True
         request = self._request
+        request.answer_begun = True
         conn = request._conn
         close = not request.keep_alive or request.closing or conn.front.stopping
         request.keep_alive = not close
@@ -226,7 +251,24 @@ class FrontReply:
         elif request.http10:
             lines.append("Connection: keep-alive\r\n")
         lines.append(f"Date: {_Date.now()}\r\n\r\n")
-        return "".join(lines).encode("latin-1")
+        # As aiohttp writes them: UTF-8, and bytes an engine sent that were not UTF-8 given back as they were.
+        return "".join(lines).encode("utf-8", "surrogateescape")
+
+
+def _front_serves(headers: list[tuple[str, str]], http11: bool) -> bool:
+    """Whether the front may serve a request with these headers, else aiohttp answers it: no
+    `Expect` or `Upgrade`, no singleton header twice, and a `Host` in an HTTP/1.1 request (what
+    aiohttp's parser refuses with a 400, the front must not forward)."""
+    seen: set[str] = set()
+    for name, _ in headers:
+        lower = name.lower()
+        if lower in _SINGLETONS:
+            if lower in seen:
+                return False
+            seen.add(lower)
+        elif lower in {"expect", "upgrade"}:
+            return False
+    return not http11 or "host" in seen
 
 
 def _phrase(status: int) -> str:
@@ -260,18 +302,30 @@ class _Count:
         self.completed += 1
 
 
+def _completed_in(raw: memoryview) -> int:
+    """How many requests `raw` holds whole."""
+    count = _Count()
+    # A malformed or upgrading request after the whole ones stops the parser: they are counted.
+    with contextlib.suppress(httptools.HttpParserError, httptools.HttpParserUpgrade):
+        httptools.HttpRequestParser(count).feed_data(raw)
+    return count.completed
+
+
 def _message_start(raw: bytes, completed: int) -> int:
-    """Where the request after the first `completed` ones in `raw` begins."""
+    """Where the request after the first `completed` ones in `raw` begins: the shortest prefix
+    holding them whole, found by halving (each probe parses in C; byte by byte in Python would
+    cost an event loop a second per few MiB a client sends)."""
     if completed == 0:
         return 0
-    count = _Count()
-    parser = httptools.HttpRequestParser(count)
     view = memoryview(raw)
-    for i in range(len(raw)):
-        parser.feed_data(view[i : i + 1])
-        if count.completed == completed:
-            return i + 1
-    return len(raw)
+    low, high = 0, len(raw)  # the prefix of `high` bytes holds them, that of `low` does not
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _completed_in(view[:middle]) >= completed:
+            high = middle
+        else:
+            low = middle
+    return high
 
 
 class FrontConnection:
@@ -318,7 +372,9 @@ class FrontConnection:
 
     def data_received(self, data: bytes) -> None:
         if self._handover is not None:
-            self._handover += data
+            self._handover += data  # for aiohttp, once the front's requests are answered
+            if len(self._handover) > _BODY_HIGH:
+                self.pause_reading()
             return
         if self._dead:
             return
@@ -406,26 +462,32 @@ class FrontConnection:
         self._head_bytes += len(name) + len(value)
         if len(name) > MAX_FIELD or len(value) > MAX_FIELD or len(self._headers) >= MAX_HEADERS:
             raise _HandOver()
-        self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        # As aiohttp reads them, so a header goes on to the engine with the bytes the client sent.
+        self._headers.append(
+            (name.decode("utf-8", "surrogateescape"), value.decode("utf-8", "surrogateescape"))
+        )
 
     def on_headers_complete(self) -> None:
         self._in_head = False
         parser = self._parser
         url = self._url.decode("latin-1")
         path, _, _ = url.partition("?")
+        version = parser.get_http_version()
         if (
             self._handover is not None
             or parser.get_method() != b"POST"
             or path not in self.front.paths
             or parser.should_upgrade()
-            or any(name.lower() in ("expect", "upgrade") for name, _ in self._headers)
+            or not _front_serves(self._headers, version == "1.1")
         ):
             raise _HandOver()
-        http10 = parser.get_http_version() == "1.0"
+        http10 = version == "1.0"
         request = FrontRequest(self, path, url, self._headers, http10)
         request.keep_alive = parser.should_keep_alive()
         self._parsing = request
         self._queue.append(request)
+        if len(self._queue) > _MAX_QUEUED:
+            self.pause_reading()
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._serve())
         else:
@@ -466,6 +528,7 @@ class FrontConnection:
                 self._serving = False
                 self._link.request_ended()
             self._queue.popleft()
+            self.resume_reading()
             if not self._reusable(request):
                 self._close()
                 return
@@ -485,6 +548,9 @@ class FrontConnection:
             reply = await self.front.handle(request)
         except Exception as exc:  # the routing core answers its own errors: this is a bug
             logger.error("unexpected error on POST %s: %s", request.path, failure(exc))
+            if request.answer_begun:
+                request.keep_alive = False  # never a second answer after part of one: cut it short
+                return
             reply = error_response(500, "The router failed to handle the request.")
         try:
             if isinstance(reply, FrontReply):
@@ -518,6 +584,18 @@ class FrontConnection:
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
+        """Reads again, unless too many requests wait or the bytes arriving are too far ahead."""
+        parsing = self._parsing
+        handover = self._handover
+        if (
+            len(self._queue) > _MAX_QUEUED
+            or (parsing is not None and parsing.content.buffered > _BODY_HIGH)
+            or (handover is not None and len(handover) > _BODY_HIGH)
+        ):
+            return
+        self._unpause()
+
+    def _unpause(self) -> None:
         if self._reading_paused and self.transport is not None:
             self._reading_paused = False
             self.transport.resume_reading()
@@ -547,7 +625,7 @@ class FrontConnection:
             return
         self._stop_idle_timer()
         self.front.connections.discard(self)
-        self.resume_reading()
+        self._unpause()
         handler = self._server()
         self._link.hand_over(handler)
         handler.connection_made(transport)

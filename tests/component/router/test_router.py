@@ -157,6 +157,29 @@ async def test_streaming_through_the_openai_client(router: Router, client: opena
         assert text == "a0 a1 a2 a3 a4 "
 
 
+def sync_client_calls(url: str) -> tuple[list[str], list[str], list[str]]:
+    """Non-streamed and streamed completions through the blocking `openai` client, three of each
+    on its kept-alive connections; the texts and each answer's request id."""
+    texts, streamed, ids = [], [], []
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="test", max_retries=0, timeout=10.0) as c:
+        for _ in range(3):
+            raw = c.completions.with_raw_response.create(model="m", prompt="hi")
+            texts.append(raw.parse().choices[0].text)
+            ids.append(raw.headers["X-Request-Id"])
+            with c.chat.completions.create(model="m", messages=[], stream=True) as stream:
+                streamed.append("".join(ch.choices[0].delta.content or "" for ch in stream))
+    return texts, streamed, ids
+
+
+async def test_the_blocking_openai_client_on_the_front(router: Router) -> None:
+    assert router.config.front == "httptools"
+    async with upstreams(FakeUpstream("a", events=3)) as (a,):
+        router.set_endpoints([a.endpoint()])
+        texts, streamed, ids = await asyncio.to_thread(sync_client_calls, router.url)
+        assert texts == ["a"] * 3 and streamed == ["a0 a1 a2 "] * 3
+        assert len(set(ids)) == 3
+
+
 async def test_least_in_flight_spreads_concurrent_slow_requests(
     router: Router, client: openai.AsyncOpenAI
 ) -> None:
