@@ -165,6 +165,9 @@ def ahead_of(waiters: Iterable[Waiter], priority: Priority, now: float, aging_s:
     return sum(1 for w in waiters if effective_rank(w, now, aging_s) <= int(priority))
 
 
+_NONE: frozenset[str] = frozenset()
+
+
 class Capacity:
     """Requests in use per endpoint, against each endpoint's cap."""
 
@@ -177,6 +180,8 @@ class Capacity:
         return self.caps.get(name, self.default_cap)
 
     def saturated(self) -> frozenset[str]:
+        if self.default_cap is None and not self.caps:
+            return _NONE  # no caps (the default): nothing is ever saturated, no set per request
         out = set()
         for name, used in self.in_use.items():
             cap = self.cap(name)
@@ -327,6 +332,8 @@ class Admission:
     def wake(self) -> None:
         """Let waiters re-run `pick`: call after the endpoint set changes (a new endpoint may take
         them, or a removed model may make `pick` reject them)."""
+        if not self._queue:
+            return  # nobody waits: the usual case on every release
         ordered = queue_order(
             [w for w, fut in self._queue.items() if not fut.done()], self._clock(), self.config.aging_s
         )

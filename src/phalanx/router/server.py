@@ -281,6 +281,7 @@ class Router:
         self.config = config or RouterConfig()
         self.metrics = RouterMetrics()
         self._endpoints: tuple[Endpoint, ...] = ()
+        self._endpoint_names: frozenset[str] = frozenset()  # of `_endpoints`, for `_leave`
         self._in_flight: dict[str, int] = {}
         # `_states`' last build per endpoint name: (endpoint, in flight, reading, healthy, at
         # capacity, state), bounded by the endpoints seen since its last clear.
@@ -360,6 +361,7 @@ class Router:
                 self.policies.forget(ep.name, now)
                 self._prefills.forget(ep.name)
         self._endpoints = new
+        self._endpoint_names = frozenset(names)
         self._resolved = None
         self._backends_changed()
         if self._session is not None:
@@ -1360,7 +1362,7 @@ class Router:
 
     def _leave(self, name: str) -> None:
         count = self._in_flight.get(name, 1) - 1
-        if count <= 0 and all(ep.name != name for ep in self._endpoints):
+        if count <= 0 and name not in self._endpoint_names:
             # Removed while busy: it leaves the report once its last request is done.
             self._in_flight.pop(name, None)
             self.metrics.forget_endpoint(name)

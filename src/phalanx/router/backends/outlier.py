@@ -346,7 +346,7 @@ class OutlierDetector:
             return
         url, h = known
         new, events = step(h)
-        if new != h:
+        if new is not h and new != h:  # most steps give back the same object: no field compare
             self._states[name] = (url, new)
             self._cached = None
         for event in events:
