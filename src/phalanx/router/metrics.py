@@ -36,6 +36,7 @@ class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
+        self._relay_series: dict[tuple[str, str], tuple[Histogram, Histogram, Histogram]] = {}
         self.requests = Counter(
             "phalanx_router_requests",
             "Requests answered, by model, endpoint that served them and status code.",
@@ -205,6 +206,18 @@ class RouterMetrics:
             found = self._children[key] = metric.labels(*values)
         return found
 
+    def relay_series(self, model: str, endpoint: str) -> tuple[Histogram, Histogram, Histogram]:
+        """The TTFB, TTFT and ITL series a relay to `endpoint` observes: one lookup per relay."""
+        key = (model, endpoint)
+        found = self._relay_series.get(key)
+        if found is None:
+            found = self._relay_series[key] = (
+                self.child(self.ttfb, model),
+                self.child(self.ttft, model, endpoint),
+                self.child(self.itl, model, endpoint),
+            )
+        return found
+
     def know_endpoint(self, name: str) -> None:
         """Start the endpoint's ejection counters at 0: `increase()` cannot count a series' first
         sample, so a counter born at its first ejection made a crash-loop alert wait one more."""
@@ -283,10 +296,10 @@ class RelayTimer:
     """Times what one relay writes: first byte (TTFB), and for event streams the first event (TTFT)
     and the gaps between events (ITL, spread evenly over the events one write carries)."""
 
+    __slots__ = ("_itl", "_last", "_started", "_ttfb", "_ttft")
+
     def __init__(self, metrics: RouterMetrics, model: str, endpoint: str, started: float) -> None:
-        self._ttfb = metrics.child(metrics.ttfb, model)
-        self._ttft = metrics.child(metrics.ttft, model, endpoint)
-        self._itl = metrics.child(metrics.itl, model, endpoint)
+        self._ttfb, self._ttft, self._itl = metrics.relay_series(model, endpoint)
         self._started = started
         self._last: float | None = None
 

@@ -780,7 +780,7 @@ class Router:
         self._active += 1
         self._idle.clear()
         started = time.monotonic()
-        tally = _Tally(request_id=request_id(request.headers.items()))
+        tally = _Tally(request_id=request_id(request.headers))
         try:
             response = await self._route(request, started, tally)
             if tally.code is None:

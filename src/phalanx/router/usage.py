@@ -13,19 +13,37 @@ from collections import deque
 from dataclasses import dataclass
 
 TAIL_BYTES = 4096
-_TOTAL = re.compile(rb'"total_tokens"\s*:\s*(\d+)')
-_PROMPT = re.compile(rb'"prompt_tokens"\s*:\s*(\d+)')
-_COMPLETION = re.compile(rb'"completion_tokens"\s*:\s*(\d+)')
 
 
-def _last(pattern: re.Pattern[bytes], tail: bytes) -> int | None:
-    found = pattern.findall(tail)
-    return int(found[-1]) if found else None
+class _Count:
+    """A `"name": <digits>` count in JSON bytes; `last` reads the last one."""
+
+    __slots__ = ("key", "pattern")
+
+    def __init__(self, name: bytes) -> None:
+        self.key = b'"%b"' % name
+        self.pattern = re.compile(re.escape(self.key) + rb"\s*:\s*(\d+)")
+
+    def last(self, tail: bytes) -> int | None:
+        """Tried at each occurrence of the key, last first (a match begins with the key, and
+        matches cannot overlap), instead of finding every match and keeping the last."""
+        at = tail.rfind(self.key)
+        while at >= 0:
+            found = self.pattern.match(tail, at)
+            if found is not None:
+                return int(found[1])
+            at = tail.rfind(self.key, 0, at)
+        return None
+
+
+_TOTAL = _Count(b"total_tokens")
+_PROMPT = _Count(b"prompt_tokens")
+_COMPLETION = _Count(b"completion_tokens")
 
 
 def total_tokens(tail: bytes) -> int | None:
     """The last `total_tokens` in `tail`, or None when the engine reported none there."""
-    return _last(_TOTAL, tail)
+    return _TOTAL.last(tail)
 
 
 @dataclass(frozen=True)
@@ -36,10 +54,10 @@ class Usage:
 
 def usage(tail: bytes) -> Usage | None:
     """The last `prompt_tokens` and `completion_tokens` in `tail`; None without a prompt count."""
-    prompt = _last(_PROMPT, tail)
+    prompt = _PROMPT.last(tail)
     if prompt is None:
         return None
-    return Usage(prompt, _last(_COMPLETION, tail) or 0)
+    return Usage(prompt, _COMPLETION.last(tail) or 0)
 
 
 class UsageTap:

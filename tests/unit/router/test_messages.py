@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+from multidict import CIMultiDict
 
 from phalanx.router.endpoints import Endpoint, check_unique
 from phalanx.router.messages import (
@@ -105,15 +106,15 @@ def test_headers_named_in_connection_count_as_absent() -> None:
 
 
 def test_request_id_is_the_first_one_given_unless_empty() -> None:
-    assert request_id([("x-request-id", "a"), ("X-Request-Id", "b")]) == "a"
-    assert len(request_id([("X-Request-Id", "")])) == 32
+    assert request_id(CIMultiDict([("x-request-id", "a"), ("X-Request-Id", "b")])) == "a"
+    assert len(request_id(CIMultiDict([("X-Request-Id", "")]))) == 32
 
 
 def test_request_id_is_kept_or_made() -> None:
-    assert request_id([("X-REQUEST-ID", "abc")]) == "abc"
-    made = request_id([])
+    assert request_id(CIMultiDict([("X-REQUEST-ID", "abc")])) == "abc"
+    made = request_id(CIMultiDict([]))
     assert len(made) == 32
-    assert made != request_id([])
+    assert made != request_id(CIMultiDict([]))
 
 
 def test_client_headers() -> None:

@@ -6,6 +6,8 @@ import itertools
 import os
 import re
 
+from multidict import CIMultiDict
+
 from phalanx.router.messages import new_request_id, request_id
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
@@ -23,9 +25,9 @@ def test_a_made_id_is_32_lower_case_hex_digits_and_never_repeats() -> None:
 
 
 def test_request_id_makes_one_only_when_the_client_gave_none() -> None:
-    assert request_id([("X-Request-Id", "mine")]) == "mine"
-    assert HEX32.fullmatch(request_id([("X-Request-Id", "")]))
-    assert HEX32.fullmatch(request_id([("Content-Type", "application/json")]))
+    assert request_id(CIMultiDict([("X-Request-Id", "mine")])) == "mine"
+    assert HEX32.fullmatch(request_id(CIMultiDict([("X-Request-Id", "")])))
+    assert HEX32.fullmatch(request_id(CIMultiDict([("Content-Type", "application/json")])))
 
 
 def _ids_in_child() -> list[str]:

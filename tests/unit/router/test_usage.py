@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phalanx.router.usage import TAIL_BYTES, Usage, UsageTap, total_tokens, usage
 
@@ -44,3 +48,37 @@ def test_the_tap_reads_counts_split_across_many_small_writes() -> None:
         tap(bytes([byte]))
     assert tap.usage == Usage(31, 4)
     assert len(tap.tail) == TAIL_BYTES
+
+
+_PIECES = st.sampled_from(
+    [
+        b'"prompt_tokens"',
+        b'"completion_tokens"',
+        b'"total_tokens"',
+        b":",
+        b" ",
+        b"\n",
+        b"7",
+        b"42",
+        b"x",
+        b'"',
+        b"null",
+    ]
+)
+
+
+@given(st.lists(_PIECES, max_size=40).map(b"".join))
+def test_the_last_count_is_the_last_match_of_the_pattern(tail: bytes) -> None:
+    # The reading from the end agrees with every match found from the start, last one kept.
+    for name, read in ((b"total_tokens", total_tokens), (b"prompt_tokens", _prompt)):
+        found = re.findall(rb'"%b"\s*:\s*(\d+)' % name, tail)
+        assert read(tail) == (int(found[-1]) if found else None)
+    completion = re.findall(rb'"completion_tokens"\s*:\s*(\d+)', tail)
+    got = usage(tail)
+    if got is not None:
+        assert got.completion_tokens == (int(completion[-1]) if completion else 0)
+
+
+def _prompt(tail: bytes) -> int | None:
+    got = usage(tail)
+    return None if got is None else got.prompt_tokens
