@@ -64,7 +64,7 @@ STAGES: list[tuple[str, list[tuple[str, str]]]] = [
             ("server.py", "_routing_headers"),
         ],
     ),
-    ("availability, resolve models", [("server.py", "_resolve_models"), ("pods.py", "availability")]),
+    ("availability, resolve models", [("server.py", "_resolve_models"), ("balancer.py", "availability")]),
     ("upstream request headers", [("messages.py", "upstream_request_headers")]),
     ("admission + pick (states, policy)", [("admission.py", "acquire")]),
     (

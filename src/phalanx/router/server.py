@@ -217,7 +217,7 @@ class _Abandoned:
     reason: str
 
 
-@dataclass
+@dataclass(slots=True)
 class _Tally:
     """What one request's metrics are labelled with, filled in as routing proceeds."""
 
@@ -315,6 +315,8 @@ class Router:
         # `endpoints()` with learned models filled in; rebuilt only when discovery or learning
         # changes it, not on every request.
         self._resolved: tuple[Endpoint, ...] | None = None
+        # Whether `_resolved` was built with every model list known (declared or learned).
+        self._nothing_to_learn = False
         self._learning: dict[_ModelKey, asyncio.Task[None]] = {}
         self._learn_failed_at: dict[_ModelKey, float] = {}
         self._session: aiohttp.ClientSession | None = None
@@ -406,6 +408,7 @@ class Router:
     def endpoints(self) -> tuple[Endpoint, ...]:
         """The current set with learned model lists filled in."""
         if self._resolved is None:
+            self._nothing_to_learn = all(ep.models or _key(ep) in self._learned for ep in self._endpoints)
             self._resolved = tuple(
                 ep if ep.models else replace(ep, models=self._learned.get(_key(ep), ()))
                 for ep in self._endpoints
@@ -611,6 +614,8 @@ class Router:
             self._learning.pop(key, None)
 
     async def _resolve_models(self) -> None:
+        if self._resolved is not None and self._nothing_to_learn:
+            return  # every model list is known: no pass over the endpoints per request
         tasks = self._start_learning()
         if tasks:
             await asyncio.wait(tasks, timeout=self.config.models_timeout_s)
@@ -927,7 +932,7 @@ class Router:
                 states = self._states(model, saturated, now)
                 # Decode first: prefill engines never answer the client themselves.
                 main, split = answering_states(states, model)
-                found = candidates(main, model, frozenset(tried))
+                found = candidates(main, model, tried)  # read as it is now: no copy
                 available = found.available or (() if found.saturated else found.ejected)  # fail open
                 if not available:
                     if found.saturated:
