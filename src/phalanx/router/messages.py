@@ -37,7 +37,11 @@ def parse_request(body: bytes) -> ParsedRequest | RequestError:
 def request_payload(body: bytes) -> dict[str, Any] | RequestError:
     """The decoded body, a JSON object whose `model` is a non-empty string, or why not."""
     try:
-        payload = json.loads(body)
+        if body[:1] == b"{" and body[1:2] != b"\0":
+            # What `json.loads` would detect (no BOM, no UTF-16/32 zero byte), without asking it.
+            payload = json.loads(body.decode("utf-8", "surrogatepass"))
+        else:
+            payload = json.loads(body)
     except ValueError as exc:  # not UTF-8, not JSON, or a number too long to convert
         return RequestError(400, f"The request body is not valid JSON: {exc}")
     except RecursionError:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from phalanx.router.messages import ParsedRequest, RequestError, parse_request, request_payload
 from phalanx.router.parsing import Question, Summary, summarize
@@ -43,3 +47,43 @@ def test_a_good_body_is_the_whole_object() -> None:
         4,
         1,
     )
+
+
+def _as_json_loads_reads_it(body: bytes) -> object:
+    """What `request_payload` answers, with `json.loads` on the bytes (it detects the encoding)."""
+    try:
+        payload = json.loads(body)
+    except ValueError as exc:
+        return f"The request body is not valid JSON: {exc}"
+    if not isinstance(payload, dict) or not isinstance(payload.get("model"), str) or not payload["model"]:
+        return "refused"
+    return payload
+
+
+def _answer(body: bytes) -> object:
+    got = request_payload(body)
+    if isinstance(got, RequestError):
+        return got.message if got.message.startswith("The request body is not valid JSON") else "refused"
+    return got
+
+
+@given(st.binary(max_size=12).map(lambda tail: b"{" + tail) | st.binary(max_size=12))
+def test_a_body_opening_with_a_brace_is_read_as_json_loads_reads_it(body: bytes) -> None:
+    assert _answer(body) == _as_json_loads_reads_it(body)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model": "m", "prompt": "\u00e9"}'.encode("utf-16"),
+        '{"model": "m"}'.encode("utf-16-le"),
+        '{"model": "m"}'.encode("utf-32-be"),
+        b'\xef\xbb\xbf{"model": "m"}',
+        b'{"model": "m\xff"}',
+        b'{"model": "\\ud800"}',
+        b'{"model": "m", "prompt": "\xc3\xa9"}',
+        b"{\x00",
+    ],
+)
+def test_bodies_in_other_encodings_are_read_as_json_loads_reads_them(body: bytes) -> None:
+    assert _answer(body) == _as_json_loads_reads_it(body)
