@@ -168,7 +168,8 @@ class _Answer:
 
 
 def _unchunk(body: bytes) -> bytes:
-    out, rest = [], body
+    out: list[bytes] = []
+    rest = body
     while True:
         size_line, _, rest = rest.partition(b"\r\n")
         size = int(size_line, 16)
@@ -195,7 +196,7 @@ def _request(conn: _Conn, body: bytes) -> FrontRequest:
         ("Content-Length", str(len(body))),
         ("Content-Type", "application/json"),
     ]
-    request = FrontRequest(conn, "/v1/completions", "/v1/completions", headers, False)
+    request = FrontRequest(conn, "/v1/completions", "/v1/completions", headers, False)  # type: ignore[arg-type]
     request.content.feed(body)
     request.content.feed_eof()
     return request
@@ -233,7 +234,9 @@ async def _loop(router: Router, body: bytes, n: int) -> None:
         conn.out.clear()
 
 
-def run_shape(shape: str, requests: int, repeat: int) -> tuple[float, pstats.Stats]:
+def run_shape(
+    shape: str, requests: int, repeat: int, profile: bool = True
+) -> tuple[float, pstats.Stats | None]:
     body, answer = _prepared(shape)
     router = make_router()
     router._upstreams = _Upstreams(answer)  # type: ignore[assignment]
@@ -245,13 +248,15 @@ def run_shape(shape: str, requests: int, repeat: int) -> tuple[float, pstats.Sta
             t0 = time.perf_counter_ns()
             loop.run_until_complete(_loop(router, body, requests))
             best = min(best, (time.perf_counter_ns() - t0) / requests)
-        profile = cProfile.Profile()
-        profile.enable()
+        if not profile:
+            return best, None
+        profiler = cProfile.Profile()
+        profiler.enable()
         loop.run_until_complete(_loop(router, body, requests))
-        profile.disable()
+        profiler.disable()
     finally:
         loop.close()
-    return best, pstats.Stats(profile)
+    return best, pstats.Stats(profiler)
 
 
 def stage_table(stats: pstats.Stats, total_ns: float, requests: int) -> list[tuple[str, float, float]]:
@@ -283,31 +288,66 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--top", type=int, default=0, help="also print the N functions with most own time")
-    parser.add_argument("--against", metavar="REF", help="first run the same on REF's src/ (a git ref)")
+    parser.add_argument(
+        "--against",
+        metavar="REF",
+        help="compare with REF's src/ (a git ref): totals from --rounds alternating runs of each, "
+        "then each one's stage table",
+    )
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--totals", action="store_true", help="print only the totals, as JSON")
     args = parser.parse_args(list(argv) if argv is not None else None)
     if args.against:
-        _run_against(args.against, args.requests, args.repeat)
-        print(f"\nthis tree ({ROOT}):")
+        _compare(args.against, args.requests, args.repeat, args.rounds)
+        return
+    totals = {}
     for shape in SHAPES:
-        total, stats = run_shape(shape, args.requests, args.repeat)
+        total, stats = run_shape(shape, args.requests, args.repeat, profile=not args.totals)
+        totals[shape] = total
+        if args.totals:
+            continue
         print(f"\n{shape}: {total:,.0f} ns per request through Router.handle (best of {args.repeat})")
         print("| stage | ns/request (share of the total) | profiled µs/request |")
         print("|---|---:|---:|")
+        assert stats is not None
         for stage, ns, profiled in stage_table(stats, total, args.requests):
             print(f"| {stage} | {ns:,.0f} | {profiled:.2f} |")
         if args.top:
             print(top_functions(stats, args.top))
+    if args.totals:
+        print(json.dumps(totals))
 
 
-def _run_against(ref: str, requests: int, repeat: int) -> None:
+def _compare(ref: str, requests: int, repeat: int, rounds: int) -> None:
+    """Alternate runs of REF and this tree (a busy machine drifts), best total of each per shape."""
     with tempfile.TemporaryDirectory() as tmp:
         archive = subprocess.run(
             ["git", "-C", str(ROOT), "archive", ref, "src"], capture_output=True, check=True
         )
         subprocess.run(["tar", "-x", "-C", tmp], input=archive.stdout, check=True)
-        print(f"{ref}:", flush=True)
-        argv = [sys.executable, __file__, "--requests", str(requests), "--repeat", str(repeat)]
-        subprocess.run(argv, env={**os.environ, "LEDGER_SRC": str(Path(tmp) / "src")}, check=True)
+        trees = {ref: str(Path(tmp) / "src"), "this tree": str(ROOT / "src")}
+        base = [sys.executable, __file__, "--requests", str(requests), "--repeat", str(repeat)]
+        best: dict[str, dict[str, float]] = {name: {} for name in trees}
+        for _ in range(rounds):
+            for name, src in trees.items():
+                done = subprocess.run(
+                    [*base, "--totals"],
+                    env={**os.environ, "LEDGER_SRC": src},
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                for shape, total in json.loads(done.stdout.splitlines()[-1]).items():
+                    best[name][shape] = min(best[name].get(shape, float("inf")), total)
+        print(f"best of {rounds} alternating runs x {repeat}, ns per request through Router.handle:")
+        print(f"| shape | {ref} | this tree | change |")
+        print("|---|---:|---:|---:|")
+        for shape in SHAPES:
+            before, after = best[ref][shape], best["this tree"][shape]
+            print(f"| {shape} | {before:,.0f} | {after:,.0f} | {100 * (after / before - 1):+.1f} % |")
+        for name, src in trees.items():
+            print(f"\n{name}:", flush=True)
+            subprocess.run(base, env={**os.environ, "LEDGER_SRC": src}, check=True)
 
 
 if __name__ == "__main__":
