@@ -313,10 +313,16 @@ class OutlierDetector:
 
     def record_attempt(self, name: str, now: float) -> None:
         """Call when a request is sent to `name`: a probing endpoint then takes no other until it reports."""
+        known = self._states.get(name)
+        if known is None or known[1].passive is Passive.HEALTHY:
+            return  # `on_attempt` changes nothing while healthy: no step per request
         self._apply(name, lambda h: (on_attempt(h, now, self.config), []))
 
     def record_success(self, name: str, now: float) -> None:
         """The endpoint answered below 500 (call it when the response head arrives)."""
+        known = self._states.get(name)
+        if known is None or (known[1].passive is Passive.HEALTHY and not known[1].failures):
+            return  # `on_success` changes nothing while healthy with no failure run: the usual case
         self._apply(name, lambda h: on_success(h, name, now))
 
     def record_failure(self, name: str, kind: FailureKind, now: float, client: str = "") -> None:

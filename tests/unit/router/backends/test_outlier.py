@@ -598,3 +598,42 @@ def test_limits_hold_under_any_reports(reports: list[tuple[str, str, float]], pe
             for before, after in itertools.pairwise(kinds):
                 assert after is EventKind.EJECTED or before is EventKind.EJECTED
                 assert source == "passive" or before is not after
+
+
+_EVENTS = st.lists(
+    st.tuples(
+        st.sampled_from(["attempt", "success", "failure", "check_ok", "check_bad"]),
+        st.sampled_from(list(FailureKind)),
+        st.sampled_from(["c1", "c2", "c3"]),
+        st.floats(min_value=0.0, max_value=20.0),
+    ),
+    max_size=40,
+)
+
+
+@given(_EVENTS)
+@settings(max_examples=300)
+def test_the_detector_keeps_what_the_pure_steps_say(
+    events: list[tuple[str, FailureKind, str, float]],
+) -> None:
+    # The detector skips the steps that change nothing (a healthy endpoint's attempts and
+    # successes): its state must still be the fold of the pure steps, event by event.
+    detector = OutlierDetector(CFG)
+    detector.set_endpoints([ep("a", "m")])
+    h = EndpointHealth()
+    now = NOW
+    for what, kind, client, wait in events:
+        now += wait
+        if what == "attempt":
+            detector.record_attempt("a", now)
+            h = on_attempt(h, now, CFG)
+        elif what == "success":
+            detector.record_success("a", now)
+            h = on_success(h, "a", now)[0]
+        elif what == "failure":
+            detector.record_failure("a", kind, now, client)
+            h = on_failure(h, "a", kind, now, CFG, client)[0]
+        else:
+            detector.record_check("a", what == "check_ok", now)
+            h = on_check(h, "a", what == "check_ok", now, CFG)[0]
+        assert detector.state("a", now) == settle(h, now)
