@@ -128,9 +128,10 @@ base_id="$(image_id "$base")"
 # What the image is made of: the files the wheel is built from, the recipe, and the base.
 cd "$root"
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  mapfile -t sources < <(git ls-files --cached --others --exclude-standard -- src pyproject.toml README.md | sort)
+  mapfile -t sources < <(git ls-files --cached --others --exclude-standard -- src setup.py pyproject.toml README.md \
+    | sort)
 else
-  mapfile -t sources < <(find src pyproject.toml README.md -type f ! -path '*/__pycache__/*' | sort)
+  mapfile -t sources < <(find src setup.py pyproject.toml README.md -type f ! -path '*/__pycache__/*' | sort)
 fi
 existing=()
 for f in "${sources[@]}"; do [ -f "$f" ] && existing+=("$f"); done
@@ -157,7 +158,12 @@ else
 would be built by Python $wheel_python (.venv): choose a base with Python $wheel_python, or set \
 PHALANX_PYTHON to a Python $base_python and remove .venv"
   log "building the wheels (phalanx $version and its runtime dependencies, Python $wheel_python)"
-  "$py" -m pip wheel --quiet --wheel-dir "$scratch/context/wheels" "$scratch/source" >&2
+  # phalanx's own wheel with the router compiled by mypyc (setup.py); mypy reads the types of its
+  # dependencies, so it builds in .venv, which has them. Then the wheels of those dependencies.
+  PHALANX_COMPILE=1 "$py" -m pip wheel --quiet --no-deps --no-build-isolation \
+    --wheel-dir "$scratch/context/wheels" "$scratch/source" >&2
+  "$py" -m pip wheel --quiet --wheel-dir "$scratch/context/wheels" --find-links "$scratch/context/wheels" \
+    "$scratch/context/wheels"/phalanx-*.whl >&2
   "$py" -m pip download --quiet --no-deps --only-binary=:all: --dest "$scratch/context/wheels" pip >&2
   log "building $name on $base"
   buildah build --isolation chroot --pull=never --quiet -f "$containerfile" \

@@ -9,6 +9,8 @@ A contender is `KIND[:POLICY][ EXTRA ARGS]`, for example:
                                     PYTHONPATH), to compare two versions in one run
     phalanx-cli[@REF][:NAME]        `phalanx router --backend URL ... [--policy NAME]` (its defaults:
                                     the access log on), optionally as it was at REF
+    phalanx-compiled[@REF][:NAME]   the same, built with the router compiled by mypyc (setup.py,
+                                    PHALANX_COMPILE=1: what the image runs); REF's build is kept
     vllm-router:round_robin         vllm-router (PyPI, Rust) with --policy round_robin
     vllm-router:cache_aware --balance-abs-threshold 8
                                     extra words go to that CLI unchanged
@@ -35,6 +37,7 @@ from procs import (
     Child,
     Processes,
     StartError,
+    compiled_build,
     export_src,
     free_port,
     src_first,
@@ -66,9 +69,9 @@ class Contender:
             raise ValueError("empty contender")
         kind, _, policy = words[0].partition(":")
         kind, _, git_ref = kind.partition("@")
-        if git_ref and kind not in ("phalanx", "phalanx-cli"):
-            raise ValueError(f"only `phalanx` and `phalanx-cli` take @REF, not {kind!r} in {spec!r}")
-        if kind not in ("direct", "phalanx", "phalanx-cli", "vllm-router", "floor"):
+        if git_ref and kind not in ("phalanx", "phalanx-cli", "phalanx-compiled"):
+            raise ValueError(f"only phalanx contenders take @REF, not {kind!r} in {spec!r}")
+        if kind not in ("direct", "phalanx", "phalanx-cli", "phalanx-compiled", "vllm-router", "floor"):
             raise ValueError(f"unknown contender kind {kind!r} in {spec!r}")
         if kind == "direct" and (policy or words[1:]):
             raise ValueError("`direct` takes no policy or arguments")
@@ -88,7 +91,13 @@ class Contender:
         url = f"http://{HOST}:{port}"
         name = f"{label}-{self.spec.split()[0].replace(':', '-').replace('@', '-')}"
         env: dict[str, str] = {}
-        if self.git_ref:
+        if self.kind == "phalanx-compiled":
+            try:
+                build = compiled_build(self.git_ref)
+            except LookupError as exc:
+                raise Unavailable(str(exc)) from None
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(build), os.environ.get("PYTHONPATH")]))
+        elif self.git_ref:
             snapshot = procs.log_dir / f"src-{self.git_ref.replace('/', '-')}"
             export_src(self.git_ref, snapshot)
             env["PYTHONPATH"] = src_first(snapshot)
@@ -99,7 +108,7 @@ class Contender:
                 argv += ["--backend", backend]
             if self.policy:
                 argv += ["--policy", self.policy]
-        elif self.kind == "phalanx-cli":
+        elif self.kind in ("phalanx-cli", "phalanx-compiled"):
             help_text = _help([str(PHALANX_BIN), "router", "--help"])
             for flag in ["--backend"] + (["--policy"] if self.policy else []):
                 if flag not in help_text:

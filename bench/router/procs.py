@@ -7,13 +7,16 @@ few seconds, then SIGKILL, on every exit path. Everything listens on 127.0.0.1 o
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -308,3 +311,64 @@ def export_src(ref: str, directory: Path) -> str:
     )
     subprocess.run(["tar", "-x", "-C", str(directory)], input=archive.stdout, check=True)
     return commit
+
+
+COMPILED_BUILDS = Path.home() / ".cache" / "phalanx" / "bench-compiled"
+COMPILED_FILES = ["setup.py", "pyproject.toml", "README.md", "src"]
+
+
+def compiled_build(ref: str | None) -> Path:
+    """phalanx as it was at git commit REF (the working tree without one) built with the router
+    compiled by mypyc (setup.py, PHALANX_COMPILE=1), for PYTHONPATH. Kept under COMPILED_BUILDS by
+    commit (working tree: by a hash of its files); about 2 minutes to build. Raises LookupError when
+    that version has no compiled build."""
+    if ref is None:
+        digest = hashlib.sha256()
+        for path in sorted(p for name in COMPILED_FILES for p in _files(ROOT / name)):
+            digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+        key = "tree-" + digest.hexdigest()[:16]
+    else:
+        key = subprocess.run(
+            ["git", "rev-parse", "--short", ref], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    target = COMPILED_BUILDS / key
+    if target.is_dir():
+        return target
+    COMPILED_BUILDS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=COMPILED_BUILDS, prefix=".build-") as scratch:
+        # Always from a copy: pip builds in the source directory, and a `build/` left there by an
+        # earlier build would go into this one.
+        source = Path(scratch) / "source"
+        if ref is None:
+            for name in COMPILED_FILES:
+                if (ROOT / name).is_dir():
+                    shutil.copytree(ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
+                else:
+                    shutil.copy2(ROOT / name, source / name)
+        else:
+            source.mkdir()
+            archive = subprocess.run(
+                ["git", "archive", "--format=tar", ref, *COMPILED_FILES],
+                cwd=ROOT,
+                capture_output=True,
+                check=False,
+            )
+            if archive.returncode != 0:
+                raise LookupError(f"{ref} has no setup.py (no compiled build)")
+            subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+        if "PHALANX_COMPILE" not in (source / "setup.py").read_text():
+            raise LookupError(f"{ref or 'the working tree'} has no compiled build")
+        out = Path(scratch) / "out"
+        print(f"  building {ref or 'the working tree'} compiled (mypyc) into {target}", flush=True)
+        pip = [sys.executable, "-m", "pip", "install", "--quiet", "--no-build-isolation", "--no-deps"]
+        subprocess.run(
+            [*pip, "--target", str(out), str(source)],
+            env={**os.environ, "PHALANX_COMPILE": "1"},
+            check=True,
+        )
+        out.rename(target)
+    return target
+
+
+def _files(path: Path) -> list[Path]:
+    return [path] if path.is_file() else [p for p in path.rglob("*.py") if "__pycache__" not in p.parts]

@@ -105,6 +105,15 @@ def test_phalanx_answers_its_version_as_uid_65532(container: str) -> None:
     assert ids.stdout.split() == [str(RUN_AS_USER)] * 2, ids.stdout + ids.stderr
 
 
+def test_the_routers_request_path_in_the_image_is_compiled(container: str) -> None:
+    # scripts/build-image.sh builds the wheel with PHALANX_COMPILE=1 (setup.py): C extensions by mypyc.
+    probe = "import phalanx.router.server as s, phalanx.http.guard as g; print(s.__file__, g.__file__)"
+    found = run_in(container, "python3", "-c", probe)
+    paths = found.stdout.split()
+    assert found.returncode == 0 and len(paths) == 2, found.stdout + found.stderr
+    assert all(path.endswith(".so") for path in paths), paths
+
+
 def test_the_operator_in_the_image_starts_and_looks_for_its_cluster(container: str) -> None:
     operator = run_in(container, "phalanx", "operator", "--kubeconfig", "/nonexistent")
     assert operator.returncode != 0

@@ -6,6 +6,7 @@ exceptions (`BadRequestError`, `NotFoundError`, ...), so every HTTP surface of P
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -93,3 +94,9 @@ def json_errors(log: logging.Logger, unexpected: Callable[[Exception], str]) -> 
             return error_response(500, unexpected(exc))
 
     return errors
+
+
+def middleware(handler: Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]) -> Middleware:
+    """`handler` (a bound method) marked as an aiohttp new-style middleware. The mark is an attribute,
+    which a method compiled with mypyc cannot take, so it goes on a partial of the method."""
+    return web.middleware(functools.partial(handler))

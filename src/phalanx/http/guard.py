@@ -13,7 +13,7 @@ and aiohttp's protocol, on asyncio's protocol interface only:
   to make room. When every connection is in a request, the newcomer gets a 503 and is closed.
 
 A connection is "in a request" from when the application's handler starts until the answer is
-written, which `middleware` marks (it must be the app's outermost middleware) by writing the
+written, which `track` marks (it must be the app's outermost middleware) by writing the
 answer itself before it returns. Body timeouts belong to whoever reads the body; `close_after`
 lets it have the connection closed once its answer is out, with no lingering read of the rest.
 
@@ -30,7 +30,7 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol, cast
+from typing import Protocol, cast
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -186,7 +186,7 @@ class _Connection(asyncio.Protocol):
 class ConnectionGuard:
     """Wraps an aiohttp `web.Server` (the protocol factory) with the limits in `GuardLimits`.
 
-    `factory` goes to `loop.create_server`; `middleware` must be the outermost middleware of the
+    `factory` goes to `loop.create_server`; `track` must be the outermost middleware of the
     application the server runs. `evictions`, `refusals` and `head_timeouts` count what it did.
     """
 
@@ -236,8 +236,8 @@ class ConnectionGuard:
         if conn is not None:
             self._open[new] = conn
 
-    @web.middleware
-    async def middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+    async def track(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """The app's outermost middleware (mark it with `phalanx.http.errors.middleware`)."""
         conn = self._open.get(request.protocol)
         if conn is None:  # an app served some other way (a test client): nothing to track
             return await handler(request)
@@ -253,36 +253,3 @@ class ConnectionGuard:
             conn.request_ended()
             if request.get(_CLOSE_AFTER):
                 conn.close()
-
-
-class GuardedSite(web.TCPSite):
-    """A TCP site whose connections go through a `ConnectionGuard`."""
-
-    def __init__(
-        self,
-        runner: web.BaseRunner,
-        host: str,
-        port: int,
-        guard: ConnectionGuard,
-        front: FrontFactory | None = None,
-        **kw: Any,
-    ) -> None:
-        super().__init__(runner, host, port, **kw)
-        self._guard = guard
-        self._front = front
-
-    async def start(self) -> None:
-        await web.BaseSite.start(self)  # registers the site with its runner
-        server = self._runner.server
-        assert server is not None
-        self._guard.bind(server, self._front)
-        loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(
-            self._guard.factory,
-            self._host,
-            self._port,
-            backlog=self._backlog,
-            reuse_address=self._reuse_address,
-            reuse_port=self._reuse_port,
-        )
-        self._bound_port = self._server.sockets[0].getsockname()[1] if self._server.sockets else self._port

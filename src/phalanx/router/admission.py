@@ -10,13 +10,12 @@ the client goes away. The decisions (order, who wakes, Retry-After) are plain fu
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import itertools
 import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from phalanx.router.rejection import Rejection
@@ -346,18 +345,13 @@ class Admission:
 
     # -- slots ---------------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def slot(self, model: str, priority: Priority, timeout_s: float, pick: Pick) -> AsyncIterator[str]:
+    def slot(self, model: str, priority: Priority, timeout_s: float, pick: Pick) -> Slot:
         """Hold a slot on the endpoint `pick` chose for as long as the block runs.
 
         Raises `Rejection` 429 (queue full) or 504 (queue timeout), or what `pick` raised. A
         cancelled caller (client gone) leaves the queue, and any slot granted to it is given back.
         """
-        name = await self.acquire(model, priority, timeout_s, pick)
-        try:
-            yield name
-        finally:
-            self.release(name)
+        return Slot(self, model, priority, timeout_s, pick)
 
     async def acquire(self, model: str, priority: Priority, timeout_s: float, pick: Pick) -> str:
         """`slot` without the context manager: every success needs exactly one `release(name)`."""
@@ -410,3 +404,24 @@ class Admission:
             ahead, self._rate.per_second(now), self.config.retry_after_s, self.config.max_retry_after_s
         )
         return queue_full(retry, len(waiting))
+
+
+class Slot:
+    """`async with admission.slot(...) as endpoint_name:`, a class and not a generator: mypyc cannot
+    compile an async generator."""
+
+    def __init__(
+        self, admission: Admission, model: str, priority: Priority, timeout_s: float, pick: Pick
+    ) -> None:
+        self._admission = admission
+        self._args = (model, priority, timeout_s, pick)
+        self._name: str | None = None
+
+    async def __aenter__(self) -> str:
+        self._name = await self._admission.acquire(*self._args)
+        return self._name
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._name is not None:
+            self._admission.release(self._name)
+            self._name = None

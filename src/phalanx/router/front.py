@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from http import HTTPStatus
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 import httptools
 from aiohttp import web
@@ -281,8 +281,8 @@ def _phrase(status: int) -> str:
 class _Date:
     """The Date header, formatted once a second."""
 
-    second = 0
-    text = ""
+    second: ClassVar[int] = 0
+    text: ClassVar[str] = ""
 
     @classmethod
     def now(cls) -> str:

@@ -8,11 +8,10 @@ metrics scraper and health checker, and the retry loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,9 @@ from aiohttp import web
 from aiohttp.typedefs import Handler
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from phalanx.http.errors import error_response
-from phalanx.http.guard import ConnectionGuard, GuardedSite, GuardLimits, default_max_connections
+from phalanx.http.errors import error_response, middleware
+from phalanx.http.guard import ConnectionGuard, GuardLimits, default_max_connections
+from phalanx.http.site import GuardedSite
 from phalanx.router.admission import (
     PRIORITY_HEADER,
     QUEUE_TIMEOUT_HEADER,
@@ -420,9 +420,12 @@ class Router:
     def build_app(self) -> web.Application:
         # The guard's middleware first: a connection is in a request until its answer is written.
         app = web.Application(
-            middlewares=[self.guard.middleware, self._errors], client_max_size=self.config.client_max_size
+            middlewares=[middleware(self.guard.track), middleware(self._errors)],
+            client_max_size=self.config.client_max_size,
         )
-        app.cleanup_ctx.append(self._client_session)
+        # Signals, not a cleanup context: an async generator cannot be compiled (see docs/router.md).
+        app.on_startup.append(self._open_session)
+        app.on_cleanup.append(self._close_session)
         for path in PROXIED_PATHS:
             app.router.add_post(path, self._proxy)
         app.router.add_get("/v1/models", self._models)
@@ -501,7 +504,7 @@ class Router:
             raise RuntimeError("router not started")
         return self._url
 
-    async def _client_session(self, app: web.Application) -> AsyncIterator[None]:
+    async def _open_session(self, app: web.Application) -> None:
         connector = aiohttp.TCPConnector(
             # No cap: engines queue internally, and a pool cap here would queue invisibly.
             limit=0,
@@ -548,26 +551,26 @@ class Router:
             )
         self._backends_changed()
         self._start_learning()
-        try:
-            yield
-        finally:
-            self._session = None
-            upstreams, self._upstreams = self._upstreams, None
-            tasks = list(self._learning.values())
-            if self._key_poller is not None:
-                tasks.append(self._key_poller)
-                self._key_poller = None
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            self._learning.clear()
-            for part in (self._scraper, self._checker):
-                if part is not None:
-                    await part.close()
-            self._scraper = self._checker = None
-            await self.parser.close()
-            if upstreams is not None and upstreams.pool is not None:
-                await upstreams.pool.close()
+
+    async def _close_session(self, app: web.Application) -> None:
+        session, self._session = self._session, None
+        upstreams, self._upstreams = self._upstreams, None
+        tasks = list(self._learning.values())
+        if self._key_poller is not None:
+            tasks.append(self._key_poller)
+            self._key_poller = None
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._learning.clear()
+        for part in (self._scraper, self._checker):
+            if part is not None:
+                await part.close()
+        self._scraper = self._checker = None
+        await self.parser.close()
+        if upstreams is not None and upstreams.pool is not None:
+            await upstreams.pool.close()
+        if session is not None:
             await session.close()
 
     # -- models ----------------------------------------------------------------------------
@@ -622,7 +625,6 @@ class Router:
 
     # -- handlers --------------------------------------------------------------------------
 
-    @web.middleware
     async def _errors(
         self,
         request: web.Request,
@@ -708,7 +710,7 @@ class Router:
         waiting = self.admission.waiting_by_model()
         held = self.held()
         endpoints = self.endpoints()
-        models = sorted(self._declared.models | waiting.keys())
+        models = sorted(self._declared.models.union(waiting))
         return web.json_response(
             {
                 "complete": self._declared.complete,
@@ -1419,11 +1421,17 @@ def _error(err: RequestError) -> web.Response:
     return error_response(err.status, err.message, param=err.param, headers=dict(err.headers) or None)
 
 
-@contextlib.asynccontextmanager
-async def running(router: Router, host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[Router]:
+class running:
     """`async with running(Router()) as r:` starts and always stops the router."""
-    await router.start(host, port)
-    try:
-        yield router
-    finally:
-        await router.stop()
+
+    def __init__(self, router: Router, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._router = router
+        self._host = host
+        self._port = port
+
+    async def __aenter__(self) -> Router:
+        await self._router.start(self._host, self._port)
+        return self._router
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._router.stop()

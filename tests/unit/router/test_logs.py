@@ -73,6 +73,7 @@ def as_logging_writes(handler: logging.Handler, name: str, message: str, created
     return handler.format(record) + "\n"
 
 
+@pytest.mark.pure_python  # the clock is patched into the module
 async def test_access_lines_are_what_logging_would_write_and_leave_together(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,8 @@ from phalanx.router.backends.load import BackendLoad
 from phalanx.router.policies import BackendState
 
 NAMES = ("a", "b", "c")
+# A stand-in for the scraper and the detector goes into attributes the compiled router types.
+pytestmark = pytest.mark.pure_python
 
 
 def ep(name: str, models: tuple[str, ...] = ("m",)) -> Endpoint:
