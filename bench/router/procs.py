@@ -339,6 +339,7 @@ def compiled_build(ref: str | None) -> Path:
         # Always from a copy: pip builds in the source directory, and a `build/` left there by an
         # earlier build would go into this one.
         source = Path(scratch) / "source"
+        source.mkdir()
         if ref is None:
             for name in COMPILED_FILES:
                 if (ROOT / name).is_dir():
@@ -346,7 +347,6 @@ def compiled_build(ref: str | None) -> Path:
                 else:
                     shutil.copy2(ROOT / name, source / name)
         else:
-            source.mkdir()
             archive = subprocess.run(
                 ["git", "archive", "--format=tar", ref, *COMPILED_FILES],
                 cwd=ROOT,
