@@ -423,7 +423,7 @@ class Router:
             middlewares=[middleware(self.guard.track), middleware(self._errors)],
             client_max_size=self.config.client_max_size,
         )
-        # Signals, not a cleanup context: an async generator cannot be compiled (see docs/router.md).
+        # Signals, not a cleanup context: an async generator cannot be compiled (docs/architecture.md).
         app.on_startup.append(self._open_session)
         app.on_cleanup.append(self._close_session)
         for path in PROXIED_PATHS:
