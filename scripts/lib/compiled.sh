@@ -14,6 +14,20 @@ compiled_key="$(
 export PHALANX_COMPILED_DIR="$compiled_cache/$compiled_key"
 if [ ! -d "$PHALANX_COMPILED_DIR" ]; then
   echo "==> compiling the router with mypyc into $PHALANX_COMPILED_DIR (reused while the sources stay the same)"
+  # A C compiler and Python's headers: installed from Debian's packages when missing and allowed.
+  include="$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')"
+  if ! command -v gcc >/dev/null 2>&1 || [ ! -f "$include/Python.h" ]; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+      echo "==> installing gcc and Python's headers (apt-get) for the compiled router"
+      apt-get install -y -q gcc "libpython$("$venv/bin/python" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-dev" \
+        >/dev/null
+    fi
+    if ! command -v gcc >/dev/null 2>&1 || [ ! -f "$include/Python.h" ]; then
+      echo "The compiled router needs gcc and Python's headers ($include/Python.h): install them" >&2
+      echo "(Debian: apt-get install gcc python3-dev) and run again." >&2
+      exit 1
+    fi
+  fi
   mkdir -p "$compiled_cache"
   find "$compiled_cache" -maxdepth 1 -name '.build-*' -mmin +60 -exec rm -rf {} + # left by a killed build
   # Built from a copy (a build never writes into the checkout) into a scratch directory, moved
