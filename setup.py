@@ -53,8 +53,8 @@ COMPILED = [
 def ext_modules() -> list[object]:
     if os.environ.get("PHALANX_COMPILE", "0") != "1":
         return []
-    if "editable_wheel" in sys.argv:
-        sys.exit("PHALANX_COMPILE=1 with an editable install: a compiled module would shadow edits to its source")
+    if "editable_wheel" in sys.argv:  # a compiled module next to its source would shadow edits of it
+        sys.exit("PHALANX_COMPILE=1 is for wheels and plain installs, not an editable install")
     try:
         from mypyc.build import mypycify
     except ImportError:
