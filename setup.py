@@ -29,6 +29,7 @@ COMPILED = [
     "src/phalanx/router/front.py",
     "src/phalanx/router/logs.py",
     "src/phalanx/router/messages.py",
+    "src/phalanx/router/parsepool.py",
     "src/phalanx/router/metrics.py",
     "src/phalanx/router/parsing.py",
     "src/phalanx/router/proxy.py",
@@ -38,6 +39,7 @@ COMPILED = [
     "src/phalanx/router/upstream.py",
     "src/phalanx/router/upstream_session.py",
     "src/phalanx/router/usage.py",
+    "src/phalanx/router/backends/load.py",
     "src/phalanx/router/backends/outlier.py",
     "src/phalanx/router/policies/base.py",
     "src/phalanx/router/policies/pd.py",
@@ -54,7 +56,9 @@ def ext_modules() -> list[object]:
     if os.environ.get("PHALANX_COMPILE", "0") != "1":
         return []
     if "editable_wheel" in sys.argv:
-        sys.exit("PHALANX_COMPILE=1 with an editable install: a compiled module would shadow edits to its source")
+        sys.exit(
+            "PHALANX_COMPILE=1 with an editable install: a compiled module would shadow edits to its source"
+        )
     try:
         from mypyc.build import mypycify
     except ImportError:

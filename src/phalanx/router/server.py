@@ -354,7 +354,7 @@ class Router:
                 self.metrics.forget_endpoint(ep.name)
         for ep in new:
             self._in_flight.setdefault(ep.name, 0)
-            self.metrics.child(self.metrics.in_flight, ep.name).set(self._in_flight[ep.name])
+            self.metrics.gauge(self.metrics.in_flight, ep.name).set(self._in_flight[ep.name])
             self.metrics.know_endpoint(ep.name)
         now = time.monotonic()
         urls = {ep.name: ep.url for ep in new}
@@ -784,8 +784,9 @@ class Router:
 
     async def handle(self, request: ClientRequest) -> ClientReply:
         """A proxied request, served by either front: routed, relayed, counted and logged."""
+        if self._active == 0:  # set only while none is active: clearing it again is a Python call
+            self._idle.clear()
         self._active += 1
-        self._idle.clear()
         started = time.monotonic()
         tally = _Tally(request_id=request_id(request.headers))
         try:
@@ -798,14 +799,14 @@ class Router:
         finally:
             # No code means the handler was cancelled: the client went away.
             code = CLIENT_CLOSED if tally.code is None else tally.code
-            self.metrics.child(self.metrics.requests, tally.model, tally.endpoint, str(code)).inc()
+            self.metrics.counter(self.metrics.requests, tally.model, tally.endpoint, str(code)).inc()
             self.metrics.key_usage.record(tally.key, code, tally.usage.usage if tally.usage else None)
             if code == CLIENT_CLOSED:
                 tally.error = "client_gone"
             if tally.error:
-                self.metrics.child(self.metrics.errors, tally.error).inc()
+                self.metrics.counter(self.metrics.errors, tally.error).inc()
             if tally.model and tally.model != UNKNOWN_MODEL:
-                self.metrics.child(self.metrics.latency, tally.model, tally.endpoint).observe(
+                self.metrics.histogram(self.metrics.latency, tally.model, tally.endpoint).observe(
                     time.monotonic() - started
                 )
             if self.config.access_log:
@@ -914,8 +915,8 @@ class Router:
                     self.on_held(model)
             case Availability.ROUTABLE:
                 tally.model = model
-        self.metrics.child(self.metrics.arrivals, model).inc()
-        self.metrics.child(self.metrics.arrival_prompt_tokens, model).inc(summary.prompt_tokens)
+        self.metrics.counter(self.metrics.arrivals, model).inc()
+        self.metrics.counter(self.metrics.arrival_prompt_tokens, model).inc(summary.prompt_tokens)
 
         rid = tally.request_id
         drop = ("authorization",) if self.keys.enabled else ()  # the router's key is not the engine's
@@ -969,7 +970,7 @@ class Router:
                 now = time.monotonic()
                 self.policies.record(routing, ep, now)
                 self.detector.record_attempt(ep.name, now)
-                self.metrics.child(self.metrics.decisions, decision.policy, decision.reason).inc()
+                self.metrics.counter(self.metrics.decisions, decision.policy, decision.reason).inc()
                 tried.add(ep.name)
                 tally.endpoint = ep.name
                 tally.attempts += 1
@@ -1365,7 +1366,7 @@ class Router:
     def _enter(self, name: str) -> None:
         count = self._in_flight.get(name, 0) + 1
         self._in_flight[name] = count
-        self.metrics.child(self.metrics.in_flight, name).set(count)
+        self.metrics.gauge(self.metrics.in_flight, name).set(count)
 
     def _leave(self, name: str) -> None:
         count = self._in_flight.get(name, 1) - 1
@@ -1375,7 +1376,7 @@ class Router:
             self.metrics.forget_endpoint(name)
             return
         self._in_flight[name] = max(count, 0)
-        self.metrics.child(self.metrics.in_flight, name).set(max(count, 0))
+        self.metrics.gauge(self.metrics.in_flight, name).set(max(count, 0))
 
 
 def _log_request(access: AccessLog, request: ClientRequest, tally: _Tally, code: int, seconds: float) -> None:
