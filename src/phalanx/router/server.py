@@ -217,24 +217,40 @@ class _Abandoned:
     reason: str
 
 
-@dataclass(slots=True)
 class _Tally:
-    """What one request's metrics are labelled with, filled in as routing proceeds."""
+    """What one request's metrics are labelled with, filled in as routing proceeds. A plain class:
+    a dataclass's `__init__` is generated Python even when compiled (one interpreted call per
+    request; bench/router/results.md)."""
 
-    model: str = ""
-    endpoint: str = NO_ENDPOINT
-    code: int | None = None
-    error: str = ""  # the kind, for phalanx_router_errors; empty when the request succeeded
-    request_id: str = ""
-    # Who sent it, for the outlier detector: its API key's name, else the peer's address.
-    client: str = ""
-    attempts: int = 0
-    key: str | None = None  # the API key's name, for the per-key usage metrics
-    usage: UsageTap | None = None  # the engine's token counts: key budgets and per-key usage
-    response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
-    # vLLM prefill/decode: the prefill engine and the kv_transfer_params it answered, kept while
-    # they may still be pulled, so a decode retry on another endpoint does not prefill again.
-    prefilled: tuple[Endpoint, dict[str, Any]] | None = None
+    __slots__ = (
+        "attempts",
+        "client",
+        "code",
+        "endpoint",
+        "error",
+        "key",
+        "model",
+        "prefilled",
+        "request_id",
+        "response_headers",
+        "usage",
+    )
+
+    def __init__(self, request_id: str = "") -> None:
+        self.model = ""
+        self.endpoint = NO_ENDPOINT
+        self.code: int | None = None
+        self.error = ""  # the kind, for phalanx_router_errors; empty when the request succeeded
+        self.request_id = request_id
+        # Who sent it, for the outlier detector: its API key's name, else the peer's address.
+        self.client = ""
+        self.attempts = 0
+        self.key: str | None = None  # the API key's name, for the per-key usage metrics
+        self.usage: UsageTap | None = None  # the engine's token counts: key budgets and per-key usage
+        self.response_headers: dict[str, str] = {}  # added to the relayed answer
+        # vLLM prefill/decode: the prefill engine and the kv_transfer_params it answered, kept while
+        # they may still be pulled, so a decode retry on another endpoint does not prefill again.
+        self.prefilled: tuple[Endpoint, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
