@@ -5,9 +5,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from json.scanner import make_scanner
+from typing import Any, Final
 
 
 @dataclass(frozen=True)
@@ -34,12 +36,29 @@ def parse_request(body: bytes) -> ParsedRequest | RequestError:
     return ParsedRequest(model=payload["model"], stream=payload.get("stream") is True, payload=payload)
 
 
+# json.loads's own scanner (C where `_json` is), called without the three Python functions around it.
+_SCAN: Final[Callable[[str, int], tuple[Any, int]]] = make_scanner(json.JSONDecoder())  # type: ignore[arg-type]  # typeshed has it as a class
+_WHITESPACE: Final = re.compile(r"[ \t\n\r]*")  # what json.decoder skips after a value
+
+
+def _loads_object(text: str) -> Any:
+    """`json.loads(text)` for a text that starts with `{`: the same value, the same errors."""
+    try:
+        payload, end = _SCAN(text, 0)
+    except StopIteration as err:  # a value missing, here or nested: as JSONDecoder.raw_decode says it
+        raise json.JSONDecodeError("Expecting value", text, err.value) from None
+    end = _WHITESPACE.match(text, end).end()  # type: ignore[union-attr]  # matches the empty string
+    if end != len(text):
+        raise json.JSONDecodeError("Extra data", text, end)
+    return payload
+
+
 def request_payload(body: bytes) -> dict[str, Any] | RequestError:
     """The decoded body, a JSON object whose `model` is a non-empty string, or why not."""
     try:
         if body[:1] == b"{" and body[1:2] != b"\0":
             # What `json.loads` would detect (no BOM, no UTF-16/32 zero byte), without asking it.
-            payload = json.loads(body.decode("utf-8", "surrogatepass"))
+            payload = _loads_object(body.decode("utf-8", "surrogatepass"))
         else:
             payload = json.loads(body)
     except ValueError as exc:  # not UTF-8, not JSON, or a number too long to convert

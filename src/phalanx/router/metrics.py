@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import time
+from bisect import bisect_left
 from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -32,11 +34,145 @@ OTHER_KEYS = "_other"
 KEY_LABELS_MAX = 200
 
 
+class PendingCounter:
+    """Increments of one counter series, added to it when its registry is read (`Pending`)."""
+
+    __slots__ = ("_child", "_pending")
+
+    def __init__(self, child: Counter) -> None:
+        self._child = child
+        self._pending = 0.0
+
+    def inc(self, amount: float = 1.0) -> None:
+        if amount < 0:  # refused here, as the series itself would, not at the next scrape
+            raise ValueError("Counters can only be incremented by non-negative amounts.")
+        self._pending += amount
+
+    def flush(self) -> None:
+        if self._pending:
+            self._child.inc(self._pending)
+            self._pending = 0.0
+
+
+class PendingGauge:
+    """The latest value set on one gauge series, set on it when its registry is read (`Pending`)."""
+
+    __slots__ = ("_child", "_dirty", "_value")
+
+    def __init__(self, child: Gauge) -> None:
+        self._child = child
+        self._value = 0.0
+        self._dirty = False
+
+    def set(self, value: float) -> None:
+        self._value = value
+        self._dirty = True
+
+    def flush(self) -> None:
+        if self._dirty:
+            self._child.set(self._value)
+            self._dirty = False
+
+
+class PendingHistogram:
+    """Observations of one histogram series, counted into its buckets here and added to the series'
+    buckets and sum when its registry is read (`Pending`): the same bucket as `observe` picks (the
+    first upper bound at or above the value; NaN adds to the sum only)."""
+
+    __slots__ = ("_bounds", "_child", "_counts", "_dirty", "_sum")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._bounds: list[float] = list(child._upper_bounds)
+        self._counts = [0] * len(self._bounds)
+        self._sum = 0.0
+        self._dirty = False
+
+    def observe(self, amount: float) -> None:
+        self._sum += amount
+        self._dirty = True
+        if not math.isnan(amount):
+            self._counts[bisect_left(self._bounds, amount)] += 1
+
+    def flush(self) -> None:
+        if not self._dirty:
+            return
+        counts = self._counts
+        buckets: list[Any] = self._child._buckets
+        for i in range(len(counts)):
+            if counts[i]:
+                buckets[i].inc(counts[i])
+                counts[i] = 0
+        sum_value: Any = self._child._sum
+        sum_value.inc(self._sum)
+        self._sum = 0.0
+        self._dirty = False
+
+
+PendingSeries = PendingCounter | PendingGauge | PendingHistogram
+_S = TypeVar("_S", PendingCounter, PendingGauge, PendingHistogram)
+
+
+class Pending:
+    """Per-request metric updates kept in native counts and applied to prometheus_client's series
+    when the registry is collected (a scrape, `get_sample_value`): an update through
+    prometheus_client costs four Python calls and a lock, about half the interpreted work per
+    request of the compiled router (bench/router/results.md). Registered before any other
+    collector, so every read sees every update; names, labels and values are the series' own."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._series: dict[tuple[Any, tuple[str, ...]], PendingSeries] = {}
+        registry.register(self)  # a Collector by its two methods
+
+    def counter(self, metric: Counter, values: tuple[str, ...]) -> PendingCounter:
+        found = self._series.get((metric, values))
+        if isinstance(found, PendingCounter):
+            return found
+        return self._keep(metric, values, PendingCounter(metric.labels(*values)))
+
+    def gauge(self, metric: Gauge, values: tuple[str, ...]) -> PendingGauge:
+        found = self._series.get((metric, values))
+        return (
+            found
+            if isinstance(found, PendingGauge)
+            else self._keep(metric, values, PendingGauge(metric.labels(*values)))
+        )
+
+    def histogram(self, metric: Histogram, values: tuple[str, ...]) -> PendingHistogram:
+        found = self._series.get((metric, values))
+        if isinstance(found, PendingHistogram):
+            return found
+        return self._keep(metric, values, PendingHistogram(metric.labels(*values)))
+
+    def _keep(self, metric: MetricWrapperBase, values: tuple[str, ...], series: _S) -> _S:
+        self._series[(metric, values)] = series
+        return series
+
+    def forget(self, metric: MetricWrapperBase, values: tuple[str, ...]) -> None:
+        found = self._series.pop((metric, values), None)
+        if found is not None:
+            found.flush()  # into the series about to be removed: nothing left to apply later
+
+    def flush(self) -> None:
+        for series in self._series.values():
+            series.flush()
+
+    def collect(self) -> list[Any]:
+        self.flush()
+        return []
+
+    def describe(self) -> list[Any]:
+        return []
+
+
 class RouterMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self.pending = Pending(self.registry)
         self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
-        self._relay_series: dict[tuple[str, str], tuple[Histogram, Histogram, Histogram]] = {}
+        self._relay_series: dict[
+            tuple[str, str], tuple[PendingHistogram, PendingHistogram, PendingHistogram]
+        ] = {}
         self.requests = Counter(
             "phalanx_router_requests",
             "Requests answered, by model, endpoint that served them and status code.",
@@ -206,15 +342,27 @@ class RouterMetrics:
             found = self._children[key] = metric.labels(*values)
         return found
 
-    def relay_series(self, model: str, endpoint: str) -> tuple[Histogram, Histogram, Histogram]:
+    def counter(self, metric: Counter, *values: str) -> PendingCounter:
+        """The series `metric.labels(*values)`, updated at the next read (`Pending`)."""
+        return self.pending.counter(metric, values)
+
+    def gauge(self, metric: Gauge, *values: str) -> PendingGauge:
+        return self.pending.gauge(metric, values)
+
+    def histogram(self, metric: Histogram, *values: str) -> PendingHistogram:
+        return self.pending.histogram(metric, values)
+
+    def relay_series(
+        self, model: str, endpoint: str
+    ) -> tuple[PendingHistogram, PendingHistogram, PendingHistogram]:
         """The TTFB, TTFT and ITL series a relay to `endpoint` observes: one lookup per relay."""
         key = (model, endpoint)
         found = self._relay_series.get(key)
         if found is None:
             found = self._relay_series[key] = (
-                self.child(self.ttfb, model),
-                self.child(self.ttft, model, endpoint),
-                self.child(self.itl, model, endpoint),
+                self.histogram(self.ttfb, model),
+                self.histogram(self.ttft, model, endpoint),
+                self.histogram(self.itl, model, endpoint),
             )
         return found
 
@@ -227,6 +375,7 @@ class RouterMetrics:
     def forget_endpoint(self, name: str) -> None:
         """Drop the gauge series of an endpoint that is gone and idle."""
         self._children.pop((self.in_flight, (name,)), None)
+        self.pending.forget(self.in_flight, (name,))
         with contextlib.suppress(KeyError):
             self.in_flight.remove(name)
 
@@ -239,6 +388,7 @@ class KeyUsage:
     key). The labelled children are made once per key and kept: a request costs dict lookups."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        self._pending = Pending(registry)
         self.requests = Counter(
             "phalanx_router_key_requests",
             "Requests answered, by API key name (_unauthenticated: no valid key, or keys off; _other: "
@@ -260,8 +410,8 @@ class KeyUsage:
             registry=registry,
         )
         self._labels: dict[str | None, str] = {None: UNAUTHENTICATED}
-        self._requests: dict[tuple[str, int], Counter] = {}
-        self._tokens: dict[str, tuple[Counter, Counter]] = {}
+        self._requests: dict[tuple[str, int], PendingCounter] = {}
+        self._tokens: dict[str, tuple[PendingCounter, PendingCounter]] = {}
 
     def label(self, key: str | None) -> str:
         found = self._labels.get(key)
@@ -278,15 +428,17 @@ class KeyUsage:
         group = code // 100
         child = self._requests.get((label, group))
         if child is None:
-            child = self._requests[(label, group)] = self.requests.labels(label, f"{group}xx")
+            child = self._requests[(label, group)] = self._pending.counter(
+                self.requests, (label, f"{group}xx")
+            )
         child.inc()
         if usage is None:
             return
         tokens = self._tokens.get(label)
         if tokens is None:
             tokens = self._tokens[label] = (
-                self.prompt_tokens.labels(label),
-                self.completion_tokens.labels(label),
+                self._pending.counter(self.prompt_tokens, (label,)),
+                self._pending.counter(self.completion_tokens, (label,)),
             )
         tokens[0].inc(usage.prompt_tokens)
         tokens[1].inc(usage.completion_tokens)

@@ -217,24 +217,40 @@ class _Abandoned:
     reason: str
 
 
-@dataclass(slots=True)
 class _Tally:
-    """What one request's metrics are labelled with, filled in as routing proceeds."""
+    """What one request's metrics are labelled with, filled in as routing proceeds. A plain class:
+    a dataclass's `__init__` is generated Python even when compiled (one interpreted call per
+    request; bench/router/results.md)."""
 
-    model: str = ""
-    endpoint: str = NO_ENDPOINT
-    code: int | None = None
-    error: str = ""  # the kind, for phalanx_router_errors; empty when the request succeeded
-    request_id: str = ""
-    # Who sent it, for the outlier detector: its API key's name, else the peer's address.
-    client: str = ""
-    attempts: int = 0
-    key: str | None = None  # the API key's name, for the per-key usage metrics
-    usage: UsageTap | None = None  # the engine's token counts: key budgets and per-key usage
-    response_headers: dict[str, str] = field(default_factory=dict)  # added to the relayed answer
-    # vLLM prefill/decode: the prefill engine and the kv_transfer_params it answered, kept while
-    # they may still be pulled, so a decode retry on another endpoint does not prefill again.
-    prefilled: tuple[Endpoint, dict[str, Any]] | None = None
+    __slots__ = (
+        "attempts",
+        "client",
+        "code",
+        "endpoint",
+        "error",
+        "key",
+        "model",
+        "prefilled",
+        "request_id",
+        "response_headers",
+        "usage",
+    )
+
+    def __init__(self, request_id: str = "") -> None:
+        self.model = ""
+        self.endpoint = NO_ENDPOINT
+        self.code: int | None = None
+        self.error = ""  # the kind, for phalanx_router_errors; empty when the request succeeded
+        self.request_id = request_id
+        # Who sent it, for the outlier detector: its API key's name, else the peer's address.
+        self.client = ""
+        self.attempts = 0
+        self.key: str | None = None  # the API key's name, for the per-key usage metrics
+        self.usage: UsageTap | None = None  # the engine's token counts: key budgets and per-key usage
+        self.response_headers: dict[str, str] = {}  # added to the relayed answer
+        # vLLM prefill/decode: the prefill engine and the kv_transfer_params it answered, kept while
+        # they may still be pulled, so a decode retry on another endpoint does not prefill again.
+        self.prefilled: tuple[Endpoint, dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -354,7 +370,7 @@ class Router:
                 self.metrics.forget_endpoint(ep.name)
         for ep in new:
             self._in_flight.setdefault(ep.name, 0)
-            self.metrics.child(self.metrics.in_flight, ep.name).set(self._in_flight[ep.name])
+            self.metrics.gauge(self.metrics.in_flight, ep.name).set(self._in_flight[ep.name])
             self.metrics.know_endpoint(ep.name)
         now = time.monotonic()
         urls = {ep.name: ep.url for ep in new}
@@ -784,8 +800,9 @@ class Router:
 
     async def handle(self, request: ClientRequest) -> ClientReply:
         """A proxied request, served by either front: routed, relayed, counted and logged."""
+        if self._active == 0:  # set only while none is active: clearing it again is a Python call
+            self._idle.clear()
         self._active += 1
-        self._idle.clear()
         started = time.monotonic()
         tally = _Tally(request_id=request_id(request.headers))
         try:
@@ -798,14 +815,14 @@ class Router:
         finally:
             # No code means the handler was cancelled: the client went away.
             code = CLIENT_CLOSED if tally.code is None else tally.code
-            self.metrics.child(self.metrics.requests, tally.model, tally.endpoint, str(code)).inc()
+            self.metrics.counter(self.metrics.requests, tally.model, tally.endpoint, str(code)).inc()
             self.metrics.key_usage.record(tally.key, code, tally.usage.usage if tally.usage else None)
             if code == CLIENT_CLOSED:
                 tally.error = "client_gone"
             if tally.error:
-                self.metrics.child(self.metrics.errors, tally.error).inc()
+                self.metrics.counter(self.metrics.errors, tally.error).inc()
             if tally.model and tally.model != UNKNOWN_MODEL:
-                self.metrics.child(self.metrics.latency, tally.model, tally.endpoint).observe(
+                self.metrics.histogram(self.metrics.latency, tally.model, tally.endpoint).observe(
                     time.monotonic() - started
                 )
             if self.config.access_log:
@@ -914,8 +931,8 @@ class Router:
                     self.on_held(model)
             case Availability.ROUTABLE:
                 tally.model = model
-        self.metrics.child(self.metrics.arrivals, model).inc()
-        self.metrics.child(self.metrics.arrival_prompt_tokens, model).inc(summary.prompt_tokens)
+        self.metrics.counter(self.metrics.arrivals, model).inc()
+        self.metrics.counter(self.metrics.arrival_prompt_tokens, model).inc(summary.prompt_tokens)
 
         rid = tally.request_id
         drop = ("authorization",) if self.keys.enabled else ()  # the router's key is not the engine's
@@ -969,7 +986,7 @@ class Router:
                 now = time.monotonic()
                 self.policies.record(routing, ep, now)
                 self.detector.record_attempt(ep.name, now)
-                self.metrics.child(self.metrics.decisions, decision.policy, decision.reason).inc()
+                self.metrics.counter(self.metrics.decisions, decision.policy, decision.reason).inc()
                 tried.add(ep.name)
                 tally.endpoint = ep.name
                 tally.attempts += 1
@@ -1365,7 +1382,7 @@ class Router:
     def _enter(self, name: str) -> None:
         count = self._in_flight.get(name, 0) + 1
         self._in_flight[name] = count
-        self.metrics.child(self.metrics.in_flight, name).set(count)
+        self.metrics.gauge(self.metrics.in_flight, name).set(count)
 
     def _leave(self, name: str) -> None:
         count = self._in_flight.get(name, 1) - 1
@@ -1375,7 +1392,7 @@ class Router:
             self.metrics.forget_endpoint(name)
             return
         self._in_flight[name] = max(count, 0)
-        self.metrics.child(self.metrics.in_flight, name).set(max(count, 0))
+        self.metrics.gauge(self.metrics.in_flight, name).set(max(count, 0))
 
 
 def _log_request(access: AccessLog, request: ClientRequest, tally: _Tally, code: int, seconds: float) -> None:

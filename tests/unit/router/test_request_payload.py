@@ -87,3 +87,32 @@ def test_a_body_opening_with_a_brace_is_read_as_json_loads_reads_it(body: bytes)
 )
 def test_bodies_in_other_encodings_are_read_as_json_loads_reads_them(body: bytes) -> None:
     assert _answer(body) == _as_json_loads_reads_it(body)
+
+
+# Bodies built from JSON's own tokens, so most are near-JSON: errors deep inside objects, missing
+# values, extra data after the object, whitespace around it.
+JSON_PIECES = st.sampled_from(
+    [
+        '"model"',
+        '"m"',
+        ":",
+        ",",
+        "{",
+        "}",
+        "[",
+        "]",
+        "1",
+        "-0.5e3",
+        "null",
+        "true",
+        " ",
+        "\n",
+        '"\\u00e9"',
+        "x",
+    ]
+)
+
+
+@given(st.lists(JSON_PIECES, max_size=14).map(lambda pieces: ("{" + "".join(pieces)).encode()))
+def test_a_near_json_body_is_read_as_json_loads_reads_it(body: bytes) -> None:
+    assert _answer(body) == _as_json_loads_reads_it(body)
