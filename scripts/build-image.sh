@@ -15,8 +15,8 @@
 # Idempotent: the image carries a hash of what goes into it (the sources of the wheel, the Containerfile,
 # this script, the base's ID) and is reused while that hash is unchanged. Dependencies are resolved when
 # the image is built; --force picks up newer ones.
-# Needs Linux, buildah (and mmdebstrap for the default base): installed with apt-get when missing, if
-# run as root on Debian or Ubuntu. The wheels are built by the Python of .venv (scripts/lib/venv.sh,
+# Needs Linux, buildah, gcc (and mmdebstrap for the default base): installed with apt-get when missing,
+# if run as root on Debian or Ubuntu. The wheels are built by the Python of .venv (scripts/lib/venv.sh,
 # PHALANX_PYTHON chooses it), so the base must have that Python version.
 # Caches: ${PHALANX_CACHE_DIR:-~/.cache/phalanx}/image (scratch space, lock); images in buildah's storage.
 set -euo pipefail
@@ -55,7 +55,7 @@ if [ "$print_name" = 1 ]; then echo "$name"; exit 0; fi
 [ "$(uname -s)" = Linux ] || die "buildah runs on Linux only"
 
 # The tools: installed from the distribution's packages when missing and allowed.
-needed=(buildah)
+needed=(buildah gcc)  # gcc: the wheel's router is compiled with mypyc (setup.py)
 [ -n "$base" ] || needed+=(mmdebstrap)
 missing=()
 for tool in "${needed[@]}"; do command -v "$tool" >/dev/null || missing+=("$tool"); done

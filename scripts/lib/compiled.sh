@@ -24,7 +24,7 @@ if [ ! -d "$PHALANX_COMPILED_DIR" ]; then
     fi
     if ! command -v gcc >/dev/null 2>&1 || [ ! -f "$include/Python.h" ]; then
       echo "The compiled router needs gcc and Python's headers ($include/Python.h): install them" >&2
-      echo "(Debian: apt-get install gcc python3-dev) and run again." >&2
+      echo "(Debian: apt-get install gcc python3-dev) and run again, or skip this tier: ./scripts/test --no-compiled." >&2
       exit 1
     fi
   fi

@@ -3,7 +3,7 @@ host's loopback): `phalanx` answers as the non-root user the chart's pods need, 
 /health and a completion through the router, and a spec is checked against the one Kubernetes
 schema the image keeps.
 
-Skipped, with the reason, where buildah is absent and the build script cannot install it. The build
+Skipped, with the reason, where buildah or gcc is absent and the build script cannot install it. The build
 reuses the image while nothing it is made of changed, so only the first run pays for it.
 """
 
@@ -37,11 +37,12 @@ STEP_TIMEOUT = 60.0
 def _cannot_build() -> str | None:
     if sys.platform != "linux":
         return "the image smoke test needs Linux (buildah)"
-    if shutil.which("buildah") or (os.geteuid() == 0 and shutil.which("apt-get")):
+    missing = [tool for tool in ("buildah", "gcc") if not shutil.which(tool)]
+    if not missing or (os.geteuid() == 0 and shutil.which("apt-get")):
         return None
     return (
-        "the image smoke test did not run: buildah is not installed, and scripts/build-image.sh can "
-        "install it only as root with apt-get; install buildah to run it"
+        f"the image smoke test did not run: {' and '.join(missing)} not installed, and "
+        "scripts/build-image.sh can install them only as root with apt-get; install them to run it"
     )
 
 
